@@ -1,0 +1,149 @@
+//! The `ebb` command line: argument parsing and one function per subcommand.
+//!
+//! Exit codes (DESIGN §5): 0 success; 1 failure (invalid config, a failed run);
+//! 2 bad usage or unreadable project files; 3 a run whose destination rejected rows.
+
+mod plan;
+mod schema;
+mod validate;
+
+use crate::diagnostics::render::Format;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// ebb: declarative reverse ETL. Warehouse rows to CRM objects, described in YAML.
+#[derive(Debug, Parser)]
+#[command(name = "ebb", version, about, long_about = None)]
+pub struct Cli {
+    /// The project directory (holding `ebb.yaml`). Default: the current directory or the
+    /// closest parent with an `ebb.yaml`.
+    #[arg(long, short = 'C', global = true, env = "EBB_PROJECT", value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// When to colour output.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// Whether to colour what goes to standard output.
+    pub fn enabled(self) -> bool {
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the project and model files offline and report every problem with its
+    /// file:line:column.
+    Validate {
+        /// Model files or directories to report on (default: the whole project). Files
+        /// outside the models directory are validated against the project too.
+        paths: Vec<PathBuf>,
+        /// Output format: `human` (coloured on a terminal), `json`, or `github`
+        /// (workflow annotations for pull requests).
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Print the compiled plan of models, offline: connections, query, keys, mappings with
+    /// their compiled paths and transforms, batch size and the next scheduled runs.
+    Plan {
+        /// Names of the models (default: all).
+        models: Vec<String>,
+        /// `human` or `json`.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
+    /// Print the JSON schema of model files, or write both schemas to `schemas/`.
+    Schema {
+        /// Write `schemas/model.schema.json` and `schemas/project.schema.json` in the project.
+        #[arg(long, conflicts_with = "check")]
+        write: bool,
+        /// Exit 1 when the files in `schemas/` are not what this ebb generates.
+        #[arg(long)]
+        check: bool,
+        /// Print the project-file schema instead of the model-file schema.
+        #[arg(long, conflicts_with_all = ["write", "check"])]
+        project_file: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    Human,
+    Json,
+}
+
+/// Parses the process arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(run(cli))
+}
+
+/// Runs a parsed command line and returns the exit code.
+pub fn run(cli: Cli) -> u8 {
+    let color = cli.color.enabled();
+    let project = cli.project.clone();
+    let result = match cli.command {
+        Command::Validate {
+            paths,
+            format,
+            deny_warnings,
+        } => validate::run(project, &paths, format, deny_warnings, color),
+        Command::Plan { models, format } => plan::run(project, &models, format, color),
+        Command::Schema {
+            write,
+            check,
+            project_file,
+        } => schema::run(project, write, check, project_file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!(
+                "{} {e:#}",
+                if color_stderr() {
+                    "\x1b[1;31merror:\x1b[0m"
+                } else {
+                    "error:"
+                }
+            );
+            2
+        }
+    }
+}
+
+fn color_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// The project directory: `--project`, else the closest directory with `ebb.yaml`.
+fn project_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match flag {
+        Some(p) => {
+            if p.join(crate::config::PROJECT_FILE).is_file() {
+                Ok(p)
+            } else {
+                anyhow::bail!("`{}` has no `ebb.yaml`", p.display())
+            }
+        }
+        None => Ok(crate::validate::find_project(&std::env::current_dir()?)?),
+    }
+}

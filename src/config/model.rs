@@ -1,0 +1,329 @@
+//! `ModelSpec`: a model file as written (`models/*.yaml`), in its serde form.
+//!
+//! These types are the format: the JSON schema in `schemas/model.schema.json` is generated
+//! from them, so every field's doc comment is what an analyst sees in the editor. They do
+//! no validation beyond shape; `validate` checks meaning and `compile` builds the plan.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A model file: one or more models.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "ebb model file")]
+pub struct ModelFile {
+    /// Version of the model file format. Only `1` exists; may be left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1))]
+    pub version: Option<u32>,
+    /// The models this file defines. Names are unique across the whole project.
+    pub models: Vec<ModelSpec>,
+}
+
+/// One sync: which rows to read, where they go and how fields map.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Unique name of the model in the project: lowercase letters, digits and `_`,
+    /// starting with a letter. Used on the command line (`ebb run NAME`) and in the state store.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_]*$"), length(max = 63))]
+    pub name: String,
+    /// What the model is for, shown by `ebb plan` and `ebb status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where the rows come from: a warehouse query, or a CRM object for inbound syncs.
+    pub source: SourceSpec,
+    /// Where the rows go and how they are matched to existing records.
+    pub destination: DestinationSpec,
+    /// How source columns become destination fields, in order.
+    pub mappings: Vec<MappingSpec>,
+    /// When the daemon runs the model. Without a schedule the model runs only on demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSpec>,
+    /// Safety limits checked before anything is sent. Off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardSpec>,
+}
+
+/// Kinds of connection, as written in `type:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionType {
+    /// Embedded DuckDB database file (the default warehouse).
+    Duckdb,
+    /// PostgreSQL database.
+    Postgres,
+    /// Snowflake, through the SQL API v2 with key-pair authentication.
+    Snowflake,
+    /// Salesforce org (REST, sObject Collections and Bulk API 2.0).
+    Salesforce,
+    /// HubSpot CRM v3 objects.
+    Hubspot,
+    /// Generic JSON webhook: batches of records POSTed to a URL.
+    Http,
+    /// JSON Lines files, one per run.
+    File,
+}
+
+impl ConnectionType {
+    pub const ALL: [ConnectionType; 7] = [
+        ConnectionType::Duckdb,
+        ConnectionType::Postgres,
+        ConnectionType::Snowflake,
+        ConnectionType::Salesforce,
+        ConnectionType::Hubspot,
+        ConnectionType::Http,
+        ConnectionType::File,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionType::Duckdb => "duckdb",
+            ConnectionType::Postgres => "postgres",
+            ConnectionType::Snowflake => "snowflake",
+            ConnectionType::Salesforce => "salesforce",
+            ConnectionType::Hubspot => "hubspot",
+            ConnectionType::Http => "http",
+            ConnectionType::File => "file",
+        }
+    }
+
+    /// A SQL warehouse: read with `query`, written into a `table`.
+    pub fn is_warehouse(self) -> bool {
+        matches!(
+            self,
+            ConnectionType::Duckdb | ConnectionType::Postgres | ConnectionType::Snowflake
+        )
+    }
+
+    /// A CRM: read by `object` and `fields`, written by `object`.
+    pub fn is_crm(self) -> bool {
+        matches!(self, ConnectionType::Salesforce | ConnectionType::Hubspot)
+    }
+
+    pub fn can_be_source(self) -> bool {
+        self.is_warehouse() || self.is_crm()
+    }
+
+    pub fn can_be_destination(self) -> bool {
+        self != ConnectionType::Snowflake
+    }
+}
+
+impl std::fmt::Display for ConnectionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a model's rows come from.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Type of the source. Without `connection`, the project's one connection of this type is used.
+    #[serde(rename = "type")]
+    pub kind: ConnectionType,
+    /// Name of a connection in `ebb.yaml`; needed when several connections have this type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// Warehouse sources: the SQL query whose rows are synced, in the warehouse's dialect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// CRM sources (inbound): the object to read, e.g. `Contact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// CRM sources (inbound): the fields to read. Default: the mappings' source fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+    /// CRM sources (inbound): the field used as an incremental watermark, e.g. `LastModifiedDate`;
+    /// each run reads only records changed since the last confirmed run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<String>,
+}
+
+/// How rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Create records that do not exist, update those that do (matched by key).
+    Upsert,
+    /// Only update existing records; rows without a match are rejected.
+    Update,
+    /// Only create records.
+    Insert,
+    /// Upsert, and delete the records of rows that leave the model.
+    Mirror,
+    /// Delete the destination records of the model's rows.
+    Delete,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Upsert => "upsert",
+            Mode::Update => "update",
+            Mode::Insert => "insert",
+            Mode::Mirror => "mirror",
+            Mode::Delete => "delete",
+        }
+    }
+}
+
+/// What happens at the destination to rows that leave the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRemoved {
+    /// Leave the record as it is.
+    Ignore,
+    /// Delete the record.
+    Delete,
+    /// Set every mapped field of the record to null.
+    Clear,
+}
+
+impl OnRemoved {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnRemoved::Ignore => "ignore",
+            OnRemoved::Delete => "delete",
+            OnRemoved::Clear => "clear",
+        }
+    }
+}
+
+/// Which Salesforce API carries the writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SalesforceApi {
+    /// sObject Collections for small change sets, Bulk API 2.0 above the connection's threshold.
+    Auto,
+    /// Always sObject Collections (200 records per call, synchronous).
+    Collections,
+    /// Always Bulk API 2.0 (asynchronous CSV jobs).
+    Bulk,
+}
+
+impl SalesforceApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SalesforceApi::Auto => "auto",
+            SalesforceApi::Collections => "collections",
+            SalesforceApi::Bulk => "bulk",
+        }
+    }
+}
+
+/// Where a model's rows go.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSpec {
+    /// Type of the destination. Without `connection`, the project's one connection of this type is used.
+    #[serde(rename = "type")]
+    pub kind: ConnectionType,
+    /// Name of a connection in `ebb.yaml`; needed when several connections have this type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// CRM destinations: the object written, e.g. `Contact` (Salesforce) or `contacts` (HubSpot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// Warehouse destinations (inbound): the table written, e.g. `raw.crm_contacts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// How rows are written. Default: `upsert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// The source column that identifies a row. Rows with a null or repeated value are
+    /// rejected as invalid and never sent.
+    pub unique_identifier: String,
+    /// The destination field that identifies a record. Default: the field the
+    /// `unique_identifier` column is mapped to, else `Id` (Salesforce). Salesforce cannot
+    /// upsert by record Id: with `Id`, rows are updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id_field: Option<String>,
+    /// Salesforce: which API writes the rows. Default: `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<SalesforceApi>,
+    /// What happens to records whose rows leave the model. Default: `ignore`
+    /// (`delete` for `mode: mirror`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_removed: Option<OnRemoved>,
+    /// Records per request. Default: the destination's maximum (Salesforce 200, HubSpot 100,
+    /// `http` the connection's `batch_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub batch_size: Option<u32>,
+}
+
+/// One field of the destination record.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MappingSpec {
+    /// The source column, a dotted path into a JSON column (`scores.upsell`) or a JSONPath
+    /// whose `$` is the row (`$.scores.history[0]`). Exclusive with `constant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A fixed value sent for every row instead of a column. Exclusive with `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constant: Option<serde_json::Value>,
+    /// The destination field (CRM field API name, or table column for inbound syncs).
+    pub destination: String,
+    /// Transform(s) applied in order: `lower`, `upper`, `initcap`, `trim`, `phone`,
+    /// `parse_json`, `sha256`, `round(n)`, `scale(from_min, from_max, to_min, to_max)`,
+    /// `date(format)`, `truncate(n)`, `default(value)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<Transforms>,
+}
+
+/// One transform or a list of them.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Transforms {
+    /// A single transform, e.g. `round(2)`.
+    One(String),
+    /// Transforms applied in order, e.g. `[trim, lower]`.
+    Many(Vec<String>),
+}
+
+impl Transforms {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Transforms::One(s) => std::slice::from_ref(s),
+            Transforms::Many(v) => v,
+        }
+    }
+}
+
+/// When the model runs.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// Run every interval: `hourly`, `daily`, `weekly`, or `<n>s`, `<n>m`, `<n>h`, `<n>d`
+    /// (e.g. `15m`). Exclusive with `cron`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Run at the times of a 5-field cron expression (`minute hour day month weekday`,
+    /// e.g. `0 6 * * MON-FRI`). Exclusive with `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// IANA timezone the schedule is read in, e.g. `Europe/Berlin`. Default: `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// Limits that refuse a run before anything is sent (`ebb run --force` overrides).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSpec {
+    /// Refuse a run whose (changed + removed) rows exceed this share of the rows the
+    /// destination has confirmed, e.g. `0.5`. The first sync is exempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_change_ratio: Option<f64>,
+    /// Refuse a run that would delete (or clear) more records than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deletes: Option<u64>,
+}
+
+/// Headers of an `http` connection, name to value.
+pub type Headers = BTreeMap<String, String>;

@@ -1,0 +1,273 @@
+//! `ProjectSpec`: the project file `ebb.yaml` as written, in its serde form.
+//!
+//! The directory holding `ebb.yaml` is the project. Secrets are never written literally:
+//! `${VAR}` is read from the environment when a connection is opened, and `validate`
+//! rejects a literal value in a secret field. The JSON schema
+//! `schemas/project.schema.json` is generated from these types.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::model::{ConnectionType, Headers};
+
+/// The project file `ebb.yaml`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "ebb project file")]
+pub struct ProjectSpec {
+    /// Version of the project file format. Only `1` exists.
+    #[schemars(range(min = 1, max = 1))]
+    pub version: u32,
+    /// Directory of the model files, relative to the project. Default: `models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models_dir: Option<String>,
+    /// Where ebb keeps its snapshots, run history and locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateSpec>,
+    /// Named connections to warehouses and CRMs, used by models as sources and destinations.
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionSpec>,
+    /// Settings of `ebb daemon`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonSpec>,
+}
+
+/// The state store.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    /// `sqlite://PATH` (relative to the project; default `sqlite://.ebb/state.db`) or
+    /// `postgres://…` to share state between several daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A connection to a warehouse, CRM or other endpoint; `type` decides the other fields.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ConnectionSpec {
+    /// Embedded DuckDB database.
+    Duckdb(DuckdbConnection),
+    /// PostgreSQL database.
+    Postgres(PostgresConnection),
+    /// Snowflake through the SQL API v2 with key-pair (JWT) authentication.
+    Snowflake(SnowflakeConnection),
+    /// A Salesforce org.
+    Salesforce(SalesforceConnection),
+    /// A HubSpot account.
+    Hubspot(HubspotConnection),
+    /// A generic JSON webhook.
+    Http(HttpConnection),
+    /// JSON Lines files in a directory.
+    File(FileConnection),
+}
+
+impl ConnectionSpec {
+    pub fn kind(&self) -> ConnectionType {
+        match self {
+            ConnectionSpec::Duckdb(_) => ConnectionType::Duckdb,
+            ConnectionSpec::Postgres(_) => ConnectionType::Postgres,
+            ConnectionSpec::Snowflake(_) => ConnectionType::Snowflake,
+            ConnectionSpec::Salesforce(_) => ConnectionType::Salesforce,
+            ConnectionSpec::Hubspot(_) => ConnectionType::Hubspot,
+            ConnectionSpec::Http(_) => ConnectionType::Http,
+            ConnectionSpec::File(_) => ConnectionType::File,
+        }
+    }
+}
+
+/// Embedded DuckDB.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DuckdbConnection {
+    /// Database file, relative to the project, or `:memory:`.
+    pub path: String,
+    /// Open the database read-only (recommended for a warehouse shared with other tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConnection {
+    /// Connection URL, `postgres://user:${PASSWORD}@host:5432/db?sslmode=require`.
+    pub url: String,
+    /// Rows fetched per round trip of the streaming cursor. Default: 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub fetch_size: Option<u32>,
+}
+
+/// Snowflake SQL API v2.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnowflakeConnection {
+    /// Account identifier, e.g. `xy12345.eu-central-1` or `myorg-myaccount`.
+    pub account: String,
+    /// User the key pair belongs to.
+    pub user: String,
+    /// PEM private key (PKCS#8) of the user, as `${VAR}`. Exclusive with `private_key_path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// Path of the PEM private key file. Exclusive with `private_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_path: Option<String>,
+    /// Default database of the statements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Default schema of the statements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Virtual warehouse that runs the statements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warehouse: Option<String>,
+    /// Role the statements run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Base URL of the API. Default: `https://{account}.snowflakecomputing.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// A Salesforce org.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceConnection {
+    /// My Domain URL of the org, `https://acme.my.salesforce.com` (http only on loopback,
+    /// for `ebb sandbox`).
+    pub instance_url: String,
+    /// REST API version, quoted: `"62.0"`. Default: `"62.0"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{2}\.0$"))]
+    pub api_version: Option<String>,
+    /// How ebb obtains an access token.
+    pub auth: SalesforceAuth,
+    /// At most N requests in any sliding window of the length, shared by every sync on
+    /// this connection: `N/second`, `N/minute`, `N/hour` or `N/day`. No limit unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Requests in flight at once on this connection. Default: 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 25))]
+    pub max_concurrency: Option<u32>,
+    /// `api: auto` uses Bulk API 2.0 above this many rows of one operation. Default: 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub bulk_threshold: Option<u32>,
+    /// Stop starting requests when fewer than this many of the org's daily API calls
+    /// remain (read from `Sforce-Limit-Info`). Default: 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_api_reserve: Option<u32>,
+}
+
+/// Salesforce OAuth 2.0 flows.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceAuth {
+    /// `client_credentials`, `jwt_bearer` or `refresh_token`.
+    pub flow: SalesforceAuthFlow,
+    /// Consumer key of the connected app.
+    pub client_id: String,
+    /// Consumer secret, as `${VAR}` (client_credentials; refresh_token if the app requires it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// jwt_bearer: the user the token is issued for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// jwt_bearer: PEM private key, as `${VAR}`. Exclusive with `private_key_path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// jwt_bearer: path of the PEM private key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_path: Option<String>,
+    /// refresh_token: the refresh token, as `${VAR}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Token endpoint host for jwt_bearer and refresh_token: `https://login.salesforce.com`
+    /// (default), `https://test.salesforce.com` or the My Domain URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_url: Option<String>,
+}
+
+/// Salesforce OAuth 2.0 flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SalesforceAuthFlow {
+    /// Client credentials of a connected app with a run-as user.
+    ClientCredentials,
+    /// JWT bearer: an RS256 assertion signed with the app's certificate key.
+    JwtBearer,
+    /// A refresh token obtained once interactively.
+    RefreshToken,
+}
+
+/// A HubSpot account.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HubspotConnection {
+    /// Private-app access token, as `${VAR}`.
+    pub token: String,
+    /// API base URL. Default: `https://api.hubapi.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// At most N requests per window: `N/second`, `N/minute`, `N/hour` or `N/day`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Requests in flight at once. Default: 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_concurrency: Option<u32>,
+}
+
+/// A generic JSON webhook: POSTs `{"model", "run_id", "records": […]}`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConnection {
+    /// Endpoint URL (https, or http on a loopback host).
+    pub url: String,
+    /// Extra request headers; put secrets in `${VAR}`: `Authorization: Bearer ${HOOK_TOKEN}`.
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
+    /// Records per request. Default: 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub batch_size: Option<u32>,
+    /// Requests in flight at once. Default: 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub max_concurrency: Option<u32>,
+    /// At most N requests per window: `N/second`, `N/minute`, `N/hour` or `N/day`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Seconds before a request is abandoned and retried. Default: 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_secs: Option<u32>,
+}
+
+/// JSON Lines output.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileConnection {
+    /// Directory the files are written to, relative to the project.
+    pub path: String,
+}
+
+/// `ebb daemon` settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSpec {
+    /// Address of the HTTP server (`/healthz`, `/readyz`, `/metrics`, `/api/…`, `/webhooks/…`).
+    /// Default: `127.0.0.1:7878`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Bearer token required by everything but `/healthz`, as `${VAR}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
+    /// Runs in progress at once across all models. Default: 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub max_concurrent_runs: Option<u32>,
+}

@@ -1,0 +1,106 @@
+//! The stable diagnostic codes. A code never changes meaning once released; `docs/diagnostics.md`
+//! lists them with an example each.
+
+use super::Severity;
+use serde::{Serialize, Serializer};
+
+macro_rules! codes {
+    ($( $variant:ident = $code:literal, $sev:ident, $title:literal; )*) => {
+        /// A stable identifier for each kind of problem `ebb validate` reports.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code { $( #[doc = $title] $variant, )* }
+
+        impl Code {
+            /// Every code, in order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The code as printed, e.g. `E101`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $code,)* }
+            }
+
+            /// The severity the code is reported with.
+            pub fn severity(self) -> Severity {
+                match self { $(Code::$variant => Severity::$sev,)* }
+            }
+
+            /// A short description of the kind of problem.
+            pub fn title(self) -> &'static str {
+                match self { $(Code::$variant => $title,)* }
+            }
+        }
+    };
+}
+
+codes! {
+    // Files and YAML syntax (E0xx)
+    Io = "E001", Error, "a file cannot be read";
+    YamlSyntax = "E002", Error, "the file is not valid YAML";
+    DuplicateKey = "E003", Error, "a key appears twice in one mapping";
+    YamlUnsupported = "E004", Error, "a YAML feature ebb does not accept (complex keys, unknown tags)";
+    // JSON schema (E1xx)
+    UnknownKey = "E101", Error, "a key that is not part of the format";
+    WrongType = "E102", Error, "a value of the wrong type";
+    MissingField = "E103", Error, "a required field is missing";
+    InvalidValue = "E104", Error, "a value that is not one of the allowed values";
+    BadPattern = "E105", Error, "a value that does not match the required pattern";
+    OutOfRange = "E106", Error, "a number outside the allowed range";
+    SchemaOther = "E107", Error, "a value the schema rejects";
+    UnsupportedVersion = "E108", Error, "a config version this ebb does not know";
+    // Names and connections (E2xx)
+    DuplicateModel = "E201", Error, "two models share a name";
+    UnknownConnection = "E202", Error, "a connection that is not defined in `ebb.yaml`";
+    AmbiguousConnection = "E203", Error, "several connections of the type, none named";
+    NoConnection = "E204", Error, "no connection of the type is defined";
+    ConnectionTypeMismatch = "E205", Error, "the named connection has another type";
+    WrongRole = "E206", Error, "a connection type used where it cannot serve (e.g. `file` as a source)";
+    MissingForType = "E207", Error, "a field the source or destination type needs is missing";
+    IrrelevantField = "E208", Warning, "a field the source or destination type ignores";
+    InsecureUrl = "E209", Error, "a URL that must be https (or a loopback host) is not";
+    BadUrl = "E210", Error, "a URL that does not parse or has the wrong scheme";
+    BadRateLimit = "E211", Error, "a rate limit not of the form N/second|minute|hour|day";
+    // SQL (E3xx)
+    SqlSyntax = "E301", Error, "the source query does not parse";
+    SqlNotQuery = "E302", Error, "the source query is not a single SELECT";
+    KeyNotSelected = "E303", Error, "the query does not select the `unique_identifier`";
+    ColumnNotSelected = "E304", Error, "the query does not select a mapping's source column";
+    SelectStar = "N305", Note, "`SELECT *`: the selected columns are not known until run time";
+    FieldNotFetched = "E306", Error, "an inbound mapping reads a CRM field the source does not fetch";
+    // Mappings (E4xx)
+    DuplicateDestination = "E401", Error, "two mappings write the same destination field";
+    BadPath = "E402", Error, "an invalid dotted path or JSONPath";
+    MappingShape = "E403", Error, "a mapping needs exactly one of `source` and `constant`";
+    UnknownTransform = "E404", Error, "an unknown transform";
+    BadTransformArgs = "E405", Error, "a transform with wrong arguments";
+    KeyMappedTwice = "W406", Warning, "the key column is mapped to a field other than the destination key";
+    NoMappings = "E407", Error, "a model that sends no field";
+    // Modes (E5xx)
+    ModeConflict = "E501", Error, "a combination of mode and options that cannot work";
+    UpsertById = "N502", Note, "Salesforce cannot upsert by record `Id`: rows are updated";
+    ApiNotApplicable = "E503", Error, "`api` is only for Salesforce destinations";
+    // Schedules (E6xx)
+    BadInterval = "E601", Error, "an interval not of the form hourly|daily|weekly|<n>s|<n>m|<n>h|<n>d";
+    BadCron = "E602", Error, "an invalid cron expression";
+    BadTimezone = "E603", Error, "an unknown IANA timezone";
+    ScheduleShape = "E604", Error, "a schedule needs exactly one of `interval` and `cron`";
+    ShortInterval = "W605", Warning, "an interval under a minute";
+    // Secrets and environment (E7xx)
+    LiteralSecret = "E701", Error, "a secret written literally instead of as `${VAR}`";
+    UnsetVariable = "W702", Warning, "a `${VAR}` that is not set in the environment";
+    BadVariable = "E703", Error, "a malformed `${…}` reference";
+    // Project (E8xx)
+    NoModels = "W801", Warning, "the project has no model files";
+    BadModelsDir = "E802", Error, "`models_dir` is not a directory";
+}
+
+impl Serialize for Code {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

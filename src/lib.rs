@@ -1,0 +1,23 @@
+//! ebb: a declarative reverse-ETL engine.
+//!
+//! Analysts describe in YAML which warehouse rows land in which CRM object and how fields
+//! map. The pipeline, one module per stage:
+//!
+//! - [`yaml`]: YAML with a position on every node;
+//! - [`config`]: the file format (`ebb.yaml`, `models/*.yaml`) as serde types;
+//! - [`schema`]: the JSON schemas generated from those types;
+//! - [`validate`]: every check, collected as [`diagnostics`] with file:line:col;
+//! - [`plan`]: the compiled, resolved form of a model that a run executes;
+//! - [`schedule`], [`transform`], [`path`]: the pieces a plan is made of;
+//! - [`cli`]: the `ebb` command.
+
+pub mod cli;
+pub mod config;
+pub mod diagnostics;
+pub mod path;
+pub mod plan;
+pub mod schedule;
+pub mod schema;
+pub mod transform;
+pub mod validate;
+pub mod yaml;

@@ -1,0 +1,185 @@
+//! Printing a plan: `ebb plan` for people and as JSON.
+
+use super::{SyncPlan, ValueSource};
+use crate::path::FieldPath;
+use chrono::{DateTime, Utc};
+use std::fmt::Write;
+
+/// The plan as text, with the next three scheduled runs after `now`.
+pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "model {}  ({})", plan.name, plan.file.display());
+    if let Some(d) = &plan.description {
+        let _ = writeln!(o, "  {d}");
+    }
+    let s = &plan.source;
+    let _ = writeln!(o, "source:       connection `{}` ({})", s.connection, s.kind);
+    if let Some(q) = &s.query {
+        let mut lines = q.trim_end().lines();
+        if let Some(first) = lines.next() {
+            let _ = writeln!(o, "  query:      {first}");
+            for l in lines {
+                let _ = writeln!(o, "              {l}");
+            }
+        }
+        match &s.columns {
+            Some(c) => {
+                let _ = writeln!(o, "  columns:    {}", c.join(", "));
+            }
+            None => {
+                let _ = writeln!(o, "  columns:    known when the query runs");
+            }
+        }
+    }
+    if let Some(obj) = &s.object {
+        let _ = writeln!(o, "  object:     {obj}  fields: {}", s.fields.join(", "));
+    }
+    if let Some(w) = &s.incremental {
+        let _ = writeln!(o, "  watermark:  {w}");
+    }
+    let d = &plan.destination;
+    let target = d
+        .object
+        .as_deref()
+        .or(d.table.as_deref())
+        .map(|t| format!(" → {t}"))
+        .unwrap_or_default();
+    let _ = writeln!(o, "destination:  connection `{}` ({}){target}", d.connection, d.kind);
+    let _ = writeln!(
+        o,
+        "  mode:       {} (on_removed: {})",
+        d.mode.as_str(),
+        d.on_removed.as_str()
+    );
+    let _ = writeln!(o, "  key:        column `{}` → field `{}`", d.key_column, d.key_field);
+    match d.api {
+        Some(api) => {
+            let _ = writeln!(
+                o,
+                "  batches:    {} records per request, api: {}",
+                d.batch_size,
+                api.as_str()
+            );
+        }
+        None => {
+            let _ = writeln!(o, "  batches:    {} records per request", d.batch_size);
+        }
+    }
+    let _ = writeln!(o, "mappings:");
+    let width = plan
+        .mappings
+        .iter()
+        .map(|m| value_text(&m.value).len())
+        .max()
+        .unwrap_or(0);
+    for m in &plan.mappings {
+        let v = value_text(&m.value);
+        let _ = write!(o, "  {v:<width$}  → {}", m.destination);
+        if !m.transforms.is_empty() {
+            let t: Vec<String> = m.transforms.iter().map(ToString::to_string).collect();
+            let _ = write!(o, "   | {}", t.join(" | "));
+        }
+        if let ValueSource::Path(p) = &m.value {
+            if p.is_nested() {
+                let _ = write!(o, "   ({p})");
+            }
+        }
+        o.push('\n');
+    }
+    match &plan.schedule {
+        Some(sch) => {
+            let _ = writeln!(o, "schedule:     {}  ({sch})", sch.written);
+            let next: Vec<String> = sch
+                .upcoming(now, 3)
+                .iter()
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string())
+                .collect();
+            let _ = writeln!(o, "  next runs:  {}", next.join(", "));
+        }
+        None => {
+            let _ = writeln!(o, "schedule:     none (runs on demand: `ebb run {}`)", plan.name);
+        }
+    }
+    let g = &plan.guard;
+    if g.max_change_ratio.is_some() || g.max_deletes.is_some() {
+        let mut parts = Vec::new();
+        if let Some(r) = g.max_change_ratio {
+            parts.push(format!("max_change_ratio {r}"));
+        }
+        if let Some(n) = g.max_deletes {
+            parts.push(format!("max_deletes {n}"));
+        }
+        let _ = writeln!(o, "guard:        {}", parts.join(", "));
+    }
+    o
+}
+
+fn value_text(v: &ValueSource) -> String {
+    match v {
+        ValueSource::Path(FieldPath::Simple { column, steps }) if steps.is_empty() => column.clone(),
+        ValueSource::Path(FieldPath::Simple { column, steps }) => {
+            let mut s = column.clone();
+            for st in steps {
+                match st {
+                    crate::path::Segment::Key(k) => {
+                        s.push('.');
+                        s.push_str(k);
+                    }
+                    crate::path::Segment::Index(i) => {
+                        let _ = write!(s, "[{i}]");
+                    }
+                }
+            }
+            s
+        }
+        ValueSource::Path(FieldPath::Query { text, .. }) => text.clone(),
+        ValueSource::Constant(c) => format!("{c} (constant)"),
+    }
+}
+
+/// The plan as JSON.
+pub fn explain_json(plan: &SyncPlan, now: DateTime<Utc>) -> serde_json::Value {
+    let s = &plan.source;
+    let d = &plan.destination;
+    serde_json::json!({
+        "name": plan.name,
+        "description": plan.description,
+        "file": plan.file.display().to_string(),
+        "source": {
+            "connection": s.connection,
+            "type": s.kind.as_str(),
+            "query": s.query,
+            "columns": s.columns,
+            "object": s.object,
+            "fields": if s.fields.is_empty() { None } else { Some(&s.fields) },
+            "incremental": s.incremental,
+        },
+        "destination": {
+            "connection": d.connection,
+            "type": d.kind.as_str(),
+            "object": d.object,
+            "table": d.table,
+            "mode": d.mode.as_str(),
+            "on_removed": d.on_removed.as_str(),
+            "key_column": d.key_column,
+            "key_field": d.key_field,
+            "api": d.api.map(|a| a.as_str()),
+            "batch_size": d.batch_size,
+        },
+        "mappings": plan.mappings.iter().map(|m| serde_json::json!({
+            "destination": m.destination,
+            "source": match &m.value { ValueSource::Path(_) => Some(value_text(&m.value)), ValueSource::Constant(_) => None },
+            "constant": match &m.value { ValueSource::Constant(c) => Some(c.clone()), ValueSource::Path(_) => None },
+            "transforms": m.transforms.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "schedule": plan.schedule.as_ref().map(|sch| serde_json::json!({
+            "written": sch.written,
+            "timezone": sch.tz.name(),
+            "next": sch.upcoming(now, 3).iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
+        })),
+        "guard": {
+            "max_change_ratio": plan.guard.max_change_ratio,
+            "max_deletes": plan.guard.max_deletes,
+        },
+    })
+}

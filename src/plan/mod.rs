@@ -1,0 +1,89 @@
+//! `SyncPlan`: what a run executes, compiled from a model and the project's connections.
+//!
+//! Compiling ([`compile`]) resolves connections, checks the query and the mappings, parses
+//! paths, transforms and the schedule, and reports every problem as a diagnostic; it does
+//! no IO. A plan is only built from a model without errors, so everything here is
+//! already known to be consistent.
+
+pub mod compile;
+mod explain;
+
+pub use explain::{explain, explain_json};
+
+use crate::config::model::SalesforceApi;
+use crate::config::{ConnectionType, Mode, OnRemoved};
+use crate::path::FieldPath;
+use crate::schedule::Schedule;
+use crate::transform::Transform;
+use std::path::PathBuf;
+
+/// A compiled model.
+#[derive(Debug, Clone)]
+pub struct SyncPlan {
+    pub name: String,
+    pub description: Option<String>,
+    /// The model file it came from.
+    pub file: PathBuf,
+    pub source: SourcePlan,
+    pub destination: DestinationPlan,
+    pub mappings: Vec<MappingPlan>,
+    pub schedule: Option<Schedule>,
+    pub guard: Guard,
+}
+
+/// Where rows are read.
+#[derive(Debug, Clone)]
+pub struct SourcePlan {
+    /// Name of the connection in `ebb.yaml`.
+    pub connection: String,
+    pub kind: ConnectionType,
+    /// Warehouse sources.
+    pub query: Option<String>,
+    /// CRM sources: object, fields read, watermark field.
+    pub object: Option<String>,
+    pub fields: Vec<String>,
+    pub incremental: Option<String>,
+    /// The columns the query selects, when statically known.
+    pub columns: Option<Vec<String>>,
+}
+
+/// Where rows are written.
+#[derive(Debug, Clone)]
+pub struct DestinationPlan {
+    pub connection: String,
+    pub kind: ConnectionType,
+    /// CRM object or warehouse table.
+    pub object: Option<String>,
+    pub table: Option<String>,
+    pub mode: Mode,
+    /// The source column identifying a row (`unique_identifier`).
+    pub key_column: String,
+    /// The destination field identifying a record.
+    pub key_field: String,
+    /// Salesforce only.
+    pub api: Option<SalesforceApi>,
+    pub on_removed: OnRemoved,
+    pub batch_size: u32,
+}
+
+/// One destination field and how its value is made.
+#[derive(Debug, Clone)]
+pub struct MappingPlan {
+    pub destination: String,
+    pub value: ValueSource,
+    pub transforms: Vec<Transform>,
+}
+
+/// Where a mapped value comes from.
+#[derive(Debug, Clone)]
+pub enum ValueSource {
+    Path(FieldPath),
+    Constant(serde_json::Value),
+}
+
+/// Mass-change limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Guard {
+    pub max_change_ratio: Option<f64>,
+    pub max_deletes: Option<u64>,
+}

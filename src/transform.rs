@@ -1,0 +1,363 @@
+//! Transforms: the functions a mapping applies to a value before it is sent.
+//!
+//! This module owns their grammar (`name` or `name(arg, …)`) and the checks of their
+//! arguments, so that `validate` reports `round(-1)` before anything runs. Applying them
+//! to row values belongs to the engine.
+
+use std::fmt;
+
+/// A parsed, checked transform.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    /// Lowercase.
+    Lower,
+    /// Uppercase.
+    Upper,
+    /// First letter of each word upper, the rest lower (`INITCAP()` in SQL).
+    Initcap,
+    /// Strip leading and trailing white space.
+    Trim,
+    /// Strip phone formatting: keep digits and a leading `+`.
+    Phone,
+    /// Parse a JSON string into a value.
+    ParseJson,
+    /// Hex SHA-256 of the value (for hashed identifiers).
+    Sha256,
+    /// Round a number to `n` decimal places.
+    Round(u32),
+    /// Map `[from_min, from_max]` linearly onto `[to_min, to_max]`.
+    Scale {
+        from_min: f64,
+        from_max: f64,
+        to_min: f64,
+        to_max: f64,
+    },
+    /// Format a date or timestamp with a strftime format.
+    Date(String),
+    /// Keep at most `n` characters.
+    Truncate(usize),
+    /// Use this value when the input is null.
+    Default(serde_json::Value),
+}
+
+/// Names and signatures of all transforms, for help lines.
+pub const SIGNATURES: &[(&str, &str)] = &[
+    ("lower", "lower"),
+    ("upper", "upper"),
+    ("initcap", "initcap"),
+    ("trim", "trim"),
+    ("phone", "phone"),
+    ("parse_json", "parse_json"),
+    ("sha256", "sha256"),
+    ("round", "round(n)"),
+    ("scale", "scale(from_min, from_max, to_min, to_max)"),
+    ("date", "date(format)"),
+    ("truncate", "truncate(n)"),
+    ("default", "default(value)"),
+];
+
+/// Why a transform does not parse or check. `offset` is the byte offset in the text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransformError {
+    pub unknown: bool,
+    pub offset: usize,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+/// One argument as written.
+#[derive(Debug, Clone, PartialEq)]
+enum Arg {
+    Number(f64, String),
+    Text(String),
+}
+
+impl Arg {
+    fn raw(&self) -> &str {
+        match self {
+            Arg::Number(_, s) | Arg::Text(s) => s,
+        }
+    }
+}
+
+impl Transform {
+    /// Parses and checks one transform, e.g. `scale(0, 1, 0, 100)`.
+    pub fn parse(text: &str) -> Result<Transform, TransformError> {
+        let t = text.trim();
+        let lead = text.len() - text.trim_start().len();
+        let (name, args_text) = match t.find('(') {
+            Some(open) => {
+                if !t.ends_with(')') {
+                    return Err(err(lead + t.len(), "missing `)` at the end of the arguments"));
+                }
+                (t[..open].trim(), Some(&t[open + 1..t.len() - 1]))
+            }
+            None => (t, None),
+        };
+        let args = match args_text {
+            Some(a) => split_args(a).map_err(|m| err(lead, &m))?,
+            None => Vec::new(),
+        };
+        let sig = SIGNATURES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
+        let Some(sig) = sig else {
+            let names: Vec<&str> = SIGNATURES.iter().map(|(n, _)| *n).collect();
+            let all = SIGNATURES.iter().map(|(_, s)| *s).collect::<Vec<_>>().join(", ");
+            let help = match crate::diagnostics::unique_close_match(name, names.iter().copied()) {
+                Some(m) => format!("did you mean `{m}`? transforms: {all}"),
+                None => format!("transforms: {all}"),
+            };
+            return Err(TransformError {
+                unknown: true,
+                offset: lead,
+                message: format!("unknown transform `{name}`"),
+                help: Some(help),
+            });
+        };
+        let arity = |n: usize, args: &[Arg]| -> Result<(), TransformError> {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(err(
+                    lead,
+                    &format!(
+                        "`{name}` takes {n} argument{} (`{sig}`), found {}",
+                        if n == 1 { "" } else { "s" },
+                        args.len()
+                    ),
+                ))
+            }
+        };
+        let number = |a: &Arg, what: &str| -> Result<f64, TransformError> {
+            match a {
+                Arg::Number(n, _) => Ok(*n),
+                Arg::Text(s) => Err(err(lead, &format!("`{name}` needs a number for {what}, found `{s}`"))),
+            }
+        };
+        let simple = |t: Transform, args: &[Arg]| -> Result<Transform, TransformError> { arity(0, args).map(|_| t) };
+        match name {
+            "lower" => simple(Transform::Lower, &args),
+            "upper" => simple(Transform::Upper, &args),
+            "initcap" => simple(Transform::Initcap, &args),
+            "trim" => simple(Transform::Trim, &args),
+            "phone" => simple(Transform::Phone, &args),
+            "parse_json" => simple(Transform::ParseJson, &args),
+            "sha256" => simple(Transform::Sha256, &args),
+            "round" => {
+                arity(1, &args)?;
+                let n = number(&args[0], "the number of decimal places")?;
+                if n.fract() != 0.0 || !(0.0..=15.0).contains(&n) {
+                    return Err(err(
+                        lead,
+                        &format!(
+                            "`round` takes a whole number of decimal places from 0 to 15, found `{}`",
+                            args[0].raw()
+                        ),
+                    ));
+                }
+                Ok(Transform::Round(n as u32))
+            }
+            "scale" => {
+                arity(4, &args)?;
+                let v: Vec<f64> = args
+                    .iter()
+                    .zip(["from_min", "from_max", "to_min", "to_max"])
+                    .map(|(a, w)| number(a, &format!("`{w}`")))
+                    .collect::<Result<_, _>>()?;
+                if v[0] == v[1] {
+                    return Err(TransformError {
+                        unknown: false,
+                        offset: lead,
+                        message: format!(
+                            "`scale` needs from_min ≠ from_max: the input range {}..{} is empty",
+                            args[0].raw(),
+                            args[1].raw()
+                        ),
+                        help: Some("e.g. `scale(0, 1, 0, 100)` turns a 0-1 score into a percentage".into()),
+                    });
+                }
+                Ok(Transform::Scale {
+                    from_min: v[0],
+                    from_max: v[1],
+                    to_min: v[2],
+                    to_max: v[3],
+                })
+            }
+            "date" => {
+                if args.is_empty() {
+                    return Ok(Transform::Date("%Y-%m-%d".into()));
+                }
+                arity(1, &args)?;
+                let fmt = args[0].raw().to_string();
+                let bad = chrono::format::StrftimeItems::new(&fmt).any(|i| matches!(i, chrono::format::Item::Error));
+                if bad || fmt.is_empty() {
+                    return Err(TransformError {
+                        unknown: false,
+                        offset: lead,
+                        message: format!("`date` format `{fmt}` is not a valid strftime format"),
+                        help: Some("e.g. `date(%Y-%m-%d)` or `date('%Y-%m-%dT%H:%M:%SZ')`".into()),
+                    });
+                }
+                Ok(Transform::Date(fmt))
+            }
+            "truncate" => {
+                arity(1, &args)?;
+                let n = number(&args[0], "the length")?;
+                if n.fract() != 0.0 || n < 1.0 {
+                    return Err(err(
+                        lead,
+                        &format!("`truncate` takes a length of at least 1, found `{}`", args[0].raw()),
+                    ));
+                }
+                Ok(Transform::Truncate(n as usize))
+            }
+            "default" => {
+                arity(1, &args)?;
+                Ok(Transform::Default(match &args[0] {
+                    Arg::Number(n, raw) => raw
+                        .parse::<i64>()
+                        .map(serde_json::Value::from)
+                        .unwrap_or_else(|_| serde_json::json!(n)),
+                    Arg::Text(s) if s == "true" || s == "false" => serde_json::Value::Bool(s == "true"),
+                    Arg::Text(s) if s == "null" => serde_json::Value::Null,
+                    Arg::Text(s) => serde_json::Value::String(s.clone()),
+                }))
+            }
+            _ => unreachable!("every signature is matched above"),
+        }
+    }
+}
+
+fn err(offset: usize, message: &str) -> TransformError {
+    TransformError {
+        unknown: false,
+        offset,
+        message: message.to_string(),
+        help: None,
+    }
+}
+
+/// Splits `a, 'b, c', 3` at top-level commas. Quoted text keeps its content; numbers are
+/// recognised; anything else is bare text.
+fn split_args(s: &str) -> Result<Vec<Arg>, String> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut quoted = false;
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                quoted = true;
+            }
+            (None, ',') => {
+                args.push(finish(&cur, quoted));
+                cur.clear();
+                quoted = false;
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if quote.is_some() {
+        return Err("a quoted argument is not closed".into());
+    }
+    args.push(finish(&cur, quoted));
+    Ok(args)
+}
+
+fn finish(raw: &str, quoted: bool) -> Arg {
+    if quoted {
+        return Arg::Text(raw.to_string());
+    }
+    let t = raw.trim();
+    match t.parse::<f64>() {
+        Ok(n) if n.is_finite() => Arg::Number(n, t.to_string()),
+        _ => Arg::Text(t.to_string()),
+    }
+}
+
+impl fmt::Display for Transform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transform::Lower => f.write_str("lower"),
+            Transform::Upper => f.write_str("upper"),
+            Transform::Initcap => f.write_str("initcap"),
+            Transform::Trim => f.write_str("trim"),
+            Transform::Phone => f.write_str("phone"),
+            Transform::ParseJson => f.write_str("parse_json"),
+            Transform::Sha256 => f.write_str("sha256"),
+            Transform::Round(n) => write!(f, "round({n})"),
+            Transform::Scale {
+                from_min,
+                from_max,
+                to_min,
+                to_max,
+            } => write!(f, "scale({from_min}, {from_max}, {to_min}, {to_max})"),
+            Transform::Date(fmt) => write!(f, "date('{fmt}')"),
+            Transform::Truncate(n) => write!(f, "truncate({n})"),
+            Transform::Default(v) => write!(f, "default({v})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_seed_transforms() {
+        assert_eq!(Transform::parse("round(2)").unwrap(), Transform::Round(2));
+        assert_eq!(
+            Transform::parse("scale(0,1,0,100)").unwrap(),
+            Transform::Scale {
+                from_min: 0.0,
+                from_max: 1.0,
+                to_min: 0.0,
+                to_max: 100.0
+            }
+        );
+        assert_eq!(Transform::parse(" initcap ").unwrap(), Transform::Initcap);
+        assert_eq!(
+            Transform::parse("date('%Y-%m-%d')").unwrap(),
+            Transform::Date("%Y-%m-%d".into())
+        );
+        assert_eq!(
+            Transform::parse("default(unknown)").unwrap(),
+            Transform::Default("unknown".into())
+        );
+        assert_eq!(Transform::parse("default(0)").unwrap(), Transform::Default(0.into()));
+    }
+
+    #[test]
+    fn rejects_bad_arguments() {
+        assert!(Transform::parse("round(-1)")
+            .unwrap_err()
+            .message
+            .contains("from 0 to 15"));
+        assert!(Transform::parse("round(1.5)").is_err());
+        assert!(Transform::parse("round")
+            .unwrap_err()
+            .message
+            .contains("takes 1 argument"));
+        assert!(Transform::parse("scale(1,1,0,100)")
+            .unwrap_err()
+            .message
+            .contains("empty"));
+        assert!(Transform::parse("scale(0,1,0)").is_err());
+        assert!(Transform::parse("lower(1)").is_err());
+        assert!(Transform::parse("truncate(0)").is_err());
+        assert!(Transform::parse("date(%Q)").is_err());
+        assert!(Transform::parse("round(2").is_err());
+    }
+
+    #[test]
+    fn unknown_transforms_suggest_the_close_one() {
+        let e = Transform::parse("rond(2)").unwrap_err();
+        assert!(e.unknown);
+        assert!(e.help.unwrap().starts_with("did you mean `round`?"));
+    }
+}

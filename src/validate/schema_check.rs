@@ -1,0 +1,514 @@
+//! The JSON-schema layer: shape and types of a parsed file, reported at YAML positions.
+//!
+//! Two passes. First a walk of the YAML tree beside the schema finds keys the format does
+//! not have; a misspelt key with one close match is reported ("did you mean …") and then
+//! renamed, so everything inside it is still validated as that key; other unknown keys are
+//! reported and dropped. Tagged objects (`type: duckdb`) are checked against their own
+//! variant. Then `jsonschema` validates the result, and each error's instance path is
+//! mapped back to the YAML node (or key) it names.
+
+use crate::diagnostics::{close_matches, one_of, unique_close_match, Code, Diagnostic, SourceFile};
+use crate::yaml::{Node, Pos, Value as Y};
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::ValidationError;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Validates `root` against `schema`, correcting misspelt keys in place. Returns the
+/// diagnostics and the instance paths they concern (so later layers can skip those).
+pub fn check(
+    root: &mut Node,
+    schema: &Value,
+    validator: &jsonschema::Validator,
+    file: &Arc<SourceFile>,
+) -> (Vec<Diagnostic>, Vec<Vec<String>>) {
+    let mut w = Walker {
+        root_schema: schema,
+        file,
+        diags: Vec::new(),
+        handled: Vec::new(),
+    };
+    let mut path = Vec::new();
+    w.fix_keys(root, schema, &mut path);
+    let json = root.to_json();
+    let mut bad_paths = w.handled.clone();
+    for err in validator.iter_errors(&json) {
+        w.report(root, &err, &mut bad_paths);
+    }
+    (w.diags, bad_paths)
+}
+
+struct Walker<'a> {
+    root_schema: &'a Value,
+    file: &'a Arc<SourceFile>,
+    diags: Vec<Diagnostic>,
+    /// Paths already reported by the key walk; jsonschema errors under them are dropped.
+    handled: Vec<Vec<String>>,
+}
+
+impl<'a> Walker<'a> {
+    fn resolve(&self, mut s: &'a Value) -> &'a Value {
+        for _ in 0..16 {
+            match s.get("$ref").and_then(Value::as_str) {
+                Some(r) if r.starts_with("#/") => match self.root_schema.pointer(&r[1..]) {
+                    Some(target) => s = target,
+                    None => return s,
+                },
+                _ => return s,
+            }
+        }
+        s
+    }
+
+    fn fix_keys(&mut self, node: &mut Node, schema: &'a Value, path: &mut Vec<String>) {
+        let schema = self.resolve(schema);
+        if let (Some(Value::Array(branches)), Y::Map(_)) = (schema.get("oneOf"), &node.value) {
+            self.fix_tagged(node, branches, path);
+            return;
+        }
+        if let Some(Value::Array(alts)) = schema.get("anyOf") {
+            let kind = json_kind(node);
+            if let Some(alt) = alts.iter().find(|a| {
+                let a = self.resolve(a);
+                a.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t == kind || (t == "number" && kind == "integer"))
+            }) {
+                self.fix_keys(node, alt, path);
+            }
+            return;
+        }
+        match &mut node.value {
+            Y::Map(entries) => {
+                let props = schema.get("properties").and_then(Value::as_object);
+                let addl = schema.get("additionalProperties");
+                if props.is_none() && addl.is_none() {
+                    return;
+                }
+                let present: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();
+                let mut drop = Vec::new();
+                for (i, e) in entries.iter_mut().enumerate() {
+                    if let Some(sub) = props.and_then(|p| p.get(&e.key)) {
+                        path.push(e.key.clone());
+                        self.fix_keys(&mut e.value, sub, path);
+                        path.pop();
+                        continue;
+                    }
+                    match addl {
+                        Some(Value::Bool(false)) => {}
+                        Some(sub @ Value::Object(_)) => {
+                            path.push(e.key.clone());
+                            self.fix_keys(&mut e.value, sub, path);
+                            path.pop();
+                            continue;
+                        }
+                        _ => continue,
+                    }
+                    let known: Vec<&str> = props
+                        .map(|p| p.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    let free = known.iter().copied().filter(|k| !present.iter().any(|p| p == k));
+                    let span = e.key_pos.in_file(self.file);
+                    match unique_close_match(&e.key, free.clone()) {
+                        Some(m) => {
+                            self.diags.push(
+                                Diagnostic::new(Code::UnknownKey, span, format!("unknown key `{}`", e.key))
+                                    .help(format!("did you mean `{m}`?")),
+                            );
+                            e.key = m.to_string();
+                            path.push(e.key.clone());
+                            if let Some(sub) = props.and_then(|p| p.get(m)) {
+                                self.fix_keys(&mut e.value, sub, path);
+                            }
+                            path.pop();
+                        }
+                        None => {
+                            let close = close_matches(&e.key, known.iter().copied());
+                            let help = if close.len() > 1 {
+                                format!("did you mean {}?", one_of(&close))
+                            } else {
+                                format!("keys here: {}", one_of(&known))
+                            };
+                            self.diags.push(
+                                Diagnostic::new(Code::UnknownKey, span, format!("unknown key `{}`", e.key)).help(help),
+                            );
+                            drop.push(i);
+                        }
+                    }
+                }
+                for i in drop.into_iter().rev() {
+                    entries.remove(i);
+                }
+            }
+            Y::Seq(items) => {
+                if let Some(item_schema) = schema.get("items") {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        path.push(i.to_string());
+                        self.fix_keys(item, item_schema, path);
+                        path.pop();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// An internally tagged object: check it against the branch its `type` selects.
+    fn fix_tagged(&mut self, node: &mut Node, branches: &'a [Value], path: &mut Vec<String>) {
+        let tags: Vec<(&str, &'a Value)> = branches
+            .iter()
+            .filter_map(|b| {
+                let b = self.resolve(b);
+                let t = b.pointer("/properties/type")?;
+                let tag = t.get("const").and_then(Value::as_str).or_else(|| {
+                    t.get("enum")
+                        .and_then(Value::as_array)
+                        .filter(|a| a.len() == 1)
+                        .and_then(|a| a[0].as_str())
+                })?;
+                Some((tag, b))
+            })
+            .collect();
+        if tags.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = tags.iter().map(|(t, _)| *t).collect();
+        match node.entry("type").map(|e| (e.value.clone(), e.key_pos)) {
+            None => {
+                self.diags.push(
+                    Diagnostic::new(Code::MissingField, node.pos.in_file(self.file), "missing field `type`")
+                        .help(format!("`type` is one of {}", one_of(&names))),
+                );
+                self.handled.push(path.clone());
+            }
+            Some((tnode, _)) => match tnode.as_str().and_then(|t| tags.iter().find(|(n, _)| *n == t)) {
+                Some((_, branch)) => self.fix_keys(node, branch, path),
+                None => {
+                    let shown = match &tnode.value {
+                        Y::Str(s) => format!("`{s}`"),
+                        _ => tnode.kind().to_string(),
+                    };
+                    let help = match tnode
+                        .as_str()
+                        .and_then(|t| unique_close_match(t, names.iter().copied()))
+                    {
+                        Some(m) => format!("did you mean `{m}`? types: {}", names.join(", ")),
+                        None => format!("`type` is one of {}", one_of(&names)),
+                    };
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::InvalidValue,
+                            tnode.pos.in_file(self.file),
+                            format!("{shown} is not a connection type"),
+                        )
+                        .help(help),
+                    );
+                    self.handled.push(path.clone());
+                }
+            },
+        }
+    }
+
+    fn is_handled(&self, path: &[String]) -> bool {
+        self.handled.iter().any(|h| path.starts_with(h))
+    }
+
+    fn report(&mut self, root: &Node, err: &ValidationError<'_>, bad: &mut Vec<Vec<String>>) {
+        let path: Vec<String> = err.instance_path().into_iter().map(|s| s.to_string()).collect();
+        if self.is_handled(&path) {
+            return;
+        }
+        match err.kind() {
+            ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
+                // Report the branch that came closest (fewest errors, a matching type first).
+                let best = context.iter().min_by_key(|errs| {
+                    let type_mismatch = errs.iter().any(|e| {
+                        matches!(
+                            e.kind(),
+                            ValidationErrorKind::Type { .. } | ValidationErrorKind::Constant { .. }
+                        ) && e.instance_path().as_str() == err.instance_path().as_str()
+                    });
+                    (type_mismatch, errs.len())
+                });
+                match best {
+                    Some(errs)
+                        if !errs.is_empty()
+                            && !errs.iter().all(|e| {
+                                e.instance_path().as_str() == err.instance_path().as_str()
+                                    && matches!(e.kind(), ValidationErrorKind::Type { .. })
+                            }) =>
+                    {
+                        for e in errs {
+                            self.report(root, e, bad);
+                        }
+                    }
+                    _ => self.push_type_error(root, &path, &expected_of_alternatives(context), bad),
+                }
+                return;
+            }
+            ValidationErrorKind::AdditionalProperties { .. } => return, // reported by the walk
+            _ => {}
+        }
+        let (node, key_pos) = root.deepest(&path);
+        let value_span = node.pos.in_file(self.file);
+        let field = path.last().cloned().unwrap_or_default();
+        let d = match err.kind() {
+            ValidationErrorKind::Type { kind } => {
+                let expected = match kind {
+                    TypeKind::Single(t) => vec![t.to_string()],
+                    TypeKind::Multiple(ts) => ts.into_iter().map(|t| t.to_string()).collect(),
+                };
+                self.push_type_error(root, &path, &expected, bad);
+                return;
+            }
+            ValidationErrorKind::Required { property } => {
+                let prop = property.as_str().unwrap_or_default();
+                let span = match key_pos {
+                    Some(k) if !matches!(node.value, Y::Map(ref e) if !e.is_empty()) => k.in_file(self.file),
+                    _ => container_span(root, &path).in_file(self.file),
+                };
+                let mut d = Diagnostic::new(Code::MissingField, span, format!("missing field `{prop}`"));
+                if let Some(desc) = self.describe_property(err, prop) {
+                    d = d.help(format!("`{prop}`: {desc}"));
+                }
+                d
+            }
+            ValidationErrorKind::Enum { options } => {
+                let opts: Vec<&str> = options
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let shown = shown_value(node);
+                let help = match node.as_str().and_then(|s| unique_close_match(s, opts.iter().copied())) {
+                    Some(m) => format!("did you mean `{m}`? `{field}` is one of {}", one_of(&opts)),
+                    None => format!("`{field}` is one of {}", one_of(&opts)),
+                };
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    value_span,
+                    format!("{shown} is not a valid `{field}`"),
+                )
+                .help(help)
+            }
+            ValidationErrorKind::Constant { expected_value } => Diagnostic::new(
+                Code::InvalidValue,
+                value_span,
+                format!("`{field}` must be {expected_value}, found {}", shown_value(node)),
+            ),
+            ValidationErrorKind::Pattern { pattern } => {
+                let help = if field == "name" {
+                    "model names are lowercase letters, digits and `_`, starting with a letter, e.g. `customer_segments`".to_string()
+                } else {
+                    format!("the value must match `{pattern}`")
+                };
+                let msg = if field == "api_version" {
+                    format!("{} is not a Salesforce API version", shown_value(node))
+                } else {
+                    format!("{} is not a valid `{field}`", shown_value(node))
+                };
+                let help = if field == "api_version" {
+                    "write the version quoted, e.g. `\"62.0\"`".to_string()
+                } else {
+                    help
+                };
+                Diagnostic::new(Code::BadPattern, value_span, msg).help(help)
+            }
+            ValidationErrorKind::Minimum { limit }
+            | ValidationErrorKind::Maximum { limit }
+            | ValidationErrorKind::ExclusiveMinimum { limit }
+            | ValidationErrorKind::ExclusiveMaximum { limit } => {
+                let (lo, hi) = self.bounds(err);
+                let range = match (lo, hi) {
+                    (Some(l), Some(h)) => format!("from {l} to {h}"),
+                    (Some(l), None) => format!("at least {l}"),
+                    (None, Some(h)) => format!("at most {h}"),
+                    (None, None) => format!("within {limit}"),
+                };
+                if field == "version" {
+                    Diagnostic::new(
+                        Code::UnsupportedVersion,
+                        value_span,
+                        format!("unsupported version {}", shown_value(node)),
+                    )
+                    .help("this ebb reads version 1")
+                } else {
+                    Diagnostic::new(
+                        Code::OutOfRange,
+                        value_span,
+                        format!("`{field}` must be {range}, found {}", shown_value(node)),
+                    )
+                }
+            }
+            ValidationErrorKind::MaxLength { limit } => Diagnostic::new(
+                Code::OutOfRange,
+                value_span,
+                format!("`{field}` is longer than {limit} characters"),
+            ),
+            ValidationErrorKind::MinLength { limit } => Diagnostic::new(
+                Code::OutOfRange,
+                value_span,
+                format!(
+                    "`{field}` must have at least {limit} character{}",
+                    if *limit == 1 { "" } else { "s" }
+                ),
+            ),
+            ValidationErrorKind::MinItems { limit } => Diagnostic::new(
+                Code::OutOfRange,
+                value_span,
+                format!(
+                    "`{field}` needs at least {limit} item{}",
+                    if *limit == 1 { "" } else { "s" }
+                ),
+            ),
+            _ => Diagnostic::new(Code::SchemaOther, value_span, err.to_string()),
+        };
+        bad.push(path);
+        self.diags.push(d);
+    }
+
+    fn push_type_error(&mut self, root: &Node, path: &[String], expected: &[String], bad: &mut Vec<Vec<String>>) {
+        let (node, _) = root.deepest(path);
+        let field = path
+            .iter()
+            .rev()
+            .find(|s| s.parse::<usize>().is_err())
+            .cloned()
+            .unwrap_or_default();
+        let words: Vec<&str> = expected.iter().map(|t| type_word(t)).collect();
+        let mut d = Diagnostic::new(
+            Code::WrongType,
+            node.pos.in_file(self.file),
+            format!("`{field}` must be {}, found {}", words.join(" or "), node.kind()),
+        );
+        let in_transform_list = path.len() >= 2 && path[path.len() - 2] == "transform";
+        if in_transform_list && !matches!(node.value, Y::Str(_)) {
+            d = d.help("inside `[…]` commas separate the items, so `scale(0, 1, 0, 100)` falls apart: write one transform per line with `- `, or quote it: `[\"scale(0, 1, 0, 100)\", round(1)]`");
+        } else if expected.iter().any(|t| t == "string") {
+            match &node.value {
+                Y::Float(_) | Y::Int(_) | Y::Bool(_) => {
+                    let raw: String = self
+                        .file
+                        .line(node.pos.line)
+                        .map(|l| {
+                            l.chars()
+                                .skip(node.pos.col - 1)
+                                .take(node.pos.end_col.saturating_sub(node.pos.col).max(1))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    d = d.help(format!("quote it to make it a string: `\"{}\"`", raw.trim()));
+                }
+                Y::Null => {
+                    d = d.help(format!(
+                        "`{field}` has no value; write one after the colon or remove the key"
+                    ))
+                }
+                _ => {}
+            }
+        } else if matches!(node.value, Y::Null) {
+            d = d.help(format!(
+                "`{field}` has no value; write one after the colon or remove the key"
+            ));
+        }
+        bad.push(path.to_vec());
+        self.diags.push(d);
+    }
+
+    fn schema_at(&self, err: &ValidationError<'_>) -> Option<&'a Value> {
+        // The schema path ends at the failing keyword; its parent is the subschema.
+        let sp = err.schema_path().as_str().to_string();
+        let parent = sp.rsplit_once('/').map(|(p, _)| p.to_string())?;
+        let mut s = self.root_schema;
+        for seg in parent.split('/').skip(1) {
+            let seg = seg.replace("~1", "/").replace("~0", "~");
+            s = self.resolve(s);
+            s = match s {
+                Value::Object(o) => o.get(&seg)?,
+                Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(self.resolve(s))
+    }
+
+    fn describe_property(&self, err: &ValidationError<'_>, prop: &str) -> Option<String> {
+        let s = self.schema_at(err)?;
+        let p = self.resolve(s.get("properties")?.get(prop)?);
+        let d = p
+            .get("description")
+            .or_else(|| s.get("properties")?.get(prop)?.get("description"))?;
+        d.as_str()
+            .map(|d| d.split("\n\n").next().unwrap_or(d).replace('\n', " "))
+    }
+
+    fn bounds(&self, err: &ValidationError<'_>) -> (Option<String>, Option<String>) {
+        let Some(s) = self.schema_at(err) else {
+            return (None, None);
+        };
+        let num = |k: &str| s.get(k).map(|v| v.to_string());
+        let lo = num("minimum").or_else(|| num("exclusiveMinimum").map(|v| format!("more than {v}")));
+        let hi = num("maximum").or_else(|| num("exclusiveMaximum").map(|v| format!("less than {v}")));
+        (lo, hi)
+    }
+}
+
+/// Where to report a missing field: the mapping that lacks it.
+fn container_span(root: &Node, path: &[String]) -> Pos {
+    let (node, key) = root.deepest(path);
+    match (&node.value, key) {
+        (Y::Map(entries), _) if !entries.is_empty() => entries[0].key_pos,
+        (_, Some(k)) => k,
+        _ => node.pos,
+    }
+}
+
+fn expected_of_alternatives(context: &[Vec<ValidationError<'_>>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for errs in context {
+        for e in errs {
+            if let ValidationErrorKind::Type { kind } = e.kind() {
+                match kind {
+                    TypeKind::Single(t) => out.push(t.to_string()),
+                    TypeKind::Multiple(ts) => out.extend(ts.into_iter().map(|t| t.to_string())),
+                }
+            }
+        }
+    }
+    out.dedup();
+    out
+}
+
+fn type_word(t: &str) -> &'static str {
+    match t {
+        "string" => "a string",
+        "integer" => "a whole number",
+        "number" => "a number",
+        "boolean" => "true or false",
+        "array" => "a list",
+        "object" => "a mapping",
+        "null" => "null",
+        _ => "a value",
+    }
+}
+
+fn json_kind(node: &Node) -> &'static str {
+    match node.value {
+        Y::Null => "null",
+        Y::Bool(_) => "boolean",
+        Y::Int(_) => "integer",
+        Y::Float(_) => "number",
+        Y::Str(_) => "string",
+        Y::Seq(_) => "array",
+        Y::Map(_) => "object",
+    }
+}
+
+fn shown_value(node: &Node) -> String {
+    match &node.value {
+        Y::Str(s) => format!("`{s}`"),
+        Y::Int(i) => format!("`{i}`"),
+        Y::Float(f) => format!("`{f}`"),
+        Y::Bool(b) => format!("`{b}`"),
+        _ => node.kind().to_string(),
+    }
+}

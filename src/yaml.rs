@@ -1,0 +1,528 @@
+//! YAML with a position on every node.
+//!
+//! Config files are parsed with `saphyr-parser`'s event stream into a small tree of
+//! [`Node`]s, each carrying the region it came from, and every mapping key keeps its own
+//! region too. That tree is what lets any later layer (JSON schema, semantics) point at
+//! the exact key or value it complains about. Scalars resolve by the YAML 1.2 core schema
+//! (so `yes` is a string and `62.0` a number); anchors, aliases and `<<` merge keys work.
+//! Duplicate keys are reported instead of silently keeping one of the values.
+
+use crate::diagnostics::{Code, Diagnostic, SourceFile, Span};
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A region of the source: 1-based line and column, end exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+    pub end_line: usize,
+    pub end_col: usize,
+}
+
+impl Pos {
+    fn of(span: saphyr_parser::Span) -> Pos {
+        Pos {
+            line: span.start.line(),
+            col: span.start.col() + 1,
+            end_line: span.end.line(),
+            end_col: span.end.col() + 1,
+        }
+    }
+
+    /// This region in `file`, as a diagnostic span.
+    pub fn in_file(self, file: &Arc<SourceFile>) -> Span {
+        Span {
+            file: file.clone(),
+            line: self.line.max(1),
+            col: self.col.max(1),
+            end_line: self.end_line.max(1),
+            end_col: self.end_col.max(1),
+        }
+    }
+}
+
+/// A YAML node and where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub pos: Pos,
+    pub value: Value,
+}
+
+/// One `key: value` pair of a mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub key_pos: Pos,
+    pub value: Node,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<Entry>),
+}
+
+impl Node {
+    /// The entry `key` of a mapping node.
+    pub fn entry(&self, key: &str) -> Option<&Entry> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|e| e.key == key),
+            _ => None,
+        }
+    }
+
+    /// The value at `key` of a mapping node.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|e| &e.value)
+    }
+
+    /// The element `i` of a sequence node.
+    pub fn index(&self, i: usize) -> Option<&Node> {
+        match &self.value {
+            Value::Seq(items) => items.get(i),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Follows a JSON-pointer-like path of keys and indices. Returns the node and, when the
+    /// last step was a mapping key, that key's position.
+    pub fn lookup<S: AsRef<str>>(&self, path: &[S]) -> Option<(&Node, Option<Pos>)> {
+        let mut node = self;
+        let mut key_pos = None;
+        for seg in path {
+            let seg = seg.as_ref();
+            match &node.value {
+                Value::Map(entries) => {
+                    let e = entries.iter().find(|e| e.key == seg)?;
+                    key_pos = Some(e.key_pos);
+                    node = &e.value;
+                }
+                Value::Seq(items) => {
+                    node = items.get(seg.parse::<usize>().ok()?)?;
+                    key_pos = None;
+                }
+                _ => return None,
+            }
+        }
+        Some((node, key_pos))
+    }
+
+    /// The deepest node along `path` that exists: where to point when the path itself does
+    /// not (a missing field is reported at its parent).
+    pub fn deepest<S: AsRef<str>>(&self, path: &[S]) -> (&Node, Option<Pos>) {
+        let mut node = self;
+        let mut key_pos = None;
+        for seg in path {
+            match node.lookup(&[seg.as_ref()]) {
+                Some((n, k)) => {
+                    node = n;
+                    key_pos = k;
+                }
+                None => break,
+            }
+        }
+        (node, key_pos)
+    }
+
+    /// The plain JSON form of the tree, for JSON-schema validation and serde.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or_else(|| J::String(f.to_string())),
+            Value::Str(s) => J::String(s.clone()),
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(entries) => J::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect()),
+        }
+    }
+
+    /// What kind of value this is, in words, for messages.
+    pub fn kind(&self) -> &'static str {
+        match &self.value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+}
+
+/// Parses one YAML document. Syntax errors end parsing (the rest cannot be trusted);
+/// duplicate keys and unsupported features are reported and parsing goes on.
+/// An empty file is a null node.
+pub fn parse(file: &Arc<SourceFile>) -> Result<(Node, Vec<Diagnostic>), Diagnostic> {
+    let mut b = Builder {
+        file: file.clone(),
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        docs: Vec::new(),
+        diags: Vec::new(),
+    };
+    for item in Parser::new_from_str(&file.text) {
+        match item {
+            Ok((ev, span)) => b.event(ev, Pos::of(span)),
+            Err(e) => {
+                let m = e.marker();
+                let pos = Pos {
+                    line: m.line(),
+                    col: m.col() + 1,
+                    end_line: m.line(),
+                    end_col: m.col() + 2,
+                };
+                return Err(Diagnostic::new(
+                    Code::YamlSyntax,
+                    pos.in_file(file),
+                    format!("invalid YAML: {}", e.info()),
+                )
+                .help("check the indentation and quoting on this line and the one before"));
+            }
+        }
+    }
+    let mut docs = std::mem::take(&mut b.docs);
+    if docs.len() > 1 {
+        let extra = &docs[1];
+        b.diags.push(
+            Diagnostic::new(
+                Code::YamlUnsupported,
+                extra.pos.in_file(file),
+                "a config file holds one YAML document; this is a second one",
+            )
+            .help("remove the `---` separator or move the second document to its own file"),
+        );
+    }
+    let root = if docs.is_empty() {
+        Node {
+            pos: Pos {
+                line: 1,
+                col: 1,
+                end_line: 1,
+                end_col: 1,
+            },
+            value: Value::Null,
+        }
+    } else {
+        docs.swap_remove(0)
+    };
+    Ok((root, b.diags))
+}
+
+enum Frame {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        pos: Pos,
+        anchor: usize,
+        entries: Vec<Entry>,
+        /// A key waiting for its value.
+        key: Option<(String, Pos)>,
+        /// Keys written `<<`, merged when the mapping ends.
+        merges: Vec<Node>,
+    },
+}
+
+struct Builder {
+    file: Arc<SourceFile>,
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    docs: Vec<Node>,
+    diags: Vec<Diagnostic>,
+}
+
+impl Builder {
+    fn event(&mut self, ev: Event<'_>, pos: Pos) {
+        match ev {
+            Event::Scalar(text, style, anchor, tag) => {
+                let forced_str = tag
+                    .as_ref()
+                    .is_some_and(|t| t.handle == "tag:yaml.org,2002:" && t.suffix == "str");
+                let value = if style == ScalarStyle::Plain && !forced_str {
+                    resolve_plain(&text)
+                } else {
+                    Value::Str(text.into_owned())
+                };
+                self.push(Node { pos, value }, anchor);
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
+                pos,
+                anchor,
+                items: Vec::new(),
+            }),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
+                pos,
+                anchor,
+                entries: Vec::new(),
+                key: None,
+                merges: Vec::new(),
+            }),
+            Event::SequenceEnd => {
+                if let Some(Frame::Seq {
+                    pos: start,
+                    anchor,
+                    items,
+                }) = self.stack.pop()
+                {
+                    let pos = Pos {
+                        end_line: pos.end_line,
+                        end_col: pos.end_col,
+                        ..start
+                    };
+                    self.push(
+                        Node {
+                            pos,
+                            value: Value::Seq(items),
+                        },
+                        anchor,
+                    );
+                }
+            }
+            Event::MappingEnd => {
+                if let Some(Frame::Map {
+                    pos: start,
+                    anchor,
+                    mut entries,
+                    merges,
+                    ..
+                }) = self.stack.pop()
+                {
+                    for m in merges {
+                        let sources = match m.value {
+                            Value::Seq(items) => items,
+                            _ => vec![m],
+                        };
+                        for src in sources {
+                            if let Value::Map(src_entries) = src.value {
+                                for e in src_entries {
+                                    if !entries.iter().any(|x| x.key == e.key) {
+                                        entries.push(e);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let pos = Pos {
+                        end_line: pos.end_line,
+                        end_col: pos.end_col,
+                        ..start
+                    };
+                    self.push(
+                        Node {
+                            pos,
+                            value: Value::Map(entries),
+                        },
+                        anchor,
+                    );
+                }
+            }
+            Event::Alias(id) => {
+                let node = match self.anchors.get(&id) {
+                    Some(n) => Node {
+                        pos,
+                        value: n.value.clone(),
+                    },
+                    None => Node {
+                        pos,
+                        value: Value::Null,
+                    },
+                };
+                self.push(node, 0);
+            }
+            Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => {}
+        }
+    }
+
+    fn push(&mut self, node: Node, anchor: usize) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.docs.push(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries, key, merges, ..
+            }) => match key.take() {
+                None => {
+                    let name = match &node.value {
+                        Value::Str(s) => s.clone(),
+                        Value::Null => String::new(),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Int(i) => i.to_string(),
+                        Value::Float(f) => f.to_string(),
+                        Value::Seq(_) | Value::Map(_) => {
+                            self.diags.push(
+                                Diagnostic::new(
+                                    Code::YamlUnsupported,
+                                    node.pos.in_file(&self.file),
+                                    "a mapping key must be a plain value, not a list or mapping",
+                                )
+                                .help("write keys as `name: value`"),
+                            );
+                            "?".to_string()
+                        }
+                    };
+                    *key = Some((name, node.pos));
+                }
+                Some((name, key_pos)) => {
+                    if name == "<<" {
+                        merges.push(node);
+                        return;
+                    }
+                    if let Some(first) = entries.iter().position(|e| e.key == name) {
+                        let first_line = entries[first].key_pos.line;
+                        self.diags.push(
+                            Diagnostic::new(
+                                Code::DuplicateKey,
+                                key_pos.in_file(&self.file),
+                                format!("duplicate key `{name}`"),
+                            )
+                            .note(format!("`{name}` is first set on line {first_line}"))
+                            .help("remove one of the two; this later one would win"),
+                        );
+                        entries.remove(first);
+                    }
+                    entries.push(Entry {
+                        key: name,
+                        key_pos,
+                        value: node,
+                    });
+                }
+            },
+        }
+    }
+}
+
+/// Resolves a plain scalar by the YAML 1.2 core schema.
+fn resolve_plain(s: &str) -> Value {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        _ => {}
+    }
+    if let Some(hex) = s.strip_prefix("0x") {
+        if let Ok(i) = i64::from_str_radix(hex, 16) {
+            return Value::Int(i);
+        }
+    }
+    if let Some(oct) = s.strip_prefix("0o") {
+        if let Ok(i) = i64::from_str_radix(oct, 8) {
+            return Value::Int(i);
+        }
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = s.parse::<i64>() {
+            return Value::Int(i);
+        }
+    }
+    if is_float(digits) {
+        if let Ok(f) = s.parse::<f64>() {
+            return Value::Float(f);
+        }
+    }
+    Value::Str(s.to_string())
+}
+
+/// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`
+fn is_float(s: &str) -> bool {
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((int, frac)) => {
+            (int.is_empty() && !frac.is_empty() || !int.is_empty())
+                && int.bytes().all(|b| b.is_ascii_digit())
+                && frac.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => !mantissa.is_empty() && mantissa.bytes().all(|b| b.is_ascii_digit()),
+    };
+    let exp_ok = exp.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
+    });
+    mantissa_ok && exp_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> (Node, Vec<Diagnostic>) {
+        parse(&SourceFile::new("t.yaml", text.to_string())).expect("parses")
+    }
+
+    #[test]
+    fn scalars_resolve_by_the_core_schema() {
+        let (n, _) = load("a: 1\nb: 62.0\nc: \"62.0\"\nd: yes\ne: ~\nf: true\ng: 1e3\nh: 0x1F\n");
+        let j = n.to_json();
+        assert_eq!(j["a"], 1);
+        assert_eq!(j["b"], 62.0);
+        assert_eq!(j["c"], "62.0");
+        assert_eq!(j["d"], "yes");
+        assert!(j["e"].is_null());
+        assert_eq!(j["f"], true);
+        assert_eq!(j["g"], 1000.0);
+        assert_eq!(j["h"], 31);
+    }
+
+    #[test]
+    fn keys_and_values_keep_their_positions() {
+        let (n, _) = load("models:\n  - name: x\n    source:\n      query: select 1\n");
+        let (node, key) = n.lookup(&["models", "0", "source", "query"]).unwrap();
+        assert_eq!((node.pos.line, node.pos.col), (4, 14));
+        let key = key.unwrap();
+        assert_eq!((key.line, key.col, key.end_col), (4, 7, 12));
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_at_the_later_one() {
+        let (n, d) = load("a: 1\nb: 2\na: 3\n");
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].code, Code::DuplicateKey);
+        assert_eq!((d[0].span.line, d[0].span.col), (3, 1));
+        assert_eq!(n.to_json()["a"], 3);
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys() {
+        let (n, d) = load("base: &b\n  x: 1\n  y: 2\nuse:\n  <<: *b\n  y: 3\n");
+        assert!(d.is_empty());
+        let j = n.to_json();
+        assert_eq!(j["use"]["x"], 1);
+        assert_eq!(j["use"]["y"], 3);
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let err = parse(&SourceFile::new("t.yaml", "a: [1, 2\nb: 3\n".to_string())).unwrap_err();
+        assert_eq!(err.code, Code::YamlSyntax);
+        assert!(err.span.line >= 1);
+    }
+}
