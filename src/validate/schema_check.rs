@@ -263,9 +263,11 @@ impl<'a> Walker<'a> {
             }
             ValidationErrorKind::Required { property } => {
                 let prop = property.as_str().unwrap_or_default();
+                // At the key of the mapping that lacks the field; a list item has no key,
+                // so its first key stands for it.
                 let span = match key_pos {
-                    Some(k) if !matches!(node.value, Y::Map(ref e) if !e.is_empty()) => k.in_file(self.file),
-                    _ => container_span(root, &path).in_file(self.file),
+                    Some(k) => k.in_file(self.file),
+                    None => container_span(root, &path).in_file(self.file),
                 };
                 let mut d = Diagnostic::new(Code::MissingField, span, format!("missing field `{prop}`"));
                 if let Some(desc) = self.describe_property(err, prop) {

@@ -1,0 +1,70 @@
+//! Every shipped model validates, and so does the seed's own example, unchanged.
+
+use crate::support::{fixtures, repo};
+use ebb::diagnostics::Severity;
+
+#[test]
+fn every_model_in_models_validates_without_errors_or_warnings() {
+    let report = ebb::validate::validate(&repo(), &[]).unwrap();
+    let problems: Vec<_> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity >= Severity::Warning)
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}");
+    let files = ebb::validate::model_files(&repo().join("models"));
+    assert!(files.len() >= 3, "models/ holds {} files", files.len());
+    // Every model compiled to a plan.
+    assert_eq!(report.plans.len(), report.model_names.len());
+    for name in ["customer_segments", "churn_risk", "crm_contacts_inbound"] {
+        assert!(report.model_names.iter().any(|n| n == name), "models/ lacks `{name}`");
+    }
+}
+
+#[test]
+fn example_files_point_editors_at_the_schema() {
+    for f in ebb::validate::model_files(&repo().join("models")) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.starts_with("# yaml-language-server: $schema=../schemas/model.schema.json\n"),
+            "{} does not start with the schema line",
+            f.display()
+        );
+    }
+    let project = std::fs::read_to_string(repo().join("ebb.yaml")).unwrap();
+    assert!(project.starts_with("# yaml-language-server: $schema=schemas/project.schema.json\n"));
+}
+
+#[test]
+fn the_seed_example_validates_unchanged() {
+    let model = fixtures().join("seed/models/customer_segments.yaml");
+    let text = std::fs::read_to_string(&model).unwrap();
+    // The fixture is the seed's YAML block, byte for byte, when the seed is at hand.
+    let seed = repo().join("../shared/seed/000_03cd43066ea4e794.txt");
+    if let Ok(seed) = std::fs::read_to_string(&seed) {
+        let block = seed
+            .split("### Reverse ETL Configuration\n```yaml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the seed has its YAML block");
+        assert_eq!(text, block, "the fixture drifted from the seed");
+    }
+    let report = ebb::validate::validate(&fixtures().join("seed"), &[]).unwrap();
+    let errors: Vec<_> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity >= Severity::Warning)
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(report.plans.len(), 1);
+    let plan = &report.plans[0];
+    assert_eq!(plan.source.connection, "snowflake");
+    assert_eq!(plan.destination.key_field, "Id");
+    // Upsert by record Id is an update in Salesforce: validate says so in a note.
+    let note = report
+        .diagnostics
+        .iter()
+        .find(|d| d.code == ebb::diagnostics::Code::UpsertById)
+        .expect("a note");
+    assert_eq!(note.severity, Severity::Note);
+}

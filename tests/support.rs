@@ -1,0 +1,72 @@
+//! Shared helpers: paths, running the binary, reading fixture expectations.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (the example project).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixtures() -> PathBuf {
+    repo().join("tests/fixtures")
+}
+
+/// Runs the `ebb` binary in `dir` with `args`.
+pub fn ebb(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("EBB_PROJECT")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the ebb binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// One expected diagnostic: code, line, column.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Expect {
+    pub code: String,
+    pub line: usize,
+    pub col: usize,
+}
+
+/// The `# expect: CODE LINE:COL` lines at the top of a fixture.
+pub fn expectations(text: &str) -> Vec<Expect> {
+    text.lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("# expect:"))
+        .map(|rest| {
+            let mut parts = rest.split_whitespace();
+            let code = parts.next().expect("a code").to_string();
+            let (line, col) = parts.next().expect("LINE:COL").split_once(':').expect("LINE:COL");
+            Expect {
+                code,
+                line: line.parse().expect("line"),
+                col: col.parse().expect("col"),
+            }
+        })
+        .collect()
+}
+
+/// A copy of a directory tree in a fresh temporary directory.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
