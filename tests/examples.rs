@@ -15,9 +15,9 @@ fn every_model_in_models_validates_without_errors_or_warnings() {
     let files = ebb::validate::model_files(&repo().join("models"));
     assert!(files.len() >= 3, "models/ holds {} files", files.len());
     // Every model compiled to a plan.
-    assert_eq!(report.plans.len(), report.model_names.len());
+    assert_eq!(report.plans.len(), report.models.len());
     for name in ["customer_segments", "churn_risk", "crm_contacts_inbound"] {
-        assert!(report.model_names.iter().any(|n| n == name), "models/ lacks `{name}`");
+        assert!(report.model_names().contains(&name), "models/ lacks `{name}`");
     }
 }
 

@@ -31,7 +31,7 @@ pub fn run(
     let text = render::render(&report.diagnostics, format, color);
     out.write_all(text.as_bytes())?;
     let reported_files = if paths.is_empty() { report.files } else { paths.len() };
-    let models = report.model_names.len();
+    let models = report.models.len();
     match format {
         Format::Human => out.write_all(render::summary(tally, models, reported_files, color).as_bytes())?,
         Format::Github => eprint!("{}", render::summary(tally, models, reported_files, false)),

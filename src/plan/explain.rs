@@ -66,29 +66,25 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
         }
     }
     let _ = writeln!(o, "mappings:");
-    let width = plan
-        .mappings
-        .iter()
-        .map(|m| value_text(&m.value).len())
-        .max()
-        .unwrap_or(0);
-    for m in &plan.mappings {
-        let v = value_text(&m.value);
-        let _ = write!(o, "  {v:<width$}  → {}", m.destination);
+    let values: Vec<String> = plan.mappings.iter().map(|m| value_text(&m.value)).collect();
+    let vw = values.iter().map(|v| v.chars().count()).max().unwrap_or(0);
+    let dw = plan.mappings.iter().map(|m| m.destination.chars().count()).max().unwrap_or(0);
+    for (m, v) in plan.mappings.iter().zip(&values) {
+        let mut line = format!("  {v:<vw$}  → {:<dw$}", m.destination);
         if !m.transforms.is_empty() {
             let t: Vec<String> = m.transforms.iter().map(ToString::to_string).collect();
-            let _ = write!(o, "   | {}", t.join(" | "));
+            let _ = write!(line, "  | {}", t.join(" | "));
         }
         if let ValueSource::Path(p) = &m.value {
             if p.is_nested() {
-                let _ = write!(o, "   ({p})");
+                let _ = write!(line, "  ({p})");
             }
         }
-        o.push('\n');
+        let _ = writeln!(o, "{}", line.trim_end());
     }
     match &plan.schedule {
         Some(sch) => {
-            let _ = writeln!(o, "schedule:     {}  ({sch})", sch.written);
+            let _ = writeln!(o, "schedule:     {}  ({})", sch.written, sch.tz.name());
             let next: Vec<String> = sch
                 .upcoming(now, 3)
                 .iter()

@@ -39,8 +39,8 @@ pub struct Report {
     pub diagnostics: Vec<Diagnostic>,
     /// Plans of the models that compiled without error.
     pub plans: Vec<SyncPlan>,
-    /// Names of every model found, valid or not.
-    pub model_names: Vec<String>,
+    /// Every model found, valid or not: its name and the file (as shown) defining it.
+    pub models: Vec<(String, PathBuf)>,
     /// Model files read (plus `ebb.yaml`).
     pub files: usize,
     /// A file could not be read: the exit code is 2, not 1.
@@ -51,6 +51,11 @@ pub struct Report {
 }
 
 impl Report {
+    /// Names of every model found.
+    pub fn model_names(&self) -> Vec<&str> {
+        self.models.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(|d| d.severity == Severity::Error)
     }
@@ -256,7 +261,7 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
             if let Some(name) = item.get("name").and_then(Value::as_str) {
                 let (node, _) = root.deepest(&["models", &i.to_string(), "name"]);
                 names.push((name.to_string(), node.pos.in_file(&file), bucket));
-                report.model_names.push(name.to_string());
+                report.models.push((name.to_string(), file.path.clone()));
             }
             let rel_bad: Vec<Vec<String>> = bad
                 .iter()
