@@ -114,6 +114,12 @@ pub fn parse_cron(expr: &str) -> Result<ScheduleKind, ScheduleError> {
             help,
         });
     }
+    if let Some(problem) = field_problem(expr) {
+        return Err(ScheduleError {
+            message: format!("invalid cron expression `{expr}`: {problem}"),
+            help,
+        });
+    }
     let parser = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Optional)
         .year(croner::parser::Year::Disallowed)
@@ -138,6 +144,55 @@ pub fn parse_cron(expr: &str) -> Result<ScheduleKind, ScheduleError> {
             help,
         }),
     }
+}
+
+/// Names each field and checks its numbers against the field's range, so that the
+/// message says which field is wrong ("hour 25 is outside 0-23").
+fn field_problem(expr: &str) -> Option<String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let specs: &[(&str, u32, u32)] = match fields.len() {
+        5 => &[
+            ("minute", 0, 59),
+            ("hour", 0, 23),
+            ("day-of-month", 1, 31),
+            ("month", 1, 12),
+            ("day-of-week", 0, 7),
+        ],
+        6 => &[
+            ("second", 0, 59),
+            ("minute", 0, 59),
+            ("hour", 0, 23),
+            ("day-of-month", 1, 31),
+            ("month", 1, 12),
+            ("day-of-week", 0, 7),
+        ],
+        _ => return None,
+    };
+    for (field, (name, lo, hi)) in fields.iter().zip(specs) {
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (part, None),
+            };
+            if let Some(step) = step {
+                match step.parse::<u32>() {
+                    Ok(0) | Err(_) => {
+                        return Some(format!("{name} step `{step}` must be a whole number of at least 1"))
+                    }
+                    Ok(_) => {}
+                }
+            }
+            for n in range.split('-') {
+                // Names (JAN, MON), `*`, `?`, `L` and `#` forms are left to croner.
+                if let Ok(v) = n.parse::<u32>() {
+                    if v < *lo || v > *hi {
+                        return Some(format!("{name} {v} is outside {lo}-{hi}"));
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 fn describe_cron_error(e: &croner::errors::CronError) -> String {
@@ -258,9 +313,9 @@ impl fmt::Display for Schedule {
 }
 
 fn human_secs(s: u64) -> String {
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -305,7 +360,16 @@ mod tests {
         let next = s.next_after(utc("2026-11-28T00:00:00Z")).unwrap(); // a Saturday
         assert_eq!(next.to_rfc3339(), "2026-11-29T06:00:00+00:00"); // Sunday
         assert!(parse_cron("0 */6 * * *").is_ok());
-        assert!(parse_cron("61 * * * *").is_err());
+        assert!(parse_cron("61 * * * *")
+            .unwrap_err()
+            .message
+            .contains("minute 61 is outside 0-59"));
+        assert!(parse_cron("0 25 * * *")
+            .unwrap_err()
+            .message
+            .contains("hour 25 is outside 0-23"));
+        assert!(parse_cron("*/0 * * * *").is_err());
+        assert!(parse_cron("0 9 * * MON-FRI").is_ok());
         assert!(parse_cron("* * *").is_err());
         assert!(parse_cron("0 0 30 2 *").is_err());
     }

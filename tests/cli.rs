@@ -54,7 +54,10 @@ fn three_problems_in_one_file_come_back_in_one_run_each_at_its_line_with_help() 
             .split("\n\n")
             .find(|b| b.contains(&format!("[{code}]")))
             .unwrap_or_else(|| panic!("no {code} in:\n{out}"));
-        assert!(block.contains(&format!("--> {MULTI}{at}")), "{code} not at {at}:\n{block}");
+        assert!(
+            block.contains(&format!("--> {MULTI}{at}")),
+            "{code} not at {at}:\n{block}"
+        );
         assert!(block.contains("= help: "), "{code} has no help line:\n{block}");
     }
     assert!(out.contains("did you mean `destination`?"), "{out}");
@@ -66,18 +69,26 @@ fn three_problems_in_one_file_come_back_in_one_run_each_at_its_line_with_help() 
 /// GitHub's workflow-command syntax: `::error file=F,line=L,col=C[,endLine=..,endColumn=..][,title=T]::message`,
 /// with `%`, CR and LF escaped in the message and also `:` and `,` in property values.
 fn is_github_annotation(line: &str) -> bool {
-    let Some(rest) = line.strip_prefix("::") else { return false };
-    let Some((cmd, rest)) = rest.split_once(' ') else { return false };
+    let Some(rest) = line.strip_prefix("::") else {
+        return false;
+    };
+    let Some((cmd, rest)) = rest.split_once(' ') else {
+        return false;
+    };
     if !["error", "warning", "notice"].contains(&cmd) {
         return false;
     }
-    let Some((props, message)) = rest.split_once("::") else { return false };
+    let Some((props, message)) = rest.split_once("::") else {
+        return false;
+    };
     if message.is_empty() || message.contains('\n') || message.contains('\r') {
         return false;
     }
     let mut seen = Vec::new();
     for prop in props.split(',') {
-        let Some((k, v)) = prop.split_once('=') else { return false };
+        let Some((k, v)) = prop.split_once('=') else {
+            return false;
+        };
         if v.contains(':') || v.is_empty() {
             return false;
         }
@@ -97,7 +108,10 @@ fn is_github_annotation(line: &str) -> bool {
 
 #[test]
 fn github_format_prints_valid_workflow_annotations() {
-    let o = ebb(&repo(), &["-C", "tests/fixtures/project", "validate", "--format", "github", MULTI]);
+    let o = ebb(
+        &repo(),
+        &["-C", "tests/fixtures/project", "validate", "--format", "github", MULTI],
+    );
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
@@ -108,7 +122,9 @@ fn github_format_prints_valid_workflow_annotations() {
         assert!(l.contains("%0Ahelp: "), "help travels in the message: {l}");
     }
     assert!(lines[0].starts_with("::error file="));
-    assert!(lines.iter().any(|l| l.contains(",line=9,col=5,endLine=9,endColumn=15,title=ebb E101::unknown key `destinaton`")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains(",line=9,col=5,endLine=9,endColumn=15,title=ebb E101::unknown key `destinaton`")));
     // The summary goes to stderr so that stdout holds only annotations.
     assert!(stderr(&o).contains("3 errors"));
 }
@@ -136,10 +152,18 @@ fn github_format_escapes_property_and_message_text() {
 
 #[test]
 fn json_format_lists_every_diagnostic() {
-    let o = ebb(&repo(), &["-C", "tests/fixtures/project", "validate", "--format", "json", MULTI]);
+    let o = ebb(
+        &repo(),
+        &["-C", "tests/fixtures/project", "validate", "--format", "json", MULTI],
+    );
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("valid JSON");
-    let codes: Vec<&str> = v["diagnostics"].as_array().unwrap().iter().map(|d| d["code"].as_str().unwrap()).collect();
+    let codes: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
     assert_eq!(codes, ["E101", "E405", "E602"]);
     let first = &v["diagnostics"][0];
     assert_eq!((first["line"].as_u64(), first["column"].as_u64()), (Some(9), Some(5)));
@@ -170,7 +194,11 @@ fn no_project_is_a_usage_error_with_exit_2() {
 fn a_missing_path_or_a_bad_flag_exits_2() {
     let o = ebb(&repo(), &["validate", "models/nope.yaml"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("models/nope.yaml` does not exist"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("models/nope.yaml` does not exist"),
+        "{}",
+        stderr(&o)
+    );
     let o = ebb(&repo(), &["validate", "--format", "xml"]);
     assert_eq!(o.status.code(), Some(2));
 }
@@ -228,8 +256,16 @@ fn plan_json_has_three_upcoming_runs_in_the_model_timezone() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let plan = &v[0];
     assert_eq!(plan["destination"]["key_field"], "Id");
-    assert_eq!(plan["mappings"][0]["transforms"], serde_json::json!(["scale(0, 1, 0, 100)", "round(1)"]));
-    let next: Vec<&str> = plan["schedule"]["next"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(
+        plan["mappings"][0]["transforms"],
+        serde_json::json!(["scale(0, 1, 0, 100)", "round(1)"])
+    );
+    let next: Vec<&str> = plan["schedule"]["next"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     assert_eq!(next.len(), 3);
     for t in next {
         let dt = chrono::DateTime::parse_from_rfc3339(t).unwrap();
@@ -244,7 +280,11 @@ fn plan_json_has_three_upcoming_runs_in_the_model_timezone() {
 fn plan_of_an_unknown_model_suggests_a_name() {
     let o = ebb(&repo(), &["plan", "customer_segment"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("did you mean `customer_segments`?"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("did you mean `customer_segments`?"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

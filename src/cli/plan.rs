@@ -10,7 +10,10 @@ pub fn run(project: Option<PathBuf>, models: &[String], format: PlanFormat, colo
     let known = report.model_names();
     for m in models {
         if !known.contains(&m.as_str()) {
-            anyhow::bail!("no model named `{m}`; {}", crate::plan::compile::suggest_model(m, &known));
+            anyhow::bail!(
+                "no model named `{m}`; {}",
+                crate::plan::compile::suggest_model(m, &known)
+            );
         }
     }
     let wanted = |name: &str| models.is_empty() || models.iter().any(|m| m == name);

@@ -68,7 +68,12 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
     let _ = writeln!(o, "mappings:");
     let values: Vec<String> = plan.mappings.iter().map(|m| value_text(&m.value)).collect();
     let vw = values.iter().map(|v| v.chars().count()).max().unwrap_or(0);
-    let dw = plan.mappings.iter().map(|m| m.destination.chars().count()).max().unwrap_or(0);
+    let dw = plan
+        .mappings
+        .iter()
+        .map(|m| m.destination.chars().count())
+        .max()
+        .unwrap_or(0);
     for (m, v) in plan.mappings.iter().zip(&values) {
         let mut line = format!("  {v:<vw$}  → {:<dw$}", m.destination);
         if !m.transforms.is_empty() {

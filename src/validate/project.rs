@@ -30,7 +30,6 @@ fn walk(node: &Node, key: Option<&str>, in_headers: bool, file: &Arc<SourceFile>
                         Diagnostic::new(Code::BadVariable, span.clone(), e.message)
                             .help("write `${NAME}` or `${NAME:-fallback}`; `$$` is a literal `$`"),
                     );
-                    return;
                 }
                 Ok(refs) => {
                     for r in &refs {
@@ -143,9 +142,10 @@ pub fn check_project(
         let p = |field: &'static str| -> Vec<&str> { vec!["connections", name.as_str(), field] };
         match conn {
             ConnectionSpec::Postgres(c) => {
-                if !env::has_reference(&c.url)
-                    && !(c.url.starts_with("postgres://") || c.url.starts_with("postgresql://"))
-                {
+                let ok = env::has_reference(&c.url)
+                    || c.url.starts_with("postgres://")
+                    || c.url.starts_with("postgresql://");
+                if !ok {
                     diags.push(
                         Diagnostic::new(
                             Code::BadUrl,
