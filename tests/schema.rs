@@ -58,3 +58,11 @@ fn the_schema_accepts_the_examples_and_rejects_unknown_keys() {
     bad["models"][0]["destinaton"] = serde_json::json!({});
     assert!(!v.is_valid(&bad));
 }
+
+#[test]
+fn every_diagnostic_code_is_documented() {
+    let doc = std::fs::read_to_string(repo().join("docs/diagnostics.md")).unwrap();
+    for code in ebb::diagnostics::Code::ALL {
+        assert!(doc.contains(&format!("| {} |", code.as_str())), "docs/diagnostics.md lacks {}", code.as_str());
+    }
+}
