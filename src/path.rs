@@ -52,8 +52,9 @@ impl FieldPath {
         let mut offset = 0;
         for part in text.split('.') {
             if part.is_empty() {
+                // Point at a dot: the one after the empty step, or for a trailing dot, itself.
                 return Err(PathError {
-                    offset,
+                    offset: offset.min(text.len() - 1),
                     message: format!("empty step in path `{text}` (two dots, or a dot at an end)"),
                 });
             }
@@ -237,6 +238,8 @@ mod tests {
     #[test]
     fn bad_paths_are_rejected_with_an_offset() {
         assert_eq!(FieldPath::parse("a..b").unwrap_err().offset, 2);
+        assert_eq!(FieldPath::parse("profile.").unwrap_err().offset, 7);
+        assert_eq!(FieldPath::parse(".a").unwrap_err().offset, 0);
         assert!(FieldPath::parse("a.b[0]").unwrap_err().message.contains("JSONPath"));
         assert!(FieldPath::parse("$.a[").is_err());
         assert!(FieldPath::parse("$[0]").is_err());

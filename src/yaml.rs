@@ -256,6 +256,7 @@ impl Builder {
     fn event(&mut self, ev: Event<'_>, pos: Pos) {
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
+                self.check_tag(tag.as_deref(), pos);
                 let forced_str = tag
                     .as_ref()
                     .is_some_and(|t| t.handle == "tag:yaml.org,2002:" && t.suffix == "str");
@@ -266,18 +267,24 @@ impl Builder {
                 };
                 self.push(Node { pos, value }, anchor);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
-                pos,
-                anchor,
-                items: Vec::new(),
-            }),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
-                pos,
-                anchor,
-                entries: Vec::new(),
-                key: None,
-                merges: Vec::new(),
-            }),
+            Event::SequenceStart(anchor, tag) => {
+                self.check_tag(tag.as_deref(), pos);
+                self.stack.push(Frame::Seq {
+                    pos,
+                    anchor,
+                    items: Vec::new(),
+                })
+            }
+            Event::MappingStart(anchor, tag) => {
+                self.check_tag(tag.as_deref(), pos);
+                self.stack.push(Frame::Map {
+                    pos,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                    merges: Vec::new(),
+                })
+            }
             Event::SequenceEnd => {
                 if let Some(Frame::Seq {
                     pos: start,
@@ -351,6 +358,32 @@ impl Builder {
                 self.push(node, 0);
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => {}
+        }
+    }
+
+    /// Core-schema tags (`!!str`, `!!int`, …) are understood; any other tag would change
+    /// the meaning of a value in a way ebb cannot honour, so it is reported.
+    fn check_tag(&mut self, tag: Option<&saphyr_parser::Tag>, pos: Pos) {
+        let Some(tag) = tag else { return };
+        let core = tag.handle == "tag:yaml.org,2002:"
+            && matches!(
+                tag.suffix.as_str(),
+                "str" | "int" | "float" | "bool" | "null" | "seq" | "map"
+            );
+        if !core {
+            let shown = if tag.handle == "!" {
+                format!("!{}", tag.suffix)
+            } else {
+                format!("{}{}", tag.handle, tag.suffix)
+            };
+            self.diags.push(
+                Diagnostic::new(
+                    Code::YamlUnsupported,
+                    pos.in_file(&self.file),
+                    format!("unknown YAML tag `{shown}`"),
+                )
+                .help("remove the tag; quote the value if it should be a string"),
+            );
         }
     }
 

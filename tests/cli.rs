@@ -312,3 +312,15 @@ fn schema_check_and_print() {
     let o = ebb(dir.path(), &["schema", "--check"]);
     assert_eq!(o.status.code(), Some(0));
 }
+
+#[test]
+fn a_project_without_models_is_a_warning() {
+    let dir = temp_project(&[]);
+    let o = ebb(dir.path(), &["validate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("warning[W801]: no model files in `models`"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -63,6 +63,10 @@ fn the_schema_accepts_the_examples_and_rejects_unknown_keys() {
 fn every_diagnostic_code_is_documented() {
     let doc = std::fs::read_to_string(repo().join("docs/diagnostics.md")).unwrap();
     for code in ebb::diagnostics::Code::ALL {
-        assert!(doc.contains(&format!("| {} |", code.as_str())), "docs/diagnostics.md lacks {}", code.as_str());
+        assert!(
+            doc.contains(&format!("| {} |", code.as_str())),
+            "docs/diagnostics.md lacks {}",
+            code.as_str()
+        );
     }
 }

@@ -55,7 +55,7 @@ codes! {
     ConnectionTypeMismatch = "E205", Error, "the named connection has another type";
     WrongRole = "E206", Error, "a connection type used where it cannot serve (e.g. `file` as a source)";
     MissingForType = "E207", Error, "a field the source or destination type needs is missing";
-    IrrelevantField = "E208", Warning, "a field the source or destination type ignores";
+    IrrelevantField = "W208", Warning, "a field the source or destination type ignores";
     InsecureUrl = "E209", Error, "a URL that must be https (or a loopback host) is not";
     BadUrl = "E210", Error, "a URL that does not parse or has the wrong scheme";
     BadRateLimit = "E211", Error, "a rate limit not of the form N/second|minute|hour|day";

@@ -385,17 +385,12 @@ impl Compiler<'_, '_> {
             return self.ctx.at(&["source", "query"]);
         };
         let file = self.ctx.file;
-        let first = file.line(node.pos.line).unwrap_or("");
-        let indicator = first.chars().nth(node.pos.col - 1);
-        let (l, c) = if matches!(indicator, Some('|' | '>')) {
-            // Block scalar: content starts on the next line, at the block's indentation.
-            let content_line = node.pos.line + line;
-            let indent = (node.pos.line + 1..=node.pos.end_line.max(node.pos.line + 1))
-                .filter_map(|n| file.line(n))
-                .find(|t| !t.trim().is_empty())
-                .map(|t| t.len() - t.trim_start().len())
-                .unwrap_or(0);
-            (content_line, indent + col)
+        let key_line = self.ctx.key(&["source", "query"]).line;
+        let indicator = file.line(node.pos.line).and_then(|t| t.chars().nth(node.pos.col - 1));
+        let (l, c) = if node.pos.line > key_line {
+            // A block scalar (`query: |`) starts at its first content character; its
+            // lines keep their place in the file, shifted by the block's indentation.
+            (node.pos.line + line - 1, node.pos.col + col - 1)
         } else if line == 1 {
             let quoted = matches!(indicator, Some('"' | '\''));
             (node.pos.line, node.pos.col + col - 1 + usize::from(quoted))

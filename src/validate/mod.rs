@@ -201,7 +201,8 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
         }
         keep = Some(set);
     }
-    if files.is_empty() && only.is_empty() && project.is_some() {
+    let bad_models_dir = buckets[0].iter().any(|d| d.code == Code::BadModelsDir);
+    if files.is_empty() && only.is_empty() && project.is_some() && !bad_models_dir {
         buckets[0].push(
             Diagnostic::new(
                 Code::NoModels,

@@ -176,32 +176,44 @@ pub fn check_project(
                     check_rate(r, &at(&p("rate_limit")), diags);
                 }
                 let a = &c.auth;
-                let need: &[(&str, bool)] = match a.flow {
-                    SalesforceAuthFlow::ClientCredentials => &[("client_secret", a.client_secret.is_some())],
+                let flow = match a.flow {
+                    SalesforceAuthFlow::ClientCredentials => "client_credentials",
+                    SalesforceAuthFlow::JwtBearer => "jwt_bearer",
+                    SalesforceAuthFlow::RefreshToken => "refresh_token",
+                };
+                let need: &[(&str, bool, &str)] = match a.flow {
+                    SalesforceAuthFlow::ClientCredentials => &[(
+                        "client_secret",
+                        a.client_secret.is_some(),
+                        "add `client_secret: ${SF_CLIENT_SECRET}` (the connected app's consumer secret)",
+                    )],
                     SalesforceAuthFlow::JwtBearer => &[
-                        ("username", a.username.is_some()),
                         (
-                            "private_key or private_key_path",
+                            "username",
+                            a.username.is_some(),
+                            "add `username:` with the Salesforce user the token is issued for",
+                        ),
+                        (
+                            "private_key_path` or `private_key",
                             a.private_key.is_some() || a.private_key_path.is_some(),
+                            "add `private_key_path:` (the PEM key of the app's certificate) or `private_key: ${SF_PRIVATE_KEY}`",
                         ),
                     ],
-                    SalesforceAuthFlow::RefreshToken => &[("refresh_token", a.refresh_token.is_some())],
+                    SalesforceAuthFlow::RefreshToken => &[(
+                        "refresh_token",
+                        a.refresh_token.is_some(),
+                        "add `refresh_token: ${SF_REFRESH_TOKEN}`",
+                    )],
                 };
-                for (field, present) in need {
+                for (field, present, help) in need {
                     if !present {
                         diags.push(
                             Diagnostic::new(
                                 Code::MissingForType,
                                 key(&["connections", name, "auth"]),
-                                format!(
-                                    "`flow: {}` needs `{field}`",
-                                    serde_json::to_value(a.flow)
-                                        .ok()
-                                        .and_then(|v| v.as_str().map(str::to_string))
-                                        .unwrap_or_default()
-                                ),
+                                format!("`flow: {flow}` needs `{field}`"),
                             )
-                            .help("secrets go in `${VAR}` references"),
+                            .help(*help),
                         );
                     }
                 }

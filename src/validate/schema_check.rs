@@ -29,7 +29,7 @@ pub fn check(
         handled: Vec::new(),
     };
     let mut path = Vec::new();
-    w.fix_keys(root, schema, &mut path);
+    w.fix_keys(root, None, schema, &mut path);
     let json = root.to_json();
     let mut bad_paths = w.handled.clone();
     for err in validator.iter_errors(&json) {
@@ -60,10 +60,10 @@ impl<'a> Walker<'a> {
         s
     }
 
-    fn fix_keys(&mut self, node: &mut Node, schema: &'a Value, path: &mut Vec<String>) {
+    fn fix_keys(&mut self, node: &mut Node, key: Option<Pos>, schema: &'a Value, path: &mut Vec<String>) {
         let schema = self.resolve(schema);
         if let (Some(Value::Array(branches)), Y::Map(_)) = (schema.get("oneOf"), &node.value) {
-            self.fix_tagged(node, branches, path);
+            self.fix_tagged(node, key, branches, path);
             return;
         }
         if let Some(Value::Array(alts)) = schema.get("anyOf") {
@@ -74,7 +74,7 @@ impl<'a> Walker<'a> {
                     .and_then(Value::as_str)
                     .is_some_and(|t| t == kind || (t == "number" && kind == "integer"))
             }) {
-                self.fix_keys(node, alt, path);
+                self.fix_keys(node, key, alt, path);
             }
             return;
         }
@@ -90,7 +90,7 @@ impl<'a> Walker<'a> {
                 for (i, e) in entries.iter_mut().enumerate() {
                     if let Some(sub) = props.and_then(|p| p.get(&e.key)) {
                         path.push(e.key.clone());
-                        self.fix_keys(&mut e.value, sub, path);
+                        self.fix_keys(&mut e.value, Some(e.key_pos), sub, path);
                         path.pop();
                         continue;
                     }
@@ -98,7 +98,7 @@ impl<'a> Walker<'a> {
                         Some(Value::Bool(false)) => {}
                         Some(sub @ Value::Object(_)) => {
                             path.push(e.key.clone());
-                            self.fix_keys(&mut e.value, sub, path);
+                            self.fix_keys(&mut e.value, Some(e.key_pos), sub, path);
                             path.pop();
                             continue;
                         }
@@ -118,7 +118,7 @@ impl<'a> Walker<'a> {
                             e.key = m.to_string();
                             path.push(e.key.clone());
                             if let Some(sub) = props.and_then(|p| p.get(m)) {
-                                self.fix_keys(&mut e.value, sub, path);
+                                self.fix_keys(&mut e.value, Some(e.key_pos), sub, path);
                             }
                             path.pop();
                         }
@@ -144,7 +144,7 @@ impl<'a> Walker<'a> {
                 if let Some(item_schema) = schema.get("items") {
                     for (i, item) in items.iter_mut().enumerate() {
                         path.push(i.to_string());
-                        self.fix_keys(item, item_schema, path);
+                        self.fix_keys(item, None, item_schema, path);
                         path.pop();
                     }
                 }
@@ -154,7 +154,7 @@ impl<'a> Walker<'a> {
     }
 
     /// An internally tagged object: check it against the branch its `type` selects.
-    fn fix_tagged(&mut self, node: &mut Node, branches: &'a [Value], path: &mut Vec<String>) {
+    fn fix_tagged(&mut self, node: &mut Node, key: Option<Pos>, branches: &'a [Value], path: &mut Vec<String>) {
         let tags: Vec<(&str, &'a Value)> = branches
             .iter()
             .filter_map(|b| {
@@ -176,13 +176,17 @@ impl<'a> Walker<'a> {
         match node.entry("type").map(|e| (e.value.clone(), e.key_pos)) {
             None => {
                 self.diags.push(
-                    Diagnostic::new(Code::MissingField, node.pos.in_file(self.file), "missing field `type`")
-                        .help(format!("`type` is one of {}", one_of(&names))),
+                    Diagnostic::new(
+                        Code::MissingField,
+                        key.unwrap_or(node.pos).in_file(self.file),
+                        "missing field `type`",
+                    )
+                    .help(format!("`type` is one of {}", one_of(&names))),
                 );
                 self.handled.push(path.clone());
             }
             Some((tnode, _)) => match tnode.as_str().and_then(|t| tags.iter().find(|(n, _)| *n == t)) {
-                Some((_, branch)) => self.fix_keys(node, branch, path),
+                Some((_, branch)) => self.fix_keys(node, key, branch, path),
                 None => {
                     let shown = match &tnode.value {
                         Y::Str(s) => format!("`{s}`"),
@@ -219,6 +223,23 @@ impl<'a> Walker<'a> {
             return;
         }
         match err.kind() {
+            ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context }
+                if !context.is_empty()
+                    && context.iter().all(|errs| {
+                        errs.len() == 1 && matches!(errs[0].kind(), ValidationErrorKind::Constant { .. })
+                    }) =>
+            {
+                // A documented enum is a `oneOf` of constants: report it as an enum.
+                let options: Vec<String> = context
+                    .iter()
+                    .filter_map(|errs| match errs[0].kind() {
+                        ValidationErrorKind::Constant { expected_value } => expected_value.as_str().map(str::to_string),
+                        _ => None,
+                    })
+                    .collect();
+                self.enum_error(root, &path, &options, bad);
+                return;
+            }
             ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
                 // Report the branch that came closest (fewest errors, a matching type first).
                 let best = context.iter().min_by_key(|errs| {
@@ -276,21 +297,12 @@ impl<'a> Walker<'a> {
                 d
             }
             ValidationErrorKind::Enum { options } => {
-                let opts: Vec<&str> = options
+                let opts: Vec<String> = options
                     .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
                     .unwrap_or_default();
-                let shown = shown_value(node);
-                let help = match node.as_str().and_then(|s| unique_close_match(s, opts.iter().copied())) {
-                    Some(m) => format!("did you mean `{m}`? `{field}` is one of {}", one_of(&opts)),
-                    None => format!("`{field}` is one of {}", one_of(&opts)),
-                };
-                Diagnostic::new(
-                    Code::InvalidValue,
-                    value_span,
-                    format!("{shown} is not a valid `{field}`"),
-                )
-                .help(help)
+                self.enum_error(root, &path, &opts, bad);
+                return;
             }
             ValidationErrorKind::Constant { expected_value } => Diagnostic::new(
                 Code::InvalidValue,
@@ -368,6 +380,30 @@ impl<'a> Walker<'a> {
         self.diags.push(d);
     }
 
+    fn enum_error(&mut self, root: &Node, path: &[String], options: &[String], bad: &mut Vec<Vec<String>>) {
+        let (node, _) = root.deepest(path);
+        let field = path
+            .iter()
+            .rev()
+            .find(|s| s.parse::<usize>().is_err())
+            .cloned()
+            .unwrap_or_default();
+        let opts: Vec<&str> = options.iter().map(String::as_str).collect();
+        let help = match node.as_str().and_then(|s| unique_close_match(s, opts.iter().copied())) {
+            Some(m) => format!("did you mean `{m}`? `{field}` is one of {}", one_of(&opts)),
+            None => format!("`{field}` is one of {}", one_of(&opts)),
+        };
+        bad.push(path.to_vec());
+        self.diags.push(
+            Diagnostic::new(
+                Code::InvalidValue,
+                node.pos.in_file(self.file),
+                format!("{} is not a valid `{field}`", shown_value(node)),
+            )
+            .help(help),
+        );
+    }
+
     fn push_type_error(&mut self, root: &Node, path: &[String], expected: &[String], bad: &mut Vec<Vec<String>>) {
         let (node, _) = root.deepest(path);
         let field = path
@@ -383,6 +419,19 @@ impl<'a> Walker<'a> {
             format!("`{field}` must be {}, found {}", words.join(" or "), node.kind()),
         );
         let in_transform_list = path.len() >= 2 && path[path.len() - 2] == "transform";
+        let numeric = expected.iter().any(|t| t == "integer" || t == "number");
+        let boolean = expected.iter().any(|t| t == "boolean");
+        let unquote = match (&node.value, numeric || boolean) {
+            (Y::Str(text), true) => {
+                let t = text.trim();
+                ((numeric && t.parse::<f64>().is_ok()) || (boolean && (t == "true" || t == "false")))
+                    .then(|| t.to_string())
+            }
+            _ => None,
+        };
+        if let Some(t) = unquote {
+            d = d.help(format!("remove the quotes: `{t}`"));
+        }
         if in_transform_list && !matches!(node.value, Y::Str(_)) {
             d = d.help("inside `[…]` commas separate the items, so `scale(0, 1, 0, 100)` falls apart: write one transform per line with `- `, or quote it: `[\"scale(0, 1, 0, 100)\", round(1)]`");
         } else if expected.iter().any(|t| t == "string") {
@@ -435,10 +484,21 @@ impl<'a> Walker<'a> {
 
     fn describe_property(&self, err: &ValidationError<'_>, prop: &str) -> Option<String> {
         let s = self.schema_at(err)?;
-        let p = self.resolve(s.get("properties")?.get(prop)?);
-        let d = p
-            .get("description")
-            .or_else(|| s.get("properties")?.get(prop)?.get("description"))?;
+        let raw = s.get("properties")?.get(prop)?;
+        let p = self.resolve(raw);
+        // For a field with a fixed set of values, the values say more than a description.
+        let values: Vec<&str> = match (p.get("enum"), p.get("oneOf")) {
+            (Some(Value::Array(e)), _) => e.iter().filter_map(Value::as_str).collect(),
+            (_, Some(Value::Array(alts))) => alts
+                .iter()
+                .filter_map(|a| a.get("const").and_then(Value::as_str))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !values.is_empty() {
+            return Some(format!("one of {}", one_of(&values)));
+        }
+        let d = raw.get("description").or_else(|| p.get("description"))?;
         d.as_str()
             .map(|d| d.split("\n\n").next().unwrap_or(d).replace('\n', " "))
     }
