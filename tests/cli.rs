@@ -324,3 +324,14 @@ fn a_project_without_models_is_a_warning() {
         stdout(&o)
     );
 }
+
+#[test]
+fn human_output_is_coloured_only_when_asked_or_on_a_terminal() {
+    let args = ["-C", "tests/fixtures/project", "validate", MULTI];
+    let plain = stdout(&ebb(&repo(), &args));
+    assert!(!plain.contains('\x1b'), "piped output must be plain");
+    let mut coloured = vec!["--color", "always"];
+    coloured.extend(args);
+    let out = stdout(&ebb(&repo(), &coloured));
+    assert!(out.contains("\x1b[1;31merror[E101]\x1b[0m"), "{out:?}");
+}

@@ -116,6 +116,13 @@ pub fn run(cli: Cli) -> u8 {
     };
     match result {
         Ok(code) => code,
+        // `ebb validate | head`: the reader left; like other Unix tools, stop quietly.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            0
+        }
         Err(e) => {
             eprintln!(
                 "{} {e:#}",

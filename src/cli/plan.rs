@@ -2,6 +2,7 @@
 
 use super::PlanFormat;
 use crate::diagnostics::{render, Severity};
+use std::io::Write;
 use std::path::PathBuf;
 
 pub fn run(project: Option<PathBuf>, models: &[String], format: PlanFormat, color: bool) -> anyhow::Result<u8> {
@@ -42,11 +43,13 @@ pub fn run(project: Option<PathBuf>, models: &[String], format: PlanFormat, colo
     match format {
         PlanFormat::Human => {
             let texts: Vec<String> = plans.iter().map(|p| crate::plan::explain(p, now)).collect();
-            print!("{}", texts.join("\n"));
+            std::io::stdout().lock().write_all(texts.join("\n").as_bytes())?;
         }
         PlanFormat::Json => {
             let list: Vec<_> = plans.iter().map(|p| crate::plan::explain_json(p, now)).collect();
-            println!("{}", serde_json::to_string_pretty(&list)?);
+            let mut text = serde_json::to_string_pretty(&list)?;
+            text.push('\n');
+            std::io::stdout().lock().write_all(text.as_bytes())?;
         }
     }
     Ok(0)
