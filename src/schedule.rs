@@ -271,23 +271,6 @@ impl Schedule {
         }
         out
     }
-
-    /// The nominal period, for jitter and "overdue" checks (a cron's is its shortest gap
-    /// among the next few runs).
-    pub fn period(&self) -> Duration {
-        match &self.kind {
-            ScheduleKind::Every { secs } => Duration::seconds(i64::try_from(*secs).unwrap_or(i64::MAX / 2)),
-            ScheduleKind::EveryDays { days } => Duration::days(i64::from(*days)),
-            ScheduleKind::Cron { .. } => {
-                let times = self.upcoming(Utc::now(), 4);
-                times
-                    .windows(2)
-                    .map(|w| w[1].clone().with_timezone(&Utc) - w[0].clone().with_timezone(&Utc))
-                    .min()
-                    .unwrap_or_else(|| Duration::hours(1))
-            }
-        }
-    }
 }
 
 /// The first instant of `date` in `tz` (midnight, or just after a DST gap at midnight).

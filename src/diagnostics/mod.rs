@@ -174,8 +174,7 @@ pub fn close_matches<'a>(word: &str, candidates: impl IntoIterator<Item = &'a st
     scored.into_iter().map(|(_, c)| c).collect()
 }
 
-/// The single close match of `word`, if exactly one candidate is close (or one is closest
-/// by a clear margin).
+/// The close match of `word`, if exactly one candidate is close.
 pub fn unique_close_match<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str> + Clone) -> Option<&'a str> {
     let m = close_matches(word, candidates);
     (m.len() == 1).then(|| m[0])
