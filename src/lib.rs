@@ -8,6 +8,7 @@
 //! - [`schema`]: the JSON schemas generated from those types;
 //! - [`validate`]: every check, collected as [`diagnostics`] with file:line:col;
 //! - [`plan`]: the compiled, resolved form of a model that a run executes;
+//! - [`source`]: warehouses streaming a query's rows as Arrow batches;
 //! - [`schedule`], [`transform`], [`path`]: the pieces a plan is made of;
 //! - [`cli`]: the `ebb` command.
 
@@ -18,6 +19,7 @@ pub mod path;
 pub mod plan;
 pub mod schedule;
 pub mod schema;
+pub mod source;
 pub mod transform;
 pub mod validate;
 pub mod yaml;

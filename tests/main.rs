@@ -6,3 +6,4 @@ mod cli; // the `ebb` binary: exit codes, output formats, `plan`, `schema`
 mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
 mod schema; // schemas/ is what the types generate
+mod source_postgres; // the PostgreSQL source against the real server
