@@ -9,12 +9,14 @@
 //! - [`validate`]: every check, collected as [`diagnostics`] with file:line:col;
 //! - [`plan`]: the compiled, resolved form of a model that a run executes;
 //! - [`source`]: warehouses streaming a query's rows as Arrow batches;
+//! - [`map`]: source rows to destination records (paths, transforms, exact JSON);
 //! - [`schedule`], [`transform`], [`path`]: the pieces a plan is made of;
 //! - [`cli`]: the `ebb` command.
 
 pub mod cli;
 pub mod config;
 pub mod diagnostics;
+pub mod map;
 pub mod path;
 pub mod plan;
 pub mod schedule;

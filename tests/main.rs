@@ -5,5 +5,6 @@ mod support;
 mod cli; // the `ebb` binary: exit codes, output formats, `plan`, `schema`
 mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
+mod preview; // `ebb preview` against a real warehouse
 mod schema; // schemas/ is what the types generate
 mod source_postgres; // the PostgreSQL source against the real server

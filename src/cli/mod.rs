@@ -4,6 +4,7 @@
 //! 2 bad usage or unreadable project files; 3 a run whose destination rejected rows.
 
 mod plan;
+mod preview;
 mod schema;
 mod validate;
 
@@ -71,6 +72,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
     },
+    /// Show the first rows of a model as the destination would receive them: the query
+    /// runs (with a LIMIT), rows are mapped and transformed, nothing is sent.
+    Preview {
+        /// Name of the model.
+        model: String,
+        /// How many rows.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        limit: usize,
+        /// `human` (a table) or `json` (one object per line).
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
     /// Print the JSON schema of model files, or write both schemas to `schemas/`.
     Schema {
         /// Write `schemas/model.schema.json` and `schemas/project.schema.json` in the project.
@@ -108,6 +121,7 @@ pub fn run(cli: Cli) -> u8 {
             deny_warnings,
         } => validate::run(project, &paths, format, deny_warnings, color),
         Command::Plan { models, format } => plan::run(project, &models, format, color),
+        Command::Preview { model, limit, format } => preview::run(project, &model, limit, format, color),
         Command::Schema {
             write,
             check,

@@ -1,0 +1,176 @@
+//! `ebb preview`: the first rows of a model as the destination would receive them.
+
+use super::PlanFormat;
+use crate::diagnostics::{render, Severity};
+use crate::map::RowMapper;
+use crate::source::Source;
+use std::io::Write;
+use std::path::PathBuf;
+
+pub fn run(project: Option<PathBuf>, model: &str, limit: usize, format: PlanFormat, color: bool) -> anyhow::Result<u8> {
+    let dir = super::project_dir(project)?;
+    let report = crate::validate::validate(&dir, &[])?;
+    let known = report.model_names();
+    if !known.contains(&model) {
+        anyhow::bail!(
+            "no model named `{model}`; {}",
+            crate::plan::compile::suggest_model(model, &known)
+        );
+    }
+    let Some(plan) = report.plans.iter().find(|p| p.name == model) else {
+        let file = report.models.iter().find(|(n, _)| n == model).map(|(_, f)| f.clone());
+        let errors: Vec<_> = report
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .filter(|d| {
+                Some(&d.span.file.path) == file.as_ref() || d.span.file.path.ends_with(crate::config::PROJECT_FILE)
+            })
+            .cloned()
+            .collect();
+        eprint!("{}", render::render(&errors, render::Format::Human, color));
+        eprintln!("error: cannot preview `{model}`: fix the errors above first");
+        return Ok(1);
+    };
+    let Some(query) = &plan.source.query else {
+        eprintln!(
+            "error: model `{model}` reads {} `{}`; previewing CRM sources comes with the {} connector",
+            plan.source.kind,
+            plan.source.object.as_deref().unwrap_or("?"),
+            plan.source.kind
+        );
+        return Ok(1);
+    };
+    let spec = report
+        .project
+        .as_ref()
+        .and_then(|p| p.connections.get(&plan.source.connection))
+        .ok_or_else(|| anyhow::anyhow!("connection `{}` is not defined", plan.source.connection))?;
+    let context = format!(
+        "model `{model}`, connection `{}` ({})",
+        plan.source.connection, plan.source.kind
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(async {
+        let source = Source::open(spec, &dir)?;
+        let sql = format!(
+            "SELECT * FROM ({}) AS ebb_preview LIMIT {limit}",
+            query.trim_end().trim_end_matches(';')
+        );
+        let mut stream = source.query(&sql, limit.max(1)).await?;
+        let mut batches = Vec::new();
+        while let Some(b) = stream.next().await {
+            batches.push(b?);
+        }
+        Ok::<_, crate::source::SourceError>((stream.schema(), batches))
+    });
+    let (schema, batches) = match rows {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {context}: {e}");
+            return Ok(1);
+        }
+    };
+    let mapper = match RowMapper::new(plan, schema) {
+        Ok(m) => m,
+        Err(missing) => {
+            let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
+            eprintln!("error: {context}: the query returns no column {}", names.join(", "));
+            return Ok(1);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let fields: Vec<String> = plan.mappings.iter().map(|m| m.destination.clone()).collect();
+    let mut table: Vec<Vec<String>> = Vec::new();
+    let mut invalid = 0;
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            let key = mapper.key(batch, row);
+            let mapped = key.clone().and_then(|_| mapper.map_row(batch, row));
+            match format {
+                PlanFormat::Json => {
+                    let line = match (&key, &mapped) {
+                        (Ok(k), Ok(f)) => {
+                            let record = RowMapper::to_json_object(f)
+                                .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.message));
+                            format!(
+                                "{{\"key\":{},\"record\":{record}}}",
+                                serde_json::Value::String(k.clone())
+                            )
+                        }
+                        (_, Err(e)) | (Err(e), _) => {
+                            invalid += 1;
+                            serde_json::json!({"key": key.as_ref().ok(), "invalid": {"code": e.code, "message": e.message}}).to_string()
+                        }
+                    };
+                    writeln!(out, "{line}")?;
+                }
+                PlanFormat::Human => {
+                    let mut cells = vec![key.clone().unwrap_or_else(|_| "∅".into())];
+                    match &mapped {
+                        Ok(f) => cells.extend(f.iter().map(|(_, v)| {
+                            let mut s = String::new();
+                            match v.write_json(&mut s) {
+                                Ok(()) => s,
+                                Err(e) => format!("<{e}>"),
+                            }
+                        })),
+                        Err(e) => {
+                            invalid += 1;
+                            cells.push(format!("invalid ({}): {}", e.code, e.message));
+                        }
+                    }
+                    table.push(cells);
+                }
+            }
+        }
+    }
+    if format == PlanFormat::Human {
+        let mut header = vec![format!("{} (key)", plan.destination.key_column)];
+        header.extend(fields);
+        out.write_all(render_table(&header, &table).as_bytes())?;
+        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        writeln!(out, "{n} row{} shown, {invalid} invalid", if n == 1 { "" } else { "s" })?;
+    }
+    Ok(0)
+}
+
+/// A plain text table; cells longer than 40 characters are cut with `…`.
+fn render_table(header: &[String], rows: &[Vec<String>]) -> String {
+    let cut = |s: &str| -> String {
+        if s.chars().count() > 40 {
+            s.chars().take(39).collect::<String>() + "…"
+        } else {
+            s.to_string()
+        }
+    };
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cut(c).chars().count());
+            }
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let c = cut(c);
+                let w = widths.get(i).copied().unwrap_or(0);
+                format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count())))
+            })
+            .collect();
+        parts.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut s = line(header);
+    s.push_str(&line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
+    for r in rows {
+        s.push_str(&line(r));
+    }
+    s
+}

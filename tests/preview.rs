@@ -1,0 +1,107 @@
+//! `ebb preview` end to end: a real warehouse (PostgreSQL here), the query, the mapping
+//! with paths and transforms, and invalid rows reported with their reason.
+
+use crate::support::{ebb, stderr, stdout};
+
+fn project(url: &str, query: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ebb.yaml"),
+        format!("version: 1\nconnections:\n  pg:\n    type: postgres\n    url: {url}\n  out:\n    type: file\n    path: out\n"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    std::fs::write(
+        dir.path().join("models/m.yaml"),
+        format!(
+            "models:
+  - name: contacts
+    source:
+      type: postgres
+      query: |
+        {query}
+    destination:
+      type: file
+      unique_identifier: id
+    mappings:
+      - source: name
+        destination: Name
+        transform: initcap
+      - source: email
+        destination: Email
+        transform: [trim, lower]
+      - source: ltv
+        destination: LTV__c
+        transform: round(1)
+      - source: scores.upsell
+        destination: Upsell__c
+        transform:
+          - scale(0, 1, 0, 100)
+      - source: seen
+        destination: Seen__c
+        transform: date('%Y-%m-%d')
+      - constant: warehouse
+        destination: LeadSource
+"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+const QUERY: &str = "SELECT * FROM (VALUES \
+    (1, 'ada LOVELACE', ' Ada@Example.COM ', 1234.56::numeric(10,2), '{\"upsell\": 0.25}'::jsonb, '2026-11-28'), \
+    (2, 'alan turing', 'alan@example.com', 10.04::numeric(10,2), '{\"upsell\": 1}'::jsonb, 'not a date'), \
+    (NULL, 'nobody', 'x@example.com', 0::numeric(10,2), NULL, NULL)) AS t(id, name, email, ltv, scores, seen) ORDER BY id";
+
+#[test]
+fn preview_maps_rows_and_reports_invalid_ones() {
+    let dir = project(&crate::source_postgres::url(), QUERY);
+    let o = ebb(dir.path(), &["preview", "contacts", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{}", stdout(&o));
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"key": "1", "record": {"Name": "Ada Lovelace", "Email": "ada@example.com", "LTV__c": 1234.6,
+            "Upsell__c": 25.0, "Seen__c": "2026-11-28", "LeadSource": "warehouse"}})
+    );
+    assert_eq!(lines[1]["invalid"]["code"], "transform_failed");
+    assert_eq!(lines[1]["invalid"]["message"], "`Seen__c`: `date`: `not a date` is not a date or timestamp");
+    assert_eq!(lines[2]["invalid"]["code"], "null_key");
+    // Decimals are exact on the wire: 1234.6, not 1234.5999999.
+    assert!(stdout(&o).contains("\"LTV__c\":1234.6,"), "{}", stdout(&o));
+}
+
+#[test]
+fn preview_table_and_limit() {
+    let dir = project(&crate::source_postgres::url(), QUERY);
+    let o = ebb(dir.path(), &["preview", "contacts", "-n", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("id (key)  Name            Email              LTV__c  Upsell__c  Seen__c       LeadSource\n"), "{out}");
+    assert!(out.contains("1         \"Ada Lovelace\"  \"ada@example.com\"  1234.6  25.0       \"2026-11-28\"  \"warehouse\""), "{out}");
+    assert!(out.ends_with("1 row shown, 0 invalid\n"), "{out}");
+}
+
+#[test]
+fn preview_of_an_unreachable_warehouse_is_one_sentence_and_exit_1() {
+    let dir = project("postgres://postgres@127.0.0.1:1/postgres", QUERY);
+    let o = ebb(dir.path(), &["preview", "contacts"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: model `contacts`, connection `pg` (postgres): cannot connect: 127.0.0.1:1/postgres: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn preview_of_a_query_error_names_model_and_connection() {
+    let dir = project(&crate::source_postgres::url(), "SELECT id, name, email, ltv, scores, seen FROM ebb_no_such_table");
+    let o = ebb(dir.path(), &["preview", "contacts"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("model `contacts`, connection `pg` (postgres): the query failed: relation \"ebb_no_such_table\" does not exist"),
+        "{}",
+        stderr(&o)
+    );
+}
