@@ -3,6 +3,7 @@
 mod support;
 
 mod cli; // the `ebb` binary: exit codes, output formats, `plan`, `schema`
+mod connect; // `validate --connect` against a real warehouse
 mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
 mod preview; // `ebb preview` against a real warehouse

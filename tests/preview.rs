@@ -67,7 +67,10 @@ fn preview_maps_rows_and_reports_invalid_ones() {
             "Upsell__c": 25.0, "Seen__c": "2026-11-28", "LeadSource": "warehouse"}})
     );
     assert_eq!(lines[1]["invalid"]["code"], "transform_failed");
-    assert_eq!(lines[1]["invalid"]["message"], "`Seen__c`: `date`: `not a date` is not a date or timestamp");
+    assert_eq!(
+        lines[1]["invalid"]["message"],
+        "`Seen__c`: `date`: `not a date` is not a date or timestamp"
+    );
     assert_eq!(lines[2]["invalid"]["code"], "null_key");
     // Decimals are exact on the wire: 1234.6, not 1234.5999999.
     assert!(stdout(&o).contains("\"LTV__c\":1234.6,"), "{}", stdout(&o));
@@ -79,8 +82,16 @@ fn preview_table_and_limit() {
     let o = ebb(dir.path(), &["preview", "contacts", "-n", "1"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.starts_with("id (key)  Name            Email              LTV__c  Upsell__c  Seen__c       LeadSource\n"), "{out}");
-    assert!(out.contains("1         \"Ada Lovelace\"  \"ada@example.com\"  1234.6  25.0       \"2026-11-28\"  \"warehouse\""), "{out}");
+    assert!(
+        out.starts_with("id (key)  Name            Email              LTV__c  Upsell__c  Seen__c       LeadSource\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "1         \"Ada Lovelace\"  \"ada@example.com\"  1234.6  25.0       \"2026-11-28\"  \"warehouse\""
+        ),
+        "{out}"
+    );
     assert!(out.ends_with("1 row shown, 0 invalid\n"), "{out}");
 }
 
@@ -90,13 +101,19 @@ fn preview_of_an_unreachable_warehouse_is_one_sentence_and_exit_1() {
     let o = ebb(dir.path(), &["preview", "contacts"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.starts_with("error: model `contacts`, connection `pg` (postgres): cannot connect: 127.0.0.1:1/postgres: "), "{err}");
+    assert!(
+        err.starts_with("error: model `contacts`, connection `pg` (postgres): cannot connect: 127.0.0.1:1/postgres: "),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]
 fn preview_of_a_query_error_names_model_and_connection() {
-    let dir = project(&crate::source_postgres::url(), "SELECT id, name, email, ltv, scores, seen FROM ebb_no_such_table");
+    let dir = project(
+        &crate::source_postgres::url(),
+        "SELECT id, name, email, ltv, scores, seen FROM ebb_no_such_table",
+    );
     let o = ebb(dir.path(), &["preview", "contacts"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

@@ -62,6 +62,10 @@ pub enum Command {
         /// Fail (exit 1) on warnings too.
         #[arg(long)]
         deny_warnings: bool,
+        /// Also check against the live systems: describe each query and check the columns
+        /// the key, mappings, paths and transforms use (needs the connections' credentials).
+        #[arg(long)]
+        connect: bool,
     },
     /// Print the compiled plan of models, offline: connections, query, keys, mappings with
     /// their compiled paths and transforms, batch size and the next scheduled runs.
@@ -119,7 +123,8 @@ pub fn run(cli: Cli) -> u8 {
             paths,
             format,
             deny_warnings,
-        } => validate::run(project, &paths, format, deny_warnings, color),
+            connect,
+        } => validate::run(project, &paths, format, deny_warnings, connect, color),
         Command::Plan { models, format } => plan::run(project, &models, format, color),
         Command::Preview { model, limit, format } => preview::run(project, &model, limit, format, color),
         Command::Schema {

@@ -10,6 +10,7 @@ pub fn run(
     paths: &[PathBuf],
     format: Format,
     deny_warnings: bool,
+    connect: bool,
     color: bool,
 ) -> anyhow::Result<u8> {
     // A directory argument holding its own ebb.yaml is a project, not a folder of models.
@@ -25,7 +26,14 @@ pub fn run(
         }
     }
     let dir = super::project_dir(project)?;
-    let report = crate::validate::validate(&dir, &paths)?;
+    let mut report = crate::validate::validate(&dir, &paths)?;
+    if connect {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(crate::validate::connect::check(&mut report));
+    }
     let tally = Tally::of(&report.diagnostics);
     let mut out = std::io::stdout().lock();
     let text = render::render(&report.diagnostics, format, color);

@@ -88,6 +88,11 @@ codes! {
     LiteralSecret = "E701", Error, "a secret written literally instead of as `${VAR}`";
     UnsetVariable = "W702", Warning, "a `${VAR}` that is not set in the environment";
     BadVariable = "E703", Error, "a malformed `${…}` reference";
+    // Checks against the live systems, `validate --connect` (E9xx)
+    ConnectFailed = "E901", Error, "a connection cannot be reached or refuses the credentials";
+    QueryFailed = "E902", Error, "the warehouse rejects the query";
+    ColumnMissing = "E903", Error, "the query does not return a column the model reads";
+    TypeMismatch = "E904", Error, "a column's type does not fit its path or transforms";
     // Project (E8xx)
     NoModels = "W801", Warning, "the project has no model files";
     BadModelsDir = "E802", Error, "`models_dir` is not a directory";

@@ -4,7 +4,7 @@
 //! `ebb run`) agree by construction: validation is compilation with the plan thrown away.
 //! Problems are collected, never raised; a plan comes back only when there is no error.
 
-use super::{DestinationPlan, Guard, MappingPlan, SourcePlan, SyncPlan, ValueSource};
+use super::{DestinationPlan, Guard, MappingPlan, PlanSpans, SourcePlan, SyncPlan, ValueSource};
 use crate::config::model::{ModelSpec, SalesforceApi};
 use crate::config::{ConnectionSpec, ConnectionType, Mode, OnRemoved};
 use crate::diagnostics::{close_matches, one_of, unique_close_match, Code, Diagnostic, Severity, SourceFile, Span};
@@ -146,6 +146,15 @@ impl Compiler<'_, '_> {
             mappings,
             schedule,
             guard,
+            spans: PlanSpans {
+                source: if spec.source.connection.is_some() {
+                    self.ctx.at(&["source", "connection"])
+                } else {
+                    self.ctx.at(&["source", "type"])
+                },
+                query: self.ctx.at(&["source", "query"]),
+                key: self.ctx.at(&["destination", "unique_identifier"]),
+            },
         })
     }
 
@@ -555,10 +564,20 @@ impl Compiler<'_, '_> {
                 }
             }
             if let (Some(value), Some(transforms)) = (value, transforms) {
+                let value_key = if m.source.is_some() { "source" } else { "constant" };
+                let transform_spans = match &m.transform {
+                    Some(crate::config::model::Transforms::Many(list)) => (0..list.len())
+                        .map(|j| self.ctx.at(&[base[0], base[1], "transform", &j.to_string()]))
+                        .collect(),
+                    Some(_) => vec![self.ctx.at(&[base[0], base[1], "transform"])],
+                    None => Vec::new(),
+                };
                 plans.push(MappingPlan {
                     destination: m.destination.clone(),
                     value,
                     transforms,
+                    source_span: self.ctx.at(&[base[0], base[1], value_key]),
+                    transform_spans,
                 });
             }
         }

@@ -12,6 +12,7 @@ pub use explain::{explain, explain_json};
 
 use crate::config::model::SalesforceApi;
 use crate::config::{ConnectionType, Mode, OnRemoved};
+use crate::diagnostics::Span;
 use crate::path::FieldPath;
 use crate::schedule::Schedule;
 use crate::transform::Transform;
@@ -29,6 +30,20 @@ pub struct SyncPlan {
     pub mappings: Vec<MappingPlan>,
     pub schedule: Option<Schedule>,
     pub guard: Guard,
+    /// Where the parts of the model are written, for diagnostics found later (e.g. by
+    /// `validate --connect`).
+    pub spans: PlanSpans,
+}
+
+/// Positions in the model file.
+#[derive(Debug, Clone)]
+pub struct PlanSpans {
+    /// The source's `connection` (or `type`) value.
+    pub source: Span,
+    /// The source's `query` value.
+    pub query: Span,
+    /// The destination's `unique_identifier` value.
+    pub key: Span,
 }
 
 /// Where rows are read.
@@ -72,6 +87,10 @@ pub struct MappingPlan {
     pub destination: String,
     pub value: ValueSource,
     pub transforms: Vec<Transform>,
+    /// Where the mapping's `source` (or `constant`) is written.
+    pub source_span: Span,
+    /// Where each transform is written.
+    pub transform_spans: Vec<Span>,
 }
 
 /// Where a mapped value comes from.

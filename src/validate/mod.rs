@@ -4,6 +4,7 @@
 //! parse stops there), JSON schema (shape and types, at YAML positions), then semantics,
 //! which is compiling each model into a [`SyncPlan`]. Nothing here touches the network.
 
+pub mod connect;
 pub mod project;
 mod schema_check;
 pub mod sql;
@@ -48,9 +49,22 @@ pub struct Report {
     /// The project file, when it loaded.
     pub project: Option<ProjectSpec>,
     pub project_dir: PathBuf,
+    /// With PATH arguments: the (absolute) files whose diagnostics are reported.
+    pub only: Option<HashSet<PathBuf>>,
 }
 
 impl Report {
+    /// Whether diagnostics in `file` (as shown) are reported.
+    pub fn reports_on(&self, file: &Path) -> bool {
+        match &self.only {
+            None => true,
+            Some(keep) => {
+                file.ends_with(PROJECT_FILE)
+                    || keep.contains(&std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()))
+            }
+        }
+    }
+
     /// Names of every model found.
     pub fn model_names(&self) -> Vec<&str> {
         self.models.iter().map(|(n, _)| n.as_str()).collect()
@@ -315,13 +329,12 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
         b.sort_by_key(|d| (d.span.line, d.span.col));
         report.diagnostics.extend(b);
     }
-    if let Some(keep) = keep {
-        let project_shown = pfile.path.clone();
-        report.diagnostics.retain(|d| {
-            d.span.file.path == project_shown
-                || keep.contains(&std::path::absolute(&d.span.file.path).unwrap_or_else(|_| d.span.file.path.clone()))
-        });
-    }
+    report.only = keep;
+    let diagnostics = std::mem::take(&mut report.diagnostics);
+    report.diagnostics = diagnostics
+        .into_iter()
+        .filter(|d| report.reports_on(&d.span.file.path))
+        .collect();
     report.project = project;
     Ok(report)
 }
