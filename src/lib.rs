@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod config;
 pub mod diagnostics;
+pub mod http;
 pub mod map;
 pub mod path;
 pub mod plan;

@@ -23,7 +23,13 @@ fn diagnostics(dir: &std::path::Path) -> (i32, Vec<(String, u64, u64)>) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| (d["code"].as_str().unwrap().to_string(), d["line"].as_u64().unwrap(), d["column"].as_u64().unwrap()))
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap().to_string(),
+                d["line"].as_u64().unwrap(),
+                d["column"].as_u64().unwrap(),
+            )
+        })
         .collect();
     (o.status.code().unwrap(), list)
 }
@@ -66,8 +72,14 @@ fn columns_paths_and_transforms_are_checked_against_the_query() {
     assert_eq!(found, want);
     let o = ebb(dir.path(), &["validate", "--connect"]);
     let out = stdout(&o);
-    assert!(out.contains("`lower` needs text, but `ltv` is a number here (Decimal128(6, 2))"), "{out}");
-    assert!(out.contains("column `email` is not among the columns the query returns"), "{out}");
+    assert!(
+        out.contains("`lower` needs text, but `ltv` is a number here (Decimal128(6, 2))"),
+        "{out}"
+    );
+    assert!(
+        out.contains("column `email` is not among the columns the query returns"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -8,4 +8,6 @@ mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
 mod preview; // `ebb preview` against a real warehouse
 mod schema; // schemas/ is what the types generate
+mod snowflake_server; // an in-process Snowflake SQL API v2 server
 mod source_postgres; // the PostgreSQL source against the real server
+mod source_snowflake; // the Snowflake source against that server

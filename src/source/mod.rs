@@ -11,6 +11,7 @@
 #[cfg(feature = "duckdb")]
 pub mod duckdb;
 pub mod postgres;
+pub mod snowflake;
 
 use crate::config::project::ConnectionSpec;
 use arrow::datatypes::SchemaRef;
@@ -118,7 +119,8 @@ pub(crate) fn channel(schema: SchemaRef) -> (BatchSender, BatchStream) {
 pub enum Source {
     #[cfg(feature = "duckdb")]
     Duckdb(duckdb::DuckdbSource),
-    Postgres(postgres::PostgresSource),
+    Postgres(Box<postgres::PostgresSource>),
+    Snowflake(Arc<snowflake::SnowflakeSource>),
 }
 
 impl Source {
@@ -135,7 +137,11 @@ impl Source {
                     "this ebb was built without DuckDB (the `duckdb` feature)".into(),
                 ))
             }
-            ConnectionSpec::Postgres(c) => Ok(Source::Postgres(postgres::PostgresSource::new(c)?)),
+            ConnectionSpec::Postgres(c) => Ok(Source::Postgres(Box::new(postgres::PostgresSource::new(c)?))),
+            ConnectionSpec::Snowflake(c) => Ok(Source::Snowflake(Arc::new(snowflake::SnowflakeSource::new(
+                c,
+                project_dir,
+            )?))),
             other => Err(SourceError::Unsupported(format!(
                 "a {} connection is not a warehouse ebb can query",
                 other.kind()
@@ -149,6 +155,7 @@ impl Source {
             #[cfg(feature = "duckdb")]
             Source::Duckdb(s) => s.query(sql, batch_rows).await,
             Source::Postgres(s) => s.query(sql, batch_rows).await,
+            Source::Snowflake(s) => s.query(sql, batch_rows).await,
         }
     }
 
@@ -158,6 +165,7 @@ impl Source {
             #[cfg(feature = "duckdb")]
             Source::Duckdb(s) => s.describe(sql).await,
             Source::Postgres(s) => s.describe(sql).await,
+            Source::Snowflake(s) => s.describe(sql).await,
         }
     }
 }

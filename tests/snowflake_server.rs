@@ -1,0 +1,244 @@
+//! An in-process Snowflake SQL API v2 server for tests, following the documented
+//! protocol (`reference/crm-apis.md` §7): key-pair JWT checked (issuer fingerprint, RS256
+//! signature, expiry), required headers, 200 or 202 + polling, partitions, string cells,
+//! 422 for SQL errors, 429 on demand.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use rsa::pkcs8::DecodePrivateKey;
+use rsa::signature::Verifier;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A canned result for one statement text.
+#[derive(Clone, Default)]
+pub struct Canned {
+    pub row_type: Vec<Value>,
+    pub partitions: Vec<Vec<Vec<Option<String>>>>,
+    /// Answer 202 this many times before the result is ready.
+    pub async_polls: usize,
+}
+
+#[derive(Default)]
+pub struct Log {
+    /// Every request: method and path with query.
+    pub requests: Vec<String>,
+}
+
+struct Inner {
+    issuer: String,
+    public: rsa::PublicKey,
+    results: HashMap<String, Canned>,
+    handles: HashMap<String, (Canned, usize)>,
+    fail_next_with_429: usize,
+    log: Log,
+}
+
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Mutex<Inner>>,
+    pub url: String,
+}
+
+impl Server {
+    /// Starts a server that accepts JWTs for `ACCOUNT.USER` signed with `key_pem`.
+    pub async fn start(account: &str, user: &str, key_pem: &str) -> Server {
+        let key = rsa::PrivateKey::from_pkcs8_pem(key_pem).unwrap();
+        let fp = ebb::source::snowflake::public_key_fingerprint(&key).unwrap();
+        let inner = Arc::new(Mutex::new(Inner {
+            issuer: format!("{}.{}.{fp}", account.to_uppercase(), user.to_uppercase()),
+            public: rsa::PublicKey::from(&key),
+            results: HashMap::new(),
+            handles: HashMap::new(),
+            fail_next_with_429: 0,
+            log: Log::default(),
+        }));
+        let app = Router::new()
+            .route("/api/v2/statements", post(submit))
+            .route("/api/v2/statements/{handle}", get(status))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Server { inner, url }
+    }
+
+    pub fn add(&self, statement: &str, canned: Canned) {
+        self.inner.lock().unwrap().results.insert(statement.to_string(), canned);
+    }
+
+    pub fn fail_next_with_429(&self, n: usize) {
+        self.inner.lock().unwrap().fail_next_with_429 = n;
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.inner.lock().unwrap().log.requests.clone()
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"code": code, "message": message}))).into_response()
+}
+
+/// Checks the headers and the JWT like Snowflake does.
+fn authorize(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if h("user-agent").is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "390101",
+            "User-Agent header is required.",
+        ));
+    }
+    if h("x-snowflake-authorization-token-type") != "KEYPAIR_JWT" {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "390101",
+            "Authorization token type is missing or invalid.",
+        ));
+    }
+    let invalid = || error(StatusCode::UNAUTHORIZED, "390144", "JWT token is invalid.");
+    let token = h("authorization").strip_prefix("Bearer ").ok_or_else(invalid)?;
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Err(invalid());
+    }
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims: Value = serde_json::from_slice(&b64.decode(parts[1]).map_err(|_| invalid())?).map_err(|_| invalid())?;
+    let header: Value = serde_json::from_slice(&b64.decode(parts[0]).map_err(|_| invalid())?).map_err(|_| invalid())?;
+    if header["alg"] != "RS256" || claims["iss"] != inner.issuer.as_str() {
+        return Err(invalid());
+    }
+    let sub_ok = inner.issuer.rsplit_once(".SHA256:").map(|(s, _)| s) == claims["sub"].as_str();
+    if !sub_ok || claims["exp"].as_i64().unwrap_or(0) <= chrono::Utc::now().timestamp() {
+        return Err(invalid());
+    }
+    let sig = rsa::pkcs1v15::Signature::try_from(b64.decode(parts[2]).map_err(|_| invalid())?.as_slice())
+        .map_err(|_| invalid())?;
+    let verifier = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(inner.public.clone());
+    verifier
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+        .map_err(|_| invalid())
+}
+
+fn result_set(handle: &str, canned: &Canned) -> Value {
+    let partition_info: Vec<Value> = canned.partitions.iter().map(|p| json!({"rowCount": p.len()})).collect();
+    json!({
+        "code": "090001", "sqlState": "00000", "message": "Statement executed successfully.",
+        "statementHandle": handle, "createdOn": 1_700_000_000_000u64,
+        "statementStatusUrl": format!("/api/v2/statements/{handle}"),
+        "resultSetMetaData": {
+            "format": "jsonv2",
+            "numRows": canned.partitions.iter().map(Vec::len).sum::<usize>(),
+            "rowType": canned.row_type,
+            "partitionInfo": partition_info,
+        },
+        "data": canned.partitions.first().cloned().unwrap_or_default(),
+    })
+}
+
+async fn submit(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Json<Value>,
+) -> Response {
+    let mut s = inner.lock().unwrap();
+    s.log.requests.push(format!(
+        "POST /api/v2/statements?requestId={}",
+        q.get("requestId").cloned().unwrap_or_default()
+    ));
+    if s.fail_next_with_429 > 0 {
+        s.fail_next_with_429 -= 1;
+        return error(StatusCode::TOO_MANY_REQUESTS, "000429", "Too many requests.");
+    }
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    let statement = body["statement"].as_str().unwrap_or("").to_string();
+    let handle = format!(
+        "01b{:013x}-0000-0000-0000-{:012x}",
+        s.handles.len(),
+        s.log.requests.len()
+    );
+    // `SELECT * FROM (<q>) LIMIT 0` describes a known statement.
+    let described = statement
+        .strip_prefix("SELECT * FROM (")
+        .and_then(|r| r.strip_suffix(") LIMIT 0"))
+        .and_then(|inner_q| s.results.get(inner_q))
+        .map(|c| Canned {
+            row_type: c.row_type.clone(),
+            partitions: vec![vec![]],
+            async_polls: 0,
+        });
+    let Some(canned) = described.or_else(|| s.results.get(&statement).cloned()) else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"code": "002003", "sqlState": "42S02",
+                "message": "SQL compilation error:\nObject 'MISSING' does not exist or not authorized.",
+                "statementHandle": handle, "createdOn": 1_700_000_000_000u64})),
+        )
+            .into_response();
+    };
+    if canned.async_polls > 0 {
+        // This answer is the first 202.
+        let polls = canned.async_polls - 1;
+        s.handles.insert(handle.clone(), (canned, polls));
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"code": "333334", "message": "Asynchronous execution in progress. Use provided query id to perform query monitoring and management.",
+                "statementHandle": handle, "statementStatusUrl": format!("/api/v2/statements/{handle}")})),
+        )
+            .into_response();
+    }
+    let body = result_set(&handle, &canned);
+    s.handles.insert(handle, (canned, 0));
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+async fn status(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path(handle): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = inner.lock().unwrap();
+    let shown = match q.get("partition") {
+        Some(p) => format!("GET /api/v2/statements/{{h}}?partition={p}"),
+        None => "GET /api/v2/statements/{h}".to_string(),
+    };
+    s.log.requests.push(shown);
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    let Some((canned, polls)) = s.handles.get_mut(&handle) else {
+        return error(StatusCode::NOT_FOUND, "000404", "Statement not found.");
+    };
+    if *polls > 0 {
+        *polls -= 1;
+        return (
+            StatusCode::ACCEPTED,
+            Json(
+                json!({"code": "333334", "message": "Asynchronous execution in progress.",
+                "statementHandle": handle, "statementStatusUrl": format!("/api/v2/statements/{handle}")}),
+            ),
+        )
+            .into_response();
+    }
+    match q.get("partition").map(|p| p.parse::<usize>()) {
+        Some(Ok(n)) => match canned.partitions.get(n) {
+            Some(data) => (StatusCode::OK, Json(json!({"data": data}))).into_response(),
+            None => error(StatusCode::BAD_REQUEST, "000400", "Invalid partition."),
+        },
+        Some(Err(_)) => error(StatusCode::BAD_REQUEST, "000400", "Invalid partition."),
+        None => {
+            let c = canned.clone();
+            (StatusCode::OK, Json(result_set(&handle, &c))).into_response()
+        }
+    }
+}

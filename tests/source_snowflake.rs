@@ -1,0 +1,264 @@
+//! The Snowflake source against the in-process SQL API server (tests/snowflake_server.rs).
+
+use crate::snowflake_server::{Canned, Server};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type, TimeUnit, TimestampNanosecondType};
+use ebb::config::project::{ConnectionSpec, SnowflakeConnection};
+use ebb::source::{Source, SourceError, DECIMAL_TEXT, JSON_TEXT};
+use serde_json::json;
+
+const KEY: &str = include_str!("fixtures/keys/snowflake_test_key.p8");
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+fn source(url: &str, key: &str) -> Source {
+    let spec = ConnectionSpec::Snowflake(SnowflakeConnection {
+        account: "xy12345.eu-central-1".into(),
+        user: "ebb_sync".into(),
+        private_key: Some(key.into()),
+        private_key_path: None,
+        database: Some("ANALYTICS".into()),
+        schema: Some("PRESENTATION".into()),
+        warehouse: Some("SYNC_WH".into()),
+        role: None,
+        url: Some(url.into()),
+    });
+    Source::open(&spec, std::path::Path::new(".")).unwrap()
+}
+
+async fn server() -> Server {
+    Server::start("XY12345", "EBB_SYNC", KEY).await
+}
+
+fn all_types() -> Canned {
+    Canned {
+        row_type: vec![
+            json!({"name": "ID", "type": "fixed", "precision": 18, "scale": 0, "nullable": false}),
+            json!({"name": "LTV", "type": "fixed", "precision": 12, "scale": 2, "nullable": true}),
+            json!({"name": "BIG", "type": "fixed", "precision": 38, "scale": 0, "nullable": true}),
+            json!({"name": "SCORE", "type": "real", "nullable": true}),
+            json!({"name": "NAME", "type": "text", "nullable": true}),
+            json!({"name": "ACTIVE", "type": "boolean", "nullable": true}),
+            json!({"name": "BORN", "type": "date", "nullable": true}),
+            json!({"name": "SEEN", "type": "timestamp_ntz", "scale": 9, "nullable": true}),
+            json!({"name": "AT_LTZ", "type": "timestamp_ltz", "scale": 9, "nullable": true}),
+            json!({"name": "AT_TZ", "type": "timestamp_tz", "scale": 9, "nullable": true}),
+            json!({"name": "SCORES", "type": "variant", "nullable": true}),
+            json!({"name": "BLOB", "type": "binary", "nullable": true}),
+        ],
+        partitions: vec![vec![
+            vec![
+                s("1"),
+                s("1234567.89"),
+                s("12345678901234567890123456789012345678"),
+                s("0.25"),
+                s("Ada"),
+                s("true"),
+                s("7441"),
+                s("1764324672.345678000"),
+                s("1764324672.000000000"),
+                s("1764324672.000000000 1560"),
+                s("{\"upsell\": 0.7}"),
+                s("00ff"),
+            ],
+            vec![s("2"), None, None, None, None, None, None, None, None, None, None, None],
+        ]],
+        async_polls: 0,
+    }
+}
+
+#[tokio::test]
+async fn fingerprint_matches_openssl() {
+    // `openssl rsa -in key -pubout -outform DER | openssl dgst -sha256 -binary | base64`
+    let key = <rsa::PrivateKey as rsa::pkcs8::DecodePrivateKey>::from_pkcs8_pem(KEY).unwrap();
+    assert_eq!(
+        ebb::source::snowflake::public_key_fingerprint(&key).unwrap(),
+        "SHA256:jgt1IC6gHS1ih0pfm4m1ikpqMtZ81WgC/nOU5us6cOE="
+    );
+}
+
+#[tokio::test]
+async fn string_cells_convert_by_row_type() {
+    let srv = server().await;
+    srv.add("SELECT * FROM CUSTOMERS", all_types());
+    let src = source(&srv.url, KEY);
+    let mut stream = src.query("SELECT * FROM CUSTOMERS", 0).await.unwrap();
+    let schema = stream.schema();
+    let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+    assert_eq!(
+        types,
+        vec![
+            DataType::Int64,
+            DataType::Decimal128(12, 2),
+            DataType::Decimal128(38, 0),
+            DataType::Float64,
+            DataType::Utf8,
+            DataType::Boolean,
+            DataType::Date32,
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            DataType::Utf8,
+            DataType::Binary,
+        ]
+    );
+    assert!(schema.field(10).metadata().contains_key(JSON_TEXT));
+    assert!(!schema.field(2).metadata().contains_key(DECIMAL_TEXT));
+    let b = stream.next().await.unwrap().unwrap();
+    assert!(stream.next().await.is_none());
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 1);
+    assert_eq!(b.column(1).as_primitive::<Decimal128Type>().value(0), 123_456_789);
+    assert_eq!(
+        b.column(2).as_primitive::<Decimal128Type>().value(0),
+        12_345_678_901_234_567_890_123_456_789_012_345_678
+    );
+    assert_eq!(b.column(3).as_primitive::<Float64Type>().value(0), 0.25);
+    assert!(b.column(5).as_boolean().value(0));
+    assert_eq!(
+        b.column(6).as_primitive::<arrow::datatypes::Date32Type>().value(0),
+        7441
+    ); // 1990-05-17
+    let seen = b.column(7).as_primitive::<TimestampNanosecondType>().value(0);
+    assert_eq!(
+        chrono::DateTime::from_timestamp_nanos(seen).to_rfc3339(),
+        "2025-11-28T10:11:12.345678+00:00"
+    );
+    assert_eq!(
+        b.column(9).as_primitive::<TimestampNanosecondType>().value(0),
+        1_764_324_672_000_000_000
+    );
+    assert_eq!(b.column(11).as_binary::<i32>().value(0), &[0x00, 0xff]);
+    for c in 1..b.num_columns() {
+        assert!(b.column(c).is_null(1), "column {c} of row 2 is not NULL");
+    }
+}
+
+#[tokio::test]
+async fn every_partition_is_fetched_in_order() {
+    let srv = server().await;
+    let row_type = vec![json!({"name": "ID", "type": "fixed", "precision": 18, "scale": 0})];
+    let partitions: Vec<Vec<Vec<Option<String>>>> = (0..4)
+        .map(|p| (0..3).map(|r| vec![Some((p * 10 + r).to_string())]).collect())
+        .collect();
+    srv.add(
+        "SELECT ID FROM BIG",
+        Canned {
+            row_type,
+            partitions,
+            async_polls: 2,
+        },
+    );
+    let src = source(&srv.url, KEY);
+    let mut stream = src.query("SELECT ID FROM BIG", 0).await.unwrap();
+    let mut ids = Vec::new();
+    while let Some(b) = stream.next().await {
+        let b = b.unwrap();
+        ids.extend((0..b.num_rows()).map(|i| b.column(0).as_primitive::<Int64Type>().value(i)));
+    }
+    assert_eq!(ids, [0, 1, 2, 10, 11, 12, 20, 21, 22, 30, 31, 32]);
+    let reqs = srv.requests();
+    assert!(reqs[0].starts_with("POST /api/v2/statements?requestId="), "{reqs:?}");
+    // 202 twice (async polling), then the result, then partitions 1, 2, 3 in order.
+    assert_eq!(
+        reqs[1..],
+        [
+            "GET /api/v2/statements/{h}",
+            "GET /api/v2/statements/{h}",
+            "GET /api/v2/statements/{h}?partition=1",
+            "GET /api/v2/statements/{h}?partition=2",
+            "GET /api/v2/statements/{h}?partition=3"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_empty_result_and_describe() {
+    let srv = server().await;
+    let mut c = all_types();
+    c.partitions = vec![vec![]];
+    srv.add("SELECT * FROM EMPTY", c);
+    srv.add("SELECT * FROM CUSTOMERS", all_types());
+    let src = source(&srv.url, KEY);
+    let mut stream = src.query("SELECT * FROM EMPTY", 0).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap().num_rows(), 0);
+    assert!(stream.next().await.is_none());
+    let schema = src.describe("SELECT * FROM CUSTOMERS").await.unwrap();
+    assert_eq!(schema.field(1).name(), "LTV");
+}
+
+#[tokio::test]
+async fn sql_errors_surface_snowflakes_message() {
+    let srv = server().await;
+    let err = source(&srv.url, KEY)
+        .query("SELECT * FROM MISSING", 0)
+        .await
+        .err()
+        .unwrap();
+    match err {
+        SourceError::Query(m) => {
+            assert!(
+                m.starts_with("SQL compilation error:\nObject 'MISSING' does not exist or not authorized."),
+                "{m}"
+            );
+            assert!(m.contains("code 002003, SQL state 42S02"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_an_authentication_error() {
+    let srv = Server::start("XY12345", "SOMEONE_ELSE", KEY).await;
+    let err = source(&srv.url, KEY).query("SELECT 1", 0).await.err().unwrap();
+    assert!(
+        matches!(err, SourceError::Auth(ref m) if m.contains("JWT token is invalid.")),
+        "{err:?}"
+    );
+    let err = Source::open(
+        &ConnectionSpec::Snowflake(SnowflakeConnection {
+            account: "a".into(),
+            user: "u".into(),
+            private_key: Some("not a key".into()),
+            private_key_path: None,
+            database: None,
+            schema: None,
+            warehouse: None,
+            role: None,
+            url: None,
+        }),
+        std::path::Path::new("."),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .starts_with("authentication failed: the private key is not a PKCS#8 RSA key"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limited_requests_are_retried() {
+    let srv = server().await;
+    srv.add("SELECT * FROM CUSTOMERS", all_types());
+    srv.fail_next_with_429(2);
+    let mut stream = source(&srv.url, KEY).query("SELECT * FROM CUSTOMERS", 0).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap().num_rows(), 2);
+    assert_eq!(srv.requests().iter().filter(|r| r.starts_with("POST")).count(), 3);
+}
+
+#[tokio::test]
+async fn an_unreachable_account_is_a_connection_error() {
+    let err = source("http://127.0.0.1:1", KEY)
+        .query("SELECT 1", 0)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, SourceError::Connect(_)), "{err:?}");
+    assert!(
+        err.to_string().starts_with("cannot connect: http://127.0.0.1:1: "),
+        "{err}"
+    );
+}
