@@ -86,6 +86,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// Checks the headers and the JWT like Snowflake does.
+#[allow(clippy::result_large_err)] // a test server: the rejection is the response itself
 fn authorize(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
     if h("user-agent").is_empty() {
