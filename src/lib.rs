@@ -15,6 +15,8 @@
 
 pub mod cli;
 pub mod config;
+#[cfg(feature = "duckdb")]
+pub mod demo;
 pub mod diagnostics;
 pub mod http;
 pub mod map;

@@ -3,7 +3,9 @@
 use super::PlanFormat;
 use crate::diagnostics::{render, Severity};
 use crate::map::RowMapper;
+use crate::plan::SyncPlan;
 use crate::source::Source;
+use arrow::record_batch::RecordBatch;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -32,110 +34,137 @@ pub fn run(project: Option<PathBuf>, model: &str, limit: usize, format: PlanForm
         eprintln!("error: cannot preview `{model}`: fix the errors above first");
         return Ok(1);
     };
-    let Some(query) = &plan.source.query else {
-        eprintln!(
-            "error: model `{model}` reads {} `{}`; previewing CRM sources comes with the {} connector",
-            plan.source.kind,
-            plan.source.object.as_deref().unwrap_or("?"),
-            plan.source.kind
-        );
-        return Ok(1);
-    };
-    let spec = report
-        .project
-        .as_ref()
-        .and_then(|p| p.connections.get(&plan.source.connection))
-        .ok_or_else(|| anyhow::anyhow!("connection `{}` is not defined", plan.source.connection))?;
     let context = format!(
         "model `{model}`, connection `{}` ({})",
         plan.source.connection, plan.source.kind
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let rows = rt.block_on(async {
-        let source = Source::open(spec, &dir)?;
-        let sql = format!(
-            "SELECT * FROM ({}) AS ebb_preview LIMIT {limit}",
-            query.trim_end().trim_end_matches(';')
-        );
-        let mut stream = source.query(&sql, limit.max(1)).await?;
-        let mut batches = Vec::new();
-        while let Some(b) = stream.next().await {
-            batches.push(b?);
-        }
-        Ok::<_, crate::source::SourceError>((stream.schema(), batches))
-    });
-    let (schema, batches) = match rows {
+    let (batches, mapper) = match fetch(&report, plan, &dir, limit) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {context}: {e}");
             return Ok(1);
         }
     };
-    let mapper = match RowMapper::new(plan, schema) {
-        Ok(m) => m,
-        Err(missing) => {
-            let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
-            eprintln!("error: {context}: the query returns no column {}", names.join(", "));
-            return Ok(1);
-        }
-    };
     let mut out = std::io::stdout().lock();
-    let fields: Vec<String> = plan.mappings.iter().map(|m| m.destination.clone()).collect();
-    let mut table: Vec<Vec<String>> = Vec::new();
-    let mut invalid = 0;
-    for batch in &batches {
-        for row in 0..batch.num_rows() {
-            let key = mapper.key(batch, row);
-            let mapped = key.clone().and_then(|_| mapper.map_row(batch, row));
-            match format {
-                PlanFormat::Json => {
-                    let line = match (&key, &mapped) {
-                        (Ok(k), Ok(f)) => {
-                            let record = RowMapper::to_json_object(f)
-                                .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.message));
-                            format!(
-                                "{{\"key\":{},\"record\":{record}}}",
-                                serde_json::Value::String(k.clone())
-                            )
-                        }
-                        (_, Err(e)) | (Err(e), _) => {
-                            invalid += 1;
-                            serde_json::json!({"key": key.as_ref().ok(), "invalid": {"code": e.code, "message": e.message}}).to_string()
-                        }
-                    };
-                    writeln!(out, "{line}")?;
-                }
-                PlanFormat::Human => {
-                    let mut cells = vec![key.clone().unwrap_or_else(|_| "∅".into())];
-                    match &mapped {
-                        Ok(f) => cells.extend(f.iter().map(|(_, v)| {
-                            let mut s = String::new();
-                            match v.write_json(&mut s) {
-                                Ok(()) => s,
-                                Err(e) => format!("<{e}>"),
-                            }
-                        })),
-                        Err(e) => {
-                            invalid += 1;
-                            cells.push(format!("invalid ({}): {}", e.code, e.message));
-                        }
-                    }
-                    table.push(cells);
-                }
+    match format {
+        PlanFormat::Json => {
+            for line in json_lines(&batches, &mapper) {
+                writeln!(out, "{line}")?;
             }
         }
-    }
-    if format == PlanFormat::Human {
-        let mut header = vec![format!("{} (key)", plan.destination.key_column)];
-        header.extend(fields);
-        out.write_all(render_table(&header, &table).as_bytes())?;
-        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
-        writeln!(out, "{n} row{} shown, {invalid} invalid", if n == 1 { "" } else { "s" })?;
+        PlanFormat::Human => {
+            let (table, rows, invalid) = human_table(plan, &batches, &mapper);
+            out.write_all(table.as_bytes())?;
+            writeln!(
+                out,
+                "{rows} row{} shown, {invalid} invalid",
+                if rows == 1 { "" } else { "s" }
+            )?;
+        }
     }
     Ok(0)
+}
+
+/// Each row as `{"key": …, "record": {…}}`, or `{"key": …, "invalid": {"code", "message"}}`.
+fn json_lines(batches: &[RecordBatch], mapper: &RowMapper) -> Vec<String> {
+    let mut lines = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            let key = mapper.key(batch, row);
+            let record = key
+                .clone()
+                .and_then(|_| mapper.map_row(batch, row))
+                .and_then(|f| RowMapper::to_json_object(&f));
+            lines.push(match record {
+                Ok(record) => format!(
+                    "{{\"key\":{},\"record\":{record}}}",
+                    serde_json::Value::String(key.unwrap_or_default())
+                ),
+                Err(e) => {
+                    serde_json::json!({"key": key.ok(), "invalid": {"code": e.code, "message": e.message}}).to_string()
+                }
+            });
+        }
+    }
+    lines
+}
+
+/// The rows as a table (key, then each destination field), with the number of rows and of
+/// invalid rows.
+pub(crate) fn human_table(plan: &SyncPlan, batches: &[RecordBatch], mapper: &RowMapper) -> (String, usize, usize) {
+    let mut table: Vec<Vec<String>> = Vec::new();
+    let mut invalid = 0;
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            let key = mapper.key(batch, row);
+            let mut cells = vec![key.clone().unwrap_or_else(|_| "∅".into())];
+            match key.and_then(|_| mapper.map_row(batch, row)) {
+                Ok(f) => cells.extend(f.iter().map(|(_, v)| {
+                    let mut s = String::new();
+                    match v.write_json(&mut s) {
+                        Ok(()) => s,
+                        Err(e) => format!("<{e}>"),
+                    }
+                })),
+                Err(e) => {
+                    invalid += 1;
+                    cells.push(format!("invalid ({}): {}", e.code, e.message));
+                }
+            }
+            table.push(cells);
+        }
+    }
+    let mut header = vec![format!("{} (key)", plan.destination.key_column)];
+    header.extend(plan.mappings.iter().map(|m| m.destination.clone()));
+    let rows = table.len();
+    (render_table(&header, &table), rows, invalid)
+}
+
+/// Runs the model's query with a LIMIT and binds its mapping to the result.
+pub(crate) fn fetch(
+    report: &crate::validate::Report,
+    plan: &SyncPlan,
+    dir: &std::path::Path,
+    limit: usize,
+) -> Result<(Vec<RecordBatch>, RowMapper), String> {
+    let Some(query) = &plan.source.query else {
+        return Err(format!(
+            "it reads {} `{}`; previewing CRM sources comes with the {} connector",
+            plan.source.kind,
+            plan.source.object.as_deref().unwrap_or("?"),
+            plan.source.kind
+        ));
+    };
+    let spec = report
+        .project
+        .as_ref()
+        .and_then(|p| p.connections.get(&plan.source.connection))
+        .ok_or_else(|| format!("connection `{}` is not defined", plan.source.connection))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (schema, batches) = rt
+        .block_on(async {
+            let source = Source::open(spec, dir)?;
+            let sql = format!(
+                "SELECT * FROM ({}) AS ebb_preview LIMIT {limit}",
+                query.trim_end().trim_end_matches(';')
+            );
+            let mut stream = source.query(&sql, limit.max(1)).await?;
+            let mut batches = Vec::new();
+            while let Some(b) = stream.next().await {
+                batches.push(b?);
+            }
+            Ok::<_, crate::source::SourceError>((stream.schema(), batches))
+        })
+        .map_err(|e| e.to_string())?;
+    let mapper = RowMapper::new(plan, schema).map_err(|missing| {
+        let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
+        format!("the query returns no column {}", names.join(", "))
+    })?;
+    Ok((batches, mapper))
 }
 
 /// A plain text table; cells longer than 40 characters are cut with `…`.
