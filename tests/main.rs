@@ -4,10 +4,14 @@ mod support;
 
 mod cli; // the `ebb` binary: exit codes, output formats, `plan`, `schema`
 mod connect; // `validate --connect` against a real warehouse
+#[cfg(feature = "duckdb")]
+mod demo; // `ebb demo`: the quickstart
 mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
 mod preview; // `ebb preview` against a real warehouse
 mod schema; // schemas/ is what the types generate
 mod snowflake_server; // an in-process Snowflake SQL API v2 server
+#[cfg(feature = "duckdb")]
+mod source_duckdb; // the DuckDB source against a real embedded database
 mod source_postgres; // the PostgreSQL source against the real server
 mod source_snowflake; // the Snowflake source against that server

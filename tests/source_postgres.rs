@@ -217,3 +217,23 @@ async fn an_unreachable_server_or_unknown_user_is_one_clear_sentence() {
     assert!(matches!(err, SourceError::Auth(_)), "{err:?}");
     assert!(err.to_string().contains("ebb_no_such_role"), "{err}");
 }
+
+async fn encrypted(url: &str) -> bool {
+    let mut stream = source(url, None)
+        .query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", 10)
+        .await
+        .unwrap();
+    let b = stream.next().await.unwrap().unwrap();
+    b.column(0).as_boolean().value(0)
+}
+
+#[tokio::test]
+async fn sslmode_require_encrypts_and_disable_does_not() {
+    let base = url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    assert!(
+        encrypted(&format!("{base}{sep}sslmode=require")).await,
+        "sslmode=require must use TLS"
+    );
+    assert!(!encrypted(&format!("{base}{sep}sslmode=disable")).await);
+}

@@ -3,6 +3,8 @@
 //! Exit codes (DESIGN §5): 0 success; 1 failure (invalid config, a failed run);
 //! 2 bad usage or unreadable project files; 3 a run whose destination rejected rows.
 
+#[cfg(feature = "duckdb")]
+mod demo;
 mod plan;
 mod preview;
 mod schema;
@@ -88,6 +90,20 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
     },
+    /// The quickstart: build the demo warehouse (embedded DuckDB, seeded customer data),
+    /// check every model against it and show what each would send.
+    #[cfg(feature = "duckdb")]
+    Demo {
+        /// Customers in the demo warehouse.
+        #[arg(long, default_value_t = 10_000)]
+        customers: usize,
+        /// Seed of the generated data: the same seed builds the same warehouse.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Replace an existing demo warehouse.
+        #[arg(long)]
+        rebuild: bool,
+    },
     /// Print the JSON schema of model files, or write both schemas to `schemas/`.
     Schema {
         /// Write `schemas/model.schema.json` and `schemas/project.schema.json` in the project.
@@ -127,6 +143,12 @@ pub fn run(cli: Cli) -> u8 {
         } => validate::run(project, &paths, format, deny_warnings, connect, color),
         Command::Plan { models, format } => plan::run(project, &models, format, color),
         Command::Preview { model, limit, format } => preview::run(project, &model, limit, format, color),
+        #[cfg(feature = "duckdb")]
+        Command::Demo {
+            customers,
+            seed,
+            rebuild,
+        } => demo::run(project, customers, seed, rebuild, color),
         Command::Schema {
             write,
             check,

@@ -1,5 +1,6 @@
 //! PostgreSQL source: a server-side cursor (a portal in an open transaction) fetched
-//! `fetch_size` rows at a time, so the result is never held whole on either side.
+//! `fetch_size` rows at a time, so the result is never held whole on either side. TLS
+//! follows the URL's `sslmode` (see `postgres_tls`).
 //! Values are read in PostgreSQL's binary format and decoded straight into Arrow arrays.
 
 use super::{channel, BatchStream, SourceError, DECIMAL_TEXT, JSON_TEXT};
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_FETCH: usize = 10_000;
@@ -37,11 +38,6 @@ impl PostgresSource {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| SourceError::Connect(format!("invalid PostgreSQL URL: {e}")))?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(SourceError::Unsupported(
-                "`sslmode=require` is not supported by this ebb yet: connect through a TLS-terminating proxy or a local socket".into(),
-            ));
-        }
         let host = config
             .get_hosts()
             .first()
@@ -61,7 +57,7 @@ impl PostgresSource {
     }
 
     async fn connect(&self) -> Result<Client, SourceError> {
-        let connecting = self.config.connect(NoTls);
+        let connecting = self.config.connect(super::postgres_tls::MakeRustls::new());
         let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Err(_) => {
                 return Err(SourceError::Connect(format!(

@@ -1,0 +1,144 @@
+//! The DuckDB source against a real embedded database.
+
+use ebb::config::project::{ConnectionSpec, DuckdbConnection};
+use ebb::map::value::{read, Val};
+use ebb::source::{Source, SourceError};
+
+fn source(dir: &std::path::Path, path: &str) -> Source {
+    let spec = ConnectionSpec::Duckdb(DuckdbConnection {
+        path: path.into(),
+        read_only: None,
+    });
+    Source::open(&spec, dir).unwrap()
+}
+
+fn database(dir: &std::path::Path, sql: &str) {
+    let conn = duckdb::Connection::open(dir.join("w.duckdb")).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+async fn rows(src: &Source, sql: &str) -> Vec<Vec<Val>> {
+    let mut stream = src.query(sql, 0).await.unwrap();
+    let schema = stream.schema();
+    let mut out = Vec::new();
+    while let Some(b) = stream.next().await {
+        let b = b.unwrap();
+        for r in 0..b.num_rows() {
+            out.push(
+                (0..b.num_columns())
+                    .map(|c| read(b.column(c), schema.field(c), r).unwrap())
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_type_and_null_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    database(
+        dir.path(),
+        "CREATE TABLE t (id BIGINT, i INTEGER, ltv DECIMAL(12,2), big HUGEINT, score DOUBLE, name VARCHAR, active BOOLEAN,
+            born DATE, seen TIMESTAMP, at TIMESTAMPTZ, scores JSON, s STRUCT(upsell DOUBLE, tier VARCHAR), tags VARCHAR[]);
+         INSERT INTO t VALUES
+           (1, -3, 1234567.89, 170141183460469231731687303715884105727, 0.25, 'Ada', true, DATE '1990-05-17',
+            TIMESTAMP '2026-11-28 10:11:12.345678', TIMESTAMPTZ '2026-11-28 10:11:12+02', '{\"upsell\": 0.7}',
+            {'upsell': 0.5, 'tier': 'gold'}, ['a', 'b']),
+           (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
+    );
+    let src = source(dir.path(), "w.duckdb");
+    let r = rows(&src, "SELECT * FROM t ORDER BY id").await;
+    assert_eq!(r.len(), 2);
+    let a = &r[0];
+    assert_eq!(a[0], Val::Int(1));
+    assert_eq!(a[1], Val::Int(-3));
+    assert_eq!(
+        a[2],
+        Val::Decimal {
+            v: 123_456_789,
+            scale: 2
+        }
+    );
+    let mut big = String::new();
+    a[3].write_json(&mut big).unwrap();
+    assert_eq!(big, "170141183460469231731687303715884105727");
+    assert_eq!(a[4], Val::Float(0.25));
+    assert_eq!(a[5], Val::Str("Ada".into()));
+    assert_eq!(a[6], Val::Bool(true));
+    assert_eq!(a[7], Val::Date(chrono::NaiveDate::from_ymd_opt(1990, 5, 17).unwrap()));
+    assert_eq!(a[8].as_text().unwrap(), "2026-11-28T10:11:12.345678");
+    assert_eq!(a[9].as_text().unwrap(), "2026-11-28T08:11:12Z");
+    assert_eq!(a[10].as_document().unwrap()["upsell"], 0.7);
+    assert_eq!(a[11], Val::Json(serde_json::json!({"upsell": 0.5, "tier": "gold"})));
+    assert_eq!(a[12], Val::Json(serde_json::json!(["a", "b"])));
+    assert!(r[1][1..].iter().all(|v| *v == Val::Null), "{:?}", r[1]);
+}
+
+#[tokio::test]
+async fn parquet_and_csv_files_resolve_against_the_project() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/people.csv"), "id,name\n1,Ada\n2,Alan\n").unwrap();
+    database(
+        dir.path(),
+        &format!(
+            "COPY (SELECT 7 AS id, 'Grace' AS name) TO '{}' (FORMAT parquet)",
+            dir.path().join("data/people.parquet").display()
+        ),
+    );
+    let src = source(dir.path(), "w.duckdb");
+    let csv = rows(&src, "SELECT name FROM read_csv('data/people.csv') ORDER BY id").await;
+    assert_eq!(csv, [[Val::Str("Ada".into())], [Val::Str("Alan".into())]]);
+    let parquet = rows(&src, "SELECT id, name FROM read_parquet('data/people.parquet')").await;
+    assert_eq!(parquet, [[Val::Int(7), Val::Str("Grace".into())]]);
+}
+
+#[tokio::test]
+async fn large_results_stream_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    database(
+        dir.path(),
+        "CREATE TABLE n AS SELECT range AS id, md5(range::VARCHAR) AS h FROM range(100000)",
+    );
+    let src = source(dir.path(), "w.duckdb");
+    let mut stream = src.query("SELECT * FROM n", 0).await.unwrap();
+    let (mut batches, mut total) = (0, 0);
+    while let Some(b) = stream.next().await {
+        total += b.unwrap().num_rows();
+        batches += 1;
+    }
+    assert_eq!(total, 100_000);
+    assert!(batches > 10, "{batches} batches: the result was not streamed");
+}
+
+#[tokio::test]
+async fn empty_results_errors_and_missing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    database(dir.path(), "CREATE TABLE t (id INTEGER, name VARCHAR)");
+    let src = source(dir.path(), "w.duckdb");
+    let mut stream = src.query("SELECT * FROM t", 0).await.unwrap();
+    assert_eq!(stream.schema().fields().len(), 2);
+    while let Some(b) = stream.next().await {
+        assert_eq!(b.unwrap().num_rows(), 0);
+    }
+    assert_eq!(
+        src.describe("SELECT name FROM t;").await.unwrap().field(0).name(),
+        "name"
+    );
+    let err = src.query("SELECT nope FROM t", 0).await.err().unwrap();
+    assert!(
+        matches!(err, SourceError::Query(ref m) if m.contains("nope")),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string().lines().count(), 1, "{err}");
+    let err = source(dir.path(), "missing.duckdb")
+        .query("SELECT 1", 0)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, SourceError::Connect(ref m) if m.contains("missing.duckdb` does not exist")),
+        "{err:?}"
+    );
+}
