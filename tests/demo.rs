@@ -26,7 +26,7 @@ fn demo_builds_the_warehouse_and_previews_every_outbound_model() {
     for model in ["customer_segments", "churn_risk", "high_value_export"] {
         assert!(out.contains(&format!("model {model} → ")), "{model} missing:\n{out}");
     }
-    assert!(out.contains("crm_id (key)  Customer_Segment__c  LTV__c"), "{out}");
+    assert!(out.contains("Customer_Segment__c  LTV__c   Upsell_Score__c"), "{out}");
     assert!(!out.contains("invalid ("), "{out}");
     // A second run reuses the warehouse.
     let o = ebb(dir.path(), &["demo"]);

@@ -40,7 +40,7 @@ async fn every_type_and_null_round_trips() {
     database(
         dir.path(),
         "CREATE TABLE t (id BIGINT, i INTEGER, ltv DECIMAL(12,2), big HUGEINT, score DOUBLE, name VARCHAR, active BOOLEAN,
-            born DATE, seen TIMESTAMP, at TIMESTAMPTZ, scores JSON, s STRUCT(upsell DOUBLE, tier VARCHAR), tags VARCHAR[]);
+            born DATE, seen TIMESTAMP, at_tz TIMESTAMPTZ, scores JSON, s STRUCT(upsell DOUBLE, tier VARCHAR), tags VARCHAR[]);
          INSERT INTO t VALUES
            (1, -3, 1234567.89, 170141183460469231731687303715884105727, 0.25, 'Ada', true, DATE '1990-05-17',
             TIMESTAMP '2026-11-28 10:11:12.345678', TIMESTAMPTZ '2026-11-28 10:11:12+02', '{\"upsell\": 0.7}',
