@@ -122,3 +122,29 @@ fn preview_of_a_query_error_names_model_and_connection() {
         stderr(&o)
     );
 }
+
+#[test]
+fn preview_with_bad_credentials_is_one_sentence_naming_model_and_connection() {
+    let url = crate::source_postgres::url().replacen("postgres@", "ebb_no_such_role@", 1);
+    let dir = project(&url, QUERY);
+    let o = ebb(dir.path(), &["preview", "contacts"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: model `contacts`, connection `pg` (postgres): authentication failed: "), "{err}");
+    assert!(err.contains("ebb_no_such_role"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[cfg(feature = "duckdb")]
+#[test]
+fn preview_of_a_missing_duckdb_file_says_how_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(crate::support::repo().join("ebb.yaml"), dir.path().join("ebb.yaml")).unwrap();
+    crate::support::copy_tree(&crate::support::repo().join("models"), &dir.path().join("models"));
+    let o = ebb(dir.path(), &["preview", "customer_segments"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: model `customer_segments`, connection `warehouse` (duckdb): cannot connect: the database file `"), "{err}");
+    assert!(err.contains("warehouse.duckdb` does not exist (the demo warehouse is built by `ebb demo`)"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
