@@ -196,13 +196,7 @@ fn field_problem(expr: &str) -> Option<String> {
 }
 
 fn describe_cron_error(e: &croner::errors::CronError) -> String {
-    let s = e.to_string();
-    let s = s.trim_end_matches('.');
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => "unknown error".into(),
-    }
+    crate::diagnostics::lowercase_first(e.to_string().trim_end_matches('.'))
 }
 
 /// Parses `timezone:` (IANA names, e.g. `Europe/Berlin`; `UTC`).

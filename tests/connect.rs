@@ -1,18 +1,10 @@
 //! `ebb validate --connect` against a real warehouse (PostgreSQL): columns, paths and
 //! transforms checked against what the query returns, reported at model positions.
 
-use crate::support::{ebb, stdout};
+use crate::support::{ebb, pg_project, stdout};
 
 fn project(url: &str, model: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ebb.yaml"),
-        format!("version: 1\nconnections:\n  pg:\n    type: postgres\n    url: {url}\n  out:\n    type: file\n    path: out\n"),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("models")).unwrap();
-    std::fs::write(dir.path().join("models/m.yaml"), model).unwrap();
-    dir
+    pg_project(url, model)
 }
 
 /// (code, line, col) of each diagnostic in `validate --connect --format json`.

@@ -1,19 +1,12 @@
 //! `ebb preview` end to end: a real warehouse (PostgreSQL here), the query, the mapping
 //! with paths and transforms, and invalid rows reported with their reason.
 
-use crate::support::{ebb, stderr, stdout};
+use crate::support::{ebb, pg_project, stderr, stdout};
 
 fn project(url: &str, query: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ebb.yaml"),
-        format!("version: 1\nconnections:\n  pg:\n    type: postgres\n    url: {url}\n  out:\n    type: file\n    path: out\n"),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("models")).unwrap();
-    std::fs::write(
-        dir.path().join("models/m.yaml"),
-        format!(
+    pg_project(
+        url,
+        &format!(
             "models:
   - name: contacts
     source:
@@ -45,8 +38,6 @@ fn project(url: &str, query: &str) -> tempfile::TempDir {
 "
         ),
     )
-    .unwrap();
-    dir
 }
 
 const QUERY: &str = "SELECT * FROM (VALUES \
@@ -130,7 +121,10 @@ fn preview_with_bad_credentials_is_one_sentence_naming_model_and_connection() {
     let o = ebb(dir.path(), &["preview", "contacts"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.starts_with("error: model `contacts`, connection `pg` (postgres): authentication failed: "), "{err}");
+    assert!(
+        err.starts_with("error: model `contacts`, connection `pg` (postgres): authentication failed: "),
+        "{err}"
+    );
     assert!(err.contains("ebb_no_such_role"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
@@ -144,7 +138,15 @@ fn preview_of_a_missing_duckdb_file_says_how_to_build_it() {
     let o = ebb(dir.path(), &["preview", "customer_segments"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.starts_with("error: model `customer_segments`, connection `warehouse` (duckdb): cannot connect: the database file `"), "{err}");
-    assert!(err.contains("warehouse.duckdb` does not exist (the demo warehouse is built by `ebb demo`)"), "{err}");
+    assert!(
+        err.starts_with(
+            "error: model `customer_segments`, connection `warehouse` (duckdb): cannot connect: the database file `"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("warehouse.duckdb` does not exist (the demo warehouse is built by `ebb demo`)"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -70,3 +70,17 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A temporary project with a PostgreSQL connection `pg` (to `url`), a file connection
+/// `out`, and `model` as `models/m.yaml`.
+pub fn pg_project(url: &str, model: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ebb.yaml"),
+        format!("version: 1\nconnections:\n  pg:\n    type: postgres\n    url: {url}\n  out:\n    type: file\n    path: out\n"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    std::fs::write(dir.path().join("models/m.yaml"), model).unwrap();
+    dir
+}

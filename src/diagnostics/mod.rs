@@ -189,3 +189,22 @@ pub fn one_of(items: &[&str]) -> String {
         n => format!("{} or {}", quoted[..n - 1].join(", "), quoted[n - 1]),
     }
 }
+
+/// A message from another library as ebb writes messages: first letter lower case.
+pub fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// The innermost cause of an error: usually the one sentence worth showing
+/// ("Connection refused (os error 111)").
+pub fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(s) = cur.source() {
+        cur = s;
+    }
+    cur.to_string()
+}

@@ -6,6 +6,7 @@
 use super::{channel, BatchStream, SourceError, DECIMAL_TEXT, JSON_TEXT};
 use crate::config::env;
 use crate::config::project::PostgresConnection;
+use crate::diagnostics::{lowercase_first, root_cause};
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
     Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
@@ -166,13 +167,7 @@ fn connect_error(target: &str, e: &tokio_postgres::Error) -> SourceError {
         }
         return SourceError::Connect(format!("{target}: {}", db.message()));
     }
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg = s.to_string();
-        source = s.source();
-    }
-    SourceError::Connect(format!("{target}: {}", lowercase_first(&msg)))
+    SourceError::Connect(format!("{target}: {}", lowercase_first(&root_cause(e))))
 }
 
 fn query_error(e: &tokio_postgres::Error) -> SourceError {
@@ -188,14 +183,6 @@ fn query_error(e: &tokio_postgres::Error) -> SourceError {
             SourceError::Query(msg)
         }
         None => SourceError::Query(lowercase_first(&e.to_string())),
-    }
-}
-
-fn lowercase_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => String::new(),
     }
 }
 
@@ -491,7 +478,8 @@ pub(crate) fn scaled_decimal(text: &str, scale: i8) -> Option<i128> {
     Some(if neg { -v } else { v })
 }
 
-fn uuid_text(b: &[u8; 16]) -> String {
+/// 16 bytes in the 8-4-4-4-12 hexadecimal form of a UUID.
+pub(crate) fn uuid_text(b: &[u8; 16]) -> String {
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",

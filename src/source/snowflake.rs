@@ -12,6 +12,7 @@
 use super::{channel, BatchStream, SourceError, DECIMAL_TEXT, JSON_TEXT};
 use crate::config::env;
 use crate::config::project::SnowflakeConnection;
+use crate::diagnostics::root_cause;
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
     StringBuilder, TimestampNanosecondBuilder,
@@ -248,14 +249,6 @@ impl SnowflakeSource {
     }
 }
 
-fn root_cause(e: &dyn std::error::Error) -> String {
-    let mut cur = e;
-    while let Some(s) = cur.source() {
-        cur = s;
-    }
-    cur.to_string()
-}
-
 fn backoff(attempt: u32) -> Duration {
     let base = 200u64 * 2u64.pow(attempt.min(6));
     Duration::from_millis(base / 2 + rand::random_range(0..=base / 2))
@@ -265,25 +258,12 @@ fn poll_delay(poll: u32) -> Duration {
     Duration::from_millis((50u64 * 2u64.pow(poll.min(6))).min(2_000))
 }
 
+/// A random (version 4) UUID for `requestId`.
 fn uuid_v4() -> String {
-    let b: [u8; 16] = rand::random();
-    let h: String = b
-        .iter()
-        .enumerate()
-        .map(|(i, x)| match i {
-            6 => format!("{:02x}", (x & 0x0f) | 0x40),
-            8 => format!("{:02x}", (x & 0x3f) | 0x80),
-            _ => format!("{x:02x}"),
-        })
-        .collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    super::postgres::uuid_text(&b)
 }
 
 /// Snowflake's message from an error body (QueryFailureStatus, or the REST error shape).

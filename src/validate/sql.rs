@@ -2,6 +2,7 @@
 //! columns does it select (when that is knowable without running it).
 
 use crate::config::ConnectionType;
+use crate::diagnostics::lowercase_first;
 use sqlparser::ast::{Expr, Ident, SelectItem, SetExpr, Statement};
 use sqlparser::dialect::{Dialect, DuckDbDialect, GenericDialect, PostgreSqlDialect, SnowflakeDialect};
 use sqlparser::parser::Parser;
@@ -144,14 +145,6 @@ fn split_location(text: &str) -> (String, usize, usize) {
         }
     }
     (lowercase_first(text), 1, 1)
-}
-
-fn lowercase_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => String::new(),
-    }
 }
 
 #[cfg(test)]
