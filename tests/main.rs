@@ -8,6 +8,7 @@ mod connect; // `validate --connect` against a real warehouse
 mod demo; // `ebb demo`: the quickstart
 mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
+mod map; // the mapping layer on Arrow batches
 mod preview; // `ebb preview` against a real warehouse
 mod schema; // schemas/ is what the types generate
 mod snowflake_server; // an in-process Snowflake SQL API v2 server
