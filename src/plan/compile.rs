@@ -247,10 +247,14 @@ impl Compiler<'_, '_> {
                             self.ctx.at(&[r, "type"]),
                             format!("ebb.yaml has no `{kind}` connection"),
                         )
-                        .help(format!(
-                            "add one under `connections:` in ebb.yaml, or use {}",
-                            one_of(&names)
-                        )),
+                        .help(if names.is_empty() {
+                            format!("add a `{kind}` connection under `connections:` in ebb.yaml")
+                        } else {
+                            format!(
+                                "add a `{kind}` connection under `connections:` in ebb.yaml, or use one of {}",
+                                one_of(&names)
+                            )
+                        }),
                     ),
                     [] => {}
                     many => self.push(

@@ -413,11 +413,28 @@ impl<'a> Walker<'a> {
             .cloned()
             .unwrap_or_default();
         let words: Vec<&str> = expected.iter().map(|t| type_word(t)).collect();
+        let subject = if path.is_empty() {
+            "the file".to_string()
+        } else {
+            format!("`{field}`")
+        };
         let mut d = Diagnostic::new(
             Code::WrongType,
             node.pos.in_file(self.file),
-            format!("`{field}` must be {}, found {}", words.join(" or "), node.kind()),
+            format!("{subject} must be {}, found {}", words.join(" or "), node.kind()),
         );
+        if path.is_empty() {
+            let keys: Vec<&str> = self
+                .root_schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            d = d.help(format!(
+                "the file is a mapping of keys, starting with {}",
+                one_of(&keys)
+            ));
+        }
         let in_transform_list = path.len() >= 2 && path[path.len() - 2] == "transform";
         let numeric = expected.iter().any(|t| t == "integer" || t == "number");
         let boolean = expected.iter().any(|t| t == "boolean");
