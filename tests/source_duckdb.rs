@@ -8,6 +8,7 @@ fn source(dir: &std::path::Path, path: &str) -> Source {
     let spec = ConnectionSpec::Duckdb(DuckdbConnection {
         path: path.into(),
         read_only: None,
+        memory_limit: None,
     });
     Source::open(&spec, dir).unwrap()
 }
@@ -141,4 +142,32 @@ async fn empty_results_errors_and_missing_files() {
         matches!(err, SourceError::Connect(ref m) if m.contains("missing.duckdb` does not exist")),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn a_memory_limit_applies_and_a_bad_one_is_one_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    database(dir.path(), "CREATE TABLE t AS SELECT 1 AS id");
+    let with_limit = |limit: &str| {
+        Source::open(
+            &ConnectionSpec::Duckdb(DuckdbConnection {
+                path: "w.duckdb".into(),
+                read_only: None,
+                memory_limit: Some(limit.into()),
+            }),
+            dir.path(),
+        )
+        .unwrap()
+    };
+    let r = rows(&with_limit("64MB"), "SELECT current_setting('memory_limit') AS m").await;
+    assert!(
+        matches!(&r[0][0], Val::Str(m) if m.starts_with("61.0 MiB") || m.starts_with("64")),
+        "{r:?}"
+    );
+    let err = with_limit("lots").query("SELECT 1", 0).await.err().unwrap();
+    assert!(
+        matches!(err, SourceError::Connect(ref m) if m.starts_with("`memory_limit: lots`: ")),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string().lines().count(), 1);
 }

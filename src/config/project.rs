@@ -86,6 +86,10 @@ pub struct DuckdbConnection {
     /// Open the database read-only (recommended for a warehouse shared with other tools).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+    /// Memory DuckDB may use on ebb's connections, e.g. `512MB` or `2GB`. Reading a table
+    /// fills DuckDB's buffer cache up to this limit. Default: DuckDB's own (80% of RAM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
 }
 
 /// PostgreSQL.

@@ -14,6 +14,7 @@ pub struct DuckdbSource {
     /// `None` for `:memory:`.
     path: Option<PathBuf>,
     project_dir: PathBuf,
+    memory_limit: Option<String>,
 }
 
 impl DuckdbSource {
@@ -22,6 +23,7 @@ impl DuckdbSource {
         DuckdbSource {
             path,
             project_dir: project_dir.to_path_buf(),
+            memory_limit: c.memory_limit.clone(),
         }
     }
 
@@ -45,6 +47,12 @@ impl DuckdbSource {
         let dir = self.project_dir.display().to_string().replace('\'', "''");
         conn.execute_batch(&format!("SET file_search_path = '{dir}'"))
             .map_err(|e| SourceError::Connect(e.to_string()))?;
+        if let Some(limit) = &self.memory_limit {
+            conn.execute_batch(&format!("SET memory_limit = '{}'", limit.replace('\'', "''")))
+                .map_err(|e| {
+                    SourceError::Connect(format!("`memory_limit: {limit}`: {}", first_line(&e.to_string())))
+                })?;
+        }
         Ok(conn)
     }
 
