@@ -11,7 +11,8 @@
 //!
 //! Run: `cargo bench --bench sources` (release build). PostgreSQL comes from
 //! `EBB_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
-//! `EBB_BENCH_ROWS=100000,1000000` changes the sizes.
+//! `EBB_BENCH_ROWS=100000,1000000` changes the sizes, `EBB_BENCH_SOURCES=duckdb,postgres`
+//! the sources.
 
 use ebb::config::project::{ConnectionSpec, DuckdbConnection, PostgresConnection};
 use ebb::source::Source;
@@ -47,10 +48,11 @@ fn measure(kind: &str, target: &str, rows: u64) {
         .unwrap();
     rt.block_on(async {
         let (spec, dir, table) = match kind {
-            "duckdb" => (
+            "duckdb" | "duckdb-128MB" => (
                 ConnectionSpec::Duckdb(DuckdbConnection {
                     path: target.into(),
                     read_only: None,
+                    memory_limit: (kind == "duckdb-128MB").then(|| "128MB".to_string()),
                 }),
                 std::path::PathBuf::from("/"),
                 format!("bench_{rows}"),
@@ -142,7 +144,8 @@ fn main() {
     let db = dir.join("bench.duckdb");
     let exe = std::env::current_exe().unwrap();
     println!("source        rows         seconds   rows/s        peak RSS");
-    for kind in ["duckdb", "duckdb-128MB", "postgres"] {
+    let kinds = std::env::var("EBB_BENCH_SOURCES").unwrap_or_else(|_| "duckdb,duckdb-128MB,postgres".into());
+    for kind in kinds.split(',') {
         for &rows in &sizes {
             match kind {
                 "postgres" => pg_table(rows),
