@@ -382,12 +382,7 @@ impl<'a> Walker<'a> {
 
     fn enum_error(&mut self, root: &Node, path: &[String], options: &[String], bad: &mut Vec<Vec<String>>) {
         let (node, _) = root.deepest(path);
-        let field = path
-            .iter()
-            .rev()
-            .find(|s| s.parse::<usize>().is_err())
-            .cloned()
-            .unwrap_or_default();
+        let field = field_name(path);
         let opts: Vec<&str> = options.iter().map(String::as_str).collect();
         let help = match node.as_str().and_then(|s| unique_close_match(s, opts.iter().copied())) {
             Some(m) => format!("did you mean `{m}`? `{field}` is one of {}", one_of(&opts)),
@@ -406,12 +401,7 @@ impl<'a> Walker<'a> {
 
     fn push_type_error(&mut self, root: &Node, path: &[String], expected: &[String], bad: &mut Vec<Vec<String>>) {
         let (node, _) = root.deepest(path);
-        let field = path
-            .iter()
-            .rev()
-            .find(|s| s.parse::<usize>().is_err())
-            .cloned()
-            .unwrap_or_default();
+        let field = field_name(path);
         let words: Vec<&str> = expected.iter().map(|t| type_word(t)).collect();
         let subject = if path.is_empty() {
             "the file".to_string()
@@ -555,6 +545,16 @@ fn expected_of_alternatives(context: &[Vec<ValidationError<'_>>]) -> Vec<String>
     }
     out.dedup();
     out
+}
+
+/// The name of the field a path ends in (list indices skipped): `transform` for
+/// `/models/0/mappings/2/transform/1`.
+fn field_name(path: &[String]) -> String {
+    path.iter()
+        .rev()
+        .find(|s| s.parse::<usize>().is_err())
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn type_word(t: &str) -> &'static str {
