@@ -199,7 +199,7 @@ async fn sql_errors_surface_snowflakes_message() {
     match err {
         SourceError::Query(m) => {
             assert!(
-                m.starts_with("SQL compilation error:\nObject 'MISSING' does not exist or not authorized."),
+                m.starts_with("SQL compilation error: Object 'MISSING' does not exist or not authorized."),
                 "{m}"
             );
             assert!(m.contains("code 002003, SQL state 42S02"), "{m}");
@@ -261,4 +261,69 @@ async fn an_unreachable_account_is_a_connection_error() {
         err.to_string().starts_with("cannot connect: http://127.0.0.1:1: "),
         "{err}"
     );
+}
+
+/// `ebb preview` over Snowflake end to end: the binary talks to the in-process server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_over_snowflake_maps_rows_and_reports_errors_in_one_sentence() {
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/k.p8"), KEY).unwrap();
+    std::fs::write(
+        dir.path().join("ebb.yaml"),
+        format!(
+            "version: 1\nconnections:\n  snow:\n    type: snowflake\n    account: xy12345\n    user: ebb_sync\n    private_key_path: keys/k.p8\n    url: {}\n  out:\n    type: file\n    path: out\n",
+            srv.url
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    let model = |query: &str| {
+        format!(
+            "models:\n  - name: scores\n    source:\n      type: snowflake\n      query: {query}\n    destination:\n      type: file\n      unique_identifier: id\n    mappings:\n      - source: ltv\n        destination: LTV__c\n        transform: round(1)\n      - source: scores.upsell\n        destination: Upsell__c\n"
+        )
+    };
+    std::fs::write(
+        dir.path().join("models/m.yaml"),
+        model("SELECT ID, LTV, SCORES FROM CUSTOMERS"),
+    )
+    .unwrap();
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || crate::support::ebb(&dir, args))
+    };
+    // `preview` wraps the model's query in a LIMIT; the server answers that statement,
+    // once with 202 first.
+    srv.add(
+        "SELECT * FROM (SELECT ID, LTV, SCORES FROM CUSTOMERS) AS ebb_preview LIMIT 10",
+        Canned {
+            row_type: vec![
+                all_types().row_type[0].clone(),
+                all_types().row_type[1].clone(),
+                all_types().row_type[10].clone(),
+            ],
+            partitions: vec![vec![vec![s("1"), s("1234567.89"), s("{\"upsell\": 0.7}")]]],
+            async_polls: 1,
+        },
+    );
+    let o = run(&["preview", "scores", "--format", "json"]).await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", crate::support::stderr(&o));
+    assert_eq!(
+        crate::support::stdout(&o).trim(),
+        r#"{"key":"1","record":{"LTV__c":1234567.9,"Upsell__c":0.7}}"#
+    );
+    std::fs::write(
+        dir.path().join("models/m.yaml"),
+        model("SELECT ID, LTV, SCORES FROM MISSING"),
+    )
+    .unwrap();
+    let o = run(&["preview", "scores"]).await.unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = crate::support::stderr(&o);
+    assert!(
+        err.starts_with("error: model `scores`, connection `snow` (snowflake): the query failed: SQL compilation error: Object 'MISSING' does not exist"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -281,7 +281,8 @@ fn api_message(body: &str, status: reqwest::StatusCode) -> String {
             code,
             sql_state,
         }) => {
-            let mut s = m;
+            // "SQL compilation error:\nObject …": one line, as every ebb message.
+            let mut s = m.split_whitespace().collect::<Vec<_>>().join(" ");
             if let Some(c) = code {
                 s.push_str(&format!(" (code {c}"));
                 if let Some(st) = sql_state {
