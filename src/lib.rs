@@ -9,6 +9,7 @@
 //! - [`validate`]: every check, collected as [`diagnostics`] with file:line:col;
 //! - [`plan`]: the compiled, resolved form of a model that a run executes;
 //! - [`source`]: warehouses streaming a query's rows as Arrow batches;
+//! - [`state`]: snapshots, run history and row errors (SQLite or PostgreSQL);
 //! - [`map`]: source rows to destination records (paths, transforms, exact JSON);
 //! - [`schedule`], [`transform`], [`path`]: the pieces a plan is made of;
 //! - [`cli`]: the `ebb` command.
@@ -25,6 +26,7 @@ pub mod plan;
 pub mod schedule;
 pub mod schema;
 pub mod source;
+pub mod state;
 pub mod transform;
 pub mod validate;
 pub mod yaml;

@@ -16,3 +16,4 @@ mod snowflake_server; // an in-process Snowflake SQL API v2 server
 mod source_duckdb; // the DuckDB source against a real embedded database
 mod source_postgres; // the PostgreSQL source against the real server
 mod source_snowflake; // the Snowflake source against that server
+mod state; // the state store, one suite for SQLite and PostgreSQL

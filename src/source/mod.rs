@@ -11,7 +11,7 @@
 #[cfg(feature = "duckdb")]
 pub mod duckdb;
 pub mod postgres;
-mod postgres_tls;
+pub(crate) mod postgres_tls;
 pub mod snowflake;
 
 use crate::config::project::ConnectionSpec;
