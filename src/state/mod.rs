@@ -89,7 +89,7 @@ pub struct RowErrorEntry {
 /// An open state store.
 pub enum StateStore {
     Sqlite(sqlite::SqliteStore),
-    Postgres(postgres::PgStore),
+    Postgres(Box<postgres::PgStore>),
 }
 
 macro_rules! dispatch {
@@ -115,7 +115,7 @@ impl StateStore {
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let url = crate::config::env::expand_env(url).map_err(StateError::Open)?;
-            return Ok(StateStore::Postgres(postgres::PgStore::open(&url).await?));
+            return Ok(StateStore::Postgres(Box::new(postgres::PgStore::open(&url).await?)));
         }
         Err(StateError::Open(format!(
             "`{url}`: the URL must start with `sqlite://` or `postgres://`"
@@ -208,6 +208,11 @@ fn schema_v1(blob: &str, id: &str) -> String {
             code TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (model, key));"
     )
 }
+
+/// The columns of `ebb_runs` in the order both backends read them into a `RunRecord`.
+const RUN_COLUMNS: &str =
+    "id, model, started_at, ended_at, status, rows_read, rows_added, rows_changed, rows_removed, \
+     rows_unchanged, rows_invalid, rows_sent, rows_confirmed, rows_rejected, api_calls, error";
 
 fn hash16(v: Option<Vec<u8>>) -> Option<[u8; 16]> {
     v.and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())

@@ -2,11 +2,16 @@
 //! schema (`ebb` unless the URL says `ebb_schema=name`), so the database can be shared
 //! with other applications.
 
-use super::{hash16, schema_v1, RowErrorEntry, RunCounts, RunRecord, SnapshotEntry, StateError, SCHEMA_VERSION};
-use tokio_postgres::Client;
+use super::{
+    hash16, schema_v1, RowErrorEntry, RunCounts, RunRecord, SnapshotEntry, StateError, RUN_COLUMNS, SCHEMA_VERSION,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row};
 
 pub struct PgStore {
-    client: Client,
+    /// One connection; the lock keeps a transaction's statements together when several
+    /// tasks use the store.
+    client: tokio::sync::Mutex<Client>,
     schema: String,
     name: String,
 }
@@ -61,31 +66,66 @@ impl PgStore {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let store = PgStore { client, schema, name };
+        let store = PgStore {
+            client: tokio::sync::Mutex::new(client),
+            schema,
+            name,
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// `text` with `{s}` replaced by the store's schema.
+    fn sql(&self, text: &str) -> String {
+        text.replace("{s}", &self.schema)
+    }
+
+    async fn query(&self, text: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StateError> {
+        let sql = self.sql(text);
+        self.client
+            .lock()
+            .await
+            .query(&sql, params)
+            .await
+            .map_err(q(&self.name))
+    }
+
+    async fn execute(&self, text: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StateError> {
+        let sql = self.sql(text);
+        self.client
+            .lock()
+            .await
+            .execute(&sql, params)
+            .await
+            .map_err(q(&self.name))
+    }
+
+    /// Runs the statements in one transaction.
+    async fn transaction(&self, statements: &[(&str, &[&(dyn ToSql + Sync)])]) -> Result<(), StateError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await.map_err(q(&self.name))?;
+        for (text, params) in statements {
+            tx.execute(&self.sql(text), params).await.map_err(q(&self.name))?;
+        }
+        tx.commit().await.map_err(q(&self.name))
     }
 
     async fn migrate(&self) -> Result<(), StateError> {
         let s = &self.schema;
         let exists: bool = self
-            .client
-            .query_one(
+            .query(
                 "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'ebb_meta')",
                 &[s],
             )
-            .await
-            .map_err(q(&self.name))?
+            .await?[0]
             .get(0);
         if !exists {
             let others: i64 = self
-                .client
-                .query_one(
+                .query(
                     "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
                     &[s],
                 )
-                .await
-                .map_err(q(&self.name))?
+                .await?[0]
                 .get(0);
             if others > 0 {
                 return Err(StateError::Foreign(
@@ -94,12 +134,15 @@ impl PgStore {
                 ));
             }
             let ddl = schema_v1("BYTEA", "BIGSERIAL PRIMARY KEY");
+            let script = format!(
+                "BEGIN; CREATE SCHEMA IF NOT EXISTS {s}; SET LOCAL search_path = {s}; {ddl}
+                 INSERT INTO ebb_meta VALUES ('schema_version', '{SCHEMA_VERSION}'), ('created_by', 'ebb {}'); COMMIT;",
+                env!("CARGO_PKG_VERSION")
+            );
             self.client
-                .batch_execute(&format!(
-                    "BEGIN; CREATE SCHEMA IF NOT EXISTS {s}; SET LOCAL search_path = {s}; {ddl}
-                     INSERT INTO ebb_meta VALUES ('schema_version', '{SCHEMA_VERSION}'), ('created_by', 'ebb {}'); COMMIT;",
-                    env!("CARGO_PKG_VERSION")
-                ))
+                .lock()
+                .await
+                .batch_execute(&script)
                 .await
                 .map_err(q(&self.name))?;
         }
@@ -115,34 +158,21 @@ impl PgStore {
 
     pub async fn schema_version(&self) -> Result<i64, StateError> {
         let v: String = self
-            .client
-            .query_one(
-                &format!(
-                    "SELECT value FROM {}.ebb_meta WHERE key = 'schema_version'",
-                    self.schema
-                ),
-                &[],
-            )
-            .await
-            .map_err(q(&self.name))?
+            .query("SELECT value FROM {s}.ebb_meta WHERE key = 'schema_version'", &[])
+            .await?[0]
             .get(0);
         v.parse()
             .map_err(|_| StateError::Foreign(self.name.clone(), "its schema version is not a number".into()))
     }
 
     pub async fn start_run(&self, model: &str, now: &str) -> Result<i64, StateError> {
-        let row = self
-            .client
-            .query_one(
-                &format!(
-                    "INSERT INTO {}.ebb_runs (model, started_at, status) VALUES ($1, $2, 'running') RETURNING id",
-                    self.schema
-                ),
+        let rows = self
+            .query(
+                "INSERT INTO {s}.ebb_runs (model, started_at, status) VALUES ($1, $2, 'running') RETURNING id",
                 &[&model, &now],
             )
-            .await
-            .map_err(q(&self.name))?;
-        Ok(row.get(0))
+            .await?;
+        Ok(rows[0].get(0))
     }
 
     pub async fn finish_run(
@@ -153,38 +183,34 @@ impl PgStore {
         k: RunCounts,
         error: Option<&str>,
     ) -> Result<(), StateError> {
-        self.client
-            .execute(
-                &format!(
-                    "UPDATE {}.ebb_runs SET ended_at = $2, status = $3, rows_read = $4, rows_added = $5, rows_changed = $6,
-                        rows_removed = $7, rows_unchanged = $8, rows_invalid = $9, rows_sent = $10, rows_confirmed = $11,
-                        rows_rejected = $12, api_calls = $13, error = $14 WHERE id = $1",
-                    self.schema
-                ),
-                &[
-                    &id, &now, &status, &k.read, &k.added, &k.changed, &k.removed, &k.unchanged, &k.invalid, &k.sent,
-                    &k.confirmed, &k.rejected, &k.api_calls, &error,
-                ],
-            )
-            .await
-            .map_err(q(&self.name))?;
+        self.execute(
+            "UPDATE {s}.ebb_runs SET ended_at = $2, status = $3, rows_read = $4, rows_added = $5, rows_changed = $6,
+                rows_removed = $7, rows_unchanged = $8, rows_invalid = $9, rows_sent = $10, rows_confirmed = $11,
+                rows_rejected = $12, api_calls = $13, error = $14 WHERE id = $1",
+            &[
+                &id,
+                &now,
+                &status,
+                &k.read,
+                &k.added,
+                &k.changed,
+                &k.removed,
+                &k.unchanged,
+                &k.invalid,
+                &k.sent,
+                &k.confirmed,
+                &k.rejected,
+                &k.api_calls,
+                &error,
+            ],
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn runs(&self, model: &str, limit: i64) -> Result<Vec<RunRecord>, StateError> {
-        let rows = self
-            .client
-            .query(
-                &format!(
-                    "SELECT id, model, started_at, ended_at, status, rows_read, rows_added, rows_changed, rows_removed,
-                        rows_unchanged, rows_invalid, rows_sent, rows_confirmed, rows_rejected, api_calls, error
-                     FROM {}.ebb_runs WHERE model = $1 ORDER BY id DESC LIMIT $2",
-                    self.schema
-                ),
-                &[&model, &limit],
-            )
-            .await
-            .map_err(q(&self.name))?;
+        let sql = format!("SELECT {RUN_COLUMNS} FROM {{s}}.ebb_runs WHERE model = $1 ORDER BY id DESC LIMIT $2");
+        let rows = self.query(&sql, &[&model, &limit]).await?;
         Ok(rows
             .iter()
             .map(|r| RunRecord {
@@ -212,16 +238,11 @@ impl PgStore {
 
     pub async fn snapshot(&self, model: &str) -> Result<Vec<SnapshotEntry>, StateError> {
         let rows = self
-            .client
             .query(
-                &format!(
-                    "SELECT key, hash, pending_hash, record_id FROM {}.ebb_snapshot WHERE model = $1 ORDER BY key COLLATE \"C\"",
-                    self.schema
-                ),
+                "SELECT key, hash, pending_hash, record_id FROM {s}.ebb_snapshot WHERE model = $1 ORDER BY key COLLATE \"C\"",
                 &[&model],
             )
-            .await
-            .map_err(q(&self.name))?;
+            .await?;
         Ok(rows
             .iter()
             .map(|r| SnapshotEntry {
@@ -236,18 +257,13 @@ impl PgStore {
     pub async fn mark_pending(&self, model: &str, rows: &[(String, [u8; 16])]) -> Result<(), StateError> {
         let keys: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
         let hashes: Vec<&[u8]> = rows.iter().map(|(_, h)| &h[..]).collect();
-        self.client
-            .execute(
-                &format!(
-                    "INSERT INTO {}.ebb_snapshot (model, key, pending_hash)
-                     SELECT $1, k, h FROM unnest($2::text[], $3::bytea[]) AS t(k, h)
-                     ON CONFLICT (model, key) DO UPDATE SET pending_hash = excluded.pending_hash",
-                    self.schema
-                ),
-                &[&model, &keys, &hashes],
-            )
-            .await
-            .map_err(q(&self.name))?;
+        self.execute(
+            "INSERT INTO {s}.ebb_snapshot (model, key, pending_hash)
+             SELECT $1, k, h FROM unnest($2::text[], $3::bytea[]) AS t(k, h)
+             ON CONFLICT (model, key) DO UPDATE SET pending_hash = excluded.pending_hash",
+            &[&model, &keys, &hashes],
+        )
+        .await?;
         Ok(())
     }
 
@@ -260,34 +276,17 @@ impl PgStore {
         let keys: Vec<&str> = rows.iter().map(|(k, _, _)| k.as_str()).collect();
         let hashes: Vec<&[u8]> = rows.iter().map(|(_, h, _)| &h[..]).collect();
         let ids: Vec<Option<&str>> = rows.iter().map(|(_, _, id)| id.as_deref()).collect();
-        let s = &self.schema;
-        // One statement per table, each atomic; the errors of confirmed rows go in the same
-        // transaction as their snapshot entries.
-        self.client.batch_execute("BEGIN").await.map_err(q(&self.name))?;
-        let result = async {
-            self.client
-                .execute(
-                    &format!(
-                        "INSERT INTO {s}.ebb_snapshot (model, key, hash, record_id, updated_run)
-                         SELECT $1, k, h, i, $5 FROM unnest($2::text[], $3::bytea[], $4::text[]) AS t(k, h, i)
-                         ON CONFLICT (model, key) DO UPDATE SET hash = excluded.hash, pending_hash = NULL,
-                            record_id = COALESCE(excluded.record_id, ebb_snapshot.record_id), updated_run = excluded.updated_run"
-                    ),
-                    &[&model, &keys, &hashes, &ids, &run_id],
-                )
-                .await?;
-            self.client
-                .execute(&format!("DELETE FROM {s}.ebb_row_errors WHERE model = $1 AND key = ANY($2)"), &[&model, &keys])
-                .await
-        }
-        .await;
-        match result {
-            Ok(_) => self.client.batch_execute("COMMIT").await.map_err(q(&self.name)),
-            Err(e) => {
-                let _ = self.client.batch_execute("ROLLBACK").await;
-                Err(q(&self.name)(e))
-            }
-        }
+        self.transaction(&[
+            (
+                "INSERT INTO {s}.ebb_snapshot (model, key, hash, record_id, updated_run)
+                 SELECT $1, k, h, i, $5 FROM unnest($2::text[], $3::bytea[], $4::text[]) AS t(k, h, i)
+                 ON CONFLICT (model, key) DO UPDATE SET hash = excluded.hash, pending_hash = NULL,
+                    record_id = COALESCE(excluded.record_id, ebb_snapshot.record_id), updated_run = excluded.updated_run",
+                &[&model, &keys, &hashes, &ids, &run_id],
+            ),
+            ("DELETE FROM {s}.ebb_row_errors WHERE model = $1 AND key = ANY($2)", &[&model, &keys]),
+        ])
+        .await
     }
 
     pub async fn record_errors(&self, model: &str, errors: &[RowErrorEntry]) -> Result<(), StateError> {
@@ -296,35 +295,25 @@ impl PgStore {
         let kinds: Vec<&str> = errors.iter().map(|e| e.kind.as_str()).collect();
         let codes: Vec<&str> = errors.iter().map(|e| e.code.as_str()).collect();
         let msgs: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
-        self.client
-            .execute(
-                &format!(
-                    "INSERT INTO {}.ebb_row_errors (model, key, run_id, kind, code, message)
-                     SELECT $1, k, r, kd, c, m FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
-                        AS t(k, r, kd, c, m)
-                     ON CONFLICT (model, key) DO UPDATE SET run_id = excluded.run_id, kind = excluded.kind,
-                        code = excluded.code, message = excluded.message",
-                    self.schema
-                ),
-                &[&model, &keys, &runs, &kinds, &codes, &msgs],
-            )
-            .await
-            .map_err(q(&self.name))?;
+        self.execute(
+            "INSERT INTO {s}.ebb_row_errors (model, key, run_id, kind, code, message)
+             SELECT $1, k, r, kd, c, m FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+                AS t(k, r, kd, c, m)
+             ON CONFLICT (model, key) DO UPDATE SET run_id = excluded.run_id, kind = excluded.kind,
+                code = excluded.code, message = excluded.message",
+            &[&model, &keys, &runs, &kinds, &codes, &msgs],
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn row_errors(&self, model: &str) -> Result<Vec<RowErrorEntry>, StateError> {
         let rows = self
-            .client
             .query(
-                &format!(
-                    "SELECT key, run_id, kind, code, message FROM {}.ebb_row_errors WHERE model = $1 ORDER BY key COLLATE \"C\"",
-                    self.schema
-                ),
+                "SELECT key, run_id, kind, code, message FROM {s}.ebb_row_errors WHERE model = $1 ORDER BY key COLLATE \"C\"",
                 &[&model],
             )
-            .await
-            .map_err(q(&self.name))?;
+            .await?;
         Ok(rows
             .iter()
             .map(|r| RowErrorEntry {
@@ -338,23 +327,10 @@ impl PgStore {
     }
 
     pub async fn forget(&self, model: &str) -> Result<(), StateError> {
-        let s = &self.schema;
-        self.client.batch_execute("BEGIN").await.map_err(q(&self.name))?;
-        let r = async {
-            self.client
-                .execute(&format!("DELETE FROM {s}.ebb_snapshot WHERE model = $1"), &[&model])
-                .await?;
-            self.client
-                .execute(&format!("DELETE FROM {s}.ebb_row_errors WHERE model = $1"), &[&model])
-                .await
-        }
-        .await;
-        match r {
-            Ok(_) => self.client.batch_execute("COMMIT").await.map_err(q(&self.name)),
-            Err(e) => {
-                let _ = self.client.batch_execute("ROLLBACK").await;
-                Err(q(&self.name)(e))
-            }
-        }
+        self.transaction(&[
+            ("DELETE FROM {s}.ebb_snapshot WHERE model = $1", &[&model]),
+            ("DELETE FROM {s}.ebb_row_errors WHERE model = $1", &[&model]),
+        ])
+        .await
     }
 }

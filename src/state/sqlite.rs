@@ -1,7 +1,9 @@
 //! SQLite backend: one file, WAL journal, `synchronous=NORMAL` (a commit is durable
 //! against a crash of ebb; an OS crash may lose the last commits, never corrupt them).
 
-use super::{hash16, schema_v1, RowErrorEntry, RunCounts, RunRecord, SnapshotEntry, StateError, SCHEMA_VERSION};
+use super::{
+    hash16, schema_v1, RowErrorEntry, RunCounts, RunRecord, SnapshotEntry, StateError, RUN_COLUMNS, SCHEMA_VERSION,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -101,11 +103,9 @@ impl SqliteStore {
     pub async fn runs(&self, model: &str, limit: i64) -> Result<Vec<RunRecord>, StateError> {
         let model = model.to_string();
         self.with(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, model, started_at, ended_at, status, rows_read, rows_added, rows_changed, rows_removed,
-                    rows_unchanged, rows_invalid, rows_sent, rows_confirmed, rows_rejected, api_calls, error
-                 FROM ebb_runs WHERE model = ?1 ORDER BY id DESC LIMIT ?2",
-            )?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE model = ?1 ORDER BY id DESC LIMIT ?2"
+            ))?;
             let rows = stmt.query_map(params![model, limit], |r| {
                 Ok(RunRecord {
                     id: r.get(0)?,
