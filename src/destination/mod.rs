@@ -1,0 +1,164 @@
+//! Destinations: where a run delivers its batches.
+//!
+//! The engine hands a destination one [`Batch`] at a time (all records of a batch share an
+//! [`Op`]); the destination answers with one [`Outcome`] per record, in order, or with a
+//! [`SendError`] for the batch as a whole. A transient error is retried by
+//! [`retry::deliver`] with exponential backoff and jitter, honouring `Retry-After`; a fatal
+//! one stops the run. Requests on one connection share its concurrency and rate limits
+//! ([`limit`]), whichever model sends them.
+//!
+//! Destinations now: `http` (a generic JSON webhook) and `file` (JSON Lines, one file per
+//! run).
+
+pub mod file;
+pub mod http;
+pub mod limit;
+pub mod retry;
+
+use crate::config::ConnectionSpec;
+use std::path::Path;
+use std::time::Duration;
+
+/// What a record asks of the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    /// Create or update by key.
+    Upsert,
+    /// Update an existing record only.
+    Update,
+    /// Create only.
+    Insert,
+    /// Delete the record.
+    Delete,
+    /// Set the mapped fields of the record to null (the row left the model,
+    /// `on_removed: clear`).
+    Clear,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Upsert => "upsert",
+            Op::Update => "update",
+            Op::Insert => "insert",
+            Op::Delete => "delete",
+            Op::Clear => "clear",
+        }
+    }
+}
+
+/// One record of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The row's key (the `unique_identifier` value as text).
+    pub key: String,
+    /// The record as the destination receives it: a JSON object text. It holds the
+    /// destination key field. For `Delete` it holds only the key field; for `Clear`, the
+    /// key field and every mapped field as null.
+    pub payload: String,
+    /// The destination's id of the record, when a previous run learnt it.
+    pub record_id: Option<String>,
+}
+
+/// Records sent in one request (or written in one go).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub model: String,
+    pub run_id: i64,
+    pub op: Op,
+    /// The destination field that identifies a record.
+    pub key_field: String,
+    pub records: Vec<Record>,
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied; `record_id` is the destination's id when it returned one.
+    Confirmed { record_id: Option<String> },
+    /// Refused by the destination (validation, duplicate, …): not applied.
+    Rejected { code: String, message: String },
+}
+
+/// Why a whole batch failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying: timeouts, connection errors, 429, 5xx. `retry_after` is the
+    /// destination's `Retry-After`, when it sent one.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Not worth retrying (401, 403, 404, a malformed answer, a full disk, …): the run
+    /// stops starting batches.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// A batch's result: one outcome per record, in order, and the requests it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub outcomes: Vec<Outcome>,
+    /// Requests made, retries included.
+    pub api_calls: u64,
+}
+
+/// An open destination for one run of one model.
+pub enum Destination {
+    Http(http::HttpDestination),
+    File(file::FileDestination),
+}
+
+impl Destination {
+    /// Opens the destination of connection `name` for run `run_id` of `model`.
+    /// `${VAR}` references in the connection are expanded here.
+    pub async fn open(
+        name: &str,
+        spec: &ConnectionSpec,
+        project_dir: &Path,
+        model: &str,
+        run_id: i64,
+    ) -> Result<Destination, String> {
+        match spec {
+            ConnectionSpec::Http(c) => Ok(Destination::Http(http::HttpDestination::new(name, c)?)),
+            ConnectionSpec::File(c) => Ok(Destination::File(
+                file::FileDestination::open(c, project_dir, model, run_id).await?,
+            )),
+            other => Err(format!(
+                "connection `{name}`: delivering to a {} connection is not built yet",
+                other.kind()
+            )),
+        }
+    }
+
+    /// Batches in flight at once.
+    pub fn max_concurrency(&self) -> usize {
+        match self {
+            Destination::Http(d) => d.max_concurrency(),
+            Destination::File(_) => 1,
+        }
+    }
+
+    /// Whether the destination can do `op` (`file` and `http` can do all).
+    pub fn supports(&self, op: Op) -> bool {
+        let _ = op;
+        true
+    }
+
+    /// Sends one batch once (no retry; see [`retry::deliver`]).
+    pub async fn send(&self, batch: &Batch) -> Result<Vec<Outcome>, SendError> {
+        match self {
+            Destination::Http(d) => d.send(batch).await,
+            Destination::File(d) => d.send(batch).await,
+        }
+    }
+
+    /// Ends the run's delivery (the file destination flushes and closes its file).
+    pub async fn finish(&self) -> Result<(), String> {
+        match self {
+            Destination::Http(_) => Ok(()),
+            Destination::File(d) => d.finish().await,
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The `http` and `file` destinations over real loopback HTTP and a real filesystem: wire
+//! format, per-record results, retries and their waits, limits, and the files written.
+
+use crate::sink::Sink;
+use ebb::config::project::{FileConnection, HttpConnection};
+use ebb::config::ConnectionSpec;
+use ebb::destination::http::HttpDestination;
+use ebb::destination::retry::{deliver, Failed, RetryPolicy};
+use ebb::destination::{Batch, Destination, Op, Outcome, Record};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// Retries without real waits.
+fn fast(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        base: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    }
+}
+
+/// An `http` destination for connection `name` posting to `url`, with `extra` settings.
+/// Each test names its own connection: limits are shared per connection name.
+fn http(name: &str, url: &str, extra: Value) -> Destination {
+    let mut c = json!({ "url": url });
+    c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let c: HttpConnection = serde_json::from_value(c).unwrap();
+    Destination::Http(HttpDestination::new(name, &c).unwrap())
+}
+
+/// A batch of records `{"id": key, "n": i}`.
+fn batch(op: Op, keys: &[&str]) -> Batch {
+    Batch {
+        model: "contacts".into(),
+        run_id: 7,
+        op,
+        key_field: "id".into(),
+        records: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Record {
+                key: k.to_string(),
+                payload: format!(r#"{{"id":"{k}","n":{i}}}"#),
+                record_id: None,
+            })
+            .collect(),
+    }
+}
+
+fn confirmed(n: usize) -> Vec<Outcome> {
+    vec![Outcome::Confirmed { record_id: None }; n]
+}
+
+fn statuses(sink: &Sink) -> Vec<u16> {
+    sink.log().iter().map(|r| r.status).collect()
+}
+
+#[tokio::test]
+async fn a_2xx_confirms_every_record_and_applies_each_operation() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-confirms", &sink.url(), json!({}));
+    let delivered = deliver(&d, &batch(Op::Upsert, &["a", "b", "c"]), &fast(1))
+        .await
+        .unwrap();
+    assert_eq!(delivered.outcomes, confirmed(3));
+    assert_eq!(delivered.api_calls, 1);
+    assert_eq!(sink.records()["b"], json!({"id": "b", "n": 1}));
+    let log = sink.log();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (
+            log[0].operation.as_str(),
+            log[0].run_id,
+            log[0].keys.clone(),
+            log[0].status
+        ),
+        ("upsert", 7, vec!["a".to_string(), "b".into(), "c".into()], 200)
+    );
+
+    sink.reset_log();
+    assert_eq!((sink.requests(), sink.log().len()), (0, 0));
+    deliver(&d, &batch(Op::Delete, &["a"]), &fast(1)).await.unwrap();
+    let mut clear = batch(Op::Clear, &["b"]);
+    clear.records[0].payload = r#"{"id":"b","n":null}"#.into();
+    deliver(&d, &clear, &fast(1)).await.unwrap();
+    let records = sink.records();
+    assert_eq!(records.keys().collect::<Vec<_>>(), ["b", "c"]);
+    assert_eq!(records["b"], json!({"id": "b", "n": null}));
+    let ops: Vec<String> = sink.log().into_iter().map(|r| r.operation).collect();
+    assert_eq!(ops, ["delete", "clear"]);
+    assert_eq!(sink.requests(), 2);
+}
+
+#[tokio::test]
+async fn numeric_keys_and_verbatim_payloads() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-numeric", &sink.url(), json!({}));
+    let mut b = batch(Op::Insert, &["1"]);
+    b.records[0].payload = r#"{"id":1,"amount":1.50,"tags":["x"]}"#.into();
+    deliver(&d, &b, &fast(1)).await.unwrap();
+    assert_eq!(sink.records()["1"], json!({"id": 1, "amount": 1.50, "tags": ["x"]}));
+}
+
+#[tokio::test]
+async fn per_record_results_confirm_and_reject() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-per-record", &sink.url(), json!({}));
+    sink.reject(&["b"]);
+    let delivered = deliver(&d, &batch(Op::Upsert, &["a", "b", "c"]), &fast(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        delivered.outcomes,
+        vec![
+            Outcome::Confirmed { record_id: None },
+            Outcome::Rejected {
+                code: "rejected".into(),
+                message: "rejected by test".into()
+            },
+            Outcome::Confirmed { record_id: None },
+        ]
+    );
+    assert_eq!(sink.records().keys().collect::<Vec<_>>(), ["a", "c"]);
+
+    sink.clear_rejects();
+    let delivered = deliver(&d, &batch(Op::Upsert, &["b"]), &fast(1)).await.unwrap();
+    assert_eq!(delivered.outcomes, confirmed(1));
+    assert!(sink.records().contains_key("b"));
+}
+
+#[tokio::test]
+async fn result_ids_and_codes_are_kept() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-ids", &sink.url(), json!({}));
+    sink.answer_next(
+        201,
+        r#"{"results":[{"success":true,"id":"0031x"},{"success":false,"error":"bad email","code":"INVALID_EMAIL"}]}"#,
+    );
+    let delivered = deliver(&d, &batch(Op::Upsert, &["a", "b"]), &fast(1)).await.unwrap();
+    assert_eq!(
+        delivered.outcomes,
+        vec![
+            Outcome::Confirmed {
+                record_id: Some("0031x".into())
+            },
+            Outcome::Rejected {
+                code: "INVALID_EMAIL".into(),
+                message: "bad email".into()
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn results_of_the_wrong_length_are_fatal() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-wrong-length", &sink.url(), json!({}));
+    sink.answer_next(200, r#"{"results":[{"success":true}]}"#);
+    let failed = deliver(&d, &batch(Op::Upsert, &["a", "b"]), &fast(5))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (failed.api_calls, failed.attempts),
+        (1, 1),
+        "a malformed answer is not retried"
+    );
+    assert!(
+        failed.message.contains(&format!(
+            "{} (connection `dest-wrong-length`) answered 1 results for 2 records",
+            sink.url()
+        )),
+        "{failed}"
+    );
+    assert_eq!(sink.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_waited_out() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-429", &sink.url(), json!({}));
+    sink.fail_next(1, 429, Some(1));
+    let started = Instant::now();
+    let delivered = deliver(&d, &batch(Op::Upsert, &["a"]), &fast(5)).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1),
+        "Retry-After: 1 not honoured: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(delivered.api_calls, 2);
+    assert_eq!(delivered.outcomes, confirmed(1));
+    assert_eq!(statuses(&sink), [429, 200]);
+    assert!(sink.records().contains_key("a"));
+}
+
+#[tokio::test]
+async fn a_5xx_storm_longer_than_the_attempts_fails_the_batch() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-storm", &sink.url(), json!({}));
+    sink.fail_next(100, 503, None);
+    let failed: Failed = deliver(&d, &batch(Op::Upsert, &["a"]), &fast(3)).await.unwrap_err();
+    assert_eq!((failed.api_calls, failed.attempts), (3, 3));
+    let expected = format!(
+        "after 3 attempts: HTTP 503 Service Unavailable from {} (connection `dest-storm`): status 503 induced by test",
+        sink.url()
+    );
+    assert_eq!(failed.message, expected);
+    assert_eq!(failed.to_string(), expected);
+    assert_eq!(sink.requests(), 3);
+    assert!(sink.records().is_empty());
+}
+
+#[tokio::test]
+async fn a_401_is_fatal_at_once() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-401", &sink.url(), json!({}));
+    sink.fail_next(1, 401, None);
+    let failed = deliver(&d, &batch(Op::Upsert, &["a"]), &fast(5)).await.unwrap_err();
+    assert_eq!((failed.api_calls, failed.attempts), (1, 1));
+    assert!(
+        failed
+            .message
+            .starts_with("HTTP 401 Unauthorized from http://127.0.0.1:")
+            && failed
+                .message
+                .ends_with("(connection `dest-401`): status 401 induced by test"),
+        "{failed}"
+    );
+    assert_eq!(sink.requests(), 1);
+    assert!(sink.records().is_empty());
+}
+
+#[tokio::test]
+async fn a_hung_request_times_out_and_is_retried() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-hang", &sink.url(), json!({ "timeout_secs": 1 }));
+    sink.hang_next(1);
+    let started = Instant::now();
+    let delivered = deliver(&d, &batch(Op::Upsert, &["a"]), &fast(3)).await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(10), "the timeout was not applied: {took:?}");
+    assert_eq!(delivered.api_calls, 2);
+    assert_eq!(sink.requests(), 2);
+    assert!(sink.records().contains_key("a"));
+}
+
+#[tokio::test]
+async fn a_timeout_is_reported_after_the_last_attempt() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-timeout", &sink.url(), json!({ "timeout_secs": 1 }));
+    sink.hang_next(2);
+    let failed = deliver(&d, &batch(Op::Upsert, &["a"]), &fast(2)).await.unwrap_err();
+    assert_eq!(
+        failed.message,
+        format!(
+            "after 2 attempts: POST {} (connection `dest-timeout`) timed out after 1 s",
+            sink.url()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_then_reported() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let d = http("dest-refused", &url, json!({}));
+    let failed = deliver(&d, &batch(Op::Upsert, &["a"]), &fast(2)).await.unwrap_err();
+    assert_eq!(failed.api_calls, 2);
+    assert!(
+        failed.message.starts_with(&format!(
+            "after 2 attempts: cannot connect to {url} (connection `dest-refused`): "
+        )),
+        "{failed}"
+    );
+}
+
+#[tokio::test]
+async fn headers_are_sent_with_variables_expanded() {
+    let var = format!("EBB_DEST_TEST_TOKEN_{}", std::process::id());
+    // Only this test reads the variable; std serializes its own environment access.
+    std::env::set_var(&var, "s3cret");
+    let sink = Sink::start("id").await;
+    let d = http(
+        "dest-headers",
+        &sink.url(),
+        json!({ "headers": { "Authorization": format!("Bearer ${{{var}}}"), "X-Source": "ebb" } }),
+    );
+    deliver(&d, &batch(Op::Upsert, &["a"]), &fast(1)).await.unwrap();
+    let headers = &sink.log()[0].headers;
+    assert_eq!(headers.get("authorization").map(String::as_str), Some("Bearer s3cret"));
+    assert_eq!(headers.get("x-source").map(String::as_str), Some("ebb"));
+    assert_eq!(
+        headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+}
+
+#[tokio::test]
+async fn the_rate_limit_spaces_requests() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-rate", &sink.url(), json!({ "rate_limit": "5/second" }));
+    let started = Instant::now();
+    for i in 0..10 {
+        deliver(&d, &batch(Op::Upsert, &[&i.to_string()]), &fast(1))
+            .await
+            .unwrap();
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(1), "10 requests at 5/second took {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(sink.requests(), 10);
+}
+
+#[tokio::test]
+async fn max_concurrency_is_shared_by_every_run_on_the_connection() {
+    let sink = Sink::start("id").await;
+    sink.delay(Duration::from_millis(300));
+    // Two runs (two destinations) on one connection, each sending two batches at once.
+    let settings = json!({ "max_concurrency": 2 });
+    let run1 = http("dest-concurrency", &sink.url(), settings.clone());
+    let run2 = http("dest-concurrency", &sink.url(), settings);
+    let (b1, b2, b3, b4) = (
+        batch(Op::Upsert, &["a"]),
+        batch(Op::Upsert, &["b"]),
+        batch(Op::Upsert, &["c"]),
+        batch(Op::Upsert, &["d"]),
+    );
+    let policy = fast(1);
+    let started = Instant::now();
+    let results = tokio::join!(
+        deliver(&run1, &b1, &policy),
+        deliver(&run1, &b2, &policy),
+        deliver(&run2, &b3, &policy),
+        deliver(&run2, &b4, &policy),
+    );
+    let took = started.elapsed();
+    for r in [results.0, results.1, results.2, results.3] {
+        assert_eq!(r.unwrap().outcomes, confirmed(1));
+    }
+    assert!(
+        took >= Duration::from_millis(600),
+        "4 requests of 300 ms, 2 at a time, took {took:?}"
+    );
+    assert_eq!(sink.records().len(), 4);
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_retried_and_the_record_applied_once() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-lost", &sink.url(), json!({}));
+    sink.fail_after_apply_next(1);
+    let delivered = deliver(&d, &batch(Op::Upsert, &["a"]), &fast(3)).await.unwrap();
+    assert_eq!(delivered.api_calls, 2);
+    assert_eq!(statuses(&sink), [500, 200]);
+    assert_eq!(sink.records().len(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_answer_leaves_the_batch_applied_but_unconfirmed() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-slow", &sink.url(), json!({ "timeout_secs": 1 }));
+    sink.delay(Duration::from_secs(3));
+    let failed = deliver(&d, &batch(Op::Upsert, &["a"]), &fast(1)).await.unwrap_err();
+    assert!(failed.message.contains("timed out after 1 s"), "{failed}");
+    assert!(sink.records().contains_key("a"), "the sink applies before it waits");
+    sink.delay(Duration::ZERO);
+    deliver(&d, &batch(Op::Upsert, &["b"]), &fast(1)).await.unwrap();
+}
+
+/// POSTs `body` to the sink with a plain socket; returns the status line.
+fn raw_post(sink: &Sink, body: &str) -> String {
+    let addr = sink
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches("/hook")
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /hook HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_sink_serves_from_its_own_thread_and_refuses_malformed_bodies() {
+    // No runtime on this thread: the sink must run on its own.
+    let sink = Sink::start_in_thread("email");
+    let ok = r#"{"model":"m","run_id":3,"operation":"upsert","records":[{"email":"a@x.io","n":1}]}"#;
+    assert_eq!(raw_post(&sink, ok), "HTTP/1.1 200 OK");
+    assert_eq!(sink.records()["a@x.io"], json!({"email": "a@x.io", "n": 1}));
+
+    let no_key = r#"{"model":"m","run_id":3,"operation":"upsert","records":[{"id":1}]}"#;
+    assert_eq!(raw_post(&sink, no_key), "HTTP/1.1 400 Bad Request");
+    let bad_op = r#"{"model":"m","run_id":3,"operation":"merge","records":[]}"#;
+    assert_eq!(raw_post(&sink, bad_op), "HTTP/1.1 400 Bad Request");
+    assert_eq!(statuses(&sink), [200, 400, 400]);
+    assert_eq!(sink.records().len(), 1);
+}
+
+fn file_spec(path: &str) -> ConnectionSpec {
+    ConnectionSpec::File(FileConnection { path: path.into() })
+}
+
+#[tokio::test]
+async fn the_file_destination_writes_one_line_per_record() {
+    let project = tempfile::tempdir().unwrap();
+    let d = Destination::open("out", &file_spec("exports/jsonl"), project.path(), "contacts", 12)
+        .await
+        .unwrap();
+    let dir = project.path().join("exports/jsonl");
+    assert!(dir.is_dir(), "the directory is created when the run opens");
+    assert_eq!(d.max_concurrency(), 1);
+
+    let mut upsert = batch(Op::Upsert, &["a", "b"]);
+    upsert.records[1].payload = r#"{"id":"b","x":1.50}"#.into();
+    let delivered = deliver(&d, &upsert, &RetryPolicy::default()).await.unwrap();
+    assert_eq!(delivered.outcomes, confirmed(2));
+    let mut delete = batch(Op::Delete, &["c\"q"]);
+    delete.records[0].payload = r#"{"id":"c\"q"}"#.into();
+    deliver(&d, &delete, &RetryPolicy::default()).await.unwrap();
+    d.finish().await.unwrap();
+
+    let text = std::fs::read_to_string(dir.join("contacts-12.jsonl")).unwrap();
+    assert_eq!(
+        text,
+        concat!(
+            r#"{"op":"upsert","key":"a","record":{"id":"a","n":0}}"#,
+            "\n",
+            r#"{"op":"upsert","key":"b","record":{"id":"b","x":1.50}}"#,
+            "\n",
+            r#"{"op":"delete","key":"c\"q","record":{"id":"c\"q"}}"#,
+            "\n",
+        )
+    );
+    for line in text.lines() {
+        serde_json::from_str::<Value>(line).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_file_run_that_sends_nothing_leaves_no_file() {
+    let project = tempfile::tempdir().unwrap();
+    let d = Destination::open("out", &file_spec("exports"), project.path(), "contacts", 13)
+        .await
+        .unwrap();
+    d.finish().await.unwrap();
+    let entries: Vec<_> = std::fs::read_dir(project.path().join("exports")).unwrap().collect();
+    assert!(entries.is_empty(), "{entries:?}");
+}
+
+#[tokio::test]
+async fn an_unusable_file_directory_is_an_error_naming_it() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("taken"), "a file, not a directory").unwrap();
+    let err = match Destination::open("out", &file_spec("taken/sub"), project.path(), "m", 1).await {
+        Err(e) => e,
+        Ok(_) => panic!("a directory under a file was opened"),
+    };
+    assert!(
+        err.starts_with("cannot create directory `") && err.contains("taken/sub"),
+        "{err}"
+    );
+}
