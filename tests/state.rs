@@ -1,6 +1,9 @@
 //! The state store: one suite, run against both backends (SQLite and the real PostgreSQL).
 
-use ebb::state::{RowErrorEntry, RunCounts, StateError, StateStore, SCHEMA_VERSION};
+use ebb::state::{
+    lock, InflightBatch, LockHolder, LockOutcome, RowErrorEntry, RunCounts, StateError, StateStore, StateWrite,
+    SCHEMA_VERSION,
+};
 
 fn h(n: u8) -> [u8; 16] {
     [n; 16]
@@ -33,58 +36,253 @@ async fn suite(store: StateStore) {
     assert!(runs[1].ended_at.is_some());
     assert!(store.runs("other", 10).await.unwrap().is_empty());
 
-    // Pending before the send, confirmed after: the snapshot moves only for confirmed rows.
-    let batch: Vec<(String, [u8; 16])> = (1..=3).map(|i| (format!("k{i}"), h(i))).collect();
-    store.mark_pending("contacts", &batch).await.unwrap();
-    let snap = store.snapshot("contacts").await.unwrap();
-    assert_eq!(snap.len(), 3);
-    assert!(snap.iter().all(|e| e.hash.is_none() && e.pending.is_some()));
+    // A batch is in flight before it is sent; its answer is committed with the settle.
+    let w = |rows: &[(&str, u8, Option<&str>)]| StateWrite::Confirm {
+        run_id: r2,
+        rows: rows
+            .iter()
+            .map(|(k, n, id)| (k.to_string(), h(*n), id.map(str::to_string)))
+            .collect(),
+    };
+    let keys = |ks: &[&str]| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>();
     store
-        .record_errors(
+        .apply(
             "contacts",
-            &[RowErrorEntry {
-                key: "k3".into(),
+            vec![StateWrite::Inflight(InflightBatch {
                 run_id: r2,
-                kind: "rejected".into(),
-                code: "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST".into(),
-                message: "bad value for restricted picklist field: Gold".into(),
-            }],
+                batch: 1,
+                op: "upsert".into(),
+                keys: keys(&["k1", "k2", "k3"]),
+            })],
         )
         .await
         .unwrap();
-    store
-        .confirm(
-            "contacts",
-            r2,
-            &[("k1".into(), h(1), Some("003A".into())), ("k2".into(), h(2), None)],
-        )
-        .await
-        .unwrap();
-    let snap = store.snapshot("contacts").await.unwrap();
-    assert_eq!(snap[0].key, "k1");
-    assert_eq!(
-        (snap[0].hash, snap[0].pending, snap[0].record_id.as_deref()),
-        (Some(h(1)), None, Some("003A"))
+    let inflight = store.inflight("contacts").await.unwrap();
+    assert_eq!(inflight.len(), 1);
+    assert_eq!(inflight[0].keys, ["k1", "k2", "k3"]);
+    assert!(
+        store.snapshot("contacts").await.unwrap().is_empty(),
+        "nothing is confirmed yet"
     );
-    assert_eq!((snap[1].hash, snap[1].pending), (Some(h(2)), None));
-    // The rejected row keeps no confirmed hash and stays pending-marked until resolved.
-    assert_eq!((snap[2].hash, snap[2].pending), (None, Some(h(3))));
+    store
+        .apply(
+            "contacts",
+            vec![
+                w(&[("k1", 1, Some("003A")), ("k2", 2, None)]),
+                StateWrite::Errors(vec![RowErrorEntry {
+                    key: "k3".into(),
+                    run_id: r2,
+                    kind: "rejected".into(),
+                    code: "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST".into(),
+                    message: "bad value for restricted picklist field: Gold".into(),
+                }]),
+                StateWrite::Settle { run_id: r2, batch: 1 },
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(store.inflight("contacts").await.unwrap().is_empty());
+    let snap = store.snapshot("contacts").await.unwrap();
+    assert_eq!(snap.len(), 2, "the rejected row has no snapshot entry");
+    assert_eq!(
+        (snap[0].key.as_str(), snap[0].hash, snap[0].record_id.as_deref()),
+        ("k1", h(1), Some("003A"))
+    );
+    assert_eq!(store.snapshot_len("contacts").await.unwrap(), 2);
     let errors = store.row_errors("contacts").await.unwrap();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].code, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST");
+    assert_eq!(store.row_error_count("contacts").await.unwrap(), 1);
     // Once accepted, its error goes; a record id already known is kept.
     store
-        .confirm("contacts", r2, &[("k3".into(), h(3), None), ("k1".into(), h(9), None)])
+        .apply("contacts", vec![w(&[("k3", 3, None), ("k1", 9, None)])])
         .await
         .unwrap();
     assert!(store.row_errors("contacts").await.unwrap().is_empty());
     let snap = store.snapshot("contacts").await.unwrap();
-    assert_eq!((snap[0].hash, snap[0].record_id.as_deref()), (Some(h(9)), Some("003A")));
+    assert_eq!((snap[0].hash, snap[0].record_id.as_deref()), (h(9), Some("003A")));
+    let ids = store
+        .record_ids("contacts", &keys(&["k1", "k2", "nope"]))
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids["k1"], "003A");
 
-    // Models do not see each other; `forget` clears one model's snapshot and errors only.
-    store.confirm("other", r2, &[("k1".into(), h(5), None)]).await.unwrap();
-    store.forget("contacts").await.unwrap();
+    // The snapshot streams in chunks.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let (scanned, mut got) = tokio::join!(store.scan_snapshot("contacts", tx), async {
+        let mut all = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            all.extend(chunk);
+        }
+        all
+    });
+    scanned.unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        [("k1".to_string(), h(9)), ("k2".into(), h(2)), ("k3".into(), h(3))]
+    );
+
+    // Invalid-row errors of earlier runs go; removed rows leave snapshot and errors.
+    store
+        .apply(
+            "contacts",
+            vec![StateWrite::Errors(vec![
+                RowErrorEntry {
+                    key: "old".into(),
+                    run_id: r1,
+                    kind: "invalid".into(),
+                    code: "null_key".into(),
+                    message: "m".into(),
+                },
+                RowErrorEntry {
+                    key: "k2".into(),
+                    run_id: r1,
+                    kind: "rejected".into(),
+                    code: "X".into(),
+                    message: "m".into(),
+                },
+            ])],
+        )
+        .await
+        .unwrap();
+    store
+        .apply("contacts", vec![StateWrite::ClearInvalidBefore { run_id: r2 }])
+        .await
+        .unwrap();
+    let errors = store.row_errors("contacts").await.unwrap();
+    assert_eq!(errors.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["k2"]);
+    store
+        .apply("contacts", vec![StateWrite::Remove { keys: keys(&["k2"]) }])
+        .await
+        .unwrap();
+    assert_eq!(store.snapshot_len("contacts").await.unwrap(), 2);
+    assert!(store.row_errors("contacts").await.unwrap().is_empty());
+
+    // Earlier runs' in-flight records are replaced by the keys still unresolved.
+    let b = |run_id, batch, ks: &[&str]| {
+        StateWrite::Inflight(InflightBatch {
+            run_id,
+            batch,
+            op: "upsert".into(),
+            keys: keys(ks),
+        })
+    };
+    store
+        .apply(
+            "contacts",
+            vec![b(r1, 1, &["a", "b"]), b(r1, 2, &["c"]), b(r2, 7, &["d"])],
+        )
+        .await
+        .unwrap();
+    store
+        .apply(
+            "contacts",
+            vec![StateWrite::ReplaceInflight {
+                run_id: r2,
+                keep: Some(InflightBatch {
+                    run_id: r2,
+                    batch: 0,
+                    op: "unknown".into(),
+                    keys: keys(&["b"]),
+                }),
+            }],
+        )
+        .await
+        .unwrap();
+    let inflight = store.inflight("contacts").await.unwrap();
+    assert_eq!(
+        inflight.iter().map(|b| (b.batch, b.keys.clone())).collect::<Vec<_>>(),
+        [(0, keys(&["b"])), (7, keys(&["d"]))]
+    );
+
+    // The destination a snapshot belongs to.
+    assert_eq!(store.model_destination("contacts").await.unwrap(), None);
+    store.set_model_destination("contacts", "http:hook::id").await.unwrap();
+    store.set_model_destination("contacts", "http:hook2::id").await.unwrap();
+    assert_eq!(
+        store.model_destination("contacts").await.unwrap().as_deref(),
+        Some("http:hook2::id")
+    );
+
+    // The latest run of each model, and the latest completed one.
+    store
+        .finish_run(r2, "failed", RunCounts::default(), Some("x"))
+        .await
+        .unwrap();
+    let r3 = store.start_run("other").await.unwrap();
+    let last = store.last_runs().await.unwrap();
+    assert_eq!(
+        last.iter().map(|r| (r.model.as_str(), r.id)).collect::<Vec<_>>(),
+        [("contacts", r2), ("other", r3)]
+    );
+    assert_eq!(store.last_completed("contacts").await.unwrap().map(|r| r.id), Some(r1));
+    assert_eq!(store.last_completed("other").await.unwrap(), None);
+
+    // The run lock: one holder at a time.
+    let me = lock::me(r2);
+    assert_eq!(
+        store.lock("contacts", &me, lock::LEASE).await.unwrap(),
+        LockOutcome::Acquired { took_over: None }
+    );
+    // Another live process on this host (same pid and start time, another holder id).
+    let other = LockHolder {
+        id: format!("{}-other", me.id),
+        ..me.clone()
+    };
+    match store.lock("contacts", &other, lock::LEASE).await.unwrap() {
+        LockOutcome::Held(h) => assert_eq!(h.id, me.id),
+        got => panic!("{got:?}"),
+    }
+    assert_eq!(store.lock_holder("contacts").await.unwrap().unwrap().id, me.id);
+    assert!(store.heartbeat("contacts", &me).await.unwrap());
+    assert!(!store.heartbeat("contacts", &other).await.unwrap());
+    store.unlock("contacts", &me).await.unwrap();
+    assert_eq!(store.lock_holder("contacts").await.unwrap(), None);
+    // A dead holder on this host is taken over at once.
+    let dead = LockHolder {
+        id: "dead".into(),
+        pid: 9_999_999,
+        ..me.clone()
+    };
+    store.lock("contacts", &dead, lock::LEASE).await.unwrap();
+    match store.lock("contacts", &me, lock::LEASE).await.unwrap() {
+        LockOutcome::Acquired { took_over: Some(h) } => assert_eq!(h.id, "dead"),
+        got => panic!("{got:?}"),
+    }
+    assert!(
+        !store.heartbeat("contacts", &dead).await.unwrap(),
+        "the old holder lost it"
+    );
+    // A holder elsewhere keeps it for the lease, then loses it.
+    store.unlock("contacts", &me).await.unwrap();
+    let remote = LockHolder {
+        id: "remote".into(),
+        host: "elsewhere".into(),
+        pid: 9_999_999,
+        ..me.clone()
+    };
+    store.lock("contacts", &remote, lock::LEASE).await.unwrap();
+    assert!(matches!(
+        store.lock("contacts", &me, lock::LEASE).await.unwrap(),
+        LockOutcome::Held(_)
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    assert!(matches!(
+        store
+            .lock("contacts", &me, std::time::Duration::from_millis(10))
+            .await
+            .unwrap(),
+        LockOutcome::Acquired { took_over: Some(_) }
+    ));
+
+    // Models do not see each other; `forget` clears one model's state (runs are kept).
+    store.apply("other", vec![w(&[("k1", 5, None)])]).await.unwrap();
+    assert_eq!(store.forget("contacts").await.unwrap(), 2);
     assert!(store.snapshot("contacts").await.unwrap().is_empty());
+    assert!(store.inflight("contacts").await.unwrap().is_empty());
+    assert_eq!(store.model_destination("contacts").await.unwrap(), None);
     assert_eq!(store.snapshot("other").await.unwrap().len(), 1);
     assert_eq!(
         store.runs("contacts", 10).await.unwrap().len(),

@@ -1,8 +1,8 @@
 //! The state store: what ebb remembers between runs.
 //!
 //! Per model: the snapshot (for each row key, the hash of the payload the destination
-//! last confirmed, a pending hash while a batch is in flight, the destination's record
-//! id), the run history, and the latest error of each rejected or invalid row. Two
+//! last confirmed and the destination's record id), the batches in flight, the run
+//! history, the latest error of each rejected or invalid row, and the run lock. Two
 //! backends with one interface and one format (`docs/state.md`): SQLite (the default,
 //! `.ebb/state.db` in the project) and PostgreSQL (`state.url: postgres://…`, shared by
 //! several daemons). The schema is versioned; migrations run on open, and a store written
@@ -11,7 +11,12 @@
 mod postgres;
 mod sqlite;
 
+pub mod lock;
+
+use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// The schema version this ebb writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -62,17 +67,78 @@ pub struct RunCounts {
     pub api_calls: i64,
 }
 
-/// A row of a model's snapshot.
+/// A row of a model's snapshot: what the destination last confirmed for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotEntry {
     pub key: String,
-    /// The payload hash the destination confirmed; `None` if it never confirmed one.
-    pub hash: Option<[u8; 16]>,
-    /// Set while a batch holding the row is in flight: its state at the destination is
-    /// unknown until confirmed.
-    pub pending: Option<[u8; 16]>,
+    /// The hash of the payload the destination confirmed.
+    pub hash: [u8; 16],
     /// The destination's id of the record (e.g. a Salesforce Id), when it returned one.
     pub record_id: Option<String>,
+}
+
+/// Rows of a batch that was sent and not yet settled: their state at the destination is
+/// unknown (the run may have died before the answer came).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InflightBatch {
+    pub run_id: i64,
+    pub batch: i64,
+    /// `upsert`, `update`, `insert`, `delete` or `clear`.
+    pub op: String,
+    pub keys: Vec<String>,
+}
+
+/// One change to the state, applied with others in one transaction by [`StateStore::apply`].
+#[derive(Debug, Clone)]
+pub enum StateWrite {
+    /// A batch is about to be sent: its keys are in flight.
+    Inflight(InflightBatch),
+    /// A batch was answered: its in-flight record goes.
+    Settle { run_id: i64, batch: i64 },
+    /// The destination confirmed these rows: their hash becomes the snapshot and their
+    /// recorded error goes. A record id already known is kept when none is given.
+    Confirm {
+        run_id: i64,
+        rows: Vec<(String, [u8; 16], Option<String>)>,
+    },
+    /// These rows left the model and the destination no longer holds them (or the model
+    /// ignores removals): their snapshot entries and errors go.
+    Remove { keys: Vec<String> },
+    /// The latest error of these rows.
+    Errors(Vec<RowErrorEntry>),
+    /// Errors of kind `invalid` recorded by runs before this one go (a row fixed since is
+    /// no longer reported).
+    ClearInvalidBefore { run_id: i64 },
+    /// Replaces the model's in-flight records written by runs before `run_id` with `keep`
+    /// (the keys still unresolved), if any.
+    ReplaceInflight { run_id: i64, keep: Option<InflightBatch> },
+}
+
+/// Who holds a model's run lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// `host:pid:nonce`, unique per process.
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    /// The process's start time on its host (Linux: ticks since boot), so that a reused pid
+    /// is not mistaken for the holder.
+    pub started: String,
+    pub run_id: i64,
+    /// When the lock was taken, RFC 3339 UTC.
+    pub acquired_at: String,
+    /// The last renewal, milliseconds since the epoch by the store's clock where it has one.
+    pub heartbeat_ms: i64,
+}
+
+/// The answer to [`StateStore::lock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOutcome {
+    Acquired {
+        /// The holder whose lock was taken over (its process died or its lease ran out).
+        took_over: Option<LockHolder>,
+    },
+    Held(LockHolder),
 }
 
 /// The latest problem with one row.
@@ -122,6 +188,11 @@ impl StateStore {
         )))
     }
 
+    /// A name for messages: the file or the URL without its password.
+    pub fn name(&self) -> &str {
+        dispatch!(self, s => s.name())
+    }
+
     /// The schema version of the store.
     pub async fn schema_version(&self) -> Result<i64, StateError> {
         dispatch!(self, s => s.schema_version().await)
@@ -129,8 +200,7 @@ impl StateStore {
 
     /// Records the start of a run; returns its id.
     pub async fn start_run(&self, model: &str) -> Result<i64, StateError> {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        dispatch!(self, s => s.start_run(model, &now).await)
+        dispatch!(self, s => s.start_run(model, &now()).await)
     }
 
     /// Records how a run ended.
@@ -141,8 +211,7 @@ impl StateStore {
         counts: RunCounts,
         error: Option<&str>,
     ) -> Result<(), StateError> {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        dispatch!(self, s => s.finish_run(id, &now, status, counts, error).await)
+        dispatch!(self, s => s.finish_run(id, &now(), status, counts, error).await)
     }
 
     /// The latest `limit` runs of a model, newest first.
@@ -150,48 +219,130 @@ impl StateStore {
         dispatch!(self, s => s.runs(model, limit).await)
     }
 
-    /// The snapshot of a model.
+    /// The latest run of every model, by model name.
+    pub async fn last_runs(&self) -> Result<Vec<RunRecord>, StateError> {
+        dispatch!(self, s => s.last_runs().await)
+    }
+
+    /// The latest run of a model that ended `succeeded` or `partial`.
+    pub async fn last_completed(&self, model: &str) -> Result<Option<RunRecord>, StateError> {
+        dispatch!(self, s => s.last_completed(model).await)
+    }
+
+    /// The snapshot of a model, by key (for small models and tests; runs stream it with
+    /// [`StateStore::scan_snapshot`]).
     pub async fn snapshot(&self, model: &str) -> Result<Vec<SnapshotEntry>, StateError> {
         dispatch!(self, s => s.snapshot(model).await)
     }
 
-    /// Marks rows as in flight with the payload hash being sent, durably, before the
-    /// batch goes out.
-    pub async fn mark_pending(&self, model: &str, rows: &[(String, [u8; 16])]) -> Result<(), StateError> {
-        dispatch!(self, s => s.mark_pending(model, rows).await)
+    /// The number of rows in a model's snapshot.
+    pub async fn snapshot_len(&self, model: &str) -> Result<u64, StateError> {
+        dispatch!(self, s => s.snapshot_len(model).await)
     }
 
-    /// Commits the rows the destination confirmed: their hash becomes the snapshot, the
-    /// pending mark and any recorded error go. One transaction.
-    pub async fn confirm(
+    /// Streams a model's snapshot as `(key, hash)` chunks into `tx`, without holding it.
+    pub async fn scan_snapshot(
         &self,
         model: &str,
-        run_id: i64,
-        rows: &[(String, [u8; 16], Option<String>)],
+        tx: mpsc::Sender<Vec<(String, [u8; 16])>>,
     ) -> Result<(), StateError> {
-        dispatch!(self, s => s.confirm(model, run_id, rows).await)
+        dispatch!(self, s => s.scan_snapshot(model, tx).await)
     }
 
-    /// Records the latest error of rows (rejected or invalid); their snapshot entries stay.
-    pub async fn record_errors(&self, model: &str, errors: &[RowErrorEntry]) -> Result<(), StateError> {
-        dispatch!(self, s => s.record_errors(model, errors).await)
+    /// The destination's record ids of `keys`, where known.
+    pub async fn record_ids(&self, model: &str, keys: &[String]) -> Result<HashMap<String, String>, StateError> {
+        dispatch!(self, s => s.record_ids(model, keys).await)
     }
 
-    /// The recorded errors of a model, by key.
+    /// The model's batches in flight (sent by a run that ended before they were answered).
+    pub async fn inflight(&self, model: &str) -> Result<Vec<InflightBatch>, StateError> {
+        dispatch!(self, s => s.inflight(model).await)
+    }
+
+    /// Applies `writes` in one transaction, in order.
+    pub async fn apply(&self, model: &str, writes: Vec<StateWrite>) -> Result<(), StateError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, s => s.apply(model, writes).await)
+    }
+
+    /// The latest error of each rejected or invalid row of a model, by key.
     pub async fn row_errors(&self, model: &str) -> Result<Vec<RowErrorEntry>, StateError> {
         dispatch!(self, s => s.row_errors(model).await)
     }
 
-    /// Forgets a model's snapshot and errors (runs are kept): the next run is a full sync.
-    pub async fn forget(&self, model: &str) -> Result<(), StateError> {
+    /// The number of recorded row errors of a model.
+    pub async fn row_error_count(&self, model: &str) -> Result<u64, StateError> {
+        dispatch!(self, s => s.row_error_count(model).await)
+    }
+
+    /// The destination a model's snapshot belongs to (`None` before its first run).
+    pub async fn model_destination(&self, model: &str) -> Result<Option<String>, StateError> {
+        dispatch!(self, s => s.model_destination(model).await)
+    }
+
+    /// Records the destination a model's snapshot belongs to.
+    pub async fn set_model_destination(&self, model: &str, destination: &str) -> Result<(), StateError> {
+        dispatch!(self, s => s.set_model_destination(model, destination).await)
+    }
+
+    /// Takes the run lock of `model` for `me`, unless a live holder has it. A holder on this
+    /// host whose process is gone is taken over at once; one elsewhere once its heartbeat is
+    /// older than `lease`.
+    pub async fn lock(&self, model: &str, me: &LockHolder, lease: Duration) -> Result<LockOutcome, StateError> {
+        dispatch!(self, s => s.lock(model, me, lease).await)
+    }
+
+    /// Renews the lock; `false` if `me` no longer holds it.
+    pub async fn heartbeat(&self, model: &str, me: &LockHolder) -> Result<bool, StateError> {
+        dispatch!(self, s => s.heartbeat(model, me).await)
+    }
+
+    /// Releases the lock if `me` holds it.
+    pub async fn unlock(&self, model: &str, me: &LockHolder) -> Result<(), StateError> {
+        dispatch!(self, s => s.unlock(model, me).await)
+    }
+
+    /// The current holder of a model's lock, if any.
+    pub async fn lock_holder(&self, model: &str) -> Result<Option<LockHolder>, StateError> {
+        dispatch!(self, s => s.lock_holder(model).await)
+    }
+
+    /// Forgets a model's snapshot, in-flight batches and errors (runs are kept): the next
+    /// run is a full sync. Returns how many snapshot rows were forgotten.
+    pub async fn forget(&self, model: &str) -> Result<u64, StateError> {
         dispatch!(self, s => s.forget(model).await)
     }
 }
 
-/// The DDL of schema version 1. `{blob}` and `{id}` differ between the backends.
-fn schema_v1(blob: &str, id: &str) -> String {
+/// Whether `me` may take the lock `existing` holds: it is ours already, its process on this
+/// host is gone, or its heartbeat is older than `lease`.
+fn may_take(existing: &LockHolder, me: &LockHolder, now_ms: i64, lease: Duration) -> bool {
+    existing.id == me.id || holder_is_dead_here(existing) || now_ms - existing.heartbeat_ms > lease.as_millis() as i64
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Whether the holder of a lock on this host is gone: no process with its pid, or one that
+/// started at another time (the pid was reused).
+pub fn holder_is_dead_here(h: &LockHolder) -> bool {
+    if h.host != lock::host() {
+        return false;
+    }
+    match lock::process_start(h.pid) {
+        None => true,
+        Some(started) => started != h.started,
+    }
+}
+
+/// The DDL of schema version 1. `{blob}`, `{id}` and `{norowid}` differ between the backends.
+fn schema_v1(blob: &str, id: &str, norowid: &str) -> String {
     format!(
         "CREATE TABLE ebb_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE ebb_models (model TEXT PRIMARY KEY, destination TEXT NOT NULL);
          CREATE TABLE ebb_runs (
             id {id}, model TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT, status TEXT NOT NULL,
             rows_read BIGINT NOT NULL DEFAULT 0, rows_added BIGINT NOT NULL DEFAULT 0,
@@ -201,11 +352,18 @@ fn schema_v1(blob: &str, id: &str) -> String {
             rows_rejected BIGINT NOT NULL DEFAULT 0, api_calls BIGINT NOT NULL DEFAULT 0, error TEXT);
          CREATE INDEX ebb_runs_by_model ON ebb_runs (model, id);
          CREATE TABLE ebb_snapshot (
-            model TEXT NOT NULL, key TEXT NOT NULL, hash {blob}, pending_hash {blob}, record_id TEXT,
-            updated_run BIGINT, PRIMARY KEY (model, key));
+            model TEXT NOT NULL, key TEXT NOT NULL, hash {blob} NOT NULL, record_id TEXT,
+            updated_run BIGINT NOT NULL, PRIMARY KEY (model, key)){norowid};
+         CREATE TABLE ebb_inflight (
+            model TEXT NOT NULL, run_id BIGINT NOT NULL, batch BIGINT NOT NULL, op TEXT NOT NULL,
+            keys TEXT NOT NULL, PRIMARY KEY (model, run_id, batch));
          CREATE TABLE ebb_row_errors (
             model TEXT NOT NULL, key TEXT NOT NULL, run_id BIGINT NOT NULL, kind TEXT NOT NULL,
-            code TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (model, key));"
+            code TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (model, key));
+         CREATE TABLE ebb_locks (
+            model TEXT PRIMARY KEY, holder TEXT NOT NULL, host TEXT NOT NULL, pid BIGINT NOT NULL,
+            started TEXT NOT NULL, run_id BIGINT NOT NULL, acquired_at TEXT NOT NULL,
+            heartbeat_ms BIGINT NOT NULL);"
     )
 }
 
@@ -214,6 +372,18 @@ const RUN_COLUMNS: &str =
     "id, model, started_at, ended_at, status, rows_read, rows_added, rows_changed, rows_removed, \
      rows_unchanged, rows_invalid, rows_sent, rows_confirmed, rows_rejected, api_calls, error";
 
-fn hash16(v: Option<Vec<u8>>) -> Option<[u8; 16]> {
-    v.and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+/// The columns of `ebb_locks` in the order both backends read them into a `LockHolder`.
+const LOCK_COLUMNS: &str = "holder, host, pid, started, run_id, acquired_at, heartbeat_ms";
+
+fn hash16(b: &[u8]) -> [u8; 16] {
+    <[u8; 16]>::try_from(b).unwrap_or_default()
+}
+
+/// The keys of an in-flight batch as stored: a JSON array of strings.
+fn keys_text(keys: &[String]) -> String {
+    serde_json::to_string(keys).unwrap_or_else(|_| "[]".into())
+}
+
+fn keys_from_text(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
 }

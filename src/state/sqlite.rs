@@ -1,29 +1,89 @@
 //! SQLite backend: one file, WAL journal, `synchronous=NORMAL` (a commit is durable
 //! against a crash of ebb; an OS crash may lose the last commits, never corrupt them).
+//! Snapshot scans read through a second connection, so they do not hold up writes (the
+//! lock's heartbeat, a batch's commit).
 
 use super::{
-    hash16, schema_v1, RowErrorEntry, RunCounts, RunRecord, SnapshotEntry, StateError, RUN_COLUMNS, SCHEMA_VERSION,
+    hash16, keys_from_text, keys_text, may_take, schema_v1, InflightBatch, LockHolder, LockOutcome, RowErrorEntry,
+    RunCounts, RunRecord, SnapshotEntry, StateError, StateWrite, LOCK_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION,
 };
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// For snapshot scans; `None` for `:memory:` (a second connection would be another
+    /// database).
+    reader: Option<Arc<Mutex<Connection>>>,
     name: String,
+}
+
+fn run_record(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0)?,
+        model: r.get(1)?,
+        started_at: r.get(2)?,
+        ended_at: r.get(3)?,
+        status: r.get(4)?,
+        counts: RunCounts {
+            read: r.get(5)?,
+            added: r.get(6)?,
+            changed: r.get(7)?,
+            removed: r.get(8)?,
+            unchanged: r.get(9)?,
+            invalid: r.get(10)?,
+            sent: r.get(11)?,
+            confirmed: r.get(12)?,
+            rejected: r.get(13)?,
+            api_calls: r.get(14)?,
+        },
+        error: r.get(15)?,
+    })
+}
+
+fn lock_holder(r: &rusqlite::Row) -> rusqlite::Result<LockHolder> {
+    Ok(LockHolder {
+        id: r.get(0)?,
+        host: r.get(1)?,
+        pid: r.get(2)?,
+        started: r.get(3)?,
+        run_id: r.get(4)?,
+        acquired_at: r.get(5)?,
+        heartbeat_ms: r.get(6)?,
+    })
 }
 
 impl SqliteStore {
     pub async fn open(path: PathBuf) -> Result<SqliteStore, StateError> {
         let name = format!("`{}`", crate::validate::display_path(&path).display());
         let n = name.clone();
-        tokio::task::spawn_blocking(move || open_blocking(path, &n))
-            .await
-            .map_err(|e| StateError::Open(e.to_string()))?
-            .map(|conn| SqliteStore {
-                conn: Arc::new(Mutex::new(conn)),
-                name,
-            })
+        tokio::task::spawn_blocking(move || {
+            let conn = open_blocking(&path, &n)?;
+            let reader = if path.as_os_str() == ":memory:" {
+                None
+            } else {
+                let r = Connection::open(&path).map_err(|e| StateError::Open(format!("{n}: {e}")))?;
+                r.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+                    .map_err(|e| StateError::Open(format!("{n}: {e}")))?;
+                Some(Arc::new(Mutex::new(r)))
+            };
+            Ok((conn, reader))
+        })
+        .await
+        .map_err(|e| StateError::Open(e.to_string()))?
+        .map(|(conn, reader)| SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            reader,
+            name,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Runs `f` on the connection on a blocking thread.
@@ -106,29 +166,36 @@ impl SqliteStore {
             let mut stmt = c.prepare(&format!(
                 "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE model = ?1 ORDER BY id DESC LIMIT ?2"
             ))?;
-            let rows = stmt.query_map(params![model, limit], |r| {
-                Ok(RunRecord {
-                    id: r.get(0)?,
-                    model: r.get(1)?,
-                    started_at: r.get(2)?,
-                    ended_at: r.get(3)?,
-                    status: r.get(4)?,
-                    counts: RunCounts {
-                        read: r.get(5)?,
-                        added: r.get(6)?,
-                        changed: r.get(7)?,
-                        removed: r.get(8)?,
-                        unchanged: r.get(9)?,
-                        invalid: r.get(10)?,
-                        sent: r.get(11)?,
-                        confirmed: r.get(12)?,
-                        rejected: r.get(13)?,
-                        api_calls: r.get(14)?,
-                    },
-                    error: r.get(15)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![model, limit], run_record)?;
             rows.collect()
+        })
+        .await
+    }
+
+    pub async fn last_runs(&self) -> Result<Vec<RunRecord>, StateError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE id IN (SELECT max(id) FROM ebb_runs GROUP BY model)
+                 ORDER BY model"
+            ))?;
+            let rows = stmt.query_map([], run_record)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub async fn last_completed(&self, model: &str) -> Result<Option<RunRecord>, StateError> {
+        let model = model.to_string();
+        self.with(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM ebb_runs WHERE model = ?1 AND status IN ('succeeded', 'partial')
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                params![model],
+                run_record,
+            )
+            .optional()
         })
         .await
     }
@@ -136,14 +203,12 @@ impl SqliteStore {
     pub async fn snapshot(&self, model: &str) -> Result<Vec<SnapshotEntry>, StateError> {
         let model = model.to_string();
         self.with(move |c| {
-            let mut stmt =
-                c.prepare("SELECT key, hash, pending_hash, record_id FROM ebb_snapshot WHERE model = ?1 ORDER BY key")?;
+            let mut stmt = c.prepare("SELECT key, hash, record_id FROM ebb_snapshot WHERE model = ?1 ORDER BY key")?;
             let rows = stmt.query_map(params![model], |r| {
                 Ok(SnapshotEntry {
                     key: r.get(0)?,
-                    hash: hash16(r.get(1)?),
-                    pending: hash16(r.get(2)?),
-                    record_id: r.get(3)?,
+                    hash: hash16(r.get_ref(1)?.as_blob()?),
+                    record_id: r.get(2)?,
                 })
             })?;
             rows.collect()
@@ -151,63 +216,97 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn mark_pending(&self, model: &str, rows: &[(String, [u8; 16])]) -> Result<(), StateError> {
-        let (model, rows) = (model.to_string(), rows.to_vec());
+    pub async fn snapshot_len(&self, model: &str) -> Result<u64, StateError> {
+        let model = model.to_string();
         self.with(move |c| {
-            let tx = c.transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO ebb_snapshot (model, key, pending_hash) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (model, key) DO UPDATE SET pending_hash = excluded.pending_hash",
-                )?;
-                for (key, hash) in &rows {
-                    stmt.execute(params![model, key, &hash[..]])?;
-                }
-            }
-            tx.commit()
+            c.query_row(
+                "SELECT count(*) FROM ebb_snapshot WHERE model = ?1",
+                params![model],
+                |r| r.get::<_, i64>(0),
+            )
         })
         .await
+        .map(|n| n as u64)
     }
 
-    pub async fn confirm(
+    pub async fn scan_snapshot(
         &self,
         model: &str,
-        run_id: i64,
-        rows: &[(String, [u8; 16], Option<String>)],
+        tx: mpsc::Sender<Vec<(String, [u8; 16])>>,
     ) -> Result<(), StateError> {
-        let (model, rows) = (model.to_string(), rows.to_vec());
+        let conn = self.reader.clone().unwrap_or_else(|| self.conn.clone());
+        let (model, name) = (model.to_string(), self.name.clone());
+        tokio::task::spawn_blocking(move || {
+            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let scan = || -> rusqlite::Result<()> {
+                let mut stmt = c.prepare("SELECT key, hash FROM ebb_snapshot WHERE model = ?1")?;
+                let mut rows = stmt.query(params![model])?;
+                let mut chunk = Vec::with_capacity(8192);
+                while let Some(r) = rows.next()? {
+                    chunk.push((r.get_ref(0)?.as_str()?.to_string(), hash16(r.get_ref(1)?.as_blob()?)));
+                    if chunk.len() == 8192
+                        && tx
+                            .blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(8192)))
+                            .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(chunk);
+                }
+                Ok(())
+            };
+            scan().map_err(|e| StateError::Query(name, e.to_string()))
+        })
+        .await
+        .map_err(|e| StateError::Query(self.name.clone(), e.to_string()))?
+    }
+
+    pub async fn record_ids(&self, model: &str, keys: &[String]) -> Result<HashMap<String, String>, StateError> {
+        let (model, keys) = (model.to_string(), keys.to_vec());
         self.with(move |c| {
-            let tx = c.transaction()?;
-            {
-                let mut up = tx.prepare_cached(
-                    "INSERT INTO ebb_snapshot (model, key, hash, record_id, updated_run) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (model, key) DO UPDATE SET hash = excluded.hash, pending_hash = NULL,
-                        record_id = COALESCE(excluded.record_id, ebb_snapshot.record_id), updated_run = excluded.updated_run",
-                )?;
-                let mut err = tx.prepare_cached("DELETE FROM ebb_row_errors WHERE model = ?1 AND key = ?2")?;
-                for (key, hash, record_id) in &rows {
-                    up.execute(params![model, key, &hash[..], record_id, run_id])?;
-                    err.execute(params![model, key])?;
+            let mut stmt = c.prepare_cached(
+                "SELECT record_id FROM ebb_snapshot WHERE model = ?1 AND key = ?2 AND record_id IS NOT NULL",
+            )?;
+            let mut out = HashMap::new();
+            for k in keys {
+                if let Some(id) = stmt
+                    .query_row(params![model, k], |r| r.get::<_, String>(0))
+                    .optional()?
+                {
+                    out.insert(k, id);
                 }
             }
-            tx.commit()
+            Ok(out)
         })
         .await
     }
 
-    pub async fn record_errors(&self, model: &str, errors: &[RowErrorEntry]) -> Result<(), StateError> {
-        let (model, errors) = (model.to_string(), errors.to_vec());
+    pub async fn inflight(&self, model: &str) -> Result<Vec<InflightBatch>, StateError> {
+        let model = model.to_string();
+        self.with(move |c| {
+            let mut stmt =
+                c.prepare("SELECT run_id, batch, op, keys FROM ebb_inflight WHERE model = ?1 ORDER BY run_id, batch")?;
+            let rows = stmt.query_map(params![model], |r| {
+                Ok(InflightBatch {
+                    run_id: r.get(0)?,
+                    batch: r.get(1)?,
+                    op: r.get(2)?,
+                    keys: keys_from_text(r.get_ref(3)?.as_str()?),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub async fn apply(&self, model: &str, writes: Vec<StateWrite>) -> Result<(), StateError> {
+        let model = model.to_string();
         self.with(move |c| {
             let tx = c.transaction()?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO ebb_row_errors (model, key, run_id, kind, code, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (model, key) DO UPDATE SET run_id = excluded.run_id, kind = excluded.kind,
-                        code = excluded.code, message = excluded.message",
-                )?;
-                for e in &errors {
-                    stmt.execute(params![model, e.key, e.run_id, e.kind, e.code, e.message])?;
-                }
+            for w in &writes {
+                apply_one(&tx, &model, w)?;
             }
             tx.commit()
         })
@@ -233,25 +332,203 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn forget(&self, model: &str) -> Result<(), StateError> {
+    pub async fn row_error_count(&self, model: &str) -> Result<u64, StateError> {
+        let model = model.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT count(*) FROM ebb_row_errors WHERE model = ?1",
+                params![model],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await
+        .map(|n| n as u64)
+    }
+
+    pub async fn model_destination(&self, model: &str) -> Result<Option<String>, StateError> {
+        let model = model.to_string();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT destination FROM ebb_models WHERE model = ?1",
+                params![model],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub async fn set_model_destination(&self, model: &str, destination: &str) -> Result<(), StateError> {
+        let (model, destination) = (model.to_string(), destination.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO ebb_models (model, destination) VALUES (?1, ?2)
+                 ON CONFLICT (model) DO UPDATE SET destination = excluded.destination",
+                params![model, destination],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    pub async fn lock(&self, model: &str, me: &LockHolder, lease: Duration) -> Result<LockOutcome, StateError> {
+        let (model, me) = (model.to_string(), me.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing = tx
+                .query_row(
+                    &format!("SELECT {LOCK_COLUMNS} FROM ebb_locks WHERE model = ?1"),
+                    params![model],
+                    lock_holder,
+                )
+                .optional()?;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            if let Some(h) = &existing {
+                if !may_take(h, &me, now_ms, lease) {
+                    return Ok(LockOutcome::Held(h.clone()));
+                }
+            }
+            tx.execute(
+                "INSERT INTO ebb_locks (model, holder, host, pid, started, run_id, acquired_at, heartbeat_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (model) DO UPDATE SET holder = excluded.holder, host = excluded.host, pid = excluded.pid,
+                    started = excluded.started, run_id = excluded.run_id, acquired_at = excluded.acquired_at,
+                    heartbeat_ms = excluded.heartbeat_ms",
+                params![
+                    model,
+                    me.id,
+                    me.host,
+                    me.pid,
+                    me.started,
+                    me.run_id,
+                    me.acquired_at,
+                    now_ms
+                ],
+            )?;
+            tx.commit()?;
+            Ok(LockOutcome::Acquired {
+                took_over: existing.filter(|h| h.id != me.id),
+            })
+        })
+        .await
+    }
+
+    pub async fn heartbeat(&self, model: &str, me: &LockHolder) -> Result<bool, StateError> {
+        let (model, id) = (model.to_string(), me.id.clone());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE ebb_locks SET heartbeat_ms = ?3 WHERE model = ?1 AND holder = ?2",
+                params![model, id, chrono::Utc::now().timestamp_millis()],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    pub async fn unlock(&self, model: &str, me: &LockHolder) -> Result<(), StateError> {
+        let (model, id) = (model.to_string(), me.id.clone());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM ebb_locks WHERE model = ?1 AND holder = ?2",
+                params![model, id],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    pub async fn lock_holder(&self, model: &str) -> Result<Option<LockHolder>, StateError> {
+        let model = model.to_string();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {LOCK_COLUMNS} FROM ebb_locks WHERE model = ?1"),
+                params![model],
+                lock_holder,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub async fn forget(&self, model: &str) -> Result<u64, StateError> {
         let model = model.to_string();
         self.with(move |c| {
             let tx = c.transaction()?;
-            tx.execute("DELETE FROM ebb_snapshot WHERE model = ?1", params![model])?;
+            let n = tx.execute("DELETE FROM ebb_snapshot WHERE model = ?1", params![model])?;
+            tx.execute("DELETE FROM ebb_inflight WHERE model = ?1", params![model])?;
             tx.execute("DELETE FROM ebb_row_errors WHERE model = ?1", params![model])?;
-            tx.commit()
+            tx.execute("DELETE FROM ebb_models WHERE model = ?1", params![model])?;
+            tx.commit()?;
+            Ok(n as u64)
         })
         .await
     }
 }
 
-fn open_blocking(path: PathBuf, name: &str) -> Result<Connection, StateError> {
+fn apply_one(tx: &rusqlite::Transaction, model: &str, w: &StateWrite) -> rusqlite::Result<()> {
+    match w {
+        StateWrite::Inflight(b) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO ebb_inflight (model, run_id, batch, op, keys) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![model, b.run_id, b.batch, b.op, keys_text(&b.keys)])?;
+        }
+        StateWrite::Settle { run_id, batch } => {
+            tx.prepare_cached("DELETE FROM ebb_inflight WHERE model = ?1 AND run_id = ?2 AND batch = ?3")?
+                .execute(params![model, run_id, batch])?;
+        }
+        StateWrite::Confirm { run_id, rows } => {
+            let mut up = tx.prepare_cached(
+                "INSERT INTO ebb_snapshot (model, key, hash, record_id, updated_run) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (model, key) DO UPDATE SET hash = excluded.hash,
+                    record_id = COALESCE(excluded.record_id, ebb_snapshot.record_id), updated_run = excluded.updated_run",
+            )?;
+            let mut err = tx.prepare_cached("DELETE FROM ebb_row_errors WHERE model = ?1 AND key = ?2")?;
+            for (key, hash, record_id) in rows {
+                up.execute(params![model, key, &hash[..], record_id, run_id])?;
+                err.execute(params![model, key])?;
+            }
+        }
+        StateWrite::Remove { keys } => {
+            let mut snap = tx.prepare_cached("DELETE FROM ebb_snapshot WHERE model = ?1 AND key = ?2")?;
+            let mut err = tx.prepare_cached("DELETE FROM ebb_row_errors WHERE model = ?1 AND key = ?2")?;
+            for key in keys {
+                snap.execute(params![model, key])?;
+                err.execute(params![model, key])?;
+            }
+        }
+        StateWrite::Errors(errors) => {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO ebb_row_errors (model, key, run_id, kind, code, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (model, key) DO UPDATE SET run_id = excluded.run_id, kind = excluded.kind,
+                    code = excluded.code, message = excluded.message",
+            )?;
+            for e in errors {
+                stmt.execute(params![model, e.key, e.run_id, e.kind, e.code, e.message])?;
+            }
+        }
+        StateWrite::ClearInvalidBefore { run_id } => {
+            tx.prepare_cached("DELETE FROM ebb_row_errors WHERE model = ?1 AND kind = 'invalid' AND run_id < ?2")?
+                .execute(params![model, run_id])?;
+        }
+        StateWrite::ReplaceInflight { run_id, keep } => {
+            tx.prepare_cached("DELETE FROM ebb_inflight WHERE model = ?1 AND run_id < ?2")?
+                .execute(params![model, run_id])?;
+            if let Some(b) = keep {
+                apply_one(tx, model, &StateWrite::Inflight(b.clone()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_blocking(path: &std::path::Path, name: &str) -> Result<Connection, StateError> {
     if path.as_os_str() != ":memory:" {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StateError::Open(format!("{name}: {e}")))?;
         }
     }
-    let conn = Connection::open(&path).map_err(|e| StateError::Open(format!("{name}: {e}")))?;
+    let conn = Connection::open(path).map_err(|e| StateError::Open(format!("{name}: {e}")))?;
     let foreign = |why: String| StateError::Foreign(name.to_string(), why);
     // A file that is not SQLite fails on the first read.
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
@@ -261,7 +538,7 @@ fn open_blocking(path: PathBuf, name: &str) -> Result<Connection, StateError> {
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .map_err(|e| foreign(e.to_string()))?;
     if tables.is_empty() {
-        let ddl = schema_v1("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT");
+        let ddl = schema_v1("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT", " WITHOUT ROWID");
         conn.execute_batch(&format!(
             "BEGIN; {ddl} INSERT INTO ebb_meta VALUES ('schema_version', '{SCHEMA_VERSION}'), ('created_by', 'ebb {}'); COMMIT;",
             env!("CARGO_PKG_VERSION")
@@ -292,5 +569,19 @@ fn open_blocking(path: PathBuf, name: &str) -> Result<Connection, StateError> {
         });
     }
     // Migrations from older versions go here, one step at a time.
+    let missing: Vec<&str> = [
+        "ebb_runs",
+        "ebb_snapshot",
+        "ebb_inflight",
+        "ebb_row_errors",
+        "ebb_locks",
+        "ebb_models",
+    ]
+    .into_iter()
+    .filter(|t| !tables.iter().any(|x| x == t))
+    .collect();
+    if !missing.is_empty() {
+        return Err(foreign(format!("its tables {} are missing", missing.join(", "))));
+    }
     Ok(conn)
 }
