@@ -18,7 +18,9 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "duckdb")]
 pub mod demo;
+pub mod destination;
 pub mod diagnostics;
+pub mod engine;
 pub mod http;
 pub mod map;
 pub mod path;

@@ -6,14 +6,17 @@ mod cli; // the `ebb` binary: exit codes, output formats, `plan`, `schema`
 mod connect; // `validate --connect` against a real warehouse
 #[cfg(feature = "duckdb")]
 mod demo; // `ebb demo`: the quickstart
+mod destination; // the http and file destinations: wire format, retries, limits, files
 mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
 mod map; // the mapping layer on Arrow batches
 mod preview; // `ebb preview` against a real warehouse
 mod schema; // schemas/ is what the types generate
+mod sink; // an in-process webhook speaking the http destination's protocol, with faults
 mod snowflake_server; // an in-process Snowflake SQL API v2 server
 #[cfg(feature = "duckdb")]
 mod source_duckdb; // the DuckDB source against a real embedded database
 mod source_postgres; // the PostgreSQL source against the real server
 mod source_snowflake; // the Snowflake source against that server
 mod state; // the state store, one suite for SQLite and PostgreSQL
+mod sync; // `ebb run` end to end: the delivery contract, crash safety, faults, both state stores

@@ -7,6 +7,7 @@
 mod demo;
 mod plan;
 mod preview;
+mod run;
 mod schema;
 mod validate;
 
@@ -90,6 +91,56 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
     },
+    /// Run models once: read, diff against what the destination confirmed, send only the
+    /// changes. Exit 0 on success, 1 if a run failed or was refused, 3 if the destination
+    /// rejected rows (or rows were invalid).
+    Run {
+        /// Names of the models.
+        models: Vec<String>,
+        /// Run every model of the project.
+        #[arg(long, conflicts_with = "models")]
+        all: bool,
+        /// Read and diff, then print the counts and up to 5 sample payloads per kind of
+        /// change; send nothing, record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Send every row, whatever the snapshot says.
+        #[arg(long)]
+        full_resync: bool,
+        /// Run even if the guard refuses (mass change); in insert mode, also re-send rows
+        /// of an interrupted batch.
+        #[arg(long)]
+        force: bool,
+        /// `human` (progress and a summary) or `json` (the summary).
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
+    /// The run history of a model, newest first.
+    Runs {
+        model: String,
+        /// How many runs.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
+    /// The rejected and invalid rows of a model: key, code and message of the latest error.
+    Errors {
+        model: String,
+        #[arg(long, short = 'n', default_value_t = 100)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
+    /// Health of every model (or one): last run, time since the last success, rows in the
+    /// snapshot and in flight, row errors, next scheduled run.
+    Status {
+        model: Option<String>,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
+    /// Forget a model's snapshot: the next run sends every row again.
+    Reset { model: String },
     /// The quickstart: build the demo warehouse (embedded DuckDB, seeded customer data),
     /// check every model against it and show what each would send.
     #[cfg(feature = "duckdb")]
@@ -143,6 +194,29 @@ pub fn run(cli: Cli) -> u8 {
         } => validate::run(project, &paths, format, deny_warnings, connect, color),
         Command::Plan { models, format } => plan::run(project, &models, format, color),
         Command::Preview { model, limit, format } => preview::run(project, &model, limit, format, color),
+        Command::Run {
+            models,
+            all,
+            dry_run,
+            full_resync,
+            force,
+            format,
+        } => run::run(
+            project,
+            &models,
+            all,
+            crate::engine::RunOptions {
+                dry_run,
+                full_resync,
+                force,
+            },
+            format,
+            color,
+        ),
+        Command::Runs { model, limit, format } => run::runs(project, &model, limit, format),
+        Command::Errors { model, limit, format } => run::errors(project, &model, limit, format),
+        Command::Status { model, format } => run::status(project, model.as_deref(), format),
+        Command::Reset { model } => run::reset(project, &model),
         #[cfg(feature = "duckdb")]
         Command::Demo {
             customers,

@@ -1,0 +1,681 @@
+//! `ebb run`, and what a run leaves behind: `ebb runs`, `ebb errors`, `ebb status`,
+//! `ebb reset`.
+
+use super::PlanFormat;
+use crate::diagnostics::{render, Severity};
+use crate::engine::{self, plural, Progress, RunOptions, RunReport, Status};
+use crate::plan::SyncPlan;
+use crate::state::{RunRecord, StateStore};
+use crate::validate::Report;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Validates the project; the plans of `wanted` (all if empty), or the exit code after
+/// printing why not.
+fn load(project: Option<PathBuf>, wanted: &[String], color: bool) -> anyhow::Result<Result<(Report, Vec<String>), u8>> {
+    let dir = super::project_dir(project)?;
+    let report = crate::validate::validate(&dir, &[])?;
+    if report.io_error {
+        eprint!("{}", render::render(&report.diagnostics, render::Format::Human, color));
+        return Ok(Err(2));
+    }
+    let known = report.model_names();
+    for m in wanted {
+        if !known.contains(&m.as_str()) {
+            if report.has_errors() {
+                // The model may be in a file that does not parse.
+                eprint!("{}", render::render(&report.diagnostics, render::Format::Human, color));
+            }
+            eprintln!(
+                "error: no model named `{m}`; {}",
+                crate::plan::compile::suggest_model(m, &known)
+            );
+            return Ok(Err(2));
+        }
+    }
+    let names: Vec<String> = if wanted.is_empty() {
+        known.iter().map(|s| s.to_string()).collect()
+    } else {
+        wanted.to_vec()
+    };
+    // Errors in the project file, or in the files of the models asked for, stop here.
+    let files: Vec<&PathBuf> = report
+        .models
+        .iter()
+        .filter(|(n, _)| names.contains(n))
+        .map(|(_, f)| f)
+        .collect();
+    let errors: Vec<_> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .filter(|d| d.span.file.path.ends_with(crate::config::PROJECT_FILE) || files.contains(&&d.span.file.path))
+        .cloned()
+        .collect();
+    if !errors.is_empty() {
+        eprint!("{}", render::render(&errors, render::Format::Human, color));
+        eprintln!(
+            "error: fix the {} above first (`ebb validate` lists every problem)",
+            if errors.len() == 1 { "error" } else { "errors" }
+        );
+        return Ok(Err(1));
+    }
+    Ok(Ok((report, names)))
+}
+
+async fn open_store(report: &Report) -> Result<StateStore, String> {
+    let url = report
+        .project
+        .as_ref()
+        .and_then(|p| p.state.as_ref())
+        .and_then(|s| s.url.as_deref());
+    StateStore::open(url, &report.project_dir)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+pub fn run(
+    project: Option<PathBuf>,
+    models: &[String],
+    all: bool,
+    opts: RunOptions,
+    format: PlanFormat,
+    color: bool,
+) -> anyhow::Result<u8> {
+    if models.is_empty() && !all {
+        eprintln!("error: name the models to run, or `--all`");
+        return Ok(2);
+    }
+    let (report, names) = match load(project, models, color)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let rt = runtime()?;
+    let store = match rt.block_on(open_store(&report)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let Some(spec) = report.project.as_ref() else {
+        return Ok(2);
+    };
+    let tty = std::io::stderr().is_terminal() && format == PlanFormat::Human;
+    let mut reports = Vec::new();
+    for name in &names {
+        let Some(plan) = report.plans.iter().find(|p| &p.name == name) else {
+            continue;
+        };
+        let progress = Arc::new(Progress::default());
+        let bar = tty.then(|| progress_bar(name, progress.clone()));
+        let r = rt.block_on(engine::run(&report.project_dir, spec, &store, plan, &opts, &progress));
+        if let Some((bar, stop)) = bar {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = bar.join();
+        }
+        if format == PlanFormat::Human {
+            print_one(&r, plan, color);
+        }
+        reports.push(r);
+    }
+    let code = reports.iter().map(|r| r.status.exit_code()).fold(0, worst);
+    let mut out = std::io::stdout().lock();
+    match format {
+        PlanFormat::Json => {
+            let runs: Vec<serde_json::Value> = reports.iter().map(report_json).collect();
+            writeln!(out, "{}", serde_json::json!({ "runs": runs }))?;
+        }
+        PlanFormat::Human => {
+            if reports.len() > 1 {
+                out.write_all(summary_table(&reports).as_bytes())?;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Failure (1) outranks rejected rows (3), which outrank success (0).
+fn worst(a: u8, b: u8) -> u8 {
+    let rank = |c: u8| match c {
+        0 => 0,
+        3 => 1,
+        _ => 2,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// A progress line on standard error, redrawn until `stop` is set.
+fn progress_bar(name: &str, p: Arc<Progress>) -> (std::thread::JoinHandle<()>, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let name = name.to_string();
+    let handle = std::thread::spawn(move || {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(name);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        while !s.load(Relaxed) {
+            let msg = if p.delivering.load(Relaxed) {
+                format!(
+                    "sent {}/{} · confirmed {} · rejected {}",
+                    p.sent.load(Relaxed),
+                    p.to_send.load(Relaxed),
+                    p.confirmed.load(Relaxed),
+                    p.rejected.load(Relaxed)
+                )
+            } else {
+                format!(
+                    "read {} rows · {} to send",
+                    p.read.load(Relaxed),
+                    p.to_send.load(Relaxed)
+                )
+            };
+            bar.set_message(msg);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    });
+    (handle, stop)
+}
+
+fn status_word(s: Status, color: bool) -> String {
+    let (word, code) = match s {
+        Status::Succeeded => ("succeeded", "32"),
+        Status::Partial => ("partial", "33"),
+        Status::Failed => ("failed", "31"),
+        Status::Aborted => ("aborted", "31"),
+        Status::Busy => ("busy", "33"),
+        Status::DryRun => ("dry run", "36"),
+    };
+    if color {
+        format!("\x1b[1;{code}m{word}\x1b[0m")
+    } else {
+        word.to_string()
+    }
+}
+
+fn print_one(r: &RunReport, plan: &SyncPlan, color: bool) {
+    let k = &r.counts;
+    let mut s = String::new();
+    let run = r.run_id.map(|id| format!(" (run {id})")).unwrap_or_default();
+    s.push_str(&format!(
+        "{} {}{run} → {} `{}` in {:.2}s\n",
+        status_word(r.status, color),
+        r.model,
+        plan.destination.kind,
+        plan.destination.connection,
+        r.elapsed.as_secs_f64()
+    ));
+    if r.status != Status::Busy {
+        s.push_str(&format!(
+            "  read {}  added {}  changed {}  removed {}  unchanged {}  invalid {}\n",
+            k.read, k.added, k.changed, k.removed, k.unchanged, k.invalid
+        ));
+        if r.status != Status::DryRun {
+            s.push_str(&format!(
+                "  sent {}  confirmed {}  rejected {}  requests {}\n",
+                k.sent, k.confirmed, k.rejected, k.api_calls
+            ));
+        }
+    }
+    for note in &r.notes {
+        s.push_str(&format!("  note: {note}\n"));
+    }
+    if let Some(e) = &r.error {
+        s.push_str(&format!(
+            "  {}: {e}\n",
+            if r.status == Status::Partial {
+                "warning"
+            } else {
+                "error"
+            }
+        ));
+    }
+    for (kind, samples) in &r.samples {
+        s.push_str(&format!("  {kind} (up to 5):\n"));
+        for x in samples {
+            s.push_str(&format!("    {x}\n"));
+        }
+    }
+    if r.status == Status::DryRun {
+        s.push_str("  dry run: nothing was sent or recorded\n");
+    }
+    print!("{s}");
+}
+
+fn summary_table(reports: &[RunReport]) -> String {
+    let header: Vec<String> = [
+        "model",
+        "status",
+        "read",
+        "added",
+        "changed",
+        "removed",
+        "invalid",
+        "sent",
+        "confirmed",
+        "rejected",
+        "time",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|r| {
+            let k = &r.counts;
+            vec![
+                r.model.clone(),
+                r.status.as_str().to_string(),
+                k.read.to_string(),
+                k.added.to_string(),
+                k.changed.to_string(),
+                k.removed.to_string(),
+                k.invalid.to_string(),
+                k.sent.to_string(),
+                k.confirmed.to_string(),
+                k.rejected.to_string(),
+                format!("{:.2}s", r.elapsed.as_secs_f64()),
+            ]
+        })
+        .collect();
+    format!("\n{}", table(&header, &rows))
+}
+
+fn counts_json(k: &crate::state::RunCounts) -> serde_json::Value {
+    serde_json::json!({
+        "read": k.read, "added": k.added, "changed": k.changed, "removed": k.removed,
+        "unchanged": k.unchanged, "invalid": k.invalid, "sent": k.sent, "confirmed": k.confirmed,
+        "rejected": k.rejected, "api_calls": k.api_calls,
+    })
+}
+
+fn report_json(r: &RunReport) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "model": r.model,
+        "run_id": r.run_id,
+        "status": r.status.as_str(),
+        "counts": counts_json(&r.counts),
+        "error": r.error,
+        "notes": r.notes,
+        "elapsed_ms": r.elapsed.as_millis() as u64,
+    });
+    if r.status == Status::DryRun {
+        let samples: serde_json::Map<String, serde_json::Value> = r
+            .samples
+            .iter()
+            .map(|(k, list)| {
+                let items = list
+                    .iter()
+                    .map(|s| serde_json::from_str(s).unwrap_or_else(|_| serde_json::Value::String(s.clone())))
+                    .collect();
+                (k.to_string(), serde_json::Value::Array(items))
+            })
+            .collect();
+        v["samples"] = serde_json::Value::Object(samples);
+    }
+    v
+}
+
+/// A plain text table.
+fn table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let w = widths.get(i).copied().unwrap_or(0);
+                format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count())))
+            })
+            .collect();
+        parts.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut s = line(header);
+    s.push_str(&line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
+    for r in rows {
+        s.push_str(&line(r));
+    }
+    s
+}
+
+/// One model name that the project defines, with the store; or the exit code.
+fn one_model(
+    project: Option<PathBuf>,
+    model: &str,
+) -> anyhow::Result<Result<(Report, StateStore, tokio::runtime::Runtime), u8>> {
+    let dir = super::project_dir(project)?;
+    let report = crate::validate::validate(&dir, &[])?;
+    let known = report.model_names();
+    if !known.contains(&model) && !model.is_empty() {
+        eprintln!(
+            "error: no model named `{model}`; {}",
+            crate::plan::compile::suggest_model(model, &known)
+        );
+        return Ok(Err(2));
+    }
+    let rt = runtime()?;
+    match rt.block_on(open_store(&report)) {
+        Ok(store) => Ok(Ok((report, store, rt))),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(Err(1))
+        }
+    }
+}
+
+fn run_json(r: &RunRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id, "model": r.model, "started_at": r.started_at, "ended_at": r.ended_at,
+        "status": r.status, "counts": counts_json(&r.counts), "error": r.error,
+    })
+}
+
+/// Seconds between two RFC 3339 times.
+fn duration_between(start: &str, end: Option<&str>) -> Option<f64> {
+    let s = chrono::DateTime::parse_from_rfc3339(start).ok()?;
+    let e = chrono::DateTime::parse_from_rfc3339(end?).ok()?;
+    Some((e - s).num_milliseconds() as f64 / 1000.0)
+}
+
+/// `ebb runs MODEL`: the run history, newest first.
+pub fn runs(project: Option<PathBuf>, model: &str, limit: usize, format: PlanFormat) -> anyhow::Result<u8> {
+    let (_, store, rt) = match one_model(project, model)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let runs = match rt.block_on(store.runs(model, limit as i64)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if format == PlanFormat::Json {
+        for r in &runs {
+            writeln!(out, "{}", run_json(r))?;
+        }
+        return Ok(0);
+    }
+    if runs.is_empty() {
+        writeln!(out, "`{model}` has not run yet (`ebb run {model}`)")?;
+        return Ok(0);
+    }
+    let header: Vec<String> = [
+        "run",
+        "started",
+        "took",
+        "status",
+        "read",
+        "added",
+        "changed",
+        "removed",
+        "invalid",
+        "sent",
+        "confirmed",
+        "rejected",
+        "requests",
+        "error",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let k = &r.counts;
+            vec![
+                r.id.to_string(),
+                r.started_at.clone(),
+                duration_between(&r.started_at, r.ended_at.as_deref())
+                    .map(|s| format!("{s:.1}s"))
+                    .unwrap_or_else(|| "-".into()),
+                r.status.clone(),
+                k.read.to_string(),
+                k.added.to_string(),
+                k.changed.to_string(),
+                k.removed.to_string(),
+                k.invalid.to_string(),
+                k.sent.to_string(),
+                k.confirmed.to_string(),
+                k.rejected.to_string(),
+                k.api_calls.to_string(),
+                r.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.write_all(table(&header, &rows).as_bytes())?;
+    Ok(0)
+}
+
+/// `ebb errors MODEL`: the latest error of each rejected or invalid row.
+pub fn errors(project: Option<PathBuf>, model: &str, limit: usize, format: PlanFormat) -> anyhow::Result<u8> {
+    let (_, store, rt) = match one_model(project, model)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let errors = match rt.block_on(store.row_errors(model)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if format == PlanFormat::Json {
+        for e in errors.iter().take(limit) {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"key": e.key, "kind": e.kind, "code": e.code, "message": e.message, "run_id": e.run_id})
+            )?;
+        }
+        return Ok(0);
+    }
+    if errors.is_empty() {
+        writeln!(out, "`{model}` has no rejected or invalid rows")?;
+        return Ok(0);
+    }
+    let header: Vec<String> = ["key", "kind", "code", "message", "run"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let rows: Vec<Vec<String>> = errors
+        .iter()
+        .take(limit)
+        .map(|e| {
+            vec![
+                e.key.clone(),
+                e.kind.clone(),
+                e.code.clone(),
+                e.message.clone(),
+                e.run_id.to_string(),
+            ]
+        })
+        .collect();
+    out.write_all(table(&header, &rows).as_bytes())?;
+    if errors.len() > limit {
+        writeln!(out, "… and {} more (`--limit`)", errors.len() - limit)?;
+    }
+    Ok(0)
+}
+
+/// `ebb reset MODEL`: forget the snapshot; the next run is a full sync.
+pub fn reset(project: Option<PathBuf>, model: &str) -> anyhow::Result<u8> {
+    let (report, store, rt) = match one_model(project, model)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    if let Ok(Some(h)) = rt.block_on(store.lock_holder(model)) {
+        if !crate::state::holder_is_dead_here(&h) {
+            eprintln!(
+                "error: `{model}` is being run by pid {} on {} (run {}); reset it once that run ends",
+                h.pid, h.host, h.run_id
+            );
+            return Ok(1);
+        }
+    }
+    match rt.block_on(store.forget(model)) {
+        Ok(n) => {
+            println!(
+                "forgot {} of `{model}`'s snapshot: the next run sends every row again",
+                plural(n as i64, "row")
+            );
+            if report
+                .plans
+                .iter()
+                .any(|p| p.name == model && p.destination.mode == crate::config::Mode::Insert)
+            {
+                println!("note: `{model}` inserts: records already in the destination will be created again");
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(1)
+        }
+    }
+}
+
+/// `ebb status [MODEL]`: health, lag and the last run of each model.
+pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat) -> anyhow::Result<u8> {
+    let (report, store, rt) = match one_model(project, model.unwrap_or(""))? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let names: Vec<String> = match model {
+        Some(m) => vec![m.to_string()],
+        None => report.model_names().iter().map(|s| s.to_string()).collect(),
+    };
+    let now = chrono::Utc::now();
+    let mut lines = Vec::new();
+    for name in &names {
+        let got = rt.block_on(async {
+            let last = store.runs(name, 1).await?.into_iter().next();
+            let ok = store.last_completed(name).await?;
+            let rows = store.snapshot_len(name).await?;
+            let inflight: usize = store.inflight(name).await?.iter().map(|b| b.keys.len()).sum();
+            let errors = store.row_error_count(name).await?;
+            let holder = store.lock_holder(name).await?;
+            Ok::<_, crate::state::StateError>((last, ok, rows, inflight, errors, holder))
+        });
+        let (last, ok, rows, inflight, errors, holder) = match got {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(1);
+            }
+        };
+        let plan = report.plans.iter().find(|p| &p.name == name);
+        let next = plan
+            .and_then(|p| p.schedule.as_ref())
+            .and_then(|s| s.next_after(now))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let running = holder.as_ref().filter(|h| !crate::state::holder_is_dead_here(h));
+        let health = match (&last, running) {
+            (_, Some(_)) => "running",
+            (None, _) => "never run",
+            (Some(r), _) => match r.status.as_str() {
+                "succeeded" => "healthy",
+                "partial" => "degraded",
+                "running" => "interrupted",
+                _ => "failing",
+            },
+        };
+        let ago = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| human_age(now.signed_duration_since(t.with_timezone(&chrono::Utc))))
+        };
+        lines.push(serde_json::json!({
+            "model": name,
+            "health": health,
+            "valid": plan.is_some(),
+            "last_run": last.as_ref().map(run_json),
+            "last_success_at": ok.as_ref().and_then(|r| r.ended_at.clone()),
+            "lag": ok.as_ref().and_then(|r| r.ended_at.as_deref().and_then(ago)),
+            "snapshot_rows": rows,
+            "rows_in_flight": inflight,
+            "row_errors": errors,
+            "running": running.map(|h| serde_json::json!({"pid": h.pid, "host": h.host, "run_id": h.run_id, "since": h.acquired_at})),
+            "next_run_at": next,
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    if format == PlanFormat::Json {
+        for l in &lines {
+            writeln!(out, "{l}")?;
+        }
+        return Ok(0);
+    }
+    let header: Vec<String> = [
+        "model",
+        "health",
+        "last run",
+        "status",
+        "since success",
+        "rows",
+        "in flight",
+        "errors",
+        "next run",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            let s = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+            let last = &l["last_run"];
+            vec![
+                s(&l["model"]),
+                s(&l["health"]),
+                last["id"].as_i64().map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                s(&last["status"]),
+                s(&l["lag"]),
+                l["snapshot_rows"].to_string(),
+                l["rows_in_flight"].to_string(),
+                l["row_errors"].to_string(),
+                s(&l["next_run_at"]),
+            ]
+        })
+        .collect();
+    out.write_all(table(&header, &rows).as_bytes())?;
+    Ok(0)
+}
+
+fn human_age(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}

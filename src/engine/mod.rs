@@ -1,0 +1,1151 @@
+//! The sync engine: one run of one model.
+//!
+//! A run (DESIGN §4):
+//! 1. takes the model's run lock (one run per model across processes sharing the store);
+//! 2. loads the snapshot as a compact table (key hash → payload hash, [`table`]) and the
+//!    batches an earlier run left in flight, whose keys are re-sent whatever their hash;
+//! 3. reads the model, maps each row and hashes the payload the destination would receive,
+//!    classifies it (added, changed, unchanged, invalid, duplicate) and writes what is to be
+//!    sent to a spill file ([`spill`]); rows of the snapshot not seen are removed;
+//! 4. applies the guard (before anything is sent);
+//! 5. delivers the spill in batches: each batch is durably recorded in flight before it is
+//!    sent, and its answer is committed in one transaction: confirmed rows advance the
+//!    snapshot, rejected rows keep their old entry and get their error, the in-flight record
+//!    goes. Commits from concurrent batches are grouped into one transaction.
+//!
+//! Nothing is marked synced that the destination did not confirm; a crash at any point
+//! leaves either a snapshot entry for a confirmed payload or an in-flight record that makes
+//! the next run send the row again.
+
+pub mod spill;
+pub mod table;
+
+use crate::config::project::ProjectSpec;
+use crate::config::{Mode, OnRemoved};
+use crate::destination::retry::{self, RetryPolicy};
+use crate::destination::{Batch, Destination, Op, Outcome, Record};
+use crate::map::value::Val;
+use crate::map::{RowError, RowMapper};
+use crate::plan::SyncPlan;
+use crate::source::Source;
+use crate::state::{lock, InflightBatch, LockOutcome, RowErrorEntry, RunCounts, StateStore, StateWrite};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use spill::{SpillReader, SpillWriter, Spilled};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use table::{key_hash, payload_hash, KeySet, SnapTable};
+use tokio::sync::{mpsc, oneshot};
+
+/// Rows per source batch.
+const READ_BATCH: usize = 8192;
+/// Errors written per transaction while reading.
+const ERROR_CHUNK: usize = 5000;
+/// Sample payloads kept per kind of change by `--dry-run`.
+const SAMPLES: usize = 5;
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Read and diff, send and commit nothing.
+    pub dry_run: bool,
+    /// Send every row, whatever the snapshot says.
+    pub full_resync: bool,
+    /// Run even if the guard refuses; in `insert` mode, re-send rows of an interrupted
+    /// batch (a duplicate may result).
+    pub force: bool,
+}
+
+/// Live counters, for a progress bar.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub read: AtomicU64,
+    pub to_send: AtomicU64,
+    pub sent: AtomicU64,
+    pub confirmed: AtomicU64,
+    pub rejected: AtomicU64,
+    /// `true` once the model is read and delivery has started.
+    pub delivering: AtomicBool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Succeeded,
+    /// Completed, but some rows were rejected by the destination or invalid.
+    Partial,
+    Failed,
+    /// Refused by the guard before anything was sent.
+    Aborted,
+    /// Not started: another process is running the model.
+    Busy,
+    /// `--dry-run`: nothing sent, nothing recorded.
+    DryRun,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Partial => "partial",
+            Status::Failed => "failed",
+            Status::Aborted => "aborted",
+            Status::Busy => "busy",
+            Status::DryRun => "dry-run",
+        }
+    }
+
+    /// The process exit code (DESIGN §5).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Status::Succeeded | Status::DryRun => 0,
+            Status::Partial => 3,
+            Status::Failed | Status::Aborted | Status::Busy => 1,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub model: String,
+    /// `None` when the run was not recorded (busy, dry run).
+    pub run_id: Option<i64>,
+    pub status: Status,
+    pub counts: RunCounts,
+    pub error: Option<String>,
+    /// Things worth saying that are not errors (a destination change, a lock taken over).
+    pub notes: Vec<String>,
+    pub elapsed: Duration,
+    /// `--dry-run`: up to five payloads (or keys) per kind of change.
+    pub samples: BTreeMap<&'static str, Vec<String>>,
+}
+
+impl RunReport {
+    fn new(model: &str) -> RunReport {
+        RunReport {
+            model: model.to_string(),
+            run_id: None,
+            status: Status::Failed,
+            counts: RunCounts::default(),
+            error: None,
+            notes: Vec::new(),
+            elapsed: Duration::ZERO,
+            samples: BTreeMap::new(),
+        }
+    }
+}
+
+/// The identity of a model's destination: a snapshot is only valid for the destination it
+/// was confirmed by.
+pub fn destination_identity(plan: &SyncPlan) -> String {
+    let d = &plan.destination;
+    format!(
+        "{}:{}:{}:{}",
+        d.kind,
+        d.connection,
+        d.object.as_deref().or(d.table.as_deref()).unwrap_or(""),
+        d.key_field
+    )
+}
+
+/// Runs `plan` once.
+pub async fn run(
+    project_dir: &Path,
+    project: &ProjectSpec,
+    store: &StateStore,
+    plan: &SyncPlan,
+    opts: &RunOptions,
+    progress: &Progress,
+) -> RunReport {
+    let started = Instant::now();
+    let mut report = RunReport::new(&plan.name);
+    if opts.dry_run {
+        let mut run = Run::new(project_dir, project, store, plan, opts, progress, 0, None);
+        match run.execute().await {
+            Ok(()) => report.status = Status::DryRun,
+            Err(e) => report.error = Some(e),
+        }
+        report.counts = run.counts;
+        report.samples = run.samples;
+        report.notes = run.notes;
+        report.elapsed = started.elapsed();
+        return report;
+    }
+    // The lock first: a busy model records no run.
+    let mut me = lock::me(0);
+    match store.lock(&plan.name, &me, lock::LEASE).await {
+        Ok(LockOutcome::Acquired { took_over }) => {
+            if let Some(h) = took_over {
+                report.notes.push(format!(
+                    "took over the lock of run {} (pid {} on {}, {})",
+                    h.run_id,
+                    h.pid,
+                    h.host,
+                    if crate::state::holder_is_dead_here(&h) {
+                        "no longer running"
+                    } else {
+                        "its lease ran out"
+                    }
+                ));
+            }
+        }
+        Ok(LockOutcome::Held(h)) => {
+            report.status = Status::Busy;
+            report.error = Some(format!(
+                "model `{}` is being run by pid {} on {} (run {}, since {}); one run per model at a time",
+                plan.name, h.pid, h.host, h.run_id, h.acquired_at
+            ));
+            report.elapsed = started.elapsed();
+            return report;
+        }
+        Err(e) => {
+            report.error = Some(e.to_string());
+            report.elapsed = started.elapsed();
+            return report;
+        }
+    }
+    let run_id = match store.start_run(&plan.name).await {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = store.unlock(&plan.name, &me).await;
+            report.error = Some(e.to_string());
+            report.elapsed = started.elapsed();
+            return report;
+        }
+    };
+    report.run_id = Some(run_id);
+    me.run_id = run_id;
+    // Record the run id with the lock (same holder: re-entrant).
+    let _ = store.lock(&plan.name, &me, lock::LEASE).await;
+
+    let lost = AtomicBool::new(false);
+    let (wtx, wrx) = mpsc::channel::<WriteRequest>(256);
+    let mut run = Run::new(project_dir, project, store, plan, opts, progress, run_id, Some(wtx));
+    run.lost = Some(&lost);
+    let outcome = {
+        let body = async {
+            let r = run.execute().await;
+            run.ctx.writer = None; // ends the writer loop
+            r
+        };
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(lock::HEARTBEAT).await;
+                match store.heartbeat(&plan.name, &me).await {
+                    Ok(true) => {}
+                    Ok(false) => lost.store(true, Ordering::SeqCst),
+                    Err(_) => {} // the next beat may get through; the lease is 3 beats
+                }
+            }
+        };
+        let writer = writer_loop(store, &plan.name, wrx);
+        tokio::select! {
+            (r, ()) = async { tokio::join!(body, writer) } => r,
+            () = heartbeat => unreachable!("the heartbeat never ends"),
+        }
+    };
+    let (status, error) = match outcome {
+        Ok(()) if run.aborted.is_some() => (Status::Aborted, run.aborted.clone()),
+        Ok(()) if run.failure.is_some() => (Status::Failed, run.failure.clone()),
+        Ok(()) if run.counts.rejected > 0 || run.counts.invalid > 0 => (
+            Status::Partial,
+            Some(format!(
+                "{} rejected by the destination, {} invalid: see `ebb errors {}`",
+                plural(run.counts.rejected, "row"),
+                plural(run.counts.invalid, "row"),
+                plan.name
+            )),
+        ),
+        Ok(()) => (Status::Succeeded, None),
+        Err(e) => (Status::Failed, Some(e)),
+    };
+    if let Err(e) = store
+        .finish_run(run_id, status.as_str(), run.counts, error.as_deref())
+        .await
+    {
+        run.notes.push(format!("could not record the end of the run: {e}"));
+    }
+    let _ = store.unlock(&plan.name, &me).await;
+    report.status = status;
+    report.error = error;
+    report.counts = run.counts;
+    report.notes.append(&mut run.notes);
+    report.elapsed = started.elapsed();
+    report
+}
+
+pub fn plural(n: i64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A batch of state writes and who waits for their commit.
+type WriteRequest = (Vec<StateWrite>, oneshot::Sender<Result<(), String>>);
+
+/// Applies write requests as they come, all those queued at a time in one transaction
+/// (grouped commits). Ends when every sender is gone.
+async fn writer_loop(store: &StateStore, model: &str, mut rx: mpsc::Receiver<WriteRequest>) {
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            group.push(more);
+        }
+        let writes: Vec<StateWrite> = group.iter_mut().flat_map(|(w, _)| std::mem::take(w)).collect();
+        let result = store.apply(model, writes).await.map_err(|e| e.to_string());
+        for (_, ack) in group {
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
+/// A key an earlier run left in flight.
+struct Forced {
+    key: String,
+    /// Read from the model in this run.
+    seen: bool,
+    /// Sent (or forgotten) by this run, so the earlier in-flight record can go.
+    resolved: bool,
+}
+
+/// Where a row came out of the diff, for the counts (and for undoing them when the key
+/// turns out duplicated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Added,
+    Changed,
+    Unchanged,
+    Invalid,
+}
+
+struct Duplicate {
+    key: String,
+    count: i64,
+}
+
+struct Run<'a> {
+    project_dir: &'a Path,
+    project: &'a ProjectSpec,
+    store: &'a StateStore,
+    plan: &'a SyncPlan,
+    opts: &'a RunOptions,
+    progress: &'a Progress,
+    run_id: i64,
+    ctx: Ctx<'a>,
+    lost: Option<&'a AtomicBool>,
+    counts: RunCounts,
+    notes: Vec<String>,
+    samples: BTreeMap<&'static str, Vec<String>>,
+    /// Set when delivery failed: the run ends `failed`.
+    failure: Option<String>,
+    /// Set when the guard refused the run.
+    aborted: Option<String>,
+    forced: HashMap<u128, Forced>,
+    dups: HashMap<u128, Duplicate>,
+    /// Keys of rows not in the snapshot whose payload was invalid (to undo their count if
+    /// the key turns out duplicated).
+    new_invalid: KeySet,
+    pending_errors: Vec<RowErrorEntry>,
+    /// Delete operations planned (for `max_deletes`).
+    deletes: i64,
+}
+
+/// The flags kept in a snapshot slot for this run.
+const CHANGED: u8 = 1;
+const INVALID: u8 = 2;
+
+impl<'a> Run<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        project_dir: &'a Path,
+        project: &'a ProjectSpec,
+        store: &'a StateStore,
+        plan: &'a SyncPlan,
+        opts: &'a RunOptions,
+        progress: &'a Progress,
+        run_id: i64,
+        writer: Option<mpsc::Sender<WriteRequest>>,
+    ) -> Run<'a> {
+        Run {
+            project_dir,
+            project,
+            store,
+            plan,
+            opts,
+            progress,
+            run_id,
+            ctx: Ctx { plan, run_id, writer },
+            lost: None,
+            counts: RunCounts::default(),
+            notes: Vec::new(),
+            samples: BTreeMap::new(),
+            failure: None,
+            aborted: None,
+            forced: HashMap::new(),
+            dups: HashMap::new(),
+            new_invalid: KeySet::default(),
+            pending_errors: Vec::new(),
+            deletes: 0,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    fn sample(&mut self, kind: &'static str, text: impl FnOnce() -> String) {
+        if !self.opts.dry_run {
+            return;
+        }
+        let list = self.samples.entry(kind).or_default();
+        if list.len() < SAMPLES {
+            list.push(text());
+        }
+    }
+
+    async fn invalid(&mut self, key: String, e: RowError) -> Result<(), String> {
+        self.counts.invalid += 1;
+        self.sample("invalid", || format!("{key}: {} ({})", e.message, e.code));
+        self.pending_errors.push(RowErrorEntry {
+            key,
+            run_id: self.run_id,
+            kind: "invalid".into(),
+            code: e.code.to_string(),
+            message: e.message,
+        });
+        if self.pending_errors.len() >= ERROR_CHUNK {
+            let errors = std::mem::take(&mut self.pending_errors);
+            self.ctx.write(vec![StateWrite::Errors(errors)]).await?;
+        }
+        Ok(())
+    }
+
+    async fn execute(&mut self) -> Result<(), String> {
+        let plan = self.plan;
+        let name = plan.name.clone();
+        // A snapshot belongs to one destination.
+        let identity = destination_identity(plan);
+        let known = self.store.model_destination(&name).await.map_err(|e| e.to_string())?;
+        let mut fresh = false;
+        if let Some(old) = known.as_deref().filter(|old| *old != identity) {
+            fresh = true;
+            self.notes.push(format!(
+                "the destination changed (was {old}, now {identity}): what the old one confirmed does not \
+                 count, so this run is a full sync{}",
+                if self.opts.dry_run {
+                    ""
+                } else {
+                    " (the old snapshot is forgotten)"
+                }
+            ));
+            if !self.opts.dry_run {
+                self.store.forget(&name).await.map_err(|e| e.to_string())?;
+            }
+        }
+        if !self.opts.dry_run && known.as_deref() != Some(identity.as_str()) {
+            self.store
+                .set_model_destination(&name, &identity)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+
+        // Keys of batches an earlier run sent without an answer.
+        if !fresh {
+            for b in self.store.inflight(&name).await.map_err(|e| e.to_string())? {
+                for key in b.keys {
+                    self.forced.insert(
+                        key_hash(&key),
+                        Forced {
+                            key,
+                            seen: false,
+                            resolved: false,
+                        },
+                    );
+                }
+            }
+        }
+        if !self.forced.is_empty() {
+            self.notes.push(format!(
+                "{} from an interrupted run: their state at the destination is unknown, so they are sent again",
+                plural(self.forced.len() as i64, "row")
+            ));
+        }
+
+        let mut table = if fresh {
+            SnapTable::with_rows(0)
+        } else {
+            self.load_snapshot().await?
+        };
+
+        // Read, map, hash, diff; spill what is to be sent.
+        let mut spill = SpillWriter::create(&name).map_err(|e| format!("cannot create a spill file: {e}"))?;
+        self.read_model(&mut table, &mut spill).await?;
+        self.removed(&table, &mut spill, fresh).await?;
+        for (_, d) in std::mem::take(&mut self.dups) {
+            self.pending_errors.push(RowErrorEntry {
+                key: d.key.clone(),
+                run_id: self.run_id,
+                kind: "invalid".into(),
+                code: "duplicate_key".into(),
+                message: format!(
+                    "the key `{}` is on {} rows of the model; none of them is sent",
+                    d.key, d.count
+                ),
+            });
+            self.dups.insert(key_hash(&d.key), d);
+        }
+        let errors = std::mem::take(&mut self.pending_errors);
+        self.ctx
+            .write(vec![
+                StateWrite::Errors(errors),
+                StateWrite::ClearInvalidBefore { run_id: self.run_id },
+            ])
+            .await?;
+
+        // The guard, before anything is sent.
+        if let Some(why) = self.guard(&table) {
+            if self.opts.force {
+                self.notes
+                    .push(format!("the guard would refuse this run ({why}); --force sends anyway"));
+            } else if self.opts.dry_run {
+                self.notes
+                    .push(format!("a real run would be refused by the guard: {why}"));
+            } else {
+                self.aborted = Some(format!(
+                    "refused by the guard: {why}; nothing was sent (`ebb run {name} --force` sends anyway)"
+                ));
+                return Ok(());
+            }
+        }
+        drop(table);
+        if self.opts.dry_run {
+            return Ok(());
+        }
+
+        let reader = spill
+            .finish()
+            .map_err(|e| format!("cannot read back the spill file: {e}"))?;
+        self.progress.delivering.store(true, Ordering::Relaxed);
+        self.deliver(reader).await?;
+
+        // In-flight records of earlier runs: keep the keys this run did not settle.
+        if self.forced.values().any(|f| f.resolved) {
+            let keep: Vec<String> = self
+                .forced
+                .values()
+                .filter(|f| !f.resolved)
+                .map(|f| f.key.clone())
+                .collect();
+            self.ctx
+                .write(vec![StateWrite::ReplaceInflight {
+                    run_id: self.run_id,
+                    keep: (!keep.is_empty()).then(|| InflightBatch {
+                        run_id: self.run_id,
+                        batch: 0,
+                        op: "unknown".into(),
+                        keys: keep,
+                    }),
+                }])
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(&mut self) -> Result<SnapTable, String> {
+        let rows = self.store.snapshot_len(self.name()).await.map_err(|e| e.to_string())?;
+        let mut table = SnapTable::with_rows(rows as usize);
+        let (tx, mut rx) = mpsc::channel(4);
+        let scan = self.store.scan_snapshot(self.name(), tx);
+        let fill = async {
+            while let Some(chunk) = rx.recv().await {
+                for (key, hash) in chunk {
+                    if table.is_full() {
+                        table.grow();
+                    }
+                    table.insert(key_hash(&key), hash);
+                }
+            }
+        };
+        let (scanned, ()) = tokio::join!(scan, fill);
+        scanned.map_err(|e| e.to_string())?;
+        Ok(table)
+    }
+
+    /// The payload of a row: its mapped fields and the destination key, by field name.
+    fn payload(
+        &self,
+        mapper: &RowMapper,
+        batch: &arrow::record_batch::RecordBatch,
+        row: usize,
+        key: &str,
+    ) -> Result<String, RowError> {
+        let mut fields = mapper.map_row(batch, row)?;
+        let key_field = self.plan.destination.key_field.as_str();
+        if !fields.iter().any(|(n, _)| *n == key_field) {
+            fields.push((key_field, Val::Str(key.to_string())));
+        }
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        RowMapper::to_json_object(&fields)
+    }
+
+    /// `{key_field: key}` (a delete), or with every mapped field null (a clear).
+    fn key_payload(&self, key: &str, clear: bool) -> String {
+        let key_field = self.plan.destination.key_field.as_str();
+        let mut fields: Vec<(&str, Val)> = vec![(key_field, Val::Str(key.to_string()))];
+        if clear {
+            for m in &self.plan.mappings {
+                if m.destination != key_field {
+                    fields.push((m.destination.as_str(), Val::Null));
+                }
+            }
+        }
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        RowMapper::to_json_object(&fields).unwrap_or_default()
+    }
+
+    async fn read_model(&mut self, table: &mut SnapTable, spill: &mut SpillWriter) -> Result<(), String> {
+        let plan = self.plan;
+        let Some(query) = &plan.source.query else {
+            return Err(format!(
+                "reading {} `{}` comes with the {} connector",
+                plan.source.kind,
+                plan.source.object.as_deref().unwrap_or("?"),
+                plan.source.kind
+            ));
+        };
+        let spec = self
+            .project
+            .connections
+            .get(&plan.source.connection)
+            .ok_or_else(|| format!("connection `{}` is not defined", plan.source.connection))?;
+        let context = |e: &dyn std::fmt::Display| {
+            format!(
+                "reading the model from `{}` ({}): {e}",
+                plan.source.connection, plan.source.kind
+            )
+        };
+        let source = Source::open(spec, self.project_dir).map_err(|e| context(&e))?;
+        let mut stream = source.query(query, READ_BATCH).await.map_err(|e| context(&e))?;
+        let mapper = RowMapper::new(plan, stream.schema()).map_err(|missing| {
+            let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
+            context(&format!("the query returns no column {}", names.join(", ")))
+        })?;
+        let mode = plan.destination.mode;
+        let mut new_keys = KeySet::default();
+        let mut row_no: i64 = 0;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| context(&e))?;
+            for row in 0..batch.num_rows() {
+                row_no += 1;
+                self.counts.read += 1;
+                let key = match mapper.key(&batch, row) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        self.invalid(format!("(row {row_no})"), e).await?;
+                        continue;
+                    }
+                };
+                let kh = key_hash(&key);
+                let payload = if mode == Mode::Delete {
+                    Ok(self.key_payload(&key, false))
+                } else {
+                    self.payload(&mapper, &batch, row, &key)
+                };
+                if let Some(f) = self.forced.get_mut(&kh) {
+                    f.seen = true;
+                }
+                // Where the key stands: in the snapshot, new, or seen already.
+                let slot = table.find(kh);
+                let first_time = match slot {
+                    Some(i) => table.visit_at(i),
+                    None => new_keys.insert(kh),
+                };
+                if !first_time {
+                    self.duplicate(kh, key, slot.map(|i| table.flags_at(i)), &new_keys);
+                    continue;
+                }
+                let payload = match payload {
+                    Ok(p) => p,
+                    Err(e) => {
+                        match slot {
+                            Some(i) => table.set_flags(i, INVALID),
+                            None => {
+                                self.new_invalid.insert(kh);
+                            }
+                        }
+                        self.invalid(key, e).await?;
+                        continue;
+                    }
+                };
+                let ph = payload_hash(payload.as_bytes());
+                let forced = self.forced.contains_key(&kh);
+                let class = match slot {
+                    None => Class::Added,
+                    Some(_) if mode == Mode::Insert => Class::Unchanged,
+                    Some(i) if !forced && table::same_hash(table.hash_at(i), ph) => Class::Unchanged,
+                    Some(i) => {
+                        table.set_flags(i, CHANGED);
+                        Class::Changed
+                    }
+                };
+                match class {
+                    Class::Added => self.counts.added += 1,
+                    Class::Changed => self.counts.changed += 1,
+                    _ => self.counts.unchanged += 1,
+                }
+                let op = match mode {
+                    Mode::Upsert | Mode::Mirror => Op::Upsert,
+                    Mode::Update => Op::Update,
+                    Mode::Insert => Op::Insert,
+                    Mode::Delete => Op::Delete,
+                };
+                let send = match class {
+                    Class::Added | Class::Changed => true,
+                    _ => self.opts.full_resync && mode != Mode::Insert,
+                };
+                if mode == Mode::Insert && forced {
+                    // Insert cannot tell whether the interrupted batch created the record.
+                    if !self.opts.force {
+                        if class == Class::Added {
+                            self.counts.added -= 1;
+                        } else {
+                            self.counts.unchanged -= 1;
+                        }
+                        self.invalid(
+                            key,
+                            RowError {
+                                code: "unconfirmed_insert",
+                                message: "an earlier run sent this row and stopped before the destination answered; \
+                                          insert mode cannot tell whether the record was created, so it is not sent \
+                                          again (check the destination, then `ebb run --force` sends it anyway)"
+                                    .into(),
+                            },
+                        )
+                        .await?;
+                        continue;
+                    }
+                }
+                if send {
+                    if op == Op::Delete {
+                        self.deletes += 1;
+                    }
+                    match class {
+                        Class::Added => self.sample("added", || payload.clone()),
+                        Class::Changed => self.sample("changed", || payload.clone()),
+                        _ => {}
+                    }
+                    if !self.opts.dry_run {
+                        spill
+                            .push(Some(op), kh, ph, &key, &payload)
+                            .map_err(|e| format!("cannot write the spill file: {e}"))?;
+                    }
+                    self.progress.to_send.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.progress.read.store(self.counts.read as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// A key met again: every row with it is invalid; the count of its first row is undone.
+    fn duplicate(&mut self, kh: u128, key: String, snapshot_flags: Option<u8>, _new_keys: &KeySet) {
+        if let Some(d) = self.dups.get_mut(&kh) {
+            d.count += 1;
+            self.counts.invalid += 1;
+            return;
+        }
+        let first = match snapshot_flags {
+            Some(f) if f & INVALID != 0 => Class::Invalid,
+            Some(f) if f & CHANGED != 0 => Class::Changed,
+            Some(_) => Class::Unchanged,
+            None if self.new_invalid.contains(&kh) => Class::Invalid,
+            None => Class::Added,
+        };
+        match first {
+            Class::Added => self.counts.added -= 1,
+            Class::Changed => self.counts.changed -= 1,
+            Class::Unchanged => self.counts.unchanged -= 1,
+            Class::Invalid => self.counts.invalid -= 1,
+        }
+        self.counts.invalid += 2;
+        self.sample("invalid", || format!("{key}: duplicate key (duplicate_key)"));
+        self.dups.insert(kh, Duplicate { key, count: 2 });
+    }
+
+    /// Rows of the snapshot the model no longer has, and keys in flight the model no
+    /// longer has: deleted, cleared or forgotten, as the model says.
+    async fn removed(&mut self, table: &SnapTable, spill: &mut SpillWriter, fresh: bool) -> Result<(), String> {
+        let mode = self.plan.destination.mode;
+        let action = match (mode, self.plan.destination.on_removed) {
+            (Mode::Delete, _) => None,
+            (Mode::Mirror, _) | (_, OnRemoved::Delete) => Some(Op::Delete),
+            (_, OnRemoved::Clear) => Some(Op::Clear),
+            (_, OnRemoved::Ignore) => None,
+        };
+        let mut keys: Vec<String> = Vec::new();
+        if !fresh && table.unseen() > 0 {
+            let (tx, mut rx) = mpsc::channel(4);
+            let scan = self.store.scan_snapshot(self.name(), tx);
+            let collect = async {
+                while let Some(chunk) = rx.recv().await {
+                    for (key, _) in chunk {
+                        if table.seen(key_hash(&key)) == Some(false) {
+                            keys.push(key);
+                        }
+                    }
+                }
+            };
+            let (scanned, ()) = tokio::join!(scan, collect);
+            scanned.map_err(|e| e.to_string())?;
+        }
+        // In flight but never confirmed, and gone from the model.
+        for (kh, f) in &self.forced {
+            if !f.seen && table.seen(*kh).is_none() {
+                keys.push(f.key.clone());
+            }
+        }
+        keys.sort();
+        for key in keys {
+            self.counts.removed += 1;
+            let kh = key_hash(&key);
+            self.sample("removed", || key.clone());
+            if self.opts.dry_run {
+                if action == Some(Op::Delete) {
+                    self.deletes += 1;
+                }
+                continue;
+            }
+            match action {
+                Some(op) => {
+                    if op == Op::Delete {
+                        self.deletes += 1;
+                    }
+                    let payload = self.key_payload(&key, op == Op::Clear);
+                    let ph = payload_hash(payload.as_bytes());
+                    spill.push(Some(op), kh, ph, &key, &payload)
+                }
+                None => spill.push(None, kh, [0; 16], &key, ""),
+            }
+            .map_err(|e| format!("cannot write the spill file: {e}"))?;
+            if action.is_some() {
+                self.progress.to_send.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Why the guard refuses this run, if it does.
+    fn guard(&self, table: &SnapTable) -> Option<String> {
+        let g = self.plan.guard;
+        if table.is_empty() {
+            return None; // the first sync is exempt
+        }
+        let confirmed = table.len() as f64;
+        let touched = self.counts.changed + self.counts.removed;
+        if let Some(max) = g.max_change_ratio {
+            let ratio = touched as f64 / confirmed;
+            if ratio > max {
+                return Some(format!(
+                    "{} of the {} rows confirmed in the destination would change ({} changed, {} removed), \
+                     over `max_change_ratio: {max}`",
+                    percent(ratio),
+                    table.len(),
+                    self.counts.changed,
+                    self.counts.removed
+                ));
+            }
+        }
+        if let Some(max) = g.max_deletes {
+            if self.deletes as u64 > max {
+                return Some(format!(
+                    "{} would be deleted, over `max_deletes: {max}`",
+                    plural(self.deletes, "record")
+                ));
+            }
+        }
+        None
+    }
+
+    /// Sends the spill in batches, up to the destination's concurrency at once.
+    async fn deliver(&mut self, mut reader: SpillReader) -> Result<(), String> {
+        let plan = self.plan;
+        let d = &plan.destination;
+        let spec = self
+            .project
+            .connections
+            .get(&d.connection)
+            .ok_or_else(|| format!("connection `{}` is not defined", d.connection))?;
+        let dest = if self.progress.to_send.load(Ordering::Relaxed) > 0 {
+            Some(
+                Destination::open(&d.connection, spec, self.project_dir, &plan.name, self.run_id)
+                    .await
+                    .map_err(|e| format!("destination `{}`: {e}", d.connection))?,
+            )
+        } else {
+            None
+        };
+        let policy = RetryPolicy::from_env();
+        let batch_size = (d.batch_size as usize).max(1);
+        let ctx = self.ctx.clone();
+        let mut in_flight = FuturesUnordered::new();
+        let mut batch_no: i64 = 0;
+        let mut pending: Vec<Spilled> = Vec::new();
+        let mut forget: Vec<String> = Vec::new();
+        let mut at_end = false;
+        loop {
+            if self.failure.is_some() || self.lost.is_some_and(|l| l.load(Ordering::SeqCst)) {
+                break; // no new batches; those in flight end below
+            }
+            // Fill the next batch (or reach the end of the spill).
+            let mut next: Option<Vec<Spilled>> = None;
+            while next.is_none() && !at_end {
+                match reader
+                    .next_record()
+                    .map_err(|e| format!("cannot read the spill file: {e}"))?
+                {
+                    None => {
+                        at_end = true;
+                        if !pending.is_empty() {
+                            next = Some(std::mem::take(&mut pending));
+                        }
+                    }
+                    Some(r) => {
+                        if self.dups.contains_key(&r.key_hash) {
+                            continue;
+                        }
+                        let Some(op) = r.op else {
+                            if let Some(f) = self.forced.get_mut(&r.key_hash) {
+                                f.resolved = true;
+                            }
+                            forget.push(r.key);
+                            if forget.len() >= ERROR_CHUNK {
+                                self.ctx
+                                    .write(vec![StateWrite::Remove {
+                                        keys: std::mem::take(&mut forget),
+                                    }])
+                                    .await?;
+                            }
+                            continue;
+                        };
+                        if pending.first().is_some_and(|p| p.op != Some(op)) {
+                            next = Some(std::mem::take(&mut pending));
+                        }
+                        pending.push(r);
+                        if pending.len() >= batch_size && next.is_none() {
+                            next = Some(std::mem::take(&mut pending));
+                        }
+                    }
+                }
+            }
+            match next {
+                Some(records) => {
+                    let Some(dest) = dest.as_ref() else {
+                        return Err("internal: records to send but no destination".into());
+                    };
+                    batch_no += 1;
+                    for r in &records {
+                        if let Some(f) = self.forced.get_mut(&r.key_hash) {
+                            f.resolved = true;
+                        }
+                    }
+                    self.counts.sent += records.len() as i64;
+                    self.progress.sent.fetch_add(records.len() as u64, Ordering::Relaxed);
+                    in_flight.push(ctx.send_batch(dest, &policy, batch_no, records));
+                    if in_flight.len() < dest.max_concurrency().max(1) {
+                        continue;
+                    }
+                }
+                None if in_flight.is_empty() => break,
+                None => {}
+            }
+            // Wait for one batch to end.
+            if let Some(done) = in_flight.next().await {
+                self.settled(done);
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            self.settled(done);
+        }
+        drop(in_flight);
+        drop(ctx);
+        if self.lost.is_some_and(|l| l.load(Ordering::SeqCst)) && self.failure.is_none() {
+            self.failure = Some("another process took the run lock over (this one's heartbeat stopped?)".into());
+        }
+        if self.failure.is_none() {
+            self.ctx.write(vec![StateWrite::Remove { keys: forget }]).await?;
+        }
+        if let Some(dest) = dest {
+            if let Err(e) = dest.finish().await {
+                self.failure
+                    .get_or_insert(format!("destination `{}`: {e}", d.connection));
+            }
+        }
+        Ok(())
+    }
+
+    fn settled(&mut self, done: BatchResult) {
+        self.counts.confirmed += done.confirmed;
+        self.counts.rejected += done.rejected;
+        self.counts.api_calls += done.api_calls as i64;
+        self.progress
+            .confirmed
+            .fetch_add(done.confirmed as u64, Ordering::Relaxed);
+        self.progress
+            .rejected
+            .fetch_add(done.rejected as u64, Ordering::Relaxed);
+        if let Some(e) = done.failure {
+            self.failure.get_or_insert(e);
+        }
+    }
+}
+
+/// What concurrent batches share: the plan, the run, the state writer.
+#[derive(Clone)]
+struct Ctx<'a> {
+    plan: &'a SyncPlan,
+    run_id: i64,
+    writer: Option<mpsc::Sender<WriteRequest>>,
+}
+
+impl<'a> Ctx<'a> {
+    /// Commits `writes` (one transaction, grouped with other waiting writes) and waits for
+    /// it. A dry run writes nothing.
+    pub async fn write(&self, writes: Vec<StateWrite>) -> Result<(), String> {
+        let Some(w) = &self.writer else {
+            return Ok(());
+        };
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let (ack, done) = oneshot::channel();
+        w.send((writes, ack))
+            .await
+            .map_err(|_| "the state writer stopped".to_string())?;
+        done.await
+            .map_err(|_| "the state writer stopped".to_string())?
+            .map_err(|e| format!("cannot record the run's progress: {e}"))
+    }
+
+    /// One batch: in flight (durably), sent with retries, its answer committed.
+    fn send_batch<'b>(
+        &'b self,
+        dest: &'b Destination,
+        policy: &'b RetryPolicy,
+        batch_no: i64,
+        records: Vec<Spilled>,
+    ) -> impl std::future::Future<Output = BatchResult> + 'b {
+        async move {
+            let mut result = BatchResult::default();
+            let op = records[0].op.expect("batches hold sent records");
+            let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+            if let Err(e) = self
+                .write(vec![StateWrite::Inflight(InflightBatch {
+                    run_id: self.run_id,
+                    batch: batch_no,
+                    op: op.as_str().into(),
+                    keys,
+                })])
+                .await
+            {
+                result.failure = Some(e);
+                return result;
+            }
+            let batch = Batch {
+                model: self.plan.name.clone(),
+                run_id: self.run_id,
+                op,
+                key_field: self.plan.destination.key_field.clone(),
+                records: records
+                    .iter()
+                    .map(|r| Record {
+                        key: r.key.clone(),
+                        payload: r.payload.clone(),
+                        record_id: None,
+                    })
+                    .collect(),
+            };
+            let delivered = match retry::deliver(dest, &batch, policy).await {
+                Ok(d) => d,
+                Err(failed) => {
+                    result.api_calls = failed.api_calls;
+                    result.failure = Some(format!(
+                        "batch {batch_no} ({} records) to `{}`: {failed}; its rows are sent again by the next run",
+                        records.len(),
+                        self.plan.destination.connection
+                    ));
+                    return result;
+                }
+            };
+            result.api_calls = delivered.api_calls;
+            if delivered.outcomes.len() != records.len() {
+                result.failure = Some(format!(
+                    "batch {batch_no}: the destination answered for {} records out of {}",
+                    delivered.outcomes.len(),
+                    records.len()
+                ));
+                return result;
+            }
+            // Rows of the model advance the snapshot; rows that left it leave the snapshot.
+            let leaves = matches!(op, Op::Delete | Op::Clear) && self.plan.destination.mode != Mode::Delete;
+            let mut confirmed = Vec::new();
+            let mut gone = Vec::new();
+            let mut errors = Vec::new();
+            for (r, o) in records.into_iter().zip(delivered.outcomes) {
+                match o {
+                    Outcome::Confirmed { record_id } => {
+                        if leaves {
+                            gone.push(r.key);
+                        } else {
+                            confirmed.push((r.key, r.payload_hash, record_id));
+                        }
+                    }
+                    Outcome::Rejected { code, message } => errors.push(RowErrorEntry {
+                        key: r.key,
+                        run_id: self.run_id,
+                        kind: "rejected".into(),
+                        code,
+                        message,
+                    }),
+                }
+            }
+            result.confirmed = (confirmed.len() + gone.len()) as i64;
+            result.rejected = errors.len() as i64;
+            let mut writes = Vec::with_capacity(4);
+            if !confirmed.is_empty() {
+                writes.push(StateWrite::Confirm {
+                    run_id: self.run_id,
+                    rows: confirmed,
+                });
+            }
+            if !gone.is_empty() {
+                writes.push(StateWrite::Remove { keys: gone });
+            }
+            if !errors.is_empty() {
+                writes.push(StateWrite::Errors(errors));
+            }
+            writes.push(StateWrite::Settle {
+                run_id: self.run_id,
+                batch: batch_no,
+            });
+            if let Err(e) = self.write(writes).await {
+                // The answer was not recorded: the batch stays in flight and is sent again.
+                result.confirmed = 0;
+                result.rejected = 0;
+                result.failure = Some(e);
+            }
+            result
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct BatchResult {
+    confirmed: i64,
+    rejected: i64,
+    api_calls: u64,
+    failure: Option<String>,
+}
+
+fn percent(r: f64) -> String {
+    format!("{:.1}%", r * 100.0)
+}
