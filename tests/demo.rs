@@ -28,12 +28,24 @@ fn demo_builds_the_warehouse_and_previews_every_outbound_model() {
     }
     assert!(out.contains("Customer_Segment__c  LTV__c   Upsell_Score__c"), "{out}");
     assert!(!out.contains("invalid ("), "{out}");
-    // A second run reuses the warehouse.
+    // The file export really runs: one JSON Lines file with every high-value customer.
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("ebb run high_value_export: succeeded"))
+        .unwrap_or_else(|| panic!("no run of high_value_export:\n{out}"));
+    let exported = std::fs::read_to_string(dir.path().join("exports/high_value_export-1.jsonl")).unwrap();
+    assert!(exported.lines().count() > 0);
+    assert!(line.contains(&format!("sent {}", exported.lines().count())), "{line}");
+    // A second run reuses the warehouse, and sends nothing: nothing changed.
     let o = ebb(dir.path(), &["demo"]);
+    let again = stdout(&o);
     assert!(
-        stdout(&o).starts_with("using the demo warehouse warehouse.duckdb"),
-        "{}",
-        stdout(&o)
+        again.starts_with("using the demo warehouse warehouse.duckdb"),
+        "{again}"
+    );
+    assert!(
+        again.contains("ebb run high_value_export: succeeded") && again.contains("sent 0, confirmed 0"),
+        "{again}"
     );
     // The models validate against it, and preview maps JSON paths and transforms.
     let o = ebb(dir.path(), &["validate", "--connect"]);

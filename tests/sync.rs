@@ -739,3 +739,47 @@ fn a_new_destination_starts_from_an_empty_snapshot() {
     assert_eq!((code, count(&run, "sent")), (0, 0));
     assert!(!f.path().join(format!("out/contacts-{}.jsonl", run_id + 1)).exists());
 }
+
+#[test]
+fn insert_mode_does_not_resend_an_interrupted_batch_unless_forced() {
+    let f = Fixture::new("insert", 400, 20, None);
+    f.model(&ModelSpec {
+        mode: "insert",
+        ..ModelSpec::default()
+    });
+    f.sink.delay(Duration::from_millis(60));
+    let out = run_and_kill(&f, Duration::from_millis(400));
+    assert!(out.status.code().is_none(), "killed: {:?}", out.status);
+    f.sink.delay(Duration::ZERO);
+    let applied_before = f.sink.records().len();
+    assert!(
+        applied_before > 0 && applied_before < 400,
+        "killed mid-run: {applied_before} applied"
+    );
+    f.sink.reset_log();
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 3, "{run}");
+    let errors: Vec<Value> = stdout(&ebb(f.path(), &["errors", "contacts", "--format", "json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!errors.is_empty());
+    assert!(errors.iter().all(|e| e["code"] == "unconfirmed_insert"), "{errors:?}");
+    let unknown: BTreeSet<String> = errors.iter().map(|e| e["key"].as_str().unwrap().to_string()).collect();
+    let sent: BTreeSet<String> = f.sent_keys("insert").into_iter().collect();
+    assert!(
+        sent.is_disjoint(&unknown),
+        "rows of the interrupted batch are not inserted again"
+    );
+    // Still held back on the next run; `--force` sends them.
+    let (code, _) = f.run(&[]);
+    assert_eq!(code, 3);
+    f.sink.reset_log();
+    let (code, run) = f.run(&["--force"]);
+    assert_eq!(code, 0, "{run}");
+    let forced: BTreeSet<String> = f.sent_keys("insert").into_iter().collect();
+    assert_eq!(forced, unknown);
+    assert_holds(&f.sink.records(), &f.expected(), "after --force");
+    let (code, run) = f.run(&[]);
+    assert_eq!((code, count(&run, "sent")), (0, 0), "{run}");
+}

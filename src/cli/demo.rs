@@ -105,10 +105,68 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
             Err(e) => writeln!(out, "  cannot preview: {e}\n")?,
         }
     }
+    // A real run of every model whose destination is already built (file, http).
+    let runnable: Vec<&crate::plan::SyncPlan> = report
+        .plans
+        .iter()
+        .filter(|p| p.source.query.is_some())
+        .filter(|p| {
+            matches!(
+                p.destination.kind,
+                crate::config::ConnectionType::File | crate::config::ConnectionType::Http
+            )
+        })
+        .collect();
+    let mut failed = false;
+    if !runnable.is_empty() {
+        let url = spec.state.as_ref().and_then(|s| s.url.clone());
+        let store = rt.block_on(crate::state::StateStore::open(url.as_deref(), &dir));
+        match store {
+            Err(e) => {
+                writeln!(out, "cannot open the state store: {e}")?;
+                failed = true;
+            }
+            Ok(store) => {
+                for plan in runnable {
+                    let progress = crate::engine::Progress::default();
+                    let r = rt.block_on(crate::engine::run(
+                        &dir,
+                        &spec,
+                        &store,
+                        plan,
+                        &crate::engine::RunOptions::default(),
+                        &progress,
+                    ));
+                    let k = r.counts;
+                    writeln!(
+                        out,
+                        "ebb run {}: {} in {:.2}s: read {}, added {}, changed {}, removed {}, unchanged {}, sent {}, confirmed {}{}",
+                        plan.name,
+                        r.status.as_str(),
+                        r.elapsed.as_secs_f64(),
+                        k.read,
+                        k.added,
+                        k.changed,
+                        k.removed,
+                        k.unchanged,
+                        k.sent,
+                        k.confirmed,
+                        r.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    )?;
+                    failed |= r.status.exit_code() != 0;
+                }
+                writeln!(
+                    out,
+                    "(run `ebb demo` again: nothing changed, so nothing is sent; `ebb status` shows each model's health)\n"
+                )?;
+            }
+        }
+    }
     writeln!(
         out,
-        "next: `ebb plan <model>` shows a compiled model, `ebb preview <model> -n 20` more rows.\n\
-         Sending to the Salesforce sandbox arrives with the sync engine (`ebb run`)."
+        "next: `ebb plan <model>` shows a compiled model, `ebb preview <model> -n 20` more rows,\n\
+         `ebb run <model> --dry-run` what a run would send. Sending to the Salesforce sandbox\n\
+         arrives with the Salesforce connector."
     )?;
-    Ok(if errors > 0 { 1 } else { 0 })
+    Ok(if errors > 0 || failed { 1 } else { 0 })
 }

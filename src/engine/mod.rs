@@ -571,36 +571,9 @@ impl<'a> Run<'a> {
         Ok(table)
     }
 
-    /// The payload of a row: its mapped fields and the destination key, by field name.
-    fn payload(
-        &self,
-        mapper: &RowMapper,
-        batch: &arrow::record_batch::RecordBatch,
-        row: usize,
-        key: &str,
-    ) -> Result<String, RowError> {
-        let mut fields = mapper.map_row(batch, row)?;
-        let key_field = self.plan.destination.key_field.as_str();
-        if !fields.iter().any(|(n, _)| *n == key_field) {
-            fields.push((key_field, Val::Str(key.to_string())));
-        }
-        fields.sort_by(|a, b| a.0.cmp(b.0));
-        RowMapper::to_json_object(&fields)
-    }
-
     /// `{key_field: key}` (a delete), or with every mapped field null (a clear).
     fn key_payload(&self, key: &str, clear: bool) -> String {
-        let key_field = self.plan.destination.key_field.as_str();
-        let mut fields: Vec<(&str, Val)> = vec![(key_field, Val::Str(key.to_string()))];
-        if clear {
-            for m in &self.plan.mappings {
-                if m.destination != key_field {
-                    fields.push((m.destination.as_str(), Val::Null));
-                }
-            }
-        }
-        fields.sort_by(|a, b| a.0.cmp(b.0));
-        RowMapper::to_json_object(&fields).unwrap_or_default()
+        key_payload(self.plan, key, clear)
     }
 
     async fn read_model(&mut self, table: &mut SnapTable, spill: &mut SpillWriter) -> Result<(), String> {
@@ -635,21 +608,16 @@ impl<'a> Run<'a> {
         let mut row_no: i64 = 0;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| context(&e))?;
-            for row in 0..batch.num_rows() {
+            let mapped = map_batch(plan, &mapper, &batch);
+            for m in mapped {
                 row_no += 1;
                 self.counts.read += 1;
-                let key = match mapper.key(&batch, row) {
-                    Ok(k) => k,
-                    Err(e) => {
+                let (key, kh, payload) = match m {
+                    Mapped::NoKey(e) => {
                         self.invalid(format!("(row {row_no})"), e).await?;
                         continue;
                     }
-                };
-                let kh = key_hash(&key);
-                let payload = if mode == Mode::Delete {
-                    Ok(self.key_payload(&key, false))
-                } else {
-                    self.payload(&mapper, &batch, row, &key)
+                    Mapped::Row { key, kh, payload } => (key, kh, payload),
                 };
                 if let Some(f) = self.forced.get_mut(&kh) {
                     f.seen = true;
@@ -664,7 +632,7 @@ impl<'a> Run<'a> {
                     self.duplicate(kh, key, slot.map(|i| table.flags_at(i)), &new_keys);
                     continue;
                 }
-                let payload = match payload {
+                let (payload, ph) = match payload {
                     Ok(p) => p,
                     Err(e) => {
                         match slot {
@@ -677,7 +645,6 @@ impl<'a> Run<'a> {
                         continue;
                     }
                 };
-                let ph = payload_hash(payload.as_bytes());
                 let forced = self.forced.contains_key(&kh);
                 let class = match slot {
                     None => Class::Added,
@@ -1136,6 +1103,101 @@ impl<'a> Ctx<'a> {
             result
         }
     }
+}
+
+/// One source row, mapped and hashed.
+enum Mapped {
+    /// The key is null or unreadable.
+    NoKey(RowError),
+    Row {
+        key: String,
+        kh: u128,
+        /// The payload and its hash, or why the row cannot be mapped.
+        payload: Result<(String, [u8; 16]), RowError>,
+    },
+}
+
+/// Rows per thread below which a batch is mapped on one thread.
+const PARALLEL_MIN: usize = 2048;
+
+/// Maps and hashes every row of `batch`, on two threads for large batches (the CPU-bound
+/// part of a run: reading values, transforms, JSON, hashing).
+fn map_batch(plan: &SyncPlan, mapper: &RowMapper, batch: &arrow::record_batch::RecordBatch) -> Vec<Mapped> {
+    let n = batch.num_rows();
+    if n < 2 * PARALLEL_MIN {
+        return map_rows(plan, mapper, batch, 0..n);
+    }
+    let mid = n / 2;
+    std::thread::scope(|s| {
+        let second = s.spawn(|| map_rows(plan, mapper, batch, mid..n));
+        let mut first = map_rows(plan, mapper, batch, 0..mid);
+        match second.join() {
+            Ok(rest) => first.extend(rest),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        first
+    })
+}
+
+fn map_rows(
+    plan: &SyncPlan,
+    mapper: &RowMapper,
+    batch: &arrow::record_batch::RecordBatch,
+    rows: std::ops::Range<usize>,
+) -> Vec<Mapped> {
+    let delete = plan.destination.mode == Mode::Delete;
+    rows.map(|row| match mapper.key(batch, row) {
+        Err(e) => Mapped::NoKey(e),
+        Ok(key) => {
+            let payload = if delete {
+                Ok(key_payload(plan, &key, false))
+            } else {
+                payload(plan, mapper, batch, row, &key)
+            }
+            .map(|p| {
+                let h = payload_hash(p.as_bytes());
+                (p, h)
+            });
+            Mapped::Row {
+                kh: key_hash(&key),
+                key,
+                payload,
+            }
+        }
+    })
+    .collect()
+}
+
+/// The payload of a row: its mapped fields and the destination key, by field name.
+fn payload(
+    plan: &SyncPlan,
+    mapper: &RowMapper,
+    batch: &arrow::record_batch::RecordBatch,
+    row: usize,
+    key: &str,
+) -> Result<String, RowError> {
+    let mut fields = mapper.map_row(batch, row)?;
+    let key_field = plan.destination.key_field.as_str();
+    if !fields.iter().any(|(n, _)| *n == key_field) {
+        fields.push((key_field, Val::Str(key.to_string())));
+    }
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    RowMapper::to_json_object(&fields)
+}
+
+/// `{key_field: key}` (a delete), or with every mapped field null (a clear).
+fn key_payload(plan: &SyncPlan, key: &str, clear: bool) -> String {
+    let key_field = plan.destination.key_field.as_str();
+    let mut fields: Vec<(&str, Val)> = vec![(key_field, Val::Str(key.to_string()))];
+    if clear {
+        for m in &plan.mappings {
+            if m.destination != key_field {
+                fields.push((m.destination.as_str(), Val::Null));
+            }
+        }
+    }
+    fields.sort_by(|a, b| a.0.cmp(b.0));
+    RowMapper::to_json_object(&fields).unwrap_or_default()
 }
 
 #[derive(Debug, Default)]
