@@ -14,6 +14,7 @@ pub mod file;
 pub mod http;
 pub mod limit;
 pub mod retry;
+pub mod salesforce;
 
 use crate::config::ConnectionSpec;
 use std::path::Path;
@@ -108,6 +109,7 @@ pub struct Delivered {
 pub enum Destination {
     Http(http::HttpDestination),
     File(file::FileDestination),
+    Salesforce(Box<salesforce::SalesforceDestination>),
 }
 
 impl Destination {
@@ -132,11 +134,54 @@ impl Destination {
         }
     }
 
+    /// The destination of a model's plan, for run `run_id`.
+    pub async fn open_for(
+        plan: &crate::plan::SyncPlan,
+        spec: &ConnectionSpec,
+        project_dir: &Path,
+        run_id: i64,
+    ) -> Result<Destination, String> {
+        let d = &plan.destination;
+        match spec {
+            ConnectionSpec::Salesforce(c) => Ok(Destination::Salesforce(Box::new(
+                salesforce::SalesforceDestination::new(&d.connection, c, project_dir, d)?,
+            ))),
+            _ => Destination::open(&d.connection, spec, project_dir, &plan.name, run_id).await,
+        }
+    }
+
+    /// Records per batch for `op`, given how many records of it the run sends and the
+    /// model's batch size (Salesforce switches to Bulk API 2.0 jobs for large change sets).
+    pub fn batch_size(&self, op: Op, pending: u64, model_batch: usize) -> usize {
+        match self {
+            Destination::Salesforce(d) => d.batch_size(op, pending, model_batch),
+            _ => model_batch.max(1),
+        }
+    }
+
+    /// Whether batches of `op` need the records' destination ids (from the snapshot).
+    pub fn wants_record_ids(&self, op: Op) -> bool {
+        match self {
+            Destination::Salesforce(d) => d.wants_record_ids(op),
+            _ => false,
+        }
+    }
+
+    /// Requests made so far, when the destination counts them itself (several requests per
+    /// batch: Id lookups, Bulk jobs, per-record retries).
+    pub fn calls(&self) -> Option<u64> {
+        match self {
+            Destination::Salesforce(d) => Some(d.calls.load(std::sync::atomic::Ordering::Relaxed)),
+            _ => None,
+        }
+    }
+
     /// Batches in flight at once.
     pub fn max_concurrency(&self) -> usize {
         match self {
             Destination::Http(d) => d.max_concurrency(),
             Destination::File(_) => 1,
+            Destination::Salesforce(d) => d.max_concurrency(),
         }
     }
 
@@ -151,13 +196,14 @@ impl Destination {
         match self {
             Destination::Http(d) => d.send(batch).await,
             Destination::File(d) => d.send(batch).await,
+            Destination::Salesforce(d) => d.send(batch).await,
         }
     }
 
     /// Ends the run's delivery (the file destination flushes and closes its file).
     pub async fn finish(&self) -> Result<(), String> {
         match self {
-            Destination::Http(_) => Ok(()),
+            Destination::Http(_) | Destination::Salesforce(_) => Ok(()),
             Destination::File(d) => d.finish().await,
         }
     }

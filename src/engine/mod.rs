@@ -348,6 +348,8 @@ struct Run<'a> {
     pending_errors: Vec<RowErrorEntry>,
     /// Delete operations planned (for `max_deletes`).
     deletes: i64,
+    /// Records to send, by operation (a destination may batch large sets differently).
+    per_op: HashMap<Op, u64>,
 }
 
 /// The flags kept in a snapshot slot for this run.
@@ -374,7 +376,12 @@ impl<'a> Run<'a> {
             opts,
             progress,
             run_id,
-            ctx: Ctx { plan, run_id, writer },
+            ctx: Ctx {
+                plan,
+                store,
+                run_id,
+                writer,
+            },
             lost: None,
             counts: RunCounts::default(),
             notes: Vec::new(),
@@ -386,6 +393,7 @@ impl<'a> Run<'a> {
             new_invalid: KeySet::default(),
             pending_errors: Vec::new(),
             deletes: 0,
+            per_op: HashMap::new(),
         }
     }
 
@@ -706,6 +714,7 @@ impl<'a> Run<'a> {
                             .push(Some(op), kh, ph, &key, &payload)
                             .map_err(|e| format!("cannot write the spill file: {e}"))?;
                     }
+                    *self.per_op.entry(op).or_default() += 1;
                     self.progress.to_send.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -787,6 +796,7 @@ impl<'a> Run<'a> {
                     if op == Op::Delete {
                         self.deletes += 1;
                     }
+                    *self.per_op.entry(op).or_default() += 1;
                     let payload = self.key_payload(&key, op == Op::Clear);
                     let ph = payload_hash(payload.as_bytes());
                     spill.push(Some(op), kh, ph, &key, &payload)
@@ -844,7 +854,7 @@ impl<'a> Run<'a> {
             .ok_or_else(|| format!("connection `{}` is not defined", d.connection))?;
         let dest = if self.progress.to_send.load(Ordering::Relaxed) > 0 {
             Some(
-                Destination::open(&d.connection, spec, self.project_dir, &plan.name, self.run_id)
+                Destination::open_for(plan, spec, self.project_dir, self.run_id)
                     .await
                     .map_err(|e| format!("destination `{}`: {e}", d.connection))?,
             )
@@ -898,7 +908,11 @@ impl<'a> Run<'a> {
                             next = Some(std::mem::take(&mut pending));
                         }
                         pending.push(r);
-                        if pending.len() >= batch_size && next.is_none() {
+                        let size = match &dest {
+                            Some(dest) => dest.batch_size(op, self.per_op.get(&op).copied().unwrap_or(0), batch_size),
+                            None => batch_size,
+                        };
+                        if pending.len() >= size && next.is_none() {
                             next = Some(std::mem::take(&mut pending));
                         }
                     }
@@ -942,6 +956,9 @@ impl<'a> Run<'a> {
             self.ctx.write(vec![StateWrite::Remove { keys: forget }]).await?;
         }
         if let Some(dest) = dest {
+            if let Some(calls) = dest.calls() {
+                self.counts.api_calls = calls as i64;
+            }
             if let Err(e) = dest.finish().await {
                 self.failure
                     .get_or_insert(format!("destination `{}`: {e}", d.connection));
@@ -970,6 +987,7 @@ impl<'a> Run<'a> {
 #[derive(Clone)]
 struct Ctx<'a> {
     plan: &'a SyncPlan,
+    store: &'a StateStore,
     run_id: i64,
     writer: Option<mpsc::Sender<WriteRequest>>,
 }
@@ -1017,6 +1035,17 @@ impl<'a> Ctx<'a> {
                 result.failure = Some(e);
                 return result;
             }
+            let mut ids = HashMap::new();
+            if dest.wants_record_ids(op) {
+                let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+                match self.store.record_ids(&self.plan.name, &keys).await {
+                    Ok(found) => ids = found,
+                    Err(e) => {
+                        result.failure = Some(e.to_string());
+                        return result;
+                    }
+                }
+            }
             let batch = Batch {
                 model: self.plan.name.clone(),
                 run_id: self.run_id,
@@ -1027,7 +1056,7 @@ impl<'a> Ctx<'a> {
                     .map(|r| Record {
                         key: r.key.clone(),
                         payload: r.payload.clone(),
-                        record_id: None,
+                        record_id: ids.get(&r.key).cloned(),
                     })
                     .collect(),
             };

@@ -1,0 +1,296 @@
+//! OAuth 2.0 for Salesforce (crm-apis.md §1): client credentials, JWT bearer and refresh
+//! token. The token is cached per connection and shared by every sync on it; a request
+//! answered 401 `INVALID_SESSION_ID` asks for a new one once ([`Auth::renew`]) and is
+//! replayed.
+
+use crate::config::env;
+use crate::config::project::{SalesforceAuthFlow, SalesforceConnection};
+use base64::Engine;
+use rsa::pkcs8::DecodePrivateKey;
+use rsa::signature::{SignatureEncoding, Signer};
+use std::path::Path;
+
+/// An access token and the instance it is valid for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub access_token: String,
+    /// The `instance_url` the token endpoint returned (the data API's base).
+    pub instance_url: String,
+}
+
+enum Grant {
+    ClientCredentials {
+        client_id: String,
+        client_secret: String,
+    },
+    Jwt {
+        client_id: String,
+        username: String,
+        audience: String,
+        key: Box<rsa::pkcs1v15::SigningKey<sha2::Sha256>>,
+    },
+    Refresh {
+        client_id: String,
+        client_secret: Option<String>,
+        /// Rotated by the token endpoint when the org rotates refresh tokens.
+        refresh_token: std::sync::Mutex<String>,
+    },
+}
+
+/// How a connection gets its tokens, and the current one.
+pub struct Auth {
+    grant: Grant,
+    /// Where the token endpoint is: the instance (client credentials) or the login host.
+    token_url: String,
+    /// The connection's configured instance, used when the token answer has none.
+    instance_url: String,
+    client: reqwest::Client,
+    current: tokio::sync::Mutex<Option<Token>>,
+    connection: String,
+}
+
+/// Why no token could be had. Never transient from the client's point of view except when
+/// the endpoint could not be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// The endpoint answered no (bad credentials, unapproved user, …): stop.
+    Refused(String),
+    /// The endpoint could not be reached or failed (5xx): retry later.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthError::Refused(m) | AuthError::Unavailable(m) => f.write_str(m),
+        }
+    }
+}
+
+fn expand(name: &str, what: &str, v: &str) -> Result<String, String> {
+    env::expand_env(v).map_err(|e| format!("connection `{name}`: `{what}`: {e}"))
+}
+
+impl Auth {
+    pub fn new(name: &str, c: &SalesforceConnection, project_dir: &Path) -> Result<Auth, String> {
+        let a = &c.auth;
+        let instance_url = expand(name, "instance_url", &c.instance_url)?
+            .trim_end_matches('/')
+            .to_string();
+        let client_id = expand(name, "client_id", &a.client_id)?;
+        let secret = a
+            .client_secret
+            .as_deref()
+            .map(|s| expand(name, "client_secret", s))
+            .transpose()?;
+        let login = match &a.login_url {
+            Some(u) => expand(name, "login_url", u)?.trim_end_matches('/').to_string(),
+            None => "https://login.salesforce.com".to_string(),
+        };
+        let (grant, token_host) = match a.flow {
+            // Client credentials must go to the My Domain host (crm-apis.md §1).
+            SalesforceAuthFlow::ClientCredentials => (
+                Grant::ClientCredentials {
+                    client_id,
+                    client_secret: secret.ok_or_else(|| {
+                        format!("connection `{name}`: the client_credentials flow needs `client_secret`")
+                    })?,
+                },
+                instance_url.clone(),
+            ),
+            SalesforceAuthFlow::JwtBearer => {
+                let pem = match (&a.private_key, &a.private_key_path) {
+                    (Some(k), _) => expand(name, "private_key", k)?,
+                    (None, Some(p)) => {
+                        let path = project_dir.join(expand(name, "private_key_path", p)?);
+                        std::fs::read_to_string(&path).map_err(|e| {
+                            format!(
+                                "connection `{name}`: cannot read the private key `{}`: {e}",
+                                path.display()
+                            )
+                        })?
+                    }
+                    (None, None) => {
+                        return Err(format!(
+                            "connection `{name}`: the jwt_bearer flow needs `private_key` or `private_key_path`"
+                        ))
+                    }
+                };
+                let key = rsa::PrivateKey::from_pkcs8_pem(pem.trim()).map_err(|e| {
+                    format!(
+                        "connection `{name}`: the private key is not an unencrypted PKCS#8 RSA key in PEM form ({e})"
+                    )
+                })?;
+                let username = a
+                    .username
+                    .as_deref()
+                    .map(|u| expand(name, "username", u))
+                    .transpose()?
+                    .ok_or_else(|| format!("connection `{name}`: the jwt_bearer flow needs `username`"))?;
+                (
+                    Grant::Jwt {
+                        client_id,
+                        username,
+                        audience: login.clone(),
+                        key: Box::new(rsa::pkcs1v15::SigningKey::new(key)),
+                    },
+                    login,
+                )
+            }
+            SalesforceAuthFlow::RefreshToken => {
+                let token = a
+                    .refresh_token
+                    .as_deref()
+                    .map(|t| expand(name, "refresh_token", t))
+                    .transpose()?
+                    .ok_or_else(|| format!("connection `{name}`: the refresh_token flow needs `refresh_token`"))?;
+                (
+                    Grant::Refresh {
+                        client_id,
+                        client_secret: secret,
+                        refresh_token: std::sync::Mutex::new(token),
+                    },
+                    login,
+                )
+            }
+        };
+        Ok(Auth {
+            grant,
+            token_url: format!("{token_host}/services/oauth2/token"),
+            instance_url,
+            client: crate::http::client()?,
+            current: tokio::sync::Mutex::new(None),
+            connection: name.to_string(),
+        })
+    }
+
+    /// The current token, fetching one if there is none.
+    pub async fn token(&self) -> Result<Token, AuthError> {
+        let mut cur = self.current.lock().await;
+        if let Some(t) = &*cur {
+            return Ok(t.clone());
+        }
+        let t = self.fetch().await?;
+        *cur = Some(t.clone());
+        Ok(t)
+    }
+
+    /// A new token after `stale` was refused; if another request renewed it meanwhile, that
+    /// one is returned without a second fetch.
+    pub async fn renew(&self, stale: &str) -> Result<Token, AuthError> {
+        let mut cur = self.current.lock().await;
+        if let Some(t) = &*cur {
+            if t.access_token != stale {
+                return Ok(t.clone());
+            }
+        }
+        let t = self.fetch().await?;
+        *cur = Some(t.clone());
+        Ok(t)
+    }
+
+    /// A signed RS256 assertion (crm-apis.md §1: `exp` within 3 minutes).
+    fn assertion(
+        client_id: &str,
+        username: &str,
+        audience: &str,
+        key: &rsa::pkcs1v15::SigningKey<sha2::Sha256>,
+    ) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"RS256"}"#);
+        let exp = chrono::Utc::now().timestamp() + 170;
+        let claims =
+            b64.encode(serde_json::json!({"iss": client_id, "sub": username, "aud": audience, "exp": exp}).to_string());
+        let input = format!("{header}.{claims}");
+        let sig = key.sign(input.as_bytes());
+        format!("{input}.{}", b64.encode(sig.to_bytes()))
+    }
+
+    async fn fetch(&self) -> Result<Token, AuthError> {
+        let form: Vec<(&str, String)> = match &self.grant {
+            Grant::ClientCredentials {
+                client_id,
+                client_secret,
+            } => vec![
+                ("grant_type", "client_credentials".into()),
+                ("client_id", client_id.clone()),
+                ("client_secret", client_secret.clone()),
+            ],
+            Grant::Jwt {
+                client_id,
+                username,
+                audience,
+                key,
+            } => vec![
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()),
+                ("assertion", Self::assertion(client_id, username, audience, key)),
+            ],
+            Grant::Refresh {
+                client_id,
+                client_secret,
+                refresh_token,
+            } => {
+                let mut f = vec![
+                    ("grant_type", "refresh_token".into()),
+                    (
+                        "refresh_token",
+                        refresh_token.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                    ),
+                    ("client_id", client_id.clone()),
+                    ("format", "json".into()),
+                ];
+                if let Some(s) = client_secret {
+                    f.push(("client_secret", s.clone()));
+                }
+                f
+            }
+        };
+        let who = format!(
+            "connection `{}`: the token endpoint {}",
+            self.connection, self.token_url
+        );
+        let resp = self
+            .client
+            .post(&self.token_url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+                    .finish(),
+            )
+            .timeout(std::time::Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("{who}: {}", crate::diagnostics::root_cause(&e))))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let msg = match (json["error"].as_str(), json["error_description"].as_str()) {
+                (Some(e), Some(d)) => format!("{e}: {d}"),
+                (Some(e), None) => e.to_string(),
+                _ => body.chars().take(300).collect(),
+            };
+            let err = format!("{who} answered HTTP {}: {msg}", status.as_u16());
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                AuthError::Unavailable(err)
+            } else {
+                AuthError::Refused(err)
+            });
+        }
+        let Some(access_token) = json["access_token"].as_str() else {
+            return Err(AuthError::Refused(format!("{who} answered without an access_token")));
+        };
+        if let (Grant::Refresh { refresh_token, .. }, Some(rotated)) = (&self.grant, json["refresh_token"].as_str()) {
+            // Rotation: the old token is now invalid; keep the new one for this process.
+            *refresh_token.lock().unwrap_or_else(|p| p.into_inner()) = rotated.to_string();
+        }
+        Ok(Token {
+            access_token: access_token.to_string(),
+            instance_url: json["instance_url"]
+                .as_str()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| self.instance_url.clone()),
+        })
+    }
+}
