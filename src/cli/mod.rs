@@ -209,6 +209,7 @@ pub fn run(cli: Cli) -> u8 {
                 dry_run,
                 full_resync,
                 force,
+                stop: None,
             },
             format,
             color,

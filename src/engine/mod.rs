@@ -34,6 +34,7 @@ use spill::{SpillReader, SpillWriter, Spilled};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use table::{key_hash, payload_hash, KeySet, SnapTable};
 use tokio::sync::{mpsc, oneshot};
@@ -55,6 +56,15 @@ pub struct RunOptions {
     /// Run even if the guard refuses; in `insert` mode, re-send rows of an interrupted
     /// batch (a duplicate may result).
     pub force: bool,
+    /// Set to stop the run early (a daemon shutting down): no new batches are started,
+    /// those in flight finish and are committed, and the run ends `failed` ("stopped").
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl RunOptions {
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
 }
 
 /// Live counters, for a progress bar.
@@ -615,6 +625,9 @@ impl<'a> Run<'a> {
         let mut new_keys = KeySet::default();
         let mut row_no: i64 = 0;
         while let Some(batch) = stream.next().await {
+            if self.opts.stopping() {
+                return Err("stopped while reading the model (shutdown); nothing was sent".into());
+            }
             let batch = batch.map_err(|e| context(&e))?;
             let mapped = map_batch(plan, &mapper, &batch);
             for m in mapped {
@@ -872,6 +885,10 @@ impl<'a> Run<'a> {
         loop {
             if self.failure.is_some() || self.lost.is_some_and(|l| l.load(Ordering::SeqCst)) {
                 break; // no new batches; those in flight end below
+            }
+            if self.opts.stopping() {
+                self.failure = Some("stopped before the end (shutdown): the next run sends the rest".into());
+                break;
             }
             // Fill the next batch (or reach the end of the spill).
             let mut next: Option<Vec<Spilled>> = None;
