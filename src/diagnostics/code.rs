@@ -93,6 +93,14 @@ codes! {
     QueryFailed = "E902", Error, "the warehouse rejects the query";
     ColumnMissing = "E903", Error, "the query does not return a column the model reads";
     TypeMismatch = "E904", Error, "a column's type does not fit its path or transforms";
+    SalesforceObjectMissing = "E905", Error, "the Salesforce object does not exist or the user cannot see it";
+    SalesforceFieldMissing = "E906", Error, "a mapped field does not exist on the Salesforce object";
+    SalesforceFieldReadOnly = "E907", Error, "a mapped field cannot be written in the model's mode";
+    SalesforceKeyNotExternal = "E908", Error, "the key field is neither `Id` nor an external ID";
+    SalesforceTypeMismatch = "E909", Error, "a mapped value's type does not fit the Salesforce field";
+    PicklistValue = "E910", Error, "a constant is not a value of a restricted picklist";
+    PicklistValues = "W911", Warning, "the query returns values a restricted picklist refuses";
+    RequiredFieldUnmapped = "W912", Warning, "a field required to create a record is not mapped";
     // Project (E8xx)
     NoModels = "W801", Warning, "the project has no model files";
     BadModelsDir = "E802", Error, "`models_dir` is not a directory";

@@ -154,6 +154,23 @@ impl Compiler<'_, '_> {
                 },
                 query: self.ctx.at(&["source", "query"]),
                 key: self.ctx.at(&["destination", "unique_identifier"]),
+                object: if spec.destination.object.is_some() {
+                    self.ctx.at(&["destination", "object"])
+                } else if spec.destination.table.is_some() {
+                    self.ctx.at(&["destination", "table"])
+                } else {
+                    self.ctx.at(&["destination", "type"])
+                },
+                key_field: if spec.destination.external_id_field.is_some() {
+                    self.ctx.at(&["destination", "external_id_field"])
+                } else {
+                    self.ctx.at(&["destination", "unique_identifier"])
+                },
+                mode: if spec.destination.mode.is_some() {
+                    self.ctx.at(&["destination", "mode"])
+                } else {
+                    self.ctx.key(&["destination"])
+                },
             },
         })
     }
@@ -582,6 +599,7 @@ impl Compiler<'_, '_> {
                     transforms,
                     source_span: self.ctx.at(&[base[0], base[1], value_key]),
                     transform_spans,
+                    destination_span: self.ctx.at(&[base[0], base[1], "destination"]),
                 });
             }
         }

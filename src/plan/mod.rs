@@ -44,6 +44,12 @@ pub struct PlanSpans {
     pub query: Span,
     /// The destination's `unique_identifier` value.
     pub key: Span,
+    /// The destination's `object` (or `table`, or `type`) value.
+    pub object: Span,
+    /// The destination's `external_id_field` value, or `unique_identifier` without one.
+    pub key_field: Span,
+    /// The destination's `mode` value (or the key `destination` when it is left out).
+    pub mode: Span,
 }
 
 /// Where rows are read.
@@ -91,6 +97,8 @@ pub struct MappingPlan {
     pub source_span: Span,
     /// Where each transform is written.
     pub transform_spans: Vec<Span>,
+    /// Where the mapping's `destination` is written.
+    pub destination_span: Span,
 }
 
 /// Where a mapped value comes from.

@@ -45,6 +45,13 @@ pub async fn check(report: &mut Report) {
                 ))),
             },
         };
+        if plan.destination.kind == crate::config::ConnectionType::Salesforce {
+            if let Some(dspec) = project.connections.get(&plan.destination.connection) {
+                let described = schema.as_ref().ok();
+                let src = source.as_ref().ok();
+                found.extend(super::salesforce::check(plan, dspec, &report.project_dir, described, src).await);
+            }
+        }
         match schema {
             Ok(schema) => found.extend(check_plan(plan, &schema)),
             Err(e @ SourceError::Query(_)) => found.push(
@@ -81,7 +88,7 @@ fn describe(plan: &SyncPlan) -> String {
 
 /// Coarse kinds of values, enough to check paths and transforms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Text,
     Number,
     Bool,
@@ -115,7 +122,7 @@ impl Kind {
         }
     }
 
-    fn words(self) -> &'static str {
+    pub(super) fn words(self) -> &'static str {
         match self {
             Kind::Text => "text",
             Kind::Number => "a number",
@@ -223,6 +230,23 @@ fn check_plan(plan: &SyncPlan, schema: &SchemaRef) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// The kind of value a mapping gives once its transforms ran, when the column is known.
+pub(super) fn mapped_kind(m: &crate::plan::MappingPlan, schema: &SchemaRef) -> Option<Kind> {
+    let ValueSource::Path(path) = &m.value else { return None };
+    let index = column_index(schema, path.column()?)?;
+    let mut kind = if path.is_nested() {
+        Kind::Any
+    } else {
+        Kind::of(schema.field(index))
+    };
+    for t in &m.transforms {
+        if let Some(g) = signature(t).1 {
+            kind = g;
+        }
+    }
+    Some(kind)
 }
 
 fn source_text(p: &FieldPath) -> String {

@@ -6,6 +6,7 @@
 
 pub mod connect;
 pub mod project;
+mod salesforce;
 mod schema_check;
 pub mod sql;
 
