@@ -1063,20 +1063,26 @@ impl<'a> Ctx<'a> {
                     }
                 }
             }
+            // The payloads move into the batch; only their hashes are kept aside.
+            let hashes: Vec<[u8; 16]> = records.iter().map(|r| r.payload_hash).collect();
             let batch = Batch {
                 model: self.plan.name.clone(),
                 run_id: self.run_id,
                 op,
                 key_field: self.plan.destination.key_field.clone(),
                 records: records
-                    .iter()
-                    .map(|r| Record {
-                        key: r.key.clone(),
-                        payload: r.payload.clone(),
-                        record_id: ids.get(&r.key).cloned(),
+                    .into_iter()
+                    .map(|r| {
+                        let record_id = ids.get(&r.key).cloned();
+                        Record {
+                            key: r.key,
+                            payload: r.payload,
+                            record_id,
+                        }
                     })
                     .collect(),
             };
+            let records = &batch.records;
             let delivered = match retry::deliver(dest, &batch, policy).await {
                 Ok(d) => d,
                 Err(failed) => {
@@ -1103,17 +1109,17 @@ impl<'a> Ctx<'a> {
             let mut confirmed = Vec::new();
             let mut gone = Vec::new();
             let mut errors = Vec::new();
-            for (r, o) in records.into_iter().zip(delivered.outcomes) {
+            for ((r, o), hash) in records.iter().zip(delivered.outcomes).zip(hashes) {
                 match o {
                     Outcome::Confirmed { record_id } => {
                         if leaves {
-                            gone.push(r.key);
+                            gone.push(r.key.clone());
                         } else {
-                            confirmed.push((r.key, r.payload_hash, record_id));
+                            confirmed.push((r.key.clone(), hash, record_id));
                         }
                     }
                     Outcome::Rejected { code, message } => errors.push(RowErrorEntry {
-                        key: r.key,
+                        key: r.key.clone(),
                         run_id: self.run_id,
                         kind: "rejected".into(),
                         code,
