@@ -483,10 +483,16 @@ fn apply_one(tx: &rusqlite::Transaction, model: &str, w: &StateWrite) -> rusqlit
                  ON CONFLICT (model, key) DO UPDATE SET hash = excluded.hash,
                     record_id = COALESCE(excluded.record_id, ebb_snapshot.record_id), updated_run = excluded.updated_run",
             )?;
+            // Most runs have no row errors: then there is nothing to delete row by row.
+            let any_errors: bool = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM ebb_row_errors WHERE model = ?1)")?
+                .query_row(params![model], |r| r.get(0))?;
             let mut err = tx.prepare_cached("DELETE FROM ebb_row_errors WHERE model = ?1 AND key = ?2")?;
             for (key, hash, record_id) in rows {
                 up.execute(params![model, key, &hash[..], record_id, run_id])?;
-                err.execute(params![model, key])?;
+                if any_errors {
+                    err.execute(params![model, key])?;
+                }
             }
         }
         StateWrite::Remove { keys } => {
