@@ -5,9 +5,13 @@
 //! hands out one [`Limits`] per connection name from a process-wide registry, and every
 //! request attempt (retries included) takes a [`Permit`] from it first.
 //!
-//! The rate limit is a sliding window: at most `N` request *starts* in any window of the
-//! configured length. It does not limit requests across processes; two `ebb` processes on
-//! one connection each get the full budget.
+//! The rate limit is a sliding window: at most `N` requests in any window of the configured
+//! length, as the server sees them. A request reaches the server at some moment between its
+//! start here and its answer, so each request counts from its start while in flight and
+//! from its answer once answered: a new request starts only when the `N`-th latest has been
+//! answered at least a window ago, which keeps the server's count in any window within `N`
+//! however long requests take to arrive. It does not limit requests across processes; two
+//! `ebb` processes on one connection each get the full budget.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -21,15 +25,45 @@ pub struct Limits {
     rate: Option<(u32, Duration)>,
     concurrency: usize,
     slots: Arc<Semaphore>,
-    /// Start times of the requests in the current window, oldest first.
-    starts: Mutex<VecDeque<Instant>>,
+    window: Arc<Window>,
 }
 
-/// The right to make one request: holds a concurrency slot until dropped.
+/// The requests of the current window, oldest first.
+#[derive(Debug, Default)]
+struct Window {
+    entries: Mutex<VecDeque<Entry>>,
+    /// Signalled when a request is answered (an in-flight entry gets its time).
+    answered: tokio::sync::Notify,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: u64,
+    /// When the request was answered; `None` while it is in flight.
+    at: Option<Instant>,
+}
+
+/// The right to make one request: holds a concurrency slot until dropped; dropping it marks
+/// the request answered in the rate window.
 #[derive(Debug)]
 pub struct Permit {
     // `None` only if the semaphore were closed, which nothing does.
     _slot: Option<OwnedSemaphorePermit>,
+    entry: Option<(Arc<Window>, u64)>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some((w, id)) = self.entry.take() {
+            let mut entries = w.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = entries.iter_mut().find(|e| e.id == id) {
+                e.at = Some(Instant::now());
+            }
+            drop(entries);
+            w.answered.notify_waiters();
+        }
+    }
 }
 
 impl Limits {
@@ -40,7 +74,7 @@ impl Limits {
             rate,
             concurrency,
             slots: Arc::new(Semaphore::new(concurrency)),
-            starts: Mutex::new(VecDeque::new()),
+            window: Arc::new(Window::default()),
         }
     }
 
@@ -65,29 +99,52 @@ impl Limits {
         }
     }
 
-    /// Waits for a concurrency slot, then for room in the rate window, and records the
-    /// request's start.
+    /// Waits for a concurrency slot, then for room in the rate window, and enters the
+    /// request in the window until its permit is dropped.
     pub async fn acquire(&self) -> Permit {
         let slot = self.slots.clone().acquire_owned().await.ok();
-        if let Some((n, window)) = self.rate {
-            loop {
-                let wait_until = {
-                    let mut starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
-                    let now = Instant::now();
-                    while starts.front().is_some_and(|t| now.duration_since(*t) >= window) {
-                        starts.pop_front();
+        let Some((n, window)) = self.rate else {
+            return Permit {
+                _slot: slot,
+                entry: None,
+            };
+        };
+        let w = &self.window;
+        loop {
+            let answered = w.answered.notified();
+            let wait_until = {
+                let mut entries = w.entries.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                while entries
+                    .front()
+                    .is_some_and(|e| e.at.is_some_and(|t| now.duration_since(t) >= window))
+                {
+                    entries.pop_front();
+                }
+                // Answered entries older than the window may sit behind in-flight ones.
+                entries.retain(|e| e.at.is_none_or(|t| now.duration_since(t) < window));
+                if entries.len() < n as usize {
+                    let id = w.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    entries.push_back(Entry { id, at: None });
+                    return Permit {
+                        _slot: slot,
+                        entry: Some((w.clone(), id)),
+                    };
+                }
+                // The window is full: room opens a window after the earliest answer among the
+                // entries, or when an in-flight one is answered.
+                entries.iter().filter_map(|e| e.at).min().map(|t| t + window)
+            };
+            match wait_until {
+                Some(t) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(t) => {}
+                        () = answered => {}
                     }
-                    if starts.len() < n as usize {
-                        starts.push_back(now);
-                        break;
-                    }
-                    // The window is full: room opens when its oldest start leaves it.
-                    starts[starts.len() - n as usize] + window
-                };
-                tokio::time::sleep_until(wait_until).await;
+                }
+                None => answered.await,
             }
         }
-        Permit { _slot: slot }
     }
 }
 

@@ -147,8 +147,9 @@ impl Conn {
                 return Err(SendError::Fatal(self.daily_limit_message(used, max)));
             }
         }
-        let _permit = self.limits.acquire().await;
+        // The token first: the rate window counts API requests, not token fetches.
         let mut token = self.auth.token().await.map_err(auth_error)?;
+        let _permit = self.limits.acquire().await;
         let mut replayed = false;
         loop {
             let url = format!("{}{path}", token.instance_url);
@@ -186,11 +187,24 @@ impl Conn {
                 return Ok(Answer { status, body: text });
             }
             let (code, message) = rest_error(&text);
-            if status == StatusCode::UNAUTHORIZED && code == "INVALID_SESSION_ID" && !replayed {
-                // The session expired: a new token, once, and the same request again.
-                token = self.auth.renew(&token.access_token).await.map_err(auth_error)?;
-                replayed = true;
-                continue;
+            if status == StatusCode::UNAUTHORIZED && code == "INVALID_SESSION_ID" {
+                if !replayed {
+                    // The session expired: a new token, once, and the same request again.
+                    token = self.auth.renew(&token.access_token).await.map_err(auth_error)?;
+                    replayed = true;
+                    continue;
+                }
+                // The new token expired too (other requests used it up, or the org's
+                // session timeout is very short): the batch is retried with backoff, and
+                // its next attempt renews again.
+                self.auth.renew(&token.access_token).await.map_err(auth_error)?;
+                return Err(SendError::Transient {
+                    message: format!(
+                        "{method} {path} on connection `{}`: the session expired again right after renewal",
+                        self.name
+                    ),
+                    retry_after: None,
+                });
             }
             let what = format!(
                 "{method} {path} on connection `{}`: HTTP {}",
