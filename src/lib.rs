@@ -25,6 +25,7 @@ pub mod http;
 pub mod map;
 pub mod path;
 pub mod plan;
+pub mod sandbox;
 pub mod schedule;
 pub mod schema;
 pub mod source;

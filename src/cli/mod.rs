@@ -8,6 +8,7 @@ mod demo;
 mod plan;
 mod preview;
 mod run;
+mod sandbox;
 mod schema;
 mod validate;
 
@@ -155,6 +156,23 @@ pub enum Command {
         #[arg(long)]
         rebuild: bool,
     },
+    /// A local Salesforce-compatible API (OAuth, REST, sObject Collections, Bulk API 2.0,
+    /// SOQL) to sync into without an org; serves until Ctrl-C, one log line per request.
+    Sandbox {
+        /// Port on 127.0.0.1 (the example ebb.yaml's `instance_url` uses 8787; 0: any free port).
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+        /// A JSON file describing the objects and fields (describe form), replacing the
+        /// default `Contact`.
+        #[arg(long, value_name = "FILE")]
+        objects: Option<PathBuf>,
+        /// Latency added to every API request, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// The daily API request allocation.
+        #[arg(long, default_value_t = 100_000)]
+        daily_limit: u64,
+    },
     /// Print the JSON schema of model files, or write both schemas to `schemas/`.
     Schema {
         /// Write `schemas/model.schema.json` and `schemas/project.schema.json` in the project.
@@ -229,6 +247,12 @@ pub fn run(cli: Cli) -> u8 {
             check,
             project_file,
         } => schema::run(project, write, check, project_file),
+        Command::Sandbox {
+            port,
+            objects,
+            latency_ms,
+            daily_limit,
+        } => sandbox::run(port, objects.as_deref(), latency_ms, daily_limit),
     };
     match result {
         Ok(code) => code,

@@ -125,7 +125,9 @@ pub async fn check(
                 .filter(|(k, needed)| *needed && !flag(f, k))
                 .map(|(k, _)| k)
                 .collect();
-            if !needs.is_empty() && !(is_key && needs == ["updateable"]) {
+            // The key of an upsert by external ID is matched on, so it need not be updateable.
+            let key_only_matched = is_key && needs == ["updateable"];
+            if !needs.is_empty() && !key_only_matched {
                 out.push(
                     Diagnostic::new(
                         Code::SalesforceFieldReadOnly,

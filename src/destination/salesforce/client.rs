@@ -58,7 +58,9 @@ impl Conn {
     /// The connection `name`, shared within the process (a changed configuration makes a
     /// new one).
     pub fn shared(name: &str, c: &SalesforceConnection, project_dir: &Path) -> Result<Arc<Conn>, String> {
-        static REGISTRY: OnceLock<Mutex<HashMap<String, (String, Arc<Conn>)>>> = OnceLock::new();
+        /// Connection name → (its configuration, the connection).
+        type Registry = Mutex<HashMap<String, (String, Arc<Conn>)>>;
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
         let fingerprint = format!("{c:?}");
         let registry = REGISTRY.get_or_init(|| Mutex::new(HashMap::new()));
         let mut map = registry.lock().unwrap_or_else(|p| p.into_inner());

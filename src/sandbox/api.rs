@@ -1,0 +1,605 @@
+//! The routes, the gate every data-API request passes (version, session, allocation,
+//! faults, `Sforce-Limit-Info`), and the small REST resources: versions, `limits`,
+//! describe, and single records (including upsert by external ID, crm-apis.md §3).
+//!
+//! The gate's order: an unknown version is 404; then the session (401
+//! `INVALID_SESSION_ID`); then the daily allocation (403 `REQUEST_LIMIT_EXCEEDED`,
+//! "TotalRequests Limit exceeded.", with `api-usage` at its maximum); then the
+//! concurrency limit; then injected 503s. Only a request that passes all of them is counted
+//! against the allocation.
+//!
+//! The concurrency form of `REQUEST_LIMIT_EXCEEDED` is documented by code and status only
+//! (crm-apis.md §5 [U] for the text); the sandbox says "ConcurrentPerOrgLongTxn Limit
+//! exceeded.", the text orgs send when too many long-running requests are in flight. A
+//! client tells the two apart by `Sforce-Limit-Info`: below the maximum it is the
+//! concurrency limit (transient), at the maximum the daily allocation (not transient).
+//! Salesforce applies its limit to requests running 20 s or more; the sandbox, to keep tests
+//! fast, to any request beyond the configured number in flight.
+
+use super::collections::{self, Op};
+use super::store::Store;
+use super::value::{coerce, Input, RecordError};
+use super::{auth, bulk, soql, InFlight, Shared};
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(crate) type Shr = State<Arc<Shared>>;
+
+/// A top-level REST error: an array of one `{"message", "errorCode"}`.
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!([{"message": message, "errorCode": code}]))).into_response()
+}
+
+pub(crate) fn not_found() -> Response {
+    // The errorcodes page shows this body bare, but the REST API sends every error as an
+    // array (crm-apis.md §3 [U]); the sandbox sends the array.
+    error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "The requested resource does not exist",
+    )
+}
+
+/// Record errors as a top-level REST error body.
+pub(crate) fn record_errors(status: StatusCode, errors: &[RecordError]) -> Response {
+    let body: Vec<Value> = errors.iter().map(RecordError::rest_json).collect();
+    (status, Json(Value::Array(body))).into_response()
+}
+
+pub(crate) fn json_error(e: &serde_json::Error) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "JSON_PARSER_ERROR",
+        &format!("{e} at [line:{}, column:{}]", e.line(), e.column()),
+    )
+}
+
+/// The routes.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let v = "/services/data/{v}";
+    let data = Router::new()
+        .route(&format!("{v}/limits"), get(limits))
+        .route(&format!("{v}/sobjects"), get(global_describe))
+        .route(&format!("{v}/sobjects/{{object}}"), post(create_one))
+        .route(&format!("{v}/sobjects/{{object}}/describe"), get(describe))
+        .route(&format!("{v}/sobjects/{{object}}/describe/"), get(describe))
+        .route(
+            &format!("{v}/sobjects/{{object}}/{{id}}"),
+            get(get_one).patch(update_one).delete(delete_one).post(create_by_id),
+        )
+        .route(
+            &format!("{v}/sobjects/{{object}}/{{field}}/{{value}}"),
+            get(get_by_external_id).patch(upsert_one),
+        )
+        .route(
+            &format!("{v}/composite/sobjects"),
+            post(collections::create)
+                .patch(collections::update)
+                .delete(collections::delete),
+        )
+        .route(
+            &format!("{v}/composite/sobjects/{{object}}/{{field}}"),
+            patch(collections::upsert),
+        )
+        .route(&format!("{v}/query"), get(soql::query))
+        .route(&format!("{v}/query/"), get(soql::query))
+        .route(&format!("{v}/query/{{locator}}"), get(soql::more))
+        .merge(bulk::routes(v))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), gate))
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    let app = Router::new()
+        .route("/services/oauth2/token", post(auth::token))
+        .route("/services/data", get(versions))
+        .route("/services/data/", get(versions))
+        .merge(data)
+        .with_state(shared.clone());
+    if shared.settings.log_requests {
+        app.layer(axum::middleware::from_fn(log))
+    } else {
+        app
+    }
+}
+
+async fn log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let response = next.run(req).await;
+    eprintln!(
+        "{} {method} {uri} -> {} ({} ms)",
+        chrono::Utc::now().format("%H:%M:%S%.3f"),
+        response.status().as_u16(),
+        started.elapsed().as_millis()
+    );
+    response
+}
+
+async fn fallback() -> Response {
+    not_found()
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        &format!("HTTP Method '{method}' not allowed"),
+    )
+}
+
+/// `vNN.N` → `"NN.N"` when the sandbox serves it: v46.0 (sObject Collections upsert, 200 on
+/// a single-record upsert update) up to the configured version. Older and newer versions
+/// are answered 404 `NOT_FOUND`, as an org answers a version it does not have.
+fn served_version(shared: &Shared, segment: &str) -> Option<String> {
+    let v = segment.strip_prefix('v')?;
+    let (major, minor) = v.split_once('.')?;
+    let parsed = (major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?);
+    (parsed >= (46, 0) && parsed <= shared.settings.max_version && minor.len() == 1).then(|| v.to_string())
+}
+
+/// Which counter a data-API path adds to.
+fn kind(resource: &str) -> &'static str {
+    if resource.starts_with("composite/sobjects") {
+        "collections"
+    } else if resource.starts_with("jobs/") {
+        "bulk"
+    } else if resource == "query" || resource.starts_with("query/") {
+        "query"
+    } else if resource.trim_end_matches('/') == "sobjects" || resource.trim_end_matches('/').ends_with("/describe") {
+        "describe"
+    } else if resource.starts_with("sobjects/") {
+        "sobject"
+    } else if resource == "limits" {
+        "limits"
+    } else {
+        "other"
+    }
+}
+
+async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(rest) = path.strip_prefix("/services/data/") else {
+        return not_found();
+    };
+    let (segment, resource) = rest.split_once('/').unwrap_or((rest, ""));
+    let (_guard, in_flight) = InFlight::enter(&shared);
+    let latency = shared.lock().faults.latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if served_version(&shared, segment).is_none() {
+        return not_found();
+    }
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    let refused = {
+        let mut state = shared.lock();
+        if matches!(
+            auth::check(&mut state, authorization.as_deref()),
+            auth::Session::Invalid
+        ) {
+            Some(error(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_SESSION_ID",
+                "Session expired or invalid",
+            ))
+        } else if state.used >= state.max {
+            Some(error(
+                StatusCode::FORBIDDEN,
+                "REQUEST_LIMIT_EXCEEDED",
+                "TotalRequests Limit exceeded.",
+            ))
+        } else if state.faults.max_concurrent.is_some_and(|m| in_flight > m) {
+            Some(error(
+                StatusCode::FORBIDDEN,
+                "REQUEST_LIMIT_EXCEEDED",
+                "ConcurrentPerOrgLongTxn Limit exceeded.",
+            ))
+        } else if state.faults.unavailable_next > 0
+            || (state.faults.unavailable_rate > 0.0 && {
+                let p = state.faults.unavailable_rate.min(1.0);
+                state.rng.random_bool(p)
+            })
+        {
+            state.faults.unavailable_next = state.faults.unavailable_next.saturating_sub(1);
+            Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER_UNAVAILABLE",
+                "The server is unavailable to handle the request due to a temporary overloading or maintenance \
+                 of the server.",
+            ))
+        } else {
+            state.used += 1;
+            *state.counts.entry(kind(resource).into()).or_default() += 1;
+            None
+        }
+    };
+    let mut response = match refused {
+        Some(r) => r,
+        None => next.run(req).await,
+    };
+    let usage = {
+        let state = shared.lock();
+        format!("api-usage={}/{}", state.used, state.max)
+    };
+    if let Ok(v) = HeaderValue::from_str(&usage) {
+        response.headers_mut().insert("sforce-limit-info", v);
+    }
+    response
+}
+
+/// `GET /services/data/`: the versions served (no session needed, no limit header).
+async fn versions(State(shared): Shr) -> Response {
+    let (max_major, _) = shared.settings.max_version;
+    let list: Vec<Value> = (46..=max_major)
+        .map(|m| json!({"label": format!("v{m}.0"), "url": format!("/services/data/v{m}.0"), "version": format!("{m}.0")}))
+        .collect();
+    Json(Value::Array(list)).into_response()
+}
+
+/// `GET limits`. Only `DailyApiRequests` is tracked; the Bulk counters are reported at
+/// their documented maximums. The `{"Max", "Remaining"}` shape of `DailyApiRequests` is
+/// [U] in crm-apis.md §5; it is the shape the documented counters (`DailyBulkV2QueryJobs`)
+/// have.
+async fn limits(State(shared): Shr) -> Response {
+    let state = shared.lock();
+    let jobs = state.jobs.len() as u64;
+    Json(json!({
+        "DailyApiRequests": {"Max": state.max, "Remaining": state.max.saturating_sub(state.used)},
+        "DailyBulkApiBatches": {"Max": 15_000, "Remaining": 15_000u64.saturating_sub(jobs)},
+        "DailyBulkV2QueryJobs": {"Max": 10_000, "Remaining": 10_000},
+        "DailyBulkV2QueryFileStorageMB": {"Max": 976_562, "Remaining": 976_562},
+    }))
+    .into_response()
+}
+
+async fn global_describe(State(shared): Shr, Path(v): Path<String>) -> Response {
+    let state = shared.lock();
+    let version = v.trim_start_matches('v');
+    let list: Vec<Value> = state.store.tables.iter().map(|t| t.object.summary(version)).collect();
+    Json(json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": list})).into_response()
+}
+
+async fn describe(State(shared): Shr, Path((v, object)): Path<(String, String)>) -> Response {
+    let state = shared.lock();
+    match state.store.table(&object) {
+        Some(t) => Json(state.store.tables[t].object.describe(v.trim_start_matches('v'))).into_response(),
+        None => not_found(),
+    }
+}
+
+/// A record with its `attributes`, every field shown (nulls included).
+pub(crate) fn with_attributes(store: &Store, t: usize, id: &str, version: &str) -> Option<Value> {
+    let table = &store.tables[t];
+    let record = table.records.get(id)?;
+    let mut out = Map::new();
+    out.insert(
+        "attributes".into(),
+        json!({"type": table.object.name, "url": format!("/services/data/v{version}/sobjects/{}/{id}", table.object.name)}),
+    );
+    out.extend(Store::render(table, id, record, true));
+    Some(Value::Object(out))
+}
+
+async fn get_one(State(shared): Shr, Path((v, object, id)): Path<(String, String, String)>) -> Response {
+    let state = shared.lock();
+    let Some(t) = state.store.table(&object) else {
+        return not_found();
+    };
+    let Ok(id) = state.store.parse_id(t, &id) else {
+        return not_found();
+    };
+    match with_attributes(&state.store, t, &id, v.trim_start_matches('v')) {
+        Some(r) => Json(r).into_response(),
+        None => not_found(),
+    }
+}
+
+async fn get_by_external_id(
+    State(shared): Shr,
+    Path((v, object, field, value)): Path<(String, String, String, String)>,
+) -> Response {
+    let state = shared.lock();
+    let Some(t) = state.store.table(&object) else {
+        return not_found();
+    };
+    let Some(f) = state.store.tables[t].object.field(&field).filter(|f| f.external_id) else {
+        return not_found();
+    };
+    let Ok(key) = coerce(f, Input::Text(&value)) else {
+        return not_found();
+    };
+    let ids = state.store.find(t, &f.name.clone(), &key);
+    match ids.as_slice() {
+        [id] => with_attributes(&state.store, t, id, v.trim_start_matches('v'))
+            .map(|r| Json(r).into_response())
+            .unwrap_or_else(not_found),
+        [] => not_found(),
+        many => multiple(&state.store, t, many, v.trim_start_matches('v')),
+    }
+}
+
+/// 300: an external ID matched several records; the body lists their URLs (the REST
+/// guide describes the list; its exact shape is [U], this is the list of record URLs).
+fn multiple(store: &Store, t: usize, ids: &[String], version: &str) -> Response {
+    let name = &store.tables[t].object.name;
+    let urls: Vec<Value> = ids
+        .iter()
+        .map(|id| Value::from(format!("/services/data/v{version}/sobjects/{name}/{id}")))
+        .collect();
+    (StatusCode::MULTIPLE_CHOICES, Json(Value::Array(urls))).into_response()
+}
+
+/// The body of a single-record write: a JSON object (without `attributes`).
+#[allow(clippy::result_large_err)] // the error is the response to send, built once per request
+fn body_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut m)) => {
+            m.remove("attributes");
+            Ok(m)
+        }
+        Ok(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "Cannot deserialize instance of sObject from a non-object value",
+        )),
+        Err(e) => Err(json_error(&e)),
+    }
+}
+
+/// The single-record REST resources read the body with a typed JSON reader: a value of
+/// the wrong type fails the whole request with 400 `JSON_PARSER_ERROR` (as orgs answer,
+/// e.g. "Cannot deserialize instance of datetime from VALUE_STRING value …"), where
+/// sObject Collections report `INVALID_TYPE_ON_FIELD_IN_RECORD` for the record.
+fn type_errors(store: &Store, t: usize, body: &Map<String, Value>) -> Option<Response> {
+    let object = &store.tables[t].object;
+    for (name, v) in body {
+        let Some(field) = object.field(name) else { continue };
+        if v.is_null() {
+            continue;
+        }
+        if let Err(e) = coerce(field, Input::Json(v)) {
+            if e.code == "INVALID_TYPE_ON_FIELD_IN_RECORD" {
+                let token = match v {
+                    Value::String(_) => "VALUE_STRING",
+                    Value::Number(_) => "VALUE_NUMBER",
+                    Value::Bool(_) => "VALUE_BOOLEAN",
+                    Value::Array(_) => "START_ARRAY",
+                    _ => "START_OBJECT",
+                };
+                let shown = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                return Some(error(
+                    StatusCode::BAD_REQUEST,
+                    "JSON_PARSER_ERROR",
+                    &format!(
+                        "Cannot deserialize instance of {} from {token} value {shown} or request may be missing a \
+                         required field at [line:1, column:1]",
+                        field_type_name(field)
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
+fn field_type_name(field: &super::Field) -> &'static str {
+    use super::FieldType as T;
+    match field.kind {
+        T::Int => "int",
+        T::Double | T::Percent => "double",
+        T::Currency => "currency",
+        T::Date => "date",
+        T::Datetime => "datetime",
+        T::Boolean => "boolean",
+        _ => "string",
+    }
+}
+
+fn pairs(body: &Map<String, Value>) -> Vec<(&str, Input<'_>)> {
+    body.iter().map(|(k, v)| (k.as_str(), Input::Json(v))).collect()
+}
+
+/// `POST sobjects/{Object}`: 201 `{"id", "success": true, "errors": []}`.
+async fn create_one(State(shared): Shr, Path((_v, object)): Path<(String, String)>, body: Bytes) -> Response {
+    let body = match body_object(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut state = shared.lock();
+    let Some(t) = state.store.table(&object) else {
+        return not_found();
+    };
+    if let Some(r) = type_errors(&state.store, t, &body) {
+        return r;
+    }
+    let now = collections::now();
+    let mut undo = Vec::new();
+    match collections::write(&mut state, t, Op::Create, &pairs(&body), now, &mut undo) {
+        Ok(done) => (
+            StatusCode::CREATED,
+            Json(json!({"id": done.id, "success": true, "errors": []})),
+        )
+            .into_response(),
+        Err(f) => record_errors(StatusCode::BAD_REQUEST, &f.errors),
+    }
+}
+
+/// `POST sobjects/{Object}/Id`: creates a record, `Id` being the external ID with a null
+/// value (v37+); any other field name is not a resource for POST.
+async fn create_by_id(state: Shr, Path((v, object, field)): Path<(String, String, String)>, body: Bytes) -> Response {
+    if field != "Id" {
+        return not_found();
+    }
+    create_one(state, Path((v, object)), body).await
+}
+
+/// `PATCH sobjects/{Object}/{id}`: 204.
+async fn update_one(
+    State(shared): Shr,
+    Path((_v, object, id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let body = match body_object(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut state = shared.lock();
+    let Some(t) = state.store.table(&object) else {
+        return not_found();
+    };
+    let id = match state.store.parse_id(t, &id) {
+        Ok(id) => id,
+        Err(_) => return not_found(),
+    };
+    if let Err(e) = state.store.existing(t, &id) {
+        return record_errors(StatusCode::NOT_FOUND, &[e]);
+    }
+    if let Some(r) = type_errors(&state.store, t, &body) {
+        return r;
+    }
+    let mut fields = pairs(&body);
+    fields.push(("Id", Input::Text(&id)));
+    let mut undo = Vec::new();
+    match collections::write(&mut state, t, Op::Update, &fields, collections::now(), &mut undo) {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(f) => record_errors(StatusCode::BAD_REQUEST, &f.errors),
+    }
+}
+
+/// `DELETE sobjects/{Object}/{id}`: 204.
+async fn delete_one(State(shared): Shr, Path((_v, object, id)): Path<(String, String, String)>) -> Response {
+    let mut state = shared.lock();
+    let Some(t) = state.store.table(&object) else {
+        return not_found();
+    };
+    let Ok(id) = state.store.parse_id(t, &id) else {
+        return not_found();
+    };
+    let mut undo = Vec::new();
+    let fields = [("Id", Input::Text(&id))];
+    match collections::write(&mut state, t, Op::Delete, &fields, collections::now(), &mut undo) {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(f)
+            if f.errors
+                .iter()
+                .any(|e| e.code == "ENTITY_IS_DELETED" || e.code == "INVALID_CROSS_REFERENCE_KEY") =>
+        {
+            record_errors(StatusCode::NOT_FOUND, &f.errors)
+        }
+        Err(f) => record_errors(StatusCode::BAD_REQUEST, &f.errors),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct UpsertParams {
+    #[serde(rename = "updateOnly")]
+    update_only: Option<bool>,
+}
+
+/// `PATCH sobjects/{Object}/{ExtIdField}/{value}` (crm-apis.md §3): 201 created, 200
+/// updated (v46+, `created: false`), 300 several matches, 404 unknown object or field.
+/// `Id` as the field updates the record with that id (404 if there is none). The value in
+/// the URL is the record's external ID; one in the body is overridden by it.
+async fn upsert_one(
+    State(shared): Shr,
+    Path((v, object, field, value)): Path<(String, String, String, String)>,
+    axum::extract::Query(params): axum::extract::Query<UpsertParams>,
+    body: Bytes,
+) -> Response {
+    let mut body = match body_object(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut state = shared.lock();
+    let Some(t) = state.store.table(&object) else {
+        return not_found();
+    };
+    let Some(f) = state.store.tables[t].object.field(&field).cloned() else {
+        return not_found();
+    };
+    if let Some(r) = type_errors(&state.store, t, &body) {
+        return r;
+    }
+    let now = collections::now();
+    let mut undo = Vec::new();
+    if f.name == "Id" {
+        let Ok(id) = state.store.parse_id(t, &value) else {
+            return not_found();
+        };
+        if state.store.existing(t, &id).is_err() {
+            return not_found();
+        }
+        let mut fields = pairs(&body);
+        fields.push(("Id", Input::Text(&id)));
+        return match collections::write(&mut state, t, Op::Update, &fields, now, &mut undo) {
+            Ok(done) => Json(json!({"id": done.id, "success": true, "errors": [], "created": false})).into_response(),
+            Err(e) => record_errors(StatusCode::BAD_REQUEST, &e.errors),
+        };
+    }
+    if !f.external_id {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            &format!("Field {} is not an External ID or indexed field for {}", f.name, object),
+        );
+    }
+    body.retain(|k, _| !k.eq_ignore_ascii_case(&f.name));
+    let key = match coerce(&f, Input::Text(&value)) {
+        Ok(k) => k,
+        Err(e) => return record_errors(StatusCode::BAD_REQUEST, &[e]),
+    };
+    let matches = state.store.find(t, &f.name, &key);
+    if matches.len() > 1 {
+        return multiple(&state.store, t, &matches, v.trim_start_matches('v'));
+    }
+    if matches.is_empty() && params.update_only == Some(true) {
+        return not_found();
+    }
+    let mut fields = pairs(&body);
+    fields.push((f.name.as_str(), Input::Text(&value)));
+    match collections::write(&mut state, t, Op::Upsert(&f.name), &fields, now, &mut undo) {
+        Ok(done) => {
+            let status = if done.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                Json(json!({"id": done.id, "success": true, "errors": [], "created": done.created})),
+            )
+                .into_response()
+        }
+        Err(e) => record_errors(StatusCode::BAD_REQUEST, &e.errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kind;
+
+    #[test]
+    fn kinds() {
+        assert_eq!(kind("composite/sobjects/Contact/Crm_Id__c"), "collections");
+        assert_eq!(kind("jobs/ingest/750x/batches"), "bulk");
+        assert_eq!(kind("query/01g-2000"), "query");
+        assert_eq!(kind("sobjects/Contact/describe/"), "describe");
+        assert_eq!(kind("sobjects"), "describe");
+        assert_eq!(kind("sobjects/Contact/Crm_Id__c/X"), "sobject");
+        assert_eq!(kind("limits"), "limits");
+    }
+}

@@ -1,0 +1,583 @@
+//! The Salesforce destination end to end: a real PostgreSQL warehouse, the `ebb` binary and
+//! the sandbox (`ebb::sandbox`) over real HTTP, speaking Salesforce's documented protocol.
+
+use crate::support::{ebb, stderr, stdout};
+use ebb::sandbox::{Faults, Sandbox, SandboxConfig};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+struct SfFixture {
+    dir: tempfile::TempDir,
+    schema: String,
+    sandbox: Sandbox,
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl SfFixture {
+    /// `rows` contacts in the warehouse; the project's `salesforce` connection points at a
+    /// fresh sandbox, with `connection_extra` added to it.
+    fn new(tag: &str, rows: usize, connection_extra: &str, config: SandboxConfig) -> SfFixture {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = crate::source_postgres::url();
+        let client = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("PostgreSQL must be running (EBB_TEST_POSTGRES_URL)");
+            tokio::spawn(conn);
+            client
+        });
+        let schema = format!("ebb_sf_{tag}_{}", std::process::id());
+        let sandbox = Sandbox::start_in_thread(config);
+        let f = SfFixture {
+            dir: tempfile::tempdir().unwrap(),
+            schema,
+            sandbox,
+            rt,
+            client,
+        };
+        let s = &f.schema;
+        f.sql(&format!(
+            "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s};
+             CREATE TABLE {s}.contacts (id INT, last_name TEXT, email TEXT, segment TEXT, ltv NUMERIC(12, 3), churn DOUBLE PRECISION);
+             INSERT INTO {s}.contacts SELECT i, 'Name' || i, 'User' || i || '@Example.com',
+                (ARRAY['Enterprise', 'Mid-Market', 'SMB', 'Consumer'])[1 + i % 4], i * 10.125, (i % 100) / 100.0
+                FROM generate_series(1, {rows}) AS i;"
+        ));
+        std::fs::write(
+            f.dir.path().join("ebb.yaml"),
+            format!(
+                "version: 1
+connections:
+  pg:
+    type: postgres
+    url: {url}
+  salesforce:
+    type: salesforce
+    instance_url: {}
+    auth:
+      flow: client_credentials
+      client_id: ${{SF_CLIENT_ID:-ebb-sandbox}}
+      client_secret: ${{SF_CLIENT_SECRET:-ebb-sandbox}}
+{connection_extra}",
+                f.sandbox.url()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir(f.dir.path().join("models")).unwrap();
+        f.model("upsert", "Warehouse_Id__c", "");
+        f
+    }
+
+    /// The model: contacts to Contact, keyed on `key_field`.
+    fn model(&self, mode: &str, key_field: &str, extra: &str) {
+        std::fs::write(
+            self.dir.path().join("models/contacts.yaml"),
+            format!(
+                "models:
+  - name: contacts
+    source:
+      type: postgres
+      query: SELECT id, last_name, email, segment, ltv, churn FROM {s}.contacts
+    destination:
+      type: salesforce
+      object: Contact
+      mode: {mode}
+      unique_identifier: id
+      external_id_field: {key_field}
+{extra}    mappings:
+      - source: id
+        destination: {key_field}
+      - source: last_name
+        destination: LastName
+      - source: email
+        destination: Email
+        transform: lower
+      - source: segment
+        destination: Customer_Segment__c
+      - source: ltv
+        destination: LTV__c
+        transform: round(2)
+      - source: churn
+        destination: Churn_Risk__c
+        transform: scale(0, 1, 0, 100)
+",
+                s = self.schema
+            ),
+        )
+        .unwrap();
+    }
+
+    fn sql(&self, sql: &str) {
+        self.rt
+            .block_on(self.client.batch_execute(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, Value) {
+        let out = Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["run", "contacts", "--format", "json"])
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("EBB_PROJECT")
+            .env("EBB_RETRY_BASE_MS", "5")
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap_or(-1);
+        let summary: Value = serde_json::from_str(stdout(&out).trim())
+            .unwrap_or_else(|e| panic!("exit {code}: {e}\n{}\n{}", stdout(&out), stderr(&out)));
+        (code, summary["runs"][0].clone())
+    }
+
+    /// The model's rows as the sandbox should hold them, by warehouse id.
+    fn expected(&self) -> BTreeMap<String, Value> {
+        let rows = self
+            .rt
+            .block_on(self.client.query(
+                &format!(
+                    "SELECT id, last_name, lower(email), segment, round(ltv, 2)::float8, round((churn * 100)::numeric, 9)::float8 FROM {}.contacts",
+                    self.schema
+                ),
+                &[],
+            ))
+            .unwrap();
+        rows.iter()
+            .map(|r| {
+                let id: i32 = r.get(0);
+                (
+                    id.to_string(),
+                    json!({
+                        "LastName": r.get::<_, String>(1),
+                        "Email": r.get::<_, String>(2),
+                        "Customer_Segment__c": r.get::<_, String>(3),
+                        "LTV__c": r.get::<_, f64>(4),
+                        "Churn_Risk__c": r.get::<_, f64>(5),
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    /// The sandbox's Contacts, by `Warehouse_Id__c`, with the fields the model writes.
+    fn held(&self) -> BTreeMap<String, Value> {
+        self.sandbox
+            .records("Contact")
+            .into_iter()
+            .map(|r| {
+                let key = match &r["Warehouse_Id__c"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let pick = |k: &str| r.get(k).cloned().unwrap_or(Value::Null);
+                (
+                    key,
+                    json!({
+                        "LastName": pick("LastName"),
+                        "Email": pick("Email"),
+                        "Customer_Segment__c": pick("Customer_Segment__c"),
+                        "LTV__c": pick("LTV__c").as_f64().map(Value::from).unwrap_or(Value::Null),
+                        "Churn_Risk__c": pick("Churn_Risk__c").as_f64().map(Value::from).unwrap_or(Value::Null),
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    #[track_caller]
+    fn assert_synced(&self, context: &str) {
+        let (held, want) = (self.held(), self.expected());
+        if held == want {
+            return;
+        }
+        let diff: Vec<String> = want
+            .keys()
+            .chain(held.keys())
+            .filter(|k| held.get(*k) != want.get(*k))
+            .take(5)
+            .map(|k| format!("  {k}: sandbox {:?}, model {:?}", held.get(k), want.get(k)))
+            .collect();
+        panic!(
+            "{context}: the sandbox ({} Contacts) does not hold the model ({} rows):\n{}",
+            held.len(),
+            want.len(),
+            diff.join("\n")
+        );
+    }
+}
+
+impl Drop for SfFixture {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(
+            self.client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)),
+        );
+    }
+}
+
+fn count(v: &Value, what: &str) -> i64 {
+    v["counts"][what]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no count {what} in {v}"))
+}
+
+#[test]
+fn upserts_by_external_id_in_collections_of_200_then_only_what_changed() {
+    let f = SfFixture::new("upsert", 450, "", SandboxConfig::default());
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!((count(&run, "sent"), count(&run, "confirmed")), (450, 450));
+    assert_eq!(count(&run, "api_calls"), 3, "ceil(450 / 200) collections calls: {run}");
+    assert_eq!(f.sandbox.calls_to("collections"), 3);
+    f.assert_synced("first sync");
+    // 1%: 5 rows change → one call.
+    f.sql(&format!(
+        "UPDATE {}.contacts SET segment = 'SMB' WHERE id % 90 = 1 AND segment <> 'SMB'",
+        f.schema
+    ));
+    let before = f.sandbox.calls();
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(count(&run, "api_calls"), 1, "{run}");
+    assert_eq!(f.sandbox.calls() - before, 1);
+    f.assert_synced("after a 1% change");
+    let (code, run) = f.run(&[]);
+    assert_eq!((code, count(&run, "api_calls")), (0, 0), "no change, no call: {run}");
+}
+
+#[test]
+fn a_large_change_set_goes_through_bulk_api_2_with_the_same_final_state() {
+    let f = SfFixture::new("bulk", 1500, "    bulk_threshold: 1000\n", SandboxConfig::default());
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(count(&run, "confirmed"), 1500);
+    assert!(f.sandbox.calls_to("bulk") >= 5, "create, upload, close, poll, results");
+    assert_eq!(f.sandbox.calls_to("collections"), 0);
+    f.assert_synced("after a Bulk API 2.0 job");
+    // Under the threshold: Collections again.
+    f.sql(&format!(
+        "UPDATE {}.contacts SET last_name = 'Changed' WHERE id <= 10",
+        f.schema
+    ));
+    let (code, _) = f.run(&[]);
+    assert_eq!(code, 0);
+    assert_eq!(f.sandbox.calls_to("collections"), 1);
+    f.assert_synced("after a small change");
+    // A rejected row in a Bulk job is reported like any other.
+    f.sql(&format!(
+        "UPDATE {}.contacts SET segment = 'Gold', last_name = last_name || '!' WHERE id = 77",
+        f.schema
+    ));
+    f.sql(&format!(
+        "UPDATE {}.contacts SET last_name = last_name || '.' WHERE id > 100",
+        f.schema
+    ));
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 3, "{run}");
+    assert_eq!(count(&run, "rejected"), 1);
+    let errors = stdout(&ebb(f.path(), &["errors", "contacts", "--format", "json"]));
+    assert!(
+        errors.contains("\"key\":\"77\"") && errors.contains("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn token_expiry_mid_run_is_invisible() {
+    let config = SandboxConfig {
+        faults: Faults {
+            token_ttl_calls: Some(2),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    };
+    let f = SfFixture::new("token", 1000, "", config);
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert!(
+        f.sandbox.calls_to("token") >= 3,
+        "tokens renewed: {}",
+        f.sandbox.calls_to("token")
+    );
+    f.assert_synced("with tokens expiring every 2 calls");
+}
+
+#[test]
+fn a_restricted_picklist_violation_rejects_just_that_row_with_salesforces_code_and_message() {
+    let f = SfFixture::new("picklist", 300, "", SandboxConfig::default());
+    f.sql(&format!(
+        "UPDATE {}.contacts SET segment = 'Gold' WHERE id = 42",
+        f.schema
+    ));
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 3, "{run}");
+    assert_eq!((count(&run, "confirmed"), count(&run, "rejected")), (299, 1));
+    let text = stdout(&ebb(f.path(), &["errors", "contacts"]));
+    assert!(
+        text.contains("42") && text.contains("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Gold") || text.to_lowercase().contains("picklist"),
+        "{text}"
+    );
+    // Fixed in the warehouse: sent once more and accepted.
+    f.sql(&format!(
+        "UPDATE {}.contacts SET segment = 'SMB' WHERE id = 42",
+        f.schema
+    ));
+    let (code, run) = f.run(&[]);
+    assert_eq!((code, count(&run, "sent")), (0, 1), "{run}");
+    f.assert_synced("after the fix");
+}
+
+#[test]
+fn a_spent_daily_allocation_ends_the_run_failed_keeping_what_was_confirmed_and_the_next_run_finishes() {
+    let f = SfFixture::new(
+        "daily",
+        1000,
+        "    daily_api_reserve: 2\n    max_concurrency: 1\n",
+        SandboxConfig::default(),
+    );
+    // 5 calls left; ebb keeps 2 in reserve: 3 batches go, then the run stops.
+    f.sandbox.set_allocation(99_995, 100_000);
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 1, "{run}");
+    assert_eq!(run["status"], "failed");
+    let err = run["error"].as_str().unwrap();
+    assert!(
+        err.contains("daily API allocation is spent down to its reserve (api-usage 99998/100000"),
+        "{err}"
+    );
+    assert_eq!(count(&run, "confirmed"), 600, "{run}");
+    assert_eq!(f.held().len(), 600, "what the sandbox holds is what was committed");
+    // The allocation resets: the next run sends the rest, and only the rest.
+    f.sandbox.set_allocation(0, 100_000);
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(count(&run, "sent"), 400, "{run}");
+    f.assert_synced("after the allocation reset");
+
+    // An allocation already spent when the run starts: Salesforce's own 403
+    // REQUEST_LIMIT_EXCEEDED (the daily form) stops the run the same way.
+    f.sql(&format!(
+        "UPDATE {}.contacts SET last_name = last_name || '+'",
+        f.schema
+    ));
+    std::fs::write(
+        f.path().join("ebb.yaml"),
+        std::fs::read_to_string(f.path().join("ebb.yaml"))
+            .unwrap()
+            .replace("daily_api_reserve: 2", "daily_api_reserve: 0"),
+    )
+    .unwrap();
+    f.sandbox.set_allocation(100_000, 100_000);
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 1, "{run}");
+    assert_eq!(count(&run, "confirmed"), 0, "{run}");
+    let err = run["error"].as_str().unwrap();
+    assert!(
+        err.contains("REQUEST_LIMIT_EXCEEDED") && err.contains("daily API allocation"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_concurrent_request_form_of_request_limit_exceeded_is_retried() {
+    let config = SandboxConfig {
+        faults: Faults {
+            max_concurrent: Some(1),
+            latency: Duration::from_millis(30),
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    };
+    let f = SfFixture::new("concurrent", 1000, "    max_concurrency: 4\n", config);
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert!(
+        count(&run, "api_calls") > 5,
+        "some calls were refused and retried: {run}"
+    );
+    f.assert_synced("after retries");
+}
+
+#[test]
+fn the_rate_limit_is_never_exceeded_in_any_window() {
+    let f = SfFixture::new("rate", 3000, "    rate_limit: 10/second\n", SandboxConfig::default());
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(count(&run, "api_calls"), 15);
+    assert!(
+        f.sandbox.max_starts_within(Duration::from_secs(1)) <= 10,
+        "{} requests started within one second",
+        f.sandbox.max_starts_within(Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn mirror_deletes_by_the_ids_upserts_returned() {
+    let f = SfFixture::new("mirror", 250, "", SandboxConfig::default());
+    f.model("mirror", "Warehouse_Id__c", "");
+    assert_eq!(f.run(&[]).0, 0);
+    f.sql(&format!("DELETE FROM {}.contacts WHERE id > 240", f.schema));
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!((count(&run, "removed"), count(&run, "confirmed")), (10, 10));
+    assert_eq!(
+        f.sandbox.calls_to("query"),
+        0,
+        "the Ids came from the snapshot, not SOQL"
+    );
+    f.assert_synced("after deletes");
+}
+
+#[test]
+fn update_by_id_touches_existing_records_and_rejects_unknown_ids() {
+    let f = SfFixture::new("byid", 0, "", SandboxConfig::default());
+    // Contacts that exist in the org, and a warehouse table keyed by their Ids.
+    let mut seed = Vec::new();
+    for i in 1..=20 {
+        let mut r = Map::new();
+        r.insert("LastName".into(), json!(format!("Before{i}")));
+        r.insert("Warehouse_Id__c".into(), json!(i.to_string()));
+        seed.push(r);
+    }
+    let ids = f.sandbox.insert("Contact", seed).unwrap();
+    let s = &f.schema;
+    f.sql(&format!("CREATE TABLE {s}.by_id (crm_id TEXT, segment TEXT)"));
+    for id in &ids {
+        f.sql(&format!("INSERT INTO {s}.by_id VALUES ('{id}', 'Enterprise')"));
+    }
+    f.sql(&format!("INSERT INTO {s}.by_id VALUES ('003000000000000AAA', 'SMB')"));
+    std::fs::write(
+        f.path().join("models/contacts.yaml"),
+        format!(
+            "models:
+  - name: contacts
+    source:
+      type: postgres
+      query: SELECT crm_id, segment FROM {s}.by_id
+    destination:
+      type: salesforce
+      object: Contact
+      mode: update
+      unique_identifier: crm_id
+    mappings:
+      - source: crm_id
+        destination: Id
+      - source: segment
+        destination: Customer_Segment__c
+"
+        ),
+    )
+    .unwrap();
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 3, "{run}");
+    assert_eq!((count(&run, "confirmed"), count(&run, "rejected")), (20, 1), "{run}");
+    let held = f.sandbox.records("Contact");
+    assert_eq!(held.len(), 20, "update creates nothing");
+    assert!(held.iter().all(|r| r["Customer_Segment__c"] == "Enterprise"));
+    let errors = stdout(&ebb(f.path(), &["errors", "contacts"]));
+    assert!(errors.contains("003000000000000AAA"), "{errors}");
+}
+
+#[test]
+fn validate_connect_checks_the_model_against_the_described_object() {
+    let f = SfFixture::new("connect", 10, "", SandboxConfig::default());
+    f.sql(&format!(
+        "UPDATE {}.contacts SET segment = 'Gold' WHERE id = 3",
+        f.schema
+    ));
+    let s = &f.schema;
+    std::fs::write(
+        f.path().join("models/contacts.yaml"),
+        format!(
+            "models:
+  - name: contacts
+    source:
+      type: postgres
+      query: SELECT id, last_name, email, segment, ltv, churn, churn > 0.5 AS at_risk FROM {s}.contacts
+    destination:
+      type: salesforce
+      object: Contact
+      mode: upsert
+      unique_identifier: id
+      external_id_field: Email
+    mappings:
+      - source: email
+        destination: Email
+      - source: segment
+        destination: Customer_Segment__c
+      - source: ltv
+        destination: LTV__cc
+      - source: at_risk
+        destination: Last_Activity__c
+      - constant: \"2024-01-01T00:00:00Z\"
+        destination: CreatedDate
+  - name: constant_picklist
+    source:
+      type: postgres
+      query: SELECT id FROM {s}.contacts
+    destination:
+      type: salesforce
+      object: Contact
+      mode: update
+      unique_identifier: id
+      external_id_field: Warehouse_Id__c
+    mappings:
+      - source: id
+        destination: Warehouse_Id__c
+      - constant: Platinum
+        destination: Customer_Segment__c
+  - name: missing_object
+    source:
+      type: postgres
+      query: SELECT id FROM {s}.contacts
+    destination:
+      type: salesforce
+      object: Contct
+      mode: upsert
+      unique_identifier: id
+      external_id_field: Warehouse_Id__c
+    mappings:
+      - source: id
+        destination: Warehouse_Id__c
+"
+        ),
+    )
+    .unwrap();
+    let out = ebb(f.path(), &["validate", "--connect", "--format", "json"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    let diags: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let codes: Vec<(String, u64)> = diags["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["code"].as_str().unwrap().to_string(), d["line"].as_u64().unwrap()))
+        .collect();
+    let has = |code: &str, line: u64| codes.contains(&(code.to_string(), line));
+    assert!(has("E908", 11), "Email is not an external ID: {codes:?}");
+    assert!(
+        has("W911", 15),
+        "the query returns Gold for a restricted picklist: {codes:?}"
+    );
+    assert!(has("E906", 18), "LTV__cc: {codes:?}");
+    assert!(has("E909", 19), "a boolean into a date field: {codes:?}");
+    assert!(has("E907", 22), "CreatedDate is not writable: {codes:?}");
+    assert!(has("W912", 9), "LastName is required to create a Contact: {codes:?}");
+    assert!(has("E910", 36), "a constant outside the picklist: {codes:?}");
+    assert!(has("E905", 44), "no object Contct: {codes:?}");
+    let human = stdout(&ebb(f.path(), &["validate", "--connect"]));
+    assert!(human.contains("did you mean `LTV__c`?"), "{human}");
+}
