@@ -12,10 +12,12 @@
 //! - [`state`]: snapshots, run history and row errors (SQLite or PostgreSQL);
 //! - [`map`]: source rows to destination records (paths, transforms, exact JSON);
 //! - [`schedule`], [`transform`], [`path`]: the pieces a plan is made of;
+//! - [`daemon`]: `ebb daemon`: schedules, hot reload, the HTTP API, graceful shutdown;
 //! - [`cli`]: the `ebb` command.
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 #[cfg(feature = "duckdb")]
 pub mod demo;
 pub mod destination;

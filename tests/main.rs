@@ -4,6 +4,7 @@ mod support;
 
 mod cli; // the `ebb` binary: exit codes, output formats, `plan`, `schema`
 mod connect; // `validate --connect` against a real warehouse
+mod daemon; // `ebb daemon`: schedules, hot reload, the HTTP API, signals, two daemons on one store
 #[cfg(feature = "duckdb")]
 mod demo; // `ebb demo`: the quickstart
 mod destination; // the http and file destinations: wire format, retries, limits, files

@@ -21,6 +21,15 @@ impl SfFixture {
     /// `rows` contacts in the warehouse; the project's `salesforce` connection points at a
     /// fresh sandbox, with `connection_extra` added to it.
     fn new(tag: &str, rows: usize, connection_extra: &str, config: SandboxConfig) -> SfFixture {
+        let auth = "      flow: client_credentials
+      client_id: ${SF_CLIENT_ID:-ebb-sandbox}
+      client_secret: ${SF_CLIENT_SECRET:-ebb-sandbox}
+";
+        SfFixture::with_auth(tag, rows, auth, connection_extra, config)
+    }
+
+    /// As `new`, with the connection's `auth:` block given (its lines, indented by 6).
+    fn with_auth(tag: &str, rows: usize, auth: &str, connection_extra: &str, config: SandboxConfig) -> SfFixture {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -62,11 +71,9 @@ connections:
     type: salesforce
     instance_url: {}
     auth:
-      flow: client_credentials
-      client_id: ${{SF_CLIENT_ID:-ebb-sandbox}}
-      client_secret: ${{SF_CLIENT_SECRET:-ebb-sandbox}}
-{connection_extra}",
-                f.sandbox.url()
+{auth}{connection_extra}",
+                f.sandbox.url(),
+                auth = auth.replace("{SANDBOX}", &f.sandbox.url()),
             ),
         )
         .unwrap();
@@ -580,4 +587,148 @@ fn validate_connect_checks_the_model_against_the_described_object() {
     assert!(has("E905", 44), "no object Contct: {codes:?}");
     let human = stdout(&ebb(f.path(), &["validate", "--connect"]));
     assert!(human.contains("did you mean `LTV__c`?"), "{human}");
+}
+
+#[test]
+fn jwt_bearer_and_refresh_token_flows_get_tokens_the_sandbox_accepts() {
+    // An RSA key pair: the private key signs the assertion, the sandbox checks the signature.
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(ok.success());
+    let public = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let config = SandboxConfig {
+        jwt_public_key: Some(String::from_utf8(public.stdout).unwrap()),
+        jwt_username: Some("integration@acme.example".into()),
+        ..SandboxConfig::default()
+    };
+    let auth = format!(
+        "      flow: jwt_bearer
+      client_id: ebb-sandbox
+      username: integration@acme.example
+      private_key_path: {}
+      login_url: {{SANDBOX}}
+",
+        key.display()
+    );
+    let f = SfFixture::with_auth("jwt", 250, &auth, "", config);
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(f.sandbox.calls_to("token"), 1);
+    f.assert_synced("with a JWT bearer token");
+
+    let auth = "      flow: refresh_token
+      client_id: ebb-sandbox
+      client_secret: ${SF_CLIENT_SECRET:-ebb-sandbox}
+      refresh_token: ${SF_REFRESH_TOKEN:-ebb-sandbox-refresh-token}
+      login_url: {SANDBOX}
+";
+    let f = SfFixture::with_auth("refresh", 250, auth, "", SandboxConfig::default());
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    f.assert_synced("with a refreshed token");
+    // A wrong secret is refused at the token endpoint: a clear, fatal error.
+    let auth = "      flow: client_credentials
+      client_id: ebb-sandbox
+      client_secret: ${SF_WRONG_SECRET:-nope}
+";
+    let f = SfFixture::with_auth("badsecret", 5, auth, "", SandboxConfig::default());
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 1, "{run}");
+    let err = run["error"].as_str().unwrap();
+    assert!(err.contains("token endpoint") && err.contains("HTTP 400"), "{err}");
+}
+
+#[test]
+fn unable_to_lock_row_is_retried_record_by_record() {
+    let config = SandboxConfig {
+        faults: Faults {
+            lock_row_next: 5,
+            ..Faults::default()
+        },
+        ..SandboxConfig::default()
+    };
+    let f = SfFixture::new("lockrow", 300, "", config);
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!((count(&run, "confirmed"), count(&run, "rejected")), (300, 0), "{run}");
+    assert!(
+        count(&run, "api_calls") > 2,
+        "the locked records were sent again: {run}"
+    );
+    f.assert_synced("after lock retries");
+}
+
+#[test]
+fn insert_creates_and_clear_nulls_the_fields_of_rows_that_leave() {
+    let f = SfFixture::new("insert", 50, "", SandboxConfig::default());
+    f.model("insert", "Warehouse_Id__c", "");
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(f.sandbox.records("Contact").len(), 50);
+    f.assert_synced("after inserts");
+    // Changed rows are not updated in insert mode.
+    f.sql(&format!(
+        "UPDATE {}.contacts SET last_name = 'Renamed' WHERE id = 1",
+        f.schema
+    ));
+    let (code, run) = f.run(&[]);
+    assert_eq!((code, count(&run, "sent")), (0, 0), "{run}");
+    // Upsert with on_removed: clear: a row that leaves the model has its mapped fields
+    // nulled (LastName is required, so this model leaves it out).
+    std::fs::write(
+        f.path().join("models/contacts.yaml"),
+        format!(
+            "models:
+  - name: contacts
+    source:
+      type: postgres
+      query: SELECT id, email, segment FROM {}.contacts
+    destination:
+      type: salesforce
+      object: Contact
+      mode: upsert
+      unique_identifier: id
+      external_id_field: Warehouse_Id__c
+      on_removed: clear
+    mappings:
+      - source: id
+        destination: Warehouse_Id__c
+      - source: email
+        destination: Email
+        transform: lower
+      - source: segment
+        destination: Customer_Segment__c
+",
+            f.schema
+        ),
+    )
+    .unwrap();
+    f.sql(&format!("DELETE FROM {}.contacts WHERE id = 2", f.schema));
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    let two = f
+        .sandbox
+        .records("Contact")
+        .into_iter()
+        .find(|r| r["Warehouse_Id__c"] == "2")
+        .expect("the record stays");
+    assert!(two.get("Customer_Segment__c").is_none_or(Value::is_null), "{two:?}");
+    assert!(two.get("Email").is_none_or(Value::is_null), "{two:?}");
 }

@@ -3,6 +3,7 @@
 //! Exit codes (DESIGN §5): 0 success; 1 failure (invalid config, a failed run);
 //! 2 bad usage or unreadable project files; 3 a run whose destination rejected rows.
 
+mod daemon;
 #[cfg(feature = "duckdb")]
 mod demo;
 mod plan;
@@ -156,6 +157,26 @@ pub enum Command {
         #[arg(long)]
         rebuild: bool,
     },
+    /// Run every model on its schedule, with an HTTP API (`/healthz`, `/readyz`, `/metrics`,
+    /// `/api/models`, `/api/runs`), hot reload of model files and graceful shutdown
+    /// (SIGTERM/SIGINT: runs in progress finish their batches; a second signal exits at once).
+    Daemon {
+        /// Address of the HTTP server, overriding `daemon.listen` (port 0: any free port;
+        /// the address is logged at start-up).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Seconds runs in progress get to finish their batches after SIGTERM/SIGINT; runs
+        /// still going then are abandoned and the daemon exits 1 (their unconfirmed batches
+        /// are sent again by the next run).
+        #[arg(long, value_name = "SECS", default_value_t = 25.0)]
+        shutdown_timeout: f64,
+        /// `human` (a timestamped line per event) or `json` (an object per line).
+        #[arg(long, value_enum, default_value_t = crate::daemon::log::LogFormat::Human)]
+        log_format: crate::daemon::log::LogFormat,
+        /// The least important events logged.
+        #[arg(long, value_enum, default_value_t = crate::daemon::log::Level::Info)]
+        log_level: crate::daemon::log::Level,
+    },
     /// A local Salesforce-compatible API (OAuth, REST, sObject Collections, Bulk API 2.0,
     /// SOQL) to sync into without an org; serves until Ctrl-C, one log line per request.
     Sandbox {
@@ -242,6 +263,12 @@ pub fn run(cli: Cli) -> u8 {
             seed,
             rebuild,
         } => demo::run(project, customers, seed, rebuild, color),
+        Command::Daemon {
+            listen,
+            shutdown_timeout,
+            log_format,
+            log_level,
+        } => daemon::run(project, listen, shutdown_timeout, log_format, log_level),
         Command::Schema {
             write,
             check,

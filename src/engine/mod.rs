@@ -77,6 +77,8 @@ pub struct Progress {
     pub rejected: AtomicU64,
     /// `true` once the model is read and delivery has started.
     pub delivering: AtomicBool,
+    /// The run's id once it is recorded (0 before).
+    pub run_id: std::sync::atomic::AtomicI64,
 }
 
 /// How a run ended.
@@ -161,6 +163,7 @@ pub fn destination_identity(plan: &SyncPlan) -> String {
 }
 
 /// Runs `plan` once.
+/// The future is `Send`, so a daemon can spawn it on a multi-threaded runtime.
 pub async fn run(
     project_dir: &Path,
     project: &ProjectSpec,
@@ -226,6 +229,7 @@ pub async fn run(
         }
     };
     report.run_id = Some(run_id);
+    progress.run_id.store(run_id, Ordering::SeqCst);
     me.run_id = run_id;
     // Record the run id with the lock (same holder: re-entrant).
     let _ = store.lock(&plan.name, &me, lock::LEASE).await;
@@ -1262,4 +1266,21 @@ struct BatchResult {
 
 fn percent(r: f64) -> String {
     format!("{:.1}%", r * 100.0)
+}
+
+#[cfg(test)]
+mod send_check {
+    fn assert_send<T: Send>(_: T) {}
+
+    #[allow(dead_code)]
+    fn run_is_send(
+        dir: &std::path::Path,
+        project: &crate::config::project::ProjectSpec,
+        store: &crate::state::StateStore,
+        plan: &crate::plan::SyncPlan,
+        opts: &super::RunOptions,
+        progress: &super::Progress,
+    ) {
+        assert_send(super::run(dir, project, store, plan, opts, progress));
+    }
 }

@@ -249,15 +249,15 @@ impl Auth {
             "connection `{}`: the token endpoint {}",
             self.connection, self.token_url
         );
+        // Built before the request: the serializer is not `Send`, and the future must be.
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
         let resp = self
             .client
             .post(&self.token_url)
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(
-                url::form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
-                    .finish(),
-            )
+            .body(body)
             .timeout(std::time::Duration::from_secs(60))
             .send()
             .await

@@ -1,0 +1,375 @@
+//! `/metrics`: counters kept by this daemon, written in the Prometheus text format
+//! (version 0.0.4) by hand.
+//!
+//! Counters count what this process did since it started (runs by model and status, rows
+//! by model and outcome, destination API calls, a run duration histogram, HTTP requests,
+//! reloads). The per-model gauges (last success, lag) are read from the state store at
+//! scrape time, so they include runs made by other daemons sharing the store.
+
+use crate::engine::RunReport;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Upper bounds of the run duration histogram, in seconds.
+pub const DURATION_BUCKETS: [f64; 12] = [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0];
+
+/// The row outcomes counted per model, in the order of [`crate::state::RunCounts`].
+const OUTCOMES: [&str; 9] = [
+    "read",
+    "added",
+    "changed",
+    "removed",
+    "unchanged",
+    "invalid",
+    "sent",
+    "confirmed",
+    "rejected",
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Per bucket of [`DURATION_BUCKETS`] (not cumulative), then the overflow.
+    counts: [u64; DURATION_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    runs: BTreeMap<(String, String), u64>,
+    rows: BTreeMap<(String, &'static str), u64>,
+    api_calls: BTreeMap<String, u64>,
+    durations: BTreeMap<String, Histogram>,
+    http: BTreeMap<(String, u16), u64>,
+    reloads: BTreeMap<&'static str, u64>,
+}
+
+/// What a scrape reports about one model, besides the counters.
+#[derive(Debug, Clone, Default)]
+pub struct ModelGauges {
+    pub model: String,
+    pub scheduled: bool,
+    pub running: bool,
+    /// Unix seconds of the end of its last completed (`succeeded` or `partial`) run.
+    pub last_success: Option<f64>,
+    /// Unix seconds of its next planned start.
+    pub next_run: Option<f64>,
+}
+
+/// The daemon's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a run that ended (a busy model, which did not run, counts as `busy`).
+    pub fn record_run(&self, r: &RunReport) {
+        let mut m = self.inner();
+        *m.runs
+            .entry((r.model.clone(), r.status.as_str().to_string()))
+            .or_default() += 1;
+        if r.run_id.is_none() {
+            return;
+        }
+        let c = r.counts;
+        let values = [
+            c.read,
+            c.added,
+            c.changed,
+            c.removed,
+            c.unchanged,
+            c.invalid,
+            c.sent,
+            c.confirmed,
+            c.rejected,
+        ];
+        for (outcome, n) in OUTCOMES.iter().zip(values) {
+            *m.rows.entry((r.model.clone(), outcome)).or_default() += n.max(0) as u64;
+        }
+        *m.api_calls.entry(r.model.clone()).or_default() += c.api_calls.max(0) as u64;
+        m.durations
+            .entry(r.model.clone())
+            .or_default()
+            .observe(r.elapsed.as_secs_f64());
+    }
+
+    /// Counts an HTTP request to the daemon by route (the matched pattern) and status.
+    pub fn record_http(&self, route: &str, status: u16) {
+        *self.inner().http.entry((route.to_string(), status)).or_default() += 1;
+    }
+
+    /// Counts a reload: `accepted` or `rejected`.
+    pub fn record_reload(&self, result: &'static str) {
+        *self.inner().reloads.entry(result).or_default() += 1;
+    }
+
+    /// The text of a scrape at `now` (Unix seconds).
+    pub fn render(&self, models: &[ModelGauges], ready: bool, now: f64) -> String {
+        let m = self.inner();
+        let mut out = String::with_capacity(4096);
+        family(&mut out, "ebb_up", "gauge", "1 while the daemon runs.");
+        let _ = writeln!(out, "ebb_up 1");
+        family(
+            &mut out,
+            "ebb_ready",
+            "gauge",
+            "1 once the project is loaded and the state store is open (0 while shutting down).",
+        );
+        let _ = writeln!(out, "ebb_ready {}", u8::from(ready));
+
+        family(
+            &mut out,
+            "ebb_runs_total",
+            "counter",
+            "Runs ended, by model and status (`busy`: not started, another process held the model's lock).",
+        );
+        for ((model, status), n) in &m.runs {
+            let _ = writeln!(
+                out,
+                "ebb_runs_total{{model=\"{}\",status=\"{}\"}} {n}",
+                esc(model),
+                esc(status)
+            );
+        }
+        family(
+            &mut out,
+            "ebb_rows_total",
+            "counter",
+            "Rows of runs, by model and outcome.",
+        );
+        for ((model, outcome), n) in &m.rows {
+            let _ = writeln!(
+                out,
+                "ebb_rows_total{{model=\"{}\",outcome=\"{outcome}\"}} {n}",
+                esc(model)
+            );
+        }
+        family(
+            &mut out,
+            "ebb_api_calls_total",
+            "counter",
+            "Destination API calls made by runs, by model.",
+        );
+        for (model, n) in &m.api_calls {
+            let _ = writeln!(out, "ebb_api_calls_total{{model=\"{}\"}} {n}", esc(model));
+        }
+        family(
+            &mut out,
+            "ebb_run_duration_seconds",
+            "histogram",
+            "How long runs took, by model.",
+        );
+        for (model, h) in &m.durations {
+            let model = esc(model);
+            let mut cumulative = 0;
+            for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+                cumulative += h.counts[i];
+                let _ = writeln!(
+                    out,
+                    "ebb_run_duration_seconds_bucket{{model=\"{model}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "ebb_run_duration_seconds_bucket{{model=\"{model}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "ebb_run_duration_seconds_sum{{model=\"{model}\"}} {}", h.sum);
+            let _ = writeln!(out, "ebb_run_duration_seconds_count{{model=\"{model}\"}} {}", h.count);
+        }
+        family(
+            &mut out,
+            "ebb_last_success_timestamp_seconds",
+            "gauge",
+            "End of the last run that completed (succeeded or partial), by model, from the state store.",
+        );
+        for g in models {
+            if let Some(t) = g.last_success {
+                let _ = writeln!(
+                    out,
+                    "ebb_last_success_timestamp_seconds{{model=\"{}\"}} {t:.3}",
+                    esc(&g.model)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "ebb_lag_seconds",
+            "gauge",
+            "Seconds since the last completed run, by model (absent before the first one).",
+        );
+        for g in models {
+            if let Some(t) = g.last_success {
+                let _ = writeln!(
+                    out,
+                    "ebb_lag_seconds{{model=\"{}\"}} {:.3}",
+                    esc(&g.model),
+                    (now - t).max(0.0)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "ebb_next_run_timestamp_seconds",
+            "gauge",
+            "Next planned start, by model.",
+        );
+        for g in models {
+            if let Some(t) = g.next_run {
+                let _ = writeln!(
+                    out,
+                    "ebb_next_run_timestamp_seconds{{model=\"{}\"}} {t:.3}",
+                    esc(&g.model)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "ebb_model_running",
+            "gauge",
+            "1 while this daemon runs the model.",
+        );
+        for g in models {
+            let _ = writeln!(
+                out,
+                "ebb_model_running{{model=\"{}\"}} {}",
+                esc(&g.model),
+                u8::from(g.running)
+            );
+        }
+        family(
+            &mut out,
+            "ebb_models",
+            "gauge",
+            "Models loaded, by whether they have a schedule.",
+        );
+        let scheduled = models.iter().filter(|g| g.scheduled).count();
+        let _ = writeln!(out, "ebb_models{{scheduled=\"true\"}} {scheduled}");
+        let _ = writeln!(out, "ebb_models{{scheduled=\"false\"}} {}", models.len() - scheduled);
+        family(
+            &mut out,
+            "ebb_reloads_total",
+            "counter",
+            "Changes to the project files, by result.",
+        );
+        for result in ["accepted", "rejected"] {
+            let _ = writeln!(
+                out,
+                "ebb_reloads_total{{result=\"{result}\"}} {}",
+                m.reloads.get(result).copied().unwrap_or(0)
+            );
+        }
+        family(
+            &mut out,
+            "ebb_http_requests_total",
+            "counter",
+            "Requests to this daemon's HTTP API, by route and status.",
+        );
+        for ((route, status), n) in &m.http {
+            let _ = writeln!(
+                out,
+                "ebb_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                esc(route)
+            );
+        }
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value: `\`, `"` and line breaks escaped.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Status;
+    use crate::state::RunCounts;
+    use std::time::Duration;
+
+    fn report(model: &str, status: Status, secs: f64, sent: i64) -> RunReport {
+        RunReport {
+            model: model.into(),
+            run_id: (status != Status::Busy).then_some(1),
+            status,
+            counts: RunCounts {
+                read: 10,
+                sent,
+                confirmed: sent,
+                api_calls: 2,
+                ..RunCounts::default()
+            },
+            error: None,
+            notes: Vec::new(),
+            elapsed: Duration::from_secs_f64(secs),
+            samples: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_text_format() {
+        let m = Metrics::default();
+        m.record_run(&report("a", Status::Succeeded, 0.3, 10));
+        m.record_run(&report("a", Status::Succeeded, 7.0, 4));
+        m.record_run(&report("a", Status::Busy, 0.0, 0));
+        m.record_run(&report("b\"x", Status::Failed, 4000.0, 0));
+        m.record_http("/api/models", 200);
+        m.record_reload("rejected");
+        let g = [ModelGauges {
+            model: "a".into(),
+            scheduled: true,
+            running: false,
+            last_success: Some(1000.0),
+            next_run: Some(1060.0),
+        }];
+        let text = m.render(&g, true, 1042.5);
+        for line in [
+            "# TYPE ebb_runs_total counter",
+            "ebb_runs_total{model=\"a\",status=\"succeeded\"} 2",
+            "ebb_runs_total{model=\"a\",status=\"busy\"} 1",
+            "ebb_runs_total{model=\"b\\\"x\",status=\"failed\"} 1",
+            "ebb_rows_total{model=\"a\",outcome=\"sent\"} 14",
+            "ebb_rows_total{model=\"a\",outcome=\"read\"} 20",
+            "ebb_api_calls_total{model=\"a\"} 4",
+            "# TYPE ebb_run_duration_seconds histogram",
+            "ebb_run_duration_seconds_bucket{model=\"a\",le=\"0.5\"} 1",
+            "ebb_run_duration_seconds_bucket{model=\"a\",le=\"5\"} 1",
+            "ebb_run_duration_seconds_bucket{model=\"a\",le=\"10\"} 2",
+            "ebb_run_duration_seconds_bucket{model=\"a\",le=\"+Inf\"} 2",
+            "ebb_run_duration_seconds_bucket{model=\"b\\\"x\",le=\"3600\"} 0",
+            "ebb_run_duration_seconds_bucket{model=\"b\\\"x\",le=\"+Inf\"} 1",
+            "ebb_run_duration_seconds_count{model=\"a\"} 2",
+            "ebb_last_success_timestamp_seconds{model=\"a\"} 1000.000",
+            "ebb_lag_seconds{model=\"a\"} 42.500",
+            "ebb_models{scheduled=\"true\"} 1",
+            "ebb_reloads_total{result=\"rejected\"} 1",
+            "ebb_http_requests_total{route=\"/api/models\",status=\"200\"} 1",
+            "ebb_ready 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! `ebb daemon`: runs every model on its schedule, serves health, metrics and an HTTP API,
+//! picks up changed model files, and shuts down without losing what a destination
+//! confirmed.
+//!
+//! The parts:
+//! - [`timing`]: when a model fires (slot, jitter, overdue at start-up, retry backoff);
+//!   pure functions of a given clock;
+//! - `scheduler`: the model table, one run per model at a time, `max_concurrent_runs`;
+//! - `reload`: validates the project again when a file changes; a change with errors is
+//!   rejected and the previous plan keeps running;
+//! - `server`: `/healthz`, `/readyz`, `/metrics`, `/api/…` (axum), bearer-token auth;
+//! - [`metrics`], [`log`]: Prometheus text and one log line per event.
+//!
+//! The engine ([`crate::engine::run`]) does each run and takes the model's lock in the
+//! state store, so several daemons sharing a PostgreSQL store never run a model twice at
+//! once; a run refused because another daemon holds the lock is rescheduled quietly.
+//! Not here: the run itself (`engine`), the stores (`state`), webhooks.
+
+pub mod log;
+pub mod metrics;
+mod reload;
+mod runner;
+mod scheduler;
+mod server;
+pub mod timing;
+
+use crate::config::project::DaemonSpec;
+use crate::state::{StateError, StateStore};
+use log::Logger;
+use reload::{diagnostic_json, one_line, Event, Loader};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+/// Where the HTTP server listens unless `daemon.listen` or `--listen` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// Runs at once unless `daemon.max_concurrent_runs` says otherwise.
+pub const DEFAULT_MAX_CONCURRENT_RUNS: u32 = 4;
+/// How often the project files are checked for changes.
+pub const RELOAD_POLL: Duration = Duration::from_secs(1);
+/// How long to wait before trying to open an unreachable state store again.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
+/// How to run the daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The project directory (holding `ebb.yaml`).
+    pub project_dir: PathBuf,
+    /// Overrides `daemon.listen`; port 0 picks a free port (logged at start-up).
+    pub listen: Option<String>,
+    /// How long in-flight runs get to finish their batches after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    pub log: Logger,
+}
+
+/// How the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Shut down on a signal; every run in progress finished in time.
+    Clean,
+    /// Runs were still in progress at the deadline; they were abandoned (their unconfirmed
+    /// batches are sent again by the next run).
+    DeadlineExceeded,
+    /// A second signal: exited at once.
+    Interrupted,
+}
+
+impl Exit {
+    /// The process exit code: 0, 1, or 130 (the shell's code for an interrupt).
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Clean => 0,
+            Exit::DeadlineExceeded => 1,
+            Exit::Interrupted => 130,
+        }
+    }
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Load(String),
+    /// `ebb.yaml` has errors (the diagnostics are in the value).
+    #[error("`ebb.yaml` has errors; fix them first (`ebb validate` lists every problem)")]
+    InvalidProject(Vec<crate::diagnostics::Diagnostic>),
+    #[error("`daemon.api_token`: {0}")]
+    Token(String),
+    #[error("cannot listen on `{0}`: {1}")]
+    Listen(String, String),
+    #[error(
+        "refusing to listen on `{0}` without an API token: anyone who can reach it could trigger runs and read the run history; set `daemon.api_token: ${{EBB_API_TOKEN}}` in `ebb.yaml`, or listen on a loopback address (127.0.0.1)"
+    )]
+    Insecure(String),
+    #[error("{0}")]
+    Store(StateError),
+}
+
+/// What the parts of the daemon share.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub log: Logger,
+    pub metrics: metrics::Metrics,
+    pub store: OnceLock<Arc<StateStore>>,
+    table: Mutex<scheduler::Table>,
+    /// Wakes the scheduler (a run ended, a model changed).
+    pub wake: Notify,
+    /// Run tasks alive.
+    pub active: watch::Sender<usize>,
+    pub permits: Arc<Semaphore>,
+    /// The threads runs execute on.
+    pub runner: runner::Runner,
+    /// `true` once shutting down: no new runs.
+    pub stop: watch::Sender<bool>,
+    pub token: Option<String>,
+}
+
+impl Shared {
+    pub fn table(&self) -> std::sync::MutexGuard<'_, scheduler::Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why the daemon is not ready, or `None` when it is.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if *self.stop.borrow() {
+            Some("shutting down")
+        } else if self.store.get().is_none() {
+            Some("the state store is not open yet")
+        } else {
+            None
+        }
+    }
+}
+
+/// Runs the daemon until a signal arrives on `signals` (its name, e.g. `SIGTERM`; a
+/// closed channel counts as one). The first signal stops new runs and lets the runs in
+/// progress finish their batches, up to `shutdown_timeout`; a second one ends at once.
+pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>) -> Result<Exit, DaemonError> {
+    let log = opts.log.clone();
+    let dir = opts.project_dir.clone();
+    // The project, as the daemon starts: ebb.yaml must validate; bad model files are
+    // rejected (and logged) while the others run.
+    let loader = Arc::new(Mutex::new(Loader::new(&dir)));
+    let (events, accepted) = load(&loader).await;
+    let Some(accepted) = accepted else {
+        return Err(events
+            .into_iter()
+            .find_map(|e| match e {
+                Event::ProjectRejected { diagnostics } => Some(DaemonError::InvalidProject(diagnostics)),
+                Event::Unreadable { error } => Some(DaemonError::Load(error)),
+                _ => None,
+            })
+            .unwrap_or_else(|| DaemonError::Load("the project could not be loaded".into())));
+    };
+    let project = accepted.project.clone();
+    let settings = project.daemon.clone().unwrap_or(DaemonSpec {
+        listen: None,
+        api_token: None,
+        max_concurrent_runs: None,
+    });
+    let token = match settings.api_token.as_deref() {
+        Some(t) => Some(crate::config::env::expand_env(t).map_err(DaemonError::Token)?).filter(|t| !t.is_empty()),
+        None => None,
+    };
+    let listen = opts
+        .listen
+        .clone()
+        .or(settings.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listener = bind(&listen, token.is_some()).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| DaemonError::Listen(listen.clone(), e.to_string()))?;
+    let max_runs = settings
+        .max_concurrent_runs
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS)
+        .max(1) as usize;
+    let shared = Arc::new(Shared {
+        dir: dir.clone(),
+        log: log.clone(),
+        metrics: metrics::Metrics::default(),
+        store: OnceLock::new(),
+        table: Mutex::new(scheduler::Table {
+            project: project.clone(),
+            models: Default::default(),
+        }),
+        wake: Notify::new(),
+        active: watch::Sender::new(0),
+        permits: Arc::new(Semaphore::new(max_runs)),
+        runner: runner::Runner::new(max_runs)
+            .map_err(|e| DaemonError::Load(format!("cannot start the run threads: {e}")))?,
+        stop: watch::Sender::new(false),
+        token,
+    });
+    for e in &events {
+        report_event(&shared, e);
+    }
+
+    // HTTP first, so that /healthz answers while the store opens.
+    let (http_stop, mut http_stopped) = watch::channel(false);
+    let server = tokio::spawn({
+        let app = server::router(shared.clone());
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stopped.wait_for(|s| *s).await;
+                })
+                .await
+        }
+    });
+    log.info(
+        "listening",
+        &format!("HTTP API on http://{bound}"),
+        &[
+            ("addr", json!(bound.to_string())),
+            ("auth", json!(if shared.token.is_some() { "bearer" } else { "none" })),
+        ],
+    );
+    let url = project.state.as_ref().and_then(|s| s.url.clone());
+    let store = match open_store(&log, url.as_deref(), &dir, &mut signals).await {
+        Ok(Some(store)) => store,
+        other => {
+            let _ = http_stop.send(true);
+            return other.map(|_| Exit::Clean);
+        }
+    };
+    let store_name = store.name().to_string();
+    let _ = shared.store.set(Arc::new(store));
+    scheduler::apply(&shared, accepted.project.clone(), accepted.plans.clone()).await;
+    {
+        let t = shared.table();
+        let scheduled = t.models.values().filter(|e| e.plan.schedule.is_some()).count();
+        log.info(
+            "ready",
+            "ready: models scheduled",
+            &[
+                ("project", json!(dir.display().to_string())),
+                ("state", json!(store_name)),
+                ("models", json!(t.models.len())),
+                ("scheduled", json!(scheduled)),
+                ("on_demand", json!(t.models.len() - scheduled)),
+                ("max_concurrent_runs", json!(max_runs)),
+            ],
+        );
+    }
+    let scheduler_task = tokio::spawn(scheduler::scheduler(shared.clone()));
+    let reload_task = tokio::spawn(reloader(shared.clone(), loader));
+
+    let first = signals.recv().await.unwrap_or("end of input");
+    let exit = drain(&shared, first, opts.shutdown_timeout, &mut signals).await;
+    if exit == Exit::Interrupted {
+        return Ok(exit);
+    }
+    scheduler_task.abort();
+    reload_task.abort();
+    let _ = http_stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    match exit {
+        Exit::Clean => log.info("stopped", "stopped: every run in progress finished", &[]),
+        _ => log.error(
+            "stopped",
+            "deadline reached with runs in progress: exiting; their unconfirmed batches are sent again by the next run",
+            &[("runs_in_progress", json!(*shared.active.borrow()))],
+        ),
+    }
+    Ok(exit)
+}
+
+/// Binds the HTTP listener, refusing an address beyond loopback without a token.
+async fn bind(listen: &str, has_token: bool) -> Result<tokio::net::TcpListener, DaemonError> {
+    let fail = |e: String| DaemonError::Listen(listen.to_string(), e);
+    let listen = crate::config::env::expand_env(listen).map_err(fail)?;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen.as_str())
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(fail("the name resolves to no address".into()));
+    }
+    if !has_token && addrs.iter().any(|a| !a.ip().is_loopback()) {
+        return Err(DaemonError::Insecure(listen));
+    }
+    tokio::net::TcpListener::bind(addrs.as_slice())
+        .await
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// Opens the state store, trying again while it cannot be reached; `None` if a signal
+/// came first. A store that is not ebb's, or is newer, is an error at once.
+async fn open_store(
+    log: &Logger,
+    url: Option<&str>,
+    dir: &std::path::Path,
+    signals: &mut mpsc::Receiver<&'static str>,
+) -> Result<Option<StateStore>, DaemonError> {
+    loop {
+        let outcome = tokio::select! {
+            r = StateStore::open(url, dir) => Some(r),
+            sig = signals.recv() => {
+                log.info("shutdown", "signal before the state store opened: exiting", &[("signal", json!(sig))]);
+                None
+            }
+        };
+        match outcome {
+            None => return Ok(None),
+            Some(Ok(s)) => return Ok(Some(s)),
+            Some(Err(e @ (StateError::Newer { .. } | StateError::Foreign(..)))) => return Err(DaemonError::Store(e)),
+            Some(Err(e)) => log.error(
+                "store_unavailable",
+                "cannot open the state store; trying again",
+                &[
+                    ("error", json!(e.to_string())),
+                    ("retry_in_secs", json!(STORE_RETRY.as_secs())),
+                ],
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(STORE_RETRY) => {}
+            sig = signals.recv() => {
+                log.info("shutdown", "signal before the state store opened: exiting", &[("signal", json!(sig))]);
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// After the first signal: no new runs, the runs in progress are told to stop after their
+/// batches in flight, and waited for up to `deadline`, or until a second signal.
+async fn drain(shared: &Shared, signal: &str, deadline: Duration, signals: &mut mpsc::Receiver<&'static str>) -> Exit {
+    let _ = shared.stop.send(true);
+    shared.wake.notify_waiters();
+    let in_progress = {
+        let t = shared.table();
+        let running: Vec<&scheduler::Running> = t.models.values().filter_map(|e| e.run.as_ref()).collect();
+        for r in &running {
+            r.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        running.len()
+    };
+    shared.log.info(
+        "shutdown",
+        "shutting down: no new runs; runs in progress finish their batches (a second signal exits at once)",
+        &[
+            ("signal", json!(signal)),
+            ("runs_in_progress", json!(in_progress)),
+            ("deadline_secs", json!(deadline.as_secs_f64())),
+        ],
+    );
+    let mut active = shared.active.subscribe();
+    tokio::select! {
+        r = tokio::time::timeout(deadline, active.wait_for(|n| *n == 0)) => {
+            if r.is_ok() { Exit::Clean } else { Exit::DeadlineExceeded }
+        }
+        // (A closed channel disables this branch.)
+        Some(sig) = signals.recv() => {
+            shared.log.warn(
+                "shutdown_now",
+                "second signal: exiting at once; batches not yet confirmed are sent again by the next run",
+                &[("signal", json!(sig))],
+            );
+            Exit::Interrupted
+        }
+    }
+}
+
+/// Loads (or reloads) the project off the async threads.
+async fn load(loader: &Arc<Mutex<Loader>>) -> (Vec<Event>, Option<reload::Accepted>) {
+    let loader = loader.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut l = loader.lock().unwrap_or_else(|e| e.into_inner());
+        let events = l.load();
+        (events, l.accepted())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        (
+            vec![Event::Unreadable {
+                error: format!("loading the project failed: {e}"),
+            }],
+            None,
+        )
+    })
+}
+
+/// Polls the project files; on a change, reloads and applies what was accepted.
+async fn reloader(shared: Arc<Shared>, loader: Arc<Mutex<Loader>>) {
+    loop {
+        tokio::time::sleep(RELOAD_POLL).await;
+        let l = loader.clone();
+        let changed = tokio::task::spawn_blocking(move || l.lock().unwrap_or_else(|e| e.into_inner()).changed())
+            .await
+            .unwrap_or(false);
+        if !changed {
+            continue;
+        }
+        let (events, accepted) = load(&loader).await;
+        for e in &events {
+            report_event(&shared, e);
+        }
+        let any_accepted = events.iter().any(|e| {
+            matches!(
+                e,
+                Event::Accepted { .. } | Event::Removed { .. } | Event::ProjectAccepted { .. }
+            )
+        });
+        if let (true, Some(a)) = (any_accepted, accepted) {
+            scheduler::apply(&shared, a.project, a.plans).await;
+        }
+    }
+}
+
+fn report_event(shared: &Shared, e: &Event) {
+    let log = &shared.log;
+    let json_format = log.format == log::LogFormat::Json;
+    let diagnostics = |ds: &[crate::diagnostics::Diagnostic]| {
+        if json_format {
+            json!(ds.iter().map(diagnostic_json).collect::<Vec<_>>())
+        } else {
+            json!(ds.iter().map(one_line).collect::<Vec<_>>().join("; "))
+        }
+    };
+    match e {
+        Event::Accepted {
+            file,
+            models,
+            added,
+            warnings,
+        } => {
+            shared.metrics.record_reload("accepted");
+            log.info(
+                "reload_accepted",
+                if *added {
+                    "model file loaded"
+                } else {
+                    "model file changed: new version loaded"
+                },
+                &[
+                    ("file", json!(file.display().to_string())),
+                    ("models", json!(models.join(","))),
+                    ("warnings", json!(warnings)),
+                ],
+            );
+        }
+        Event::Rejected {
+            file,
+            diagnostics: ds,
+            kept,
+        } => {
+            shared.metrics.record_reload("rejected");
+            log.error(
+                "reload_rejected",
+                if kept.is_empty() {
+                    "model file rejected: it has errors and is not loaded"
+                } else {
+                    "model file rejected: it has errors; the previous version keeps running"
+                },
+                &[
+                    ("file", json!(file.display().to_string())),
+                    ("kept", json!(kept.join(","))),
+                    ("diagnostics", diagnostics(ds)),
+                ],
+            );
+        }
+        Event::Removed { file, models } => {
+            shared.metrics.record_reload("accepted");
+            log.info(
+                "reload_removed",
+                "model file removed: its models stop after any run in progress",
+                &[
+                    ("file", json!(file.display().to_string())),
+                    ("models", json!(models.join(","))),
+                ],
+            );
+        }
+        Event::ProjectAccepted { restart_needed } => {
+            shared.metrics.record_reload("accepted");
+            log.info("reload_accepted", "ebb.yaml changed: new version loaded", &[]);
+            if !restart_needed.is_empty() {
+                log.warn(
+                    "restart_needed",
+                    "ebb.yaml changed settings that apply only after a restart of the daemon",
+                    &[("settings", json!(restart_needed.join(",")))],
+                );
+            }
+        }
+        Event::ProjectRejected { diagnostics: ds } => {
+            shared.metrics.record_reload("rejected");
+            log.error(
+                "reload_rejected",
+                "ebb.yaml rejected: it has errors; nothing changes",
+                &[("diagnostics", diagnostics(ds))],
+            );
+        }
+        Event::Unreadable { error } => {
+            shared.metrics.record_reload("rejected");
+            log.error(
+                "reload_rejected",
+                "the project cannot be read; nothing changes",
+                &[("error", json!(error))],
+            );
+        }
+        Event::Duplicate { model, file, kept } => log.warn(
+            "duplicate_model",
+            "a model is defined twice: the first definition runs",
+            &[
+                ("model", json!(model)),
+                ("file", json!(file.display().to_string())),
+                ("kept", json!(kept.display().to_string())),
+            ],
+        ),
+    }
+}

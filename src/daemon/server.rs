@@ -1,0 +1,405 @@
+//! The daemon's HTTP API (axum): `/healthz`, `/readyz`, `/metrics` and `/api/…`.
+//!
+//! Everything but `/healthz` requires `Authorization: Bearer <daemon.api_token>` when a
+//! token is configured (the daemon refuses to listen beyond loopback without one).
+//! Errors are JSON `{"error": "…"}` with the status that fits.
+
+use super::scheduler::{self, Running, Trigger};
+use super::Shared;
+use crate::state::{RunRecord, StateStore};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs listed by `/api/runs` unless `limit` says otherwise, and at most.
+const DEFAULT_RUNS: i64 = 20;
+const MAX_RUNS: i64 = 1000;
+/// How long `POST …/runs` waits for the run's id before answering without it.
+const RUN_ID_WAIT: Duration = Duration::from_secs(2);
+/// A run still without a concurrency permit after this is answered `queued`.
+const QUEUED_AFTER: Duration = Duration::from_millis(100);
+
+/// The routes, with authentication and request counting.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/models", get(models))
+        .route("/api/runs", get(runs))
+        .route("/api/models/{name}/runs", post(trigger))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(api)
+        .route_layer(middleware::from_fn_with_state(shared.clone(), count))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Compares in time independent of where the strings differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let Some(token) = shared.token.as_deref() else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(g) if same(g.as_bytes(), token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: send `Authorization: Bearer <daemon.api_token>`",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
+async fn count(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let response = next.run(req).await;
+    shared.metrics.record_http(&route, response.status().as_u16());
+    response
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.not_ready() {
+        None => Json(json!({ "ready": true })).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": why })),
+        )
+            .into_response(),
+    }
+}
+
+fn store(shared: &Shared) -> Result<Arc<StateStore>, Box<Response>> {
+    shared.store.get().cloned().ok_or_else(|| {
+        Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state store is not open yet",
+        ))
+    })
+}
+
+fn unix(t: &str) -> Option<f64> {
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.timestamp_millis() as f64 / 1000.0)
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let names: Vec<(String, bool, bool, Option<f64>)> = {
+        let t = shared.table();
+        t.models
+            .iter()
+            .filter(|(_, e)| !e.removed)
+            .map(|(n, e)| {
+                (
+                    n.clone(),
+                    e.plan.schedule.is_some(),
+                    e.run.as_ref().is_some_and(|r| r.started_at.is_some()),
+                    e.next.map(|f| f.at.timestamp_millis() as f64 / 1000.0),
+                )
+            })
+            .collect()
+    };
+    let mut gauges = Vec::with_capacity(names.len());
+    for (model, scheduled, running, next_run) in names {
+        let last_success = match shared.store.get() {
+            Some(s) => s
+                .last_completed(&model)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.ended_at.as_deref().and_then(unix)),
+            None => None,
+        };
+        gauges.push(super::metrics::ModelGauges {
+            model,
+            scheduled,
+            running,
+            last_success,
+            next_run,
+        });
+    }
+    let now = Utc::now().timestamp_millis() as f64 / 1000.0;
+    let text = shared.metrics.render(&gauges, shared.not_ready().is_none(), now);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+fn run_json(r: &RunRecord) -> Value {
+    let c = &r.counts;
+    let duration = r
+        .ended_at
+        .as_deref()
+        .and_then(unix)
+        .zip(unix(&r.started_at))
+        .map(|(e, s)| e - s);
+    json!({
+        "id": r.id, "model": r.model, "status": r.status,
+        "started_at": r.started_at, "ended_at": r.ended_at, "duration_secs": duration,
+        "counts": {
+            "read": c.read, "added": c.added, "changed": c.changed, "removed": c.removed,
+            "unchanged": c.unchanged, "invalid": c.invalid, "sent": c.sent,
+            "confirmed": c.confirmed, "rejected": c.rejected, "api_calls": c.api_calls,
+        },
+        "error": r.error,
+    })
+}
+
+fn running_json(r: &Running) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let p = &r.progress;
+    json!({
+        "trigger": r.trigger.as_str(),
+        "requested_at": r.requested_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "started_at": r.started_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "state": if r.started_at.is_some() { "running" } else { "queued" },
+        "run_id": r.run_id,
+        "rows_read": p.read.load(Relaxed),
+        "rows_to_send": p.to_send.load(Relaxed),
+        "rows_sent": p.sent.load(Relaxed),
+        "rows_confirmed": p.confirmed.load(Relaxed),
+        "rows_rejected": p.rejected.load(Relaxed),
+    })
+}
+
+async fn models(State(shared): State<Arc<Shared>>) -> Response {
+    let store = match store(&shared) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let last_runs = match store.last_runs().await {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let listed: Vec<Value> = {
+        let t = shared.table();
+        t.models
+            .iter()
+            .map(|(name, e)| {
+                let s = e.plan.schedule.as_ref();
+                json!({
+                    "name": name,
+                    "description": e.plan.description,
+                    "file": e.plan.file.display().to_string(),
+                    "schedule": s.map(|s| json!({
+                        "written": s.written, "timezone": s.tz.name(), "description": s.to_string(),
+                    })),
+                    "next_run_at": e.next.map(|f| f.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                    "next_run_reason": e.next.map(|f| f.kind.as_str()),
+                    "running": e.run.as_ref().map(running_json),
+                    "consecutive_failures": e.failures,
+                    "removed": e.removed,
+                })
+            })
+            .collect()
+    };
+    let now = Utc::now();
+    let me = crate::state::lock::me(0).id;
+    let mut out = Vec::with_capacity(listed.len());
+    for mut m in listed {
+        let name = m["name"].as_str().unwrap_or_default().to_string();
+        let last = last_runs.iter().find(|r| r.model == name);
+        let ok = store.last_completed(&name).await.ok().flatten();
+        let holder = store.lock_holder(&name).await.ok().flatten();
+        let elsewhere = holder
+            .as_ref()
+            .filter(|h| !crate::state::holder_is_dead_here(h) && h.id != me);
+        let running_here = m["running"]["state"] == "running";
+        let health = if running_here || elsewhere.is_some() {
+            "running"
+        } else {
+            match last.map(|r| r.status.as_str()) {
+                None => "never run",
+                Some("succeeded") => "healthy",
+                Some("partial") => "degraded",
+                Some("running") => "interrupted",
+                Some(_) => "failing",
+            }
+        };
+        let success_at = ok.as_ref().and_then(|r| r.ended_at.clone());
+        let lag = success_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| (now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0);
+        m["health"] = json!(health);
+        m["last_run"] = last.map(run_json).unwrap_or(Value::Null);
+        m["last_success_at"] = json!(success_at);
+        m["lag_secs"] = json!(lag);
+        m["held_by"] = elsewhere
+            .map(|h| json!({"host": h.host, "pid": h.pid, "run_id": h.run_id, "since": h.acquired_at}))
+            .unwrap_or(Value::Null);
+        out.push(m);
+    }
+    Json(json!({ "models": out })).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RunsQuery {
+    model: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn runs(State(shared): State<Arc<Shared>>, Query(q): Query<RunsQuery>) -> Response {
+    let store = match store(&shared) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_RUNS).clamp(1, MAX_RUNS);
+    let models: Vec<String> = match q.model {
+        Some(m) => vec![m],
+        None => shared.table().models.keys().cloned().collect(),
+    };
+    let mut all = Vec::new();
+    for m in &models {
+        match store.runs(m, limit).await {
+            Ok(r) => all.extend(r),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+    all.sort_by_key(|r| std::cmp::Reverse(r.id));
+    all.truncate(limit as usize);
+    Json(json!({ "runs": all.iter().map(run_json).collect::<Vec<_>>() })).into_response()
+}
+
+async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let store = match store(&shared) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if *shared.stop.borrow() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down");
+    }
+    let busy = |since: String, by: String| {
+        error(
+            StatusCode::CONFLICT,
+            format!("model `{name}` is running ({by}, since {since}); one run per model at a time"),
+        )
+    };
+    let known = {
+        let t = shared.table();
+        match t.models.get(&name) {
+            None => None,
+            Some(e) if e.removed => None,
+            Some(e) => Some(e.run.clone()),
+        }
+    };
+    match known {
+        None => return error(StatusCode::NOT_FOUND, format!("no model named `{name}`")),
+        Some(Some(r)) => {
+            return busy(
+                r.requested_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                format!("started by {}", r.trigger.as_str()),
+            )
+        }
+        Some(None) => {}
+    }
+    // Another process sharing the store may be running it.
+    if let Ok(Some(h)) = store.lock_holder(&name).await {
+        let stale = crate::state::holder_is_dead_here(&h)
+            || Utc::now().timestamp_millis() - h.heartbeat_ms > crate::state::lock::LEASE.as_millis() as i64;
+        if !stale && h.id != crate::state::lock::me(0).id {
+            return busy(h.acquired_at.clone(), format!("pid {} on {}", h.pid, h.host));
+        }
+    }
+    let requested = {
+        let mut t = shared.table();
+        let Some(e) = t.models.get_mut(&name) else {
+            return error(StatusCode::NOT_FOUND, format!("no model named `{name}`"));
+        };
+        if let Some(r) = &e.run {
+            let since = r.requested_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            drop(t);
+            return busy(since, "started by schedule".into());
+        }
+        let r = Running::new(Trigger::Api);
+        let at = r.requested_at;
+        e.run = Some(r);
+        at
+    };
+    shared.log.info(
+        "run_requested",
+        "run requested through the API",
+        &[("model", json!(name))],
+    );
+    scheduler::spawn_run(&shared, &name);
+    // Answer with the run's id when it is known soon (a free permit and a quick lock).
+    // A run waiting for a concurrency permit is answered `queued` at once.
+    let asked = tokio::time::Instant::now();
+    let mut info = Value::Null;
+    while asked.elapsed() < RUN_ID_WAIT {
+        let (run, last) = {
+            let t = shared.table();
+            let e = t.models.get(&name);
+            (
+                e.and_then(|e| e.run.clone()),
+                e.and_then(|e| e.last.clone()).filter(|l| l.ended_at >= requested),
+            )
+        };
+        match (run, last) {
+            (Some(r), _) if r.run_id.is_some() => {
+                info = json!({"state": "running", "run_id": r.run_id, "running": running_json(&r)});
+                break;
+            }
+            (None, Some(l)) => {
+                info = json!({"state": "finished", "run_id": l.run_id, "status": l.status.as_str()});
+                break;
+            }
+            (Some(r), _) if r.started_at.is_some() => info = json!({"state": "starting", "run_id": null}),
+            (Some(_), _) => {
+                info = json!({"state": "queued", "run_id": null});
+                if asked.elapsed() >= QUEUED_AFTER {
+                    break;
+                }
+            }
+            (None, None) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut body = json!({
+        "model": name,
+        "trigger": "api",
+        "requested_at": requested.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "runs": format!("/api/runs?model={name}"),
+    });
+    if let (Some(b), Some(i)) = (body.as_object_mut(), info.as_object()) {
+        for (k, v) in i {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
