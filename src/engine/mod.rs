@@ -1202,13 +1202,14 @@ fn map_rows(
     rows: std::ops::Range<usize>,
 ) -> Vec<Mapped> {
     let delete = plan.destination.mode == Mode::Delete;
+    let order = payload_order(plan);
     rows.map(|row| match mapper.key(batch, row) {
         Err(e) => Mapped::NoKey(e),
         Ok(key) => {
             let payload = if delete {
                 Ok(key_payload(plan, &key, false))
             } else {
-                payload(plan, mapper, batch, row, &key)
+                payload(plan, mapper, batch, row, &key, &order)
             }
             .map(|p| {
                 let h = payload_hash(p.as_bytes());
@@ -1224,21 +1225,42 @@ fn map_rows(
     .collect()
 }
 
-/// The payload of a row: its mapped fields and the destination key, by field name.
+/// The order in which a payload's fields are written: by name. Index `mappings.len()`
+/// stands for the key field when no mapping writes it.
+fn payload_order(plan: &SyncPlan) -> Vec<usize> {
+    let key_field = plan.destination.key_field.as_str();
+    let mut names: Vec<(&str, usize)> = plan
+        .mappings
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.destination.as_str(), i))
+        .collect();
+    if !names.iter().any(|(n, _)| *n == key_field) {
+        names.push((key_field, plan.mappings.len()));
+    }
+    names.sort_by(|a, b| a.0.cmp(b.0));
+    names.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The payload of a row: its mapped fields and the destination key, by field name
+/// (`order` from [`payload_order`]).
 fn payload(
     plan: &SyncPlan,
     mapper: &RowMapper,
     batch: &arrow::record_batch::RecordBatch,
     row: usize,
     key: &str,
+    order: &[usize],
 ) -> Result<String, RowError> {
     let mut fields = mapper.map_row(batch, row)?;
-    let key_field = plan.destination.key_field.as_str();
-    if !fields.iter().any(|(n, _)| *n == key_field) {
-        fields.push((key_field, Val::Str(key.to_string())));
+    if order.len() > fields.len() {
+        fields.push((plan.destination.key_field.as_str(), Val::Str(key.to_string())));
     }
-    fields.sort_by(|a, b| a.0.cmp(b.0));
-    RowMapper::to_json_object(&fields)
+    let mut sorted: Vec<(&str, Val)> = Vec::with_capacity(fields.len());
+    for &i in order {
+        sorted.push(std::mem::replace(&mut fields[i], ("", Val::Null)));
+    }
+    RowMapper::to_json_object(&sorted)
 }
 
 /// `{key_field: key}` (a delete), or with every mapped field null (a clear).

@@ -181,15 +181,44 @@ pub fn decimal_text(v: i128, scale: u8) -> String {
 }
 
 fn timestamp_text(at: &NaiveDateTime, utc: bool) -> String {
-    let base = if at.and_utc().timestamp_subsec_micros() == 0 {
-        at.format("%Y-%m-%dT%H:%M:%S").to_string()
+    use chrono::{Datelike, Timelike};
+    // Written by hand: chrono's format strings are parsed on every call, and this is on
+    // every row of a model with a timestamp.
+    let mut s = String::with_capacity(27);
+    let (y, mo, d) = (at.year(), at.month(), at.day());
+    let (h, mi, se) = (at.hour(), at.minute(), at.second());
+    if (0..=9999).contains(&y) {
+        push_digits(&mut s, y as u32, 4);
     } else {
-        at.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
-    };
+        let _ = write!(s, "{y:+05}");
+    }
+    s.push('-');
+    push_digits(&mut s, mo, 2);
+    s.push('-');
+    push_digits(&mut s, d, 2);
+    s.push('T');
+    push_digits(&mut s, h, 2);
+    s.push(':');
+    push_digits(&mut s, mi, 2);
+    s.push(':');
+    push_digits(&mut s, se, 2);
+    let micros = at.and_utc().timestamp_subsec_micros();
+    if micros != 0 {
+        s.push('.');
+        push_digits(&mut s, micros.min(999_999), 6);
+    }
     if utc {
-        base + "Z"
-    } else {
-        base
+        s.push('Z');
+    }
+    s
+}
+
+/// Appends `n` as exactly `width` decimal digits (zero-padded).
+fn push_digits(s: &mut String, n: u32, width: u32) {
+    let mut div = 10u32.pow(width - 1);
+    while div > 0 {
+        s.push(char::from(b'0' + ((n / div) % 10) as u8));
+        div /= 10;
     }
 }
 
