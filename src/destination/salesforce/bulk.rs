@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 /// Records per job. Far under the 100 MB upload cap for any plausible record, and small
 /// enough that a crash re-sends little.
 pub const JOB_RECORDS: usize = 10_000;
+/// Raw CSV per upload: Salesforce takes 150 MB after base64, so 100 MB raw (crm-apis.md §4).
+const MAX_UPLOAD: usize = 100 * 1024 * 1024;
 /// The longest a job is waited for.
 const JOB_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -78,8 +80,23 @@ pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
     rows
 }
 
-/// Sends `batch` as one Bulk API 2.0 job; one outcome per record.
+/// Sends `batch` as one Bulk API 2.0 job (or several, if its CSV would pass the upload
+/// cap); one outcome per record.
 pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcome>, SendError> {
+    // A CSV row is about as long as its JSON payload; halve batches that would not fit.
+    let estimate: usize = batch.records.iter().map(|r| r.payload.len() + 32).sum();
+    if estimate > MAX_UPLOAD * 9 / 10 && batch.records.len() > 1 {
+        let mid = batch.records.len() / 2;
+        let mut outcomes = Vec::with_capacity(batch.records.len());
+        for half in [&batch.records[..mid], &batch.records[mid..]] {
+            let part = Batch {
+                records: half.to_vec(),
+                ..batch.clone()
+            };
+            outcomes.extend(Box::pin(send(d, &part)).await?);
+        }
+        return Ok(outcomes);
+    }
     let conn = &d.conn;
     let keyed_on_id = d.keyed_on_id();
     // Ids for updates and deletes keyed on an external ID.
