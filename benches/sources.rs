@@ -25,19 +25,8 @@ fn pg_url() -> String {
     std::env::var("EBB_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// Peak resident set size of this process, in bytes (`VmHWM`).
-fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
+mod common;
+use common::peak_rss;
 
 /// Child process: stream every row of the table and print `rows seconds peak_rss`.
 fn measure(kind: &str, target: &str, rows: u64) {

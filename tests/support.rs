@@ -84,3 +84,16 @@ pub fn pg_project(url: &str, model: &str) -> tempfile::TempDir {
     std::fs::write(dir.path().join("models/m.yaml"), model).unwrap();
     dir
 }
+
+/// A client of the test PostgreSQL (`EBB_TEST_POSTGRES_URL`), its connection driven on `rt`.
+/// Fails, never skips, when the server is absent.
+pub fn pg_client(rt: &tokio::runtime::Runtime) -> tokio_postgres::Client {
+    let url = crate::source_postgres::url();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL must be running at {url} (EBB_TEST_POSTGRES_URL): {e}"));
+        tokio::spawn(conn);
+        client
+    })
+}

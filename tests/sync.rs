@@ -50,13 +50,7 @@ impl Fixture {
             .build()
             .unwrap();
         let url = crate::source_postgres::url();
-        let client = rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .expect("PostgreSQL must be running (EBB_TEST_POSTGRES_URL)");
-            tokio::spawn(conn);
-            client
-        });
+        let client = crate::support::pg_client(&rt);
         let schema = format!("ebb_sync_{tag}_{}", std::process::id());
         let sink = Sink::start_in_thread("id");
         let f = Fixture {

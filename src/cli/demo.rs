@@ -105,18 +105,28 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
             Err(e) => writeln!(out, "  cannot preview: {e}\n")?,
         }
     }
-    // A real run of every model whose destination is already built (file, http).
-    let runnable: Vec<&crate::plan::SyncPlan> = report
-        .plans
-        .iter()
-        .filter(|p| p.source.query.is_some())
-        .filter(|p| {
-            matches!(
-                p.destination.kind,
-                crate::config::ConnectionType::File | crate::config::ConnectionType::Http
-            )
-        })
-        .collect();
+    // A Salesforce connection on this machine is the sandbox: started here, seeded with a
+    // Contact for every customer the warehouse knows (the models update them by Id).
+    let mut sandboxes = Vec::new();
+    for (name, c) in spec.connections.iter().filter_map(|(n, c)| match c {
+        ConnectionSpec::Salesforce(s) => Some((n, s)),
+        _ => None,
+    }) {
+        match rt.block_on(start_sandbox(name, c, conn_spec(&spec, name_of_duckdb(&spec)), &dir)) {
+            Ok(Some((sandbox, seeded))) => {
+                writeln!(
+                    out,
+                    "started the Salesforce sandbox at {} (connection `{name}`) with {seeded} Contacts, one per CRM customer",
+                    sandbox.url()
+                )?;
+                sandboxes.push(sandbox);
+            }
+            Ok(None) => {}
+            Err(e) => writeln!(out, "the Salesforce sandbox for connection `{name}` did not start: {e}")?,
+        }
+    }
+    // A real run of every outbound model.
+    let runnable: Vec<&crate::plan::SyncPlan> = report.plans.iter().filter(|p| p.source.query.is_some()).collect();
     let mut failed = false;
     if !runnable.is_empty() {
         let url = spec.state.as_ref().and_then(|s| s.url.clone());
@@ -157,7 +167,10 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
                 }
                 writeln!(
                     out,
-                    "(run `ebb demo` again: nothing changed, so nothing is sent; `ebb status` shows each model's health)\n"
+                    "(run `ebb demo` again: nothing changed, so nothing is sent)\n\n\
+                     where to look: `ebb status` (health of every model), `ebb runs <model>` (history),\n\
+                     `ebb errors <model>` (rejected rows with Salesforce's code and message);\n\
+                     `ebb sandbox` serves the same local Salesforce API for your own tries.\n"
                 )?;
             }
         }
@@ -165,8 +178,89 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
     writeln!(
         out,
         "next: `ebb plan <model>` shows a compiled model, `ebb preview <model> -n 20` more rows,\n\
-         `ebb run <model> --dry-run` what a run would send. Sending to the Salesforce sandbox\n\
-         arrives with the Salesforce connector."
+         `ebb run <model> --dry-run` what a run would send."
     )?;
+    drop(sandboxes);
     Ok(if errors > 0 || failed { 1 } else { 0 })
+}
+
+/// The project's demo warehouse connection name (`warehouse`, else the first duckdb one).
+fn name_of_duckdb(spec: &crate::config::project::ProjectSpec) -> Option<&str> {
+    let mut names = spec
+        .connections
+        .iter()
+        .filter(|(_, c)| matches!(c, ConnectionSpec::Duckdb(_)))
+        .map(|(n, _)| n.as_str());
+    let first = names.next();
+    if spec.connections.contains_key("warehouse") {
+        Some("warehouse")
+    } else {
+        first
+    }
+}
+
+fn conn_spec<'a>(spec: &'a crate::config::project::ProjectSpec, name: Option<&str>) -> Option<&'a ConnectionSpec> {
+    name.and_then(|n| spec.connections.get(n))
+}
+
+/// Starts the sandbox for connection `name` if its `instance_url` is on this machine,
+/// seeded from the warehouse's customers; `None` for a real org.
+async fn start_sandbox(
+    name: &str,
+    c: &crate::config::project::SalesforceConnection,
+    warehouse: Option<&ConnectionSpec>,
+    dir: &std::path::Path,
+) -> Result<Option<(crate::sandbox::Sandbox, usize)>, String> {
+    use crate::config::env::expand_env;
+    let url = expand_env(&c.instance_url)?;
+    let parsed = url::Url::parse(&url).map_err(|e| format!("`{url}`: {e}"))?;
+    let local = match parsed.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if !local {
+        return Ok(None);
+    }
+    let port = parsed.port_or_known_default().unwrap_or(8787);
+    let mut contacts = Vec::new();
+    if let Some(w) = warehouse {
+        let source = crate::source::Source::open(w, dir).map_err(|e| e.to_string())?;
+        let mut rows = source
+            .query(
+                "SELECT crm_id, first_name, last_name, email FROM presentation.customer_360 WHERE crm_id IS NOT NULL",
+                8192,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let schema = rows.schema();
+        while let Some(batch) = rows.next().await {
+            let batch = batch.map_err(|e| e.to_string())?;
+            for row in 0..batch.num_rows() {
+                let mut r = serde_json::Map::new();
+                for (i, field) in ["Id", "FirstName", "LastName", "Email"].into_iter().enumerate() {
+                    let v = crate::map::value::read(batch.column(i), schema.field(i), row)?;
+                    if let Some(text) = v.as_text() {
+                        r.insert(field.into(), serde_json::Value::String(text));
+                    }
+                }
+                contacts.push(r);
+            }
+        }
+    }
+    let seeded = contacts.len();
+    let mut config = crate::sandbox::SandboxConfig {
+        client_id: expand_env(&c.auth.client_id)?,
+        ..crate::sandbox::SandboxConfig::default()
+    };
+    if let Some(secret) = &c.auth.client_secret {
+        config.client_secret = expand_env(secret)?;
+    }
+    config.records.insert("Contact".into(), contacts);
+    let sandbox = crate::sandbox::Sandbox::start(&format!("127.0.0.1:{port}"), config)
+        .await
+        .map_err(|e| format!("port {port}: {e} (is `ebb sandbox` already running there?)"))?;
+    let _ = name;
+    Ok(Some((sandbox, seeded)))
 }

@@ -321,3 +321,40 @@ fn project_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         None => Ok(crate::validate::find_project(&std::env::current_dir()?)?),
     }
 }
+
+/// A plain text table, columns padded to their widest cell; with `max_cell`, longer cells
+/// are cut with `…`.
+fn text_table(header: &[String], rows: &[Vec<String>], max_cell: Option<usize>) -> String {
+    let cut = |s: &str| -> String {
+        match max_cell {
+            Some(max) if s.chars().count() > max => s.chars().take(max - 1).collect::<String>() + "…",
+            _ => s.to_string(),
+        }
+    };
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cut(c).chars().count());
+            }
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let c = cut(c);
+                let w = widths.get(i).copied().unwrap_or(0);
+                format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count())))
+            })
+            .collect();
+        parts.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut s = line(header);
+    s.push_str(&line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
+    for r in rows {
+        s.push_str(&line(r));
+    }
+    s
+}

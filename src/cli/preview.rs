@@ -117,7 +117,7 @@ pub(crate) fn human_table(plan: &SyncPlan, batches: &[RecordBatch], mapper: &Row
     let mut header = vec![format!("{} (key)", plan.destination.key_column)];
     header.extend(plan.mappings.iter().map(|m| m.destination.clone()));
     let rows = table.len();
-    (render_table(&header, &table), rows, invalid)
+    (super::text_table(&header, &table, Some(40)), rows, invalid)
 }
 
 /// Runs the model's query with a LIMIT and binds its mapping to the result.
@@ -165,41 +165,4 @@ pub(crate) fn fetch(
         format!("the query returns no column {}", names.join(", "))
     })?;
     Ok((batches, mapper))
-}
-
-/// A plain text table; cells longer than 40 characters are cut with `…`.
-fn render_table(header: &[String], rows: &[Vec<String>]) -> String {
-    let cut = |s: &str| -> String {
-        if s.chars().count() > 40 {
-            s.chars().take(39).collect::<String>() + "…"
-        } else {
-            s.to_string()
-        }
-    };
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(cut(c).chars().count());
-            }
-        }
-    }
-    let line = |cells: &[String]| -> String {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let c = cut(c);
-                let w = widths.get(i).copied().unwrap_or(0);
-                format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count())))
-            })
-            .collect();
-        parts.join("  ").trim_end().to_string() + "\n"
-    };
-    let mut s = line(header);
-    s.push_str(&line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
-    for r in rows {
-        s.push_str(&line(r));
-    }
-    s
 }

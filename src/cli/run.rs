@@ -297,7 +297,7 @@ fn summary_table(reports: &[RunReport]) -> String {
             ]
         })
         .collect();
-    format!("\n{}", table(&header, &rows))
+    format!("\n{}", super::text_table(&header, &rows, None))
 }
 
 fn counts_json(k: &crate::state::RunCounts) -> serde_json::Value {
@@ -333,35 +333,6 @@ fn report_json(r: &RunReport) -> serde_json::Value {
         v["samples"] = serde_json::Value::Object(samples);
     }
     v
-}
-
-/// A plain text table.
-fn table(header: &[String], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
-            }
-        }
-    }
-    let line = |cells: &[String]| -> String {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let w = widths.get(i).copied().unwrap_or(0);
-                format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count())))
-            })
-            .collect();
-        parts.join("  ").trim_end().to_string() + "\n"
-    };
-    let mut s = line(header);
-    s.push_str(&line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
-    for r in rows {
-        s.push_str(&line(r));
-    }
-    s
 }
 
 /// One model name that the project defines, with the store; or the exit code.
@@ -470,7 +441,7 @@ pub fn runs(project: Option<PathBuf>, model: &str, limit: usize, format: PlanFor
             ]
         })
         .collect();
-    out.write_all(table(&header, &rows).as_bytes())?;
+    out.write_all(super::text_table(&header, &rows, None).as_bytes())?;
     Ok(0)
 }
 
@@ -519,7 +490,7 @@ pub fn errors(project: Option<PathBuf>, model: &str, limit: usize, format: PlanF
             ]
         })
         .collect();
-    out.write_all(table(&header, &rows).as_bytes())?;
+    out.write_all(super::text_table(&header, &rows, None).as_bytes())?;
     if errors.len() > limit {
         writeln!(out, "… and {} more (`--limit`)", errors.len() - limit)?;
     }
@@ -666,7 +637,7 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             ]
         })
         .collect();
-    out.write_all(table(&header, &rows).as_bytes())?;
+    out.write_all(super::text_table(&header, &rows, None).as_bytes())?;
     Ok(0)
 }
 
