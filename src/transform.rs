@@ -240,17 +240,17 @@ impl Transform {
                 _ => Val::Null,
             });
         }
-        let text_only = |name: &str, v: &Val| -> Result<String, String> {
+        fn text_only<'v>(name: &str, v: &'v Val) -> Result<&'v str, String> {
             match v {
-                Val::Str(s) => Ok(s.clone()),
+                Val::Str(s) => Ok(s),
                 other => Err(format!("`{name}` needs text, found {}", other.kind())),
             }
-        };
+        }
         Ok(match self {
             Transform::Lower => Val::Str(text_only("lower", &v)?.to_lowercase()),
             Transform::Upper => Val::Str(text_only("upper", &v)?.to_uppercase()),
             Transform::Trim => Val::Str(text_only("trim", &v)?.trim().to_string()),
-            Transform::Initcap => Val::Str(initcap(&text_only("initcap", &v)?)),
+            Transform::Initcap => Val::Str(initcap(text_only("initcap", &v)?)),
             Transform::Phone => {
                 let t = v.as_text().unwrap_or_default();
                 let plus = t.trim_start().starts_with('+');

@@ -126,7 +126,7 @@ impl RowMapper {
             code: "bad_value",
             message: format!("column `{}`: {m}", self.key_column),
         })?;
-        match v.as_text() {
+        match v.into_text() {
             Some(k) => Ok(k),
             None => Err(RowError {
                 code: "null_key",

@@ -122,6 +122,14 @@ impl Val {
         }
     }
 
+    /// As [`Val::as_text`], taking the value (a string is moved, not copied).
+    pub fn into_text(self) -> Option<String> {
+        match self {
+            Val::Str(s) => Some(s),
+            other => other.as_text(),
+        }
+    }
+
     /// The value as a JSON document to look into with a path.
     pub fn as_document(&self) -> Result<serde_json::Value, String> {
         match self {
