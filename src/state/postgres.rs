@@ -21,6 +21,8 @@ pub struct PgStore {
     reader: Client,
     schema: String,
     name: String,
+    /// Statements of the write path, prepared once per connection.
+    statements: std::sync::Mutex<HashMap<String, tokio_postgres::Statement>>,
 }
 
 fn q(name: &str) -> impl Fn(tokio_postgres::Error) -> StateError + '_ {
@@ -83,6 +85,7 @@ impl PgStore {
         let store = PgStore {
             client: tokio::sync::Mutex::new(client),
             reader,
+            statements: std::sync::Mutex::new(HashMap::new()),
             schema,
             name,
         };
@@ -341,6 +344,24 @@ impl PgStore {
         tx.commit().await.map_err(q(&self.name))
     }
 
+    /// `text` (with `{s}` replaced) prepared once and reused.
+    async fn prepared(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        text: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        let sql = self.sql(text);
+        if let Some(st) = self.statements.lock().unwrap_or_else(|p| p.into_inner()).get(&sql) {
+            return Ok(st.clone());
+        }
+        let st = tx.prepare(&sql).await?;
+        self.statements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sql, st.clone());
+        Ok(st)
+    }
+
     async fn apply_one(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
@@ -350,17 +371,25 @@ impl PgStore {
         match w {
             StateWrite::Inflight(b) => {
                 tx.execute(
-                    &self.sql(
-                        "INSERT INTO {s}.ebb_inflight (model, run_id, batch, op, keys) VALUES ($1, $2, $3, $4, $5)
+                    &self
+                        .prepared(
+                            tx,
+                            "INSERT INTO {s}.ebb_inflight (model, run_id, batch, op, keys) VALUES ($1, $2, $3, $4, $5)
                          ON CONFLICT (model, run_id, batch) DO UPDATE SET op = excluded.op, keys = excluded.keys",
-                    ),
+                        )
+                        .await?,
                     &[&model, &b.run_id, &b.batch, &b.op, &keys_text(&b.keys)],
                 )
                 .await?;
             }
             StateWrite::Settle { run_id, batch } => {
                 tx.execute(
-                    &self.sql("DELETE FROM {s}.ebb_inflight WHERE model = $1 AND run_id = $2 AND batch = $3"),
+                    &self
+                        .prepared(
+                            tx,
+                            "DELETE FROM {s}.ebb_inflight WHERE model = $1 AND run_id = $2 AND batch = $3",
+                        )
+                        .await?,
                     &[&model, run_id, batch],
                 )
                 .await?;
@@ -370,18 +399,23 @@ impl PgStore {
                 let hashes: Vec<&[u8]> = rows.iter().map(|(_, h, _)| &h[..]).collect();
                 let ids: Vec<Option<&str>> = rows.iter().map(|(_, _, id)| id.as_deref()).collect();
                 tx.execute(
-                    &self.sql(
-                        "INSERT INTO {s}.ebb_snapshot (model, key, hash, record_id, updated_run)
+                    &self
+                        .prepared(
+                            tx,
+                            "INSERT INTO {s}.ebb_snapshot (model, key, hash, record_id, updated_run)
                          SELECT $1, k, h, i, $5 FROM unnest($2::text[], $3::bytea[], $4::text[]) AS t(k, h, i)
                          ON CONFLICT (model, key) DO UPDATE SET hash = excluded.hash,
                             record_id = COALESCE(excluded.record_id, ebb_snapshot.record_id),
                             updated_run = excluded.updated_run",
-                    ),
+                        )
+                        .await?,
                     &[&model, &keys, &hashes, &ids, run_id],
                 )
                 .await?;
                 tx.execute(
-                    &self.sql("DELETE FROM {s}.ebb_row_errors WHERE model = $1 AND key = ANY($2)"),
+                    &self
+                        .prepared(tx, "DELETE FROM {s}.ebb_row_errors WHERE model = $1 AND key = ANY($2)")
+                        .await?,
                     &[&model, &keys],
                 )
                 .await?;
@@ -389,7 +423,12 @@ impl PgStore {
             StateWrite::Remove { keys } => {
                 for table in ["ebb_snapshot", "ebb_row_errors"] {
                     tx.execute(
-                        &self.sql(&format!("DELETE FROM {{s}}.{table} WHERE model = $1 AND key = ANY($2)")),
+                        &self
+                            .prepared(
+                                tx,
+                                &format!("DELETE FROM {{s}}.{table} WHERE model = $1 AND key = ANY($2)"),
+                            )
+                            .await?,
                         &[&model, keys],
                     )
                     .await?;
@@ -402,27 +441,34 @@ impl PgStore {
                 let codes: Vec<&str> = errors.iter().map(|e| e.code.as_str()).collect();
                 let msgs: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
                 tx.execute(
-                    &self.sql(
+                    &self.prepared(tx, 
                         "INSERT INTO {s}.ebb_row_errors (model, key, run_id, kind, code, message)
                          SELECT $1, k, r, kd, c, m FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
                             AS t(k, r, kd, c, m)
                          ON CONFLICT (model, key) DO UPDATE SET run_id = excluded.run_id, kind = excluded.kind,
                             code = excluded.code, message = excluded.message",
-                    ),
+                    ).await?,
                     &[&model, &keys, &runs, &kinds, &codes, &msgs],
                 )
                 .await?;
             }
             StateWrite::ClearInvalidBefore { run_id } => {
                 tx.execute(
-                    &self.sql("DELETE FROM {s}.ebb_row_errors WHERE model = $1 AND kind = 'invalid' AND run_id < $2"),
+                    &self
+                        .prepared(
+                            tx,
+                            "DELETE FROM {s}.ebb_row_errors WHERE model = $1 AND kind = 'invalid' AND run_id < $2",
+                        )
+                        .await?,
                     &[&model, run_id],
                 )
                 .await?;
             }
             StateWrite::ReplaceInflight { run_id, keep } => {
                 tx.execute(
-                    &self.sql("DELETE FROM {s}.ebb_inflight WHERE model = $1 AND run_id < $2"),
+                    &self
+                        .prepared(tx, "DELETE FROM {s}.ebb_inflight WHERE model = $1 AND run_id < $2")
+                        .await?,
                     &[&model, run_id],
                 )
                 .await?;
