@@ -441,7 +441,7 @@ impl PgStore {
                 let codes: Vec<&str> = errors.iter().map(|e| e.code.as_str()).collect();
                 let msgs: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
                 tx.execute(
-                    &self.prepared(tx, 
+                    &self.prepared(tx,
                         "INSERT INTO {s}.ebb_row_errors (model, key, run_id, kind, code, message)
                          SELECT $1, k, r, kd, c, m FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[])
                             AS t(k, r, kd, c, m)
