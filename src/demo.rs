@@ -65,6 +65,30 @@ fn sql_list(items: &[&str]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
+/// SQL for the 3-character suffix that makes a 15-character Salesforce id (the text of
+/// `column`) an 18-character one: per 5-character chunk, a letter of
+/// `ABCDEFGHIJKLMNOPQRSTUVWXYZ012345` whose bits say which characters are upper case.
+fn id_suffix_sql(column: &str) -> String {
+    let chunks: Vec<String> = (0..3)
+        .map(|k| {
+            let bits: Vec<String> = (0..5)
+                .map(|i| {
+                    format!(
+                        "CASE WHEN substr({column}, {}, 1) BETWEEN 'A' AND 'Z' THEN {} ELSE 0 END",
+                        5 * k + i + 1,
+                        1 << i
+                    )
+                })
+                .collect();
+            format!(
+                "substr('ABCDEFGHIJKLMNOPQRSTUVWXYZ012345', 1 + {}, 1)",
+                bits.join(" + ")
+            )
+        })
+        .collect();
+    format!("({})", chunks.join(" || "))
+}
+
 /// Creates (or replaces) the demo warehouse at `path` with `customers` rows.
 pub fn build_warehouse(path: &Path, customers: usize, seed: u64) -> Result<Built, String> {
     if let Some(dir) = path.parent() {
@@ -85,7 +109,7 @@ pub fn build_warehouse(path: &Path, customers: usize, seed: u64) -> Result<Built
         CREATE TABLE presentation.customer_360 AS
         SELECT
             i AS customer_id,
-            '003' || upper(substr(md5(i::VARCHAR || '{seed}'), 1, 15)) AS crm_id,
+            id15 || {suffix} AS crm_id,
             {first}[1 + (hash(i, {seed}, 'f') % {nf})::INTEGER] AS first_name,
             {last}[1 + (hash(i, {seed}, 'l') % {nl})::INTEGER] AS last_name,
             lower({first}[1 + (hash(i, {seed}, 'f') % {nf})::INTEGER]) || '.' || i || '@example.com' AS email,
@@ -99,7 +123,8 @@ pub fn build_warehouse(path: &Path, customers: usize, seed: u64) -> Result<Built
             DATE '2026-11-27' - (hash(i, {seed}, 'a') % 365)::INTEGER AS last_activity_date,
             TIMESTAMP '2026-11-27 06:00:00' - INTERVAL (hash(i, {seed}, 's') % 72) HOUR AS segment_updated_date,
             {u_sync} < 0.9 AS sync_to_crm
-        FROM range(1, {customers} + 1) t(i);
+        FROM (SELECT i, '003' || upper(substr(md5(i::VARCHAR || '{seed}'), 1, 12)) AS id15
+              FROM range(1, {customers} + 1) r(i)) t;
         CREATE TABLE presentation.customer_analytics AS
         SELECT
             crm_id, customer_id, email, customer_segment, lifetime_value,
@@ -116,6 +141,7 @@ pub fn build_warehouse(path: &Path, customers: usize, seed: u64) -> Result<Built
             phone_primary VARCHAR, account_id VARCHAR, custom_field JSON, modified_date TIMESTAMPTZ,
             is_deleted BOOLEAN, extracted_timestamp TIMESTAMPTZ DEFAULT current_timestamp);
         ",
+        suffix = id_suffix_sql("id15"),
         first = sql_list(FIRST),
         last = sql_list(LAST),
         nf = FIRST.len(),

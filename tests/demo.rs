@@ -4,9 +4,27 @@ use crate::support::{copy_tree, ebb, repo, stderr, stdout};
 
 fn example_project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(repo().join("ebb.yaml"), dir.path().join("ebb.yaml")).unwrap();
+    // The sandbox on a free port, so that tests (or a running `ebb sandbox`) do not collide.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let project = std::fs::read_to_string(repo().join("ebb.yaml"))
+        .unwrap()
+        .replace("http://127.0.0.1:8787", &format!("http://127.0.0.1:{port}"));
+    std::fs::write(dir.path().join("ebb.yaml"), project).unwrap();
     copy_tree(&repo().join("models"), &dir.path().join("models"));
     dir
+}
+
+/// Points the project's `salesforce` connection at `url`.
+fn point_at(dir: &std::path::Path, url: &str) {
+    let project = std::fs::read_to_string(dir.join("ebb.yaml")).unwrap();
+    let start = project.find("instance_url: ").unwrap() + "instance_url: ".len();
+    let end = start + project[start..].find([' ', '\n']).unwrap();
+    let project = format!("{}{url}{}", &project[..start], &project[end..]);
+    std::fs::write(dir.join("ebb.yaml"), project).unwrap();
 }
 
 #[test]
@@ -28,12 +46,36 @@ fn demo_builds_the_warehouse_and_previews_every_outbound_model() {
     }
     assert!(out.contains("Customer_Segment__c  LTV__c   Upsell_Score__c"), "{out}");
     assert!(!out.contains("invalid ("), "{out}");
+    // The sandbox starts with a Contact per CRM customer, and the Salesforce models update
+    // them for real.
+    assert!(
+        out.contains("(connection `salesforce`) with 500 Contacts, one per CRM customer"),
+        "{out}"
+    );
+    for model in ["customer_segments", "churn_risk"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("ebb run {model}: ")))
+            .unwrap_or_else(|| panic!("no run of {model}:\n{out}"));
+        assert!(line.starts_with(&format!("ebb run {model}: succeeded")), "{line}");
+        assert!(!line.contains("confirmed 0"), "{line}");
+    }
     // The file export really runs: one JSON Lines file with every high-value customer.
     let line = out
         .lines()
         .find(|l| l.starts_with("ebb run high_value_export: succeeded"))
         .unwrap_or_else(|| panic!("no run of high_value_export:\n{out}"));
-    let exported = std::fs::read_to_string(dir.path().join("exports/high_value_export-1.jsonl")).unwrap();
+    let file = std::fs::read_dir(dir.path().join("exports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("high_value_export-")
+        })
+        .expect("the export file");
+    let exported = std::fs::read_to_string(file).unwrap();
     assert!(exported.lines().count() > 0);
     assert!(line.contains(&format!("sent {}", exported.lines().count())), "{line}");
     // A second run reuses the warehouse, and sends nothing: nothing changed.
@@ -43,13 +85,28 @@ fn demo_builds_the_warehouse_and_previews_every_outbound_model() {
         again.starts_with("using the demo warehouse warehouse.duckdb"),
         "{again}"
     );
+    for model in ["customer_segments", "churn_risk", "high_value_export"] {
+        assert!(
+            again
+                .lines()
+                .any(|l| l.starts_with(&format!("ebb run {model}: succeeded")) && l.contains("sent 0, confirmed 0")),
+            "{model}: {again}"
+        );
+    }
+    // With the demo gone, its sandbox is too: `validate --connect` says the connection is down.
+    let o = ebb(dir.path(), &["validate", "--connect"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(
-        again.contains("ebb run high_value_export: succeeded") && again.contains("sent 0, confirmed 0"),
-        "{again}"
+        stdout(&o).contains("error[E901]: connection `salesforce`"),
+        "{}",
+        stdout(&o)
     );
-    // The models validate against it, and preview maps JSON paths and transforms.
+    // Against a running sandbox, every model validates against both systems.
+    let sandbox = ebb::sandbox::Sandbox::start_in_thread(ebb::sandbox::SandboxConfig::default());
+    point_at(dir.path(), &sandbox.url());
     let o = ebb(dir.path(), &["validate", "--connect"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // Preview maps JSON paths and transforms.
     let o = ebb(
         dir.path(),
         &["preview", "customer_segments", "-n", "5", "--format", "json"],
@@ -88,4 +145,107 @@ fn the_same_seed_builds_the_same_warehouse() {
     assert_eq!(digest(&a), digest(&b));
     ebb::demo::build_warehouse(&b, 1000, 8).unwrap();
     assert_ne!(digest(&a), digest(&b));
+}
+
+/// The seed's `customer_segments` model, from the demo warehouse into the sandbox: the first
+/// sync (over 10,000 rows) goes through Bulk API 2.0, a 1% change through Collections in
+/// ceil(changed / 200) calls, and the sandbox ends up holding exactly the mapped rows.
+#[test]
+fn customer_segments_syncs_from_the_demo_warehouse_into_the_sandbox() {
+    use ebb::sandbox::{Sandbox, SandboxConfig};
+    let dir = example_project();
+    ebb::demo::build_warehouse(&dir.path().join("warehouse.duckdb"), 12_000, 42).unwrap();
+    // The org: a Contact for every customer, as `ebb demo` seeds it.
+    let db = duckdb::Connection::open(dir.path().join("warehouse.duckdb")).unwrap();
+    let mut contacts = Vec::new();
+    {
+        let mut stmt = db
+            .prepare("SELECT crm_id, last_name FROM presentation.customer_360")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .unwrap();
+        for row in rows {
+            let (id, last) = row.unwrap();
+            let mut m = serde_json::Map::new();
+            m.insert("Id".into(), id.into());
+            m.insert("LastName".into(), last.into());
+            contacts.push(m);
+        }
+    }
+    drop(db);
+    let mut config = SandboxConfig::default();
+    config.records.insert("Contact".into(), contacts);
+    let sandbox = Sandbox::start_in_thread(config);
+    point_at(dir.path(), &sandbox.url());
+
+    let run = |args: &[&str]| {
+        let o = ebb(
+            dir.path(),
+            &[&["run", "customer_segments", "--format", "json"], args].concat(),
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(stdout(&o).trim()).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&o), stderr(&o)));
+        (o.status.code(), v["runs"][0].clone())
+    };
+    let (code, first) = run(&[]);
+    assert_eq!(code, Some(0), "{first}");
+    let sent = first["counts"]["sent"].as_u64().unwrap();
+    assert!(sent > 10_000, "{first}");
+    assert!(
+        sandbox.calls_to("bulk") >= 5,
+        "over 10,000 rows go through Bulk API 2.0"
+    );
+    assert_eq!(sandbox.calls_to("collections"), 0);
+
+    // The sandbox holds what `preview` says the model sends.
+    let check = |context: &str| {
+        let o = ebb(
+            dir.path(),
+            &["preview", "customer_segments", "-n", "20000", "--format", "json"],
+        );
+        let held: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> = sandbox
+            .records("Contact")
+            .into_iter()
+            .map(|r| (r["Id"].as_str().unwrap().to_string(), r))
+            .collect();
+        let mut n = 0;
+        for line in stdout(&o).lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let rec = &v["record"];
+            let h = &held[v["key"].as_str().unwrap()];
+            for field in ["Customer_Segment__c", "LTV__c", "Upsell_Score__c"] {
+                let (want, got) = (&rec[field], h.get(field).unwrap_or(&serde_json::Value::Null));
+                let same = match (want.as_f64(), got.as_f64()) {
+                    (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+                    _ => want == got,
+                };
+                assert!(same, "{context}: {} {field}: model {want}, sandbox {got}", v["key"]);
+            }
+            n += 1;
+        }
+        assert_eq!(n as u64, sent, "{context}");
+    };
+    check("after the Bulk first sync");
+
+    // 1%: Collections, ceil(changed / 200) calls.
+    let db = duckdb::Connection::open(dir.path().join("warehouse.duckdb")).unwrap();
+    db.execute_batch(
+        "UPDATE presentation.customer_analytics SET customer_segment = 'Enterprise'
+         WHERE customer_id % 100 = 1 AND customer_segment <> 'Enterprise' AND sync_to_crm",
+    )
+    .unwrap();
+    drop(db);
+    let before = sandbox.calls_to("collections");
+    let (code, second) = run(&[]);
+    assert_eq!(code, Some(0), "{second}");
+    let changed = second["counts"]["changed"].as_u64().unwrap();
+    assert!(changed > 50, "{second}");
+    assert_eq!(
+        second["counts"]["api_calls"].as_u64().unwrap(),
+        changed.div_ceil(200),
+        "{second}"
+    );
+    assert_eq!(sandbox.calls_to("collections") - before, changed.div_ceil(200));
+    check("after a 1% change");
 }

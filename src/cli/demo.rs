@@ -55,6 +55,26 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // A Salesforce connection on this machine is the sandbox: started here, seeded with a
+    // Contact for every customer the warehouse knows (the models update them by Id).
+    let mut sandboxes = Vec::new();
+    for (name, c) in spec.connections.iter().filter_map(|(n, c)| match c {
+        ConnectionSpec::Salesforce(s) => Some((n, s)),
+        _ => None,
+    }) {
+        match rt.block_on(start_sandbox(name, c, conn_spec(&spec, name_of_duckdb(&spec)), &dir)) {
+            Ok(Some((sandbox, seeded))) => {
+                writeln!(
+                    out,
+                    "started the Salesforce sandbox at {} (connection `{name}`) with {seeded} Contacts, one per CRM customer",
+                    sandbox.url()
+                )?;
+                sandboxes.push(sandbox);
+            }
+            Ok(None) => {}
+            Err(e) => writeln!(out, "the Salesforce sandbox for connection `{name}` did not start: {e}")?,
+        }
+    }
     rt.block_on(crate::validate::connect::check(&mut report));
     let problems: Vec<_> = report
         .diagnostics
@@ -103,26 +123,6 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
                 writeln!(out)?;
             }
             Err(e) => writeln!(out, "  cannot preview: {e}\n")?,
-        }
-    }
-    // A Salesforce connection on this machine is the sandbox: started here, seeded with a
-    // Contact for every customer the warehouse knows (the models update them by Id).
-    let mut sandboxes = Vec::new();
-    for (name, c) in spec.connections.iter().filter_map(|(n, c)| match c {
-        ConnectionSpec::Salesforce(s) => Some((n, s)),
-        _ => None,
-    }) {
-        match rt.block_on(start_sandbox(name, c, conn_spec(&spec, name_of_duckdb(&spec)), &dir)) {
-            Ok(Some((sandbox, seeded))) => {
-                writeln!(
-                    out,
-                    "started the Salesforce sandbox at {} (connection `{name}`) with {seeded} Contacts, one per CRM customer",
-                    sandbox.url()
-                )?;
-                sandboxes.push(sandbox);
-            }
-            Ok(None) => {}
-            Err(e) => writeln!(out, "the Salesforce sandbox for connection `{name}` did not start: {e}")?,
         }
     }
     // A real run of every outbound model.
