@@ -72,6 +72,7 @@ fn child(project: &Path, model: &str) {
         serde_json::json!({
             "secs": secs, "rss": peak_rss(), "read": k.read, "sent": k.sent, "changed": k.changed,
             "unchanged": k.unchanged, "calls": k.api_calls,
+            "timings": r.timings.iter().map(|(k, d)| format!("{k} {:.2} s", d.as_secs_f64())).collect::<Vec<_>>(),
         })
     );
 }
@@ -243,6 +244,7 @@ fn main() {
     );
     let none = measure(dir.path(), "customers");
     let table = ebb::engine::table::SnapTable::with_rows(nochange_rows).bytes() as f64 / nochange_rows as f64;
+    println!("  (no change, by phase: {})", none["timings"]);
     println!(
         "no change       {nochange_rows:>10} rows  {:>7.2} s  sent {}  peak RSS {} ({:.0} B/row; diff table {table:.1} B/row)",
         none["secs"].as_f64().unwrap(),

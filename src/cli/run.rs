@@ -317,6 +317,8 @@ fn report_json(r: &RunReport) -> serde_json::Value {
         "error": r.error,
         "notes": r.notes,
         "elapsed_ms": r.elapsed.as_millis() as u64,
+        "timings_ms": r.timings.iter().map(|(k, d)| (k.to_string(), serde_json::Value::from(d.as_millis() as u64)))
+            .collect::<serde_json::Map<_, _>>(),
     });
     if r.status == Status::DryRun {
         let samples: serde_json::Map<String, serde_json::Value> = r

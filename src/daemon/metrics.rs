@@ -326,6 +326,7 @@ mod tests {
             notes: Vec::new(),
             elapsed: Duration::from_secs_f64(secs),
             samples: Default::default(),
+            timings: Vec::new(),
         }
     }
 

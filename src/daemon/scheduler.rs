@@ -340,6 +340,7 @@ async fn run_one(shared: &Arc<Shared>, name: &str) {
         notes: Vec::new(),
         elapsed: Duration::ZERO,
         samples: Default::default(),
+        timings: Vec::new(),
     };
     if !shared.runner.submit(job) {
         unmark(shared, name);

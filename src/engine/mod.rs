@@ -132,6 +132,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// `--dry-run`: up to five payloads (or keys) per kind of change.
     pub samples: BTreeMap<&'static str, Vec<String>>,
+    /// How long each phase took: `load_snapshot`, `read_and_diff`, `deliver`.
+    pub timings: Vec<(&'static str, Duration)>,
 }
 
 impl RunReport {
@@ -145,6 +147,7 @@ impl RunReport {
             notes: Vec::new(),
             elapsed: Duration::ZERO,
             samples: BTreeMap::new(),
+            timings: Vec::new(),
         }
     }
 }
@@ -182,6 +185,7 @@ pub async fn run(
         }
         report.counts = run.counts;
         report.samples = run.samples;
+        report.timings = run.timings;
         report.notes = run.notes;
         report.elapsed = started.elapsed();
         return report;
@@ -285,6 +289,7 @@ pub async fn run(
     report.status = status;
     report.error = error;
     report.counts = run.counts;
+    report.timings = std::mem::take(&mut run.timings);
     report.notes.append(&mut run.notes);
     report.elapsed = started.elapsed();
     report
@@ -364,6 +369,8 @@ struct Run<'a> {
     deletes: i64,
     /// Records to send, by operation (a destination may batch large sets differently).
     per_op: HashMap<Op, u64>,
+    /// How long each phase took.
+    timings: Vec<(&'static str, Duration)>,
 }
 
 /// The flags kept in a snapshot slot for this run.
@@ -408,6 +415,7 @@ impl<'a> Run<'a> {
             pending_errors: Vec::new(),
             deletes: 0,
             per_op: HashMap::new(),
+            timings: Vec::new(),
         }
     }
 
@@ -493,15 +501,19 @@ impl<'a> Run<'a> {
             ));
         }
 
+        let phase = Instant::now();
         let mut table = if fresh {
             SnapTable::with_rows(0)
         } else {
             self.load_snapshot().await?
         };
+        self.timings.push(("load_snapshot", phase.elapsed()));
+        let phase = Instant::now();
 
         // Read, map, hash, diff; spill what is to be sent.
         let mut spill = SpillWriter::create(&name).map_err(|e| format!("cannot create a spill file: {e}"))?;
         self.read_model(&mut table, &mut spill).await?;
+        self.timings.push(("read_and_diff", phase.elapsed()));
         self.removed(&table, &mut spill, fresh).await?;
         for (_, d) in std::mem::take(&mut self.dups) {
             self.pending_errors.push(RowErrorEntry {
@@ -548,7 +560,9 @@ impl<'a> Run<'a> {
             .finish()
             .map_err(|e| format!("cannot read back the spill file: {e}"))?;
         self.progress.delivering.store(true, Ordering::Relaxed);
+        let phase = Instant::now();
         self.deliver(reader).await?;
+        self.timings.push(("deliver", phase.elapsed()));
 
         // In-flight records of earlier runs: keep the keys this run did not settle.
         if self.forced.values().any(|f| f.resolved) {
