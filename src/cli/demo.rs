@@ -96,12 +96,11 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
         if plan.source.query.is_none() {
             writeln!(
                 out,
-                "model {} reads {} `{}` into {}: inbound syncs run once the {} connector lands\n",
+                "model {} reads {} `{}` into {}: inbound syncs (CRM → warehouse) are not built yet\n",
                 plan.name,
                 plan.source.kind,
                 plan.source.object.as_deref().unwrap_or("?"),
                 plan.destination.table.as_deref().unwrap_or("?"),
-                plan.source.kind
             )?;
             continue;
         }
