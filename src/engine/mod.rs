@@ -1217,13 +1217,14 @@ fn map_rows(
 ) -> Vec<Mapped> {
     let delete = plan.destination.mode == Mode::Delete;
     let order = payload_order(plan);
+    let mut buf = Vec::with_capacity(plan.mappings.len());
     rows.map(|row| match mapper.key(batch, row) {
         Err(e) => Mapped::NoKey(e),
         Ok(key) => {
             let payload = if delete {
                 Ok(key_payload(plan, &key, false))
             } else {
-                payload(plan, mapper, batch, row, &key, &order)
+                payload(plan, mapper, batch, row, &key, &order, &mut buf)
             }
             .map(|p| {
                 let h = payload_hash(p.as_bytes());
@@ -1257,24 +1258,20 @@ fn payload_order(plan: &SyncPlan) -> Vec<usize> {
 }
 
 /// The payload of a row: its mapped fields and the destination key, by field name
-/// (`order` from [`payload_order`]).
-fn payload(
+/// (`order` from [`payload_order`]); `buf` is scratch space reused across rows.
+fn payload<'m>(
     plan: &SyncPlan,
-    mapper: &RowMapper,
+    mapper: &'m RowMapper,
     batch: &arrow::record_batch::RecordBatch,
     row: usize,
     key: &str,
     order: &[usize],
+    buf: &mut Vec<(&'m str, Val)>,
 ) -> Result<String, RowError> {
-    let mut fields = mapper.map_row(batch, row)?;
-    if order.len() > fields.len() {
-        fields.push((plan.destination.key_field.as_str(), Val::Str(key.to_string())));
-    }
-    let mut sorted: Vec<(&str, Val)> = Vec::with_capacity(fields.len());
-    for &i in order {
-        sorted.push(std::mem::replace(&mut fields[i], ("", Val::Null)));
-    }
-    RowMapper::to_json_object(&sorted)
+    mapper.map_row_into(batch, row, buf)?;
+    let mut out = String::with_capacity(48 + 32 * order.len());
+    RowMapper::write_object(buf, order, Some((plan.destination.key_field.as_str(), key)), &mut out)?;
+    Ok(out)
 }
 
 /// `{key_field: key}` (a delete), or with every mapped field null (a clear).

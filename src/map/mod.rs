@@ -138,6 +138,19 @@ impl RowMapper {
     /// The destination fields of one row, in mapping order.
     pub fn map_row(&self, batch: &RecordBatch, row: usize) -> Result<Vec<(&str, Val)>, RowError> {
         let mut out = Vec::with_capacity(self.fields.len());
+        self.map_row_into(batch, row, &mut out)?;
+        Ok(out)
+    }
+
+    /// As [`RowMapper::map_row`], into `out` (cleared first), so a caller mapping many rows
+    /// reuses one vector.
+    pub fn map_row_into<'a>(
+        &'a self,
+        batch: &RecordBatch,
+        row: usize,
+        out: &mut Vec<(&'a str, Val)>,
+    ) -> Result<(), RowError> {
+        out.clear();
         for f in &self.fields {
             let mut v = match &f.source {
                 Src::Constant(c) => c.clone(),
@@ -191,7 +204,7 @@ impl RowMapper {
             }
             out.push((f.destination.as_str(), v));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The whole row as a JSON object (the `$` of a JSONPath that starts with no column).
@@ -210,6 +223,41 @@ impl RowMapper {
             m.insert(field.name().clone(), v);
         }
         Ok(serde_json::Value::Object(m))
+    }
+
+    /// Appends a mapped row to `out` as a JSON object, fields in `order`: indices into
+    /// `fields`, where `fields.len()` stands for `extra` (a text field not mapped, such as the
+    /// destination key).
+    pub fn write_object(
+        fields: &[(&str, Val)],
+        order: &[usize],
+        extra: Option<(&str, &str)>,
+        out: &mut String,
+    ) -> Result<(), RowError> {
+        out.push('{');
+        for (n, &i) in order.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            match fields.get(i) {
+                Some((name, v)) => {
+                    value::write_json_string(name, out);
+                    out.push(':');
+                    v.write_json(out).map_err(|m| RowError {
+                        code: "bad_value",
+                        message: format!("`{name}`: {m}"),
+                    })?;
+                }
+                None => {
+                    let (name, text) = extra.unwrap_or(("", ""));
+                    value::write_json_string(name, out);
+                    out.push(':');
+                    value::write_json_string(text, out);
+                }
+            }
+        }
+        out.push('}');
+        Ok(())
     }
 
     /// A mapped row as a JSON object text, fields in mapping order.
