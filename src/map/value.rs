@@ -233,19 +233,27 @@ fn push_digits(s: &mut String, n: u32, width: u32) {
 /// Appends `s` as a JSON string literal.
 pub fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Runs of bytes that need no escape are copied whole (the common case: all of it).
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'"' && b != b'\\' && b >= 0x20 {
+            continue;
         }
+        out.push_str(&s[start..i]);
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            other => {
+                let _ = write!(out, "\\u{:04x}", other);
+            }
+        }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -397,6 +405,21 @@ fn nested(array: &ArrayRef, i: usize) -> Result<serde_json::Value, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_strings_escape_quotes_backslashes_and_controls_only() {
+        let mut out = String::new();
+        write_json_string("Zoë \"Q\" a\\b\n\t\r\u{1}é—ok", &mut out);
+        assert_eq!(out, r#""Zoë \"Q\" a\\b\n\t\r\u0001é—ok""#);
+        let mut out = String::new();
+        write_json_string("", &mut out);
+        assert_eq!(out, "\"\"");
+        // Whatever serde_json makes of it, it reads back the same text.
+        let text = "plain ✓ \u{7f} \u{1f} end";
+        let mut out = String::new();
+        write_json_string(text, &mut out);
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
+    }
+
     use super::*;
 
     fn json(v: Val) -> String {
