@@ -571,16 +571,7 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             .and_then(|s| s.next_after(now))
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         let running = holder.as_ref().filter(|h| !crate::state::holder_is_dead_here(h));
-        let health = match (&last, running) {
-            (_, Some(_)) => "running",
-            (None, _) => "never run",
-            (Some(r), _) => match r.status.as_str() {
-                "succeeded" => "healthy",
-                "partial" => "degraded",
-                "running" => "interrupted",
-                _ => "failing",
-            },
-        };
+        let health = engine::health(last.as_ref().map(|r| r.status.as_str()), running.is_some());
         let ago = |t: &str| {
             chrono::DateTime::parse_from_rfc3339(t)
                 .ok()

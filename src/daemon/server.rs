@@ -240,17 +240,7 @@ async fn models(State(shared): State<Arc<Shared>>) -> Response {
             .as_ref()
             .filter(|h| !crate::state::holder_is_dead_here(h) && h.id != me);
         let running_here = m["running"]["state"] == "running";
-        let health = if running_here || elsewhere.is_some() {
-            "running"
-        } else {
-            match last.map(|r| r.status.as_str()) {
-                None => "never run",
-                Some("succeeded") => "healthy",
-                Some("partial") => "degraded",
-                Some("running") => "interrupted",
-                Some(_) => "failing",
-            }
-        };
+        let health = crate::engine::health(last.map(|r| r.status.as_str()), running_here || elsewhere.is_some());
         let success_at = ok.as_ref().and_then(|r| r.ended_at.clone());
         let lag = success_at
             .as_deref()

@@ -295,6 +295,22 @@ pub async fn run(
     report
 }
 
+/// A model's health from its last run's status: `running`, `never run`, `healthy`,
+/// `degraded` (rows rejected or invalid), `interrupted` (the process died mid-run) or
+/// `failing`. `ebb status` and the daemon's API say the same.
+pub fn health(last_status: Option<&str>, running: bool) -> &'static str {
+    if running {
+        return "running";
+    }
+    match last_status {
+        None => "never run",
+        Some("succeeded") => "healthy",
+        Some("partial") => "degraded",
+        Some("running") => "interrupted",
+        Some(_) => "failing",
+    }
+}
+
 pub fn plural(n: i64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
