@@ -124,6 +124,22 @@ async fn suite(store: StateStore) {
         [("k1".to_string(), h(9)), ("k2".into(), h(2)), ("k3".into(), h(3))]
     );
 
+    // Or with the keys hashed where they are read.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let (scanned, mut keyed) = tokio::join!(
+        store.scan_snapshot_keyed("contacts", |k| k.len() as u128 * 1000 + k.as_bytes()[1] as u128, tx),
+        async {
+            let mut all = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                all.extend(chunk);
+            }
+            all
+        }
+    );
+    scanned.unwrap();
+    keyed.sort();
+    assert_eq!(keyed, [(2049, h(9)), (2050, h(2)), (2051, h(3))]);
+
     // Invalid-row errors of earlier runs go; removed rows leave snapshot and errors.
     store
         .apply(

@@ -607,14 +607,14 @@ impl<'a> Run<'a> {
         let rows = self.store.snapshot_len(self.name()).await.map_err(|e| e.to_string())?;
         let mut table = SnapTable::with_rows(rows as usize);
         let (tx, mut rx) = mpsc::channel(4);
-        let scan = self.store.scan_snapshot(self.name(), tx);
+        let scan = self.store.scan_snapshot_keyed(self.name(), key_hash, tx);
         let fill = async {
             while let Some(chunk) = rx.recv().await {
-                for (key, hash) in chunk {
+                for (kh, hash) in chunk {
                     if table.is_full() {
                         table.grow();
                     }
-                    table.insert(key_hash(&key), hash);
+                    table.insert(kh, hash);
                 }
             }
         };

@@ -249,6 +249,17 @@ impl StateStore {
         dispatch!(self, s => s.scan_snapshot(model, tx).await)
     }
 
+    /// As [`StateStore::scan_snapshot`], with each key hashed by `key_fn` where it is read
+    /// (no key text crosses the channel).
+    pub async fn scan_snapshot_keyed(
+        &self,
+        model: &str,
+        key_fn: fn(&str) -> u128,
+        tx: mpsc::Sender<Vec<(u128, [u8; 16])>>,
+    ) -> Result<(), StateError> {
+        dispatch!(self, s => s.scan_snapshot_keyed(model, key_fn, tx).await)
+    }
+
     /// The destination's record ids of `keys`, where known.
     pub async fn record_ids(&self, model: &str, keys: &[String]) -> Result<HashMap<String, String>, StateError> {
         dispatch!(self, s => s.record_ids(model, keys).await)

@@ -307,6 +307,34 @@ impl PgStore {
         Ok(())
     }
 
+    pub async fn scan_snapshot_keyed(
+        &self,
+        model: &str,
+        key_fn: fn(&str) -> u128,
+        tx: mpsc::Sender<Vec<(u128, [u8; 16])>>,
+    ) -> Result<(), StateError> {
+        let sql = self.sql("SELECT key, hash FROM {s}.ebb_snapshot WHERE model = $1");
+        let params: [&(dyn ToSql + Sync); 1] = [&model];
+        let rows = self.reader.query_raw(&sql, params).await.map_err(q(&self.name))?;
+        futures_util::pin_mut!(rows);
+        let mut chunk = Vec::with_capacity(8192);
+        while let Some(r) = rows.try_next().await.map_err(q(&self.name))? {
+            chunk.push((key_fn(r.get::<_, &str>(0)), hash16(r.get(1))));
+            if chunk.len() == 8192
+                && tx
+                    .send(std::mem::replace(&mut chunk, Vec::with_capacity(8192)))
+                    .await
+                    .is_err()
+            {
+                return Ok(());
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.send(chunk).await;
+        }
+        Ok(())
+    }
+
     pub async fn record_ids(&self, model: &str, keys: &[String]) -> Result<HashMap<String, String>, StateError> {
         let rows = self
             .query(

@@ -263,6 +263,41 @@ impl SqliteStore {
         .map_err(|e| StateError::Query(self.name.clone(), e.to_string()))?
     }
 
+    pub async fn scan_snapshot_keyed(
+        &self,
+        model: &str,
+        key_fn: fn(&str) -> u128,
+        tx: mpsc::Sender<Vec<(u128, [u8; 16])>>,
+    ) -> Result<(), StateError> {
+        let conn = self.reader.clone().unwrap_or_else(|| self.conn.clone());
+        let (model, name) = (model.to_string(), self.name.clone());
+        tokio::task::spawn_blocking(move || {
+            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let scan = || -> rusqlite::Result<()> {
+                let mut stmt = c.prepare("SELECT key, hash FROM ebb_snapshot WHERE model = ?1")?;
+                let mut rows = stmt.query(params![model])?;
+                let mut chunk = Vec::with_capacity(8192);
+                while let Some(r) = rows.next()? {
+                    chunk.push((key_fn(r.get_ref(0)?.as_str()?), hash16(r.get_ref(1)?.as_blob()?)));
+                    if chunk.len() == 8192
+                        && tx
+                            .blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(8192)))
+                            .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(chunk);
+                }
+                Ok(())
+            };
+            scan().map_err(|e| StateError::Query(name, e.to_string()))
+        })
+        .await
+        .map_err(|e| StateError::Query(self.name.clone(), e.to_string()))?
+    }
+
     pub async fn record_ids(&self, model: &str, keys: &[String]) -> Result<HashMap<String, String>, StateError> {
         let (model, keys) = (model.to_string(), keys.to_vec());
         self.with(move |c| {
