@@ -246,7 +246,7 @@ impl StateStore {
         model: &str,
         tx: mpsc::Sender<Vec<(String, [u8; 16])>>,
     ) -> Result<(), StateError> {
-        dispatch!(self, s => s.scan_snapshot(model, tx).await)
+        dispatch!(self, s => s.scan_snapshot(model, str::to_string, tx).await)
     }
 
     /// As [`StateStore::scan_snapshot`], with each key hashed by `key_fn` where it is read
@@ -257,7 +257,7 @@ impl StateStore {
         key_fn: fn(&str) -> u128,
         tx: mpsc::Sender<Vec<(u128, [u8; 16])>>,
     ) -> Result<(), StateError> {
-        dispatch!(self, s => s.scan_snapshot_keyed(model, key_fn, tx).await)
+        dispatch!(self, s => s.scan_snapshot(model, key_fn, tx).await)
     }
 
     /// The destination's record ids of `keys`, where known.

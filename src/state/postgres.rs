@@ -280,38 +280,13 @@ impl PgStore {
         Ok(n as u64)
     }
 
-    pub async fn scan_snapshot(
+    /// Streams the snapshot as `(key_fn(key), hash)` chunks: key text, or its hash computed
+    /// where it is read.
+    pub async fn scan_snapshot<K: Send + 'static>(
         &self,
         model: &str,
-        tx: mpsc::Sender<Vec<(String, [u8; 16])>>,
-    ) -> Result<(), StateError> {
-        let sql = self.sql("SELECT key, hash FROM {s}.ebb_snapshot WHERE model = $1");
-        let params: [&(dyn ToSql + Sync); 1] = [&model];
-        let rows = self.reader.query_raw(&sql, params).await.map_err(q(&self.name))?;
-        futures_util::pin_mut!(rows);
-        let mut chunk = Vec::with_capacity(8192);
-        while let Some(r) = rows.try_next().await.map_err(q(&self.name))? {
-            chunk.push((r.get::<_, String>(0), hash16(r.get(1))));
-            if chunk.len() == 8192
-                && tx
-                    .send(std::mem::replace(&mut chunk, Vec::with_capacity(8192)))
-                    .await
-                    .is_err()
-            {
-                return Ok(());
-            }
-        }
-        if !chunk.is_empty() {
-            let _ = tx.send(chunk).await;
-        }
-        Ok(())
-    }
-
-    pub async fn scan_snapshot_keyed(
-        &self,
-        model: &str,
-        key_fn: fn(&str) -> u128,
-        tx: mpsc::Sender<Vec<(u128, [u8; 16])>>,
+        key_fn: fn(&str) -> K,
+        tx: mpsc::Sender<Vec<(K, [u8; 16])>>,
     ) -> Result<(), StateError> {
         let sql = self.sql("SELECT key, hash FROM {s}.ebb_snapshot WHERE model = $1");
         let params: [&(dyn ToSql + Sync); 1] = [&model];

@@ -229,45 +229,13 @@ impl SqliteStore {
         .map(|n| n as u64)
     }
 
-    pub async fn scan_snapshot(
+    /// Streams the snapshot as `(key_fn(key), hash)` chunks: key text, or its hash computed
+    /// where it is read.
+    pub async fn scan_snapshot<K: Send + 'static>(
         &self,
         model: &str,
-        tx: mpsc::Sender<Vec<(String, [u8; 16])>>,
-    ) -> Result<(), StateError> {
-        let conn = self.reader.clone().unwrap_or_else(|| self.conn.clone());
-        let (model, name) = (model.to_string(), self.name.clone());
-        tokio::task::spawn_blocking(move || {
-            let c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let scan = || -> rusqlite::Result<()> {
-                let mut stmt = c.prepare("SELECT key, hash FROM ebb_snapshot WHERE model = ?1")?;
-                let mut rows = stmt.query(params![model])?;
-                let mut chunk = Vec::with_capacity(8192);
-                while let Some(r) = rows.next()? {
-                    chunk.push((r.get_ref(0)?.as_str()?.to_string(), hash16(r.get_ref(1)?.as_blob()?)));
-                    if chunk.len() == 8192
-                        && tx
-                            .blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(8192)))
-                            .is_err()
-                    {
-                        return Ok(());
-                    }
-                }
-                if !chunk.is_empty() {
-                    let _ = tx.blocking_send(chunk);
-                }
-                Ok(())
-            };
-            scan().map_err(|e| StateError::Query(name, e.to_string()))
-        })
-        .await
-        .map_err(|e| StateError::Query(self.name.clone(), e.to_string()))?
-    }
-
-    pub async fn scan_snapshot_keyed(
-        &self,
-        model: &str,
-        key_fn: fn(&str) -> u128,
-        tx: mpsc::Sender<Vec<(u128, [u8; 16])>>,
+        key_fn: fn(&str) -> K,
+        tx: mpsc::Sender<Vec<(K, [u8; 16])>>,
     ) -> Result<(), StateError> {
         let conn = self.reader.clone().unwrap_or_else(|| self.conn.clone());
         let (model, name) = (model.to_string(), self.name.clone());
