@@ -303,31 +303,17 @@ fn fields(record: &Value) -> Vec<(&str, Input<'_>)> {
 
 /// `POST composite/sobjects`.
 pub(crate) async fn create(axum::extract::State(shared): Shr, body: Bytes) -> Response {
-    let (all_or_none, records) = match parse_body(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let mut state = shared.lock();
-    let tables = match types(&state, &records) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let items = records
-        .iter()
-        .zip(tables)
-        .map(|(r, t)| Item {
-            t,
-            op: Op::Create,
-            fields: fields(r),
-            failed: None,
-        })
-        .collect();
-    run(&mut state, all_or_none, items, false)
+    create_or_update(&shared, &body, Op::Create)
 }
 
 /// `PATCH composite/sobjects`: every record needs `attributes.type` and `id`.
 pub(crate) async fn update(axum::extract::State(shared): Shr, body: Bytes) -> Response {
-    let (all_or_none, records) = match parse_body(&body) {
+    create_or_update(&shared, &body, Op::Update)
+}
+
+/// Creates or updates records of the types their `attributes` name.
+fn create_or_update(shared: &super::Shared, body: &Bytes, op: Op) -> Response {
+    let (all_or_none, records) = match parse_body(body) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -341,7 +327,7 @@ pub(crate) async fn update(axum::extract::State(shared): Shr, body: Bytes) -> Re
         .zip(tables)
         .map(|(r, t)| Item {
             t,
-            op: Op::Update,
+            op,
             fields: fields(r),
             failed: None,
         })
