@@ -17,6 +17,7 @@
 //! leaves either a snapshot entry for a confirmed payload or an in-flight record that makes
 //! the next run send the row again.
 
+pub mod pool;
 pub mod spill;
 pub mod table;
 
@@ -25,11 +26,13 @@ use crate::config::{Mode, OnRemoved};
 use crate::destination::retry::{self, RetryPolicy};
 use crate::destination::{Batch, Destination, Op, Outcome, Record};
 use crate::map::value::Val;
+use crate::map::encode::{Encoded, Row as EncodedRow};
 use crate::map::{RowError, RowMapper};
 use crate::plan::SyncPlan;
 use crate::source::Source;
 use crate::state::{lock, InflightBatch, LockOutcome, RowErrorEntry, RunCounts, StateStore, StateWrite};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use pool::EncodePool;
 use spill::{SpillReader, SpillWriter, Spilled};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -41,6 +44,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Rows per source batch.
 const READ_BATCH: usize = 8192;
+/// Threads encoding source batches (mapping, JSON, hashing) while the run classifies.
+const ENCODE_THREADS: usize = 2;
+/// Source batches handed to the encoding threads ahead of the one being classified.
+const ENCODE_AHEAD: u64 = 8;
 /// Errors written per transaction while reading.
 const ERROR_CHUNK: usize = 5000;
 /// Sample payloads kept per kind of change by `--dry-run`.
@@ -353,6 +360,16 @@ enum Class {
     Invalid,
 }
 
+/// What classifying keeps from one batch to the next.
+#[derive(Default)]
+struct Classify {
+    row_no: i64,
+    /// Keys of rows not in the snapshot, to find duplicates among them.
+    new_keys: KeySet,
+    /// Scratch: each row's slot in the snapshot table.
+    slots: Vec<Option<usize>>,
+}
+
 struct Duplicate {
     key: String,
     count: i64,
@@ -655,123 +672,165 @@ impl<'a> Run<'a> {
             let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
             context(&format!("the query returns no column {}", names.join(", ")))
         })?;
-        let mode = plan.destination.mode;
-        let mut new_keys = KeySet::default();
-        let mut row_no: i64 = 0;
-        while let Some(batch) = stream.next().await {
+        // Batches are encoded on worker threads and classified here, in order.
+        let mut pool = EncodePool::start(Arc::new(mapper), ENCODE_THREADS);
+        let mut cx = Classify::default();
+        let (mut submitted, mut next, mut eof) = (0u64, 0u64, false);
+        let mut ready: BTreeMap<u64, Encoded> = BTreeMap::new();
+        loop {
             if self.opts.stopping() {
                 return Err("stopped while reading the model (shutdown); nothing was sent".into());
             }
-            let batch = batch.map_err(|e| context(&e))?;
-            let mapped = map_batch(plan, &mapper, &batch);
-            for m in mapped {
-                row_no += 1;
-                self.counts.read += 1;
-                let (key, kh, payload) = match m {
-                    Mapped::NoKey(e) => {
-                        self.invalid(format!("(row {row_no})"), e).await?;
+            if !eof && submitted - next < ENCODE_AHEAD {
+                match stream.next().await {
+                    Some(batch) => {
+                        pool.submit(submitted, batch.map_err(|e| context(&e))?).await?;
+                        submitted += 1;
                         continue;
                     }
-                    Mapped::Row { key, kh, payload } => (key, kh, payload),
-                };
-                if let Some(f) = self.forced.get_mut(&kh) {
-                    f.seen = true;
+                    None => eof = true,
                 }
-                // Where the key stands: in the snapshot, new, or seen already.
-                let slot = table.find(kh);
-                let first_time = match slot {
-                    Some(i) => table.visit_at(i),
-                    None => new_keys.insert(kh),
-                };
-                if !first_time {
-                    self.duplicate(kh, key, slot.map(|i| table.flags_at(i)), &new_keys);
-                    continue;
-                }
-                let (payload, ph) = match payload {
-                    Ok(p) => p,
-                    Err(e) => {
-                        match slot {
-                            Some(i) => table.set_flags(i, INVALID),
-                            None => {
-                                self.new_invalid.insert(kh);
-                            }
-                        }
-                        self.invalid(key, e).await?;
-                        continue;
-                    }
-                };
-                let forced = self.forced.contains_key(&kh);
-                let class = match slot {
-                    None => Class::Added,
-                    Some(_) if mode == Mode::Insert => Class::Unchanged,
-                    Some(i) if !forced && table::same_hash(table.hash_at(i), ph) => Class::Unchanged,
-                    Some(i) => {
-                        table.set_flags(i, CHANGED);
-                        Class::Changed
-                    }
-                };
-                match class {
-                    Class::Added => self.counts.added += 1,
-                    Class::Changed => self.counts.changed += 1,
-                    _ => self.counts.unchanged += 1,
-                }
-                let op = match mode {
-                    Mode::Upsert | Mode::Mirror => Op::Upsert,
-                    Mode::Update => Op::Update,
-                    Mode::Insert => Op::Insert,
-                    Mode::Delete => Op::Delete,
-                };
-                let send = match class {
-                    Class::Added | Class::Changed => true,
-                    _ => self.opts.full_resync && mode != Mode::Insert,
-                };
-                if mode == Mode::Insert && forced {
-                    // Insert cannot tell whether the interrupted batch created the record.
-                    if !self.opts.force {
-                        if class == Class::Added {
-                            self.counts.added -= 1;
-                        } else {
-                            self.counts.unchanged -= 1;
-                        }
-                        self.invalid(
-                            key,
-                            RowError {
-                                code: "unconfirmed_insert",
-                                message: "an earlier run sent this row and stopped before the destination answered; \
-                                          insert mode cannot tell whether the record was created, so it is not sent \
-                                          again (check the destination, then `ebb run --force` sends it anyway)"
-                                    .into(),
-                            },
-                        )
-                        .await?;
-                        continue;
-                    }
-                }
-                if send {
-                    if op == Op::Delete {
-                        self.deletes += 1;
-                    }
-                    match class {
-                        Class::Added => self.sample("added", || payload.clone()),
-                        Class::Changed => self.sample("changed", || payload.clone()),
-                        _ => {}
-                    }
-                    if !self.opts.dry_run {
-                        spill
-                            .push(Some(op), kh, ph, &key, &payload)
-                            .map_err(|e| format!("cannot write the spill file: {e}"))?;
-                    }
-                    *self.per_op.entry(op).or_default() += 1;
-                    self.progress.to_send.fetch_add(1, Ordering::Relaxed);
-                }
+            }
+            if next == submitted {
+                break;
+            }
+            let (seq, encoded) = pool.recv().await?;
+            ready.insert(seq, encoded);
+            while let Some(encoded) = ready.remove(&next) {
+                next += 1;
+                self.classify(&encoded, table, &mut cx, spill).await?;
+                pool.recycle(encoded);
             }
             self.progress.read.store(self.counts.read as u64, Ordering::Relaxed);
         }
         Ok(())
     }
 
+    /// Classifies the rows of one encoded batch against the snapshot; what is to be sent
+    /// goes to the spill.
+    async fn classify(
+        &mut self,
+        enc: &Encoded,
+        table: &mut SnapTable,
+        cx: &mut Classify,
+        spill: &mut SpillWriter,
+    ) -> Result<(), String> {
+        let mode = self.plan.destination.mode;
+        let op = match mode {
+            Mode::Upsert | Mode::Mirror => Op::Upsert,
+            Mode::Update => Op::Update,
+            Mode::Insert => Op::Insert,
+            Mode::Delete => Op::Delete,
+        };
+        // Look every key up first: the lookups are independent, so their cache misses overlap.
+        cx.slots.clear();
+        cx.slots.extend(enc.rows.iter().map(|r| match r {
+            EncodedRow::Row { kh, .. } => table.find(*kh),
+            EncodedRow::NoKey(_) => None,
+        }));
+        let any_forced = !self.forced.is_empty();
+        for (r, &slot) in enc.rows.iter().zip(&cx.slots) {
+            cx.row_no += 1;
+            self.counts.read += 1;
+            let (key, kh, payload) = match r {
+                EncodedRow::NoKey(e) => {
+                    let row = format!("(row {})", cx.row_no);
+                    self.invalid(row, e.clone()).await?;
+                    continue;
+                }
+                EncodedRow::Row { key, kh, payload } => (enc.key(key), *kh, payload),
+            };
+            let forced = any_forced
+                && match self.forced.get_mut(&kh) {
+                    Some(f) => {
+                        f.seen = true;
+                        true
+                    }
+                    None => false,
+                };
+            // Where the key stands: in the snapshot, new, or seen already.
+            let first_time = match slot {
+                Some(i) => table.visit_at(i),
+                None => cx.new_keys.insert(kh),
+            };
+            if !first_time {
+                self.duplicate(kh, key.to_string(), slot.map(|i| table.flags_at(i)));
+                continue;
+            }
+            let (payload, ph) = match payload {
+                Ok((range, ph)) => (enc.payload(range), *ph),
+                Err(e) => {
+                    match slot {
+                        Some(i) => table.set_flags(i, INVALID),
+                        None => {
+                            self.new_invalid.insert(kh);
+                        }
+                    }
+                    self.invalid(key.to_string(), e.clone()).await?;
+                    continue;
+                }
+            };
+            let class = match slot {
+                None => Class::Added,
+                Some(_) if mode == Mode::Insert => Class::Unchanged,
+                Some(i) if !forced && table::same_hash(table.hash_at(i), ph) => Class::Unchanged,
+                Some(i) => {
+                    table.set_flags(i, CHANGED);
+                    Class::Changed
+                }
+            };
+            match class {
+                Class::Added => self.counts.added += 1,
+                Class::Changed => self.counts.changed += 1,
+                _ => self.counts.unchanged += 1,
+            }
+            let send = match class {
+                Class::Added | Class::Changed => true,
+                _ => self.opts.full_resync && mode != Mode::Insert,
+            };
+            if mode == Mode::Insert && forced && !self.opts.force {
+                // Insert cannot tell whether the interrupted batch created the record.
+                if class == Class::Added {
+                    self.counts.added -= 1;
+                } else {
+                    self.counts.unchanged -= 1;
+                }
+                self.invalid(
+                    key.to_string(),
+                    RowError {
+                        code: "unconfirmed_insert",
+                        message: "an earlier run sent this row and stopped before the destination answered; \
+                                  insert mode cannot tell whether the record was created, so it is not sent \
+                                  again (check the destination, then `ebb run --force` sends it anyway)"
+                            .into(),
+                    },
+                )
+                .await?;
+                continue;
+            }
+            if send {
+                if op == Op::Delete {
+                    self.deletes += 1;
+                }
+                match class {
+                    Class::Added => self.sample("added", || payload.to_string()),
+                    Class::Changed => self.sample("changed", || payload.to_string()),
+                    _ => {}
+                }
+                if !self.opts.dry_run {
+                    spill
+                        .push(Some(op), kh, ph, key, payload)
+                        .map_err(|e| format!("cannot write the spill file: {e}"))?;
+                }
+                *self.per_op.entry(op).or_default() += 1;
+                self.progress.to_send.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
     /// A key met again: every row with it is invalid; the count of its first row is undone.
-    fn duplicate(&mut self, kh: u128, key: String, snapshot_flags: Option<u8>, _new_keys: &KeySet) {
+    fn duplicate(&mut self, kh: u128, key: String, snapshot_flags: Option<u8>) {
         if let Some(d) = self.dups.get_mut(&kh) {
             d.count += 1;
             self.counts.invalid += 1;
@@ -1189,105 +1248,6 @@ impl<'a> Ctx<'a> {
             result
         }
     }
-}
-
-/// One source row, mapped and hashed.
-enum Mapped {
-    /// The key is null or unreadable.
-    NoKey(RowError),
-    Row {
-        key: String,
-        kh: u128,
-        /// The payload and its hash, or why the row cannot be mapped.
-        payload: Result<(String, [u8; 16]), RowError>,
-    },
-}
-
-/// Rows per thread below which a batch is mapped on one thread.
-const PARALLEL_MIN: usize = 2048;
-
-/// Maps and hashes every row of `batch`, on two threads for large batches (the CPU-bound
-/// part of a run: reading values, transforms, JSON, hashing).
-fn map_batch(plan: &SyncPlan, mapper: &RowMapper, batch: &arrow::record_batch::RecordBatch) -> Vec<Mapped> {
-    let n = batch.num_rows();
-    if n < 2 * PARALLEL_MIN {
-        return map_rows(plan, mapper, batch, 0..n);
-    }
-    let mid = n / 2;
-    std::thread::scope(|s| {
-        let second = s.spawn(|| map_rows(plan, mapper, batch, mid..n));
-        let mut first = map_rows(plan, mapper, batch, 0..mid);
-        match second.join() {
-            Ok(rest) => first.extend(rest),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-        first
-    })
-}
-
-fn map_rows(
-    plan: &SyncPlan,
-    mapper: &RowMapper,
-    batch: &arrow::record_batch::RecordBatch,
-    rows: std::ops::Range<usize>,
-) -> Vec<Mapped> {
-    let delete = plan.destination.mode == Mode::Delete;
-    let order = payload_order(plan);
-    let mut buf = Vec::with_capacity(plan.mappings.len());
-    rows.map(|row| match mapper.key(batch, row) {
-        Err(e) => Mapped::NoKey(e),
-        Ok(key) => {
-            let payload = if delete {
-                Ok(key_payload(plan, &key, false))
-            } else {
-                payload(plan, mapper, batch, row, &key, &order, &mut buf)
-            }
-            .map(|p| {
-                let h = payload_hash(p.as_bytes());
-                (p, h)
-            });
-            Mapped::Row {
-                kh: key_hash(&key),
-                key,
-                payload,
-            }
-        }
-    })
-    .collect()
-}
-
-/// The order in which a payload's fields are written: by name. Index `mappings.len()`
-/// stands for the key field when no mapping writes it.
-fn payload_order(plan: &SyncPlan) -> Vec<usize> {
-    let key_field = plan.destination.key_field.as_str();
-    let mut names: Vec<(&str, usize)> = plan
-        .mappings
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.destination.as_str(), i))
-        .collect();
-    if !names.iter().any(|(n, _)| *n == key_field) {
-        names.push((key_field, plan.mappings.len()));
-    }
-    names.sort_by(|a, b| a.0.cmp(b.0));
-    names.into_iter().map(|(_, i)| i).collect()
-}
-
-/// The payload of a row: its mapped fields and the destination key, by field name
-/// (`order` from [`payload_order`]); `buf` is scratch space reused across rows.
-fn payload<'m>(
-    plan: &SyncPlan,
-    mapper: &'m RowMapper,
-    batch: &arrow::record_batch::RecordBatch,
-    row: usize,
-    key: &str,
-    order: &[usize],
-    buf: &mut Vec<(&'m str, Val)>,
-) -> Result<String, RowError> {
-    mapper.map_row_into(batch, row, buf)?;
-    let mut out = String::with_capacity(48 + 32 * order.len());
-    RowMapper::write_object(buf, order, Some((plan.destination.key_field.as_str(), key)), &mut out)?;
-    Ok(out)
 }
 
 /// `{key_field: key}` (a delete), or with every mapped field null (a clear).

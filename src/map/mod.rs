@@ -6,6 +6,7 @@
 //! row then does no lookups by name. A row whose key is null, or whose value a transform
 //! cannot handle, is invalid with a reason; the others are unaffected.
 
+pub mod encode;
 pub mod value;
 
 use crate::path::{FieldPath, Segment};
@@ -48,6 +49,33 @@ pub struct RowMapper {
     key_column: String,
     fields: Vec<FieldMap>,
     schema: arrow::datatypes::SchemaRef,
+    /// The order in which a payload's fields are written ([`payload_order`]).
+    order: Vec<usize>,
+    /// `"name":` for each mapping, then for the destination key field.
+    names_json: Vec<String>,
+    /// The destination field the key is written to when no mapping writes it.
+    key_field: String,
+    /// The payload is the key alone (`mode: delete`).
+    delete_only: bool,
+    /// For each mapping from a constant: its JSON after transforms, or why it fails.
+    constants: Vec<Option<Result<String, RowError>>>,
+}
+
+/// The order in which a payload's fields are written: by name. Index `mappings.len()`
+/// stands for the destination key field when no mapping writes it.
+pub fn payload_order(plan: &SyncPlan) -> Vec<usize> {
+    let key_field = plan.destination.key_field.as_str();
+    let mut names: Vec<(&str, usize)> = plan
+        .mappings
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.destination.as_str(), i))
+        .collect();
+    if !names.iter().any(|(n, _)| *n == key_field) {
+        names.push((key_field, plan.mappings.len()));
+    }
+    names.sort_by(|a, b| a.0.cmp(b.0));
+    names.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Finds `name` in `schema`: exact match first, else the one match ignoring case.
@@ -108,15 +136,70 @@ impl RowMapper {
                 transforms: m.transforms.clone(),
             });
         }
+        let mut names_json: Vec<String> = fields
+            .iter()
+            .map(|f| f.destination.as_str())
+            .chain([plan.destination.key_field.as_str()])
+            .map(|name| {
+                let mut t = String::new();
+                value::write_json_string(name, &mut t);
+                t.push(':');
+                t
+            })
+            .collect();
+        names_json.shrink_to_fit();
+        let constants = fields
+            .iter()
+            .map(|f| match &f.source {
+                Src::Constant(c) => {
+                    let mut v = c.clone();
+                    let mut failed = None;
+                    for t in &f.transforms {
+                        match t.apply(v) {
+                            Ok(next) => v = next,
+                            Err(m) => {
+                                failed = Some(RowError {
+                                    code: "transform_failed",
+                                    message: format!("`{}`: {m}", f.destination),
+                                });
+                                v = Val::Null;
+                                break;
+                            }
+                        }
+                    }
+                    Some(match failed {
+                        Some(e) => Err(e),
+                        None => {
+                            let mut json = String::new();
+                            v.write_json(&mut json).map(|()| json).map_err(|m| RowError {
+                                code: "bad_value",
+                                message: format!("`{}`: {m}", f.destination),
+                            })
+                        }
+                    })
+                }
+                _ => None,
+            })
+            .collect();
         match key_index {
             Some(key_index) if missing.is_empty() => Ok(RowMapper {
                 key_index,
                 key_column,
+                order: payload_order(plan),
+                key_field: plan.destination.key_field.clone(),
+                delete_only: plan.destination.mode == crate::config::Mode::Delete,
+                names_json,
+                constants,
                 fields,
                 schema,
             }),
             _ => Err(missing),
         }
+    }
+
+    /// The destination field the key is written to.
+    pub fn key_field(&self) -> &str {
+        &self.key_field
     }
 
     /// The row's key as text; null keys are invalid.
@@ -152,59 +235,65 @@ impl RowMapper {
     ) -> Result<(), RowError> {
         out.clear();
         for f in &self.fields {
-            let mut v = match &f.source {
-                Src::Constant(c) => c.clone(),
-                Src::Column { index, steps } => {
-                    let field = self.schema.field(*index);
-                    let cell = value::read(batch.column(*index), field, row).map_err(|m| RowError {
-                        code: "bad_value",
-                        message: format!("column `{}`: {m}", field.name()),
-                    })?;
-                    if steps.is_empty() {
-                        cell
-                    } else {
-                        let doc = cell.as_document().map_err(|m| RowError {
-                            code: "bad_value",
-                            message: format!("`{}` for `{}`: {m}", field.name(), f.destination),
-                        })?;
-                        Val::from_json(follow(&doc, steps))
-                    }
-                }
-                Src::Query { index, column, query } => {
-                    let root = match (index, column) {
-                        (Some(i), Some(c)) => {
-                            let field = self.schema.field(*i);
-                            let cell = value::read(batch.column(*i), field, row)
-                                .and_then(|c| c.as_document())
-                                .map_err(|m| RowError {
-                                    code: "bad_value",
-                                    message: format!("column `{}`: {m}", field.name()),
-                                })?;
-                            serde_json::json!({ c.as_str(): cell })
-                        }
-                        _ => self.row_document(batch, row)?,
-                    };
-                    let found = jsonpath_rust::query::js_path_process(query, &root).map_err(|e| RowError {
-                        code: "bad_value",
-                        message: format!("JSONPath for `{}`: {e}", f.destination),
-                    })?;
-                    let mut values: Vec<serde_json::Value> = found.into_iter().map(|q| q.val().clone()).collect();
-                    match values.len() {
-                        0 => Val::Null,
-                        1 => Val::from_json(values.remove(0)),
-                        _ => Val::Json(serde_json::Value::Array(values)),
-                    }
-                }
-            };
-            for t in &f.transforms {
-                v = t.apply(v).map_err(|m| RowError {
-                    code: "transform_failed",
-                    message: format!("`{}`: {m}", f.destination),
-                })?;
-            }
+            let v = self.field_value(f, batch, row)?;
             out.push((f.destination.as_str(), v));
         }
         Ok(())
+    }
+
+    /// The value of one mapping for one row, transforms applied.
+    fn field_value(&self, f: &FieldMap, batch: &RecordBatch, row: usize) -> Result<Val, RowError> {
+        let mut v = match &f.source {
+            Src::Constant(c) => c.clone(),
+            Src::Column { index, steps } => {
+                let field = self.schema.field(*index);
+                let cell = value::read(batch.column(*index), field, row).map_err(|m| RowError {
+                    code: "bad_value",
+                    message: format!("column `{}`: {m}", field.name()),
+                })?;
+                if steps.is_empty() {
+                    cell
+                } else {
+                    let doc = cell.as_document().map_err(|m| RowError {
+                        code: "bad_value",
+                        message: format!("`{}` for `{}`: {m}", field.name(), f.destination),
+                    })?;
+                    Val::from_json(follow(&doc, steps))
+                }
+            }
+            Src::Query { index, column, query } => {
+                let root = match (index, column) {
+                    (Some(i), Some(c)) => {
+                        let field = self.schema.field(*i);
+                        let cell = value::read(batch.column(*i), field, row)
+                            .and_then(|c| c.as_document())
+                            .map_err(|m| RowError {
+                                code: "bad_value",
+                                message: format!("column `{}`: {m}", field.name()),
+                            })?;
+                        serde_json::json!({ c.as_str(): cell })
+                    }
+                    _ => self.row_document(batch, row)?,
+                };
+                let found = jsonpath_rust::query::js_path_process(query, &root).map_err(|e| RowError {
+                    code: "bad_value",
+                    message: format!("JSONPath for `{}`: {e}", f.destination),
+                })?;
+                let mut values: Vec<serde_json::Value> = found.into_iter().map(|q| q.val().clone()).collect();
+                match values.len() {
+                    0 => Val::Null,
+                    1 => Val::from_json(values.remove(0)),
+                    _ => Val::Json(serde_json::Value::Array(values)),
+                }
+            }
+        };
+        for t in &f.transforms {
+            v = t.apply(v).map_err(|m| RowError {
+                code: "transform_failed",
+                message: format!("`{}`: {m}", f.destination),
+            })?;
+        }
+        Ok(v)
     }
 
     /// The whole row as a JSON object (the `$` of a JSONPath that starts with no column).

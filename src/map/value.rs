@@ -60,22 +60,9 @@ impl Val {
         match self {
             Val::Null => out.push_str("null"),
             Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Val::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Val::UInt(u) => {
-                let _ = write!(out, "{u}");
-            }
-            Val::Float(f) => {
-                if !f.is_finite() {
-                    return Err(format!("{f} cannot be sent as a JSON number"));
-                }
-                out.push_str(
-                    &serde_json::Number::from_f64(*f)
-                        .map(|n| n.to_string())
-                        .unwrap_or_default(),
-                );
-            }
+            Val::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
+            Val::UInt(u) => out.push_str(itoa::Buffer::new().format(*u)),
+            Val::Float(f) => write_float(*f, out)?,
             Val::Decimal { v, scale } => out.push_str(&decimal_text(*v, *scale)),
             Val::NumberText(t) => out.push_str(t),
             Val::Str(s) => write_json_string(s, out),
@@ -84,7 +71,7 @@ impl Val {
             }
             Val::Timestamp { at, utc } => {
                 out.push('"');
-                out.push_str(&timestamp_text(at, *utc));
+                push_timestamp(at, *utc, out);
                 out.push('"');
             }
             Val::Json(v) => out.push_str(&v.to_string()),
@@ -188,37 +175,54 @@ pub fn decimal_text(v: i128, scale: u8) -> String {
     format!("{}{int}.{frac}", if v < 0 { "-" } else { "" })
 }
 
+/// A float as JSON, as `serde_json` writes it, without allocating; non-finite floats
+/// have no JSON form.
+pub fn write_float(f: f64, out: &mut String) -> Result<(), String> {
+    if !f.is_finite() {
+        return Err(format!("{f} cannot be sent as a JSON number"));
+    }
+    if let Some(n) = serde_json::Number::from_f64(f) {
+        let _ = write!(out, "{n}");
+    }
+    Ok(())
+}
+
 fn timestamp_text(at: &NaiveDateTime, utc: bool) -> String {
+    let mut s = String::with_capacity(27);
+    push_timestamp(at, utc, &mut s);
+    s
+}
+
+/// Appends a timestamp as ISO 8601 text: microseconds when not whole, `Z` when `utc`.
+pub fn push_timestamp(at: &NaiveDateTime, utc: bool, s: &mut String) {
     use chrono::{Datelike, Timelike};
     // Written by hand: chrono's format strings are parsed on every call, and this is on
     // every row of a model with a timestamp.
-    let mut s = String::with_capacity(27);
     let (y, mo, d) = (at.year(), at.month(), at.day());
     let (h, mi, se) = (at.hour(), at.minute(), at.second());
     if (0..=9999).contains(&y) {
-        push_digits(&mut s, y as u32, 4);
+        push_digits(s, y as u32, 4);
     } else {
         let _ = write!(s, "{y:+05}");
     }
     s.push('-');
-    push_digits(&mut s, mo, 2);
+    push_digits(s, mo, 2);
     s.push('-');
-    push_digits(&mut s, d, 2);
+    push_digits(s, d, 2);
     s.push('T');
-    push_digits(&mut s, h, 2);
+    push_digits(s, h, 2);
     s.push(':');
-    push_digits(&mut s, mi, 2);
+    push_digits(s, mi, 2);
     s.push(':');
-    push_digits(&mut s, se, 2);
+    push_digits(s, se, 2);
     let micros = at.and_utc().timestamp_subsec_micros();
     if micros != 0 {
         s.push('.');
-        push_digits(&mut s, micros.min(999_999), 6);
+        push_digits(s, micros.min(999_999), 6);
     }
     if utc {
         s.push('Z');
     }
-    s
 }
 
 /// Appends `n` as exactly `width` decimal digits (zero-padded).
@@ -327,7 +331,7 @@ pub fn read(array: &ArrayRef, field: &arrow::datatypes::Field, i: usize) -> Resu
         DataType::LargeBinary => Val::Bytes(array.as_binary::<i64>().value(i).to_vec()),
         DataType::Dictionary(_, _) => {
             let dict = array.as_any_dictionary();
-            let key = dict.normalized_keys()[i];
+            let key = dictionary_key(dict.keys(), i).ok_or("a dictionary key is out of range")?;
             let values = dict.values();
             let vf = arrow::datatypes::Field::new("v", values.data_type().clone(), true);
             read(values, &vf, key)?
@@ -351,6 +355,21 @@ fn text(s: &str, marked: impl Fn(&str) -> bool) -> Val {
         }
     } else {
         Val::Str(s.to_string())
+    }
+}
+
+/// Entry `i` of a dictionary's keys, as an index into its values.
+fn dictionary_key(keys: &dyn Array, i: usize) -> Option<usize> {
+    match keys.data_type() {
+        DataType::Int8 => usize::try_from(keys.as_primitive::<Int8Type>().value(i)).ok(),
+        DataType::Int16 => usize::try_from(keys.as_primitive::<Int16Type>().value(i)).ok(),
+        DataType::Int32 => usize::try_from(keys.as_primitive::<Int32Type>().value(i)).ok(),
+        DataType::Int64 => usize::try_from(keys.as_primitive::<Int64Type>().value(i)).ok(),
+        DataType::UInt8 => Some(usize::from(keys.as_primitive::<UInt8Type>().value(i))),
+        DataType::UInt16 => Some(usize::from(keys.as_primitive::<UInt16Type>().value(i))),
+        DataType::UInt32 => usize::try_from(keys.as_primitive::<UInt32Type>().value(i)).ok(),
+        DataType::UInt64 => usize::try_from(keys.as_primitive::<UInt64Type>().value(i)).ok(),
+        _ => None,
     }
 }
 
@@ -405,6 +424,19 @@ fn nested(array: &ArrayRef, i: usize) -> Result<serde_json::Value, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_are_written_as_serde_json_writes_them() {
+        for f in [0.0, -0.0, 1.0, 1.5, -2.25, 0.1 + 0.2, 1e21, 1e-7, 123456.789, f64::MAX, f64::MIN_POSITIVE, 5e-324] {
+            let mut out = String::new();
+            write_float(f, &mut out).unwrap();
+            assert_eq!(out, serde_json::Number::from_f64(f).unwrap().to_string(), "{f}");
+        }
+        assert!(write_float(f64::NAN, &mut String::new()).is_err());
+        assert!(write_float(f64::INFINITY, &mut String::new()).is_err());
+    }
+
     #[test]
     fn json_strings_escape_quotes_backslashes_and_controls_only() {
         let mut out = String::new();
