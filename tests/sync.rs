@@ -777,3 +777,72 @@ fn insert_mode_does_not_resend_an_interrupted_batch_unless_forced() {
     let (code, run) = f.run(&[]);
     assert_eq!((code, count(&run, "sent")), (0, 0), "{run}");
 }
+
+/// The diff table is kept between runs (`.ebb/tables/`) so a run need not read the whole
+/// snapshot from the state store, and it is used only while it matches the store: an older
+/// copy, a damaged one, or one from before `ebb reset` is ignored.
+#[test]
+fn the_kept_diff_table_is_used_only_while_it_matches_the_state_store() {
+    let f = Fixture::new("table", 500, 100, None);
+    let (code, first) = f.run(&[]);
+    assert_eq!((code, count(&first, "sent")), (0, 500), "{first}");
+    let tables: Vec<_> = std::fs::read_dir(f.path().join(".ebb/tables"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(tables.len(), 1, "{tables:?}");
+    let file = &tables[0];
+    let after_first = std::fs::read(file).unwrap();
+
+    // 1%: exactly the changed rows are sent, and the table is saved again.
+    f.sql(&format!(
+        "UPDATE {}.t SET name = name || '!' WHERE id % 100 = 3",
+        f.schema
+    ));
+    let (code, run) = f.run(&[]);
+    assert_eq!((code, count(&run, "changed"), count(&run, "sent")), (0, 5, 5), "{run}");
+    assert_ne!(std::fs::read(file).unwrap(), after_first);
+
+    // An older copy (from before that change) is not used: if it were, the 5 rows would be
+    // sent again.
+    std::fs::write(file, &after_first).unwrap();
+    let (code, run) = f.run(&[]);
+    assert_eq!(
+        (code, count(&run, "unchanged"), count(&run, "sent")),
+        (0, 500, 0),
+        "{run}"
+    );
+
+    // A damaged copy is not used either.
+    let mut damaged = std::fs::read(file).unwrap();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 0x10;
+    std::fs::write(file, &damaged).unwrap();
+    let (code, run) = f.run(&[]);
+    assert_eq!(
+        (code, count(&run, "unchanged"), count(&run, "sent")),
+        (0, 500, 0),
+        "{run}"
+    );
+
+    // A current copy is used: with the snapshot rows taken from the state store behind
+    // ebb's back, the run still finds every row unchanged (from the table alone).
+    let db = rusqlite::Connection::open(f.path().join(".ebb/state.db")).unwrap();
+    assert_eq!(db.execute("DELETE FROM ebb_snapshot", []).unwrap(), 500);
+    drop(db);
+    let (code, run) = f.run(&[]);
+    assert_eq!(
+        (code, count(&run, "unchanged"), count(&run, "sent")),
+        (0, 500, 0),
+        "{run}"
+    );
+
+    // `ebb reset` forgets the snapshot, and the table with it: every row is sent again.
+    assert!(ebb(f.path(), &["reset", "contacts"]).status.success());
+    let (code, run) = f.run(&[]);
+    assert_eq!(
+        (code, count(&run, "added"), count(&run, "sent")),
+        (0, 500, 500),
+        "{run}"
+    );
+}

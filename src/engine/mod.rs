@@ -25,8 +25,8 @@ use crate::config::project::ProjectSpec;
 use crate::config::{Mode, OnRemoved};
 use crate::destination::retry::{self, RetryPolicy};
 use crate::destination::{Batch, Destination, Op, Outcome, Record};
-use crate::map::value::Val;
 use crate::map::encode::{Encoded, Row as EncodedRow};
+use crate::map::value::Val;
 use crate::map::{RowError, RowMapper};
 use crate::plan::SyncPlan;
 use crate::source::Source;
@@ -249,6 +249,7 @@ pub async fn run(
     let (wtx, wrx) = mpsc::channel::<WriteRequest>(256);
     let mut run = Run::new(project_dir, project, store, plan, opts, progress, run_id, Some(wtx));
     run.lost = Some(&lost);
+    let token = run.token;
     let outcome = {
         let body = async {
             let r = run.execute().await;
@@ -265,7 +266,7 @@ pub async fn run(
                 }
             }
         };
-        let writer = writer_loop(store, &plan.name, wrx);
+        let writer = writer_loop(store, &plan.name, wrx, token);
         tokio::select! {
             (r, ()) = async { tokio::join!(body, writer) } => r,
             () = heartbeat => unreachable!("the heartbeat never ends"),
@@ -327,13 +328,21 @@ type WriteRequest = (Vec<StateWrite>, oneshot::Sender<Result<(), String>>);
 
 /// Applies write requests as they come, all those queued at a time in one transaction
 /// (grouped commits). Ends when every sender is gone.
-async fn writer_loop(store: &StateStore, model: &str, mut rx: mpsc::Receiver<WriteRequest>) {
+/// Commits the run's writes, grouping whatever is queued into one transaction. A
+/// transaction that changes the snapshot also stamps it with the run's `token`.
+async fn writer_loop(store: &StateStore, model: &str, mut rx: mpsc::Receiver<WriteRequest>, token: u64) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while let Ok(more) = rx.try_recv() {
             group.push(more);
         }
-        let writes: Vec<StateWrite> = group.iter_mut().flat_map(|(w, _)| std::mem::take(w)).collect();
+        let mut writes: Vec<StateWrite> = group.iter_mut().flat_map(|(w, _)| std::mem::take(w)).collect();
+        if writes
+            .iter()
+            .any(|w| matches!(w, StateWrite::Confirm { .. } | StateWrite::Remove { .. }))
+        {
+            writes.push(StateWrite::SnapshotToken(token));
+        }
         let result = store.apply(model, writes).await.map_err(|e| e.to_string());
         for (_, ack) in group {
             let _ = ack.send(result.clone());
@@ -404,6 +413,10 @@ struct Run<'a> {
     per_op: HashMap<Op, u64>,
     /// How long each phase took.
     timings: Vec<(&'static str, Duration)>,
+    /// The snapshot token this run's snapshot changes carry ([`StateWrite::SnapshotToken`]).
+    token: u64,
+    /// The snapshot's token when it was loaded, and whether it came from the table file.
+    loaded: (Option<u64>, bool),
 }
 
 /// The flags kept in a snapshot slot for this run.
@@ -449,7 +462,69 @@ impl<'a> Run<'a> {
             deletes: 0,
             per_op: HashMap::new(),
             timings: Vec::new(),
+            token: rand::random::<u64>() | 1,
+            loaded: (None, false),
         }
+    }
+
+    /// Where the model's diff table is kept between runs ([`SnapTable::save`]).
+    fn table_path(&self) -> std::path::PathBuf {
+        let safe: String = self
+            .name()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.project_dir.join(".ebb/tables").join(format!(
+            "{safe}-{:016x}.table",
+            xxhash_rust::xxh3::xxh3_64(self.name().as_bytes())
+        ))
+    }
+
+    /// Keeps the diff table for the next run, stamped with the snapshot's token, when it
+    /// holds exactly what the state store holds; otherwise removes a stale copy.
+    async fn save_table(&mut self, table: &SnapTable) -> Result<(), String> {
+        let path = self.table_path();
+        let now = self
+            .store
+            .snapshot_token(self.name())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (loaded, from_file) = self.loaded;
+        let token = if self.failure.is_some() {
+            None // an answer may be committed that the table lacks
+        } else if now == Some(self.token) {
+            Some(self.token) // this run changed the snapshot, and the table with it
+        } else if now != loaded {
+            None // changed by someone else
+        } else if from_file {
+            return Ok(()); // unchanged, and saved already
+        } else if let Some(t) = now {
+            Some(t)
+        } else {
+            // A snapshot from before tokens: stamp it.
+            self.ctx.write(vec![StateWrite::SnapshotToken(self.token)]).await?;
+            Some(self.token)
+        };
+        let Some(token) = token else {
+            let _ = std::fs::remove_file(&path);
+            return Ok(());
+        };
+        let name = self.plan.name.clone();
+        let saved = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
+            .and_then(|()| table.save(&path, &name, token));
+        if let Err(e) = saved {
+            // Only speed is lost: the next run reads the snapshot from the state store.
+            let _ = std::fs::remove_file(&path);
+            self.notes
+                .push(format!("cannot keep the diff table in {}: {e}", path.display()));
+        }
+        Ok(())
     }
 
     fn name(&self) -> &str {
@@ -584,17 +659,18 @@ impl<'a> Run<'a> {
                 return Ok(());
             }
         }
-        drop(table);
         if self.opts.dry_run {
             return Ok(());
         }
+        // Confirmed rows go into the table as they are committed, so it can be kept.
+        table.reserve(table.len() + self.counts.added.max(0) as usize);
 
         let reader = spill
             .finish()
             .map_err(|e| format!("cannot read back the spill file: {e}"))?;
         self.progress.delivering.store(true, Ordering::Relaxed);
         let phase = Instant::now();
-        self.deliver(reader).await?;
+        self.deliver(reader, &mut table).await?;
         self.timings.push(("deliver", phase.elapsed()));
 
         // In-flight records of earlier runs: keep the keys this run did not settle.
@@ -617,10 +693,29 @@ impl<'a> Run<'a> {
                 }])
                 .await?;
         }
+        let phase = Instant::now();
+        self.save_table(&table).await?;
+        self.timings.push(("save_table", phase.elapsed()));
         Ok(())
     }
 
     async fn load_snapshot(&mut self) -> Result<SnapTable, String> {
+        let token = self
+            .store
+            .snapshot_token(self.name())
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(t) = token {
+            let (path, name) = (self.table_path(), self.plan.name.clone());
+            let cached = tokio::task::spawn_blocking(move || SnapTable::load(&path, &name, t))
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(table) = cached {
+                self.loaded = (token, true);
+                return Ok(table);
+            }
+        }
+        self.loaded = (token, false);
         let rows = self.store.snapshot_len(self.name()).await.map_err(|e| e.to_string())?;
         let mut table = SnapTable::with_rows(rows as usize);
         let (tx, mut rx) = mpsc::channel(4);
@@ -950,7 +1045,7 @@ impl<'a> Run<'a> {
     }
 
     /// Sends the spill in batches, up to the destination's concurrency at once.
-    async fn deliver(&mut self, mut reader: SpillReader) -> Result<(), String> {
+    async fn deliver(&mut self, mut reader: SpillReader, table: &mut SnapTable) -> Result<(), String> {
         let plan = self.plan;
         let d = &plan.destination;
         let spec = self
@@ -1051,11 +1146,11 @@ impl<'a> Run<'a> {
             }
             // Wait for one batch to end.
             if let Some(done) = in_flight.next().await {
-                self.settled(done);
+                self.settled(done, table);
             }
         }
         while let Some(done) = in_flight.next().await {
-            self.settled(done);
+            self.settled(done, table);
         }
         drop(in_flight);
         drop(ctx);
@@ -1063,7 +1158,11 @@ impl<'a> Run<'a> {
             self.failure = Some("another process took the run lock over (this one's heartbeat stopped?)".into());
         }
         if self.failure.is_none() {
+            let hashes: Vec<u128> = forget.iter().map(|k| key_hash(k)).collect();
             self.ctx.write(vec![StateWrite::Remove { keys: forget }]).await?;
+            for kh in hashes {
+                table.remove(kh);
+            }
         }
         if let Some(dest) = dest {
             if let Some(calls) = dest.calls() {
@@ -1077,7 +1176,15 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn settled(&mut self, done: BatchResult) {
+    fn settled(&mut self, done: BatchResult, table: &mut SnapTable) {
+        for (kh, hash) in done.snapshot {
+            match hash {
+                Some(h) => table.upsert(kh, h),
+                None => {
+                    table.remove(kh);
+                }
+            }
+        }
         self.counts.confirmed += done.confirmed;
         self.counts.rejected += done.rejected;
         self.counts.api_calls += done.api_calls as i64;
@@ -1157,7 +1264,7 @@ impl<'a> Ctx<'a> {
                 }
             }
             // The payloads move into the batch; only their hashes are kept aside.
-            let hashes: Vec<[u8; 16]> = records.iter().map(|r| r.payload_hash).collect();
+            let hashes: Vec<([u8; 16], u128)> = records.iter().map(|r| (r.payload_hash, r.key_hash)).collect();
             let batch = Batch {
                 model: self.plan.name.clone(),
                 run_id: self.run_id,
@@ -1202,13 +1309,16 @@ impl<'a> Ctx<'a> {
             let mut confirmed = Vec::new();
             let mut gone = Vec::new();
             let mut errors = Vec::new();
-            for ((r, o), hash) in records.iter().zip(delivered.outcomes).zip(hashes) {
+            let mut snapshot = Vec::new();
+            for ((r, o), (hash, kh)) in records.iter().zip(delivered.outcomes).zip(hashes) {
                 match o {
                     Outcome::Confirmed { record_id } => {
                         if leaves {
                             gone.push(r.key.clone());
+                            snapshot.push((kh, None));
                         } else {
                             confirmed.push((r.key.clone(), hash, record_id));
+                            snapshot.push((kh, Some(hash)));
                         }
                     }
                     Outcome::Rejected { code, message } => errors.push(RowErrorEntry {
@@ -1239,11 +1349,14 @@ impl<'a> Ctx<'a> {
                 run_id: self.run_id,
                 batch: batch_no,
             });
-            if let Err(e) = self.write(writes).await {
-                // The answer was not recorded: the batch stays in flight and is sent again.
-                result.confirmed = 0;
-                result.rejected = 0;
-                result.failure = Some(e);
+            match self.write(writes).await {
+                Ok(()) => result.snapshot = snapshot,
+                Err(e) => {
+                    // The answer was not recorded: the batch stays in flight and is sent again.
+                    result.confirmed = 0;
+                    result.rejected = 0;
+                    result.failure = Some(e);
+                }
             }
             result
         }
@@ -1271,6 +1384,9 @@ struct BatchResult {
     rejected: i64,
     api_calls: u64,
     failure: Option<String>,
+    /// What the committed answer changed in the snapshot: key hash → new payload hash, or
+    /// `None` for a row that left it.
+    snapshot: Vec<(u128, Option<[u8; 16]>)>,
 }
 
 fn percent(r: f64) -> String {

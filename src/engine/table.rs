@@ -9,6 +9,11 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// The first bytes of a table saved by [`SnapTable::save`].
+const CACHE_MAGIC: &[u8; 8] = b"EBBSNAP1";
 
 const SEEN: u128 = 1 << 127;
 /// The top bits of a slot's value: `SEEN` and two flags a run may set ([`SnapTable::set_flags`]).
@@ -190,6 +195,134 @@ impl SnapTable {
         }
     }
 
+    /// Sets `key`'s payload hash, adding the key if it is not there (growing if need be).
+    pub fn upsert(&mut self, key: u128, hash: [u8; 16]) {
+        let value = u128::from_le_bytes(hash) & !FLAGS;
+        match self.find(key) {
+            Some(i) => self.slots[i].value = value,
+            None => {
+                if self.is_full() {
+                    self.grow();
+                }
+                self.insert(key, hash);
+            }
+        }
+    }
+
+    /// Removes `key`; `false` if it was not there. Entries after it in its probe run move
+    /// back, so that every key stays reachable from its start slot.
+    pub fn remove(&mut self, key: u128) -> bool {
+        let Some(mut hole) = self.find(key) else {
+            return false;
+        };
+        let n = self.slots.len();
+        let mut j = hole;
+        loop {
+            j = if j + 1 == n { 0 } else { j + 1 };
+            let s = self.slots[j];
+            if s.key == 0 {
+                break;
+            }
+            let home = self.start(s.key);
+            // The entry at `j` may fill the hole unless its start lies cyclically in (hole, j].
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                self.slots[hole] = s;
+                hole = j;
+            }
+        }
+        self.slots[hole] = Slot::default();
+        self.len -= 1;
+        true
+    }
+
+    /// Makes room for `rows` entries in all, rebuilding the table once if it is too small.
+    pub fn reserve(&mut self, rows: usize) {
+        if rows + 1 < self.slots.len() * 7 / 8 {
+            return;
+        }
+        let mut bigger = SnapTable::with_rows(rows);
+        for s in self.slots.iter().filter(|s| s.key != 0) {
+            bigger.insert(s.key, (s.value & !FLAGS).to_le_bytes());
+        }
+        *self = bigger;
+    }
+
+    /// Writes the table (without the run's flags) to `path`, through a temporary file
+    /// renamed into place, stamped with the model and the snapshot's `token`.
+    pub fn save(&self, path: &Path, model: &str, token: u64) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        out.write_all(CACHE_MAGIC)?;
+        out.write_all(&token.to_le_bytes())?;
+        out.write_all(&(self.len as u64).to_le_bytes())?;
+        out.write_all(&(self.slots.len() as u64).to_le_bytes())?;
+        out.write_all(&(model.len() as u64).to_le_bytes())?;
+        out.write_all(model.as_bytes())?;
+        let mut sum = xxhash_rust::xxh3::Xxh3Default::new();
+        let mut buf = Vec::with_capacity(32 * 4096);
+        for chunk in self.slots.chunks(4096) {
+            buf.clear();
+            for s in chunk {
+                buf.extend_from_slice(&s.key.to_le_bytes());
+                buf.extend_from_slice(&(s.value & !FLAGS).to_le_bytes());
+            }
+            sum.update(&buf);
+            out.write_all(&buf)?;
+        }
+        out.write_all(&sum.digest().to_le_bytes())?;
+        out.into_inner().map_err(|e| e.into_error())?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reads a table [`SnapTable::save`] wrote for `model` with `token`; `None` when the
+    /// file is missing, for another model or token, or damaged in any way.
+    pub fn load(path: &Path, model: &str, token: u64) -> Option<SnapTable> {
+        let mut input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).ok()?);
+        let mut head = [0u8; 40];
+        input.read_exact(&mut head).ok()?;
+        let word = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().unwrap_or_default());
+        if &head[..8] != CACHE_MAGIC || word(8) != token {
+            return None;
+        }
+        let (len, cap, name_len) = (word(16) as usize, word(24) as usize, word(32) as usize);
+        if name_len != model.len() || cap < 8 || len >= cap || cap > (1 << 40) {
+            return None;
+        }
+        let mut name = vec![0u8; name_len];
+        input.read_exact(&mut name).ok()?;
+        if name != model.as_bytes() {
+            return None;
+        }
+        let mut slots = Vec::with_capacity(cap);
+        let mut sum = xxhash_rust::xxh3::Xxh3Default::new();
+        let mut buf = vec![0u8; 32 * 4096];
+        let mut found = 0;
+        while slots.len() < cap {
+            let n = (cap - slots.len()).min(4096);
+            let bytes = &mut buf[..32 * n];
+            input.read_exact(bytes).ok()?;
+            sum.update(bytes);
+            for c in bytes.chunks_exact(32) {
+                let key = u128::from_le_bytes(c[..16].try_into().unwrap_or_default());
+                let value = u128::from_le_bytes(c[16..].try_into().unwrap_or_default());
+                found += usize::from(key != 0);
+                slots.push(Slot { key, value });
+            }
+        }
+        let mut tail = [0u8; 8];
+        input.read_exact(&mut tail).ok()?;
+        let mut more = [0u8; 1];
+        if u64::from_le_bytes(tail) != sum.digest() || found != len || input.read(&mut more).ok()? != 0 {
+            return None;
+        }
+        Some(SnapTable { slots, len })
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -238,6 +371,72 @@ pub type KeySet = HashSet<u128, BuildHasherDefault<Identity>>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Upserts and removals in a random order, checked against a map after every step.
+    #[test]
+    fn upserts_and_removals_keep_every_key_reachable() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut t = SnapTable::with_rows(64);
+        let mut model = std::collections::HashMap::new();
+        for step in 0..20_000u32 {
+            // Few distinct keys, so probe runs are long and removals shift entries often.
+            let key = key_hash(&rng.random_range(0..300u32).to_string());
+            if rng.random_bool(0.4) {
+                assert_eq!(t.remove(key), model.remove(&key).is_some(), "step {step}");
+            } else {
+                let h = payload_hash(&step.to_le_bytes());
+                t.upsert(key, h);
+                model.insert(key, h);
+            }
+            assert_eq!(t.len(), model.len(), "step {step}");
+            if step % 500 == 0 {
+                for (k, h) in &model {
+                    let i = t.find(*k).unwrap_or_else(|| panic!("step {step}: a key is lost"));
+                    assert!(same_hash(t.hash_at(i), *h));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_saved_table_loads_only_for_its_model_and_token_and_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.snap");
+        let mut t = SnapTable::with_rows(1000);
+        for i in 0..1000u32 {
+            t.insert(key_hash(&i.to_string()), payload_hash(&i.to_le_bytes()));
+        }
+        let i = t.find(key_hash("5")).unwrap();
+        t.visit_at(i);
+        t.set_flags(i, 0b10);
+        t.save(&path, "m", 42).unwrap();
+        let back = SnapTable::load(&path, "m", 42).unwrap();
+        assert_eq!(back.len(), 1000);
+        assert_eq!(back.bytes(), t.bytes());
+        for i in 0..1000u32 {
+            let s = back.find(key_hash(&i.to_string())).unwrap();
+            assert!(same_hash(back.hash_at(s), payload_hash(&i.to_le_bytes())));
+            assert_eq!(back.flags_at(s), 0, "the run's flags are not saved");
+        }
+        assert_eq!(back.unseen(), 1000);
+        assert!(SnapTable::load(&path, "m", 43).is_none(), "another token");
+        assert!(SnapTable::load(&path, "n", 42).is_none(), "another model");
+        // Any damage is caught: a flipped byte in the slots, a truncated or extended file.
+        let bytes = std::fs::read(&path).unwrap();
+        let mut flipped = bytes.clone();
+        flipped[100] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(SnapTable::load(&path, "m", 42).is_none(), "flipped byte");
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(SnapTable::load(&path, "m", 42).is_none(), "truncated");
+        let mut longer = bytes.clone();
+        longer.push(0);
+        std::fs::write(&path, &longer).unwrap();
+        assert!(SnapTable::load(&path, "m", 42).is_none(), "extended");
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(SnapTable::load(&path, "m", 42).is_some());
+    }
 
     #[test]
     fn insert_visit_and_duplicates() {

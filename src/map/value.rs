@@ -428,7 +428,20 @@ mod tests {
 
     #[test]
     fn floats_are_written_as_serde_json_writes_them() {
-        for f in [0.0, -0.0, 1.0, 1.5, -2.25, 0.1 + 0.2, 1e21, 1e-7, 123456.789, f64::MAX, f64::MIN_POSITIVE, 5e-324] {
+        for f in [
+            0.0,
+            -0.0,
+            1.0,
+            1.5,
+            -2.25,
+            0.1 + 0.2,
+            1e21,
+            1e-7,
+            123456.789,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+        ] {
             let mut out = String::new();
             write_float(f, &mut out).unwrap();
             assert_eq!(out, serde_json::Number::from_f64(f).unwrap().to_string(), "{f}");
@@ -451,8 +464,6 @@ mod tests {
         write_json_string(text, &mut out);
         assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
     }
-
-    use super::*;
 
     fn json(v: Val) -> String {
         let mut s = String::new();

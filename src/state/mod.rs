@@ -112,6 +112,15 @@ pub enum StateWrite {
     /// Replaces the model's in-flight records written by runs before `run_id` with `keep`
     /// (the keys still unresolved), if any.
     ReplaceInflight { run_id: i64, keep: Option<InflightBatch> },
+    /// Stamps the model's snapshot with a new token (`ebb_meta`, key `snapshot:MODEL`).
+    /// Every transaction that changes the snapshot carries one, so a copy of the snapshot
+    /// kept elsewhere (the engine's table file) is known current when the tokens agree.
+    SnapshotToken(u64),
+}
+
+/// The `ebb_meta` key of a model's snapshot token.
+pub fn snapshot_token_key(model: &str) -> String {
+    format!("snapshot:{model}")
 }
 
 /// Who holds a model's run lock.
@@ -324,6 +333,11 @@ impl StateStore {
     /// run is a full sync. Returns how many snapshot rows were forgotten.
     pub async fn forget(&self, model: &str) -> Result<u64, StateError> {
         dispatch!(self, s => s.forget(model).await)
+    }
+
+    /// The token of the model's snapshot ([`StateWrite::SnapshotToken`]), if one was set.
+    pub async fn snapshot_token(&self, model: &str) -> Result<Option<u64>, StateError> {
+        dispatch!(self, s => s.snapshot_token(model).await)
     }
 }
 

@@ -2,6 +2,7 @@
 //! schema (`ebb` unless the URL says `ebb_schema=name`), so the database can be shared
 //! with other applications.
 
+use super::snapshot_token_key;
 use super::{
     hash16, keys_from_text, keys_text, may_take, schema_v1, InflightBatch, LockHolder, LockOutcome, RowErrorEntry,
     RunCounts, RunRecord, SnapshotEntry, StateError, StateWrite, LOCK_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION,
@@ -467,6 +468,19 @@ impl PgStore {
                 )
                 .await?;
             }
+            StateWrite::SnapshotToken(token) => {
+                tx.execute(
+                    &self
+                        .prepared(
+                            tx,
+                            "INSERT INTO {s}.ebb_meta (key, value) VALUES ($1, $2)
+                             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        )
+                        .await?,
+                    &[&snapshot_token_key(model), &token.to_string()],
+                )
+                .await?;
+            }
             StateWrite::ReplaceInflight { run_id, keep } => {
                 tx.execute(
                     &self
@@ -508,6 +522,16 @@ impl PgStore {
             .await?[0]
             .get(0);
         Ok(n as u64)
+    }
+
+    pub async fn snapshot_token(&self, model: &str) -> Result<Option<u64>, StateError> {
+        let rows = self
+            .query(
+                "SELECT value FROM {s}.ebb_meta WHERE key = $1",
+                &[&snapshot_token_key(model)],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| r.get::<_, String>(0).parse().ok()))
     }
 
     pub async fn model_destination(&self, model: &str) -> Result<Option<String>, StateError> {
@@ -642,6 +666,12 @@ impl PgStore {
                 forgotten = n;
             }
         }
+        tx.execute(
+            &self.sql("DELETE FROM {s}.ebb_meta WHERE key = $1"),
+            &[&snapshot_token_key(model)],
+        )
+        .await
+        .map_err(q(&self.name))?;
         tx.commit().await.map_err(q(&self.name))?;
         Ok(forgotten)
     }

@@ -3,6 +3,7 @@
 //! Snapshot scans read through a second connection, so they do not hold up writes (the
 //! lock's heartbeat, a batch's commit).
 
+use super::snapshot_token_key;
 use super::{
     hash16, keys_from_text, keys_text, may_take, schema_v1, InflightBatch, LockHolder, LockOutcome, RowErrorEntry,
     RunCounts, RunRecord, SnapshotEntry, StateError, StateWrite, LOCK_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION,
@@ -67,7 +68,7 @@ impl SqliteStore {
                 None
             } else {
                 let r = Connection::open(&path).map_err(|e| StateError::Open(format!("{n}: {e}")))?;
-                r.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+                r.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON; PRAGMA mmap_size = 2147418112;")
                     .map_err(|e| StateError::Open(format!("{n}: {e}")))?;
                 Some(Arc::new(Mutex::new(r)))
             };
@@ -348,6 +349,17 @@ impl SqliteStore {
         .map(|n| n as u64)
     }
 
+    pub async fn snapshot_token(&self, model: &str) -> Result<Option<u64>, StateError> {
+        let key = snapshot_token_key(model);
+        let text: Option<String> = self
+            .with(move |c| {
+                c.query_row("SELECT value FROM ebb_meta WHERE key = ?1", params![key], |r| r.get(0))
+                    .optional()
+            })
+            .await?;
+        Ok(text.and_then(|t| t.parse().ok()))
+    }
+
     pub async fn model_destination(&self, model: &str) -> Result<Option<String>, StateError> {
         let model = model.to_string();
         self.with(move |c| {
@@ -461,6 +473,10 @@ impl SqliteStore {
             tx.execute("DELETE FROM ebb_inflight WHERE model = ?1", params![model])?;
             tx.execute("DELETE FROM ebb_row_errors WHERE model = ?1", params![model])?;
             tx.execute("DELETE FROM ebb_models WHERE model = ?1", params![model])?;
+            tx.execute(
+                "DELETE FROM ebb_meta WHERE key = ?1",
+                params![snapshot_token_key(&model)],
+            )?;
             tx.commit()?;
             Ok(n as u64)
         })
@@ -475,6 +491,12 @@ fn apply_one(tx: &rusqlite::Transaction, model: &str, w: &StateWrite) -> rusqlit
                 "INSERT OR REPLACE INTO ebb_inflight (model, run_id, batch, op, keys) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![model, b.run_id, b.batch, b.op, keys_text(&b.keys)])?;
+        }
+        StateWrite::SnapshotToken(token) => {
+            tx.prepare_cached(
+                "INSERT INTO ebb_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![snapshot_token_key(model), token.to_string()])?;
         }
         StateWrite::Settle { run_id, batch } => {
             tx.prepare_cached("DELETE FROM ebb_inflight WHERE model = ?1 AND run_id = ?2 AND batch = ?3")?
@@ -540,8 +562,11 @@ fn open_blocking(path: &std::path::Path, name: &str) -> Result<Connection, State
     let conn = Connection::open(path).map_err(|e| StateError::Open(format!("{name}: {e}")))?;
     let foreign = |why: String| StateError::Foreign(name.to_string(), why);
     // A file that is not SQLite fails on the first read.
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
-        .map_err(|e| foreign(e.to_string()))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -65536; PRAGMA mmap_size = 2147418112;",
+    )
+    .map_err(|e| foreign(e.to_string()))?;
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
