@@ -185,6 +185,30 @@ impl HttpDestination {
             });
         }
         let confirm_all = || vec![Outcome::Confirmed { record_id: None }; records];
+        // The usual answer, read without building a document; anything unusual takes the
+        // general path below, which says what is wrong with it.
+        if let Ok(Answer { results }) = serde_json::from_str::<Answer>(body) {
+            if results.len() == records {
+                let text = |v: Option<Value>| match v {
+                    Some(Value::String(s)) => Some(s),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                return Ok(results
+                    .into_iter()
+                    .map(|r| {
+                        if r.success {
+                            Outcome::Confirmed { record_id: text(r.id) }
+                        } else {
+                            Outcome::Rejected {
+                                code: text(r.code).unwrap_or_else(|| "rejected".to_string()),
+                                message: text(r.error).unwrap_or_else(|| "rejected without a reason".to_string()),
+                            }
+                        }
+                    })
+                    .collect());
+            }
+        }
         let results = match serde_json::from_str::<Value>(body) {
             Ok(Value::Object(mut answer)) => match answer.remove("results") {
                 Some(Value::Array(results)) => results,
@@ -227,6 +251,20 @@ impl HttpDestination {
             })
             .collect()
     }
+}
+
+/// A `results` answer, as most sinks give it.
+#[derive(serde::Deserialize)]
+struct Answer {
+    results: Vec<AnswerItem>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerItem {
+    success: bool,
+    id: Option<Value>,
+    code: Option<Value>,
+    error: Option<Value>,
 }
 
 /// The request body. Payloads are JSON object texts already and go in verbatim.

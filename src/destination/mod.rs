@@ -177,6 +177,17 @@ impl Destination {
     }
 
     /// Batches in flight at once.
+    /// How many batches a run keeps under way at once. Beyond the requests in flight
+    /// (which the connection's limits cap), a batch may be recording its keys before its
+    /// request, or committing its answer after: twice the concurrency keeps every request
+    /// slot busy while that happens. The file destination writes one batch at a time.
+    pub fn pipeline(&self) -> usize {
+        match self {
+            Destination::File(_) => 1,
+            _ => self.max_concurrency().max(1) * 2,
+        }
+    }
+
     pub fn max_concurrency(&self) -> usize {
         match self {
             Destination::Http(d) => d.max_concurrency(),

@@ -31,7 +31,6 @@ use crate::map::{RowError, RowMapper};
 use crate::plan::SyncPlan;
 use crate::source::Source;
 use crate::state::{lock, InflightBatch, LockOutcome, RowErrorEntry, RunCounts, StateStore, StateWrite};
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use pool::EncodePool;
 use spill::{SpillReader, SpillWriter, Spilled};
 use std::collections::{BTreeMap, HashMap};
@@ -392,7 +391,7 @@ struct Run<'a> {
     opts: &'a RunOptions,
     progress: &'a Progress,
     run_id: i64,
-    ctx: Ctx<'a>,
+    ctx: Ctx,
     lost: Option<&'a AtomicBool>,
     counts: RunCounts,
     notes: Vec<String>,
@@ -443,12 +442,7 @@ impl<'a> Run<'a> {
             opts,
             progress,
             run_id,
-            ctx: Ctx {
-                plan,
-                store,
-                run_id,
-                writer,
-            },
+            ctx: Ctx { writer },
             lost: None,
             counts: RunCounts::default(),
             notes: Vec::new(),
@@ -662,8 +656,6 @@ impl<'a> Run<'a> {
         if self.opts.dry_run {
             return Ok(());
         }
-        // Confirmed rows go into the table as they are committed, so it can be kept.
-        table.reserve(table.len() + self.counts.added.max(0) as usize);
 
         let reader = spill
             .finish()
@@ -1054,18 +1046,32 @@ impl<'a> Run<'a> {
             .get(&d.connection)
             .ok_or_else(|| format!("connection `{}` is not defined", d.connection))?;
         let dest = if self.progress.to_send.load(Ordering::Relaxed) > 0 {
-            Some(
+            Some(Arc::new(
                 Destination::open_for(plan, spec, self.project_dir, self.run_id)
                     .await
                     .map_err(|e| format!("destination `{}`: {e}", d.connection))?,
-            )
+            ))
         } else {
             None
         };
-        let policy = RetryPolicy::from_env();
         let batch_size = (d.batch_size as usize).max(1);
-        let ctx = self.ctx.clone();
-        let mut in_flight = FuturesUnordered::new();
+        // Batches run as tasks of their own, so that their work (request bodies, answers,
+        // commits) spreads over the runtime's threads; dropping the set aborts them.
+        let sender = self
+            .ctx
+            .writer
+            .clone()
+            .zip(dest.clone())
+            .map(|(writer, dest)| BatchSender {
+                plan: Arc::new(plan.clone()),
+                run_id: self.run_id,
+                writer,
+                dest,
+                policy: Arc::new(RetryPolicy::from_env()),
+            });
+        let mut in_flight: tokio::task::JoinSet<BatchResult> = tokio::task::JoinSet::new();
+        // What committed answers changed in the snapshot, applied to the table at the end.
+        let mut changes: Vec<(u128, Option<[u8; 16]>)> = Vec::new();
         let mut batch_no: i64 = 0;
         let mut pending: Vec<Spilled> = Vec::new();
         let mut forget: Vec<String> = Vec::new();
@@ -1125,7 +1131,7 @@ impl<'a> Run<'a> {
             }
             match next {
                 Some(records) => {
-                    let Some(dest) = dest.as_ref() else {
+                    let (Some(dest), Some(sender)) = (dest.as_ref(), sender.as_ref()) else {
                         return Err("internal: records to send but no destination".into());
                     };
                     batch_no += 1;
@@ -1136,8 +1142,18 @@ impl<'a> Run<'a> {
                     }
                     self.counts.sent += records.len() as i64;
                     self.progress.sent.fetch_add(records.len() as u64, Ordering::Relaxed);
-                    in_flight.push(ctx.send_batch(dest, &policy, batch_no, records));
-                    if in_flight.len() < dest.max_concurrency().max(1) {
+                    let op = records[0].op.expect("batches hold sent records");
+                    let ids = if dest.wants_record_ids(op) {
+                        let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+                        self.store
+                            .record_ids(&plan.name, &keys)
+                            .await
+                            .map_err(|e| e.to_string())?
+                    } else {
+                        HashMap::new()
+                    };
+                    in_flight.spawn(sender.clone().send_batch(batch_no, records, ids));
+                    if in_flight.len() < dest.pipeline() {
                         continue;
                     }
                 }
@@ -1145,24 +1161,22 @@ impl<'a> Run<'a> {
                 None => {}
             }
             // Wait for one batch to end.
-            if let Some(done) = in_flight.next().await {
-                self.settled(done, table);
+            if let Some(done) = in_flight.join_next().await {
+                self.settled(joined(done), &mut changes);
             }
         }
-        while let Some(done) = in_flight.next().await {
-            self.settled(done, table);
+        while let Some(done) = in_flight.join_next().await {
+            self.settled(joined(done), &mut changes);
         }
         drop(in_flight);
-        drop(ctx);
+        drop(sender);
         if self.lost.is_some_and(|l| l.load(Ordering::SeqCst)) && self.failure.is_none() {
             self.failure = Some("another process took the run lock over (this one's heartbeat stopped?)".into());
         }
         if self.failure.is_none() {
             let hashes: Vec<u128> = forget.iter().map(|k| key_hash(k)).collect();
             self.ctx.write(vec![StateWrite::Remove { keys: forget }]).await?;
-            for kh in hashes {
-                table.remove(kh);
-            }
+            changes.extend(hashes.into_iter().map(|kh| (kh, None)));
         }
         if let Some(dest) = dest {
             if let Some(calls) = dest.calls() {
@@ -1173,18 +1187,12 @@ impl<'a> Run<'a> {
                     .get_or_insert(format!("destination `{}`: {e}", d.connection));
             }
         }
+        table.apply(changes);
         Ok(())
     }
 
-    fn settled(&mut self, done: BatchResult, table: &mut SnapTable) {
-        for (kh, hash) in done.snapshot {
-            match hash {
-                Some(h) => table.upsert(kh, h),
-                None => {
-                    table.remove(kh);
-                }
-            }
-        }
+    fn settled(&mut self, mut done: BatchResult, changes: &mut Vec<(u128, Option<[u8; 16]>)>) {
+        changes.append(&mut done.snapshot);
         self.counts.confirmed += done.confirmed;
         self.counts.rejected += done.rejected;
         self.counts.api_calls += done.api_calls as i64;
@@ -1200,43 +1208,66 @@ impl<'a> Run<'a> {
     }
 }
 
-/// What concurrent batches share: the plan, the run, the state writer.
+/// The run's way to its state writer (`None` in a dry run, which writes nothing).
 #[derive(Clone)]
-struct Ctx<'a> {
-    plan: &'a SyncPlan,
-    store: &'a StateStore,
-    run_id: i64,
+struct Ctx {
     writer: Option<mpsc::Sender<WriteRequest>>,
 }
 
-impl<'a> Ctx<'a> {
+impl Ctx {
     /// Commits `writes` (one transaction, grouped with other waiting writes) and waits for
     /// it. A dry run writes nothing.
     pub async fn write(&self, writes: Vec<StateWrite>) -> Result<(), String> {
-        let Some(w) = &self.writer else {
-            return Ok(());
-        };
-        if writes.is_empty() {
-            return Ok(());
+        match &self.writer {
+            Some(w) => write_via(w, writes).await,
+            None => Ok(()),
         }
-        let (ack, done) = oneshot::channel();
-        w.send((writes, ack))
-            .await
-            .map_err(|_| "the state writer stopped".to_string())?;
-        done.await
-            .map_err(|_| "the state writer stopped".to_string())?
-            .map_err(|e| format!("cannot record the run's progress: {e}"))
+    }
+}
+
+/// Sends `writes` to the run's writer (one transaction, grouped with other waiting
+/// writes) and waits until they are committed.
+async fn write_via(w: &mpsc::Sender<WriteRequest>, writes: Vec<StateWrite>) -> Result<(), String> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let (ack, done) = oneshot::channel();
+    w.send((writes, ack))
+        .await
+        .map_err(|_| "the state writer stopped".to_string())?;
+    done.await
+        .map_err(|_| "the state writer stopped".to_string())?
+        .map_err(|e| format!("cannot record the run's progress: {e}"))
+}
+
+/// What a batch's task owns: the plan, the run, the state writer, the destination.
+#[derive(Clone)]
+struct BatchSender {
+    plan: Arc<SyncPlan>,
+    run_id: i64,
+    writer: mpsc::Sender<WriteRequest>,
+    dest: Arc<Destination>,
+    policy: Arc<RetryPolicy>,
+}
+
+/// A batch task's result; a task that panicked fails the run (its rows stay in flight).
+fn joined(done: Result<BatchResult, tokio::task::JoinError>) -> BatchResult {
+    done.unwrap_or_else(|e| BatchResult {
+        failure: Some(format!("a batch's task failed (a bug in ebb): {e}")),
+        ..BatchResult::default()
+    })
+}
+
+impl BatchSender {
+    async fn write(&self, writes: Vec<StateWrite>) -> Result<(), String> {
+        write_via(&self.writer, writes).await
     }
 
-    /// One batch: in flight (durably), sent with retries, its answer committed.
-    fn send_batch<'b>(
-        &'b self,
-        dest: &'b Destination,
-        policy: &'b RetryPolicy,
-        batch_no: i64,
-        records: Vec<Spilled>,
-    ) -> impl std::future::Future<Output = BatchResult> + 'b {
-        async move {
+    /// One batch: in flight (durably), sent with retries, its answer committed. `ids` are
+    /// the destination's record ids of the batch's keys, when it needs them.
+    async fn send_batch(self, batch_no: i64, records: Vec<Spilled>, ids: HashMap<String, String>) -> BatchResult {
+        let (dest, policy) = (&*self.dest, &*self.policy);
+        {
             let mut result = BatchResult::default();
             let op = records[0].op.expect("batches hold sent records");
             let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
@@ -1251,17 +1282,6 @@ impl<'a> Ctx<'a> {
             {
                 result.failure = Some(e);
                 return result;
-            }
-            let mut ids = HashMap::new();
-            if dest.wants_record_ids(op) {
-                let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-                match self.store.record_ids(&self.plan.name, &keys).await {
-                    Ok(found) => ids = found,
-                    Err(e) => {
-                        result.failure = Some(e.to_string());
-                        return result;
-                    }
-                }
             }
             // The payloads move into the batch; only their hashes are kept aside.
             let hashes: Vec<([u8; 16], u128)> = records.iter().map(|r| (r.payload_hash, r.key_hash)).collect();

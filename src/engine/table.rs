@@ -197,14 +197,47 @@ impl SnapTable {
 
     /// Sets `key`'s payload hash, adding the key if it is not there (growing if need be).
     pub fn upsert(&mut self, key: u128, hash: [u8; 16]) {
+        if self.is_full() {
+            self.grow();
+        }
         let value = u128::from_le_bytes(hash) & !FLAGS;
-        match self.find(key) {
-            Some(i) => self.slots[i].value = value,
-            None => {
-                if self.is_full() {
-                    self.grow();
-                }
-                self.insert(key, hash);
+        let n = self.slots.len();
+        let mut i = self.start(key);
+        loop {
+            let s = &mut self.slots[i];
+            if s.key == key {
+                s.value = value;
+                return;
+            }
+            if s.key == 0 {
+                *s = Slot { key, value };
+                self.len += 1;
+                return;
+            }
+            i += 1;
+            if i == n {
+                i = 0;
+            }
+        }
+    }
+
+    /// Applies what a run committed: key hash → new payload hash, or `None` for a key that
+    /// left. New keys are inserted in the order of their start slots, so that a large set
+    /// (a first sync) fills the table front to back instead of at random.
+    pub fn apply(&mut self, mut changes: Vec<(u128, Option<[u8; 16]>)>) {
+        for (key, hash) in &changes {
+            if hash.is_none() {
+                self.remove(*key);
+            }
+        }
+        changes.retain(|(_, h)| h.is_some());
+        self.reserve(self.len + changes.len());
+        let cap = self.slots.len() as u128;
+        // Stable: were a key there twice, its last hash would win, as upserts in order would.
+        changes.sort_by_key(|(key, _)| (u128::from(*key as u64) * cap) >> 64);
+        for (key, hash) in changes {
+            if let Some(h) = hash {
+                self.upsert(key, h);
             }
         }
     }
@@ -395,6 +428,44 @@ mod tests {
                     let i = t.find(*k).unwrap_or_else(|| panic!("step {step}: a key is lost"));
                     assert!(same_hash(t.hash_at(i), *h));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn applied_changes_match_upserts_and_removals_one_by_one() {
+        let mut a = SnapTable::with_rows(100);
+        for i in 0..100u32 {
+            a.insert(key_hash(&i.to_string()), payload_hash(&i.to_le_bytes()));
+        }
+        let mut b = SnapTable::with_rows(100);
+        for i in 0..100u32 {
+            b.insert(key_hash(&i.to_string()), payload_hash(&i.to_le_bytes()));
+        }
+        // Removals, updates and 10,000 new keys (the table grows).
+        let mut changes = Vec::new();
+        for i in 0..50u32 {
+            changes.push((key_hash(&i.to_string()), None));
+        }
+        for i in 50..10_100u32 {
+            changes.push((key_hash(&i.to_string()), Some(payload_hash(&(i * 7).to_le_bytes()))));
+        }
+        for (k, h) in &changes {
+            match h {
+                Some(h) => a.upsert(*k, *h),
+                None => {
+                    a.remove(*k);
+                }
+            }
+        }
+        b.apply(changes);
+        assert_eq!((a.len(), b.len()), (10_050, 10_050));
+        for i in 0..10_100u32 {
+            let k = key_hash(&i.to_string());
+            match (a.find(k), b.find(k)) {
+                (None, None) => assert!(i < 50),
+                (Some(x), Some(y)) => assert_eq!(a.hash_at(x), b.hash_at(y)),
+                other => panic!("key {i}: {other:?}"),
             }
         }
     }

@@ -14,9 +14,7 @@ use crate::engine::table::{key_hash, payload_hash};
 use crate::source::{DECIMAL_TEXT, JSON_TEXT};
 use crate::transform::Transform;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, LargeStringArray, StringArray, StringViewArray};
-use arrow::datatypes::{
-    DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
-};
+use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use std::ops::Range;
 
@@ -214,7 +212,9 @@ impl RowMapper {
                     match (f.transforms.as_slice(), &c) {
                         ([], Col::Other(..)) => Writer::General(f),
                         ([], _) => Writer::Direct(c),
-                        ([Transform::Lower], Col::Utf8(_) | Col::LargeUtf8(_) | Col::Utf8View(_)) => Writer::Lower(c, f),
+                        ([Transform::Lower], Col::Utf8(_) | Col::LargeUtf8(_) | Col::Utf8View(_)) => {
+                            Writer::Lower(c, f)
+                        }
                         (_, Col::Other(..)) => Writer::General(f),
                         _ => Writer::Transformed(c, f),
                     }
@@ -340,11 +340,13 @@ impl BatchEncoder<'_> {
                         self.scratch.make_ascii_lowercase();
                         value::write_json_string(&self.scratch, out);
                     }
-                    None => transformed(c.val(row), f, self.column_name(f))?.write_json(out).map_err(bad)?,
+                    None => transformed(c.val(row), f, self.column_name(f))?
+                        .write_json(out)
+                        .map_err(bad)?,
                 },
-                Writer::Transformed(c, f) => {
-                    transformed(c.val(row), f, self.column_name(f))?.write_json(out).map_err(bad)?
-                }
+                Writer::Transformed(c, f) => transformed(c.val(row), f, self.column_name(f))?
+                    .write_json(out)
+                    .map_err(bad)?,
                 Writer::Constant(c) => match c {
                     Ok(json) => out.push_str(json),
                     Err(e) => return Err(e.clone()),

@@ -173,9 +173,11 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
     };
     let (segment, resource) = rest.split_once('/').unwrap_or((rest, ""));
     let (_guard, in_flight) = InFlight::enter(&shared);
+    // Latency is a round trip: half on the way in, half on the way out, so the time the
+    // org spends on a request adds to it rather than hiding behind it.
     let latency = shared.lock().faults.latency;
     if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+        tokio::time::sleep(latency / 2).await;
     }
     if served_version(&shared, segment).is_none() {
         return not_found();
@@ -231,6 +233,9 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
         Some(r) => r,
         None => next.run(req).await,
     };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency - latency / 2).await;
+    }
     let usage = {
         let state = shared.lock();
         format!("api-usage={}/{}", state.used, state.max)

@@ -84,7 +84,8 @@ use store::Store;
 /// Faults to inject; all off by default. [`Sandbox::set_faults`] replaces them at run time.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
-    /// Added to every data-API request before it is answered (while it is in flight).
+    /// Added to every data-API request while it is in flight: half before the org handles
+    /// it, half before the answer leaves (a network round trip).
     pub latency: Duration,
     /// Probability (0-1) that a data-API request is answered 503 `SERVER_UNAVAILABLE`.
     pub unavailable_rate: f64,

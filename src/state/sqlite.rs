@@ -564,7 +564,7 @@ fn open_blocking(path: &std::path::Path, name: &str) -> Result<Connection, State
     // A file that is not SQLite fails on the first read.
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
-         PRAGMA cache_size = -65536; PRAGMA mmap_size = 2147418112;",
+         PRAGMA mmap_size = 2147418112;",
     )
     .map_err(|e| foreign(e.to_string()))?;
     let tables: Vec<String> = conn

@@ -144,14 +144,16 @@ impl Conn {
         body: Option<(&str, Vec<u8>)>,
         timeout: Duration,
     ) -> Result<Answer, SendError> {
+        // The token first: the rate window counts API requests, not token fetches.
+        let mut token = self.auth.token().await.map_err(auth_error)?;
+        let _permit = self.limits.acquire().await;
+        // Checked once the request may start, so it sees the usage the requests before it
+        // were answered with.
         if let Some((used, max)) = self.usage() {
             if max.saturating_sub(used) <= self.reserve {
                 return Err(SendError::Fatal(self.daily_limit_message(used, max)));
             }
         }
-        // The token first: the rate window counts API requests, not token fetches.
-        let mut token = self.auth.token().await.map_err(auth_error)?;
-        let _permit = self.limits.acquire().await;
         let mut replayed = false;
         loop {
             let url = format!("{}{path}", token.instance_url);
