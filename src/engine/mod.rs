@@ -336,10 +336,12 @@ async fn writer_loop(store: &StateStore, model: &str, mut rx: mpsc::Receiver<Wri
             group.push(more);
         }
         let mut writes: Vec<StateWrite> = group.iter_mut().flat_map(|(w, _)| std::mem::take(w)).collect();
-        if writes
-            .iter()
-            .any(|w| matches!(w, StateWrite::Confirm { .. } | StateWrite::Remove { .. }))
-        {
+        let changes_snapshot = |w: &StateWrite| match w {
+            StateWrite::Confirm { rows, .. } => !rows.is_empty(),
+            StateWrite::Remove { keys } => !keys.is_empty(),
+            _ => false,
+        };
+        if writes.iter().any(changes_snapshot) {
             writes.push(StateWrite::SnapshotToken(token));
         }
         let result = store.apply(model, writes).await.map_err(|e| e.to_string());
@@ -1174,9 +1176,11 @@ impl<'a> Run<'a> {
             self.failure = Some("another process took the run lock over (this one's heartbeat stopped?)".into());
         }
         if self.failure.is_none() {
-            let hashes: Vec<u128> = forget.iter().map(|k| key_hash(k)).collect();
-            self.ctx.write(vec![StateWrite::Remove { keys: forget }]).await?;
-            changes.extend(hashes.into_iter().map(|kh| (kh, None)));
+            if !forget.is_empty() {
+                let hashes: Vec<u128> = forget.iter().map(|k| key_hash(k)).collect();
+                self.ctx.write(vec![StateWrite::Remove { keys: forget }]).await?;
+                changes.extend(hashes.into_iter().map(|kh| (kh, None)));
+            }
         }
         if let Some(dest) = dest {
             if let Some(calls) = dest.calls() {

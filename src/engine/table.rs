@@ -55,6 +55,8 @@ pub enum Lookup {
 pub struct SnapTable {
     slots: Vec<Slot>,
     len: usize,
+    /// Entries marked seen in this run.
+    seen: usize,
 }
 
 impl SnapTable {
@@ -64,6 +66,7 @@ impl SnapTable {
         SnapTable {
             slots: vec![Slot::default(); cap],
             len: 0,
+            seen: 0,
         }
     }
 
@@ -125,6 +128,7 @@ impl SnapTable {
                     return Lookup::Again;
                 }
                 s.value |= SEEN;
+                self.seen += 1;
                 return Lookup::Found(s.value & !FLAGS);
             }
             i += 1;
@@ -158,6 +162,7 @@ impl SnapTable {
         let s = &mut self.slots[i];
         let first = s.value & SEEN == 0;
         s.value |= SEEN;
+        self.seen += usize::from(first);
         first
     }
 
@@ -248,6 +253,9 @@ impl SnapTable {
         let Some(mut hole) = self.find(key) else {
             return false;
         };
+        if self.slots[hole].value & SEEN != 0 {
+            self.seen -= 1;
+        }
         let n = self.slots.len();
         let mut j = hole;
         loop {
@@ -275,7 +283,8 @@ impl SnapTable {
 
     /// Makes room for `rows` entries in all, rebuilding the table once if it is too small.
     pub fn reserve(&mut self, rows: usize) {
-        if rows + 1 < self.slots.len() * 7 / 8 {
+        // A table is sized for a load of 7/8; it is rebuilt only past 15/16.
+        if rows < self.slots.len() / 16 * 15 {
             return;
         }
         let mut bigger = SnapTable::with_rows(rows);
@@ -353,7 +362,7 @@ impl SnapTable {
         if u64::from_le_bytes(tail) != sum.digest() || found != len || input.read(&mut more).ok()? != 0 {
             return None;
         }
-        Some(SnapTable { slots, len })
+        Some(SnapTable { slots, len, seen: 0 })
     }
 
     pub fn len(&self) -> usize {
@@ -366,7 +375,7 @@ impl SnapTable {
 
     /// Rows never seen in this run.
     pub fn unseen(&self) -> usize {
-        self.slots.iter().filter(|s| s.key != 0 && s.value & SEEN == 0).count()
+        self.len - self.seen
     }
 
     /// Bytes held.

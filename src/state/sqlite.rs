@@ -68,7 +68,7 @@ impl SqliteStore {
                 None
             } else {
                 let r = Connection::open(&path).map_err(|e| StateError::Open(format!("{n}: {e}")))?;
-                r.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON; PRAGMA mmap_size = 2147418112;")
+                r.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
                     .map_err(|e| StateError::Open(format!("{n}: {e}")))?;
                 Some(Arc::new(Mutex::new(r)))
             };
@@ -562,11 +562,8 @@ fn open_blocking(path: &std::path::Path, name: &str) -> Result<Connection, State
     let conn = Connection::open(path).map_err(|e| StateError::Open(format!("{name}: {e}")))?;
     let foreign = |why: String| StateError::Foreign(name.to_string(), why);
     // A file that is not SQLite fails on the first read.
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
-         PRAGMA mmap_size = 2147418112;",
-    )
-    .map_err(|e| foreign(e.to_string()))?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
+        .map_err(|e| foreign(e.to_string()))?;
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
