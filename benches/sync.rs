@@ -1,36 +1,59 @@
-//! Benchmark: whole runs of the sync engine (DESIGN §6).
+//! Benchmark harness: whole runs of ebb side by side with the Python peer (DESIGN §6).
 //!
-//! Scenarios, each run in a child process of its own so that its time and peak resident
-//! memory are its alone:
-//! - `first sync`: N rows (default 1M) from DuckDB to a local HTTP sink (batches of 200,
-//!   4 in flight), SQLite state: rows/s, requests, and the seconds the 5,000 grouped
-//!   commits add up to;
-//! - `1% change`: 1% of those rows updated in the warehouse: requests (must be exactly
-//!   ceil(changed/200)) and seconds;
-//! - `no change`: a second run over M rows (default 10M) with nothing changed: seconds, peak
-//!   RSS, and the bytes per row of the diff table;
-//! - `API-bound`: 20,000 rows to a sink answering each request after 50 ms, 4 in flight:
-//!   seconds against the ideal ceil(calls / concurrency) × 50 ms.
+//! For each model size (default 100k, 1M and 10M rows of 8 columns: a BIGINT key, four
+//! strings, a double, a timestamp and a boolean, in DuckDB) it runs, in order and on the
+//! same data for both tools:
+//! - `first sync`: every row is new;
+//! - `no change`: nothing changed since;
+//! - `1% change`: 0.5% of the rows updated, 0.25% inserted, 0.25% deleted;
+//! - `100% change`: every row updated.
 //!
-//! Run: `cargo bench --bench sync` (release build). `EBB_BENCH_ROWS=1000000` and
-//! `EBB_BENCH_NOCHANGE_ROWS=10000000` change the sizes; `EBB_BENCH_STATE=postgres` uses a
-//! PostgreSQL state store (`EBB_TEST_POSTGRES_URL`) instead of SQLite.
+//! Both tools send to the same fast local sink: HTTP, 200 records a call, answered in the
+//! Salesforce collections shape (one `{"id", "success", "errors"}` result per record,
+//! which both tools check). Then an API-bound scenario: the Salesforce sandbox with 50 ms
+//! of latency on every data call and a cap of 8 requests in flight; both tools upsert
+//! through sObject Collections with 8 in flight.
+//!
+//! Each tool runs in a process of its own (ebb: this executable with `--child`; the peer:
+//! `benches/peer/peer.py` in its venv, made by `benches/peer/setup.sh` if missing), so
+//! its wall time and peak RSS are its alone. Printed per scenario and tool: wall time
+//! (process start to exit), model rows/s, changed rows/s, API calls (checked against
+//! ceil(upserts/200) + ceil(deletes/200)), calls per changed row, time to the first
+//! request the sink received, peak RSS; and the ratio peer / ebb. A summary checks the
+//! DESIGN §6 targets.
+//!
+//! Run: `cargo bench --bench sync` (release build). Environment:
+//! - `EBB_BENCH_SIZES=100000,1000000` — model sizes (default 100000,1000000,10000000);
+//! - `EBB_BENCH_PEER=0` — ebb only; `EBB_BENCH_PEER_MAX_ROWS` — largest size the peer
+//!   runs at (default 1000000: at 10M it needs minutes and over 16 GB);
+//! - `EBB_BENCH_API_ROWS` — rows of the API-bound scenario (default 20000; 0 skips it);
+//!   `EBB_BENCH_API_LATENCY_MS` — its latency per call (default 50);
+//! - `EBB_BENCH_STATE=postgres` — ebb's state in PostgreSQL (`EBB_TEST_POSTGRES_URL`);
+//! - `EBB_BENCH_KEEP=1` — keep the work directories. To profile one run by hand, start the
+//!   sink alone (`sync-… --sink` prints its URL), point a kept project's `ebb.yaml` at it,
+//!   and run `sync-… --child DIR customers` under a profiler.
 
+use axum::http::header::CONTENT_TYPE;
 use axum::routing::post;
+use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
 use common::peak_rss;
 
+const BATCH: u64 = 200;
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Child: one run of `model` in `project`; prints a JSON line with the seconds, the peak
-/// RSS and the run's counts.
+/// Child: one run of `model` in `project`; prints a JSON line with the run's own seconds,
+/// the peak RSS, the counts and the phase timings.
 fn child(project: &Path, model: &str) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -70,26 +93,40 @@ fn child(project: &Path, model: &str) {
     println!(
         "{}",
         serde_json::json!({
-            "secs": secs, "rss": peak_rss(), "read": k.read, "sent": k.sent, "changed": k.changed,
-            "unchanged": k.unchanged, "calls": k.api_calls,
+            "secs": secs, "peak_rss": peak_rss(), "read": k.read, "sent": k.sent, "changed": k.changed,
+            "added": k.added, "removed": k.removed, "calls": k.api_calls,
             "timings": r.timings.iter().map(|(k, d)| format!("{k} {:.2} s", d.as_secs_f64())).collect::<Vec<_>>(),
         })
     );
 }
 
-/// Runs the child for one scenario.
-fn measure(project: &Path, model: &str) -> Value {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--child", &project.display().to_string(), model])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or(""))
-        .unwrap_or_else(|_| panic!("{model}: {}\n{}", text, String::from_utf8_lossy(&out.stderr)))
+/// What a sink saw of one run.
+#[derive(Default)]
+struct SinkStats {
+    calls: AtomicU64,
+    upserts: AtomicU64,
+    deletes: AtomicU64,
+    first: Mutex<Option<Instant>>,
 }
 
-/// A sink that confirms every batch, after `delay`.
-fn start_sink(delay: Duration) -> String {
+impl SinkStats {
+    fn reset(&self) {
+        self.calls.store(0, Ordering::SeqCst);
+        self.upserts.store(0, Ordering::SeqCst);
+        self.deletes.store(0, Ordering::SeqCst);
+        *self.first.lock().unwrap() = None;
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    operation: String,
+    records: Vec<serde::de::IgnoredAny>,
+}
+
+/// The fast sink: takes ebb's HTTP envelope and answers one Salesforce-collections-shaped
+/// result per record.
+fn start_sink(stats: Arc<SinkStats>) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -98,15 +135,45 @@ fn start_sink(delay: Duration) -> String {
             .build()
             .unwrap();
         rt.block_on(async move {
+            let ids = Arc::new(AtomicU64::new(1));
             let app = axum::Router::new()
                 .route(
                     "/hook",
                     post(move |body: axum::body::Bytes| async move {
-                        if !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
+                        {
+                            let mut first = stats.first.lock().unwrap();
+                            first.get_or_insert_with(Instant::now);
                         }
-                        std::hint::black_box(body.len());
-                        "{}"
+                        stats.calls.fetch_add(1, Ordering::Relaxed);
+                        let env: Envelope = match serde_json::from_slice(&body) {
+                            Ok(e) => e,
+                            Err(e) => {
+                                return (
+                                    axum::http::StatusCode::BAD_REQUEST,
+                                    [(CONTENT_TYPE, "text/plain")],
+                                    format!("bad body: {e}"),
+                                )
+                            }
+                        };
+                        let n = env.records.len() as u64;
+                        match env.operation.as_str() {
+                            "delete" => stats.deletes.fetch_add(n, Ordering::Relaxed),
+                            _ => stats.upserts.fetch_add(n, Ordering::Relaxed),
+                        };
+                        let first_id = ids.fetch_add(n, Ordering::Relaxed);
+                        let mut out = String::with_capacity(16 + 60 * n as usize);
+                        out.push_str("{\"results\":[");
+                        for i in 0..n {
+                            if i > 0 {
+                                out.push(',');
+                            }
+                            out.push_str(&format!(
+                                "{{\"id\":\"003{:012}AAA\",\"success\":true,\"errors\":[]}}",
+                                first_id + i
+                            ));
+                        }
+                        out.push_str("]}");
+                        (axum::http::StatusCode::OK, [(CONTENT_TYPE, "application/json")], out)
                     }),
                 )
                 .layer(axum::extract::DefaultBodyLimit::disable());
@@ -118,37 +185,73 @@ fn start_sink(delay: Duration) -> String {
     format!("http://{}/hook", rx.recv().unwrap())
 }
 
-/// A project over a DuckDB warehouse of `rows` rows, syncing to the sink at `hook`.
-fn project(dir: &Path, rows: usize, hook: &str, batch: usize, state: Option<&str>) {
-    let db = duckdb::Connection::open(dir.join("warehouse.duckdb")).unwrap();
-    db.execute_batch(&format!(
-        "CREATE TABLE customers AS SELECT i AS id, 'First' || i AS first_name, 'Last' || (i % 9973) AS last_name,
+const COLUMNS: &str = "id, first_name, last_name, email, segment, score, updated_at, active";
+
+/// `rows` rows starting at `from`, as a SELECT over `range`.
+fn rows_sql(from: usize, rows: usize) -> String {
+    format!(
+        "SELECT i::BIGINT AS id, 'First' || i AS first_name, 'Last' || (i % 9973) AS last_name,
             'User' || i || '@Example.com' AS email, ['bronze', 'silver', 'gold'][1 + i % 3] AS segment,
-            round((i % 10007) * 1.37, 2)::DECIMAL(12, 2) AS lifetime_value, (i % 101) / 100.0 AS churn,
-            TIMESTAMP '2024-01-01' + to_seconds(i) AS updated_at
-         FROM range(1, {rows} + 1) AS t(i)"
-    ))
-    .unwrap();
-    drop(db);
+            ((i % 10007) * 1.37)::DOUBLE AS score, TIMESTAMP '2024-01-01' + to_seconds(i) AS updated_at,
+            i % 7 <> 0 AS active
+         FROM range({from}, {from} + {rows}) AS t(i)"
+    )
+}
+
+/// A warehouse of `rows` rows in `dir`.
+fn warehouse(dir: &Path, rows: usize) {
+    let db = duckdb::Connection::open(dir.join("warehouse.duckdb")).unwrap();
+    db.execute_batch(&format!("CREATE TABLE customers AS {}", rows_sql(1, rows)))
+        .unwrap();
+}
+
+/// The 1% change of a model of `rows` rows: (updated, inserted, deleted).
+fn change_one_percent(dir: &Path, rows: usize) -> (usize, usize, usize) {
+    let db = duckdb::Connection::open(dir.join("warehouse.duckdb")).unwrap();
+    let updated = db
+        .execute("UPDATE customers SET segment = 'platinum' WHERE id % 200 = 1", [])
+        .unwrap();
+    let deleted = db.execute("DELETE FROM customers WHERE id % 400 = 3", []).unwrap();
+    let inserted = db
+        .execute(&format!("INSERT INTO customers {}", rows_sql(rows + 1, rows / 400)), [])
+        .unwrap();
+    (updated, inserted, deleted)
+}
+
+fn change_all(dir: &Path) -> usize {
+    let db = duckdb::Connection::open(dir.join("warehouse.duckdb")).unwrap();
+    db.execute("UPDATE customers SET score = score + 1", []).unwrap()
+}
+
+/// An ebb project over the warehouse in `dir`, sending to `hook` (the fast sink) or, with
+/// `salesforce`, to that sandbox.
+fn project(dir: &Path, hook: &str, salesforce: Option<&str>, state: Option<&str>) {
     let state = state.map(|u| format!("state:\n  url: {u}\n")).unwrap_or_default();
+    let connection = match salesforce {
+        None => format!("  out:\n    type: http\n    url: {hook}\n    batch_size: {BATCH}\n    max_concurrency: 4\n"),
+        Some(url) => format!(
+            "  out:\n    type: salesforce\n    instance_url: {url}\n    max_concurrency: 8\n    auth:\n      flow: client_credentials\n      client_id: ebb-sandbox\n      client_secret: ebb-sandbox\n"
+        ),
+    };
     std::fs::write(
         dir.join("ebb.yaml"),
         format!(
-            "version: 1\n{state}connections:\n  warehouse:\n    type: duckdb\n    path: warehouse.duckdb\n  hook:\n    type: http\n    url: {hook}\n    batch_size: {batch}\n    max_concurrency: 4\n"
+            "version: 1\n{state}connections:\n  warehouse:\n    type: duckdb\n    path: warehouse.duckdb\n{connection}"
         ),
     )
     .unwrap();
     std::fs::create_dir_all(dir.join("models")).unwrap();
-    std::fs::write(
-        dir.join("models/customers.yaml"),
-        "models:
+    let model = match salesforce {
+        None => format!(
+            "models:
   - name: customers
     source:
       type: duckdb
-      query: SELECT id, first_name, last_name, email, segment, lifetime_value, churn, updated_at FROM customers
+      query: SELECT {COLUMNS} FROM customers
     destination:
       type: http
-      mode: upsert
+      connection: out
+      mode: mirror
       unique_identifier: id
     mappings:
       - source: id
@@ -162,17 +265,71 @@ fn project(dir: &Path, rows: usize, hook: &str, batch: usize, state: Option<&str
         transform: lower
       - source: segment
         destination: Segment__c
-      - source: lifetime_value
-        destination: LTV__c
+      - source: score
+        destination: Score__c
         transform: round(2)
-      - source: churn
-        destination: Churn_Risk__c
-        transform: scale(0, 1, 0, 100)
       - source: updated_at
         destination: Last_Update__c
-",
-    )
-    .unwrap();
+      - source: active
+        destination: Active__c
+"
+        ),
+        Some(_) => format!(
+            "models:
+  - name: customers
+    source:
+      type: duckdb
+      query: SELECT {COLUMNS} FROM customers
+    destination:
+      type: salesforce
+      connection: out
+      object: Contact
+      mode: upsert
+      api: collections
+      unique_identifier: id
+      external_id_field: Warehouse_Id__c
+    mappings:
+      - source: id
+        destination: Warehouse_Id__c
+      - source: first_name
+        destination: FirstName
+      - source: last_name
+        destination: LastName
+      - source: email
+        destination: Email
+        transform: lower
+      - source: score
+        destination: Upsell_Score__c
+        transform: round(2)
+"
+        ),
+    };
+    std::fs::write(dir.join("models/customers.yaml"), model).unwrap();
+}
+
+/// A work directory, deleted at the end unless `EBB_BENCH_KEEP=1` (then its path is printed).
+struct Work {
+    path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Work {
+    fn new() -> Work {
+        let dir = tempfile::Builder::new().prefix("ebb-bench-").tempdir().unwrap();
+        if std::env::var("EBB_BENCH_KEEP").as_deref() == Ok("1") {
+            let path = dir.keep();
+            println!("  (work directory kept: {})", path.display());
+            return Work { path, _dir: None };
+        }
+        Work {
+            path: dir.path().to_path_buf(),
+            _dir: Some(dir),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 fn state_url(tag: &str) -> Option<String> {
@@ -185,8 +342,236 @@ fn state_url(tag: &str) -> Option<String> {
     })
 }
 
-fn mib(bytes: f64) -> String {
-    format!("{:.0} MiB", bytes / (1024.0 * 1024.0))
+/// One tool's run of one scenario.
+#[derive(Clone, Debug)]
+struct Outcome {
+    /// Process start to exit.
+    wall: f64,
+    /// The tool's own measure of its run (ebb: the run; peer: its `sync()`).
+    own: f64,
+    /// Process start to the first request the sink received.
+    first: Option<f64>,
+    calls: u64,
+    upserts: u64,
+    deletes: u64,
+    peak_rss: u64,
+    detail: String,
+}
+
+/// Runs `cmd`, which prints one JSON line last; `first` tells when the destination saw its
+/// first request.
+fn measure(mut cmd: Command, what: &str, first: impl Fn() -> Option<Instant>) -> (Value, f64, Option<f64>) {
+    let started = Instant::now();
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let wall = started.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|_| {
+        panic!(
+            "{what}: no result line (exit {:?})\n{text}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{what} failed (exit {:?}): {v}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = first().map(|t| t.saturating_duration_since(started).as_secs_f64());
+    (v, wall, first)
+}
+
+fn run_ebb(dir: &Path, sink: &SinkStats) -> Outcome {
+    sink.reset();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--child", &dir.display().to_string(), "customers"]);
+    let (v, wall, first) = measure(cmd, "ebb", || *sink.first.lock().unwrap());
+    Outcome {
+        wall,
+        own: v["secs"].as_f64().unwrap(),
+        first,
+        calls: sink.calls.load(Ordering::SeqCst),
+        upserts: sink.upserts.load(Ordering::SeqCst),
+        deletes: sink.deletes.load(Ordering::SeqCst),
+        peak_rss: v["peak_rss"].as_u64().unwrap(),
+        detail: v["timings"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default(),
+    }
+}
+
+/// The peer's interpreter, after making its venv if need be; `None` when it cannot be had.
+fn peer_python() -> Option<PathBuf> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer");
+    let python = here.join(".venv/bin/python");
+    let ready = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import duckdb, requests"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ready(&python) {
+        eprintln!("preparing the peer's venv (benches/peer/setup.sh)…");
+        let ok = Command::new(here.join("setup.sh")).status().is_ok_and(|s| s.success());
+        if !ok || !ready(&python) {
+            eprintln!("the peer's venv could not be made: ebb runs alone");
+            return None;
+        }
+    }
+    Some(python)
+}
+
+fn run_peer(
+    python: &Path,
+    dir: &Path,
+    target: &[&str],
+    concurrency: u32,
+    first: impl Fn() -> Option<Instant>,
+) -> Outcome {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/peer.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script)
+        .arg("--warehouse")
+        .arg(dir.join("warehouse.duckdb"))
+        .arg("--state")
+        .arg(dir.join("peer-state.sqlite"))
+        .args(target)
+        .args(["--concurrency", &concurrency.to_string()]);
+    let (v, wall, first) = measure(cmd, "peer", first);
+    Outcome {
+        wall,
+        own: v["secs"].as_f64().unwrap(),
+        first,
+        calls: v["calls"].as_u64().unwrap(),
+        upserts: v["upserts"].as_u64().unwrap(),
+        deletes: v["deletes"].as_u64().unwrap(),
+        peak_rss: v["peak_rss"].as_u64().unwrap(),
+        detail: String::new(),
+    }
+}
+
+fn rate(n: f64, secs: f64) -> String {
+    let r = n / secs;
+    if r >= 1e6 {
+        format!("{:.2}M/s", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k/s", r / 1e3)
+    } else {
+        format!("{r:.0}/s")
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn size_name(rows: usize) -> String {
+    match rows {
+        r if r >= 1_000_000 && r % 1_000_000 == 0 => format!("{}M", r / 1_000_000),
+        r if r >= 1_000 && r % 1_000 == 0 => format!("{}k", r / 1_000),
+        r => r.to_string(),
+    }
+}
+
+/// What a scenario should send.
+struct Expect {
+    upserts: u64,
+    deletes: u64,
+}
+
+impl Expect {
+    fn calls(&self) -> u64 {
+        self.upserts.div_ceil(BATCH) + self.deletes.div_ceil(BATCH)
+    }
+}
+
+fn print_scenario(title: &str, rows: usize, expect: &Expect, ebb: &Outcome, peer: Option<&Outcome>) {
+    println!(
+        "\n{title}: {} upserts + {} deletes expected, ideal {} calls",
+        expect.upserts,
+        expect.deletes,
+        expect.calls()
+    );
+    println!(
+        "  {:<9} {:>8} {:>8} {:>13} {:>14} {:>7} {:>13} {:>10} {:>9}",
+        "", "wall s", "own s", "model rows/s", "changed rows/s", "calls", "calls/changed", "first row", "peak RSS"
+    );
+    let changed = expect.upserts + expect.deletes;
+    let line = |name: &str, o: &Outcome| {
+        let sent = o.upserts + o.deletes;
+        let ok = if o.calls == expect.calls() && o.upserts == expect.upserts && o.deletes == expect.deletes {
+            " "
+        } else {
+            "!"
+        };
+        println!(
+            "  {:<9} {:>8.2} {:>8.2} {:>13} {:>14} {:>6}{ok} {:>13} {:>10} {:>9}",
+            name,
+            o.wall,
+            o.own,
+            rate(rows as f64, o.wall),
+            if changed > 0 {
+                rate(sent as f64, o.wall)
+            } else {
+                "-".into()
+            },
+            o.calls,
+            if changed > 0 {
+                format!("{:.4}", o.calls as f64 / sent.max(1) as f64)
+            } else {
+                "-".into()
+            },
+            o.first.map(|f| format!("{f:.2} s")).unwrap_or_else(|| "-".into()),
+            mib(o.peak_rss),
+        );
+        if ok == "!" {
+            println!(
+                "  {:<9} ! sent {} upserts + {} deletes in {} calls; expected {} + {} in {}",
+                "",
+                o.upserts,
+                o.deletes,
+                o.calls,
+                expect.upserts,
+                expect.deletes,
+                expect.calls()
+            );
+        }
+    };
+    line("ebb", ebb);
+    if let Some(p) = peer {
+        line("peer", p);
+        println!(
+            "  {:<9} {:>7.1}× {:>7.1}× {:>13} {:>14} {:>7} {:>13} {:>10} {:>8.1}×",
+            "peer/ebb",
+            p.wall / ebb.wall,
+            p.own / ebb.own,
+            "",
+            "",
+            "",
+            "",
+            match (p.first, ebb.first) {
+                (Some(a), Some(b)) => format!("{:.1}×", a / b),
+                _ => "-".into(),
+            },
+            p.peak_rss as f64 / ebb.peak_rss as f64
+        );
+    }
+    if !ebb.detail.is_empty() {
+        println!("  ebb phases: {}", ebb.detail);
+    }
+}
+
+struct Results {
+    lines: Vec<String>,
+}
+
+impl Results {
+    fn target(&mut self, what: &str, met: bool, detail: String) {
+        self.lines
+            .push(format!("  [{}] {what}: {detail}", if met { "met" } else { "MISSED" }));
+    }
 }
 
 fn main() {
@@ -195,76 +580,216 @@ fn main() {
         child(&PathBuf::from(&args[i + 1]), &args[i + 2]);
         return;
     }
+    if args.iter().any(|a| a == "--sink") {
+        // For profiling one run by hand: the fast sink alone, until killed.
+        let hook = start_sink(Arc::new(SinkStats::default()));
+        println!("{hook}");
+        loop {
+            std::thread::park();
+        }
+    }
     if args.iter().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` asks; there is nothing to test
     }
-    let rows = env_usize("EBB_BENCH_ROWS", 1_000_000);
-    let nochange_rows = env_usize("EBB_BENCH_NOCHANGE_ROWS", 10_000_000);
+    let sizes: Vec<usize> = std::env::var("EBB_BENCH_SIZES")
+        .unwrap_or_else(|_| "100000,1000000,10000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    let peer_max = env_usize("EBB_BENCH_PEER_MAX_ROWS", 1_000_000);
+    let python = if std::env::var("EBB_BENCH_PEER").as_deref() == Ok("0") {
+        None
+    } else {
+        peer_python()
+    };
+    let api_rows = env_usize("EBB_BENCH_API_ROWS", 20_000);
     let state_kind = if state_url("x").is_some() {
         "PostgreSQL"
     } else {
         "SQLite"
     };
-    println!("sync engine, release build, {state_kind} state");
+    println!(
+        "ebb sync benchmark: release build, {state_kind} state, {} cores, sink batches of {BATCH}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let stats = Arc::new(SinkStats::default());
+    let hook = start_sink(stats.clone());
+    let mut results = Results { lines: Vec::new() };
 
-    // First sync, then 1% change.
-    let sink = start_sink(Duration::ZERO);
-    let dir = tempfile::tempdir().unwrap();
-    project(dir.path(), rows, &sink, 200, state_url("first").as_deref());
-    let first = measure(dir.path(), "customers");
-    let secs = first["secs"].as_f64().unwrap();
-    println!(
-        "first sync      {rows:>10} rows  {secs:>7.2} s  {:>9.0} rows/s  {} requests  peak RSS {}",
-        rows as f64 / secs,
-        first["calls"],
-        mib(first["rss"].as_f64().unwrap())
-    );
-    let db = duckdb::Connection::open(dir.path().join("warehouse.duckdb")).unwrap();
-    db.execute_batch("UPDATE customers SET segment = 'platinum' WHERE id % 100 = 0")
-        .unwrap();
-    drop(db);
-    let changed = rows / 100;
-    let one = measure(dir.path(), "customers");
-    println!(
-        "1% change       {rows:>10} rows  {:>7.2} s  changed {}  requests {} (ceil({changed}/200) = {})",
-        one["secs"].as_f64().unwrap(),
-        one["changed"],
-        one["calls"],
-        changed.div_ceil(200)
-    );
-    drop(dir);
+    for &rows in &sizes {
+        let dir = Work::new();
+        warehouse(dir.path(), rows);
+        project(dir.path(), &hook, None, state_url(&format!("s{rows}")).as_deref());
+        let peer_here = python.as_deref().filter(|_| rows <= peer_max);
+        let name = size_name(rows);
+        let mut model_rows = rows;
+        let scenarios: [(&str, u8); 4] = [
+            ("first sync", 0),
+            ("no change", 1),
+            ("1% change", 2),
+            ("100% change", 3),
+        ];
+        for (title, which) in scenarios {
+            let expect = match which {
+                0 => Expect {
+                    upserts: rows as u64,
+                    deletes: 0,
+                },
+                1 => Expect { upserts: 0, deletes: 0 },
+                2 => {
+                    let (u, i, d) = change_one_percent(dir.path(), rows);
+                    model_rows = rows + i - d;
+                    Expect {
+                        upserts: (u + i) as u64,
+                        deletes: d as u64,
+                    }
+                }
+                _ => Expect {
+                    upserts: change_all(dir.path()) as u64,
+                    deletes: 0,
+                },
+            };
+            let peer = peer_here.map(|py| {
+                stats.reset();
+                run_peer(py, dir.path(), &["--sink", &hook], 4, || *stats.first.lock().unwrap())
+            });
+            let ebb = run_ebb(dir.path(), &stats);
+            print_scenario(
+                &format!("{name} rows, {title}"),
+                model_rows,
+                &expect,
+                &ebb,
+                peer.as_ref(),
+            );
+            let exact = ebb.calls == expect.calls() && ebb.upserts == expect.upserts && ebb.deletes == expect.deletes;
+            let ratio = peer.as_ref().map(|p| p.wall / ebb.wall);
+            let ratio_text = ratio.map(|r| format!(", {r:.1}× the peer")).unwrap_or_default();
+            match (rows, which) {
+                (1_000_000, 0) => results.target(
+                    "first sync of 1M rows ≥ 10× the peer (≈ 800k rows/s)",
+                    ratio.is_some_and(|r| r >= 10.0),
+                    format!("{:.2} s, {}{ratio_text}", ebb.wall, rate(rows as f64, ebb.wall)),
+                ),
+                (1_000_000, 2) => results.target(
+                    "1% change of 1M rows: exact calls, ≤ 1 s",
+                    exact && ebb.wall <= 1.0,
+                    format!(
+                        "{:.2} s, {} calls (ideal {}){ratio_text}",
+                        ebb.wall,
+                        ebb.calls,
+                        expect.calls()
+                    ),
+                ),
+                (10_000_000, 1) => {
+                    let table = ebb::engine::table::SnapTable::with_rows(rows).bytes() as f64 / rows as f64;
+                    results.target(
+                        "no change over 10M rows: ≤ 5 s, ≤ 40 B per model row",
+                        ebb.wall <= 5.0 && table <= 40.0,
+                        format!(
+                            "{:.2} s; diff table {table:.1} B/row; process peak RSS {} ({:.0} B/row, DuckDB's buffers included)",
+                            ebb.wall,
+                            mib(ebb.peak_rss),
+                            ebb.peak_rss as f64 / rows as f64
+                        ),
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
 
-    // No change over a large model.
-    let dir = tempfile::tempdir().unwrap();
-    project(dir.path(), nochange_rows, &sink, 1000, state_url("nochange").as_deref());
-    let setup = measure(dir.path(), "customers");
-    println!(
-        "  (setup: first sync of {nochange_rows} rows in {:.1} s)",
-        setup["secs"].as_f64().unwrap()
-    );
-    let none = measure(dir.path(), "customers");
-    let table = ebb::engine::table::SnapTable::with_rows(nochange_rows).bytes() as f64 / nochange_rows as f64;
-    println!("  (no change, by phase: {})", none["timings"]);
-    println!(
-        "no change       {nochange_rows:>10} rows  {:>7.2} s  sent {}  peak RSS {} ({:.0} B/row; diff table {table:.1} B/row)",
-        none["secs"].as_f64().unwrap(),
-        none["sent"],
-        mib(none["rss"].as_f64().unwrap()),
-        none["rss"].as_f64().unwrap() / nochange_rows as f64
-    );
-    drop(dir);
+    if api_rows > 0 {
+        api_bound(api_rows, python.as_deref(), &mut results);
+    }
+    println!("\nDESIGN §6 targets");
+    for l in &results.lines {
+        println!("{l}");
+    }
+}
 
-    // API-bound: 50 ms a call, 4 in flight.
-    let slow = start_sink(Duration::from_millis(50));
-    let dir = tempfile::tempdir().unwrap();
-    project(dir.path(), 20_000, &slow, 200, state_url("api").as_deref());
-    let api = measure(dir.path(), "customers");
-    let calls = api["calls"].as_u64().unwrap();
-    let ideal = calls.div_ceil(4) as f64 * 0.05;
-    let got = api["secs"].as_f64().unwrap();
+/// The Salesforce sandbox at 50 ms a data call, at most 8 in flight; both tools at 8.
+fn api_bound(rows: usize, python: Option<&Path>, results: &mut Results) {
+    let latency = Duration::from_millis(env_usize("EBB_BENCH_API_LATENCY_MS", 50) as u64);
+    let sandbox = |config| {
+        let s = ebb::sandbox::Sandbox::start_in_thread(config);
+        s.set_faults(ebb::sandbox::Faults {
+            latency,
+            max_concurrent: Some(8),
+            ..Default::default()
+        });
+        s
+    };
+    let first = |s: &ebb::sandbox::Sandbox| s.request_starts().into_iter().min();
+    let dir = Work::new();
+    warehouse(dir.path(), rows);
+    let expect = Expect {
+        upserts: rows as u64,
+        deletes: 0,
+    };
+    let peer = python.map(|py| {
+        let s = sandbox(ebb::sandbox::SandboxConfig::default());
+        let mut o = run_peer(py, dir.path(), &["--salesforce", &s.url()], 8, || first(&s));
+        o.calls = s.calls_to("collections");
+        assert_eq!(s.records("Contact").len(), rows, "the peer's records in the sandbox");
+        o
+    });
+    let s = sandbox(ebb::sandbox::SandboxConfig::default());
+    project(dir.path(), "", Some(&s.url()), state_url("api").as_deref());
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--child", &dir.path().display().to_string(), "customers"]);
+    let (v, wall, first_at) = measure(cmd, "ebb", || first(&s));
+    assert_eq!(s.records("Contact").len(), rows, "ebb's records in the sandbox");
+    let starts = s.request_starts();
+    let spread = |w: &[Instant]| match (w.first(), w.last()) {
+        (Some(a), Some(b)) => format!("{:.3} s", b.duration_since(*a).as_secs_f64()),
+        _ => "-".into(),
+    };
     println!(
-        "API-bound       {:>10} rows  {got:>7.2} s  {calls} calls, ideal ceil({calls}/4) × 50 ms = {ideal:.2} s ({:+.1}%)",
-        20_000,
-        (got / ideal - 1.0) * 100.0
+        "  (sandbox: {} data calls, {} to collections, at most {} in flight; first to last request {})",
+        s.calls(),
+        s.calls_to("collections"),
+        s.max_in_flight(),
+        spread(&starts)
+    );
+    let ebb = Outcome {
+        wall,
+        own: v["secs"].as_f64().unwrap(),
+        first: first_at,
+        calls: s.calls_to("collections"),
+        upserts: v["sent"].as_u64().unwrap(),
+        deletes: 0,
+        peak_rss: v["peak_rss"].as_u64().unwrap(),
+        detail: v["timings"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default(),
+    };
+    print_scenario(
+        &format!(
+            "API-bound: {} rows to the Salesforce sandbox, 50 ms a call, cap 8, 8 in flight",
+            size_name(rows)
+        ),
+        rows,
+        &expect,
+        &ebb,
+        peer.as_ref(),
+    );
+    let ideal = expect.calls().div_ceil(8) as f64 * latency.as_secs_f64();
+    let deliver = v["timings"]
+        .as_array()
+        .and_then(|t| t.iter().filter_map(|s| s.as_str()).find(|s| s.starts_with("deliver")))
+        .and_then(|s| s.split_whitespace().nth(1))
+        .and_then(|s| s.parse::<f64>().ok());
+    results.target(
+        "API-bound at 8 in flight: within 10% of ceil(calls/8) × 50 ms",
+        ebb.own <= ideal * 1.1,
+        format!(
+            "run {:.3} s (deliver phase {}) against ideal ceil({}/8) × 50 ms = {ideal:.2} s: {:+.1}%",
+            ebb.own,
+            deliver.map(|d| format!("{d:.3} s")).unwrap_or_else(|| "?".into()),
+            expect.calls(),
+            (ebb.own / ideal - 1.0) * 100.0
+        ),
     );
 }
