@@ -46,6 +46,11 @@ use std::time::{Duration, Instant};
 mod common;
 use common::peak_rss;
 
+/// The allocator of the `ebb` binary (src/main.rs), so that runs here are runs as `ebb run`
+/// makes them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: u64 = 200;
 
 fn env_usize(name: &str, default: usize) -> usize {

@@ -118,11 +118,23 @@ fn wide_batch() -> RecordBatch {
     let n = 8;
     let text = |v: Vec<Option<&str>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
     let keys = DictionaryArray::<Int8Type>::new(
-        arrow::array::Int8Array::from(vec![Some(1), Some(0), None, Some(1), Some(0), Some(1), Some(0), Some(1)]),
+        arrow::array::Int8Array::from(vec![
+            Some(1),
+            Some(0),
+            None,
+            Some(1),
+            Some(0),
+            Some(1),
+            Some(0),
+            Some(1),
+        ]),
         Arc::new(StringArray::from(vec!["red", "blue"])),
     );
     let mut json_field = Field::new("DOC", DataType::Utf8, true);
-    json_field.set_metadata(std::collections::HashMap::from([(ebb::source::JSON_TEXT.to_string(), String::new())]));
+    json_field.set_metadata(std::collections::HashMap::from([(
+        ebb::source::JSON_TEXT.to_string(),
+        String::new(),
+    )]));
     let schema = Schema::new(vec![
         Field::new("ID", DataType::Int64, true),
         Field::new("SMALL", DataType::Int32, true),
@@ -132,14 +144,36 @@ fn wide_batch() -> RecordBatch {
         Field::new("BIG", DataType::LargeUtf8, true),
         Field::new("VIEW", DataType::Utf8View, true),
         Field::new("AT", DataType::Timestamp(TimeUnit::Microsecond, None), true),
-        Field::new("AT_UTC", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+        Field::new(
+            "AT_UTC",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
         Field::new("DAY", DataType::Date32, true),
         Field::new("COLOR", keys.data_type().clone(), true),
         json_field,
     ]);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(vec![Some(1), Some(-2), Some(3), None, Some(5), Some(6), Some(7), Some(i64::MAX)])),
-        Arc::new(Int32Array::from(vec![Some(0), None, Some(-7), Some(1), Some(i32::MIN), Some(2), Some(3), Some(4)])),
+        Arc::new(Int64Array::from(vec![
+            Some(1),
+            Some(-2),
+            Some(3),
+            None,
+            Some(5),
+            Some(6),
+            Some(7),
+            Some(i64::MAX),
+        ])),
+        Arc::new(Int32Array::from(vec![
+            Some(0),
+            None,
+            Some(-7),
+            Some(1),
+            Some(i32::MIN),
+            Some(2),
+            Some(3),
+            Some(4),
+        ])),
         Arc::new(Float64Array::from(vec![
             Some(1.5),
             Some(-0.0),
@@ -150,7 +184,16 @@ fn wide_batch() -> RecordBatch {
             Some(123456.789),
             Some(2.0),
         ])),
-        Arc::new(BooleanArray::from(vec![Some(true), Some(false), None, Some(true), Some(true), Some(false), Some(true), Some(false)])),
+        Arc::new(BooleanArray::from(vec![
+            Some(true),
+            Some(false),
+            None,
+            Some(true),
+            Some(true),
+            Some(false),
+            Some(true),
+            Some(false),
+        ])),
         text(vec![
             Some("Ada@Example.COM"),
             Some("ÉMILE Zola"),
@@ -161,7 +204,16 @@ fn wide_batch() -> RecordBatch {
             Some("x"),
             Some("MiXeD"),
         ]),
-        Arc::new(LargeStringArray::from(vec![Some("a"), None, Some("ß"), Some("d"), Some("e"), Some("f"), Some("g"), Some("h")])),
+        Arc::new(LargeStringArray::from(vec![
+            Some("a"),
+            None,
+            Some("ß"),
+            Some("d"),
+            Some("e"),
+            Some("f"),
+            Some("g"),
+            Some("h"),
+        ])),
         Arc::new(StringViewArray::from(vec![
             Some("a view longer than twelve bytes"),
             Some("v"),
@@ -183,12 +235,39 @@ fn wide_batch() -> RecordBatch {
             Some(1_000_000),
         ])),
         Arc::new(
-            TimestampMicrosecondArray::from(vec![Some(5), None, Some(1_700_000_000_000_000), Some(0), Some(1), Some(2), Some(3), Some(4)])
-                .with_timezone("UTC"),
+            TimestampMicrosecondArray::from(vec![
+                Some(5),
+                None,
+                Some(1_700_000_000_000_000),
+                Some(0),
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(4),
+            ])
+            .with_timezone("UTC"),
         ),
-        Arc::new(Date32Array::from(vec![Some(0), Some(19_000), None, Some(-1), Some(1), Some(2), Some(3), Some(4)])),
+        Arc::new(Date32Array::from(vec![
+            Some(0),
+            Some(19_000),
+            None,
+            Some(-1),
+            Some(1),
+            Some(2),
+            Some(3),
+            Some(4),
+        ])),
         Arc::new(keys),
-        text(vec![Some(r#"{"a": [1, 2]}"#), Some("not json"), None, Some("3"), Some("{}"), Some("[]"), Some("null"), Some("\"s\"")]),
+        text(vec![
+            Some(r#"{"a": [1, 2]}"#),
+            Some("not json"),
+            None,
+            Some("3"),
+            Some("{}"),
+            Some("[]"),
+            Some("null"),
+            Some("\"s\""),
+        ]),
     ];
     assert!(columns.iter().all(|c| c.len() == n));
     RecordBatch::try_new(Arc::new(schema), columns).unwrap()

@@ -138,7 +138,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// `--dry-run`: up to five payloads (or keys) per kind of change.
     pub samples: BTreeMap<&'static str, Vec<String>>,
-    /// How long each phase took: `load_snapshot`, `read_and_diff`, `deliver`.
+    /// How long each phase took: `load_snapshot`, `read_and_diff`, `find_removed`, `deliver`,
+    /// `save_table`; and `state_commits`, the time spent committing, within the others.
     pub timings: Vec<(&'static str, Duration)>,
 }
 
@@ -267,7 +268,11 @@ pub async fn run(
         };
         let writer = writer_loop(store, &plan.name, wrx, token);
         tokio::select! {
-            (r, ()) = async { tokio::join!(body, writer) } => r,
+            (r, (busy, _transactions)) = async { tokio::join!(body, writer) } => {
+                // Not a phase: the time the state store spent committing, within the others.
+                run.timings.push(("state_commits", busy));
+                r
+            }
             () = heartbeat => unreachable!("the heartbeat never ends"),
         }
     };
@@ -329,7 +334,14 @@ type WriteRequest = (Vec<StateWrite>, oneshot::Sender<Result<(), String>>);
 /// (grouped commits). Ends when every sender is gone.
 /// Commits the run's writes, grouping whatever is queued into one transaction. A
 /// transaction that changes the snapshot also stamps it with the run's `token`.
-async fn writer_loop(store: &StateStore, model: &str, mut rx: mpsc::Receiver<WriteRequest>, token: u64) {
+/// Returns how long its transactions took, and how many there were.
+async fn writer_loop(
+    store: &StateStore,
+    model: &str,
+    mut rx: mpsc::Receiver<WriteRequest>,
+    token: u64,
+) -> (Duration, u64) {
+    let (mut busy, mut transactions) = (Duration::ZERO, 0);
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -344,11 +356,15 @@ async fn writer_loop(store: &StateStore, model: &str, mut rx: mpsc::Receiver<Wri
         if writes.iter().any(changes_snapshot) {
             writes.push(StateWrite::SnapshotToken(token));
         }
+        let started = Instant::now();
         let result = store.apply(model, writes).await.map_err(|e| e.to_string());
+        busy += started.elapsed();
+        transactions += 1;
         for (_, ack) in group {
             let _ = ack.send(result.clone());
         }
     }
+    (busy, transactions)
 }
 
 /// A key an earlier run left in flight.
@@ -618,7 +634,9 @@ impl<'a> Run<'a> {
         let mut spill = SpillWriter::create(&name).map_err(|e| format!("cannot create a spill file: {e}"))?;
         self.read_model(&mut table, &mut spill).await?;
         self.timings.push(("read_and_diff", phase.elapsed()));
+        let phase = Instant::now();
         self.removed(&table, &mut spill, fresh).await?;
+        self.timings.push(("find_removed", phase.elapsed()));
         for (_, d) in std::mem::take(&mut self.dups) {
             self.pending_errors.push(RowErrorEntry {
                 key: d.key.clone(),
@@ -1100,7 +1118,7 @@ impl<'a> Run<'a> {
                         }
                     }
                     Some(r) => {
-                        if self.dups.contains_key(&r.key_hash) {
+                        if !self.dups.is_empty() && self.dups.contains_key(&r.key_hash) {
                             continue;
                         }
                         let Some(op) = r.op else {
@@ -1137,9 +1155,11 @@ impl<'a> Run<'a> {
                         return Err("internal: records to send but no destination".into());
                     };
                     batch_no += 1;
-                    for r in &records {
-                        if let Some(f) = self.forced.get_mut(&r.key_hash) {
-                            f.resolved = true;
+                    if !self.forced.is_empty() {
+                        for r in &records {
+                            if let Some(f) = self.forced.get_mut(&r.key_hash) {
+                                f.resolved = true;
+                            }
                         }
                     }
                     self.counts.sent += records.len() as i64;
@@ -1175,12 +1195,10 @@ impl<'a> Run<'a> {
         if self.lost.is_some_and(|l| l.load(Ordering::SeqCst)) && self.failure.is_none() {
             self.failure = Some("another process took the run lock over (this one's heartbeat stopped?)".into());
         }
-        if self.failure.is_none() {
-            if !forget.is_empty() {
-                let hashes: Vec<u128> = forget.iter().map(|k| key_hash(k)).collect();
-                self.ctx.write(vec![StateWrite::Remove { keys: forget }]).await?;
-                changes.extend(hashes.into_iter().map(|kh| (kh, None)));
-            }
+        if self.failure.is_none() && !forget.is_empty() {
+            let hashes: Vec<u128> = forget.iter().map(|k| key_hash(k)).collect();
+            self.ctx.write(vec![StateWrite::Remove { keys: forget }]).await?;
+            changes.extend(hashes.into_iter().map(|kh| (kh, None)));
         }
         if let Some(dest) = dest {
             if let Some(calls) = dest.calls() {
