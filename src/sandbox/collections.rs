@@ -341,6 +341,9 @@ pub(crate) async fn upsert(
     Path((_v, object, field)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
+    // Parsed before the org's lock is taken, so concurrent requests parse in parallel; a
+    // bad body is still reported after a bad object or field, as before.
+    let parsed = parse_body(&body);
     let mut state = shared.lock();
     let Some(t) = state.store.table(&object) else {
         return super::api::not_found();
@@ -366,7 +369,7 @@ pub(crate) async fn upsert(
         }
         Some(f) => f.clone(),
     };
-    let (all_or_none, records) = match parse_body(&body) {
+    let (all_or_none, records) = match parsed {
         Ok(b) => b,
         Err(r) => return r,
     };
