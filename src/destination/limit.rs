@@ -26,7 +26,14 @@ pub struct Limits {
     concurrency: usize,
     slots: Arc<Semaphore>,
     window: Arc<Window>,
+    /// Slots in use now: lowered when the server says too many requests are in flight,
+    /// raised back one at a time as requests succeed ([`Limits::too_many`]).
+    current: std::sync::atomic::AtomicUsize,
+    successes: std::sync::atomic::AtomicUsize,
 }
+
+/// Successful requests, at the lowered concurrency, before a slot is given back.
+const RAISE_AFTER: usize = 8;
 
 /// The requests of the current window, oldest first.
 #[derive(Debug, Default)]
@@ -75,7 +82,48 @@ impl Limits {
             concurrency,
             slots: Arc::new(Semaphore::new(concurrency)),
             window: Arc::new(Window::default()),
+            current: std::sync::atomic::AtomicUsize::new(concurrency),
+            successes: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// The server refused a request for having too many in flight: this request's slot is
+    /// withdrawn (down to one slot), so retries do not keep hitting the same wall.
+    pub fn too_many(&self, permit: &mut Permit) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let lowered = self
+            .current
+            .fetch_update(SeqCst, SeqCst, |c| (c > 1).then(|| c - 1))
+            .is_ok();
+        if lowered {
+            if let Some(slot) = permit._slot.take() {
+                slot.forget();
+            }
+            self.successes.store(0, SeqCst);
+        }
+    }
+
+    /// A request succeeded: after a run of them, a withdrawn slot comes back.
+    pub fn succeeded(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.current.load(SeqCst) >= self.concurrency {
+            return;
+        }
+        if self.successes.fetch_add(1, SeqCst) + 1 >= RAISE_AFTER {
+            self.successes.store(0, SeqCst);
+            if self
+                .current
+                .fetch_update(SeqCst, SeqCst, |c| (c < self.concurrency).then_some(c + 1))
+                .is_ok()
+            {
+                self.slots.add_permits(1);
+            }
+        }
+    }
+
+    /// Slots in use now (the configured concurrency unless the server refused some).
+    pub fn current(&self) -> usize {
+        self.current.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The limits of connection `connection`, shared by every caller in this process that
@@ -206,6 +254,35 @@ mod tests {
         drop(a);
         let third = tokio::time::timeout(Duration::from_millis(500), limits.acquire()).await;
         assert!(third.is_ok(), "a freed slot was not handed out");
+    }
+
+    #[tokio::test]
+    async fn too_many_in_flight_withdraws_a_slot_and_successes_give_it_back() {
+        let limits = Limits::new(None, 3);
+        let mut a = limits.acquire().await;
+        let mut b = limits.acquire().await;
+        limits.too_many(&mut a);
+        limits.too_many(&mut b);
+        drop((a, b));
+        assert_eq!(limits.current(), 1);
+        // One slot is left: a second request waits.
+        let only = limits.acquire().await;
+        let second = tokio::time::timeout(Duration::from_millis(50), limits.acquire()).await;
+        assert!(second.is_err(), "two requests started with one slot left");
+        // Never below one.
+        let mut only = only;
+        limits.too_many(&mut only);
+        drop(only);
+        assert_eq!(limits.current(), 1);
+        // A run of successes gives the slots back, one at a time, up to the setting.
+        for _ in 0..RAISE_AFTER * 5 {
+            limits.succeeded();
+        }
+        assert_eq!(limits.current(), 3);
+        let held = [limits.acquire().await, limits.acquire().await, limits.acquire().await];
+        let fourth = tokio::time::timeout(Duration::from_millis(50), limits.acquire()).await;
+        assert!(fourth.is_err(), "more slots than the setting");
+        drop(held);
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl Conn {
     ) -> Result<Answer, SendError> {
         // The token first: the rate window counts API requests, not token fetches.
         let mut token = self.auth.token().await.map_err(auth_error)?;
-        let _permit = self.limits.acquire().await;
+        let mut permit = self.limits.acquire().await;
         // Checked once the request may start, so it sees the usage the requests before it
         // were answered with.
         if let Some((used, max)) = self.usage() {
@@ -188,6 +188,7 @@ impl Conn {
             self.note_usage(resp.headers());
             let text = resp.text().await.unwrap_or_default();
             if status.is_success() || status == StatusCode::MULTIPLE_CHOICES {
+                self.limits.succeeded();
                 return Ok(Answer { status, body: text });
             }
             let (code, message) = rest_error(&text);
@@ -235,6 +236,7 @@ impl Conn {
                         self.daily_limit_message(used, max)
                     )));
                 }
+                self.limits.too_many(&mut permit);
                 return Err(SendError::Transient {
                     message: format!("{what}: {detail} (too many requests at once)"),
                     retry_after: None,
