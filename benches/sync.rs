@@ -387,6 +387,14 @@ fn measure(mut cmd: Command, what: &str, first: impl Fn() -> Option<Instant>) ->
     (v, wall, first)
 }
 
+/// ebb's phase timings from a child's result line, as one text.
+fn phases(v: &Value) -> String {
+    v["timings"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
 fn run_ebb(dir: &Path, sink: &SinkStats) -> Outcome {
     sink.reset();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
@@ -400,10 +408,7 @@ fn run_ebb(dir: &Path, sink: &SinkStats) -> Outcome {
         upserts: sink.upserts.load(Ordering::SeqCst),
         deletes: sink.deletes.load(Ordering::SeqCst),
         peak_rss: v["peak_rss"].as_u64().unwrap(),
-        detail: v["timings"]
-            .as_array()
-            .map(|t| t.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default(),
+        detail: phases(&v),
     }
 }
 
@@ -765,10 +770,7 @@ fn api_bound(rows: usize, python: Option<&Path>, results: &mut Results) {
         upserts: v["sent"].as_u64().unwrap(),
         deletes: 0,
         peak_rss: v["peak_rss"].as_u64().unwrap(),
-        detail: v["timings"]
-            .as_array()
-            .map(|t| t.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default(),
+        detail: phases(&v),
     };
     print_scenario(
         &format!(

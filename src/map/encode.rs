@@ -368,15 +368,8 @@ impl BatchEncoder<'_> {
 
 /// A cell through a mapping's transforms, with the general path's errors.
 fn transformed(cell: Result<Val, String>, f: &FieldMap, column: &str) -> Result<Val, RowError> {
-    let mut v = cell.map_err(|m| RowError {
+    f.transform(cell.map_err(|m| RowError {
         code: "bad_value",
         message: format!("column `{column}`: {m}"),
-    })?;
-    for t in &f.transforms {
-        v = t.apply(v).map_err(|m| RowError {
-            code: "transform_failed",
-            message: format!("`{}`: {m}", f.destination),
-        })?;
-    }
-    Ok(v)
+    })?)
 }

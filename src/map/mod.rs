@@ -43,6 +43,19 @@ struct FieldMap {
     transforms: Vec<Transform>,
 }
 
+impl FieldMap {
+    /// `v` through the mapping's transforms, in order.
+    fn transform(&self, mut v: Val) -> Result<Val, RowError> {
+        for t in &self.transforms {
+            v = t.apply(v).map_err(|m| RowError {
+                code: "transform_failed",
+                message: format!("`{}`: {m}", self.destination),
+            })?;
+        }
+        Ok(v)
+    }
+}
+
 /// A plan's mappings bound to one schema.
 pub struct RowMapper {
     key_index: usize,
@@ -151,33 +164,13 @@ impl RowMapper {
         let constants = fields
             .iter()
             .map(|f| match &f.source {
-                Src::Constant(c) => {
-                    let mut v = c.clone();
-                    let mut failed = None;
-                    for t in &f.transforms {
-                        match t.apply(v) {
-                            Ok(next) => v = next,
-                            Err(m) => {
-                                failed = Some(RowError {
-                                    code: "transform_failed",
-                                    message: format!("`{}`: {m}", f.destination),
-                                });
-                                v = Val::Null;
-                                break;
-                            }
-                        }
-                    }
-                    Some(match failed {
-                        Some(e) => Err(e),
-                        None => {
-                            let mut json = String::new();
-                            v.write_json(&mut json).map(|()| json).map_err(|m| RowError {
-                                code: "bad_value",
-                                message: format!("`{}`: {m}", f.destination),
-                            })
-                        }
+                Src::Constant(c) => Some(f.transform(c.clone()).and_then(|v| {
+                    let mut json = String::new();
+                    v.write_json(&mut json).map(|()| json).map_err(|m| RowError {
+                        code: "bad_value",
+                        message: format!("`{}`: {m}", f.destination),
                     })
-                }
+                })),
                 _ => None,
             })
             .collect();
@@ -243,7 +236,7 @@ impl RowMapper {
 
     /// The value of one mapping for one row, transforms applied.
     fn field_value(&self, f: &FieldMap, batch: &RecordBatch, row: usize) -> Result<Val, RowError> {
-        let mut v = match &f.source {
+        let v = match &f.source {
             Src::Constant(c) => c.clone(),
             Src::Column { index, steps } => {
                 let field = self.schema.field(*index);
@@ -287,13 +280,7 @@ impl RowMapper {
                 }
             }
         };
-        for t in &f.transforms {
-            v = t.apply(v).map_err(|m| RowError {
-                code: "transform_failed",
-                message: format!("`{}`: {m}", f.destination),
-            })?;
-        }
-        Ok(v)
+        f.transform(v)
     }
 
     /// The whole row as a JSON object (the `$` of a JSONPath that starts with no column).
