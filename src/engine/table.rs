@@ -1,11 +1,13 @@
-//! The compact tables a run diffs with: at most 40 bytes per model row.
+//! The compact tables a run diffs with: under 28 bytes per model row.
 //!
 //! Keys are 128-bit hashes of the key text (a collision among 10^10 keys has a chance
-//! around 10^-19), payload hashes 128 bits of which the top three hold the row's flags in
-//! this run ("seen" and two for the run's own use), leaving 125 bits compared.
-//! [`SnapTable`] is an open-addressing table sized once from the snapshot's row count
-//! (32-byte slots at a load of at most 7/8, about 37 bytes per row); [`KeySet`] holds the
-//! keys of rows not in the snapshot, to find duplicates among them.
+//! around 10^-19). A slot holds 64 bits of the payload hash, of which the top three hold
+//! the row's flags in this run ("seen" and two for the run's own use), leaving 61 bits
+//! compared: a changed row goes unnoticed with a chance of 2^-61 (4·10^-19). The state
+//! store keeps the whole 128-bit hash. [`SnapTable`] is an open-addressing table sized once
+//! from the snapshot's row count (24-byte slots at a load of at most 7/8, about 27.4 bytes
+//! per row); [`KeySet`] holds the keys of rows not in the snapshot, to find duplicates
+//! among them.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -13,12 +15,14 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 /// The first bytes of a table saved by [`SnapTable::save`].
-const CACHE_MAGIC: &[u8; 8] = b"EBBSNAP1";
+const CACHE_MAGIC: &[u8; 8] = b"EBBSNAP2";
+/// Bytes of a slot in a saved table.
+const SLOT_BYTES: usize = 24;
 
-const SEEN: u128 = 1 << 127;
+const SEEN: u64 = 1 << 63;
 /// The top bits of a slot's value: `SEEN` and two flags a run may set ([`SnapTable::set_flags`]).
 const FLAG_BITS: u32 = 3;
-const FLAGS: u128 = !(u128::MAX >> FLAG_BITS);
+const FLAGS: u64 = !(u64::MAX >> FLAG_BITS);
 
 /// The 128-bit hash of a row's key text.
 pub fn key_hash(key: &str) -> u128 {
@@ -33,12 +37,25 @@ pub fn payload_hash(payload: &[u8]) -> [u8; 16] {
     xxhash_rust::xxh3::xxh3_128(payload).to_le_bytes()
 }
 
+/// What a slot keeps of a payload hash: its low 64 bits, flags cleared.
+fn short(hash: [u8; 16]) -> u64 {
+    u64::from_le_bytes([hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7]]) & !FLAGS
+}
+
+/// A key hash and a payload hash, in 24 bytes: the key as two words keeps the slot's
+/// alignment at 8 (a `u128` field would pad it to 32).
 #[derive(Clone, Copy, Default)]
 struct Slot {
-    key: u128,
-    /// The payload hash with the `SEEN` bit.
-    value: u128,
+    key: [u64; 2],
+    /// The payload hash's low 64 bits with the `SEEN` bit and the run's flags on top.
+    value: u64,
 }
+
+fn words(key: u128) -> [u64; 2] {
+    [key as u64, (key >> 64) as u64]
+}
+
+const EMPTY: [u64; 2] = [0, 0];
 
 /// What the snapshot says of a key, the first time it is looked up in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +63,7 @@ pub enum Lookup {
     /// Not in the snapshot.
     Absent,
     /// In the snapshot with this payload hash (top bit cleared); now marked seen.
-    Found(u128),
+    Found(u64),
     /// Seen before in this run: the key is duplicated.
     Again,
 }
@@ -70,8 +87,24 @@ impl SnapTable {
         }
     }
 
-    fn start(&self, key: u128) -> usize {
-        ((key as u64 as u128 * self.slots.len() as u128) >> 64) as usize
+    fn start(&self, key: [u64; 2]) -> usize {
+        ((u128::from(key[0]) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    /// The slot holding `key`, or the empty slot that ends its probe run.
+    fn probe(&self, key: [u64; 2]) -> usize {
+        let n = self.slots.len();
+        let mut i = self.start(key);
+        loop {
+            let s = &self.slots[i];
+            if s.key == key || s.key == EMPTY {
+                return i;
+            }
+            i += 1;
+            if i == n {
+                i = 0;
+            }
+        }
     }
 
     /// Adds a snapshot row. Returns `false` if the table is full (more rows than sized for)
@@ -80,24 +113,19 @@ impl SnapTable {
         if self.len + 1 >= self.slots.len() {
             return false;
         }
-        let value = u128::from_le_bytes(hash) & !FLAGS;
-        let n = self.slots.len();
-        let mut i = self.start(key);
-        loop {
-            let s = &mut self.slots[i];
-            if s.key == 0 {
-                *s = Slot { key, value };
-                self.len += 1;
-                return true;
-            }
-            if s.key == key {
-                return false;
-            }
-            i += 1;
-            if i == n {
-                i = 0;
-            }
+        self.put(words(key), short(hash))
+    }
+
+    /// Adds `key` with `value` unless it is there; the table has room.
+    fn put(&mut self, key: [u64; 2], value: u64) -> bool {
+        let i = self.probe(key);
+        let s = &mut self.slots[i];
+        if s.key == key {
+            return false;
         }
+        *s = Slot { key, value };
+        self.len += 1;
+        true
     }
 
     /// Whether another row fits.
@@ -105,56 +133,39 @@ impl SnapTable {
         self.len + 1 >= self.slots.len()
     }
 
+    /// A table for `rows` entries holding this one's (without the run's flags).
+    fn rebuilt(&self, rows: usize) -> SnapTable {
+        let mut bigger = SnapTable::with_rows(rows);
+        for s in self.slots.iter().filter(|s| s.key != EMPTY) {
+            bigger.put(s.key, s.value & !FLAGS);
+        }
+        bigger
+    }
+
     /// Doubles the room (the snapshot grew after it was counted).
     pub fn grow(&mut self) {
-        let mut bigger = SnapTable::with_rows(self.slots.len() * 2);
-        for s in self.slots.iter().filter(|s| s.key != 0) {
-            bigger.insert(s.key, s.value.to_le_bytes());
-        }
-        *self = bigger;
+        *self = self.rebuilt(self.slots.len() * 2);
     }
 
     /// Looks `key` up and marks it seen.
     pub fn visit(&mut self, key: u128) -> Lookup {
-        let n = self.slots.len();
-        let mut i = self.start(key);
-        loop {
-            let s = &mut self.slots[i];
-            if s.key == 0 {
-                return Lookup::Absent;
-            }
-            if s.key == key {
-                if s.value & SEEN != 0 {
-                    return Lookup::Again;
-                }
-                s.value |= SEEN;
-                self.seen += 1;
-                return Lookup::Found(s.value & !FLAGS);
-            }
-            i += 1;
-            if i == n {
-                i = 0;
-            }
+        let i = self.probe(words(key));
+        let s = &mut self.slots[i];
+        if s.key == EMPTY {
+            return Lookup::Absent;
         }
+        if s.value & SEEN != 0 {
+            return Lookup::Again;
+        }
+        s.value |= SEEN;
+        self.seen += 1;
+        Lookup::Found(s.value & !FLAGS)
     }
 
     /// The slot of `key`, if it is in the snapshot.
     pub fn find(&self, key: u128) -> Option<usize> {
-        let n = self.slots.len();
-        let mut i = self.start(key);
-        loop {
-            let s = &self.slots[i];
-            if s.key == 0 {
-                return None;
-            }
-            if s.key == key {
-                return Some(i);
-            }
-            i += 1;
-            if i == n {
-                i = 0;
-            }
-        }
+        let i = self.probe(words(key));
+        (self.slots[i].key != EMPTY).then_some(i)
     }
 
     /// Marks slot `i` seen; `false` if it was seen already (a duplicated key).
@@ -166,38 +177,25 @@ impl SnapTable {
         first
     }
 
-    /// The payload hash of slot `i`, flags cleared.
-    pub fn hash_at(&self, i: usize) -> u128 {
+    /// The payload hash of slot `i` as kept (see [`same_hash`]), flags cleared.
+    pub fn hash_at(&self, i: usize) -> u64 {
         self.slots[i].value & !FLAGS
     }
 
     /// The run's flags of slot `i` (two bits).
     pub fn flags_at(&self, i: usize) -> u8 {
-        ((self.slots[i].value >> (128 - FLAG_BITS)) & 0b011) as u8
+        ((self.slots[i].value >> (64 - FLAG_BITS)) & 0b011) as u8
     }
 
     /// Sets run flags (`0b01`, `0b10`) on slot `i`.
     pub fn set_flags(&mut self, i: usize, flags: u8) {
-        self.slots[i].value |= u128::from(flags & 0b011) << (128 - FLAG_BITS);
+        self.slots[i].value |= u64::from(flags & 0b011) << (64 - FLAG_BITS);
     }
 
     /// Whether `key` is in the snapshot and was seen in this run.
     pub fn seen(&self, key: u128) -> Option<bool> {
-        let n = self.slots.len();
-        let mut i = self.start(key);
-        loop {
-            let s = &self.slots[i];
-            if s.key == 0 {
-                return None;
-            }
-            if s.key == key {
-                return Some(s.value & SEEN != 0);
-            }
-            i += 1;
-            if i == n {
-                i = 0;
-            }
-        }
+        let s = &self.slots[self.probe(words(key))];
+        (s.key != EMPTY).then_some(s.value & SEEN != 0)
     }
 
     /// Sets `key`'s payload hash, adding the key if it is not there (growing if need be).
@@ -205,25 +203,16 @@ impl SnapTable {
         if self.is_full() {
             self.grow();
         }
-        let value = u128::from_le_bytes(hash) & !FLAGS;
-        let n = self.slots.len();
-        let mut i = self.start(key);
-        loop {
-            let s = &mut self.slots[i];
-            if s.key == key {
-                s.value = value;
-                return;
-            }
-            if s.key == 0 {
-                *s = Slot { key, value };
-                self.len += 1;
-                return;
-            }
-            i += 1;
-            if i == n {
-                i = 0;
-            }
+        let key = words(key);
+        let i = self.probe(key);
+        let s = &mut self.slots[i];
+        if s.key == EMPTY {
+            self.len += 1;
         }
+        *s = Slot {
+            key,
+            value: short(hash),
+        };
     }
 
     /// Applies what a run committed: key hash → new payload hash, or `None` for a key that
@@ -261,7 +250,7 @@ impl SnapTable {
         loop {
             j = if j + 1 == n { 0 } else { j + 1 };
             let s = self.slots[j];
-            if s.key == 0 {
+            if s.key == EMPTY {
                 break;
             }
             let home = self.start(s.key);
@@ -287,11 +276,7 @@ impl SnapTable {
         if rows < self.slots.len() / 16 * 15 {
             return;
         }
-        let mut bigger = SnapTable::with_rows(rows);
-        for s in self.slots.iter().filter(|s| s.key != 0) {
-            bigger.insert(s.key, (s.value & !FLAGS).to_le_bytes());
-        }
-        *self = bigger;
+        *self = self.rebuilt(rows);
     }
 
     /// Writes the table (without the run's flags) to `path`, through a temporary file
@@ -306,11 +291,12 @@ impl SnapTable {
         out.write_all(&(model.len() as u64).to_le_bytes())?;
         out.write_all(model.as_bytes())?;
         let mut sum = xxhash_rust::xxh3::Xxh3Default::new();
-        let mut buf = Vec::with_capacity(32 * 4096);
+        let mut buf = Vec::with_capacity(SLOT_BYTES * 4096);
         for chunk in self.slots.chunks(4096) {
             buf.clear();
             for s in chunk {
-                buf.extend_from_slice(&s.key.to_le_bytes());
+                buf.extend_from_slice(&s.key[0].to_le_bytes());
+                buf.extend_from_slice(&s.key[1].to_le_bytes());
                 buf.extend_from_slice(&(s.value & !FLAGS).to_le_bytes());
             }
             sum.update(&buf);
@@ -342,18 +328,21 @@ impl SnapTable {
         }
         let mut slots = Vec::with_capacity(cap);
         let mut sum = xxhash_rust::xxh3::Xxh3Default::new();
-        let mut buf = vec![0u8; 32 * 4096];
+        let mut buf = vec![0u8; SLOT_BYTES * 4096];
         let mut found = 0;
+        let word = |c: &[u8], i: usize| u64::from_le_bytes(c[i..i + 8].try_into().unwrap_or_default());
         while slots.len() < cap {
             let n = (cap - slots.len()).min(4096);
-            let bytes = &mut buf[..32 * n];
+            let bytes = &mut buf[..SLOT_BYTES * n];
             input.read_exact(bytes).ok()?;
             sum.update(bytes);
-            for c in bytes.chunks_exact(32) {
-                let key = u128::from_le_bytes(c[..16].try_into().unwrap_or_default());
-                let value = u128::from_le_bytes(c[16..].try_into().unwrap_or_default());
-                found += usize::from(key != 0);
-                slots.push(Slot { key, value });
+            for c in bytes.chunks_exact(SLOT_BYTES) {
+                let key = [word(c, 0), word(c, 8)];
+                found += usize::from(key != EMPTY);
+                slots.push(Slot {
+                    key,
+                    value: word(c, 16) & !FLAGS,
+                });
             }
         }
         let mut tail = [0u8; 8];
@@ -384,9 +373,10 @@ impl SnapTable {
     }
 }
 
-/// The payload hash of a table entry compared with a fresh one (flag bits ignored).
-pub fn same_hash(stored: u128, fresh: [u8; 16]) -> bool {
-    stored == u128::from_le_bytes(fresh) & !FLAGS
+/// The payload hash of a table entry compared with a fresh one: the 61 bits a slot keeps
+/// (flag bits ignored).
+pub fn same_hash(stored: u64, fresh: [u8; 16]) -> bool {
+    stored == short(fresh)
 }
 
 /// A hasher for keys that are hashes already.
@@ -566,12 +556,12 @@ mod tests {
     }
 
     #[test]
-    fn at_most_40_bytes_per_row() {
+    fn under_28_bytes_per_row() {
         for rows in [1_000usize, 1_000_000, 10_000_000] {
             let t = SnapTable::with_rows(rows);
             let per_row = t.bytes() as f64 / rows as f64;
-            assert!(per_row <= 40.0, "{rows} rows: {per_row} bytes per row");
+            assert!(per_row < 28.0, "{rows} rows: {per_row} bytes per row");
         }
-        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
     }
 }
