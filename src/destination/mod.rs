@@ -176,11 +176,11 @@ impl Destination {
         }
     }
 
-    /// Batches in flight at once.
-    /// How many batches a run keeps under way at once. Beyond the requests in flight
-    /// (which the connection's limits cap), a batch may be recording its keys before its
-    /// request, or committing its answer after: twice the concurrency keeps every request
-    /// slot busy while that happens. The file destination writes one batch at a time.
+    /// How many batches a run keeps awaiting their answer at once. Beyond the requests in
+    /// flight (which the connection's limits cap), a batch may be recording its keys before
+    /// its request: twice the concurrency keeps every request slot busy while that happens.
+    /// Batches answered and awaiting their commit do not count (the engine bounds them
+    /// apart). The file destination writes one batch at a time.
     pub fn pipeline(&self) -> usize {
         match self {
             Destination::File(_) => 1,

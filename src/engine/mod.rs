@@ -330,11 +330,11 @@ pub fn plural(n: i64, what: &str) -> String {
 /// A batch of state writes and who waits for their commit.
 type WriteRequest = (Vec<StateWrite>, oneshot::Sender<Result<(), String>>);
 
-/// Applies write requests as they come, all those queued at a time in one transaction
-/// (grouped commits). Ends when every sender is gone.
-/// Commits the run's writes, grouping whatever is queued into one transaction. A
-/// transaction that changes the snapshot also stamps it with the run's `token`.
-/// Returns how long its transactions took, and how many there were.
+/// Commits the run's writes as they come, grouping whatever is queued into one transaction.
+/// Batches about to be sent wait for their in-flight record, so when the queue holds some,
+/// they are committed first in a transaction of their own and the answers after. A
+/// transaction that changes the snapshot also stamps it with the run's `token`. Ends when
+/// every sender is gone; returns how long its transactions took, and how many there were.
 async fn writer_loop(
     store: &StateStore,
     model: &str,
@@ -347,21 +347,32 @@ async fn writer_loop(
         while let Ok(more) = rx.try_recv() {
             group.push(more);
         }
-        let mut writes: Vec<StateWrite> = group.iter_mut().flat_map(|(w, _)| std::mem::take(w)).collect();
-        let changes_snapshot = |w: &StateWrite| match w {
-            StateWrite::Confirm { rows, .. } => !rows.is_empty(),
-            StateWrite::Remove { keys } => !keys.is_empty(),
-            _ => false,
+        let before_sending = |(w, _): &WriteRequest| w.iter().all(|w| matches!(w, StateWrite::Inflight(_)));
+        let (first, rest): (Vec<WriteRequest>, Vec<WriteRequest>) = if group.iter().all(before_sending) {
+            (group, Vec::new())
+        } else {
+            group.into_iter().partition(before_sending)
         };
-        if writes.iter().any(changes_snapshot) {
-            writes.push(StateWrite::SnapshotToken(token));
-        }
-        let started = Instant::now();
-        let result = store.apply(model, writes).await.map_err(|e| e.to_string());
-        busy += started.elapsed();
-        transactions += 1;
-        for (_, ack) in group {
-            let _ = ack.send(result.clone());
+        for mut group in [first, rest] {
+            if group.is_empty() {
+                continue;
+            }
+            let mut writes: Vec<StateWrite> = group.iter_mut().flat_map(|(w, _)| std::mem::take(w)).collect();
+            let changes_snapshot = |w: &StateWrite| match w {
+                StateWrite::Confirm { rows, .. } => !rows.is_empty(),
+                StateWrite::Remove { keys } => !keys.is_empty(),
+                _ => false,
+            };
+            if writes.iter().any(changes_snapshot) {
+                writes.push(StateWrite::SnapshotToken(token));
+            }
+            let started = Instant::now();
+            let result = store.apply(model, writes).await.map_err(|e| e.to_string());
+            busy += started.elapsed();
+            transactions += 1;
+            for (_, ack) in group {
+                let _ = ack.send(result.clone());
+            }
         }
     }
     (busy, transactions)
@@ -1090,6 +1101,11 @@ impl<'a> Run<'a> {
                 policy: Arc::new(RetryPolicy::from_env()),
             });
         let mut in_flight: tokio::task::JoinSet<BatchResult> = tokio::task::JoinSet::new();
+        // A batch holds a place in the pipeline until its answer comes, not until the answer
+        // is committed: commits of many batches then group into one transaction while
+        // sending goes on. Each task says once that it was answered (or gave up).
+        let (answered_tx, mut answered_rx) = mpsc::unbounded_channel::<()>();
+        let mut unanswered = 0usize;
         // What committed answers changed in the snapshot, applied to the table at the end.
         let mut changes: Vec<(u128, Option<[u8; 16]>)> = Vec::new();
         let mut batch_no: i64 = 0;
@@ -1174,17 +1190,29 @@ impl<'a> Run<'a> {
                     } else {
                         HashMap::new()
                     };
-                    in_flight.spawn(sender.clone().send_batch(batch_no, records, ids));
-                    if in_flight.len() < dest.pipeline() {
-                        continue;
+                    let pipeline = dest.pipeline();
+                    // A destination taking one batch at a time (a file) also has each batch
+                    // committed before the next is written; so do inserts, which cannot be
+                    // sent again safely: a batch answered but not committed when the process
+                    // dies is held back by the next run (rule 3), so few may be.
+                    let under_way = if pipeline == 1 || op == Op::Insert {
+                        pipeline
+                    } else {
+                        pipeline * AWAITING_COMMIT
+                    };
+                    let answered = Answered(Some(answered_tx.clone()));
+                    in_flight.spawn(sender.clone().send_batch(batch_no, records, ids, answered));
+                    unanswered += 1;
+                    // Wait while the pipeline is full: for a batch to be answered, or to end.
+                    while unanswered >= pipeline || in_flight.len() >= under_way {
+                        tokio::select! {
+                            Some(()) = answered_rx.recv() => unanswered -= 1,
+                            Some(done) = in_flight.join_next() => self.settled(joined(done), &mut changes),
+                        }
                     }
                 }
-                None if in_flight.is_empty() => break,
-                None => {}
-            }
-            // Wait for one batch to end.
-            if let Some(done) = in_flight.join_next().await {
-                self.settled(joined(done), &mut changes);
+                // The end: the batches under way end below.
+                None => break,
             }
         }
         while let Some(done) = in_flight.join_next().await {
@@ -1272,6 +1300,22 @@ struct BatchSender {
     policy: Arc<RetryPolicy>,
 }
 
+/// Batches under way (awaiting their answer or its commit), per place in the pipeline, at
+/// most: when commits fall behind, answers wait in memory, a few at a time.
+const AWAITING_COMMIT: usize = 16;
+
+/// Says, when dropped, that a batch was answered (or will never be): its place in the
+/// pipeline is free.
+struct Answered(Option<mpsc::UnboundedSender<()>>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// A batch task's result; a task that panicked fails the run (its rows stay in flight).
 fn joined(done: Result<BatchResult, tokio::task::JoinError>) -> BatchResult {
     done.unwrap_or_else(|e| BatchResult {
@@ -1287,7 +1331,13 @@ impl BatchSender {
 
     /// One batch: in flight (durably), sent with retries, its answer committed. `ids` are
     /// the destination's record ids of the batch's keys, when it needs them.
-    async fn send_batch(self, batch_no: i64, records: Vec<Spilled>, ids: HashMap<String, String>) -> BatchResult {
+    async fn send_batch(
+        self,
+        batch_no: i64,
+        records: Vec<Spilled>,
+        ids: HashMap<String, String>,
+        answered: Answered,
+    ) -> BatchResult {
         let (dest, policy) = (&*self.dest, &*self.policy);
         {
             let mut result = BatchResult::default();
@@ -1325,7 +1375,9 @@ impl BatchSender {
                     .collect(),
             };
             let records = &batch.records;
-            let delivered = match retry::deliver(dest, &batch, policy).await {
+            let delivered = retry::deliver(dest, &batch, policy).await;
+            drop(answered);
+            let delivered = match delivered {
                 Ok(d) => d,
                 Err(failed) => {
                     result.api_calls = failed.api_calls;
