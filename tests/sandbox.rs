@@ -697,6 +697,26 @@ async fn injected_503s_and_request_timing_are_observable() {
     assert_eq!(api.sandbox.max_starts_within(Duration::from_millis(100)), 3);
 }
 
+#[tokio::test]
+async fn a_call_time_is_a_floor_that_includes_the_latency_and_the_orgs_own_work() {
+    let api = Api::start(SandboxConfig::default()).await;
+    api.sandbox.set_faults(Faults {
+        call_time: Duration::from_millis(400),
+        latency: Duration::from_millis(300),
+        ..Faults::default()
+    });
+    let started = Instant::now();
+    let r = api.call(Method::GET, "limits", None).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(took >= Duration::from_millis(400), "at least the call time: {took:?}");
+    // Added latency would make it 700 ms or more.
+    assert!(
+        took < Duration::from_millis(650),
+        "the latency is within the call time: {took:?}"
+    );
+}
+
 // ---------------------------------------------------------------- sObject Collections
 
 #[tokio::test]

@@ -175,7 +175,11 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
     let (_guard, in_flight) = InFlight::enter(&shared);
     // Latency is a round trip: half on the way in, half on the way out, so the time the
     // org spends on a request adds to it rather than hiding behind it.
-    let latency = shared.lock().faults.latency;
+    let arrived = tokio::time::Instant::now();
+    let (latency, call_time) = {
+        let state = shared.lock();
+        (state.faults.latency, state.faults.call_time)
+    };
     if !latency.is_zero() {
         tokio::time::sleep(latency / 2).await;
     }
@@ -235,6 +239,9 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency - latency / 2).await;
+    }
+    if !call_time.is_zero() {
+        tokio::time::sleep_until(arrived + call_time).await;
     }
     let usage = {
         let state = shared.lock();

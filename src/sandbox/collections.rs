@@ -124,7 +124,7 @@ pub(crate) fn write(
             Ok(Done { id, created: false })
         }
         Op::Upsert(ext) => {
-            let Some(field) = state.store.tables[t].object.field(ext).cloned() else {
+            let Some(field) = state.store.tables[t].object.field(ext) else {
                 return Err(Failure::new(None, RecordError::new("INVALID_FIELD", ext, &[ext])));
             };
             let given = fields
@@ -140,7 +140,7 @@ pub(crate) fn write(
                     ),
                 ));
             };
-            let key = coerce(&field, *input).map_err(|e| Failure::new(None, e))?;
+            let key = coerce(field, *input).map_err(|e| Failure::new(None, e))?;
             let matches = state.store.find(t, &field.name, &key);
             match matches.as_slice() {
                 [] => write(state, t, Op::Create, fields, now, undo),
@@ -184,8 +184,12 @@ struct Item<'a> {
     failed: Option<Failure>,
 }
 
-/// Runs the items in order and renders the results, rolling back under `allOrNone`.
-fn run(state: &mut State, all_or_none: bool, items: Vec<Item<'_>>, upsert: bool) -> Response {
+/// The outcome of each record's write, in request order.
+type Outcomes = Vec<Result<Done, Failure>>;
+
+/// Runs the items in order, rolling back under `allOrNone`. The caller renders the
+/// outcomes with [`render`] once it has let go of the org's lock.
+fn run(state: &mut State, all_or_none: bool, items: Vec<Item<'_>>) -> Outcomes {
     let now = now();
     let mut undo = Vec::new();
     let mut outcomes: Vec<Result<Done, Failure>> = Vec::with_capacity(items.len());
@@ -210,6 +214,11 @@ fn run(state: &mut State, all_or_none: bool, items: Vec<Item<'_>>, upsert: bool)
             }
         }
     }
+    outcomes
+}
+
+/// The results array of a collections write.
+fn render(outcomes: Outcomes, upsert: bool) -> Response {
     let results: Vec<Value> = outcomes
         .into_iter()
         .map(|o| match o {
@@ -238,14 +247,14 @@ fn too_many() -> Response {
 /// `{"allOrNone": bool, "records": [object, …]}`.
 #[allow(clippy::result_large_err)] // the error is the response to send, built once per request
 fn parse_body(body: &Bytes) -> Result<(bool, Vec<Value>), Response> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+    let mut v: Value = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
     let malformed = |what: &str| error(StatusCode::BAD_REQUEST, "JSON_PARSER_ERROR", what);
     let all_or_none = match v.get("allOrNone") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(malformed("allOrNone must be a boolean")),
     };
-    let Some(Value::Array(records)) = v.get("records") else {
+    let Some(Value::Array(records)) = v.as_object_mut().and_then(|m| m.remove("records")) else {
         return Err(malformed("the body must be an object with a `records` array"));
     };
     if records.len() > MAX_RECORDS {
@@ -254,7 +263,7 @@ fn parse_body(body: &Bytes) -> Result<(bool, Vec<Value>), Response> {
     if !records.iter().all(Value::is_object) {
         return Err(malformed("every record must be a JSON object"));
     }
-    Ok((all_or_none, records.clone()))
+    Ok((all_or_none, records))
 }
 
 /// The tables of the records, from `attributes.type`.
@@ -332,7 +341,9 @@ fn create_or_update(shared: &super::Shared, body: &Bytes, op: Op) -> Response {
             failed: None,
         })
         .collect();
-    run(&mut state, all_or_none, items, false)
+    let outcomes = run(&mut state, all_or_none, items);
+    drop(state);
+    render(outcomes, false)
 }
 
 /// `PATCH composite/sobjects/{Object}/{ExtIdField}` (v46+): external IDs only, never `Id`.
@@ -425,7 +436,9 @@ pub(crate) async fn upsert(
             }
         })
         .collect();
-    run(&mut state, all_or_none, items, true)
+    let outcomes = run(&mut state, all_or_none, items);
+    drop(state);
+    render(outcomes, true)
 }
 
 #[derive(serde::Deserialize)]
@@ -485,5 +498,7 @@ pub(crate) async fn delete(axum::extract::State(shared): Shr, Query(params): Que
             }
         })
         .collect();
-    run(&mut state, all_or_none, items, false)
+    let outcomes = run(&mut state, all_or_none, items);
+    drop(state);
+    render(outcomes, false)
 }

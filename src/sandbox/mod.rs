@@ -87,6 +87,10 @@ pub struct Faults {
     /// Added to every data-API request while it is in flight: half before the org handles
     /// it, half before the answer leaves (a network round trip).
     pub latency: Duration,
+    /// Every data-API request takes at least this long from its arrival to its answer, the
+    /// org's own work included: the service time of a remote org, where `latency` adds to
+    /// whatever the sandbox itself takes (on the client's own cores, here).
+    pub call_time: Duration,
     /// Probability (0-1) that a data-API request is answered 503 `SERVER_UNAVAILABLE`.
     pub unavailable_rate: f64,
     /// The next N data-API requests are answered 503 `SERVER_UNAVAILABLE`.
