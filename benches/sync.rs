@@ -10,9 +10,10 @@
 //!
 //! Both tools send to the same fast local sink: HTTP, 200 records a call, answered in the
 //! Salesforce collections shape (one `{"id", "success", "errors"}` result per record,
-//! which both tools check). Then an API-bound scenario: the Salesforce sandbox with 50 ms
-//! of latency on every data call and a cap of 8 requests in flight; both tools upsert
-//! through sObject Collections with 8 in flight.
+//! which both tools check). Then an API-bound scenario: the Salesforce sandbox with a cap of
+//! 8 requests in flight, both tools upserting through sObject Collections with 8 in flight,
+//! run twice: each data call answered 50 ms after it arrived (the target's model), and 50 ms
+//! of latency added to the sandbox's own time (for comparison).
 //!
 //! Each tool runs in a process of its own (ebb: this executable with `--child`; the peer:
 //! `benches/peer/peer.py` in its venv, made by `benches/peer/setup.sh` if missing), so
@@ -29,6 +30,8 @@
 //! - `EBB_BENCH_API_ROWS` — rows of the API-bound scenario (default 20000; 0 skips it);
 //!   `EBB_BENCH_API_LATENCY_MS` — its latency per call (default 50);
 //! - `EBB_BENCH_STATE=postgres` — ebb's state in PostgreSQL (`EBB_TEST_POSTGRES_URL`);
+//! - `EBB_BENCH_DUCKDB_MEMORY_LIMIT=64MB` — ebb's warehouse connection gets that
+//!   `memory_limit` (DuckDB's buffer cache otherwise keeps what it scanned, up to 80% of RAM);
 //! - `EBB_BENCH_KEEP=1` — keep the work directories. To profile one run by hand, start the
 //!   sink alone (`sync-… --sink` prints its URL), point a kept project's `ebb.yaml` at it,
 //!   and run `sync-… --child DIR customers` under a profiler.
@@ -238,10 +241,13 @@ fn project(dir: &Path, hook: &str, salesforce: Option<&str>, state: Option<&str>
             "  out:\n    type: salesforce\n    instance_url: {url}\n    max_concurrency: 8\n    auth:\n      flow: client_credentials\n      client_id: ebb-sandbox\n      client_secret: ebb-sandbox\n"
         ),
     };
+    let limit = std::env::var("EBB_BENCH_DUCKDB_MEMORY_LIMIT")
+        .map(|l| format!("    memory_limit: {l}\n"))
+        .unwrap_or_default();
     std::fs::write(
         dir.join("ebb.yaml"),
         format!(
-            "version: 1\n{state}connections:\n  warehouse:\n    type: duckdb\n    path: warehouse.duckdb\n{connection}"
+            "version: 1\n{state}connections:\n  warehouse:\n    type: duckdb\n    path: warehouse.duckdb\n{limit}{connection}"
         ),
     )
     .unwrap();
@@ -710,7 +716,8 @@ fn main() {
     }
 
     if api_rows > 0 {
-        api_bound(api_rows, python.as_deref(), &mut results);
+        api_bound(api_rows, python.as_deref(), &mut results, CallTime::Floor);
+        api_bound(api_rows, python.as_deref(), &mut results, CallTime::Added);
     }
     println!("\nDESIGN §6 targets");
     for l in &results.lines {
@@ -718,15 +725,35 @@ fn main() {
     }
 }
 
+/// How the API-bound scenario's sandbox spends its 50 ms a call.
+#[derive(Clone, Copy, PartialEq)]
+enum CallTime {
+    /// Each data call takes 50 ms from arrival to answer, the org's own work included, as
+    /// a remote org's would: the target's model.
+    Floor,
+    /// 50 ms of latency added to whatever the sandbox takes, which here runs on the same
+    /// two cores as the tool: printed for comparison.
+    Added,
+}
+
 /// The Salesforce sandbox at 50 ms a data call, at most 8 in flight; both tools at 8.
-fn api_bound(rows: usize, python: Option<&Path>, results: &mut Results) {
+fn api_bound(rows: usize, python: Option<&Path>, results: &mut Results, mode: CallTime) {
     let latency = Duration::from_millis(env_usize("EBB_BENCH_API_LATENCY_MS", 50) as u64);
     let sandbox = |config| {
         let s = ebb::sandbox::Sandbox::start_in_thread(config);
+        let faults = match mode {
+            CallTime::Floor => ebb::sandbox::Faults {
+                call_time: latency,
+                ..Default::default()
+            },
+            CallTime::Added => ebb::sandbox::Faults {
+                latency,
+                ..Default::default()
+            },
+        };
         s.set_faults(ebb::sandbox::Faults {
-            latency,
             max_concurrent: Some(8),
-            ..Default::default()
+            ..faults
         });
         s
     };
@@ -774,8 +801,12 @@ fn api_bound(rows: usize, python: Option<&Path>, results: &mut Results) {
     };
     print_scenario(
         &format!(
-            "API-bound: {} rows to the Salesforce sandbox, 50 ms a call, cap 8, 8 in flight",
-            size_name(rows)
+            "API-bound: {} rows to the Salesforce sandbox, {}, cap 8, 8 in flight",
+            size_name(rows),
+            match mode {
+                CallTime::Floor => "each call 50 ms from arrival to answer",
+                CallTime::Added => "50 ms of latency added to the sandbox's own time",
+            }
         ),
         rows,
         &expect,
@@ -788,15 +819,21 @@ fn api_bound(rows: usize, python: Option<&Path>, results: &mut Results) {
         .and_then(|t| t.iter().filter_map(|s| s.as_str()).find(|s| s.starts_with("deliver")))
         .and_then(|s| s.split_whitespace().nth(1))
         .and_then(|s| s.parse::<f64>().ok());
-    results.target(
-        "API-bound at 8 in flight: within 10% of ceil(calls/8) × 50 ms",
-        ebb.own <= ideal * 1.1,
-        format!(
-            "run {:.3} s (deliver phase {}) against ideal ceil({}/8) × 50 ms = {ideal:.2} s: {:+.1}%",
-            ebb.own,
-            deliver.map(|d| format!("{d:.3} s")).unwrap_or_else(|| "?".into()),
-            expect.calls(),
-            (ebb.own / ideal - 1.0) * 100.0
-        ),
+    let detail = format!(
+        "run {:.3} s (deliver phase {}) against ideal ceil({}/8) × 50 ms = {ideal:.2} s: {:+.1}%",
+        ebb.own,
+        deliver.map(|d| format!("{d:.3} s")).unwrap_or_else(|| "?".into()),
+        expect.calls(),
+        (ebb.own / ideal - 1.0) * 100.0
     );
+    match mode {
+        CallTime::Floor => results.target(
+            "API-bound at 8 in flight: within 10% of ceil(calls/8) × 50 ms",
+            ebb.own <= ideal * 1.1,
+            detail,
+        ),
+        CallTime::Added => results.lines.push(format!(
+            "  [info] the same with 50 ms added to the sandbox's own time (on the tool's cores): {detail}"
+        )),
+    }
 }
