@@ -237,16 +237,18 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
         Some(r) => r,
         None => next.run(req).await,
     };
+    // The usage as the org answered, read before the answer's way back: a request leaving
+    // does not wait for the lock while other requests are handled.
+    let usage = {
+        let state = shared.lock();
+        format!("api-usage={}/{}", state.used, state.max)
+    };
     if !latency.is_zero() {
         tokio::time::sleep(latency - latency / 2).await;
     }
     if !call_time.is_zero() {
         tokio::time::sleep_until(arrived + call_time).await;
     }
-    let usage = {
-        let state = shared.lock();
-        format!("api-usage={}/{}", state.used, state.max)
-    };
     if let Ok(v) = HeaderValue::from_str(&usage) {
         response.headers_mut().insert("sforce-limit-info", v);
     }
