@@ -513,8 +513,15 @@ fn apply_one(tx: &rusqlite::Transaction, model: &str, w: &StateWrite) -> rusqlit
                 .prepare_cached("SELECT EXISTS (SELECT 1 FROM ebb_row_errors WHERE model = ?1)")?
                 .query_row(params![model], |r| r.get(0))?;
             let mut err = tx.prepare_cached("DELETE FROM ebb_row_errors WHERE model = ?1 AND key = ?2")?;
+            // The model and the run are bound once: bindings last from one execution to the
+            // next, and a first sync writes a million rows here.
+            up.raw_bind_parameter(1, model)?;
+            up.raw_bind_parameter(5, run_id)?;
             for (key, hash, record_id) in rows {
-                up.execute(params![model, key, &hash[..], record_id, run_id])?;
+                up.raw_bind_parameter(2, key)?;
+                up.raw_bind_parameter(3, &hash[..])?;
+                up.raw_bind_parameter(4, record_id)?;
+                up.raw_execute()?;
                 if any_errors {
                     err.execute(params![model, key])?;
                 }
