@@ -1106,8 +1106,9 @@ impl<'a> Run<'a> {
         // sending goes on. Each task says once that it was answered (or gave up).
         let (answered_tx, mut answered_rx) = mpsc::unbounded_channel::<()>();
         let mut unanswered = 0usize;
-        // What committed answers changed in the snapshot, applied to the table at the end.
-        let mut changes: Vec<(u128, Option<[u8; 16]>)> = Vec::new();
+        // What committed answers change in the snapshot goes into the table as they settle,
+        // while later batches are under way; room for the new rows is made once.
+        table.reserve(table.len() + self.counts.added.max(0) as usize);
         let mut batch_no: i64 = 0;
         let mut pending: Vec<Spilled> = Vec::new();
         let mut forget: Vec<String> = Vec::new();
@@ -1143,11 +1144,12 @@ impl<'a> Run<'a> {
                             }
                             forget.push(r.key);
                             if forget.len() >= ERROR_CHUNK {
-                                self.ctx
-                                    .write(vec![StateWrite::Remove {
-                                        keys: std::mem::take(&mut forget),
-                                    }])
-                                    .await?;
+                                let keys = std::mem::take(&mut forget);
+                                let hashes: Vec<u128> = keys.iter().map(|k| key_hash(k)).collect();
+                                self.ctx.write(vec![StateWrite::Remove { keys }]).await?;
+                                for kh in hashes {
+                                    table.remove(kh);
+                                }
                             }
                             continue;
                         };
@@ -1207,7 +1209,7 @@ impl<'a> Run<'a> {
                     while unanswered >= pipeline || in_flight.len() >= under_way {
                         tokio::select! {
                             Some(()) = answered_rx.recv() => unanswered -= 1,
-                            Some(done) = in_flight.join_next() => self.settled(joined(done), &mut changes),
+                            Some(done) = in_flight.join_next() => self.settled(joined(done), table),
                         }
                     }
                 }
@@ -1216,7 +1218,7 @@ impl<'a> Run<'a> {
             }
         }
         while let Some(done) = in_flight.join_next().await {
-            self.settled(joined(done), &mut changes);
+            self.settled(joined(done), table);
         }
         drop(in_flight);
         drop(sender);
@@ -1226,7 +1228,9 @@ impl<'a> Run<'a> {
         if self.failure.is_none() && !forget.is_empty() {
             let hashes: Vec<u128> = forget.iter().map(|k| key_hash(k)).collect();
             self.ctx.write(vec![StateWrite::Remove { keys: forget }]).await?;
-            changes.extend(hashes.into_iter().map(|kh| (kh, None)));
+            for kh in hashes {
+                table.remove(kh);
+            }
         }
         if let Some(dest) = dest {
             if let Some(calls) = dest.calls() {
@@ -1237,12 +1241,18 @@ impl<'a> Run<'a> {
                     .get_or_insert(format!("destination `{}`: {e}", d.connection));
             }
         }
-        table.apply(changes);
         Ok(())
     }
 
-    fn settled(&mut self, mut done: BatchResult, changes: &mut Vec<(u128, Option<[u8; 16]>)>) {
-        changes.append(&mut done.snapshot);
+    fn settled(&mut self, done: BatchResult, table: &mut SnapTable) {
+        for (kh, hash) in &done.snapshot {
+            match hash {
+                Some(h) => table.upsert(*kh, *h),
+                None => {
+                    table.remove(*kh);
+                }
+            }
+        }
         self.counts.confirmed += done.confirmed;
         self.counts.rejected += done.rejected;
         self.counts.api_calls += done.api_calls as i64;
