@@ -348,11 +348,7 @@ async fn writer_loop(
             group.push(more);
         }
         let before_sending = |(w, _): &WriteRequest| w.iter().all(|w| matches!(w, StateWrite::Inflight(_)));
-        let (first, rest): (Vec<WriteRequest>, Vec<WriteRequest>) = if group.iter().all(before_sending) {
-            (group, Vec::new())
-        } else {
-            group.into_iter().partition(before_sending)
-        };
+        let (first, rest): (Vec<WriteRequest>, Vec<WriteRequest>) = group.into_iter().partition(before_sending);
         for mut group in [first, rest] {
             if group.is_empty() {
                 continue;
@@ -1144,12 +1140,7 @@ impl<'a> Run<'a> {
                             }
                             forget.push(r.key);
                             if forget.len() >= ERROR_CHUNK {
-                                let keys = std::mem::take(&mut forget);
-                                let hashes: Vec<u128> = keys.iter().map(|k| key_hash(k)).collect();
-                                self.ctx.write(vec![StateWrite::Remove { keys }]).await?;
-                                for kh in hashes {
-                                    table.remove(kh);
-                                }
+                                self.forget(std::mem::take(&mut forget), table).await?;
                             }
                             continue;
                         };
@@ -1226,11 +1217,7 @@ impl<'a> Run<'a> {
             self.failure = Some("another process took the run lock over (this one's heartbeat stopped?)".into());
         }
         if self.failure.is_none() && !forget.is_empty() {
-            let hashes: Vec<u128> = forget.iter().map(|k| key_hash(k)).collect();
-            self.ctx.write(vec![StateWrite::Remove { keys: forget }]).await?;
-            for kh in hashes {
-                table.remove(kh);
-            }
+            self.forget(forget, table).await?;
         }
         if let Some(dest) = dest {
             if let Some(calls) = dest.calls() {
@@ -1240,6 +1227,17 @@ impl<'a> Run<'a> {
                 self.failure
                     .get_or_insert(format!("destination `{}`: {e}", d.connection));
             }
+        }
+        Ok(())
+    }
+
+    /// Keys that left the model and are not deleted from the destination leave the
+    /// snapshot, in the store and in the table.
+    async fn forget(&self, keys: Vec<String>, table: &mut SnapTable) -> Result<(), String> {
+        let hashes: Vec<u128> = keys.iter().map(|k| key_hash(k)).collect();
+        self.ctx.write(vec![StateWrite::Remove { keys }]).await?;
+        for kh in hashes {
+            table.remove(kh);
         }
         Ok(())
     }
