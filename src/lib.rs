@@ -12,6 +12,7 @@
 //! - [`state`]: snapshots, run history and row errors (SQLite or PostgreSQL);
 //! - [`map`]: source rows to destination records (paths, transforms, exact JSON);
 //! - [`schedule`], [`transform`], [`path`]: the pieces a plan is made of;
+//! - [`redact`]: credentials masked out of every URL and message ebb prints or stores;
 //! - [`daemon`]: `ebb daemon`: schedules, hot reload, the HTTP API, graceful shutdown;
 //! - [`cli`]: the `ebb` command.
 
@@ -27,6 +28,7 @@ pub mod http;
 pub mod map;
 pub mod path;
 pub mod plan;
+pub mod redact;
 pub mod sandbox;
 pub mod schedule;
 pub mod schema;

@@ -1,0 +1,191 @@
+//! Credentials out of everything ebb prints, logs or stores.
+//!
+//! URLs reach messages from many places: a connection's `${VAR}`-expanded `url`, the
+//! state store's URL, a request that failed. [`url`] masks the password of a URL's
+//! userinfo and the values of query parameters that carry secrets; [`text`] does the same
+//! to every URL inside free text (an error chain, a log line). Both work on text that is
+//! not a valid URL too (a password holding `@` or `/`, a half-written URL), since the
+//! text that fails to parse is exactly the one an error message quotes.
+//!
+//! Std only, so every layer (config, state, sources, destinations, daemon) can use it.
+
+/// What a masked value becomes.
+pub const MASK: &str = "***";
+
+/// Query parameter names whose values are secrets (compared lowercase, `-` as `_`).
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "key",
+    "private_key",
+    "sig",
+    "signature",
+    "sslpassword",
+    "auth",
+    "authorization",
+    "credentials",
+    "code",
+    "assertion",
+    "hapikey",
+];
+
+/// Whether a query parameter (or form field) named `name` holds a secret.
+pub fn is_secret_param(name: &str) -> bool {
+    let n = name.trim().to_ascii_lowercase().replace('-', "_");
+    SECRET_PARAMS.contains(&n.as_str())
+        || n.ends_with("_password")
+        || n.ends_with("_secret")
+        || n.ends_with("_token")
+        || n.ends_with("_key")
+}
+
+/// `s` with the password of its userinfo and secret query values masked.
+///
+/// `postgres://ebb:p@ss@db/x?sslpassword=y` → `postgres://ebb:***@db/x?sslpassword=***`.
+/// Text without `://` is returned as it is, except for secret `key=value` pairs.
+pub fn url(s: &str) -> String {
+    let Some(scheme_end) = s.find("://") else {
+        return mask_params(s);
+    };
+    let rest_start = scheme_end + 3;
+    let rest = &s[rest_start..];
+    // The authority ends at the first `/`, `?` or `#` after the *last* `@` that precedes
+    // them: a password may hold `@`, `/` or `?` unescaped in a hand-written URL, so look
+    // for the last `@` before any whitespace first.
+    let end_of_token = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let token = &rest[..end_of_token];
+    let mut out = String::with_capacity(s.len());
+    out.push_str(&s[..rest_start]);
+    let after_userinfo = match token.rfind('@') {
+        Some(at) => {
+            let userinfo = &token[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push(':');
+                    out.push_str(MASK);
+                }
+                // A user alone is not secret, unless it looks like a token (no password
+                // means the whole userinfo may be a credential, as in `https://TOKEN@host`).
+                None if userinfo.len() >= 20 => out.push_str(MASK),
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            &token[at + 1..]
+        }
+        None => token,
+    };
+    out.push_str(&mask_params(after_userinfo));
+    out.push_str(&rest[end_of_token..]);
+    out
+}
+
+/// Masks the value of every `name=value` pair (separated by `?`, `&`, `;` or a space, as in
+/// a libpq conninfo string) whose name is a secret parameter.
+fn mask_params(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    let bytes = s.as_bytes();
+    while i < s.len() {
+        // The start of a pair: the text start, or just after a separator.
+        let pair_end = s[i..].find(['&', ';', '?', '#', ' ']).map_or(s.len(), |p| i + p);
+        let pair = &s[i..pair_end];
+        match pair.split_once('=') {
+            Some((name, _)) if is_secret_param(name.rsplit('/').next().unwrap_or(name)) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(MASK);
+            }
+            _ => out.push_str(pair),
+        }
+        if pair_end < s.len() {
+            out.push(bytes[pair_end] as char);
+        }
+        i = pair_end + 1;
+    }
+    out
+}
+
+/// `s` with every URL in it (anything of the form `scheme://…` up to whitespace or a
+/// quote) passed through [`url`].
+pub fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(p) = rest.find("://") {
+        // Back up over the scheme.
+        let scheme_start = rest[..p]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.'))
+            .map_or(0, |q| q + 1);
+        let end = rest[p..]
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '`' || c == '<' || c == '>')
+            .map_or(rest.len(), |q| p + q);
+        out.push_str(&rest[..scheme_start]);
+        out.push_str(&url(&rest[scheme_start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_urls_password_is_masked() {
+        assert_eq!(url("postgres://ebb:hunter2@db:5432/x"), "postgres://ebb:***@db:5432/x");
+        assert_eq!(url("postgres://ebb@db/x"), "postgres://ebb@db/x");
+        assert_eq!(url("https://example.com/a?b=1"), "https://example.com/a?b=1");
+    }
+
+    #[test]
+    fn a_password_holding_at_slash_or_question_mark_is_masked_whole() {
+        assert_eq!(url("postgres://ebb:p@ss@db/x"), "postgres://ebb:***@db/x");
+        assert_eq!(url("postgres://ebb:a/b?c@db/x"), "postgres://ebb:***@db/x");
+    }
+
+    #[test]
+    fn secret_query_values_are_masked() {
+        assert_eq!(
+            url("postgres://db/x?user=ebb&password=hunter2&sslmode=require"),
+            "postgres://db/x?user=ebb&password=***&sslmode=require"
+        );
+        assert_eq!(
+            url("https://h/p?api_key=abc;X-Token=z#frag"),
+            "https://h/p?api_key=***;X-Token=***#frag"
+        );
+        assert_eq!(url("https://h/p?sig=abc&x=1"), "https://h/p?sig=***&x=1");
+    }
+
+    #[test]
+    fn a_token_as_user_is_masked() {
+        assert_eq!(url("https://ghp_abcdefghijklmnopqrstuvwxyz@h/x"), "https://***@h/x");
+    }
+
+    #[test]
+    fn urls_inside_text_are_masked() {
+        assert_eq!(
+            text("cannot connect to postgres://ebb:s3cr3t@db/x: refused (url \"https://h/?token=t\")"),
+            "cannot connect to postgres://ebb:***@db/x: refused (url \"https://h/?token=t\")"
+                .replace("token=t", "token=***")
+        );
+        assert_eq!(text("no url here"), "no url here");
+        assert_eq!(text("a://b c://u:p@d"), "a://b c://u:***@d");
+    }
+
+    #[test]
+    fn text_without_a_scheme_keeps_its_pairs_unless_secret() {
+        assert_eq!(url("host=db password=x"), "host=db password=***");
+        assert_eq!(url("a=1&b=2"), "a=1&b=2");
+    }
+}
