@@ -49,6 +49,7 @@ const MODEL: &str = "models:
 
 #[test]
 fn columns_paths_and_transforms_are_checked_against_the_query() {
+    require_postgres!();
     let dir = project(&crate::source_postgres::url(), MODEL);
     // Offline, `SELECT *` hides all of this: a note only.
     let o = ebb(dir.path(), &["validate"]);
@@ -76,6 +77,7 @@ fn columns_paths_and_transforms_are_checked_against_the_query() {
 
 #[test]
 fn a_query_the_warehouse_rejects_is_reported_at_the_query() {
+    require_postgres!();
     let model = MODEL.replace(
         "SELECT * FROM (VALUES (1, 'Ada', 12.5::numeric(6,2), 7)) AS t(id, name, ltv, visits)",
         "SELECT id, name, ltv, visits, email FROM ebb_missing_table",

@@ -316,6 +316,7 @@ fn secs_of(t: DateTime<Utc>) -> f64 {
 
 #[test]
 fn schedules_fire_on_their_slots_and_a_run_outlasting_its_interval_never_overlaps_the_next() {
+    require_postgres!();
     let f = Fixture::new("dsched", 40, 10, None);
     write_model(&f, "tick.yaml", &model_yaml(&f, "tick", "interval: 2s", false));
     write_model(&f, "slow.yaml", &model_yaml(&f, "slow", "interval: 1s", true));
@@ -377,6 +378,7 @@ fn schedules_fire_on_their_slots_and_a_run_outlasting_its_interval_never_overlap
 
 #[test]
 fn an_overdue_model_runs_once_at_start_up_and_one_never_run_waits_for_its_slot() {
+    require_postgres!();
     let f = Fixture::new("doverdue", 5, 10, None);
     write_model(&f, "late.yaml", &model_yaml(&f, "late", "interval: hourly", false));
     write_model(&f, "fresh.yaml", &model_yaml(&f, "fresh", "interval: hourly", false));
@@ -432,6 +434,7 @@ fn an_overdue_model_runs_once_at_start_up_and_one_never_run_waits_for_its_slot()
 
 #[test]
 fn hot_reload_follows_added_invalid_changed_and_deleted_model_files() {
+    require_postgres!();
     let f = Fixture::new("dreload", 5, 10, None);
     write_model(&f, "a.yaml", &model_yaml(&f, "a", "interval: 1s", false));
     let d = Daemon::start(f.path(), &[], &[]);
@@ -520,6 +523,7 @@ fn hot_reload_follows_added_invalid_changed_and_deleted_model_files() {
 
 #[test]
 fn two_daemons_sharing_a_postgres_store_never_overlap_and_one_takes_over_from_a_killed_one() {
+    require_postgres!();
     let base = crate::source_postgres::url();
     let sep = if base.contains('?') { '&' } else { '?' };
     let state_schema = format!("ebb_daemon_state_{}", std::process::id());
@@ -638,13 +642,15 @@ fn count(run: &Value, what: &str) -> i64 {
 
 #[test]
 fn sigterm_during_a_run_exits_0_once_batches_commit_and_the_next_run_sends_only_the_rest() {
+    require_postgres!();
     let f = Fixture::new("dterm", 200, 10, None);
-    // 20 batches, 2 at a time, 0.3 s each: the run takes ~3 s.
-    f.sink.delay(Duration::from_millis(300));
+    // 20 batches, 2 at a time, 1 s each: the run takes ~10 s, a stop after the batches in
+    // flight ~1 s (bounds far apart, so a loaded machine cannot blur them).
+    f.sink.delay(Duration::from_secs(1));
     let mut d = Daemon::start(f.path(), &[], &[]);
     let r = d.post("/api/models/contacts/runs", None);
     assert_eq!(r.status, 202, "{}", r.body);
-    while f.sink.requests() < 5 {
+    while f.sink.requests() < 3 {
         std::thread::sleep(Duration::from_millis(10));
     }
     let signalled = Instant::now();
@@ -652,7 +658,7 @@ fn sigterm_during_a_run_exits_0_once_batches_commit_and_the_next_run_sends_only_
     let status = d.wait_exit(Duration::from_secs(25));
     let took = signalled.elapsed();
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", d.log());
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
     let finished = d.of("run_finished", "contacts");
     assert_eq!(finished.len(), 1, "{}", d.log());
     assert_eq!(finished[0]["status"], "failed");
@@ -687,8 +693,10 @@ fn sigterm_during_a_run_exits_0_once_batches_commit_and_the_next_run_sends_only_
 
 #[test]
 fn a_second_signal_exits_at_once_and_the_deadline_bounds_the_wait_losing_nothing() {
+    require_postgres!();
     let f = Fixture::new("dkill", 100, 10, None);
-    f.sink.delay(Duration::from_secs(3));
+    // Each request takes 5 s: waiting for one is far from "at once" and from the deadline.
+    f.sink.delay(Duration::from_secs(5));
     // A second SIGINT: exit 130 at once.
     let mut d = Daemon::start(f.path(), &[], &[]);
     assert_eq!(d.post("/api/models/contacts/runs", None).status, 202);
@@ -702,7 +710,7 @@ fn a_second_signal_exits_at_once_and_the_deadline_bounds_the_wait_losing_nothing
     let status = d.wait_exit(Duration::from_secs(5));
     let took_second = signalled.elapsed();
     assert_eq!(status.and_then(|s| s.code()), Some(130), "{}", d.log());
-    assert!(took_second < Duration::from_millis(1500), "{took_second:?}");
+    assert!(took_second < Duration::from_millis(3000), "{took_second:?}");
     assert!(d.events().iter().any(|e| e["event"] == "shutdown_now"));
 
     // The deadline: runs still going after `--shutdown-timeout` are abandoned, exit 1.
@@ -719,7 +727,7 @@ fn a_second_signal_exits_at_once_and_the_deadline_bounds_the_wait_losing_nothing
     let took_deadline = signalled.elapsed();
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{}", d.log());
     assert!(
-        (Duration::from_millis(900)..Duration::from_millis(2500)).contains(&took_deadline),
+        (Duration::from_millis(900)..Duration::from_millis(4000)).contains(&took_deadline),
         "{took_deadline:?}"
     );
     assert!(d.log().contains("deadline reached"), "{}", d.log());
@@ -734,6 +742,7 @@ fn a_second_signal_exits_at_once_and_the_deadline_bounds_the_wait_losing_nothing
 
 #[test]
 fn the_http_api_requires_the_token_serves_metrics_and_triggers_runs() {
+    require_postgres!();
     let f = Fixture::new("dapi", 200, 10, None);
     let project = std::fs::read_to_string(f.path().join("ebb.yaml")).unwrap();
     std::fs::write(

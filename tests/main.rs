@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per topic.
 
+#[macro_use]
 mod support;
 
 mod cli; // the `ebb` binary: exit codes, output formats, `plan`, `schema`

@@ -47,6 +47,7 @@ const QUERY: &str = "SELECT * FROM (VALUES \
 
 #[test]
 fn preview_maps_rows_and_reports_invalid_ones() {
+    require_postgres!();
     let dir = project(&crate::source_postgres::url(), QUERY);
     let o = ebb(dir.path(), &["preview", "contacts", "--format", "json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -69,6 +70,7 @@ fn preview_maps_rows_and_reports_invalid_ones() {
 
 #[test]
 fn preview_table_and_limit() {
+    require_postgres!();
     let dir = project(&crate::source_postgres::url(), QUERY);
     let o = ebb(dir.path(), &["preview", "contacts", "-n", "1"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -101,6 +103,7 @@ fn preview_of_an_unreachable_warehouse_is_one_sentence_and_exit_1() {
 
 #[test]
 fn preview_of_a_query_error_names_model_and_connection() {
+    require_postgres!();
     let dir = project(
         &crate::source_postgres::url(),
         "SELECT id, name, email, ltv, scores, seen FROM ebb_no_such_table",
@@ -116,6 +119,7 @@ fn preview_of_a_query_error_names_model_and_connection() {
 
 #[test]
 fn preview_with_bad_credentials_is_one_sentence_naming_model_and_connection() {
+    require_postgres!();
     let url = crate::source_postgres::url().replacen("postgres@", "ebb_no_such_role@", 1);
     let dir = project(&url, QUERY);
     let o = ebb(dir.path(), &["preview", "contacts"]);

@@ -233,6 +233,7 @@ fn count(v: &Value, what: &str) -> i64 {
 
 #[test]
 fn upserts_by_external_id_in_collections_of_200_then_only_what_changed() {
+    require_postgres!();
     let f = SfFixture::new("upsert", 450, "", SandboxConfig::default());
     let (code, run) = f.run(&[]);
     assert_eq!(code, 0, "{run}");
@@ -257,6 +258,7 @@ fn upserts_by_external_id_in_collections_of_200_then_only_what_changed() {
 
 #[test]
 fn a_large_change_set_goes_through_bulk_api_2_with_the_same_final_state() {
+    require_postgres!();
     let f = SfFixture::new("bulk", 1500, "    bulk_threshold: 1000\n", SandboxConfig::default());
     let (code, run) = f.run(&[]);
     assert_eq!(code, 0, "{run}");
@@ -294,6 +296,7 @@ fn a_large_change_set_goes_through_bulk_api_2_with_the_same_final_state() {
 
 #[test]
 fn token_expiry_mid_run_is_invisible() {
+    require_postgres!();
     let config = SandboxConfig {
         faults: Faults {
             token_ttl_calls: Some(2),
@@ -314,6 +317,7 @@ fn token_expiry_mid_run_is_invisible() {
 
 #[test]
 fn a_restricted_picklist_violation_rejects_just_that_row_with_salesforces_code_and_message() {
+    require_postgres!();
     let f = SfFixture::new("picklist", 300, "", SandboxConfig::default());
     f.sql(&format!(
         "UPDATE {}.contacts SET segment = 'Gold' WHERE id = 42",
@@ -343,6 +347,7 @@ fn a_restricted_picklist_violation_rejects_just_that_row_with_salesforces_code_a
 
 #[test]
 fn a_spent_daily_allocation_ends_the_run_failed_keeping_what_was_confirmed_and_the_next_run_finishes() {
+    require_postgres!();
     let f = SfFixture::new(
         "daily",
         1000,
@@ -394,6 +399,7 @@ fn a_spent_daily_allocation_ends_the_run_failed_keeping_what_was_confirmed_and_t
 
 #[test]
 fn the_concurrent_request_form_of_request_limit_exceeded_is_retried() {
+    require_postgres!();
     let config = SandboxConfig {
         faults: Faults {
             max_concurrent: Some(1),
@@ -414,6 +420,7 @@ fn the_concurrent_request_form_of_request_limit_exceeded_is_retried() {
 
 #[test]
 fn the_rate_limit_is_never_exceeded_in_any_window() {
+    require_postgres!();
     let f = SfFixture::new("rate", 3000, "    rate_limit: 10/second\n", SandboxConfig::default());
     let (code, run) = f.run(&[]);
     assert_eq!(code, 0, "{run}");
@@ -427,6 +434,7 @@ fn the_rate_limit_is_never_exceeded_in_any_window() {
 
 #[test]
 fn mirror_deletes_by_the_ids_upserts_returned() {
+    require_postgres!();
     let f = SfFixture::new("mirror", 250, "", SandboxConfig::default());
     f.model("mirror", "Warehouse_Id__c", "");
     assert_eq!(f.run(&[]).0, 0);
@@ -444,6 +452,7 @@ fn mirror_deletes_by_the_ids_upserts_returned() {
 
 #[test]
 fn update_by_id_touches_existing_records_and_rejects_unknown_ids() {
+    require_postgres!();
     let f = SfFixture::new("byid", 0, "", SandboxConfig::default());
     // Contacts that exist in the org, and a warehouse table keyed by their Ids.
     let mut seed = Vec::new();
@@ -494,6 +503,7 @@ fn update_by_id_touches_existing_records_and_rejects_unknown_ids() {
 
 #[test]
 fn validate_connect_checks_the_model_against_the_described_object() {
+    require_postgres!();
     let f = SfFixture::new("connect", 10, "", SandboxConfig::default());
     f.sql(&format!(
         "UPDATE {}.contacts SET segment = 'Gold' WHERE id = 3",
@@ -585,6 +595,7 @@ fn validate_connect_checks_the_model_against_the_described_object() {
 
 #[test]
 fn jwt_bearer_and_refresh_token_flows_get_tokens_the_sandbox_accepts() {
+    require_postgres!();
     // An RSA key pair: the private key signs the assertion, the sandbox checks the signature.
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("key.pem");
@@ -651,6 +662,7 @@ fn jwt_bearer_and_refresh_token_flows_get_tokens_the_sandbox_accepts() {
 
 #[test]
 fn unable_to_lock_row_is_retried_record_by_record() {
+    require_postgres!();
     let config = SandboxConfig {
         faults: Faults {
             lock_row_next: 5,
@@ -671,6 +683,7 @@ fn unable_to_lock_row_is_retried_record_by_record() {
 
 #[test]
 fn insert_creates_and_clear_nulls_the_fields_of_rows_that_leave() {
+    require_postgres!();
     let f = SfFixture::new("insert", 50, "", SandboxConfig::default());
     f.model("insert", "Warehouse_Id__c", "");
     let (code, run) = f.run(&[]);

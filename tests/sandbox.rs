@@ -700,19 +700,20 @@ async fn injected_503s_and_request_timing_are_observable() {
 #[tokio::test]
 async fn a_call_time_is_a_floor_that_includes_the_latency_and_the_orgs_own_work() {
     let api = Api::start(SandboxConfig::default()).await;
+    // Far apart, so a loaded machine's stalls cannot blur "within" and "added".
     api.sandbox.set_faults(Faults {
-        call_time: Duration::from_millis(400),
-        latency: Duration::from_millis(300),
+        call_time: Duration::from_millis(1500),
+        latency: Duration::from_millis(1200),
         ..Faults::default()
     });
     let started = Instant::now();
     let r = api.call(Method::GET, "limits", None).await;
     let took = started.elapsed();
     assert_eq!(r.status, 200, "{}", r.text);
-    assert!(took >= Duration::from_millis(400), "at least the call time: {took:?}");
-    // Added latency would make it 700 ms or more.
+    assert!(took >= Duration::from_millis(1500), "at least the call time: {took:?}");
+    // Added latency would make it 2.7 s or more.
     assert!(
-        took < Duration::from_millis(650),
+        took < Duration::from_millis(2500),
         "the latency is within the call time: {took:?}"
     );
 }

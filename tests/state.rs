@@ -323,6 +323,7 @@ async fn sqlite_store() {
 
 #[tokio::test]
 async fn postgres_store() {
+    require_postgres!();
     let schema = format!("ebb_state_test_{}", std::process::id());
     let base = crate::source_postgres::url();
     let sep = if base.contains('?') { '&' } else { '?' };

@@ -85,8 +85,61 @@ pub fn pg_project(url: &str, model: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Whether the test PostgreSQL (`EBB_TEST_POSTGRES_URL`, else 127.0.0.1:5432) accepts
+/// connections, checked once per test process.
+///
+/// When it does not, a run that requires it (`EBB_REQUIRE_POSTGRES` or `CI` set, as
+/// `.ci/run` does) fails here; any other run writes one loud line straight to the terminal
+/// (libtest captures `eprintln!`, not a direct write) and the caller skips its test through
+/// [`require_postgres!`].
+pub fn postgres() -> bool {
+    static UP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UP.get_or_init(|| {
+        let url = crate::source_postgres::url();
+        let reachable = postgres_address(&url)
+            .is_some_and(|addr| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok());
+        if reachable {
+            return true;
+        }
+        let required = ["EBB_REQUIRE_POSTGRES", "CI"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"));
+        assert!(
+            !required,
+            "PostgreSQL is required here (EBB_REQUIRE_POSTGRES or CI is set) but nothing answers at {url} \
+             (EBB_TEST_POSTGRES_URL)"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nSKIPPING the tests that need PostgreSQL: nothing answers at {url}. Start a server there, or point \
+             EBB_TEST_POSTGRES_URL at one (postgres://user@host:port/db), and run `cargo test` again; \
+             EBB_REQUIRE_POSTGRES=1 makes its absence a failure (CI sets it).\n"
+        );
+        false
+    })
+}
+
+/// The host and port of a `postgres://` URL.
+fn postgres_address(url: &str) -> Option<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let u = url::Url::parse(url).ok()?;
+    let host = u.host_str().unwrap_or("127.0.0.1");
+    (host, u.port().unwrap_or(5432)).to_socket_addrs().ok()?.next()
+}
+
+/// Skips the calling test (returns) when PostgreSQL is absent and not required; see
+/// [`support::postgres`](crate::support::postgres).
+macro_rules! require_postgres {
+    () => {
+        if !$crate::support::postgres() {
+            return;
+        }
+    };
+}
+
 /// A client of the test PostgreSQL (`EBB_TEST_POSTGRES_URL`), its connection driven on `rt`.
-/// Fails, never skips, when the server is absent.
+/// Panics when the server is absent: call it after `require_postgres!`.
 pub fn pg_client(rt: &tokio::runtime::Runtime) -> tokio_postgres::Client {
     let url = crate::source_postgres::url();
     rt.block_on(async {

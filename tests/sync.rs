@@ -274,11 +274,13 @@ fn no_change_and_one_percent(state_url: Option<&str>, tag: &str) {
 
 #[test]
 fn sqlite_state_no_change_sends_nothing_and_one_percent_sends_exactly_that() {
+    require_postgres!();
     no_change_and_one_percent(None, "sqlite");
 }
 
 #[test]
 fn postgres_state_no_change_sends_nothing_and_one_percent_sends_exactly_that() {
+    require_postgres!();
     let base = crate::source_postgres::url();
     let schema = format!("ebb_sync_state_{}", std::process::id());
     let sep = if base.contains('?') { '&' } else { '?' };
@@ -289,6 +291,7 @@ fn postgres_state_no_change_sends_nothing_and_one_percent_sends_exactly_that() {
 
 #[test]
 fn changing_a_transform_resends_only_the_rows_whose_value_changed() {
+    require_postgres!();
     let f = Fixture::new("transform", 300, 100, None);
     // A third of the emails are lower case already.
     f.sql(&format!(
@@ -313,6 +316,7 @@ fn changing_a_transform_resends_only_the_rows_whose_value_changed() {
 
 #[test]
 fn rejected_rows_make_a_partial_run_and_are_resent_until_accepted() {
+    require_postgres!();
     let f = Fixture::new("reject", 250, 100, None);
     f.sink.reject(&["7", "42", "199"]);
     let (code, run) = f.run(&[]);
@@ -357,6 +361,7 @@ fn rejected_rows_make_a_partial_run_and_are_resent_until_accepted() {
 
 #[test]
 fn storms_of_5xx_and_429_are_retried_and_an_endless_one_fails_the_run_committing_nothing_unconfirmed() {
+    require_postgres!();
     let f = Fixture::new("storm", 300, 100, None);
     f.sink.fail_next(4, 503, None);
     let (code, run) = f.run(&[]);
@@ -400,6 +405,7 @@ fn storms_of_5xx_and_429_are_retried_and_an_endless_one_fails_the_run_committing
 
 #[test]
 fn a_hung_request_times_out_and_is_retried() {
+    require_postgres!();
     let f = Fixture::new("timeout", 50, 100, None);
     f.sink.hang_next(1);
     let (code, run) = f.run(&[]);
@@ -426,6 +432,7 @@ fn run_and_kill(f: &Fixture, after: Duration) -> Output {
 
 #[test]
 fn kill_9_at_any_point_loses_nothing_and_never_leaves_a_stale_payload() {
+    require_postgres!();
     let f = Fixture::new("crash", 1000, 25, None);
     assert_eq!(f.run(&[]).0, 0);
     assert_holds(&f.sink.records(), &f.expected(), "after the run");
@@ -463,6 +470,7 @@ fn kill_9_at_any_point_loses_nothing_and_never_leaves_a_stale_payload() {
 
 #[test]
 fn the_guard_refuses_a_mass_change_before_sending_and_force_overrides() {
+    require_postgres!();
     let f = Fixture::new("guard", 200, 100, None);
     f.model(&ModelSpec {
         guard: "    guard:\n      max_change_ratio: 0.2\n",
@@ -509,6 +517,7 @@ fn the_guard_refuses_a_mass_change_before_sending_and_force_overrides() {
 
 #[test]
 fn mirror_deletes_rows_that_leave_the_model_and_clear_nulls_them() {
+    require_postgres!();
     let f = Fixture::new("mirror", 120, 100, None);
     f.model(&ModelSpec {
         mode: "mirror",
@@ -550,6 +559,7 @@ fn mirror_deletes_rows_that_leave_the_model_and_clear_nulls_them() {
 
 #[test]
 fn null_duplicate_and_unmappable_rows_are_invalid_never_sent_and_reported() {
+    require_postgres!();
     let f = Fixture::new("invalid", 10, 100, None);
     f.sql(&format!(
         "INSERT INTO {s}.t VALUES (NULL, 'no key', 'a@b.c', 1), (3, 'second three', 'c@d.e', 2), (3, 'third three', 'c@d.e', 3);
@@ -614,6 +624,7 @@ fn null_duplicate_and_unmappable_rows_are_invalid_never_sent_and_reported() {
 
 #[test]
 fn dry_run_counts_and_samples_but_sends_and_records_nothing() {
+    require_postgres!();
     let f = Fixture::new("dry", 30, 100, None);
     let (code, run) = f.run(&["--dry-run"]);
     assert_eq!(code, 0, "{run}");
@@ -633,6 +644,7 @@ fn dry_run_counts_and_samples_but_sends_and_records_nothing() {
 
 #[test]
 fn one_run_per_model_a_second_one_is_refused_while_the_first_lives() {
+    require_postgres!();
     let f = Fixture::new("lock", 400, 10, None);
     f.sink.delay(Duration::from_millis(50));
     let mut first = Command::new(env!("CARGO_BIN_EXE_ebb"))
@@ -665,6 +677,7 @@ fn one_run_per_model_a_second_one_is_refused_while_the_first_lives() {
 
 #[test]
 fn a_corrupt_or_foreign_state_file_is_a_clear_error() {
+    require_postgres!();
     let f = Fixture::new("corrupt", 5, 100, None);
     std::fs::create_dir_all(f.path().join(".ebb")).unwrap();
     std::fs::write(f.path().join(".ebb/state.db"), vec![0x42u8; 4096]).unwrap();
@@ -681,6 +694,7 @@ fn a_corrupt_or_foreign_state_file_is_a_clear_error() {
 
 #[test]
 fn status_runs_and_reset() {
+    require_postgres!();
     let f = Fixture::new("status", 20, 100, None);
     let status = stdout(&ebb(f.path(), &["status"]));
     assert!(status.contains("contacts") && status.contains("never run"), "{status}");
@@ -707,6 +721,7 @@ fn status_runs_and_reset() {
 
 #[test]
 fn a_new_destination_starts_from_an_empty_snapshot() {
+    require_postgres!();
     let f = Fixture::new("redirect", 10, 100, None);
     assert_eq!(f.run(&[]).0, 0);
     // The same model now goes to the file destination: one JSONL file per run.
@@ -736,6 +751,7 @@ fn a_new_destination_starts_from_an_empty_snapshot() {
 
 #[test]
 fn insert_mode_does_not_resend_an_interrupted_batch_unless_forced() {
+    require_postgres!();
     let f = Fixture::new("insert", 400, 20, None);
     f.model(&ModelSpec {
         mode: "insert",
@@ -783,6 +799,7 @@ fn insert_mode_does_not_resend_an_interrupted_batch_unless_forced() {
 /// copy, a damaged one, or one from before `ebb reset` is ignored.
 #[test]
 fn the_kept_diff_table_is_used_only_while_it_matches_the_state_store() {
+    require_postgres!();
     let f = Fixture::new("table", 500, 100, None);
     let (code, first) = f.run(&[]);
     assert_eq!((code, count(&first, "sent")), (0, 500), "{first}");

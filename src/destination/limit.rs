@@ -202,7 +202,8 @@ mod tests {
 
     #[tokio::test]
     async fn at_most_n_starts_in_any_window() {
-        let window = Duration::from_millis(200);
+        // A window long enough that a loaded machine's stalls cannot pass for waiting.
+        let window = Duration::from_secs(1);
         let limits = Limits::new(Some((5, window)), 100);
         let begin = Instant::now();
         let mut starts = Vec::new();
@@ -215,10 +216,7 @@ mod tests {
             assert!(w[5] - w[0] >= window, "6 starts within {:?}", w[5] - w[0]);
         }
         // The first 5 do not wait; 12 starts need two further windows.
-        assert!(
-            starts[4] - begin < Duration::from_millis(100),
-            "the first window waited"
-        );
+        assert!(starts[4] - begin < window / 2, "the first window waited");
         assert!(starts[11] - begin >= window * 2);
     }
 
@@ -252,7 +250,7 @@ mod tests {
         let third = tokio::time::timeout(Duration::from_millis(50), limits.acquire()).await;
         assert!(third.is_err(), "a third request started with 2 slots taken");
         drop(a);
-        let third = tokio::time::timeout(Duration::from_millis(500), limits.acquire()).await;
+        let third = tokio::time::timeout(Duration::from_secs(10), limits.acquire()).await;
         assert!(third.is_ok(), "a freed slot was not handed out");
     }
 
