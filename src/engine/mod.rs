@@ -431,7 +431,7 @@ struct Run<'a> {
     /// the key turns out duplicated).
     new_invalid: KeySet,
     pending_errors: Vec<RowErrorEntry>,
-    /// Delete operations planned (for `max_deletes`).
+    /// Delete and clear operations planned (for `max_deletes` and `max_delete_ratio`).
     deletes: i64,
     /// Records to send, by operation (a destination may batch large sets differently).
     per_op: HashMap<Op, u64>,
@@ -1006,16 +1006,14 @@ impl<'a> Run<'a> {
             let kh = key_hash(&key);
             self.sample("removed", || key.clone());
             if self.opts.dry_run {
-                if action == Some(Op::Delete) {
+                if action.is_some() {
                     self.deletes += 1;
                 }
                 continue;
             }
             match action {
                 Some(op) => {
-                    if op == Op::Delete {
-                        self.deletes += 1;
-                    }
+                    self.deletes += 1;
                     *self.per_op.entry(op).or_default() += 1;
                     let payload = self.key_payload(&key, op == Op::Clear);
                     let ph = payload_hash(payload.as_bytes());
@@ -1052,11 +1050,39 @@ impl<'a> Run<'a> {
                 ));
             }
         }
+        let verb = if self.plan.destination.on_removed == OnRemoved::Clear && self.plan.destination.mode != Mode::Delete
+        {
+            "cleared"
+        } else {
+            "deleted"
+        };
+        let default = |d: bool, key: &str| {
+            if d {
+                format!(
+                    " (the default for a model that deletes; set `guard: {{{key}: …}}` in the model to change it, or `off`)"
+                )
+            } else {
+                String::new()
+            }
+        };
         if let Some(max) = g.max_deletes {
             if self.deletes as u64 > max {
                 return Some(format!(
-                    "{} would be deleted, over `max_deletes: {max}`",
-                    plural(self.deletes, "record")
+                    "{} would be {verb}, over `max_deletes: {max}`{}",
+                    plural(self.deletes, "record"),
+                    default(g.default_max_deletes, "max_deletes")
+                ));
+            }
+        }
+        if let Some(max) = g.max_delete_ratio {
+            let ratio = self.deletes as f64 / confirmed;
+            if ratio > max {
+                return Some(format!(
+                    "{} of the {} rows confirmed in the destination would be {verb} ({}), over `max_delete_ratio: {max}`{}",
+                    percent(ratio),
+                    table.len(),
+                    self.deletes,
+                    default(g.default_max_delete_ratio, "max_delete_ratio")
                 ));
             }
         }
