@@ -20,6 +20,8 @@
 pub mod pool;
 pub mod spill;
 pub mod table;
+#[doc(hidden)]
+pub mod testing;
 
 use crate::config::project::ProjectSpec;
 use crate::config::{Mode, OnRemoved};
@@ -507,7 +509,7 @@ impl<'a> Run<'a> {
 
     /// Keeps the diff table for the next run, stamped with the snapshot's token, when it
     /// holds exactly what the state store holds; otherwise removes a stale copy.
-    async fn save_table(&mut self, table: &SnapTable) -> Result<(), String> {
+    async fn save_table(&mut self, table: SnapTable) -> Result<(), String> {
         let path = self.table_path();
         let now = self
             .store
@@ -530,16 +532,27 @@ impl<'a> Run<'a> {
             self.ctx.write(vec![StateWrite::SnapshotToken(self.token)]).await?;
             Some(self.token)
         };
-        let Some(token) = token else {
-            let _ = std::fs::remove_file(&path);
-            return Ok(());
-        };
+        // The file is written off the async runtime: a slow disk must not stall the tasks
+        // beside the run (the lock's heartbeat).
         let name = self.plan.name.clone();
-        let saved = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
-            .and_then(|()| table.save(&path, &name, token));
+        let at = path.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            testing::io_point(&name, "save_table");
+            let Some(token) = token else {
+                let _ = std::fs::remove_file(&at);
+                return Ok(());
+            };
+            let saved = std::fs::create_dir_all(at.parent().unwrap_or(Path::new(".")))
+                .and_then(|()| table.save(&at, &name, token));
+            if saved.is_err() {
+                let _ = std::fs::remove_file(&at);
+            }
+            saved
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         if let Err(e) = saved {
             // Only speed is lost: the next run reads the snapshot from the state store.
-            let _ = std::fs::remove_file(&path);
             self.notes
                 .push(format!("cannot keep the diff table in {}: {e}", path.display()));
         }
@@ -638,7 +651,9 @@ impl<'a> Run<'a> {
         let phase = Instant::now();
 
         // Read, map, hash, diff; spill what is to be sent.
-        let mut spill = SpillWriter::create(&name).map_err(|e| format!("cannot create a spill file: {e}"))?;
+        let mut spill = SpillWriter::create(&name)
+            .await
+            .map_err(|e| format!("cannot create a spill file: {e}"))?;
         self.read_model(&mut table, &mut spill).await?;
         self.timings.push(("read_and_diff", phase.elapsed()));
         let phase = Instant::now();
@@ -686,6 +701,7 @@ impl<'a> Run<'a> {
 
         let reader = spill
             .finish()
+            .await
             .map_err(|e| format!("cannot read back the spill file: {e}"))?;
         self.progress.delivering.store(true, Ordering::Relaxed);
         let phase = Instant::now();
@@ -713,7 +729,7 @@ impl<'a> Run<'a> {
                 .await?;
         }
         let phase = Instant::now();
-        self.save_table(&table).await?;
+        self.save_table(table).await?;
         self.timings.push(("save_table", phase.elapsed()));
         Ok(())
     }
@@ -934,6 +950,7 @@ impl<'a> Run<'a> {
                 if !self.opts.dry_run {
                     spill
                         .push(Some(op), kh, ph, key, payload)
+                        .await
                         .map_err(|e| format!("cannot write the spill file: {e}"))?;
                 }
                 *self.per_op.entry(op).or_default() += 1;
@@ -1017,9 +1034,9 @@ impl<'a> Run<'a> {
                     *self.per_op.entry(op).or_default() += 1;
                     let payload = self.key_payload(&key, op == Op::Clear);
                     let ph = payload_hash(payload.as_bytes());
-                    spill.push(Some(op), kh, ph, &key, &payload)
+                    spill.push(Some(op), kh, ph, &key, &payload).await
                 }
-                None => spill.push(None, kh, [0; 16], &key, ""),
+                None => spill.push(None, kh, [0; 16], &key, "").await,
             }
             .map_err(|e| format!("cannot write the spill file: {e}"))?;
             if action.is_some() {
@@ -1148,6 +1165,7 @@ impl<'a> Run<'a> {
             while next.is_none() && !at_end {
                 match reader
                     .next_record()
+                    .await
                     .map_err(|e| format!("cannot read the spill file: {e}"))?
                 {
                     None => {
