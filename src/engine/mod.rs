@@ -425,6 +425,9 @@ struct Run<'a> {
     samples: BTreeMap<&'static str, Vec<String>>,
     /// Set when delivery failed: the run ends `failed`.
     failure: Option<String>,
+    /// The batch whose failure `failure` is, when it is a batch's: of several batches that
+    /// fail, the run reports the first one's (answers settle in no fixed order).
+    failure_batch: Option<i64>,
     /// Set when the guard refused the run.
     aborted: Option<String>,
     forced: HashMap<u128, Forced>,
@@ -475,6 +478,7 @@ impl<'a> Run<'a> {
             notes: Vec::new(),
             samples: BTreeMap::new(),
             failure: None,
+            failure_batch: None,
             aborted: None,
             forced: HashMap::new(),
             dups: HashMap::new(),
@@ -1149,6 +1153,8 @@ impl<'a> Run<'a> {
         // while later batches are under way; room for the new rows is made once.
         table.reserve(table.len() + self.counts.added.max(0) as usize);
         let mut batch_no: i64 = 0;
+        // Each batch goes to the destination after the one before it has (see [`Turn`]).
+        let mut previous_started: Option<oneshot::Receiver<()>> = None;
         let mut pending: Vec<Spilled> = Vec::new();
         let mut forget: Vec<String> = Vec::new();
         let mut at_end = false;
@@ -1238,7 +1244,15 @@ impl<'a> Run<'a> {
                         pipeline * AWAITING_COMMIT
                     };
                     let answered = Answered(Some(answered_tx.clone()));
-                    in_flight.spawn(sender.clone().send_batch(batch_no, records, ids, answered));
+                    let turn = Turn {
+                        after: previous_started.take(),
+                        started: {
+                            let (tx, rx) = oneshot::channel();
+                            previous_started = Some(rx);
+                            tx
+                        },
+                    };
+                    in_flight.spawn(sender.clone().send_batch(batch_no, records, ids, answered, turn));
                     unanswered += 1;
                     // Wait while the pipeline is full: for a batch to be answered, or to end.
                     while unanswered >= pipeline || in_flight.len() >= under_way {
@@ -1305,7 +1319,17 @@ impl<'a> Run<'a> {
             .rejected
             .fetch_add(done.rejected as u64, Ordering::Relaxed);
         if let Some(e) = done.failure {
-            self.failure.get_or_insert(e);
+            match (self.failure.is_some(), self.failure_batch) {
+                (false, _) => {
+                    self.failure = Some(e);
+                    self.failure_batch = Some(done.batch);
+                }
+                (true, Some(b)) if done.batch < b => {
+                    self.failure = Some(e);
+                    self.failure_batch = Some(done.batch);
+                }
+                _ => {}
+            }
         }
     }
 }
@@ -1368,6 +1392,14 @@ impl Drop for Answered {
     }
 }
 
+/// A batch's place in the order batches reach the destination: batch N starts sending once
+/// batch N-1 has, so requests queue for the destination's limits in batch order (and the
+/// first batch's answer is the first one the destination gives).
+struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    started: oneshot::Sender<()>,
+}
+
 /// A batch task's result; a task that panicked fails the run (its rows stay in flight).
 fn joined(done: Result<BatchResult, tokio::task::JoinError>) -> BatchResult {
     done.unwrap_or_else(|e| BatchResult {
@@ -1389,10 +1421,14 @@ impl BatchSender {
         records: Vec<Spilled>,
         ids: HashMap<String, String>,
         answered: Answered,
+        turn: Turn,
     ) -> BatchResult {
         let (dest, policy) = (&*self.dest, &*self.policy);
         {
-            let mut result = BatchResult::default();
+            let mut result = BatchResult {
+                batch: batch_no,
+                ..BatchResult::default()
+            };
             let op = records[0].op.expect("batches hold sent records");
             let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
             if let Err(e) = self
@@ -1427,6 +1463,10 @@ impl BatchSender {
                     .collect(),
             };
             let records = &batch.records;
+            if let Some(after) = turn.after {
+                let _ = after.await; // an error: the batch before ended without sending
+            }
+            let _ = turn.started.send(());
             let delivered = retry::deliver(dest, &batch, policy).await;
             drop(answered);
             let delivered = match delivered {
@@ -1526,6 +1566,8 @@ fn key_payload(plan: &SyncPlan, key: &str, clear: bool) -> String {
 
 #[derive(Debug, Default)]
 struct BatchResult {
+    /// The batch's number (0 for a task that panicked).
+    batch: i64,
     confirmed: i64,
     rejected: i64,
     api_calls: u64,
