@@ -9,6 +9,8 @@ mod daemon; // `ebb daemon`: schedules, hot reload, the HTTP API, signals, two d
 #[cfg(feature = "duckdb")]
 mod demo; // `ebb demo`: the quickstart
 mod destination; // the http and file destinations: wire format, retries, limits, files
+#[cfg(feature = "duckdb")]
+mod engine; // the sync engine on DuckDB without PostgreSQL: the delivery contract, guards, faults, IO off the runtime
 mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
 mod map; // the mapping layer on Arrow batches

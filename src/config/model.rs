@@ -41,7 +41,8 @@ pub struct ModelSpec {
     /// When the daemon runs the model. Without a schedule the model runs only on demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleSpec>,
-    /// Safety limits checked before anything is sent. Off unless set.
+    /// Safety limits checked before anything is sent. Off unless set, except for models
+    /// that delete or clear records: see `max_deletes` and `max_delete_ratio`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardSpec>,
 }
@@ -311,18 +312,57 @@ pub struct ScheduleSpec {
     pub timezone: Option<String>,
 }
 
-/// Limits that refuse a run before anything is sent (`ebb run --force` overrides).
+/// Limits that refuse a run before anything is sent (`ebb run --force` overrides). The
+/// first sync is exempt. A model that deletes or clears the records of rows that leave it
+/// (`mode: mirror`, `on_removed: delete` or `clear`) is guarded by default: a run that
+/// would delete or clear more than 10000 records, or more than half of the rows the
+/// destination has confirmed, is refused. `ebb plan` shows the limits in force.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardSpec {
     /// Refuse a run whose (changed + removed) rows exceed this share of the rows the
-    /// destination has confirmed, e.g. `0.5`. The first sync is exempt.
+    /// destination has confirmed, e.g. `0.5`. Off unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_change_ratio: Option<f64>,
-    /// Refuse a run that would delete (or clear) more records than this.
+    /// Refuse a run that would delete (or clear) more records than this, or `off`.
+    /// Default: 10000 for a model that deletes or clears the records of rows that leave it,
+    /// off otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_deletes: Option<u64>,
+    pub max_deletes: Option<DeleteLimit>,
+    /// Refuse a run that would delete (or clear) more than this share of the rows the
+    /// destination has confirmed, e.g. `0.5`, or `off`. Default: 0.5 for a model that
+    /// deletes or clears the records of rows that leave it, off otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delete_ratio: Option<DeleteRatio>,
+}
+
+/// A number of records, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DeleteLimit {
+    /// At most this many records.
+    Records(u64),
+    /// No limit.
+    Off(Off),
+}
+
+/// A share of the confirmed rows from 0 to 1, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DeleteRatio {
+    /// At most this share, e.g. `0.5`.
+    Share(#[schemars(range(min = 0.0, max = 1.0))] f64),
+    /// No limit.
+    Off(Off),
+}
+
+/// `off`: the limit does not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Off {
+    /// The limit does not apply.
+    Off,
 }
 
 /// Headers of an `http` connection, name to value.

@@ -78,6 +78,7 @@ codes! {
     ModeConflict = "E501", Error, "a combination of mode and options that cannot work";
     UpsertById = "N502", Note, "Salesforce cannot upsert by record `Id`: rows are updated";
     ApiNotApplicable = "E503", Error, "`api` is only for Salesforce destinations";
+    DefaultDeleteGuard = "N504", Note, "a model that deletes or clears records gets ebb's default guard on deletes";
     // Schedules (E6xx)
     BadInterval = "E601", Error, "an interval not of the form hourly|daily|weekly|<n>s|<n>m|<n>h|<n>d";
     BadCron = "E602", Error, "an invalid cron expression";

@@ -20,6 +20,8 @@
 pub mod pool;
 pub mod spill;
 pub mod table;
+#[doc(hidden)]
+pub mod testing;
 
 use crate::config::project::ProjectSpec;
 use crate::config::{Mode, OnRemoved};
@@ -423,6 +425,9 @@ struct Run<'a> {
     samples: BTreeMap<&'static str, Vec<String>>,
     /// Set when delivery failed: the run ends `failed`.
     failure: Option<String>,
+    /// The batch whose failure `failure` is, when it is a batch's: of several batches that
+    /// fail, the run reports the first one's (answers settle in no fixed order).
+    failure_batch: Option<i64>,
     /// Set when the guard refused the run.
     aborted: Option<String>,
     forced: HashMap<u128, Forced>,
@@ -431,7 +436,7 @@ struct Run<'a> {
     /// the key turns out duplicated).
     new_invalid: KeySet,
     pending_errors: Vec<RowErrorEntry>,
-    /// Delete operations planned (for `max_deletes`).
+    /// Delete and clear operations planned (for `max_deletes` and `max_delete_ratio`).
     deletes: i64,
     /// Records to send, by operation (a destination may batch large sets differently).
     per_op: HashMap<Op, u64>,
@@ -473,6 +478,7 @@ impl<'a> Run<'a> {
             notes: Vec::new(),
             samples: BTreeMap::new(),
             failure: None,
+            failure_batch: None,
             aborted: None,
             forced: HashMap::new(),
             dups: HashMap::new(),
@@ -507,7 +513,7 @@ impl<'a> Run<'a> {
 
     /// Keeps the diff table for the next run, stamped with the snapshot's token, when it
     /// holds exactly what the state store holds; otherwise removes a stale copy.
-    async fn save_table(&mut self, table: &SnapTable) -> Result<(), String> {
+    async fn save_table(&mut self, table: SnapTable) -> Result<(), String> {
         let path = self.table_path();
         let now = self
             .store
@@ -530,16 +536,27 @@ impl<'a> Run<'a> {
             self.ctx.write(vec![StateWrite::SnapshotToken(self.token)]).await?;
             Some(self.token)
         };
-        let Some(token) = token else {
-            let _ = std::fs::remove_file(&path);
-            return Ok(());
-        };
+        // The file is written off the async runtime: a slow disk must not stall the tasks
+        // beside the run (the lock's heartbeat).
         let name = self.plan.name.clone();
-        let saved = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
-            .and_then(|()| table.save(&path, &name, token));
+        let at = path.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            testing::io_point(&name, "save_table");
+            let Some(token) = token else {
+                let _ = std::fs::remove_file(&at);
+                return Ok(());
+            };
+            let saved = std::fs::create_dir_all(at.parent().unwrap_or(Path::new(".")))
+                .and_then(|()| table.save(&at, &name, token));
+            if saved.is_err() {
+                let _ = std::fs::remove_file(&at);
+            }
+            saved
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         if let Err(e) = saved {
             // Only speed is lost: the next run reads the snapshot from the state store.
-            let _ = std::fs::remove_file(&path);
             self.notes
                 .push(format!("cannot keep the diff table in {}: {e}", path.display()));
         }
@@ -638,7 +655,9 @@ impl<'a> Run<'a> {
         let phase = Instant::now();
 
         // Read, map, hash, diff; spill what is to be sent.
-        let mut spill = SpillWriter::create(&name).map_err(|e| format!("cannot create a spill file: {e}"))?;
+        let mut spill = SpillWriter::create(&name)
+            .await
+            .map_err(|e| format!("cannot create a spill file: {e}"))?;
         self.read_model(&mut table, &mut spill).await?;
         self.timings.push(("read_and_diff", phase.elapsed()));
         let phase = Instant::now();
@@ -686,6 +705,7 @@ impl<'a> Run<'a> {
 
         let reader = spill
             .finish()
+            .await
             .map_err(|e| format!("cannot read back the spill file: {e}"))?;
         self.progress.delivering.store(true, Ordering::Relaxed);
         let phase = Instant::now();
@@ -713,7 +733,7 @@ impl<'a> Run<'a> {
                 .await?;
         }
         let phase = Instant::now();
-        self.save_table(&table).await?;
+        self.save_table(table).await?;
         self.timings.push(("save_table", phase.elapsed()));
         Ok(())
     }
@@ -934,6 +954,7 @@ impl<'a> Run<'a> {
                 if !self.opts.dry_run {
                     spill
                         .push(Some(op), kh, ph, key, payload)
+                        .await
                         .map_err(|e| format!("cannot write the spill file: {e}"))?;
                 }
                 *self.per_op.entry(op).or_default() += 1;
@@ -1006,22 +1027,20 @@ impl<'a> Run<'a> {
             let kh = key_hash(&key);
             self.sample("removed", || key.clone());
             if self.opts.dry_run {
-                if action == Some(Op::Delete) {
+                if action.is_some() {
                     self.deletes += 1;
                 }
                 continue;
             }
             match action {
                 Some(op) => {
-                    if op == Op::Delete {
-                        self.deletes += 1;
-                    }
+                    self.deletes += 1;
                     *self.per_op.entry(op).or_default() += 1;
                     let payload = self.key_payload(&key, op == Op::Clear);
                     let ph = payload_hash(payload.as_bytes());
-                    spill.push(Some(op), kh, ph, &key, &payload)
+                    spill.push(Some(op), kh, ph, &key, &payload).await
                 }
-                None => spill.push(None, kh, [0; 16], &key, ""),
+                None => spill.push(None, kh, [0; 16], &key, "").await,
             }
             .map_err(|e| format!("cannot write the spill file: {e}"))?;
             if action.is_some() {
@@ -1052,11 +1071,39 @@ impl<'a> Run<'a> {
                 ));
             }
         }
+        let verb = if self.plan.destination.on_removed == OnRemoved::Clear && self.plan.destination.mode != Mode::Delete
+        {
+            "cleared"
+        } else {
+            "deleted"
+        };
+        let default = |d: bool, key: &str| {
+            if d {
+                format!(
+                    " (the default for a model that deletes; set `guard: {{{key}: …}}` in the model to change it, or `off`)"
+                )
+            } else {
+                String::new()
+            }
+        };
         if let Some(max) = g.max_deletes {
             if self.deletes as u64 > max {
                 return Some(format!(
-                    "{} would be deleted, over `max_deletes: {max}`",
-                    plural(self.deletes, "record")
+                    "{} would be {verb}, over `max_deletes: {max}`{}",
+                    plural(self.deletes, "record"),
+                    default(g.default_max_deletes, "max_deletes")
+                ));
+            }
+        }
+        if let Some(max) = g.max_delete_ratio {
+            let ratio = self.deletes as f64 / confirmed;
+            if ratio > max {
+                return Some(format!(
+                    "{} of the {} rows confirmed in the destination would be {verb} ({}), over `max_delete_ratio: {max}`{}",
+                    percent(ratio),
+                    table.len(),
+                    self.deletes,
+                    default(g.default_max_delete_ratio, "max_delete_ratio")
                 ));
             }
         }
@@ -1106,6 +1153,8 @@ impl<'a> Run<'a> {
         // while later batches are under way; room for the new rows is made once.
         table.reserve(table.len() + self.counts.added.max(0) as usize);
         let mut batch_no: i64 = 0;
+        // Each batch goes to the destination after the one before it has (see [`Turn`]).
+        let mut previous_started: Option<oneshot::Receiver<()>> = None;
         let mut pending: Vec<Spilled> = Vec::new();
         let mut forget: Vec<String> = Vec::new();
         let mut at_end = false;
@@ -1122,6 +1171,7 @@ impl<'a> Run<'a> {
             while next.is_none() && !at_end {
                 match reader
                     .next_record()
+                    .await
                     .map_err(|e| format!("cannot read the spill file: {e}"))?
                 {
                     None => {
@@ -1194,7 +1244,15 @@ impl<'a> Run<'a> {
                         pipeline * AWAITING_COMMIT
                     };
                     let answered = Answered(Some(answered_tx.clone()));
-                    in_flight.spawn(sender.clone().send_batch(batch_no, records, ids, answered));
+                    let turn = Turn {
+                        after: previous_started.take(),
+                        started: {
+                            let (tx, rx) = oneshot::channel();
+                            previous_started = Some(rx);
+                            tx
+                        },
+                    };
+                    in_flight.spawn(sender.clone().send_batch(batch_no, records, ids, answered, turn));
                     unanswered += 1;
                     // Wait while the pipeline is full: for a batch to be answered, or to end.
                     while unanswered >= pipeline || in_flight.len() >= under_way {
@@ -1261,7 +1319,17 @@ impl<'a> Run<'a> {
             .rejected
             .fetch_add(done.rejected as u64, Ordering::Relaxed);
         if let Some(e) = done.failure {
-            self.failure.get_or_insert(e);
+            match (self.failure.is_some(), self.failure_batch) {
+                (false, _) => {
+                    self.failure = Some(e);
+                    self.failure_batch = Some(done.batch);
+                }
+                (true, Some(b)) if done.batch < b => {
+                    self.failure = Some(e);
+                    self.failure_batch = Some(done.batch);
+                }
+                _ => {}
+            }
         }
     }
 }
@@ -1324,6 +1392,14 @@ impl Drop for Answered {
     }
 }
 
+/// A batch's place in the order batches reach the destination: batch N starts sending once
+/// batch N-1 has, so requests queue for the destination's limits in batch order (and the
+/// first batch's answer is the first one the destination gives).
+struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    started: oneshot::Sender<()>,
+}
+
 /// A batch task's result; a task that panicked fails the run (its rows stay in flight).
 fn joined(done: Result<BatchResult, tokio::task::JoinError>) -> BatchResult {
     done.unwrap_or_else(|e| BatchResult {
@@ -1345,10 +1421,14 @@ impl BatchSender {
         records: Vec<Spilled>,
         ids: HashMap<String, String>,
         answered: Answered,
+        turn: Turn,
     ) -> BatchResult {
         let (dest, policy) = (&*self.dest, &*self.policy);
         {
-            let mut result = BatchResult::default();
+            let mut result = BatchResult {
+                batch: batch_no,
+                ..BatchResult::default()
+            };
             let op = records[0].op.expect("batches hold sent records");
             let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
             if let Err(e) = self
@@ -1383,6 +1463,10 @@ impl BatchSender {
                     .collect(),
             };
             let records = &batch.records;
+            if let Some(after) = turn.after {
+                let _ = after.await; // an error: the batch before ended without sending
+            }
+            let _ = turn.started.send(());
             let delivered = retry::deliver(dest, &batch, policy).await;
             drop(answered);
             let delivered = match delivered {
@@ -1482,6 +1566,8 @@ fn key_payload(plan: &SyncPlan, key: &str, clear: bool) -> String {
 
 #[derive(Debug, Default)]
 struct BatchResult {
+    /// The batch's number (0 for a task that panicked).
+    batch: i64,
     confirmed: i64,
     rejected: i64,
     api_calls: u64,

@@ -129,20 +129,14 @@ impl Compiler<'_, '_> {
         let mappings = self.mappings(spec, &selection, &source);
         let destination = self.destination(spec, dest_conn.clone());
         let schedule = self.schedule(spec);
-        let guard = spec
-            .guard
-            .as_ref()
-            .map(|g| Guard {
-                max_change_ratio: g.max_change_ratio,
-                max_deletes: g.max_deletes,
-            })
-            .unwrap_or_default();
+        let destination = destination?;
+        let guard = self.guard(spec, &destination);
         Some(SyncPlan {
             name: spec.name.clone(),
             description: spec.description.clone(),
             file: self.ctx.file.path.clone(),
             source,
-            destination: destination?,
+            destination,
             mappings,
             schedule,
             guard,
@@ -851,6 +845,46 @@ impl Compiler<'_, '_> {
             ConnectionSpec::Http(h) => h.batch_size,
             _ => None,
         }
+    }
+
+    /// The model's guard; a model that deletes or clears the records of removed rows gets
+    /// default limits on deletes, and a note saying so.
+    fn guard(&mut self, spec: &ModelSpec, d: &DestinationPlan) -> Guard {
+        let removes = d.mode == Mode::Mirror || matches!(d.on_removed, OnRemoved::Delete | OnRemoved::Clear);
+        let guard = Guard::new(spec.guard.as_ref(), removes);
+        if guard.default_max_deletes || guard.default_max_delete_ratio {
+            let ctx = self.ctx;
+            let what = if d.mode == Mode::Mirror {
+                "`mode: mirror` deletes".to_string()
+            } else {
+                format!("`on_removed: {}` {}s", d.on_removed.as_str(), d.on_removed.as_str())
+            };
+            let mut limits = Vec::new();
+            if let Some(n) = guard.max_deletes.filter(|_| guard.default_max_deletes) {
+                limits.push(format!("more than {n} records"));
+            }
+            if let Some(r) = guard.max_delete_ratio.filter(|_| guard.default_max_delete_ratio) {
+                limits.push(format!("more than {}% of the rows confirmed", r * 100.0));
+            }
+            let at = if spec.destination.on_removed.is_some() {
+                ctx.at(&["destination", "on_removed"])
+            } else {
+                ctx.at(&["destination", "mode"])
+            };
+            self.push(
+                Diagnostic::new(
+                    Code::DefaultDeleteGuard,
+                    at,
+                    format!(
+                        "{what} the records of rows that leave the model: a run that would delete or clear {}{} is refused (the default guard)",
+                        limits.join(", or "),
+                        if limits.len() > 1 { "," } else { "" }
+                    ),
+                )
+                .help("set `guard: {max_deletes: N, max_delete_ratio: R}` (or `off`) to choose; `ebb run --force` sends a refused run anyway"),
+            );
+        }
+        guard
     }
 
     fn schedule(&mut self, spec: &ModelSpec) -> Option<Schedule> {

@@ -102,15 +102,8 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
         }
     }
     let g = &plan.guard;
-    if g.max_change_ratio.is_some() || g.max_deletes.is_some() {
-        let mut parts = Vec::new();
-        if let Some(r) = g.max_change_ratio {
-            parts.push(format!("max_change_ratio {r}"));
-        }
-        if let Some(n) = g.max_deletes {
-            parts.push(format!("max_deletes {n}"));
-        }
-        let _ = writeln!(o, "guard:        {}", parts.join(", "));
+    if g.is_set() {
+        let _ = writeln!(o, "guard:        {}", g.describe().join(", "));
     }
     o
 }
@@ -181,6 +174,10 @@ pub fn explain_json(plan: &SyncPlan, now: DateTime<Utc>) -> serde_json::Value {
         "guard": {
             "max_change_ratio": plan.guard.max_change_ratio,
             "max_deletes": plan.guard.max_deletes,
+            "max_delete_ratio": plan.guard.max_delete_ratio,
+            "defaults": plan.guard.default_max_deletes.then_some("max_deletes").into_iter()
+                .chain(plan.guard.default_max_delete_ratio.then_some("max_delete_ratio"))
+                .collect::<Vec<_>>(),
         },
     })
 }

@@ -112,5 +112,73 @@ pub enum ValueSource {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Guard {
     pub max_change_ratio: Option<f64>,
+    /// Deletes and clears a run may make.
     pub max_deletes: Option<u64>,
+    /// Deletes and clears a run may make, as a share of the rows the destination confirmed.
+    pub max_delete_ratio: Option<f64>,
+    /// `max_deletes` is ebb's default, not written in the model.
+    pub default_max_deletes: bool,
+    /// `max_delete_ratio` is ebb's default, not written in the model.
+    pub default_max_delete_ratio: bool,
+}
+
+/// The deletes a run of a model that deletes or clears the records of removed rows may
+/// make without consent (`guard: {max_deletes: …}`, or `ebb run --force`).
+pub const DEFAULT_MAX_DELETES: u64 = 10_000;
+/// The share of the confirmed rows such a run may delete or clear without consent.
+pub const DEFAULT_MAX_DELETE_RATIO: f64 = 0.5;
+
+impl Guard {
+    /// The limits of a model's `guard:`, with the defaults for a model that deletes or
+    /// clears the records of rows that leave it (`removes`).
+    pub fn new(spec: Option<&crate::config::model::GuardSpec>, removes: bool) -> Guard {
+        use crate::config::model::{DeleteLimit, DeleteRatio};
+        let (deletes, ratio) = match spec {
+            Some(g) => (g.max_deletes, g.max_delete_ratio),
+            None => (None, None),
+        };
+        let (max_deletes, default_max_deletes) = match deletes {
+            Some(DeleteLimit::Records(n)) => (Some(n), false),
+            Some(DeleteLimit::Off(_)) => (None, false),
+            None if removes => (Some(DEFAULT_MAX_DELETES), true),
+            None => (None, false),
+        };
+        let (max_delete_ratio, default_max_delete_ratio) = match ratio {
+            Some(DeleteRatio::Share(r)) => (Some(r), false),
+            Some(DeleteRatio::Off(_)) => (None, false),
+            None if removes => (Some(DEFAULT_MAX_DELETE_RATIO), true),
+            None => (None, false),
+        };
+        Guard {
+            max_change_ratio: spec.and_then(|g| g.max_change_ratio),
+            max_deletes,
+            max_delete_ratio,
+            default_max_deletes,
+            default_max_delete_ratio,
+        }
+    }
+
+    /// Whether any limit is set.
+    pub fn is_set(&self) -> bool {
+        self.max_change_ratio.is_some() || self.max_deletes.is_some() || self.max_delete_ratio.is_some()
+    }
+
+    /// The limits as `ebb plan` shows them, e.g. `max_deletes 10000 (default)`.
+    pub fn describe(&self) -> Vec<String> {
+        let default = |d: bool| if d { " (default)" } else { "" };
+        let mut parts = Vec::new();
+        if let Some(r) = self.max_change_ratio {
+            parts.push(format!("max_change_ratio {r}"));
+        }
+        if let Some(n) = self.max_deletes {
+            parts.push(format!("max_deletes {n}{}", default(self.default_max_deletes)));
+        }
+        if let Some(r) = self.max_delete_ratio {
+            parts.push(format!(
+                "max_delete_ratio {r}{}",
+                default(self.default_max_delete_ratio)
+            ));
+        }
+        parts
+    }
 }

@@ -3,7 +3,7 @@
 //! CSV files) resolve against the project directory, and the result is streamed chunk by
 //! chunk (`duckdb_execute_prepared_streaming`), never materialised whole.
 
-use super::{channel, BatchStream, SourceError};
+use super::{channel, BatchStream, Producer, SourceError};
 use crate::config::project::DuckdbConnection;
 use arrow::datatypes::SchemaRef;
 use duckdb::{AccessMode, Config, Connection};
@@ -72,7 +72,7 @@ impl DuckdbSource {
         let conn = self.connect()?;
         let sql = strip_semicolon(sql).to_string();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ebb-duckdb".into())
             .spawn(move || {
                 let mut stmt = match conn.prepare(&sql) {
@@ -94,18 +94,28 @@ impl DuckdbSource {
                     return;
                 }
                 let interrupt = conn.interrupt_handle();
+                let mut sent = 0u64;
                 for batch in stream {
                     let item = batch.map_err(|e| SourceError::Query(first_line(&e.to_string())));
+                    let failed = item.is_err();
                     if !sender.blocking_send(item) {
                         interrupt.interrupt();
-                        break;
+                        return;
                     }
+                    if failed {
+                        return;
+                    }
+                    sent += 1;
+                    super::fault::after_batch(&sql, sent);
                 }
+                sender.blocking_end();
             })
             .map_err(|e| SourceError::Query(format!("cannot start the query thread: {e}")))?;
-        ready_rx
+        let mut stream = ready_rx
             .await
-            .unwrap_or_else(|_| Err(SourceError::Query("the query thread ended unexpectedly".into())))
+            .unwrap_or_else(|_| Err(SourceError::Query("the query thread ended unexpectedly".into())))?;
+        stream.set_producer(Producer::Thread(thread));
+        Ok(stream)
     }
 }
 

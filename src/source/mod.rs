@@ -44,13 +44,67 @@ pub enum SourceError {
     Unsupported(String),
     #[error("the query was cancelled")]
     Cancelled,
+    /// The producer stopped before the end of the result (it panicked, or its task was
+    /// dropped): the rows read are not the whole result.
+    #[error("the result stopped before its end ({0}); the rows read are not the whole result")]
+    Incomplete(String),
+}
+
+/// What a producer hands over: a batch (or the error that ends the result), or the
+/// explicit end of the result.
+enum Msg {
+    Batch(Result<RecordBatch, SourceError>),
+    End,
+}
+
+/// The producer behind a [`BatchStream`], asked how it ended when its channel closes
+/// without the end of the result.
+pub(crate) enum Producer {
+    Task(tokio::task::JoinHandle<()>),
+    #[cfg_attr(not(feature = "duckdb"), allow(dead_code))]
+    Thread(std::thread::JoinHandle<()>),
+}
+
+impl Producer {
+    /// Why the producer stopped, when it says (a panic's message).
+    async fn why(self) -> Option<String> {
+        let panic = match self {
+            Producer::Task(h) => match h.await {
+                Ok(()) => return None,
+                Err(e) if e.is_panic() => e.into_panic(),
+                Err(_) => return Some("its task was cancelled".into()),
+            },
+            Producer::Thread(h) => match tokio::task::spawn_blocking(move || h.join()).await {
+                Ok(Err(panic)) => panic,
+                _ => return None,
+            },
+        };
+        Some(format!("its reader panicked (a bug in ebb): {}", panic_text(&*panic)))
+    }
+}
+
+/// The message of a panic's payload.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 /// A running query: its schema and a stream of batches.
+///
+/// The end of the result is explicit: the producer says so. A producer that stops without
+/// saying so (it panicked, its task was dropped) ends the stream with
+/// [`SourceError::Incomplete`], never with `None`, so rows that were never read cannot
+/// look like rows that left the model.
 pub struct BatchStream {
     schema: SchemaRef,
-    rx: mpsc::Receiver<Result<RecordBatch, SourceError>>,
+    rx: mpsc::Receiver<Msg>,
     cancel: Arc<AtomicBool>,
+    /// `None` has been returned, or the error of a producer that stopped early.
+    finished: bool,
+    producer: Option<Producer>,
 }
 
 impl BatchStream {
@@ -59,20 +113,59 @@ impl BatchStream {
         self.schema.clone()
     }
 
-    /// The next batch; `None` at the end of the result.
+    /// The next batch; `None` only at the end of the result, as its producer said.
     pub async fn next(&mut self) -> Option<Result<RecordBatch, SourceError>> {
-        self.rx.recv().await
+        if self.finished {
+            return None;
+        }
+        match self.rx.recv().await {
+            Some(Msg::Batch(b)) => Some(b),
+            Some(Msg::End) => {
+                self.finished = true;
+                None
+            }
+            None => {
+                self.finished = true;
+                let why = match self.producer.take() {
+                    Some(p) => p.why().await,
+                    None => None,
+                };
+                Some(Err(incomplete(why)))
+            }
+        }
     }
 
     /// The next batch, for callers outside an async context.
     pub fn blocking_next(&mut self) -> Option<Result<RecordBatch, SourceError>> {
-        self.rx.blocking_recv()
+        if self.finished {
+            return None;
+        }
+        match self.rx.blocking_recv() {
+            Some(Msg::Batch(b)) => Some(b),
+            Some(Msg::End) => {
+                self.finished = true;
+                None
+            }
+            None => {
+                self.finished = true;
+                Some(Err(incomplete(None)))
+            }
+        }
     }
 
     /// Stops the query; batches already sent may still be received.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
     }
+
+    /// Who produces the batches, asked how it ended if it stops without the end marker.
+    pub(crate) fn set_producer(&mut self, p: Producer) {
+        self.producer = Some(p);
+    }
+}
+
+fn incomplete(why: Option<String>) -> SourceError {
+    SourceError::Incomplete(why.unwrap_or_else(|| "its reader stopped without saying why".into()))
 }
 
 impl Drop for BatchStream {
@@ -83,7 +176,7 @@ impl Drop for BatchStream {
 
 /// The producer's half of a [`BatchStream`].
 pub(crate) struct BatchSender {
-    tx: mpsc::Sender<Result<RecordBatch, SourceError>>,
+    tx: mpsc::Sender<Msg>,
     cancel: Arc<AtomicBool>,
 }
 
@@ -95,12 +188,23 @@ impl BatchSender {
     /// Sends from a blocking thread; false when the consumer is gone.
     #[cfg_attr(not(feature = "duckdb"), allow(dead_code))]
     pub(crate) fn blocking_send(&self, item: Result<RecordBatch, SourceError>) -> bool {
-        !self.is_cancelled() && self.tx.blocking_send(item).is_ok()
+        !self.is_cancelled() && self.tx.blocking_send(Msg::Batch(item)).is_ok()
     }
 
     /// Sends from a task; false when the consumer is gone.
     pub(crate) async fn send(&self, item: Result<RecordBatch, SourceError>) -> bool {
-        !self.is_cancelled() && self.tx.send(item).await.is_ok()
+        !self.is_cancelled() && self.tx.send(Msg::Batch(item)).await.is_ok()
+    }
+
+    /// Says, from a blocking thread, that the whole result was sent.
+    #[cfg_attr(not(feature = "duckdb"), allow(dead_code))]
+    pub(crate) fn blocking_end(self) {
+        let _ = self.tx.blocking_send(Msg::End);
+    }
+
+    /// Says, from a task, that the whole result was sent.
+    pub(crate) async fn end(self) {
+        let _ = self.tx.send(Msg::End).await;
     }
 }
 
@@ -112,8 +216,51 @@ pub(crate) fn channel(schema: SchemaRef) -> (BatchSender, BatchStream) {
             tx,
             cancel: cancel.clone(),
         },
-        BatchStream { schema, rx, cancel },
+        BatchStream {
+            schema,
+            rx,
+            cancel,
+            finished: false,
+            producer: None,
+        },
     )
+}
+
+/// Faults injected into a source's own producer by tests, to show what a run does when
+/// its source dies part-way through a result. Not part of ebb's interface: nothing arms
+/// them but a test.
+#[doc(hidden)]
+pub mod fault {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static PANICS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+
+    /// The producer of every query whose text contains `marker` panics once it has handed
+    /// `after` batches (at least 1) to its consumer.
+    pub fn panic_after_batches(marker: &str, after: u64) {
+        PANICS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((marker.to_string(), after.max(1)));
+        ARMED.store(true, Ordering::SeqCst);
+    }
+
+    /// Called by producers after each batch handed over.
+    pub(crate) fn after_batch(sql: &str, sent: u64) {
+        if !ARMED.load(Ordering::Relaxed) {
+            return;
+        }
+        let hit = PANICS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(m, n)| sql.contains(m.as_str()) && sent >= *n);
+        if hit {
+            panic!("a fault injected by a test after {sent} batches");
+        }
+    }
 }
 
 /// A connection a model can read from.

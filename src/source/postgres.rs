@@ -3,7 +3,7 @@
 //! follows the URL's `sslmode` (see `postgres_tls`).
 //! Values are read in PostgreSQL's binary format and decoded straight into Arrow arrays.
 
-use super::{channel, BatchStream, SourceError, DECIMAL_TEXT, JSON_TEXT};
+use super::{channel, BatchStream, Producer, SourceError, DECIMAL_TEXT, JSON_TEXT};
 use crate::config::env;
 use crate::config::project::PostgresConnection;
 use crate::diagnostics::{lowercase_first, root_cause};
@@ -95,7 +95,7 @@ impl PostgresSource {
         };
         let sql = sql.to_string();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let tx = match client.transaction().await {
                 Ok(tx) => tx,
                 Err(e) => {
@@ -128,6 +128,7 @@ impl PostgresSource {
             if ready_tx.send(Ok(stream)).is_err() {
                 return;
             }
+            let mut sent = 0u64;
             loop {
                 if sender.is_cancelled() {
                     return;
@@ -144,15 +145,26 @@ impl PostgresSource {
                 }
                 let done = rows.len() < fetch;
                 let batch = to_batch(&schema, &kinds, &rows);
-                if !sender.send(batch).await || done {
+                let failed = batch.is_err();
+                if !sender.send(batch).await || failed {
+                    return;
+                }
+                sent += 1;
+                super::fault::after_batch(&sql, sent);
+                if done {
                     break;
                 }
             }
             // Read-only: nothing to commit; ending the transaction closes the cursor.
             let _ = tx.rollback().await;
+            sender.end().await;
         });
         match ready_rx.await {
-            Ok(r) => r,
+            Ok(Ok(mut stream)) => {
+                stream.set_producer(Producer::Task(task));
+                Ok(stream)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(SourceError::Query("the query task ended unexpectedly".into())),
         }
     }

@@ -9,7 +9,7 @@
 //! epoch seconds (TIMESTAMP_TZ with its offset), BINARY from hex, and VARIANT, OBJECT and
 //! ARRAY kept as JSON text. A 422 surfaces Snowflake's own message.
 
-use super::{channel, BatchStream, SourceError, DECIMAL_TEXT, JSON_TEXT};
+use super::{channel, BatchStream, Producer, SourceError, DECIMAL_TEXT, JSON_TEXT};
 use crate::config::env;
 use crate::config::project::SnowflakeConnection;
 use crate::diagnostics::root_cause;
@@ -219,13 +219,16 @@ impl SnowflakeSource {
         let (schema, kinds) = arrow_schema(&rs.result_set_meta_data.row_type)?;
         let partitions = rs.result_set_meta_data.partition_info.len().max(1);
         let handle = rs.statement_handle.clone();
-        let (sender, stream) = channel(schema.clone());
+        let (sender, mut stream) = channel(schema.clone());
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        let sql = sql.to_string();
+        let task = tokio::spawn(async move {
             let first = to_batch(&schema, &kinds, rs.data.unwrap_or_default());
-            if !sender.send(first).await {
+            let failed = first.is_err();
+            if !sender.send(first).await || failed {
                 return;
             }
+            super::fault::after_batch(&sql, 1);
             for n in 1..partitions {
                 if sender.is_cancelled() {
                     return;
@@ -243,8 +246,11 @@ impl SnowflakeSource {
                 if !sender.send(item).await || failed {
                     return;
                 }
+                super::fault::after_batch(&sql, n as u64 + 1);
             }
+            sender.end().await;
         });
+        stream.set_producer(Producer::Task(task));
         Ok(stream)
     }
 }
