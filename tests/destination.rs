@@ -471,3 +471,60 @@ async fn an_unusable_file_directory_is_an_error_naming_it() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_file_destination_does_not_write_through_symbolic_links() {
+    let project = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    // The export directory is a link to somewhere else.
+    std::os::unix::fs::symlink(outside.path(), project.path().join("exports")).unwrap();
+    for path in ["exports", "exports/jsonl"] {
+        let err = match Destination::open("out", &file_spec(path), project.path(), "contacts", 5).await {
+            Err(e) => e,
+            Ok(_) => panic!("{path}: opened through a link"),
+        };
+        assert!(
+            err.contains(&format!(
+                "`{}` is a symbolic link",
+                project.path().join("exports").display()
+            )),
+            "{path}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+
+    // A real directory, with the run's file planted as a link (dangling or not).
+    std::fs::remove_file(project.path().join("exports")).unwrap();
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, "keep me\n").unwrap();
+    for (run, target) in [(6, victim.clone()), (7, outside.path().join("new.txt"))] {
+        let d = Destination::open("out", &file_spec("exports"), project.path(), "contacts", run)
+            .await
+            .unwrap();
+        std::os::unix::fs::symlink(&target, project.path().join(format!("exports/contacts-{run}.jsonl"))).unwrap();
+        let failed = deliver(&d, &batch(Op::Upsert, &["a"]), &RetryPolicy::default())
+            .await
+            .unwrap_err();
+        assert_eq!(failed.attempts, 1);
+        assert!(failed.message.contains("is a symbolic link"), "{failed}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+    assert!(!outside.path().join("new.txt").exists());
+
+    // A link deeper down the path is refused as well; a plain directory still works.
+    std::fs::create_dir(project.path().join("exports/real")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), project.path().join("exports/real/linked")).unwrap();
+    assert!(
+        Destination::open("out", &file_spec("exports/real/linked/x"), project.path(), "m", 8)
+            .await
+            .is_err()
+    );
+    let d = Destination::open("out", &file_spec("exports/real/ok"), project.path(), "m", 9)
+        .await
+        .unwrap();
+    deliver(&d, &batch(Op::Upsert, &["a"]), &RetryPolicy::default())
+        .await
+        .unwrap();
+    d.finish().await.unwrap();
+    assert!(project.path().join("exports/real/ok/m-9.jsonl").is_file());
+}
