@@ -735,6 +735,49 @@ fn insert_creates_and_clear_nulls_the_fields_of_rows_that_leave() {
     assert!(two.get("Email").is_none_or(Value::is_null), "{two:?}");
 }
 
+#[test]
+fn a_bulk_insert_keyed_on_id_is_confirmed_once_and_never_sent_again() {
+    let f = SfFixture::new("bulkins", 300, "    bulk_threshold: 100\n", SandboxConfig::default());
+    // Keyed on `Id` (the key column is not mapped): Salesforce makes the Ids, so the Id
+    // column is not uploaded, and results are joined on the rest of the row.
+    std::fs::write(
+        f.path().join("models/contacts.yaml"),
+        format!(
+            "models:
+  - name: contacts
+    source:
+      type: postgres
+      query: SELECT id, id AS wid, last_name, lower(email) AS email FROM {}.contacts
+    destination:
+      type: salesforce
+      object: Contact
+      mode: insert
+      unique_identifier: id
+    mappings:
+      - source: wid
+        destination: Warehouse_Id__c
+      - source: last_name
+        destination: LastName
+      - source: email
+        destination: Email
+",
+            f.schema
+        ),
+    )
+    .unwrap();
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!((count(&run, "sent"), count(&run, "confirmed")), (300, 300), "{run}");
+    assert!(f.sandbox.calls_to("bulk") >= 5, "a Bulk API 2.0 job");
+    assert_eq!(f.sandbox.calls_to("collections"), 0);
+    let (code, run) = f.run(&[]);
+    assert_eq!((code, count(&run, "sent")), (0, 0), "nothing is sent twice: {run}");
+    let held = f.sandbox.records("Contact");
+    assert_eq!(held.len(), 300, "no duplicates in the org");
+    let keys: std::collections::BTreeSet<String> = held.iter().map(|r| r["Warehouse_Id__c"].to_string()).collect();
+    assert_eq!(keys.len(), 300);
+}
+
 /// A minimal org for answers the sandbox does not give: a token endpoint whose
 /// `instance_url` is chosen by the test, and scripted data-API answers.
 struct FakeOrg {
