@@ -534,4 +534,70 @@ mod tests {
         assert_eq!(rows[2], ["004", "false", "x"]);
         assert!(parse_csv("").is_empty());
     }
+
+    #[test]
+    fn csv_arrives_in_chunks_of_any_size() {
+        let text = "\"sf__Id\",\"sf__Created\",Name\n003,true,\"A, \"\"B\"\"\nC\"\r\n004,false,x";
+        for size in 1..9 {
+            let mut rows = Vec::new();
+            let mut csv = CsvStream::default();
+            for chunk in text.as_bytes().chunks(size) {
+                let fed = csv.feed(chunk, |r| -> Result<(), ()> {
+                    rows.push(r);
+                    Ok(())
+                });
+                assert!(fed.is_ok());
+            }
+            csv.finish(|r| -> Result<(), ()> {
+                rows.push(r);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(rows, parse_csv(text), "chunks of {size}");
+            assert_eq!(rows[1], ["003", "true", "A, \"B\"\nC"]);
+            assert_eq!(rows[2], ["004", "false", "x"]);
+        }
+    }
+
+    #[test]
+    fn results_join_on_the_whole_uploaded_row_when_the_key_is_not_uploaded() {
+        let columns = vec!["LastName".to_string(), "Email".to_string()];
+        let mut join: HashMap<String, VecDeque<usize>> = HashMap::new();
+        // Two identical rows, and a third.
+        for (i, row) in [["Doe", "a@x"], ["Doe", "a@x"], ["Roe", "b@x"]].iter().enumerate() {
+            join.entry(row.join(JOIN_SEPARATOR)).or_default().push_back(i);
+        }
+        let mut reader = ResultReader {
+            kind: ResultKind::Successful,
+            columns: &columns,
+            join_column: None,
+            positions: None,
+        };
+        // Columns by name, in any order; rows in any order; a row of no record is ignored.
+        let csv = "\"sf__Id\",\"sf__Created\",Email,LastName\n003C,true,b@x,Roe\n003A,true,a@x,Doe\n003Z,true,z@x,Zoe\n003B,true,a@x,Doe\n";
+        let got: Vec<(usize, Outcome)> = parse_csv(csv)
+            .into_iter()
+            .filter_map(|r| reader.row(r, &mut join, "JobComplete", "").unwrap())
+            .collect();
+        let ok = |id: &str| Outcome::Confirmed {
+            record_id: Some(id.into()),
+        };
+        assert_eq!(got, vec![(2, ok("003C")), (0, ok("003A")), (1, ok("003B"))]);
+
+        let mut reader = ResultReader {
+            kind: ResultKind::Successful,
+            columns: &columns,
+            join_column: None,
+            positions: None,
+        };
+        let err = reader
+            .row(
+                vec!["sf__Id".into(), "sf__Created".into(), "Email".into()],
+                &mut join,
+                "",
+                "",
+            )
+            .unwrap_err();
+        assert_eq!(err, "its successful results have no column `LastName`");
+    }
 }
