@@ -56,8 +56,6 @@ pub struct HttpDestination {
     timeout: Duration,
     limits: Arc<Limits>,
     client: reqwest::Client,
-    /// The most an answer may hold, decoded.
-    answer_cap: usize,
 }
 
 impl HttpDestination {
@@ -112,7 +110,6 @@ impl HttpDestination {
             timeout: Duration::from_secs(c.timeout_secs.map_or(DEFAULT_TIMEOUT_SECS, u64::from)),
             limits: Limits::shared(name, rate, max_concurrency),
             client,
-            answer_cap: crate::http::DATA_ANSWER_CAP,
         })
     }
 
@@ -158,7 +155,7 @@ impl HttpDestination {
             let text = crate::http::read_prefix(response, crate::http::ERROR_ANSWER_CAP).await;
             return self.interpret(status, retry_after, &text, batch.records.len());
         }
-        let text = match crate::http::read_text(response, self.answer_cap).await {
+        let text = match crate::http::read_text(response, crate::http::DATA_ANSWER_CAP).await {
             Ok(text) => text,
             Err(e) => {
                 let message = format!("POST {}: HTTP {status}, but {e}", self.target());
@@ -173,12 +170,6 @@ impl HttpDestination {
             }
         };
         self.interpret(status, retry_after, &text, batch.records.len())
-    }
-
-    /// Caps the size of the answers read (default [`crate::http::DATA_ANSWER_CAP`]).
-    pub fn with_answer_cap(mut self, bytes: usize) -> Self {
-        self.answer_cap = bytes;
-        self
     }
 
     /// Where a message says the request went.

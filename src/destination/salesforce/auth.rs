@@ -2,6 +2,12 @@
 //! token. The token is cached per connection and shared by every sync on it; a request
 //! answered 401 `INVALID_SESSION_ID` asks for a new one once ([`Auth::renew`]) and is
 //! replayed.
+//!
+//! The token answer's `instance_url` decides where the token goes next, so it is checked
+//! ([`trusted_instance`]): https (plain http only on loopback), no user info, and the
+//! configured instance's host or a Salesforce domain (`*.salesforce.com`, `*.force.com`).
+//! A `login_url` must be https too (http only on loopback). Token answers are read up to
+//! [`crate::http::TOKEN_ANSWER_CAP`].
 
 use crate::config::env;
 use crate::config::project::{SalesforceAuthFlow, SalesforceConnection};
