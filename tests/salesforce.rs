@@ -858,6 +858,10 @@ impl FakeOrg {
     /// through Collections, for connection `name` (one per test: connections are shared by
     /// name).
     fn destination(&self, name: &str, mode: Mode) -> Destination {
+        self.destination_with(name, mode, SalesforceApi::Collections)
+    }
+
+    fn destination_with(&self, name: &str, mode: Mode, api: SalesforceApi) -> Destination {
         let c: SalesforceConnection = serde_json::from_value(json!({
             "instance_url": self.url,
             "auth": {"flow": "client_credentials", "client_id": "fake", "client_secret": "fake-secret"},
@@ -871,7 +875,7 @@ impl FakeOrg {
             mode,
             key_column: "id".into(),
             key_field: "Warehouse_Id__c".into(),
-            api: Some(SalesforceApi::Collections),
+            api: Some(api),
             on_removed: OnRemoved::Ignore,
             batch_size: 200,
         };
@@ -1042,4 +1046,54 @@ async fn a_next_page_url_off_the_instance_is_not_followed() {
     let failed = deliver(&d, &sf_batch(Op::Delete, &["1"]), &fast()).await.unwrap_err();
     assert!(failed.message.contains("is not a path on the instance"), "{failed}");
     assert!(spy.strays().is_empty(), "{:?}", spy.strays());
+}
+
+/// The answers of a Bulk job up to its results: created, uploaded, closed, then `poll`.
+fn bulk_job(org: &FakeOrg, poll: &str) {
+    org.answer(FakeAnswer::Json(
+        200,
+        r#"{"id":"750A","state":"Open","contentUrl":"services/data/v62.0/jobs/ingest/750A/batches"}"#.into(),
+    ));
+    org.answer(FakeAnswer::Json(201, String::new()));
+    org.answer(FakeAnswer::Json(
+        200,
+        r#"{"id":"750A","state":"UploadComplete"}"#.into(),
+    ));
+    org.answer(FakeAnswer::Json(200, poll.into()));
+}
+
+#[tokio::test]
+async fn bulk_answers_that_are_not_the_protocols_confirm_nothing() {
+    let keys: Vec<String> = (0..201).map(|i| i.to_string()).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    // A job without a known state is not waited on for an hour.
+    let org = FakeOrg::start().await;
+    bulk_job(&org, r#"{"id":"750A","status":"done"}"#);
+    let d = org.destination_with("sf-bulk-state", Mode::Insert, SalesforceApi::Bulk);
+    let started = std::time::Instant::now();
+    let failed = deliver(&d, &sf_batch(Op::Insert, &keys), &fast()).await.unwrap_err();
+    assert!(failed.message.contains("has no known `state`"), "{failed}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Inserts the results say nothing of may have been created: the batch fails (its rows
+    // stay in flight, held back) rather than being rejected and sent again.
+    let org = FakeOrg::start().await;
+    bulk_job(&org, r#"{"id":"750A","state":"JobComplete"}"#);
+    let mut ok = String::from("\"sf__Id\",\"sf__Created\",Warehouse_Id__c,LastName\n");
+    for k in &keys[1..] {
+        ok.push_str(&format!("003{k},true,{k},N{k}\n"));
+    }
+    org.answer(FakeAnswer::Json(200, ok));
+    org.answer(FakeAnswer::Json(
+        200,
+        "\"sf__Id\",\"sf__Error\",Warehouse_Id__c,LastName\n".into(),
+    ));
+    org.answer(FakeAnswer::Json(200, "Warehouse_Id__c,LastName\n".into()));
+    let d = org.destination_with("sf-bulk-unanswered", Mode::Insert, SalesforceApi::Bulk);
+    let failed = deliver(&d, &sf_batch(Op::Insert, &keys), &fast()).await.unwrap_err();
+    assert_eq!(failed.attempts, 1, "{failed}");
+    assert!(
+        failed.message.contains("reported nothing for 1 of 201 records"),
+        "{failed}"
+    );
 }

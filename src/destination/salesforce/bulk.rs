@@ -314,14 +314,23 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
         let state = info["state"].as_str().unwrap_or("").to_string();
         match state.as_str() {
             "JobComplete" | "Failed" | "Aborted" => break (state, info),
-            _ if started.elapsed() > JOB_TIMEOUT => {
+            "Open" | "UploadComplete" | "InProgress" => {}
+            // Not a job's state (crm-apis.md §4): waiting on it would wait an hour for nothing.
+            _ => {
                 return Err(SendError::Fatal(format!(
-                    "connection `{}`: Bulk job {job_id} still {state} after an hour",
-                    conn.name
+                    "connection `{}`: Bulk job {job_id}: the job's answer has no known `state`: {}",
+                    conn.name,
+                    info.to_string().chars().take(200).collect::<String>()
                 )))
             }
-            _ => wait = (wait * 2).min(Duration::from_secs(5)),
         }
+        if started.elapsed() > JOB_TIMEOUT {
+            return Err(SendError::Fatal(format!(
+                "connection `{}`: Bulk job {job_id} still {state} after an hour",
+                conn.name
+            )));
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
     };
     // 5. Results, joined to rows (see above), each set read as a stream: at most one row
     // in memory, and no more than a result set can hold for what was uploaded.
