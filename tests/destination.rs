@@ -1,7 +1,7 @@
 //! The `http` and `file` destinations over real loopback HTTP and a real filesystem: wire
 //! format, per-record results, retries and their waits, limits, and the files written.
 
-use crate::sink::Sink;
+use crate::sink::{Raw, Sink};
 use ebb::config::project::{FileConnection, HttpConnection};
 use ebb::config::ConnectionSpec;
 use ebb::destination::http::HttpDestination;
@@ -470,4 +470,190 @@ async fn an_unusable_file_directory_is_an_error_naming_it() {
         err.starts_with("cannot create directory `") && err.contains("taken/sub"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_redirect_fails_the_batch_and_nothing_goes_to_the_location() {
+    for status in [301, 302, 307, 308] {
+        let sink = Sink::start("id").await;
+        let elsewhere = Sink::start("id").await;
+        let name = format!("dest-redirect-{status}");
+        let d = http(&name, &sink.url(), json!({ "headers": { "X-Api-Key": "k3y" } }));
+        sink.answer_raw_next(Raw::Redirect {
+            status,
+            location: elsewhere.elsewhere(),
+        });
+        let failed = deliver(&d, &batch(Op::Upsert, &["a", "b"]), &fast(3))
+            .await
+            .expect_err("a redirect confirms nothing");
+        assert_eq!((failed.attempts, failed.api_calls), (1, 1), "{status}: not retried");
+        assert!(
+            failed
+                .message
+                .contains(&format!("HTTP {status} redirects to `{}`", elsewhere.elsewhere()))
+                && failed.message.contains(&format!("(connection `{name}`)")),
+            "{status}: {failed}"
+        );
+        assert!(!failed.message.contains("k3y"), "{failed}");
+        assert_eq!(
+            (elsewhere.strays().len(), elsewhere.requests()),
+            (0, 0),
+            "{status}: the request followed the redirect: {:?}",
+            elsewhere.strays()
+        );
+        assert!(sink.records().is_empty() && elsewhere.records().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_results_field_that_is_not_a_list_confirms_nothing() {
+    for body in [
+        r#"{"results":"fine"}"#,
+        r#"{"results":{"a":{"success":true}}}"#,
+        r#"{"results":null}"#,
+        r#"{"results":true}"#,
+    ] {
+        let sink = Sink::start("id").await;
+        let d = http("dest-results-shape", &sink.url(), json!({}));
+        sink.answer_next(200, body);
+        let failed = deliver(&d, &batch(Op::Upsert, &["a", "b"]), &fast(3))
+            .await
+            .expect_err(body);
+        assert_eq!(failed.attempts, 1, "{body}: {failed}");
+        assert!(
+            failed.message.contains("answered `results` as") && failed.message.contains("nothing is confirmed"),
+            "{body}: {failed}"
+        );
+    }
+    // Items that are not objects are refused too.
+    let sink = Sink::start("id").await;
+    let d = http("dest-results-items", &sink.url(), json!({}));
+    sink.answer_next(200, r#"{"results":[{"success":true},"ok"]}"#);
+    let failed = deliver(&d, &batch(Op::Upsert, &["a", "b"]), &fast(3))
+        .await
+        .unwrap_err();
+    assert!(failed.message.contains("result 2 of 2 as a string"), "{failed}");
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_cut_at_the_cap_and_confirms_nothing() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-endless", &sink.url(), json!({ "timeout_secs": 20 }));
+    sink.answer_raw_next(Raw::Endless);
+    let started = Instant::now();
+    let failed = deliver(&d, &batch(Op::Upsert, &["a"]), &fast(3)).await.unwrap_err();
+    assert_eq!(failed.attempts, 1, "an oversized answer is not retried: {failed}");
+    assert!(
+        failed
+            .message
+            .contains("the answer is larger than 64 MiB (after decoding)"),
+        "{failed}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    // ebb stopped reading: the server could hand over little more than the cap (plus what
+    // the sockets buffer).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = sink.raw_sent();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.raw_sent(), sent, "the body is still being read");
+    assert!(sent < 96 * 1024 * 1024, "{sent} bytes were streamed");
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_cut_at_the_cap_after_decoding() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-gzip-bomb", &sink.url(), json!({}));
+    // About 640 KiB on the wire, 100 MiB decoded: a valid answer but for its size.
+    sink.answer_raw_next(Raw::GzipBomb {
+        decoded: 100 * 1024 * 1024,
+    });
+    let failed = deliver(&d, &batch(Op::Upsert, &["a"]), &fast(3)).await.unwrap_err();
+    assert!(sink.raw_sent() < 1024 * 1024, "{}", sink.raw_sent());
+    assert_eq!(failed.attempts, 1, "{failed}");
+    assert!(
+        failed
+            .message
+            .contains("the answer is larger than 64 MiB (after decoding)"),
+        "{failed}"
+    );
+    // The same bomb under the cap decodes and confirms: the bomb is valid gzip.
+    let small = http("dest-gzip-small", &sink.url(), json!({}));
+    sink.answer_raw_next(Raw::GzipBomb { decoded: 1024 * 1024 });
+    let delivered = deliver(&small, &batch(Op::Upsert, &["a"]), &fast(1)).await;
+    assert!(delivered.is_err(), "`results` of spaces is no list of results");
+    assert!(
+        delivered
+            .unwrap_err()
+            .message
+            .contains("answered 0 results for 1 records"),
+        "decoded whole"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_cut_off_mid_body_is_retried() {
+    let sink = Sink::start("id").await;
+    let d = http("dest-reset", &sink.url(), json!({}));
+    sink.answer_raw_next(Raw::ResetMidBody);
+    let delivered = deliver(&d, &batch(Op::Upsert, &["a"]), &fast(3)).await.unwrap();
+    assert_eq!(delivered.api_calls, 2);
+    assert_eq!(delivered.outcomes, confirmed(1));
+    assert_eq!(sink.requests(), 2);
+}
+
+#[tokio::test]
+async fn the_file_destination_does_not_write_through_symbolic_links() {
+    let project = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    // The export directory is a link to somewhere else.
+    std::os::unix::fs::symlink(outside.path(), project.path().join("exports")).unwrap();
+    for path in ["exports", "exports/jsonl"] {
+        let err = match Destination::open("out", &file_spec(path), project.path(), "contacts", 5).await {
+            Err(e) => e,
+            Ok(_) => panic!("{path}: opened through a link"),
+        };
+        assert!(
+            err.contains(&format!(
+                "`{}` is a symbolic link",
+                project.path().join("exports").display()
+            )),
+            "{path}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+
+    // A real directory, with the run's file planted as a link (dangling or not).
+    std::fs::remove_file(project.path().join("exports")).unwrap();
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, "keep me\n").unwrap();
+    for (run, target) in [(6, victim.clone()), (7, outside.path().join("new.txt"))] {
+        let d = Destination::open("out", &file_spec("exports"), project.path(), "contacts", run)
+            .await
+            .unwrap();
+        std::os::unix::fs::symlink(&target, project.path().join(format!("exports/contacts-{run}.jsonl"))).unwrap();
+        let failed = deliver(&d, &batch(Op::Upsert, &["a"]), &RetryPolicy::default())
+            .await
+            .unwrap_err();
+        assert_eq!(failed.attempts, 1);
+        assert!(failed.message.contains("is a symbolic link"), "{failed}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+    assert!(!outside.path().join("new.txt").exists());
+
+    // A link deeper down the path is refused as well; a plain directory still works.
+    std::fs::create_dir(project.path().join("exports/real")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), project.path().join("exports/real/linked")).unwrap();
+    assert!(
+        Destination::open("out", &file_spec("exports/real/linked/x"), project.path(), "m", 8)
+            .await
+            .is_err()
+    );
+    let d = Destination::open("out", &file_spec("exports/real/ok"), project.path(), "m", 9)
+        .await
+        .unwrap();
+    deliver(&d, &batch(Op::Upsert, &["a"]), &RetryPolicy::default())
+        .await
+        .unwrap();
+    d.finish().await.unwrap();
+    assert!(project.path().join("exports/real/ok/m-9.jsonl").is_file());
 }

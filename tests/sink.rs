@@ -6,6 +6,11 @@
 //! record's `key_field` value as text (a string as is, a number as its JSON text). It is
 //! strict: a body that is not the protocol's is answered 400, so client bugs surface.
 //!
+//! Besides the protocol's answers it can give answers that break it ([`Raw`]): an endless
+//! body, a gzip bomb, a body cut off by a reset, a redirect. The Salesforce and Snowflake
+//! test servers use the same [`Raw::response`]. Requests to any other path or method are
+//! logged as strays ([`Sink::strays`]), so a client that follows a redirect here is seen.
+//!
 //! [`Sink::start`] serves on the calling test's runtime; a test that blocks its thread (for
 //! example waiting for a child `ebb` process) uses [`Sink::start_in_thread`] instead.
 
@@ -15,11 +20,188 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// An answer that breaks the protocol, given by [`Sink::answer_raw_next`] (applying nothing)
+/// or by another test server through [`Raw::response`].
+#[derive(Debug, Clone)]
+pub enum Raw {
+    /// 200 with a JSON-looking body that never ends (`{"results":[` then spaces forever).
+    Endless,
+    /// 200 with `Content-Encoding: gzip`: a valid gzip stream of about `decoded` bytes of
+    /// spaces inside `{"results":[` … `]}`, some 160 times smaller on the wire.
+    GzipBomb { decoded: u64 },
+    /// 200 with the start of a body, then the connection is cut.
+    ResetMidBody,
+    /// `status` (301, 302, 307, 308) to `location`.
+    Redirect { status: u16, location: String },
+}
+
+impl Raw {
+    /// The answer; `sent` counts the body bytes handed to the connection.
+    pub fn response(&self, sent: Arc<AtomicU64>) -> Response {
+        match self {
+            Raw::Endless => {
+                let head = futures_util::stream::once(async {
+                    Ok::<_, std::io::Error>(Bytes::from_static(b"{\"results\":["))
+                });
+                let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+                let tail = futures_util::stream::repeat(chunk).map(move |c| {
+                    sent.fetch_add(c.len() as u64, Ordering::Relaxed);
+                    Ok(c)
+                });
+                let body = axum::body::Body::from_stream(head.chain(tail));
+                (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+            }
+            Raw::GzipBomb { decoded } => {
+                let bomb = gzip_bomb(*decoded);
+                sent.fetch_add(bomb.len() as u64, Ordering::Relaxed);
+                (
+                    StatusCode::OK,
+                    [("content-type", "application/json"), ("content-encoding", "gzip")],
+                    bomb,
+                )
+                    .into_response()
+            }
+            Raw::ResetMidBody => {
+                // The head and the start go out; a moment later the connection is cut.
+                let parts = futures_util::stream::iter([false, true]).then(|cut| async move {
+                    if cut {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut by test"))
+                    } else {
+                        Ok(Bytes::from_static(b"[{\"success\":true,\"id\":\"003"))
+                    }
+                });
+                let body = axum::body::Body::from_stream(parts);
+                (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+            }
+            Raw::Redirect { status, location } => {
+                let status = StatusCode::from_u16(*status).expect("a redirect status");
+                (status, [("location", location.as_str())], "moved").into_response()
+            }
+        }
+    }
+}
+
+/// A gzip member whose deflate stream is one fixed-Huffman block: a literal, then matches
+/// of 258 bytes at distance 1 (13 bits each), so about `decoded` bytes (the body
+/// `{"results":[` + spaces + `]}`) come from `decoded / 159` bytes. CRC and length are
+/// right: a client without a cap decodes all of it and succeeds.
+pub fn gzip_bomb(decoded: u64) -> Vec<u8> {
+    struct Bits {
+        out: Vec<u8>,
+        acc: u64,
+        n: u32,
+    }
+    impl Bits {
+        /// `count` bits of `value`, least significant first (deflate's order for headers).
+        fn put(&mut self, value: u64, count: u32) {
+            self.acc |= value << self.n;
+            self.n += count;
+            while self.n >= 8 {
+                self.out.push(self.acc as u8);
+                self.acc >>= 8;
+                self.n -= 8;
+            }
+        }
+        /// A Huffman code, most significant bit first.
+        fn code(&mut self, code: u64, len: u32) {
+            let mut rev = 0;
+            for i in 0..len {
+                rev |= ((code >> i) & 1) << (len - 1 - i);
+            }
+            self.put(rev, len);
+        }
+        fn literal(&mut self, b: u8) {
+            if b < 144 {
+                self.code(0x30 + u64::from(b), 8);
+            } else {
+                self.code(0x190 + u64::from(b - 144), 9);
+            }
+        }
+    }
+    let head = b"{\"results\":[";
+    let tail = b"]}";
+    let spaces = 1 + (decoded.saturating_sub(16) / 258) * 258;
+    let mut crc = Crc::default();
+    crc.update(head);
+    crc.update_repeat(b' ', spaces);
+    crc.update(tail);
+    let total = head.len() as u64 + spaces + tail.len() as u64;
+
+    let mut bits = Bits {
+        out: vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff],
+        acc: 0,
+        n: 0,
+    };
+    bits.put(1, 1); // BFINAL
+    bits.put(1, 2); // fixed Huffman
+    for &b in head {
+        bits.literal(b);
+    }
+    bits.literal(b' ');
+    for _ in 0..(spaces - 1) / 258 {
+        bits.code(0b1100_0101, 8); // length 258 (code 285)
+        bits.code(0, 5); // distance 1
+    }
+    for &b in tail {
+        bits.literal(b);
+    }
+    bits.code(0, 7); // end of block
+    if bits.n > 0 {
+        bits.put(0, 8 - bits.n);
+    }
+    let mut out = bits.out;
+    out.extend_from_slice(&crc.finish().to_le_bytes());
+    out.extend_from_slice(&(total as u32).to_le_bytes());
+    out
+}
+
+/// CRC-32 (IEEE), as gzip's trailer has it.
+struct Crc {
+    table: [u32; 256],
+    value: u32,
+}
+
+impl Default for Crc {
+    fn default() -> Self {
+        let mut table = [0u32; 256];
+        for (i, t) in table.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+            *t = c;
+        }
+        Crc { table, value: !0 }
+    }
+}
+
+impl Crc {
+    fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.value = self.table[((self.value ^ u32::from(b)) & 0xff) as usize] ^ (self.value >> 8);
+        }
+    }
+
+    /// `count` times the byte `b`, a byte at a time (fast enough for the sizes tests use).
+    fn update_repeat(&mut self, b: u8, count: u64) {
+        for _ in 0..count {
+            self.value = self.table[((self.value ^ u32::from(b)) & 0xff) as usize] ^ (self.value >> 8);
+        }
+    }
+
+    fn finish(&self) -> u32 {
+        !self.value
+    }
+}
 
 /// One request as the sink saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +234,12 @@ struct Inner {
     canned: VecDeque<(u16, String)>,
     hang: usize,
     delay: Duration,
+    /// Protocol-breaking answers of the next requests, applying nothing.
+    raw: VecDeque<Raw>,
+    /// Requests to other paths or methods: method, path and headers.
+    strays: Vec<(String, String, BTreeMap<String, String>)>,
+    /// Body bytes handed to connections by raw answers.
+    raw_sent: Arc<AtomicU64>,
 }
 
 /// The webhook and its state. Clones share both.
@@ -95,6 +283,7 @@ impl Sink {
         }));
         let app = Router::new()
             .route("/hook", post(hook))
+            .fallback(stray)
             .layer(DefaultBodyLimit::disable())
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -107,6 +296,12 @@ impl Sink {
 
     fn state(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `http://localhost:PORT/elsewhere`: this sink under another host name, at a path that
+    /// is logged as a stray whatever the method.
+    pub fn elsewhere(&self) -> String {
+        format!("http://localhost:{}/elsewhere", self.addr.port())
     }
 
     /// Where to POST: `http://127.0.0.1:PORT/hook`.
@@ -176,6 +371,21 @@ impl Sink {
     /// applied but unconfirmed.
     pub fn delay(&self, d: Duration) {
         self.state().delay = d;
+    }
+
+    /// Answers the next request with `raw`, applying nothing.
+    pub fn answer_raw_next(&self, raw: Raw) {
+        self.state().raw.push_back(raw);
+    }
+
+    /// Body bytes raw answers handed to connections so far.
+    pub fn raw_sent(&self) -> u64 {
+        self.state().raw_sent.load(Ordering::Relaxed)
+    }
+
+    /// Requests to other paths or methods than `POST /hook`: method, path, headers.
+    pub fn strays(&self) -> Vec<(String, String, BTreeMap<String, String>)> {
+        self.state().strays.clone()
     }
 
     /// Leaves the next `n` requests unanswered for 60 s (then 504), applying nothing.
@@ -272,6 +482,13 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
                 response.headers_mut().insert("retry-after", HeaderValue::from(secs));
             }
             (response, wait)
+        } else if let Some(raw) = s.raw.pop_front() {
+            let received = log(match &raw {
+                Raw::Redirect { status, .. } => *status,
+                _ => 200,
+            });
+            s.log.push(received);
+            (raw.response(s.raw_sent.clone()), wait)
         } else if let Some((status, body)) = s.canned.pop_front() {
             let received = log(status);
             s.log.push(received);
@@ -305,4 +522,20 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
     };
     tokio::time::sleep(wait).await;
     response
+}
+
+/// Any request but `POST /hook`: logged, answered 404.
+async fn stray(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let headers: BTreeMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("<binary>").to_string()))
+        .collect();
+    let mut s = inner.lock().unwrap_or_else(|e| e.into_inner());
+    s.strays.push((method.to_string(), uri.to_string(), headers));
+    answer(404, json!({"error": "no such route"}).to_string())
 }

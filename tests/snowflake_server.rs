@@ -1,7 +1,8 @@
 //! An in-process Snowflake SQL API v2 server for tests, following the documented
 //! protocol (`reference/crm-apis.md` §7): key-pair JWT checked (issuer fingerprint, RS256
 //! signature, expiry), required headers, 200 or 202 + polling, partitions, string cells,
-//! 422 for SQL errors, 429 on demand.
+//! 422 for SQL errors, 429 on demand, and protocol-breaking answers on demand
+//! ([`Server::answer_raw_next`], [`Server::status_url`]).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -37,6 +38,10 @@ struct Inner {
     handles: HashMap<String, (Canned, usize)>,
     fail_next_with_429: usize,
     log: Log,
+    /// Protocol-breaking answers of the next requests.
+    raw: std::collections::VecDeque<crate::sink::Raw>,
+    /// The `statementStatusUrl` 202 answers give, instead of the statement's own.
+    status_url: Option<String>,
 }
 
 #[derive(Clone)]
@@ -57,6 +62,8 @@ impl Server {
             handles: HashMap::new(),
             fail_next_with_429: 0,
             log: Log::default(),
+            raw: Default::default(),
+            status_url: None,
         }));
         let app = Router::new()
             .route("/api/v2/statements", post(submit))
@@ -74,6 +81,16 @@ impl Server {
 
     pub fn fail_next_with_429(&self, n: usize) {
         self.inner.lock().unwrap().fail_next_with_429 = n;
+    }
+
+    /// Answers the next request (a submit, a poll or a partition) with `raw`.
+    pub fn answer_raw_next(&self, raw: crate::sink::Raw) {
+        self.inner.lock().unwrap().raw.push_back(raw);
+    }
+
+    /// 202 answers name `url` as the statement's status URL.
+    pub fn status_url(&self, url: &str) {
+        self.inner.lock().unwrap().status_url = Some(url.to_string());
     }
 
     pub fn requests(&self) -> Vec<String> {
@@ -158,6 +175,9 @@ async fn submit(
         s.fail_next_with_429 -= 1;
         return error(StatusCode::TOO_MANY_REQUESTS, "000429", "Too many requests.");
     }
+    if let Some(raw) = s.raw.pop_front() {
+        return raw.response(Default::default());
+    }
     if let Err(r) = authorize(&s, &headers) {
         return r;
     }
@@ -190,10 +210,14 @@ async fn submit(
         // This answer is the first 202.
         let polls = canned.async_polls - 1;
         s.handles.insert(handle.clone(), (canned, polls));
+        let status_url = s
+            .status_url
+            .clone()
+            .unwrap_or_else(|| format!("/api/v2/statements/{handle}"));
         return (
             StatusCode::ACCEPTED,
             Json(json!({"code": "333334", "message": "Asynchronous execution in progress. Use provided query id to perform query monitoring and management.",
-                "statementHandle": handle, "statementStatusUrl": format!("/api/v2/statements/{handle}")})),
+                "statementHandle": handle, "statementStatusUrl": status_url})),
         )
             .into_response();
     }
@@ -216,6 +240,9 @@ async fn status(
     s.log.requests.push(shown);
     if let Err(r) = authorize(&s, &headers) {
         return r;
+    }
+    if let Some(raw) = s.raw.pop_front() {
+        return raw.response(Default::default());
     }
     let Some((canned, polls)) = s.handles.get_mut(&handle) else {
         return error(StatusCode::NOT_FOUND, "000404", "Statement not found.");

@@ -327,3 +327,61 @@ async fn preview_over_snowflake_maps_rows_and_reports_errors_in_one_sentence() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[tokio::test]
+async fn redirects_and_endless_answers_are_errors() {
+    let spy = crate::sink::Sink::start("id").await;
+    let srv = server().await;
+    srv.add("SELECT * FROM CUSTOMERS", all_types());
+    srv.answer_raw_next(crate::sink::Raw::Redirect {
+        status: 307,
+        location: spy.elsewhere(),
+    });
+    let err = source(&srv.url, KEY)
+        .query("SELECT * FROM CUSTOMERS", 0)
+        .await
+        .err()
+        .expect("a redirect is an error");
+    assert!(
+        err.to_string()
+            .contains(&format!("HTTP 307 redirects to `{}`", spy.elsewhere())),
+        "{err}"
+    );
+    assert!(
+        spy.strays().is_empty(),
+        "the JWT followed the redirect: {:?}",
+        spy.strays()
+    );
+
+    srv.answer_raw_next(crate::sink::Raw::Endless);
+    let err = source(&srv.url, KEY)
+        .query("SELECT * FROM CUSTOMERS", 0)
+        .await
+        .err()
+        .expect("an endless answer is an error");
+    assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
+}
+
+#[tokio::test]
+async fn a_status_url_off_the_account_is_not_polled() {
+    let spy = crate::sink::Sink::start("id").await;
+    let srv = server().await;
+    let mut c = all_types();
+    c.async_polls = 2;
+    srv.add("SELECT * FROM SLOW", c);
+    // Appended to the base URL as it was, this made `http://127.0.0.1:P@localhost:Q/…`:
+    // the spy's host, with the JWT.
+    let port = spy
+        .elsewhere()
+        .trim_start_matches("http://localhost:")
+        .trim_end_matches("/elsewhere")
+        .to_string();
+    srv.status_url(&format!("@localhost:{port}/api/v2/statements/stolen"));
+    let err = source(&srv.url, KEY)
+        .query("SELECT * FROM SLOW", 0)
+        .await
+        .err()
+        .expect("a foreign status URL is an error");
+    assert!(err.to_string().contains("is not a path on"), "{err}");
+    assert!(spy.strays().is_empty(), "the JWT went to {:?}", spy.strays());
+}

@@ -8,6 +8,11 @@
 //! re-sends as unconfirmed); [`FileDestination::finish`] fsyncs.
 //!
 //! Files are written from tokio's blocking pool, so a slow disk does not stall the runtime.
+//!
+//! ebb never writes through a symbolic link: the directories of `path` inside the project
+//! (for a path outside it, the last directory) must not be links, and are checked when the
+//! run opens and again before the file is opened; the file is created exclusively (which
+//! fails on a link), or, if it exists, must be a regular file that is the one opened.
 
 use super::{Batch, Outcome, SendError};
 use crate::config::env::expand_env;
@@ -22,6 +27,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug)]
 pub struct FileDestination {
     path: PathBuf,
+    /// Where the symlink checks start, and the export directory.
+    dir_check: Box<(PathBuf, PathBuf)>,
     /// Opened at the first batch.
     file: Arc<Mutex<Option<File>>>,
 }
@@ -32,13 +39,18 @@ impl FileDestination {
     pub async fn open(c: &FileConnection, project_dir: &Path, model: &str, run_id: i64) -> Result<Self, String> {
         let dir = project_dir.join(expand_env(&c.path).map_err(|e| format!("`path: {}`: {e}", c.path))?);
         let path = dir.join(format!("{model}-{run_id}.jsonl"));
+        // The directories ebb checks are those inside the project (or, for a path outside
+        // it, the last one): none may be a symbolic link, lest the export land elsewhere.
+        let base = base_of(&dir, project_dir);
+        let rel = dir.strip_prefix(&base).unwrap_or(Path::new("")).to_path_buf();
         let shown = dir.clone();
-        tokio::task::spawn_blocking(move || std::fs::create_dir_all(&dir))
+        let start = base.clone();
+        tokio::task::spawn_blocking(move || create_dirs_no_links(&start, &rel))
             .await
-            .map_err(|e| format!("cannot create directory `{}`: {e}", shown.display()))?
-            .map_err(|e| format!("cannot create directory `{}`: {e}", shown.display()))?;
+            .map_err(|e| format!("cannot create directory `{}`: {e}", shown.display()))??;
         Ok(FileDestination {
             path,
+            dir_check: Box::new((base, dir)),
             file: Arc::new(Mutex::new(None)),
         })
     }
@@ -53,10 +65,11 @@ impl FileDestination {
         let text = lines(batch);
         let file = self.file.clone();
         let path = self.path.clone();
+        let check = self.dir_check.clone();
         self.blocking(move || {
             let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
             if file.is_none() {
-                *file = Some(OpenOptions::new().create(true).append(true).open(&path)?);
+                *file = Some(open_no_links(&check.0, &check.1, &path)?);
             }
             let f = file
                 .as_mut()
@@ -98,6 +111,93 @@ impl FileDestination {
             Err(e) => Err(format!("writing `{shown}` failed: {e}")),
         }
     }
+}
+
+/// Where the symlink checks of `dir` start: the project, or for a directory outside it, its
+/// parent.
+fn base_of(dir: &Path, project_dir: &Path) -> PathBuf {
+    if dir.starts_with(project_dir) {
+        project_dir.to_path_buf()
+    } else {
+        dir.parent().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf())
+    }
+}
+
+/// An error about a symbolic link where ebb writes.
+fn link_error(link: &Path) -> std::io::Error {
+    std::io::Error::other(format!(
+        "`{}` is a symbolic link; ebb does not write exports through links (they could point outside the export directory)",
+        link.display()
+    ))
+}
+
+/// Creates `base/rel` one directory at a time, refusing any component of `rel` that is a
+/// symbolic link (`..` steps back up a directory already checked).
+fn create_dirs_no_links(base: &Path, rel: &Path) -> Result<(), String> {
+    let dir = base.join(rel);
+    let fail = |why: String| format!("cannot create directory `{}`: {why}", dir.display());
+    let mut at = base.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        if !matches!(part, std::path::Component::Normal(_)) {
+            continue;
+        }
+        let meta = match std::fs::symlink_metadata(&at) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&at) {
+                Ok(()) => continue,
+                // Created meanwhile by another run: checked below.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::symlink_metadata(&at),
+                Err(e) => Err(e),
+            },
+            other => other,
+        }
+        .map_err(|e| fail(format!("`{}`: {e}", at.display())))?;
+        if meta.file_type().is_symlink() {
+            return Err(fail(link_error(&at).to_string()));
+        }
+        if !meta.is_dir() {
+            return Err(fail(format!("`{}` is a file, not a directory", at.display())));
+        }
+    }
+    Ok(())
+}
+
+/// Opens the run's file for appending without following a symbolic link: its directories
+/// (from `base` down to `dir`) are checked again, a new file is created exclusively (which
+/// fails on any link, even a dangling one), and an existing one must be a regular file that
+/// is the very file opened.
+fn open_no_links(base: &Path, dir: &Path, path: &Path) -> std::io::Result<File> {
+    let rel = dir.strip_prefix(base).unwrap_or(Path::new(""));
+    let mut at = base.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        if matches!(part, std::path::Component::Normal(_)) && std::fs::symlink_metadata(&at)?.file_type().is_symlink() {
+            return Err(link_error(&at));
+        }
+    }
+    match OpenOptions::new().create_new(true).append(true).open(path) {
+        Ok(f) => return Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let before = std::fs::symlink_metadata(path)?;
+    if before.file_type().is_symlink() {
+        return Err(link_error(path));
+    }
+    if !before.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    let f = OpenOptions::new().append(true).open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let opened = f.metadata()?;
+        if (opened.dev(), opened.ino()) != (before.dev(), before.ino()) {
+            // Swapped for something else between the check and the open.
+            return Err(link_error(path));
+        }
+    }
+    Ok(f)
 }
 
 /// The batch as JSON Lines, each line ending in `\n`.

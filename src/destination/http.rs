@@ -7,7 +7,12 @@
 //!
 //! - 2xx with `{"results": [{"success": bool, "error"?, "id"?, "code"?}, …]}`, one per record
 //!   in request order: record by record (a list of the wrong length is a fatal error);
+//!   a `results` that is not a list, or an item that is not an object with a boolean
+//!   `success`, is a fatal error too: such an answer confirms nothing;
 //! - any other 2xx (an empty body included): every record confirmed;
+//! - a 3xx: fatal, naming the `Location` (redirects are never followed, [`crate::http`]);
+//! - a body that does not arrive whole (reset mid-body): transient; a body larger than
+//!   [`crate::http::DATA_ANSWER_CAP`] once decoded: fatal, read no further;
 //! - 408, 425, 429, 5xx, a timeout or a connection error: transient, with the
 //!   `Retry-After` (delta-seconds or HTTP-date) when there is one;
 //! - any other status: fatal, quoting the start of the body.
@@ -132,12 +137,38 @@ impl HttpDestination {
             .await
             .map_err(|e| self.request_error(e))?;
         let status = response.status();
+        if status.is_redirection() {
+            // Never followed (crate::http): a 301/302 would turn the POST into a GET without
+            // the records, a 307/308 would carry them and the headers elsewhere.
+            return Err(SendError::Fatal(format!(
+                "POST {} answered {}",
+                self.target(),
+                crate::http::redirect_message(status, response.headers())
+            )));
+        }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, Utc::now()));
-        let text = response.text().await.map_err(|e| self.request_error(e))?;
+        if !status.is_success() {
+            let text = crate::http::read_prefix(response, crate::http::ERROR_ANSWER_CAP).await;
+            return self.interpret(status, retry_after, &text, batch.records.len());
+        }
+        let text = match crate::http::read_text(response, crate::http::DATA_ANSWER_CAP).await {
+            Ok(text) => text,
+            Err(e) => {
+                let message = format!("POST {}: HTTP {status}, but {e}", self.target());
+                return Err(if e.is_transient() {
+                    SendError::Transient {
+                        message,
+                        retry_after: None,
+                    }
+                } else {
+                    SendError::Fatal(message)
+                });
+            }
+        };
         self.interpret(status, retry_after, &text, batch.records.len())
     }
 
@@ -212,7 +243,15 @@ impl HttpDestination {
         let results = match serde_json::from_str::<Value>(body) {
             Ok(Value::Object(mut answer)) => match answer.remove("results") {
                 Some(Value::Array(results)) => results,
-                _ => return Ok(confirm_all()),
+                // A `results` that is not a list is not the protocol: it confirms nothing.
+                Some(other) => {
+                    return Err(SendError::Fatal(format!(
+                        "{} answered `results` as {}, not a list of one result per record; nothing is confirmed",
+                        self.target(),
+                        json_kind(&other)
+                    )))
+                }
+                None => return Ok(confirm_all()),
             },
             _ => return Ok(confirm_all()),
         };
@@ -228,6 +267,14 @@ impl HttpDestination {
             .iter()
             .enumerate()
             .map(|(i, r)| {
+                if !r.is_object() {
+                    return Err(SendError::Fatal(format!(
+                        "{} answered result {} of {records} as {}, not an object with a boolean `success`",
+                        self.target(),
+                        i + 1,
+                        json_kind(r)
+                    )));
+                }
                 let success = r.get("success").and_then(Value::as_bool).ok_or_else(|| {
                     SendError::Fatal(format!(
                         "{} answered a result without a boolean `success` (result {} of {records})",
@@ -250,6 +297,18 @@ impl HttpDestination {
                 })
             })
             .collect()
+    }
+}
+
+/// `a string`, `a number`, … for messages about a JSON value's kind.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -454,7 +513,7 @@ mod tests {
     fn answers_without_results_confirm_everything() {
         let d = destination();
         let all = vec![Outcome::Confirmed { record_id: None }; 2];
-        for body in ["", "ok", "[1,2]", r#"{"received":2}"#, r#"{"results":"fine"}"#] {
+        for body in ["", "ok", "[1,2]", r#"{"received":2}"#] {
             assert_eq!(d.interpret(StatusCode::OK, None, body, 2).unwrap(), all, "{body:?}");
         }
         assert_eq!(d.interpret(StatusCode::NO_CONTENT, None, "", 2).unwrap(), all);

@@ -142,9 +142,20 @@ impl SnowflakeSource {
                     let status = resp.status();
                     if matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504) && attempt < MAX_TRANSIENT_RETRIES {
                         true
+                    } else if status.is_redirection() {
+                        // Never followed: the JWT would go wherever the Location says.
+                        return Err(SourceError::Connect(format!(
+                            "{}: {}",
+                            self.base,
+                            crate::http::redirect_message(status, resp.headers())
+                        )));
                     } else {
-                        let body = resp.text().await.map_err(|e| SourceError::Connect(e.to_string()))?;
-                        return Ok((status, body));
+                        // Bounded: a result or partition past the cap is refused, not held.
+                        match crate::http::read_text(resp, crate::http::DATA_ANSWER_CAP).await {
+                            Ok(body) => return Ok((status, body)),
+                            Err(e) if e.is_transient() && attempt < MAX_TRANSIENT_RETRIES => true,
+                            Err(e) => return Err(SourceError::Connect(format!("{}: {e}", self.base))),
+                        }
                     }
                 }
                 Err(e) if e.is_connect() && attempt == 0 => {
@@ -191,8 +202,17 @@ impl SnowflakeSource {
                     }
                     poll += 1;
                     tokio::time::sleep(poll_delay(poll)).await;
-                    let url = format!("{}{}", self.base, status_url.statement_status_url);
-                    (status, text) = self.send(self.client.get(&url)).await?;
+                    // The JWT goes with the poll: only to the account's own origin.
+                    let url = crate::http::join_same_origin(&self.base, &status_url.statement_status_url).ok_or_else(
+                        || {
+                            SourceError::Query(format!(
+                                "Snowflake sent the status URL `{}`, which is not a path on {}",
+                                crate::redact::url(&status_url.statement_status_url),
+                                self.base
+                            ))
+                        },
+                    )?;
+                    (status, text) = self.send(self.client.get(url)).await?;
                 }
                 401 | 403 => return Err(SourceError::Auth(api_message(&text, status))),
                 422 | 408 | 400 => return Err(SourceError::Query(api_message(&text, status))),

@@ -2,6 +2,12 @@
 //! token. The token is cached per connection and shared by every sync on it; a request
 //! answered 401 `INVALID_SESSION_ID` asks for a new one once ([`Auth::renew`]) and is
 //! replayed.
+//!
+//! The token answer's `instance_url` decides where the token goes next, so it is checked
+//! ([`trusted_instance`]): https (plain http only on loopback), no user info, and the
+//! configured instance's host or a Salesforce domain (`*.salesforce.com`, `*.force.com`).
+//! A `login_url` must be https too (http only on loopback). Token answers are read up to
+//! [`crate::http::TOKEN_ANSWER_CAP`].
 
 use crate::config::env;
 use crate::config::project::{SalesforceAuthFlow, SalesforceConnection};
@@ -84,7 +90,19 @@ impl Auth {
             .map(|s| expand(name, "client_secret", s))
             .transpose()?;
         let login = match &a.login_url {
-            Some(u) => expand(name, "login_url", u)?.trim_end_matches('/').to_string(),
+            Some(u) => {
+                let login = expand(name, "login_url", u)?.trim_end_matches('/').to_string();
+                // The credentials go there: never in clear off this machine.
+                let parsed = url::Url::parse(&login)
+                    .map_err(|e| format!("connection `{name}`: `login_url` is not a URL ({e})"))?;
+                let loopback = parsed.host().is_some_and(|h| is_loopback(&h));
+                if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+                    return Err(format!(
+                        "connection `{name}`: `login_url` must be https (plain http only reaches a sandbox on this machine)"
+                    ));
+                }
+                login
+            }
             None => "https://login.salesforce.com".to_string(),
         };
         let (grant, token_host) = match a.flow {
@@ -263,7 +281,17 @@ impl Auth {
             .await
             .map_err(|e| AuthError::Unavailable(format!("{who}: {}", crate::diagnostics::root_cause(&e))))?;
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
+        if status.is_redirection() {
+            return Err(AuthError::Refused(format!(
+                "{who} answered {}",
+                crate::http::redirect_message(status, resp.headers())
+            )));
+        }
+        let body = match crate::http::read_text(resp, crate::http::TOKEN_ANSWER_CAP).await {
+            Ok(body) => body,
+            Err(e) if e.is_transient() => return Err(AuthError::Unavailable(format!("{who}: {e}"))),
+            Err(e) => return Err(AuthError::Refused(format!("{who}: {e}"))),
+        };
         let json: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
             let msg = match (json["error"].as_str(), json["error_description"].as_str()) {
@@ -285,12 +313,106 @@ impl Auth {
             // Rotation: the old token is now invalid; keep the new one for this process.
             *refresh_token.lock().unwrap_or_else(|p| p.into_inner()) = rotated.to_string();
         }
+        let instance_url = match json["instance_url"].as_str() {
+            Some(u) => trusted_instance(u, &self.instance_url).map_err(|why| {
+                AuthError::Refused(format!(
+                    "{who} answered the instance_url `{}`, which ebb does not trust: {why}",
+                    crate::redact::url(u)
+                ))
+            })?,
+            None => self.instance_url.clone(),
+        };
         Ok(Token {
             access_token: access_token.to_string(),
-            instance_url: json["instance_url"]
-                .as_str()
-                .map(|u| u.trim_end_matches('/').to_string())
-                .unwrap_or_else(|| self.instance_url.clone()),
+            instance_url,
         })
+    }
+}
+
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+/// Whether `host` is Salesforce's: `salesforce.com`, `force.com` or a subdomain of them
+/// (`*.my.salesforce.com`, `*.sandbox.my.salesforce.com`, `*.force.com`, …).
+pub fn is_salesforce_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    ["salesforce.com", "force.com"]
+        .iter()
+        .any(|d| host == *d || host.ends_with(&format!(".{d}")))
+}
+
+/// The `instance_url` of a token answer, as the origin requests go to, if ebb may send the
+/// token there: https (plain http only on loopback), no user info, and the configured
+/// instance's host or a Salesforce domain. Otherwise why not.
+pub fn trusted_instance(answered: &str, configured: &str) -> Result<String, String> {
+    let u = url::Url::parse(answered.trim()).map_err(|e| format!("it is not a URL ({e})"))?;
+    let host = u.host().ok_or("it has no host")?;
+    let loopback = is_loopback(&host);
+    match u.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => return Err("it is plain http off this machine, where the token would travel in clear".into()),
+        other => return Err(format!("it is a `{other}` URL, not https")),
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("it carries user info".into());
+    }
+    let host_text = u.host_str().unwrap_or_default().to_ascii_lowercase();
+    let configured_host = url::Url::parse(configured)
+        .ok()
+        .and_then(|c| c.host_str().map(str::to_ascii_lowercase));
+    if configured_host.as_deref() != Some(host_text.as_str()) && (loopback || !is_salesforce_host(&host_text)) {
+        return Err(format!(
+            "its host `{host_text}` is neither the connection's `instance_url` host nor a Salesforce domain \
+             (*.salesforce.com, *.force.com)"
+        ));
+    }
+    Ok(u.origin().ascii_serialization())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_urls_from_token_answers() {
+        let mine = "https://acme.my.salesforce.com";
+        for ok in [
+            "https://acme.my.salesforce.com",
+            "https://acme.my.salesforce.com/",
+            "https://other.my.salesforce.com",
+            "https://acme--uat.sandbox.my.salesforce.com",
+            "https://na1.salesforce.com",
+            "https://acme.lightning.force.com",
+        ] {
+            assert!(trusted_instance(ok, mine).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            trusted_instance("https://acme.my.salesforce.com/", mine).unwrap(),
+            "https://acme.my.salesforce.com"
+        );
+        for bad in [
+            "http://acme.my.salesforce.com",
+            "https://evil.example",
+            "https://salesforce.com.evil.example",
+            "https://evilsalesforce.com",
+            "https://user:pw@acme.my.salesforce.com",
+            "ftp://acme.my.salesforce.com",
+            "http://127.0.0.1:9",
+            "not a url",
+        ] {
+            assert!(trusted_instance(bad, mine).is_err(), "{bad}");
+        }
+        let sandbox = "http://127.0.0.1:8787";
+        assert!(trusted_instance("http://127.0.0.1:8787", sandbox).is_ok());
+        assert!(trusted_instance("http://127.0.0.1:9999", sandbox).is_ok());
+        assert!(trusted_instance("http://localhost:8787", sandbox).is_err());
+        assert!(trusted_instance("http://evil.example", sandbox).is_err());
+        assert!(trusted_instance("https://acme.my.salesforce.com", sandbox).is_ok());
     }
 }

@@ -7,7 +7,7 @@
 use super::SalesforceDestination;
 use crate::destination::{Batch, Op, Outcome, SendError};
 use reqwest::Method;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Records per job. Far under the 100 MB upload cap for any plausible record, and small
@@ -18,8 +18,8 @@ const MAX_UPLOAD: usize = 100 * 1024 * 1024;
 /// The longest a job is waited for.
 const JOB_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// One CSV cell from a JSON value.
-fn cell(v: &serde_json::Value) -> String {
+/// One CSV cell's value from a JSON value (unquoted).
+fn cell_value(v: &serde_json::Value) -> String {
     let text = match v {
         serde_json::Value::Null => return "#N/A".into(),
         serde_json::Value::String(s) => s.clone(),
@@ -31,51 +31,117 @@ fn cell(v: &serde_json::Value) -> String {
         // An empty cell would leave the field unchanged; an empty string clears it too.
         return "#N/A".into();
     }
+    text
+}
+
+/// A value as a CSV field, quoted when it needs to be.
+fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text
+        text.to_string()
     }
+}
+
+/// One CSV cell from a JSON value.
+#[cfg(test)]
+fn cell(v: &serde_json::Value) -> String {
+    csv_field(&cell_value(v))
+}
+
+/// A result row longer than this is not a Bulk result (a record holds at most 400,000
+/// characters, crm-apis.md §4).
+const MAX_RESULT_ROW: usize = 4 * 1024 * 1024;
+
+/// RFC 4180 CSV read as it arrives (quoted fields, `""` escapes, newlines inside quotes),
+/// one row at a time, so a result set of any size costs one row of memory.
+#[derive(Default)]
+struct CsvStream {
+    row: Vec<String>,
+    field: Vec<u8>,
+    quoted: bool,
+    /// The byte before closed a quoted section: a `"` now is an escaped quote.
+    after_quote: bool,
+    any: bool,
+    row_bytes: usize,
+}
+
+impl CsvStream {
+    fn end_field(&mut self) {
+        let field = std::mem::take(&mut self.field);
+        self.row.push(match String::from_utf8(field) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        });
+    }
+
+    /// Feeds bytes; `row` is called with each complete row.
+    fn feed<E>(
+        &mut self,
+        bytes: &[u8],
+        mut row: impl FnMut(Vec<String>) -> Result<(), E>,
+    ) -> Result<(), StreamError<E>> {
+        for &b in bytes {
+            self.any = true;
+            self.row_bytes += 1;
+            if self.row_bytes > MAX_RESULT_ROW {
+                return Err(StreamError::RowTooLong);
+            }
+            if self.quoted {
+                if b == b'"' {
+                    self.quoted = false;
+                    self.after_quote = true;
+                } else {
+                    self.field.push(b);
+                }
+                continue;
+            }
+            if std::mem::take(&mut self.after_quote) && b == b'"' {
+                self.field.push(b'"');
+                self.quoted = true;
+                continue;
+            }
+            match b {
+                b'"' => self.quoted = true,
+                b',' => self.end_field(),
+                b'\r' => {}
+                b'\n' => {
+                    self.end_field();
+                    self.any = false;
+                    self.row_bytes = 0;
+                    row(std::mem::take(&mut self.row)).map_err(StreamError::Row)?;
+                }
+                _ => self.field.push(b),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the input: the last row, if it had no line end.
+    fn finish<E>(mut self, mut row: impl FnMut(Vec<String>) -> Result<(), E>) -> Result<(), E> {
+        if self.any {
+            self.end_field();
+            row(std::mem::take(&mut self.row))?;
+        }
+        Ok(())
+    }
+}
+
+enum StreamError<E> {
+    RowTooLong,
+    Row(E),
 }
 
 /// Parses CSV (RFC 4180: quoted fields, `""` escapes, newlines inside quotes).
 pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        any = true;
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    field.push('"');
-                    chars.next();
-                } else {
-                    quoted = false;
-                }
-            } else {
-                field.push(c);
-            }
-            continue;
-        }
-        match c {
-            '"' => quoted = true,
-            ',' => row.push(std::mem::take(&mut field)),
-            '\r' => {}
-            '\n' => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-                any = false;
-            }
-            _ => field.push(c),
-        }
-    }
-    if any {
-        row.push(field);
-        rows.push(row);
+    let mut csv = CsvStream::default();
+    let mut push = |r: Vec<String>| -> Result<(), ()> {
+        rows.push(r);
+        Ok(())
+    };
+    if csv.feed(text.as_bytes(), &mut push).is_ok() {
+        let _ = csv.finish(&mut push);
     }
     rows
 }
@@ -158,44 +224,42 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
     if by_id {
         columns.insert(0, "Id".into());
     }
-    // The column rows are joined back on.
-    let join_column = if batch.op == Op::Delete || keyed_on_id || by_id {
-        "Id".to_string()
+    // The CSV, and for each row the values it was uploaded with. Results come back in any
+    // order with the uploaded columns after the `sf__` ones (crm-apis.md §4), and are
+    // joined to rows on the key's column when it is uploaded (the Id, or the external ID
+    // of an upsert), or on the whole uploaded row when it is not (an insert keyed on `Id`,
+    // whose Id is not sent: Salesforce makes it).
+    let join_column: Option<usize> = if by_id || batch.op == Op::Delete {
+        Some(0)
+    } else if keyed_on_id {
+        columns.iter().position(|c| c.eq_ignore_ascii_case("Id"))
     } else {
-        d.key_field.clone()
+        columns.iter().position(|c| *c == d.key_field)
     };
-    let mut csv = columns
-        .iter()
-        .map(|c| cell(&serde_json::Value::String(c.clone())))
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut csv = columns.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",");
     csv.push('\n');
-    let mut join: HashMap<String, usize> = HashMap::new();
+    let mut join: HashMap<String, VecDeque<usize>> = HashMap::new();
     for (n, &i) in todo.iter().enumerate() {
         let rec = &parsed[n];
-        let mut cells = Vec::with_capacity(columns.len());
+        let mut values = Vec::with_capacity(columns.len());
         for c in &columns {
             if c == "Id" && by_id {
-                cells.push(cell(&serde_json::Value::String(
+                values.push(cell_value(&serde_json::Value::String(
                     ids.get(&i).cloned().unwrap_or_default(),
                 )));
             } else {
-                cells.push(cell(rec.get(c).unwrap_or(&serde_json::Value::Null)));
+                values.push(cell_value(rec.get(c).unwrap_or(&serde_json::Value::Null)));
             }
         }
-        let join_value = if by_id {
-            ids.get(&i).cloned().unwrap_or_default()
-        } else {
-            match rec.get(&join_column) {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(v) => v.to_string(),
-                None => batch.records[i].key.clone(),
-            }
+        let join_value = match join_column {
+            Some(c) => values[c].clone(),
+            None => values.join(JOIN_SEPARATOR),
         };
-        join.insert(join_value, i);
-        csv.push_str(&cells.join(","));
+        join.entry(join_value).or_default().push_back(i);
+        csv.push_str(&values.iter().map(|v| csv_field(v)).collect::<Vec<_>>().join(","));
         csv.push('\n');
     }
+    let uploaded = csv.len();
 
     // 1. Create the job.
     let mut spec = serde_json::json!({
@@ -250,69 +314,90 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
         let state = info["state"].as_str().unwrap_or("").to_string();
         match state.as_str() {
             "JobComplete" | "Failed" | "Aborted" => break (state, info),
-            _ if started.elapsed() > JOB_TIMEOUT => {
+            "Open" | "UploadComplete" | "InProgress" => {}
+            // Not a job's state (crm-apis.md §4): waiting on it would wait an hour for nothing.
+            _ => {
                 return Err(SendError::Fatal(format!(
-                    "connection `{}`: Bulk job {job_id} still {state} after an hour",
-                    conn.name
+                    "connection `{}`: Bulk job {job_id}: the job's answer has no known `state`: {}",
+                    conn.name,
+                    info.to_string().chars().take(200).collect::<String>()
                 )))
             }
-            _ => wait = (wait * 2).min(Duration::from_secs(5)),
         }
+        if started.elapsed() > JOB_TIMEOUT {
+            return Err(SendError::Fatal(format!(
+                "connection `{}`: Bulk job {job_id} still {state} after an hour",
+                conn.name
+            )));
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
     };
-    // 5. Results, joined to rows by key.
+    // 5. Results, joined to rows (see above), each set read as a stream: at most one row
+    // in memory, and no more than a result set can hold for what was uploaded.
+    let cap = result_cap(uploaded, todo.len());
+    let job_error = state.1["errorMessage"]
+        .as_str()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
     for (kind, suffix) in [
-        ("successful", "successfulResults/"),
-        ("failed", "failedResults/"),
-        ("unprocessed", "unprocessedrecords/"),
+        (ResultKind::Successful, "successfulResults/"),
+        (ResultKind::Failed, "failedResults/"),
+        (ResultKind::Unprocessed, "unprocessedrecords/"),
     ] {
-        let answer = conn
-            .request(
-                &d.calls,
-                Method::GET,
-                &format!("{job_path}/{suffix}"),
-                None,
-                Duration::from_secs(600),
-            )
+        let path = format!("{job_path}/{suffix}");
+        let (mut resp, _permit) = conn
+            .request_raw(&d.calls, Method::GET, &path, None, Duration::from_secs(600))
             .await?;
-        let rows = parse_csv(&answer.body);
-        let Some((header, rows)) = rows.split_first() else {
-            continue;
+        let mut reader = ResultReader {
+            kind,
+            columns: &columns,
+            join_column,
+            positions: None,
         };
-        let col = |name: &str| header.iter().position(|h| h == name);
-        let Some(jc) = col(&join_column) else {
-            continue;
-        };
-        let (id_col, err_col) = (col("sf__Id"), col("sf__Error"));
-        for r in rows {
-            let Some(&i) = r.get(jc).and_then(|v| join.get(v)) else {
-                continue;
+        let shown = |e: String| SendError::Fatal(format!("connection `{}`: Bulk job {job_id}: {e}", conn.name));
+        let mut on_row = |row: Vec<String>| -> Result<(), String> {
+            let Some((i, outcome)) = reader.row(row, &mut join, &state.0, &job_error)? else {
+                return Ok(());
             };
-            outcomes[i] = Some(match kind {
-                "successful" => Outcome::Confirmed {
-                    record_id: id_col.and_then(|c| r.get(c)).filter(|s| !s.is_empty()).cloned(),
-                },
-                "failed" => {
-                    // `REQUIRED_FIELD_MISSING:Required fields are missing: [Name]:Name --`
-                    let e = err_col.and_then(|c| r.get(c)).cloned().unwrap_or_default();
-                    let (code, message) = e.split_once(':').unwrap_or(("UNKNOWN", e.as_str()));
-                    Outcome::Rejected {
-                        code: code.to_string(),
-                        message: message.trim_end_matches(" --").to_string(),
-                    }
+            outcomes[i] = Some(outcome);
+            Ok(())
+        };
+        let mut csv = CsvStream::default();
+        let mut total = 0usize;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => return Err(conn.body_error(&Method::GET, &path, crate::http::BodyError::Transfer(e))),
+            };
+            total = total.saturating_add(chunk.len());
+            if total > cap {
+                return Err(conn.body_error(&Method::GET, &path, crate::http::BodyError::TooLarge { cap }));
+            }
+            match csv.feed(&chunk, &mut on_row) {
+                Ok(()) => {}
+                Err(StreamError::RowTooLong) => {
+                    return Err(shown(format!(
+                        "a row of its {} results is longer than {}",
+                        kind.name(),
+                        crate::http::size(MAX_RESULT_ROW as u64)
+                    )))
                 }
-                _ => Outcome::Rejected {
-                    code: "UNPROCESSED".into(),
-                    message: format!(
-                        "Bulk job {job_id} ended {} before processing this record{}",
-                        state.0,
-                        state.1["errorMessage"]
-                            .as_str()
-                            .map(|m| format!(": {m}"))
-                            .unwrap_or_default()
-                    ),
-                },
-            });
+                Err(StreamError::Row(e)) => return Err(shown(e)),
+            }
         }
+        csv.finish(&mut on_row).map_err(shown)?;
+    }
+    let unanswered = outcomes.iter().filter(|o| o.is_none()).count();
+    if unanswered > 0 && batch.op == Op::Insert {
+        // Sent again, these might be created twice: the batch fails and its rows stay in
+        // flight (held back as unconfirmed inserts), as after a crash.
+        return Err(SendError::Fatal(format!(
+            "connection `{}`: Bulk job {job_id} reported nothing for {unanswered} of {} records; whether they \
+             were created is unknown, so none of the batch is confirmed",
+            conn.name,
+            batch.records.len()
+        )));
     }
     Ok(outcomes
         .into_iter()
@@ -323,6 +408,116 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
             })
         })
         .collect())
+}
+
+/// Joins the uploaded values of a row when the key is not among them.
+const JOIN_SEPARATOR: &str = "\u{1f}";
+
+/// The most one result set of a job may hold: what was uploaded, twice over (values come
+/// back quoted), plus 1 KiB a record for the `sf__` columns and errors, and 1 MiB; never
+/// less than [`crate::http::DATA_ANSWER_CAP`].
+fn result_cap(uploaded: usize, records: usize) -> usize {
+    uploaded
+        .saturating_mul(2)
+        .saturating_add(records.saturating_mul(1024))
+        .saturating_add(1024 * 1024)
+        .max(crate::http::DATA_ANSWER_CAP)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResultKind {
+    Successful,
+    Failed,
+    Unprocessed,
+}
+
+impl ResultKind {
+    fn name(self) -> &'static str {
+        match self {
+            ResultKind::Successful => "successful",
+            ResultKind::Failed => "failed",
+            ResultKind::Unprocessed => "unprocessed",
+        }
+    }
+}
+
+/// Reads one result set's rows: the header first, then each row to its record.
+struct ResultReader<'a> {
+    kind: ResultKind,
+    /// The uploaded columns.
+    columns: &'a [String],
+    /// The uploaded column rows are joined on, or the whole row.
+    join_column: Option<usize>,
+    /// From the header: where each uploaded column is, `sf__Id` and `sf__Error`.
+    positions: Option<(Vec<usize>, Option<usize>, Option<usize>)>,
+}
+
+impl ResultReader<'_> {
+    /// The record a result row is about and its outcome; `None` for the header, a blank
+    /// line, or a row that matches no record still waiting for its result.
+    fn row(
+        &mut self,
+        row: Vec<String>,
+        join: &mut HashMap<String, VecDeque<usize>>,
+        state: &str,
+        job_error: &str,
+    ) -> Result<Option<(usize, Outcome)>, String> {
+        let Some((cols, id_col, err_col)) = &self.positions else {
+            // The header. `sf__` columns first, then the uploaded ones (any order is read).
+            let find = |name: &str| row.iter().position(|h| h == name);
+            let mut cols = Vec::with_capacity(self.columns.len());
+            for c in self.columns {
+                let at = row
+                    .iter()
+                    .enumerate()
+                    .position(|(n, h)| h == c && !cols.contains(&n))
+                    .ok_or_else(|| format!("its {} results have no column `{c}`", self.kind.name()))?;
+                cols.push(at);
+            }
+            let (id_col, err_col) = (find("sf__Id"), find("sf__Error"));
+            match self.kind {
+                ResultKind::Successful if id_col.is_none() => {
+                    return Err("its successful results have no `sf__Id` column".into())
+                }
+                ResultKind::Failed if err_col.is_none() => {
+                    return Err("its failed results have no `sf__Error` column".into())
+                }
+                _ => {}
+            }
+            self.positions = Some((cols, id_col, err_col));
+            return Ok(None);
+        };
+        if row.len() == 1 && row[0].is_empty() {
+            return Ok(None);
+        }
+        let value = |c: usize| row.get(cols[c]).map(String::as_str).unwrap_or("");
+        let key = match self.join_column {
+            Some(c) => value(c).to_string(),
+            None => (0..cols.len()).map(value).collect::<Vec<_>>().join(JOIN_SEPARATOR),
+        };
+        let Some(i) = join.get_mut(&key).and_then(VecDeque::pop_front) else {
+            return Ok(None);
+        };
+        let outcome = match self.kind {
+            ResultKind::Successful => Outcome::Confirmed {
+                record_id: id_col.and_then(|c| row.get(c)).filter(|s| !s.is_empty()).cloned(),
+            },
+            ResultKind::Failed => {
+                // `REQUIRED_FIELD_MISSING:Required fields are missing: [Name]:Name --`
+                let e = err_col.and_then(|c| row.get(c)).cloned().unwrap_or_default();
+                let (code, message) = e.split_once(':').unwrap_or(("UNKNOWN", e.as_str()));
+                Outcome::Rejected {
+                    code: code.to_string(),
+                    message: message.trim_end_matches(" --").to_string(),
+                }
+            }
+            ResultKind::Unprocessed => Outcome::Rejected {
+                code: "UNPROCESSED".into(),
+                message: format!("the Bulk job ended {state} before processing this record{job_error}"),
+            },
+        };
+        Ok(Some((i, outcome)))
+    }
 }
 
 #[cfg(test)]
@@ -347,5 +542,71 @@ mod tests {
         assert_eq!(rows[1], ["003", "true", "A, \"B\"\nC"]);
         assert_eq!(rows[2], ["004", "false", "x"]);
         assert!(parse_csv("").is_empty());
+    }
+
+    #[test]
+    fn csv_arrives_in_chunks_of_any_size() {
+        let text = "\"sf__Id\",\"sf__Created\",Name\n003,true,\"A, \"\"B\"\"\nC\"\r\n004,false,x";
+        for size in 1..9 {
+            let mut rows = Vec::new();
+            let mut csv = CsvStream::default();
+            for chunk in text.as_bytes().chunks(size) {
+                let fed = csv.feed(chunk, |r| -> Result<(), ()> {
+                    rows.push(r);
+                    Ok(())
+                });
+                assert!(fed.is_ok());
+            }
+            csv.finish(|r| -> Result<(), ()> {
+                rows.push(r);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(rows, parse_csv(text), "chunks of {size}");
+            assert_eq!(rows[1], ["003", "true", "A, \"B\"\nC"]);
+            assert_eq!(rows[2], ["004", "false", "x"]);
+        }
+    }
+
+    #[test]
+    fn results_join_on_the_whole_uploaded_row_when_the_key_is_not_uploaded() {
+        let columns = vec!["LastName".to_string(), "Email".to_string()];
+        let mut join: HashMap<String, VecDeque<usize>> = HashMap::new();
+        // Two identical rows, and a third.
+        for (i, row) in [["Doe", "a@x"], ["Doe", "a@x"], ["Roe", "b@x"]].iter().enumerate() {
+            join.entry(row.join(JOIN_SEPARATOR)).or_default().push_back(i);
+        }
+        let mut reader = ResultReader {
+            kind: ResultKind::Successful,
+            columns: &columns,
+            join_column: None,
+            positions: None,
+        };
+        // Columns by name, in any order; rows in any order; a row of no record is ignored.
+        let csv = "\"sf__Id\",\"sf__Created\",Email,LastName\n003C,true,b@x,Roe\n003A,true,a@x,Doe\n003Z,true,z@x,Zoe\n003B,true,a@x,Doe\n";
+        let got: Vec<(usize, Outcome)> = parse_csv(csv)
+            .into_iter()
+            .filter_map(|r| reader.row(r, &mut join, "JobComplete", "").unwrap())
+            .collect();
+        let ok = |id: &str| Outcome::Confirmed {
+            record_id: Some(id.into()),
+        };
+        assert_eq!(got, vec![(2, ok("003C")), (0, ok("003A")), (1, ok("003B"))]);
+
+        let mut reader = ResultReader {
+            kind: ResultKind::Successful,
+            columns: &columns,
+            join_column: None,
+            positions: None,
+        };
+        let err = reader
+            .row(
+                vec!["sf__Id".into(), "sf__Created".into(), "Email".into()],
+                &mut join,
+                "",
+                "",
+            )
+            .unwrap_err();
+        assert_eq!(err, "its successful results have no column `LastName`");
     }
 }

@@ -9,7 +9,7 @@
 use super::auth::{Auth, AuthError};
 use crate::config::env;
 use crate::config::project::SalesforceConnection;
-use crate::destination::limit::Limits;
+use crate::destination::limit::{Limits, Permit};
 use crate::destination::SendError;
 use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
@@ -135,7 +135,8 @@ impl Conn {
         format!("/services/data/v{}/{}", self.version, path.trim_start_matches('/'))
     }
 
-    /// One API request. `path` starts with `/services/…` (or is a full URL's path).
+    /// One API request. `path` starts with `/services/…` (or is a full URL on the
+    /// instance). The answer's body is read up to [`crate::http::DATA_ANSWER_CAP`].
     pub async fn request(
         &self,
         counter: &AtomicU64,
@@ -144,6 +145,40 @@ impl Conn {
         body: Option<(&str, Vec<u8>)>,
         timeout: Duration,
     ) -> Result<Answer, SendError> {
+        // The request's slot is held while its answer arrives.
+        let (resp, _permit) = self.request_raw(counter, method.clone(), path, body, timeout).await?;
+        let status = resp.status();
+        let body = crate::http::read_text(resp, crate::http::DATA_ANSWER_CAP)
+            .await
+            .map_err(|e| self.body_error(&method, path, e))?;
+        Ok(Answer { status, body })
+    }
+
+    /// A failure to read a successful answer's body: a transfer cut short is transient (the
+    /// request is retried), an oversized answer is fatal.
+    pub fn body_error(&self, method: &Method, path: &str, e: crate::http::BodyError) -> SendError {
+        let message = format!("{method} {path} on connection `{}`: {e}", self.name);
+        if e.is_transient() {
+            SendError::Transient {
+                message,
+                retry_after: None,
+            }
+        } else {
+            SendError::Fatal(message)
+        }
+    }
+
+    /// One API request, as [`Conn::request`], answering the successful response with its
+    /// body unread (for answers read as a stream, such as Bulk results) and the request's
+    /// slot on the connection, to hold until the body is read.
+    pub async fn request_raw(
+        &self,
+        counter: &AtomicU64,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        timeout: Duration,
+    ) -> Result<(reqwest::Response, Permit), SendError> {
         // The token first: the rate window counts API requests, not token fetches.
         let mut token = self.auth.token().await.map_err(auth_error)?;
         let mut permit = self.limits.acquire().await;
@@ -156,7 +191,17 @@ impl Conn {
         }
         let mut replayed = false;
         loop {
-            let url = format!("{}{path}", token.instance_url);
+            // Paths come from ebb or from Salesforce's answers (`nextRecordsUrl`,
+            // `contentUrl`): either way the token only goes to the instance it was issued for.
+            let Some(url) = crate::http::join_same_origin(&token.instance_url, path) else {
+                return Err(SendError::Fatal(format!(
+                    "{method} on connection `{}`: `{}` is not a path on the instance {}; ebb sends the token nowhere else",
+                    self.name,
+                    crate::redact::url(path),
+                    token.instance_url
+                )));
+            };
+            let url = url.to_string();
             let mut req = self
                 .client
                 .request(method.clone(), &url)
@@ -186,11 +231,18 @@ impl Conn {
             };
             let status = resp.status();
             self.note_usage(resp.headers());
-            let text = resp.text().await.unwrap_or_default();
             if status.is_success() || status == StatusCode::MULTIPLE_CHOICES {
                 self.limits.succeeded();
-                return Ok(Answer { status, body: text });
+                return Ok((resp, permit));
             }
+            if status.is_redirection() {
+                return Err(SendError::Fatal(format!(
+                    "{method} {path} on connection `{}`: {}",
+                    self.name,
+                    crate::http::redirect_message(status, resp.headers())
+                )));
+            }
+            let text = crate::http::read_prefix(resp, crate::http::ERROR_ANSWER_CAP).await;
             let (code, message) = rest_error(&text);
             if status == StatusCode::UNAUTHORIZED && code == "INVALID_SESSION_ID" {
                 if !replayed {

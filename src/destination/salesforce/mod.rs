@@ -325,6 +325,29 @@ impl SalesforceDestination {
                 idx.len()
             )));
         }
+        // Each result is `{"id", "success": bool, "errors": [...]}` (crm-apis.md §2):
+        // anything else confirms nothing and fails the batch.
+        let malformed = |n: usize, what: &str| {
+            SendError::Fatal(format!(
+                "{path} on connection `{}`: result {} of {} {what}; nothing in the batch is confirmed",
+                conn.name,
+                n + 1,
+                idx.len()
+            ))
+        };
+        for (n, r) in items.iter().enumerate() {
+            if !r.is_object() {
+                return Err(malformed(n, "is not an object"));
+            }
+            match (r.get("success"), r.get("id")) {
+                (Some(serde_json::Value::Bool(true)), Some(serde_json::Value::String(_)) | None) => {}
+                (Some(serde_json::Value::Bool(true)), Some(_)) => {
+                    return Err(malformed(n, "has an `id` that is not a string"))
+                }
+                (Some(serde_json::Value::Bool(false)), _) => {}
+                _ => return Err(malformed(n, "has no boolean `success`")),
+            }
+        }
         Ok(items
             .iter()
             .map(|r| {
@@ -363,7 +386,15 @@ impl SalesforceDestination {
             let mut path = self.conn.data_path(&format!("query?q={}", urlencode(&soql)));
             loop {
                 let (_, page) = self.conn.json(&self.calls, Method::GET, &path, None).await?;
-                for r in page["records"].as_array().into_iter().flatten() {
+                // Without `records` the answer says nothing of which records exist (a delete
+                // would count them as gone): not an answer.
+                let Some(records) = page.get("records").and_then(|r| r.as_array()) else {
+                    return Err(SendError::Fatal(format!(
+                        "SOQL query on connection `{}`: the answer has no `records` list",
+                        self.conn.name
+                    )));
+                };
+                for r in records {
                     let key = match &r[&self.key_field] {
                         serde_json::Value::String(s) => s.clone(),
                         serde_json::Value::Null => continue,
