@@ -196,7 +196,7 @@ impl Loader {
                 .iter()
                 .filter(|(file, ds)| {
                     let standing = !self.files.contains_key(*file)
-                        && after.get(*file).is_some()
+                        && after.contains_key(*file)
                         && self.evaluated.get(*file) == after.get(*file)
                         && self.standing.get(*file) == Some(&ds.iter().map(one_line).collect::<Vec<String>>());
                     !standing
