@@ -978,6 +978,14 @@ fn a_new_file_reusing_a_running_models_name_is_rejected_and_the_model_keeps_its_
         .map(|m| (m["name"].as_str().unwrap(), m["file"].as_str().unwrap()))
         .collect();
     assert_eq!(listed, [("contacts", "models/contacts.yaml")]);
+    // The API says why the change was not taken.
+    let reload = &models["reload"];
+    assert_eq!(reload["result"], "rejected", "{reload}");
+    assert!(
+        reload["errors"].as_array().unwrap().iter().any(|d| d["code"] == "E201"),
+        "{reload}"
+    );
+    assert_eq!(reload["held"], serde_json::json!(["models/a_dup.yaml"]), "{reload}");
     let metrics = d.get("/metrics", None).body;
     assert!(
         metrics.contains("ebb_reloads_total{result=\"rejected\"} 1"),

@@ -133,7 +133,7 @@ impl Logger {
 }
 
 /// `v` with every string in it passed through [`crate::redact::text`].
-fn redacted(v: &Value) -> Value {
+pub(crate) fn redacted(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(crate::redact::text(s)),
         Value::Array(a) => Value::Array(a.iter().map(redacted).collect()),

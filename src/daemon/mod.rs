@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     pub stop: watch::Sender<bool>,
     pub token: Option<String>,
     pub http: HttpLimits,
+    /// The outcome of the last load of the project files, as `/api/models` shows it.
+    pub reload: Mutex<serde_json::Value>,
 }
 
 impl Shared {
@@ -209,6 +211,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         stop: watch::Sender::new(false),
         token,
         http: opts.http,
+        reload: Mutex::new(serde_json::Value::Null),
     });
     if let (true, Some(why)) = (loopback, shared.token.as_deref().and_then(token_weakness)) {
         log.warn(
@@ -220,6 +223,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
     for e in &events {
         report_event(&shared, e);
     }
+    record_reload(&shared, &events);
 
     // HTTP first, so that /healthz answers while the store opens.
     let (http_stop, http_stopped) = watch::channel(false);
@@ -439,6 +443,7 @@ async fn reloader(shared: Arc<Shared>, loader: Arc<Mutex<Loader>>) {
         for e in &events {
             report_event(&shared, e);
         }
+        record_reload(&shared, &events);
         let any_accepted = events.iter().any(|e| {
             matches!(
                 e,
@@ -449,6 +454,39 @@ async fn reloader(shared: Arc<Shared>, loader: Arc<Mutex<Loader>>) {
             scheduler::apply(&shared, a.project, a.plans).await;
         }
     }
+}
+
+/// Keeps the outcome of a load for `/api/models`: `accepted`, `partial` (at start-up, some
+/// files left out) or `rejected` (nothing changed), with the errors and the changes held.
+fn record_reload(shared: &Shared, events: &[Event]) {
+    if events.is_empty() {
+        return;
+    }
+    let mut errors = Vec::new();
+    let mut held = Vec::new();
+    let mut applied = false;
+    for e in events {
+        match e {
+            Event::Rejected { diagnostics, .. } | Event::ProjectRejected { diagnostics } => {
+                errors.extend(diagnostics.iter().map(diagnostic_json));
+            }
+            Event::Unreadable { error } => errors.push(json!({ "message": error })),
+            Event::Held { files } => held.extend(files.iter().map(|f| f.display().to_string())),
+            Event::Accepted { .. } | Event::Removed { .. } | Event::ProjectAccepted { .. } => applied = true,
+        }
+    }
+    let result = match (errors.is_empty(), applied) {
+        (true, _) => "accepted",
+        (false, true) => "partial",
+        (false, false) => "rejected",
+    };
+    let value = json!({
+        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "result": result,
+        "errors": errors,
+        "held": held,
+    });
+    *shared.reload.lock().unwrap_or_else(|e| e.into_inner()) = log::redacted(&value);
 }
 
 fn report_event(shared: &Shared, e: &Event) {

@@ -413,7 +413,8 @@ async fn models(State(shared): State<Arc<Shared>>) -> Response {
             .unwrap_or(Value::Null);
         out.push(m);
     }
-    Json(json!({ "models": out })).into_response()
+    let reload = shared.reload.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Json(json!({ "models": out, "reload": reload })).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
