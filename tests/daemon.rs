@@ -991,6 +991,14 @@ fn a_new_file_reusing_a_running_models_name_is_rejected_and_the_model_keeps_its_
         metrics.contains("ebb_reloads_total{result=\"rejected\"} 1"),
         "{metrics}"
     );
+
+    // The duplicate removed: the project validates again, and says so.
+    std::fs::remove_file(f.path().join("models/a_dup.yaml")).unwrap();
+    d.wait_for("the project valid again", 1, Duration::from_secs(10), |e| {
+        e["event"] == "reload_accepted" && e["msg"].as_str().unwrap().contains("validates again")
+    });
+    let models = d.get("/api/models", None).json();
+    assert_eq!(models["reload"]["result"], "accepted", "{}", models["reload"]);
 }
 
 /// A project with a PostgreSQL connection whose URL is `${EBB_TEST_SOURCE_URL}`, a file

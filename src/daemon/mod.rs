@@ -459,9 +459,6 @@ async fn reloader(shared: Arc<Shared>, loader: Arc<Mutex<Loader>>) {
 /// Keeps the outcome of a load for `/api/models`: `accepted`, `partial` (at start-up, some
 /// files left out) or `rejected` (nothing changed), with the errors and the changes held.
 fn record_reload(shared: &Shared, events: &[Event]) {
-    if events.is_empty() {
-        return;
-    }
     let mut errors = Vec::new();
     let mut held = Vec::new();
     let mut applied = false;
@@ -486,7 +483,15 @@ fn record_reload(shared: &Shared, events: &[Event]) {
         "errors": errors,
         "held": held,
     });
-    *shared.reload.lock().unwrap_or_else(|e| e.into_inner()) = log::redacted(&value);
+    let mut last = shared.reload.lock().unwrap_or_else(|e| e.into_inner());
+    if events.is_empty() && !last.is_null() && last["result"] != "accepted" {
+        // (An edit undone: nothing to apply, but the errors reported before are gone.)
+        shared.metrics.record_reload("accepted");
+        shared
+            .log
+            .info("reload_accepted", "the project validates again: nothing to change", &[]);
+    }
+    *last = log::redacted(&value);
 }
 
 fn report_event(shared: &Shared, e: &Event) {
