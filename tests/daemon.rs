@@ -1051,7 +1051,7 @@ fn slow_and_silent_clients_are_closed_after_the_header_timeout_and_past_the_cap_
         &[],
         &[
             ("EBB_TEST_SOURCE_URL", "postgres://u@127.0.0.1:1/db"),
-            ("EBB_HTTP_HEADER_TIMEOUT_MS", "1000"),
+            ("EBB_HTTP_HEADER_TIMEOUT_MS", "1500"),
             ("EBB_HTTP_MAX_CONNECTIONS", "40"),
         ],
     );
@@ -1061,7 +1061,7 @@ fn slow_and_silent_clients_are_closed_after_the_header_timeout_and_past_the_cap_
             listening["max_connections"].as_u64(),
             listening["header_timeout_secs"].as_f64()
         ),
-        (Some(40), Some(1.0)),
+        (Some(40), Some(1.5)),
         "{listening}"
     );
     let connect = || std::net::TcpStream::connect(&d.addr).unwrap();
@@ -1096,22 +1096,24 @@ fn slow_and_silent_clients_are_closed_after_the_header_timeout_and_past_the_cap_
     // 31 of 40 open: the daemon still answers.
     let asked = Instant::now();
     assert_eq!(d.get("/healthz", None).status, 200);
-    assert!(asked.elapsed() < Duration::from_millis(500), "{:?}", asked.elapsed());
+    assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
 
-    // Past the cap, a connection is closed at once.
+    // Past the cap, a connection is closed at once. (The answered one gives its slot back
+    // as it closes: a moment for that.)
+    std::thread::sleep(Duration::from_millis(100));
     let mut more: Vec<std::net::TcpStream> = (0..9).map(|_| connect()).collect();
     let at_cap = Instant::now();
     let mut refused: Vec<std::net::TcpStream> = (0..10).map(|_| connect()).collect();
     for s in &mut refused {
-        let took = closed_within(s, at_cap, Duration::from_millis(800));
+        let took = closed_within(s, at_cap, Duration::from_millis(1200));
         assert!(took.is_some(), "a connection past the cap stayed open");
     }
-    // The slow ones are closed once their head is 1 s late.
+    // The slow ones are closed once their head is 1.5 s late.
     for (i, s) in slow.iter_mut().enumerate() {
         let took =
-            closed_within(s, opened, Duration::from_secs(5)).unwrap_or_else(|| panic!("connection {i} stayed open"));
+            closed_within(s, opened, Duration::from_secs(6)).unwrap_or_else(|| panic!("connection {i} stayed open"));
         assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(5),
             "connection {i} closed after {took:?}"
         );
     }
@@ -1122,7 +1124,7 @@ fn slow_and_silent_clients_are_closed_after_the_header_timeout_and_past_the_cap_
     let asked = Instant::now();
     let r = d.get("/metrics", None);
     assert_eq!(r.status, 200);
-    assert!(asked.elapsed() < Duration::from_millis(500), "{:?}", asked.elapsed());
+    assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
     let refused_total: u64 = r
         .body
         .lines()
