@@ -117,7 +117,8 @@ fn mask_params(s: &str) -> String {
 }
 
 /// `s` with every URL in it (anything of the form `scheme://…` up to whitespace or a
-/// quote) passed through [`url`].
+/// quote) passed through [`url`]; outside URLs, the values of `password=…`-like pairs (a
+/// libpq conninfo string) and the word after `Bearer ` are masked too.
 pub fn text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -129,12 +130,75 @@ pub fn text(s: &str) -> String {
         let end = rest[p..]
             .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '`' || c == '<' || c == '>')
             .map_or(rest.len(), |q| p + q);
-        out.push_str(&rest[..scheme_start]);
+        out.push_str(&outside_urls(&rest[..scheme_start]));
         out.push_str(&url(&rest[scheme_start..end]));
         rest = &rest[end..];
     }
-    out.push_str(rest);
+    out.push_str(&outside_urls(rest));
     out
+}
+
+/// Masks, in text that is not a URL, the value of each `name=value` word whose name is
+/// clearly a secret's (not the looser names [`is_secret_param`] accepts in a query, like
+/// `code` or `key`, which plain messages use), and the token after `Bearer `.
+fn outside_urls(s: &str) -> String {
+    if !s.contains('=') && !s.contains("Bearer ") {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut bearer = false;
+    for (i, word) in s.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if bearer && !word.is_empty() {
+            out.push_str(MASK);
+            bearer = false;
+            continue;
+        }
+        bearer = word == "Bearer";
+        match word.split_once('=') {
+            Some((name, _)) if is_clear_secret(name.trim_start_matches(|c: char| !c.is_ascii_alphanumeric())) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(MASK);
+            }
+            _ => out.push_str(word),
+        }
+    }
+    out
+}
+
+fn is_clear_secret(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace('-', "_");
+    is_secret_param(&n) && !matches!(n.as_str(), "code" | "key" | "auth" | "sig" | "signature" | "pass")
+}
+
+/// A hand-written URL whose password holds `@` made unambiguous: every `@` of the
+/// authority but the last is written `%40`. (URL parsers disagree on such a URL: the WHATWG
+/// one takes the last `@` as the end of the userinfo, libpq and `tokio-postgres` the first,
+/// which makes the rest of the password the host, and so puts it in error messages.) Only
+/// the part before the first `/`, `?` or `#` is looked at; anything else is left as is.
+pub fn escape_userinfo(s: &str) -> String {
+    let Some(scheme_end) = s.find("://") else {
+        return s.to_string();
+    };
+    let start = scheme_end + 3;
+    let authority_end = s[start..].find(['/', '?', '#']).map_or(s.len(), |p| start + p);
+    let authority = &s[start..authority_end];
+    let Some(last) = authority.rfind('@') else {
+        return s.to_string();
+    };
+    if !authority[..last].contains('@') {
+        return s.to_string();
+    }
+    format!(
+        "{}{}{}{}",
+        &s[..start],
+        authority[..last].replace('@', "%40"),
+        &authority[last..],
+        &s[authority_end..]
+    )
 }
 
 #[cfg(test)]
@@ -181,6 +245,45 @@ mod tests {
         );
         assert_eq!(text("no url here"), "no url here");
         assert_eq!(text("a://b c://u:p@d"), "a://b c://u:***@d");
+    }
+
+    #[test]
+    fn secrets_outside_urls_in_text_are_masked() {
+        assert_eq!(
+            text("cannot connect (host=db port=5432 password=hunter2 user=ebb): refused"),
+            "cannot connect (host=db port=5432 password=*** user=ebb): refused"
+        );
+        assert_eq!(
+            text("sent Authorization: Bearer abc.def to h"),
+            "sent Authorization: Bearer *** to h"
+        );
+        // Plain messages keep their `code=` and `key=` words.
+        assert_eq!(
+            text("row key=7 rejected: code=DUPLICATE"),
+            "row key=7 rejected: code=DUPLICATE"
+        );
+        assert_eq!(
+            text("`postgres://u:p@ss@word@h:1/x?password=zzz` (schema `ebb`): refused"),
+            "`postgres://u:***@h:1/x?password=***` (schema `ebb`): refused"
+        );
+    }
+
+    #[test]
+    fn an_at_sign_in_a_password_is_escaped_for_parsers_that_stop_at_the_first() {
+        assert_eq!(
+            escape_userinfo("postgres://u:p@ss@word@127.0.0.1:1/x?password=zzz"),
+            "postgres://u:p%40ss%40word@127.0.0.1:1/x?password=zzz"
+        );
+        for plain in [
+            "postgres://u:pw@h/x?application_name=a@b",
+            "postgres://h/x",
+            "host=db password=x",
+            "postgres://u:pw@h",
+        ] {
+            assert_eq!(escape_userinfo(plain), plain);
+        }
+        let parsed = url::Url::parse(&escape_userinfo("postgres://u:p@ss@h:5/x")).unwrap();
+        assert_eq!((parsed.password(), parsed.host_str()), (Some("p%40ss"), Some("h")));
     }
 
     #[test]

@@ -335,3 +335,31 @@ fn human_output_is_coloured_only_when_asked_or_on_a_terminal() {
     let out = stdout(&ebb(&repo(), &coloured));
     assert!(out.contains("\x1b[1;31merror[E101]\x1b[0m"), "{out:?}");
 }
+
+#[test]
+fn a_rejected_rows_message_is_stored_and_shown_without_credentials() {
+    let f = crate::sync::Fixture::new("rowsecret", 1, 10, None);
+    f.sink.answer_next(
+        200,
+        r#"{"results": [{"success": false, "code": "DENIED", "error": "denied: see https://crm.example/why?token=abc123 (password=hunter2)"}]}"#,
+    );
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 3, "{run}");
+    let db = rusqlite::Connection::open(f.path().join(".ebb/state.db")).unwrap();
+    let stored: String = db
+        .query_row("SELECT message FROM ebb_row_errors", [], |r| r.get(0))
+        .unwrap();
+    let shown = stdout(&ebb(f.path(), &["errors", "contacts"]));
+    let json = stdout(&ebb(f.path(), &["errors", "contacts", "--format", "json"]));
+    for (what, text) in [
+        ("ebb_row_errors", &stored),
+        ("ebb errors", &shown),
+        ("--format json", &json),
+    ] {
+        assert!(
+            text.contains("denied: see https://crm.example/why?token=***"),
+            "{what}: {text}"
+        );
+        assert!(!text.contains("abc123") && !text.contains("hunter2"), "{what}: {text}");
+    }
+}

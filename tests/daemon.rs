@@ -29,8 +29,13 @@ impl Daemon {
 
     /// Like [`Daemon::start`]; with `ready: false`, returns once it listens.
     fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)], ready: bool) -> Daemon {
+        Daemon::spawn_on("127.0.0.1:0", dir, args, env, ready)
+    }
+
+    /// Like [`Daemon::spawn`], listening on `listen`.
+    fn spawn_on(listen: &str, dir: &Path, args: &[&str], env: &[(&str, &str)], ready: bool) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
-        cmd.args(["daemon", "--listen", "127.0.0.1:0"]);
+        cmd.args(["daemon", "--listen", listen]);
         if !args.contains(&"--log-format") {
             cmd.args(["--log-format", "json"]);
         }
@@ -921,4 +926,388 @@ fn until_the_state_store_opens_the_daemon_is_live_but_not_ready() {
         "{}",
         d.log()
     );
+}
+
+#[test]
+fn a_new_file_reusing_a_running_models_name_is_rejected_and_the_model_keeps_its_plan_deleting_nothing() {
+    let f = Fixture::new("ddup", 10, 10, None);
+    f.model(&crate::sync::ModelSpec {
+        mode: "mirror",
+        ..crate::sync::ModelSpec::default()
+    });
+    let d = Daemon::start(f.path(), &[], &[]);
+    assert_eq!(d.post("/api/models/contacts/runs", None).status, 202);
+    d.wait_for("the first run", 1, Duration::from_secs(20), |e| {
+        e["event"] == "run_finished" && e["model"] == "contacts"
+    });
+    assert_eq!(f.sink.records().len(), 10);
+
+    // A file sorted before contacts.yaml defines `contacts` again, mirroring 3 of the 10
+    // rows: `ebb validate` reports E201 at contacts.yaml's definition (the later one).
+    let text = std::fs::read_to_string(f.path().join("models/contacts.yaml")).unwrap();
+    let from = format!("FROM {}.t", f.schema);
+    assert!(text.contains(&from));
+    write_model(&f, "a_dup.yaml", &text.replace(&from, &format!("{from} WHERE id <= 3")));
+    let rejected = d.wait_for("the reload rejected", 1, Duration::from_secs(10), |e| {
+        e["event"] == "reload_rejected"
+    });
+    let diagnostics = rejected[0]["diagnostics"].as_array().unwrap();
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d["code"] == "E201" && d["message"].as_str().unwrap().contains("`contacts`")),
+        "{}",
+        rejected[0]
+    );
+    assert_eq!(rejected[0]["kept"], "contacts", "{}", rejected[0]);
+    let held = d.wait_for("the change held", 1, Duration::from_secs(5), |e| {
+        e["event"] == "reload_held"
+    });
+    assert!(
+        held[0]["changed"].as_str().unwrap().contains("a_dup.yaml"),
+        "{}",
+        held[0]
+    );
+
+    // The model still runs from contacts.yaml: nothing is deleted.
+    f.sink.reset_log();
+    assert_eq!(d.post("/api/models/contacts/runs", None).status, 202);
+    d.wait_for("the second run", 2, Duration::from_secs(20), |e| {
+        e["event"] == "run_finished" && e["model"] == "contacts"
+    });
+    assert_eq!(f.sent_keys("delete"), Vec::<String>::new());
+    assert_eq!(f.sink.records().len(), 10);
+    let last = &d.get("/api/runs?model=contacts&limit=1", None).json()["runs"][0];
+    assert_eq!((count(last, "read"), count(last, "removed")), (10, 0), "{last}");
+    let models = d.get("/api/models", None).json();
+    let listed: Vec<(&str, &str)> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap(), m["file"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("contacts", "models/contacts.yaml")]);
+    // The API says why the change was not taken.
+    let reload = &models["reload"];
+    assert_eq!(reload["result"], "rejected", "{reload}");
+    assert!(
+        reload["errors"].as_array().unwrap().iter().any(|d| d["code"] == "E201"),
+        "{reload}"
+    );
+    assert_eq!(reload["held"], serde_json::json!(["models/a_dup.yaml"]), "{reload}");
+    let metrics = d.get("/metrics", None).body;
+    assert!(
+        metrics.contains("ebb_reloads_total{result=\"rejected\"} 1"),
+        "{metrics}"
+    );
+
+    // The duplicate removed: the project validates again, and says so.
+    std::fs::remove_file(f.path().join("models/a_dup.yaml")).unwrap();
+    d.wait_for("the project valid again", 1, Duration::from_secs(10), |e| {
+        e["event"] == "reload_accepted" && e["msg"].as_str().unwrap().contains("validates again")
+    });
+    let models = d.get("/api/models", None).json();
+    assert_eq!(models["reload"]["result"], "accepted", "{}", models["reload"]);
+}
+
+/// A project with a PostgreSQL connection whose URL is `${EBB_TEST_SOURCE_URL}`, a file
+/// connection and an on-demand model `m` from one to the other; `extra` is appended to
+/// `ebb.yaml`.
+fn small_project(extra: &str) -> tempfile::TempDir {
+    let dir = crate::support::pg_project(
+        "${EBB_TEST_SOURCE_URL}",
+        "models:\n  - name: m\n    source:\n      type: postgres\n      query: SELECT id FROM t\n    destination:\n      type: file\n      object: x\n      mode: upsert\n      unique_identifier: id\n    mappings:\n      - source: id\n        destination: id\n",
+    );
+    let project = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap();
+    std::fs::write(dir.path().join("ebb.yaml"), format!("{project}{extra}")).unwrap();
+    dir
+}
+
+/// `ebb ARGS` in `dir` with `env`.
+fn ebb_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("EBB_PROJECT")
+        .env("NO_COLOR", "1")
+        .env("EBB_TEST_SOURCE_URL", "postgres://u@127.0.0.1:1/db");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the ebb binary runs")
+}
+
+/// Reads from `s` until the daemon closes it (EOF or reset); how long that took from
+/// `since`, or `None` if it is still open after `wait`.
+fn closed_within(s: &mut std::net::TcpStream, since: Instant, wait: Duration) -> Option<Duration> {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(since.elapsed()),
+            Ok(_) => continue, // (an answer such as 408 before the close)
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return None,
+            Err(_) => return Some(since.elapsed()),
+        }
+    }
+}
+
+#[test]
+fn slow_and_silent_clients_are_closed_after_the_header_timeout_and_past_the_cap_at_once() {
+    let dir = small_project("");
+    let d = Daemon::start(
+        dir.path(),
+        &[],
+        &[
+            ("EBB_TEST_SOURCE_URL", "postgres://u@127.0.0.1:1/db"),
+            ("EBB_HTTP_HEADER_TIMEOUT_MS", "1500"),
+            ("EBB_HTTP_MAX_CONNECTIONS", "40"),
+        ],
+    );
+    let listening = d.events().into_iter().find(|e| e["event"] == "listening").unwrap();
+    assert_eq!(
+        (
+            listening["max_connections"].as_u64(),
+            listening["header_timeout_secs"].as_f64()
+        ),
+        (Some(40), Some(1.5)),
+        "{listening}"
+    );
+    let connect = || std::net::TcpStream::connect(&d.addr).unwrap();
+    let opened = Instant::now();
+    // 20 silent connections, 9 that stop in the middle of their head, one that trickles
+    // a header byte every 100 ms, and one idle keep-alive connection after an answer.
+    let mut slow: Vec<std::net::TcpStream> = (0..20).map(|_| connect()).collect();
+    for _ in 0..9 {
+        let mut s = connect();
+        write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+        slow.push(s);
+    }
+    let trickle = connect();
+    let mut writer = trickle.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = writer.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(100));
+            if writer.write_all(b"X-A: b\r\n").is_err() {
+                break;
+            }
+        }
+    });
+    slow.push(trickle);
+    let mut idle = connect();
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = [0u8; 512];
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = idle.read(&mut answer).unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    slow.push(idle);
+    // 31 of 40 open: the daemon still answers.
+    let asked = Instant::now();
+    assert_eq!(d.get("/healthz", None).status, 200);
+    assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
+
+    // Past the cap, a connection is closed at once. (The answered one gives its slot back
+    // as it closes: a moment for that.)
+    std::thread::sleep(Duration::from_millis(100));
+    let mut more: Vec<std::net::TcpStream> = (0..9).map(|_| connect()).collect();
+    let at_cap = Instant::now();
+    let mut refused: Vec<std::net::TcpStream> = (0..10).map(|_| connect()).collect();
+    for s in &mut refused {
+        let took = closed_within(s, at_cap, Duration::from_millis(1200));
+        assert!(took.is_some(), "a connection past the cap stayed open");
+    }
+    // The slow ones are closed once their head is 1.5 s late.
+    for (i, s) in slow.iter_mut().enumerate() {
+        let took =
+            closed_within(s, opened, Duration::from_secs(6)).unwrap_or_else(|| panic!("connection {i} stayed open"));
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(5),
+            "connection {i} closed after {took:?}"
+        );
+    }
+    for s in &mut more {
+        assert!(closed_within(s, opened, Duration::from_secs(5)).is_some());
+    }
+    // Slots free again: answered at once.
+    let asked = Instant::now();
+    let r = d.get("/metrics", None);
+    assert_eq!(r.status, 200);
+    assert!(asked.elapsed() < Duration::from_secs(1), "{:?}", asked.elapsed());
+    let refused_total: u64 = r
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("ebb_http_connections_refused_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", r.body));
+    assert!(refused_total >= 10, "{refused_total}");
+    assert!(
+        d.events().iter().any(|e| e["event"] == "http_connection_refused"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn beyond_loopback_the_api_token_needs_32_characters_and_a_weak_one_on_loopback_is_warned_about() {
+    let dir = small_project("daemon:\n  api_token: ${EBB_TEST_API_TOKEN}\n");
+    for (token, why) in [
+        ("x", "it has 1 character"),
+        ("short-but-s3cret-token", "it has 22 characters"),
+        ("abababababababababababababababab", "it has only 2 different characters"),
+    ] {
+        let out = ebb_env(
+            dir.path(),
+            &["daemon", "--listen", "0.0.0.0:0"],
+            &[("EBB_TEST_API_TOKEN", token)],
+        );
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = crate::support::stderr(&out);
+        assert!(
+            err.contains("refusing to listen on `0.0.0.0:0` with a weak API token")
+                && err.contains(why)
+                && err.contains("at least 32 characters"),
+            "{err}"
+        );
+        assert!(
+            token.len() < 5 || !err.contains(token),
+            "the token is never shown: {err}"
+        );
+    }
+    // 32 hex digits (128 bits): it listens beyond loopback.
+    let strong = "9f86d081884c7d659a2feaa0c55ad015";
+    let env = [
+        ("EBB_TEST_SOURCE_URL", "postgres://u@127.0.0.1:1/db"),
+        ("EBB_TEST_API_TOKEN", strong),
+    ];
+    let d = Daemon::spawn_on("0.0.0.0:0", dir.path(), &[], &env, true);
+    assert!(d.addr.starts_with("0.0.0.0:"), "{}", d.addr);
+    let port = d.addr.rsplit(':').next().unwrap();
+    let local = format!("127.0.0.1:{port}");
+    assert_eq!(http(&local, "GET", "/api/models", Some(strong)).status, 200);
+    assert_eq!(http(&local, "GET", "/api/models", Some("x")).status, 401);
+    assert!(
+        !d.events().iter().any(|e| e["event"] == "api_token_weak"),
+        "{}",
+        d.log()
+    );
+    drop(d);
+    // On loopback a short token is allowed, with a warning that does not show it.
+    let short = "short-but-s3cret-token";
+    let d = Daemon::start(
+        dir.path(),
+        &[],
+        &[
+            ("EBB_TEST_SOURCE_URL", "postgres://u@127.0.0.1:1/db"),
+            ("EBB_TEST_API_TOKEN", short),
+        ],
+    );
+    let warned = d.wait_for("the warning", 1, Duration::from_secs(5), |e| {
+        e["event"] == "api_token_weak"
+    });
+    assert_eq!(warned[0]["why"], "it has 22 characters", "{}", warned[0]);
+    assert!(!d.log().contains(short), "{}", d.log());
+    assert_eq!(d.get("/api/models", Some(short)).status, 200);
+}
+
+#[test]
+fn a_state_store_urls_password_and_secret_parameters_never_reach_the_daemons_log_or_run_stderr() {
+    // `p@ss@word` holds `@`; port 1 has no server; port 99999 does not parse.
+    let secrets = ["p@ss@word", "ss@word", "p%40ss", "zzz"];
+    let unreachable = "postgres://u:p@ss@word@127.0.0.1:1/x?password=zzz";
+    let unparseable = "postgres://u:p@ss@word@127.0.0.1:99999/x?password=zzz";
+    let src = ("EBB_TEST_SOURCE_URL", "postgres://u@127.0.0.1:1/db");
+
+    // Written literally, it is an error of `ebb.yaml`, shown without the password.
+    let dir = small_project(&format!("state:\n  url: {unreachable}\n"));
+    for args in [&["daemon", "--listen", "127.0.0.1:0"][..], &["run", "m"][..]] {
+        let out = ebb_env(dir.path(), args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = crate::support::stderr(&out);
+        assert!(err.contains("E701"), "{err}");
+        for s in secrets {
+            assert!(!err.contains(s), "`{s}` in `ebb {}`:\n{err}", args.join(" "));
+        }
+    }
+
+    // From the environment: the daemon retries every 5 s and says why each time.
+    let dir = small_project("state:\n  url: ${EBB_TEST_STATE_URL}\n");
+    for url in [unreachable, unparseable] {
+        let env = [src, ("EBB_TEST_STATE_URL", url)];
+        let mut d = Daemon::spawn(dir.path(), &["--log-format", "human"], &env, false);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !d.log().contains("cannot open the state store") {
+            assert!(Instant::now() < deadline, "no store error:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d.signal("TERM");
+        d.wait_exit(Duration::from_secs(5));
+        let log = d.log();
+        assert!(
+            log.contains("postgres://u:***@127.0.0.1:") || log.contains("postgres://u@127.0.0.1:"),
+            "{log}"
+        );
+        for s in secrets {
+            assert!(!log.contains(s), "`{s}` in the daemon's log:\n{log}");
+        }
+        for args in [&["run", "m"][..], &["runs", "m"][..], &["status"][..]] {
+            let out = ebb_env(dir.path(), args, &env);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+            let text = format!("{}{}", crate::support::stdout(&out), crate::support::stderr(&out));
+            assert!(text.contains("cannot open the state store"), "{args:?}: {text}");
+            for s in secrets {
+                assert!(!text.contains(s), "`{s}` in `ebb {}`:\n{text}", args.join(" "));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_source_urls_password_never_reaches_the_run_history() {
+    let dir = small_project("");
+    // The password holds `@`: a parser that stops at the first `@` would take `t-pw@…` for
+    // the host and put it in the error.
+    let url = "postgres://ebb_user:s3cr@t-pw@127.0.0.1:1/db?password=zzz-src";
+    let secrets = ["s3cr", "t-pw", "zzz-src"];
+    let env = [("EBB_TEST_SOURCE_URL", url)];
+    let d = Daemon::start(dir.path(), &[], &env);
+    assert_eq!(d.post("/api/models/m/runs", None).status, 202);
+    let finished = d.wait_for("the run", 1, Duration::from_secs(20), |e| {
+        e["event"] == "run_finished" && e["model"] == "m"
+    });
+    assert_eq!(finished[0]["status"], "failed", "{}", finished[0]);
+    let api = d.get("/api/runs?model=m", None).body;
+    let models = d.get("/api/models", None).body;
+    assert!(api.contains("127.0.0.1:1/db"), "{api}");
+    drop(d);
+    let runs = ebb_env(dir.path(), &["runs", "m", "--format", "json"], &env);
+    let human = ebb_env(dir.path(), &["runs", "m"], &env);
+    let status = ebb_env(dir.path(), &["status", "--format", "json"], &env);
+    let run = ebb_env(dir.path(), &["run", "m", "--format", "json"], &env);
+    let db = rusqlite::Connection::open(dir.path().join(".ebb/state.db")).unwrap();
+    let stored: Vec<String> = db
+        .prepare("SELECT error FROM ebb_runs WHERE error IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    for (what, text) in [
+        ("/api/runs", api),
+        ("/api/models", models),
+        ("ebb runs --format json", crate::support::stdout(&runs)),
+        ("ebb runs", crate::support::stdout(&human)),
+        ("ebb status", crate::support::stdout(&status)),
+        (
+            "ebb run",
+            format!("{}{}", crate::support::stdout(&run), crate::support::stderr(&run)),
+        ),
+        ("ebb_runs.error", stored.join("\n")),
+    ] {
+        assert!(text.contains("cannot connect"), "{what}: {text}");
+        for s in secrets {
+            assert!(!text.contains(s), "`{s}` in {what}:\n{text}");
+        }
+    }
 }

@@ -41,20 +41,26 @@ pub fn run(
         listen,
         shutdown_timeout: Duration::from_secs_f64(shutdown_timeout.max(0.0)),
         log: Logger::new(log_format, log_level),
+        http: crate::daemon::HttpLimits::from_env(|k| std::env::var(k).ok()),
     };
     let result = rt.block_on(crate::daemon::run(opts, rx));
     let code = match result {
         Ok(exit) => exit.code(),
         Err(DaemonError::InvalidProject(diagnostics)) => {
+            // (Masked: a literal password in `ebb.yaml` is one of the errors it can show.)
             eprint!(
                 "{}",
-                render::render(&diagnostics, render::Format::Human, super::color_stderr())
+                crate::redact::text(&render::render(
+                    &diagnostics,
+                    render::Format::Human,
+                    super::color_stderr()
+                ))
             );
             eprintln!("error: {}", DaemonError::InvalidProject(Vec::new()));
             1
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::redact::text(&e.to_string()));
             1
         }
     };

@@ -292,12 +292,13 @@ pub fn run(cli: Cli) -> u8 {
         }
         Err(e) => {
             eprintln!(
-                "{} {e:#}",
+                "{} {}",
                 if color_stderr() {
                     "\x1b[1;31merror:\x1b[0m"
                 } else {
                     "error:"
-                }
+                },
+                crate::redact::text(&format!("{e:#}"))
             );
             2
         }

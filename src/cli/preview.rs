@@ -41,7 +41,7 @@ pub fn run(project: Option<PathBuf>, model: &str, limit: usize, format: PlanForm
     let (batches, mapper) = match fetch(&report, plan, &dir, limit) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("error: {context}: {e}");
+            eprintln!("error: {context}: {}", crate::redact::text(&e.to_string()));
             return Ok(1);
         }
     };

@@ -62,7 +62,10 @@ fn load(project: Option<PathBuf>, wanted: &[String], color: bool) -> anyhow::Res
         .cloned()
         .collect();
     if !errors.is_empty() {
-        eprint!("{}", render::render(&errors, render::Format::Human, color));
+        eprint!(
+            "{}",
+            crate::redact::text(&render::render(&errors, render::Format::Human, color))
+        );
         eprintln!(
             "error: fix the {} above first (`ebb validate` lists every problem)",
             if errors.len() == 1 { "error" } else { "errors" }
@@ -80,7 +83,7 @@ async fn open_store(report: &Report) -> Result<StateStore, String> {
         .and_then(|s| s.url.as_deref());
     StateStore::open(url, &report.project_dir)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::redact::text(&e.to_string()))
 }
 
 pub fn run(
@@ -103,7 +106,7 @@ pub fn run(
     let store = match rt.block_on(open_store(&report)) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::redact::text(&e.to_string()));
             return Ok(1);
         }
     };
@@ -237,9 +240,9 @@ fn print_one(r: &RunReport, plan: &SyncPlan, color: bool) {
         }
     }
     for note in &r.notes {
-        s.push_str(&format!("  note: {note}\n"));
+        s.push_str(&format!("  note: {}\n", crate::redact::text(note)));
     }
-    if let Some(e) = &r.error {
+    if let Some(e) = r.error.as_deref().map(crate::redact::text) {
         s.push_str(&format!(
             "  {}: {e}\n",
             if r.status == Status::Partial {
@@ -314,8 +317,8 @@ fn report_json(r: &RunReport) -> serde_json::Value {
         "run_id": r.run_id,
         "status": r.status.as_str(),
         "counts": counts_json(&r.counts),
-        "error": r.error,
-        "notes": r.notes,
+        "error": r.error.as_deref().map(crate::redact::text),
+        "notes": r.notes.iter().map(|n| crate::redact::text(n)).collect::<Vec<_>>(),
         "elapsed_ms": r.elapsed.as_millis() as u64,
         "timings_ms": r.timings.iter().map(|(k, d)| (k.to_string(), serde_json::Value::from(d.as_millis() as u64)))
             .collect::<serde_json::Map<_, _>>(),
@@ -356,7 +359,7 @@ fn one_model(
     match rt.block_on(open_store(&report)) {
         Ok(store) => Ok(Ok((report, store, rt))),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::redact::text(&e.to_string()));
             Ok(Err(1))
         }
     }
@@ -365,7 +368,8 @@ fn one_model(
 fn run_json(r: &RunRecord) -> serde_json::Value {
     serde_json::json!({
         "id": r.id, "model": r.model, "started_at": r.started_at, "ended_at": r.ended_at,
-        "status": r.status, "counts": counts_json(&r.counts), "error": r.error,
+        "status": r.status, "counts": counts_json(&r.counts),
+        "error": r.error.as_deref().map(crate::redact::text),
     })
 }
 
@@ -385,7 +389,7 @@ pub fn runs(project: Option<PathBuf>, model: &str, limit: usize, format: PlanFor
     let runs = match rt.block_on(store.runs(model, limit as i64)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::redact::text(&e.to_string()));
             return Ok(1);
         }
     };
@@ -439,7 +443,7 @@ pub fn runs(project: Option<PathBuf>, model: &str, limit: usize, format: PlanFor
                 k.confirmed.to_string(),
                 k.rejected.to_string(),
                 k.api_calls.to_string(),
-                r.error.clone().unwrap_or_default(),
+                r.error.as_deref().map(crate::redact::text).unwrap_or_default(),
             ]
         })
         .collect();
@@ -456,7 +460,7 @@ pub fn errors(project: Option<PathBuf>, model: &str, limit: usize, format: PlanF
     let errors = match rt.block_on(store.row_errors(model)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::redact::text(&e.to_string()));
             return Ok(1);
         }
     };
@@ -466,7 +470,7 @@ pub fn errors(project: Option<PathBuf>, model: &str, limit: usize, format: PlanF
             writeln!(
                 out,
                 "{}",
-                serde_json::json!({"key": e.key, "kind": e.kind, "code": e.code, "message": e.message, "run_id": e.run_id})
+                serde_json::json!({"key": e.key, "kind": e.kind, "code": e.code, "message": crate::redact::text(&e.message), "run_id": e.run_id})
             )?;
         }
         return Ok(0);
@@ -487,7 +491,7 @@ pub fn errors(project: Option<PathBuf>, model: &str, limit: usize, format: PlanF
                 e.key.clone(),
                 e.kind.clone(),
                 e.code.clone(),
-                e.message.clone(),
+                crate::redact::text(&e.message),
                 e.run_id.to_string(),
             ]
         })
@@ -530,7 +534,7 @@ pub fn reset(project: Option<PathBuf>, model: &str) -> anyhow::Result<u8> {
             Ok(0)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::redact::text(&e.to_string()));
             Ok(1)
         }
     }
@@ -561,7 +565,7 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
         let (last, ok, rows, inflight, errors, holder) = match got {
             Ok(x) => x,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", crate::redact::text(&e.to_string()));
                 return Ok(1);
             }
         };

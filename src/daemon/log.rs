@@ -5,7 +5,9 @@
 //! human form is `2026-05-04T10:00:00.123Z INFO  run finished model=contacts status=…`;
 //! the JSON form is `{"ts": …, "level": "info", "event": "run_finished", "msg": …,
 //! "model": …}`. Each line is written with one call on the locked stream, so lines of
-//! concurrent runs never interleave.
+//! concurrent runs never interleave. Every line goes through [`crate::redact::text`]: the
+//! message and every text in the fields, so a URL in an error chain (a state store that
+//! cannot be reached, a source that refused) never shows its password.
 
 use serde_json::{Map, Value};
 use std::io::Write;
@@ -94,6 +96,9 @@ impl Logger {
         fields: &[(&str, Value)],
     ) -> String {
         let ts = ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let msg = &crate::redact::text(msg);
+        let fields: Vec<(&str, Value)> = fields.iter().map(|(k, v)| (*k, redacted(v))).collect();
+        let fields = fields.as_slice();
         match self.format {
             LogFormat::Json => {
                 let mut o = Map::new();
@@ -124,6 +129,16 @@ impl Logger {
                 s
             }
         }
+    }
+}
+
+/// `v` with every string in it passed through [`crate::redact::text`].
+pub(crate) fn redacted(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(crate::redact::text(s)),
+        Value::Array(a) => Value::Array(a.iter().map(redacted).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), redacted(v))).collect()),
+        other => other.clone(),
     }
 }
 
@@ -191,5 +206,30 @@ mod tests {
         assert_eq!(v["sent"], 12);
         assert!(v.get("run_id").is_none());
         assert!(!Logger::new(LogFormat::Json, Level::Info).enabled(Level::Debug));
+    }
+
+    #[test]
+    fn credentials_never_reach_a_line() {
+        let ts = chrono::Utc::now();
+        let fields = [
+            (
+                "error",
+                json!("cannot open the state store `postgres://u:p@ss@word@db:1/x?password=zzz`: refused"),
+            ),
+            ("diagnostics", json!([{"message": "bad url https://h/?token=abc"}])),
+        ];
+        for format in [LogFormat::Human, LogFormat::Json] {
+            let line = Logger::new(format, Level::Info).line(
+                ts,
+                Level::Error,
+                "store_unavailable",
+                "at postgres://a:hunter2@h/x",
+                &fields,
+            );
+            for secret in ["ss@word", "zzz", "abc", "hunter2"] {
+                assert!(!line.contains(secret), "{format:?}: {line}");
+            }
+            assert!(line.contains("postgres://u:***@db:1/x?password=***"), "{line}");
+        }
     }
 }

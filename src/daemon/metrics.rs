@@ -55,6 +55,7 @@ struct Inner {
     durations: BTreeMap<String, Histogram>,
     http: BTreeMap<(String, u16), u64>,
     reloads: BTreeMap<&'static str, u64>,
+    http_refused: u64,
 }
 
 /// What a scrape reports about one model, besides the counters.
@@ -114,6 +115,11 @@ impl Metrics {
     /// Counts an HTTP request to the daemon by route (the matched pattern) and status.
     pub fn record_http(&self, route: &str, status: u16) {
         *self.inner().http.entry((route.to_string(), status)).or_default() += 1;
+    }
+
+    /// Counts a connection closed at once because too many were open.
+    pub fn record_http_refused(&self) {
+        self.inner().http_refused += 1;
     }
 
     /// Counts a reload: `accepted` or `rejected`.
@@ -277,6 +283,13 @@ impl Metrics {
                 m.reloads.get(result).copied().unwrap_or(0)
             );
         }
+        family(
+            &mut out,
+            "ebb_http_connections_refused_total",
+            "counter",
+            "Connections to the HTTP API closed at once because too many were open.",
+        );
+        let _ = writeln!(out, "ebb_http_connections_refused_total {}", m.http_refused);
         family(
             &mut out,
             "ebb_http_requests_total",

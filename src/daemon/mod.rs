@@ -24,6 +24,8 @@ mod scheduler;
 mod server;
 pub mod timing;
 
+pub use server::HttpLimits;
+
 use crate::config::project::DaemonSpec;
 use crate::state::{StateError, StateStore};
 use log::Logger;
@@ -41,6 +43,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_MAX_CONCURRENT_RUNS: u32 = 4;
 /// How often the project files are checked for changes.
 pub const RELOAD_POLL: Duration = Duration::from_secs(1);
+/// The least length of `daemon.api_token` when the daemon listens beyond loopback: 32 hex
+/// digits are 128 bits, beyond guessing over the network (base64 carries more a character).
+pub const MIN_TOKEN_CHARS: usize = 32;
+/// The least number of different characters in such a token (`aaaa…` is not a secret).
+pub const MIN_TOKEN_DISTINCT: usize = 8;
 /// How long to wait before trying to open an unreachable state store again.
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
@@ -54,6 +61,8 @@ pub struct DaemonOptions {
     /// How long in-flight runs get to finish their batches after a shutdown signal.
     pub shutdown_timeout: Duration,
     pub log: Logger,
+    /// Timeouts and the connection cap of the HTTP server.
+    pub http: HttpLimits,
 }
 
 /// How the daemon ended.
@@ -95,6 +104,10 @@ pub enum DaemonError {
         "refusing to listen on `{0}` without an API token: anyone who can reach it could trigger runs and read the run history; set `daemon.api_token: ${{EBB_API_TOKEN}}` in `ebb.yaml`, or listen on a loopback address (127.0.0.1)"
     )]
     Insecure(String),
+    #[error(
+        "refusing to listen on `{0}` with a weak API token ({1}): beyond loopback `daemon.api_token` needs at least {MIN_TOKEN_CHARS} characters with at least {MIN_TOKEN_DISTINCT} different ones (128 bits as hex); generate one with `openssl rand -hex 32`"
+    )]
+    WeakToken(String, String),
     #[error("{0}")]
     Store(StateError),
 }
@@ -116,6 +129,9 @@ pub(crate) struct Shared {
     /// `true` once shutting down: no new runs.
     pub stop: watch::Sender<bool>,
     pub token: Option<String>,
+    pub http: HttpLimits,
+    /// The outcome of the last load of the project files, as `/api/models` shows it.
+    pub reload: Mutex<serde_json::Value>,
 }
 
 impl Shared {
@@ -170,7 +186,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         .clone()
         .or(settings.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let listener = bind(&listen, token.is_some()).await?;
+    let (listener, loopback) = bind(&listen, token.as_deref()).await?;
     let bound = listener
         .local_addr()
         .map_err(|e| DaemonError::Listen(listen.clone(), e.to_string()))?;
@@ -194,29 +210,33 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
             .map_err(|e| DaemonError::Load(format!("cannot start the run threads: {e}")))?,
         stop: watch::Sender::new(false),
         token,
+        http: opts.http,
+        reload: Mutex::new(serde_json::Value::Null),
     });
+    if let (true, Some(why)) = (loopback, shared.token.as_deref().and_then(token_weakness)) {
+        log.warn(
+            "api_token_weak",
+            "`daemon.api_token` is weak; the daemon listens on loopback only, but a strong token is needed to listen beyond it",
+            &[("why", json!(why)), ("min_chars", json!(MIN_TOKEN_CHARS))],
+        );
+    }
     for e in &events {
         report_event(&shared, e);
     }
+    record_reload(&shared, &events);
 
     // HTTP first, so that /healthz answers while the store opens.
-    let (http_stop, mut http_stopped) = watch::channel(false);
-    let server = tokio::spawn({
-        let app = server::router(shared.clone());
-        async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stopped.wait_for(|s| *s).await;
-                })
-                .await
-        }
-    });
+    let (http_stop, http_stopped) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, shared.clone(), http_stopped));
     log.info(
         "listening",
         &format!("HTTP API on http://{bound}"),
         &[
             ("addr", json!(bound.to_string())),
             ("auth", json!(if shared.token.is_some() { "bearer" } else { "none" })),
+            ("max_connections", json!(shared.http.max_connections)),
+            ("header_timeout_secs", json!(shared.http.header_timeout.as_secs_f64())),
+            ("request_timeout_secs", json!(shared.http.request_timeout.as_secs_f64())),
         ],
     );
     let url = project.state.as_ref().and_then(|s| s.url.clone());
@@ -269,8 +289,22 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
     Ok(exit)
 }
 
-/// Binds the HTTP listener, refusing an address beyond loopback without a token.
-async fn bind(listen: &str, has_token: bool) -> Result<tokio::net::TcpListener, DaemonError> {
+/// Why an API token is too weak to guard an address beyond loopback, if it is.
+fn token_weakness(token: &str) -> Option<String> {
+    let chars = token.chars().count();
+    let distinct = token.chars().collect::<std::collections::HashSet<char>>().len();
+    if chars < MIN_TOKEN_CHARS {
+        Some(format!("it has {chars} character{}", if chars == 1 { "" } else { "s" }))
+    } else if distinct < MIN_TOKEN_DISTINCT {
+        Some(format!("it has only {distinct} different characters"))
+    } else {
+        None
+    }
+}
+
+/// Binds the HTTP listener, refusing an address beyond loopback without a strong token;
+/// says whether every address bound is loopback.
+async fn bind(listen: &str, token: Option<&str>) -> Result<(tokio::net::TcpListener, bool), DaemonError> {
     let fail = |e: String| DaemonError::Listen(listen.to_string(), e);
     let listen = crate::config::env::expand_env(listen).map_err(fail)?;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen.as_str())
@@ -280,12 +314,21 @@ async fn bind(listen: &str, has_token: bool) -> Result<tokio::net::TcpListener, 
     if addrs.is_empty() {
         return Err(fail("the name resolves to no address".into()));
     }
-    if !has_token && addrs.iter().any(|a| !a.ip().is_loopback()) {
-        return Err(DaemonError::Insecure(listen));
+    let loopback = addrs.iter().all(|a| a.ip().is_loopback());
+    if !loopback {
+        match token {
+            None => return Err(DaemonError::Insecure(listen)),
+            Some(t) => {
+                if let Some(why) = token_weakness(t) {
+                    return Err(DaemonError::WeakToken(listen, why));
+                }
+            }
+        }
     }
-    tokio::net::TcpListener::bind(addrs.as_slice())
+    let listener = tokio::net::TcpListener::bind(addrs.as_slice())
         .await
-        .map_err(|e| fail(e.to_string()))
+        .map_err(|e| fail(e.to_string()))?;
+    Ok((listener, loopback))
 }
 
 /// Opens the state store, trying again while it cannot be reached; `None` if a signal
@@ -400,6 +443,7 @@ async fn reloader(shared: Arc<Shared>, loader: Arc<Mutex<Loader>>) {
         for e in &events {
             report_event(&shared, e);
         }
+        record_reload(&shared, &events);
         let any_accepted = events.iter().any(|e| {
             matches!(
                 e,
@@ -410,6 +454,44 @@ async fn reloader(shared: Arc<Shared>, loader: Arc<Mutex<Loader>>) {
             scheduler::apply(&shared, a.project, a.plans).await;
         }
     }
+}
+
+/// Keeps the outcome of a load for `/api/models`: `accepted`, `partial` (at start-up, some
+/// files left out) or `rejected` (nothing changed), with the errors and the changes held.
+fn record_reload(shared: &Shared, events: &[Event]) {
+    let mut errors = Vec::new();
+    let mut held = Vec::new();
+    let mut applied = false;
+    for e in events {
+        match e {
+            Event::Rejected { diagnostics, .. } | Event::ProjectRejected { diagnostics } => {
+                errors.extend(diagnostics.iter().map(diagnostic_json));
+            }
+            Event::Unreadable { error } => errors.push(json!({ "message": error })),
+            Event::Held { files } => held.extend(files.iter().map(|f| f.display().to_string())),
+            Event::Accepted { .. } | Event::Removed { .. } | Event::ProjectAccepted { .. } => applied = true,
+        }
+    }
+    let result = match (errors.is_empty(), applied) {
+        (true, _) => "accepted",
+        (false, true) => "partial",
+        (false, false) => "rejected",
+    };
+    let value = json!({
+        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "result": result,
+        "errors": errors,
+        "held": held,
+    });
+    let mut last = shared.reload.lock().unwrap_or_else(|e| e.into_inner());
+    if events.is_empty() && !last.is_null() && last["result"] != "accepted" {
+        // (An edit undone: nothing to apply, but the errors reported before are gone.)
+        shared.metrics.record_reload("accepted");
+        shared
+            .log
+            .info("reload_accepted", "the project validates again: nothing to change", &[]);
+    }
+    *last = log::redacted(&value);
 }
 
 fn report_event(shared: &Shared, e: &Event) {
@@ -455,7 +537,7 @@ fn report_event(shared: &Shared, e: &Event) {
                 if kept.is_empty() {
                     "model file rejected: it has errors and is not loaded"
                 } else {
-                    "model file rejected: it has errors; the previous version keeps running"
+                    "model file rejected: it has errors; its models keep their previous plans"
                 },
                 &[
                     ("file", json!(file.display().to_string())),
@@ -502,14 +584,49 @@ fn report_event(shared: &Shared, e: &Event) {
                 &[("error", json!(error))],
             );
         }
-        Event::Duplicate { model, file, kept } => log.warn(
-            "duplicate_model",
-            "a model is defined twice: the first definition runs",
-            &[
-                ("model", json!(model)),
-                ("file", json!(file.display().to_string())),
-                ("kept", json!(kept.display().to_string())),
-            ],
+        Event::Held { files } => log.warn(
+            "reload_held",
+            "the project has errors: no change is applied until they are fixed; every model keeps its previous plan",
+            &[(
+                "changed",
+                json!(files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")),
+            )],
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_guarding_more_than_loopback_is_long_and_varied() {
+        assert_eq!(token_weakness("x").as_deref(), Some("it has 1 character"));
+        assert_eq!(
+            token_weakness(&"ab".repeat(16)).as_deref(),
+            Some("it has only 2 different characters")
+        );
+        assert_eq!(token_weakness("9f86d081884c7d659a2feaa0c55ad015"), None);
+        assert!(
+            token_weakness("9f86d081884c7d659a2feaa0c55ad01").is_some(),
+            "31 characters"
+        );
+    }
+
+    #[tokio::test]
+    async fn beyond_loopback_a_weak_token_is_refused_and_on_loopback_it_binds() {
+        let weak = bind("0.0.0.0:0", Some("short")).await.unwrap_err();
+        assert!(matches!(weak, DaemonError::WeakToken(..)), "{weak}");
+        assert!(!weak.to_string().contains("short"), "{weak}");
+        assert!(matches!(
+            bind("0.0.0.0:0", None).await.unwrap_err(),
+            DaemonError::Insecure(_)
+        ));
+        let (_, loopback) = bind("127.0.0.1:0", Some("short")).await.unwrap();
+        assert!(loopback);
     }
 }

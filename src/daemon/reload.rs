@@ -1,14 +1,24 @@
 //! Loading the project and picking up changes to its files while the daemon runs.
 //!
 //! The [`Loader`] hashes `ebb.yaml` and every model file; when a hash changes (the daemon
-//! polls every second), it validates the whole project again and decides file by file:
-//! a changed model file without errors replaces the models it defined; a changed file with
-//! errors is rejected, its diagnostics are reported and the models it defined before keep
-//! their previous plans; a deleted file drops its models. An `ebb.yaml` with errors rejects
-//! the whole change. Validation is offline and pure, so a reload never touches the network.
+//! polls every second), it validates the whole project again with the very function
+//! `ebb validate` uses ([`validate`]), so every check applies, the cross-file ones
+//! (duplicate model names, E201) included.
+//!
+//! A reload is all or nothing: it is taken only when it brings no new error. An error that
+//! was already reported at the last load, unchanged, in a file that was not loaded then
+//! (a file broken since start-up) does not hold the others back; any other error rejects
+//! the reload, its diagnostics are reported and every model keeps its previous plan, until
+//! a later edit fixes it. Judging file by file instead would let a cross-file error land
+//! on the wrong file: a new file redefining an existing model's name would take it over.
+//!
+//! At start-up there is no previous plan: files with errors are left out and the rest
+//! runs. A model name defined more than once never runs until only one definition is
+//! left: which one is meant is not known, and running the wrong one could delete records.
+//! Validation is offline and pure, so a reload never touches the network.
 
 use crate::config::{ProjectSpec, PROJECT_FILE};
-use crate::diagnostics::{Diagnostic, Severity};
+use crate::diagnostics::{Code, Diagnostic, Severity};
 use crate::plan::SyncPlan;
 use crate::validate::{display_path, model_files, validate, LoadError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,12 +53,9 @@ pub enum Event {
     ProjectRejected { diagnostics: Vec<Diagnostic> },
     /// The project could not be read at all (e.g. `ebb.yaml` deleted): nothing changes.
     Unreadable { error: String },
-    /// Two accepted files define the same model: the first one's runs.
-    Duplicate {
-        model: String,
-        file: PathBuf,
-        kept: PathBuf,
-    },
+    /// A reload was rejected (the `Rejected` events before say why): these changed files
+    /// are not applied either; they are once the project validates.
+    Held { files: Vec<PathBuf> },
 }
 
 /// The project as accepted so far.
@@ -59,17 +66,19 @@ pub struct Accepted {
     pub plans: Vec<Arc<SyncPlan>>,
 }
 
-/// Loads the project and keeps what was accepted, file by file.
+/// Loads the project and keeps what was accepted.
 #[derive(Debug)]
 pub struct Loader {
     dir: PathBuf,
     /// The hash of each file at the last load, by path as shown: a poll that finds
     /// another loads again.
     seen: BTreeMap<PathBuf, u64>,
-    /// The hash of each file when it was last judged (accepted or rejected).
+    /// The hash of each file at the last accepted load.
     evaluated: BTreeMap<PathBuf, u64>,
-    /// The plans of each accepted model file, by path as shown.
+    /// The plans of each loaded model file, by path as shown.
     files: BTreeMap<PathBuf, Vec<Arc<SyncPlan>>>,
+    /// The errors (one line each) of each model file left out at the last accepted load.
+    standing: BTreeMap<PathBuf, Vec<String>>,
     project: Option<Arc<ProjectSpec>>,
 }
 
@@ -95,6 +104,7 @@ impl Loader {
             seen: BTreeMap::new(),
             evaluated: BTreeMap::new(),
             files: BTreeMap::new(),
+            standing: BTreeMap::new(),
             project: None,
         }
     }
@@ -135,8 +145,15 @@ impl Loader {
         Some(Accepted { project, plans })
     }
 
-    /// Validates the project and takes what validates, file by file. Reads files: call it
-    /// off the async threads.
+    fn names_in(&self, file: &Path) -> Vec<String> {
+        self.files
+            .get(file)
+            .map(|l| l.iter().map(|p| p.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Validates the project as `ebb validate` does and takes it if it brings no new error
+    /// (see the module's doc). Reads files: call it off the async threads.
     pub fn load(&mut self) -> Vec<Event> {
         let before = self.fingerprint(self.project.as_deref());
         let report = match validate(&self.dir, &[]) {
@@ -158,6 +175,60 @@ impl Loader {
                 }];
             }
         };
+        // A models directory that cannot be listed (out of file descriptors, say) would look
+        // like every model file deleted: nothing changes.
+        let models_dir = self.dir.join(new_project.models_dir.as_deref().unwrap_or("models"));
+        if let Some(error) = listing_error(&models_dir) {
+            self.seen = before;
+            return vec![Event::Unreadable { error }];
+        }
+        let after = self.fingerprint(Some(&new_project));
+        // The errors of each model file.
+        let mut errors: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
+        for d in report.diagnostics.iter().filter(|d| d.severity == Severity::Error) {
+            if d.span.path() != pfile {
+                errors.entry(d.span.path().to_path_buf()).or_default().push(d.clone());
+            }
+        }
+        let first_load = self.project.is_none();
+        if !first_load {
+            let fresh: Vec<(&PathBuf, &Vec<Diagnostic>)> = errors
+                .iter()
+                .filter(|(file, ds)| {
+                    let standing = !self.files.contains_key(*file)
+                        && after.contains_key(*file)
+                        && self.evaluated.get(*file) == after.get(*file)
+                        && self.standing.get(*file) == Some(&ds.iter().map(one_line).collect::<Vec<String>>());
+                    !standing
+                })
+                .collect();
+            if !fresh.is_empty() {
+                let mut events: Vec<Event> = fresh
+                    .into_iter()
+                    .map(|(file, ds)| Event::Rejected {
+                        file: file.clone(),
+                        diagnostics: ds.clone(),
+                        kept: self.names_in(file),
+                    })
+                    .collect();
+                let mut held: Vec<PathBuf> = before
+                    .iter()
+                    .filter(|(f, h)| self.evaluated.get(*f) != Some(*h))
+                    .map(|(f, _)| f.clone())
+                    .chain(self.evaluated.keys().filter(|f| !before.contains_key(*f)).cloned())
+                    .filter(|f| !errors.contains_key(f))
+                    .collect();
+                held.sort();
+                held.dedup();
+                if !held.is_empty() {
+                    events.push(Event::Held { files: held });
+                }
+                // Nothing changes; the next edit is judged again.
+                self.seen = before;
+                return events;
+            }
+        }
+
         let mut events = Vec::new();
         let project_changed = self.project.as_deref().map(as_json) != Some(as_json(&new_project));
         if project_changed {
@@ -172,78 +243,77 @@ impl Loader {
                 events.push(Event::ProjectAccepted { restart_needed });
             }
         }
-        let after = self.fingerprint(Some(&new_project));
-        let mut touched = BTreeSet::new();
+        // A name defined more than once: none of its definitions runs.
+        let mut defined: BTreeMap<&str, usize> = BTreeMap::new();
+        for (name, _) in &report.models {
+            *defined.entry(name.as_str()).or_default() += 1;
+        }
+        let mut files = BTreeMap::new();
+        let mut standing = BTreeMap::new();
         for (file, hash) in &after {
             if *file == pfile {
                 continue;
             }
             let edited = self.evaluated.get(file) != Some(hash);
-            if !project_changed && !edited {
-                continue; // unchanged, and evaluated against the same project
-            }
-            let errors = errors_in(&report.diagnostics, file);
-            if errors.is_empty() {
+            let was_loaded = self.files.contains_key(file);
+            let own: Vec<Diagnostic> = errors.get(file).cloned().unwrap_or_default();
+            let clashing: Vec<&str> = report
+                .models
+                .iter()
+                .filter(|(n, f)| f == file && defined.get(n.as_str()).is_some_and(|c| *c > 1))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if own.is_empty() && clashing.is_empty() {
                 let plans: Vec<Arc<SyncPlan>> = report
                     .plans
                     .iter()
                     .filter(|p| p.file == *file)
                     .map(|p| Arc::new(p.clone()))
                     .collect();
-                let warnings = report
-                    .diagnostics
-                    .iter()
-                    .filter(|d| d.severity == Severity::Warning && d.span.path() == file)
-                    .count();
-                let models = plans.iter().map(|p| p.name.clone()).collect();
-                let previous = self.files.insert(file.clone(), plans);
-                if previous.is_none() || edited {
-                    touched.insert(file.clone());
+                if edited || project_changed || !was_loaded {
                     events.push(Event::Accepted {
                         file: file.clone(),
-                        models,
-                        added: previous.is_none(),
-                        warnings,
+                        models: plans.iter().map(|p| p.name.clone()).collect(),
+                        added: !was_loaded,
+                        warnings: report
+                            .diagnostics
+                            .iter()
+                            .filter(|d| d.severity == Severity::Warning && d.span.path() == file)
+                            .count(),
                     });
                 }
+                files.insert(file.clone(), plans);
             } else {
-                let kept = self
-                    .files
-                    .get(file)
-                    .map(|l| l.iter().map(|p| p.name.clone()).collect())
-                    .unwrap_or_default();
-                events.push(Event::Rejected {
+                let mut diagnostics = own.clone();
+                // The clash is reported at the other definition: show it here too.
+                for d in &report.diagnostics {
+                    if d.code == Code::DuplicateModel
+                        && !diagnostics.iter().any(|x| one_line(x) == one_line(d))
+                        && clashing.iter().any(|n| d.message.contains(&format!("`{n}`")))
+                    {
+                        diagnostics.push(d.clone());
+                    }
+                }
+                if first_load || edited || project_changed || was_loaded {
+                    events.push(Event::Rejected {
+                        file: file.clone(),
+                        diagnostics,
+                        kept: Vec::new(),
+                    });
+                }
+                standing.insert(file.clone(), own.iter().map(one_line).collect());
+            }
+        }
+        for (file, list) in &self.files {
+            if !after.contains_key(file) {
+                events.push(Event::Removed {
                     file: file.clone(),
-                    diagnostics: errors.into_iter().cloned().collect(),
-                    kept,
+                    models: list.iter().map(|p| p.name.clone()).collect(),
                 });
             }
         }
-        let gone: Vec<PathBuf> = self.files.keys().filter(|f| !after.contains_key(*f)).cloned().collect();
-        for file in gone {
-            let models = self
-                .files
-                .remove(&file)
-                .map(|l| l.iter().map(|p| p.name.clone()).collect())
-                .unwrap_or_default();
-            events.push(Event::Removed { file, models });
-        }
-        let mut owner: BTreeMap<&str, &PathBuf> = BTreeMap::new();
-        for (file, list) in &self.files {
-            for p in list {
-                match owner.get(p.name.as_str()) {
-                    Some(first) if touched.contains(file) => events.push(Event::Duplicate {
-                        model: p.name.clone(),
-                        file: file.clone(),
-                        kept: (*first).clone(),
-                    }),
-                    Some(_) => {}
-                    None => {
-                        owner.insert(&p.name, file);
-                    }
-                }
-            }
-        }
+        self.files = files;
+        self.standing = standing;
         self.project = Some(Arc::new(new_project));
         // A file that changed while the project was validated (its hash differs before and
         // after) is marked unseen, so the next poll evaluates it again.
@@ -257,6 +327,27 @@ impl Loader {
         self.seen = seen;
         events
     }
+}
+
+/// Why `dir` (or a directory below it) cannot be listed, if it cannot; a missing `dir`
+/// is an empty one.
+fn listing_error(dir: &Path) -> Option<String> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if d == dir && e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => return Some(format!("cannot list `{}`: {e}", display_path(&d).display())),
+        };
+        for e in entries {
+            match e {
+                Ok(e) if !e.file_name().to_string_lossy().starts_with('.') && e.path().is_dir() => stack.push(e.path()),
+                Ok(_) => {}
+                Err(e) => return Some(format!("cannot list `{}`: {e}", display_path(&d).display())),
+            }
+        }
+    }
+    None
 }
 
 fn as_json(p: &ProjectSpec) -> String {
@@ -278,6 +369,9 @@ pub fn one_line(d: &Diagnostic) -> String {
         d.code,
         d.message
     );
+    for n in &d.notes {
+        s.push_str(&format!(" (note: {n})"));
+    }
     if let Some(h) = &d.help {
         s.push_str(&format!(" (help: {h})"));
     }
@@ -294,6 +388,7 @@ pub fn diagnostic_json(d: &Diagnostic) -> serde_json::Value {
         "code": d.code.to_string(),
         "message": d.message,
         "help": d.help,
+        "notes": d.notes,
     })
 }
 
@@ -394,5 +489,92 @@ mod tests {
         assert_eq!(events.len(), 2, "{events:?}");
         assert!(matches!(&events[1], Event::Rejected { kept, .. } if kept.is_empty()));
         assert_eq!(l.accepted().unwrap().plans.len(), 1);
+    }
+
+    #[test]
+    fn a_new_file_redefining_a_model_is_rejected_wherever_the_clash_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ebb.yaml"), PROJECT).unwrap();
+        std::fs::create_dir(dir.path().join("models")).unwrap();
+        std::fs::write(dir.path().join("models/m.yaml"), model("a", "1s")).unwrap();
+        std::fs::write(dir.path().join("models/other.yaml"), model("o", "1s")).unwrap();
+        let mut l = Loader::new(dir.path());
+        assert_eq!(l.load().len(), 2);
+        // Sorted before m.yaml, so `validate` reports the clash at m.yaml's definition.
+        // Another file's valid edit in the same change is held back too.
+        std::fs::write(dir.path().join("models/0dup.yaml"), model("a", "7s")).unwrap();
+        std::fs::write(dir.path().join("models/other.yaml"), model("o", "3s")).unwrap();
+        let events = l.load();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Rejected { diagnostics, kept, .. }
+                if kept == &["a"] && diagnostics.iter().any(|d| d.code == Code::DuplicateModel))),
+            "{events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Held { files } if files.iter().any(|f| f.ends_with("other.yaml")))),
+            "{events:?}"
+        );
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Accepted { .. })),
+            "{events:?}"
+        );
+        assert_eq!(
+            names(&l.accepted().unwrap()),
+            [("a".into(), "1s".into()), ("o".into(), "1s".into())]
+        );
+        assert!(!l.changed(), "judged once, not again every poll");
+        // The duplicate goes: the held edit is taken.
+        std::fs::remove_file(dir.path().join("models/0dup.yaml")).unwrap();
+        let events = l.load();
+        assert!(
+            matches!(&events[..], [Event::Accepted { models, added: false, .. }] if models == &["o"]),
+            "{events:?}"
+        );
+        assert_eq!(
+            names(&l.accepted().unwrap()),
+            [("a".into(), "1s".into()), ("o".into(), "3s".into())]
+        );
+    }
+
+    #[test]
+    fn a_name_defined_twice_at_start_up_runs_neither_definition_and_a_standing_error_holds_nothing_back() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ebb.yaml"), PROJECT).unwrap();
+        std::fs::create_dir(dir.path().join("models")).unwrap();
+        std::fs::write(dir.path().join("models/a1.yaml"), model("a", "1s")).unwrap();
+        std::fs::write(dir.path().join("models/a2.yaml"), model("a", "2s")).unwrap();
+        std::fs::write(dir.path().join("models/b.yaml"), model("b", "1s")).unwrap();
+        std::fs::write(dir.path().join("models/z.yaml"), "models:\n  - name: Bad Name\n").unwrap();
+        let mut l = Loader::new(dir.path());
+        let events = l.load();
+        let rejected: Vec<&PathBuf> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Rejected { file, .. } => Some(file),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rejected.len(), 3, "{events:?}");
+        assert_eq!(names(&l.accepted().unwrap()), [("b".into(), "1s".into())]);
+        // z.yaml's errors are the same as at start-up: an edit of b is taken.
+        std::fs::write(dir.path().join("models/b.yaml"), model("b", "4s")).unwrap();
+        let events = l.load();
+        assert!(matches!(&events[..], [Event::Accepted { .. }]), "{events:?}");
+        assert_eq!(names(&l.accepted().unwrap()), [("b".into(), "4s".into())]);
+        // One definition of `a` left: it runs.
+        std::fs::remove_file(dir.path().join("models/a1.yaml")).unwrap();
+        let events = l.load();
+        assert!(
+            matches!(&events[..], [Event::Accepted { models, added: true, .. }] if models == &["a"]),
+            "{events:?}"
+        );
+        assert_eq!(
+            names(&l.accepted().unwrap()),
+            [("a".into(), "2s".into()), ("b".into(), "4s".into())]
+        );
     }
 }

@@ -35,7 +35,7 @@ pub struct PostgresSource {
 
 impl PostgresSource {
     pub fn new(c: &PostgresConnection) -> Result<Self, SourceError> {
-        let url = env::expand_env(&c.url).map_err(SourceError::Connect)?;
+        let url = crate::redact::escape_userinfo(&env::expand_env(&c.url).map_err(SourceError::Connect)?);
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| SourceError::Connect(format!("invalid PostgreSQL URL: {e}")))?;

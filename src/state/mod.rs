@@ -24,17 +24,20 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// The default store, relative to the project.
 pub const DEFAULT_URL: &str = "sqlite://.ebb/state.db";
 
+/// What went wrong with the store. The messages quote its URL: they are shown with every
+/// password and secret parameter masked ([`crate::redact::text`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot open the state store {0}")]
+    #[error("cannot open the state store {}", crate::redact::text(.0))]
     Open(String),
     #[error(
-        "the state store {store} was written by a newer ebb (schema version {found}; this ebb reads up to {SCHEMA_VERSION}): upgrade ebb"
+        "the state store {} was written by a newer ebb (schema version {found}; this ebb reads up to {SCHEMA_VERSION}): upgrade ebb",
+        crate::redact::text(.store)
     )]
     Newer { store: String, found: i64 },
-    #[error("{0} is not an ebb state store: {1}")]
+    #[error("{} is not an ebb state store: {}", crate::redact::text(.0), crate::redact::text(.1))]
     Foreign(String, String),
-    #[error("the state store {0} failed: {1}")]
+    #[error("the state store {} failed: {}", crate::redact::text(.0), crate::redact::text(.1))]
     Query(String, String),
 }
 
@@ -179,7 +182,9 @@ macro_rules! dispatch {
 impl StateStore {
     /// Opens (creating and migrating as needed) the store at `url`, or the default one.
     pub async fn open(url: Option<&str>, project_dir: &Path) -> Result<StateStore, StateError> {
-        let url = url.unwrap_or(DEFAULT_URL);
+        // `${VAR}` anywhere, the whole URL included (`url: ${EBB_STATE_URL}`).
+        let url = crate::config::env::expand_env(url.unwrap_or(DEFAULT_URL)).map_err(StateError::Open)?;
+        let url = url.as_str();
         if let Some(path) = url.strip_prefix("sqlite://") {
             let path = if path == ":memory:" {
                 path.into()
@@ -189,7 +194,8 @@ impl StateStore {
             return Ok(StateStore::Sqlite(sqlite::SqliteStore::open(path).await?));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let url = crate::config::env::expand_env(url).map_err(StateError::Open)?;
+            // (A password holding `@` would otherwise make its tail the host for libpq's parser.)
+            let url = crate::redact::escape_userinfo(url);
             return Ok(StateStore::Postgres(Box::new(postgres::PgStore::open(&url).await?)));
         }
         Err(StateError::Open(format!(
@@ -197,9 +203,9 @@ impl StateStore {
         )))
     }
 
-    /// A name for messages: the file or the URL without its password.
-    pub fn name(&self) -> &str {
-        dispatch!(self, s => s.name())
+    /// A name for messages: the file or the URL without its password or secret parameters.
+    pub fn name(&self) -> String {
+        crate::redact::text(dispatch!(self, s => s.name()))
     }
 
     /// The schema version of the store.
@@ -212,7 +218,7 @@ impl StateStore {
         dispatch!(self, s => s.start_run(model, &now()).await)
     }
 
-    /// Records how a run ended.
+    /// Records how a run ended. The error is stored with its credentials masked.
     pub async fn finish_run(
         &self,
         id: i64,
@@ -220,6 +226,8 @@ impl StateStore {
         counts: RunCounts,
         error: Option<&str>,
     ) -> Result<(), StateError> {
+        let error = error.map(crate::redact::text);
+        let error = error.as_deref();
         dispatch!(self, s => s.finish_run(id, &now(), status, counts, error).await)
     }
 
@@ -279,10 +287,20 @@ impl StateStore {
         dispatch!(self, s => s.inflight(model).await)
     }
 
-    /// Applies `writes` in one transaction, in order.
-    pub async fn apply(&self, model: &str, writes: Vec<StateWrite>) -> Result<(), StateError> {
+    /// Applies `writes` in one transaction, in order. Row error messages are stored with
+    /// their credentials masked.
+    pub async fn apply(&self, model: &str, mut writes: Vec<StateWrite>) -> Result<(), StateError> {
         if writes.is_empty() {
             return Ok(());
+        }
+        for w in &mut writes {
+            if let StateWrite::Errors(entries) = w {
+                for e in entries {
+                    if e.message.contains("://") || e.message.contains('=') || e.message.contains("Bearer ") {
+                        e.message = crate::redact::text(&e.message);
+                    }
+                }
+            }
         }
         dispatch!(self, s => s.apply(model, writes).await)
     }
