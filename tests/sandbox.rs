@@ -1741,3 +1741,95 @@ fn ebb_sandbox_serves_the_token_endpoint_and_stops_on_ctrl_c() {
         "{log}"
     );
 }
+
+// ---------------------------------------------------------------- what real clients send
+
+/// A token request with `Authorization: <authorization>` and the form `form`.
+async fn token_with_header(api: &Api, authorization: &str, form: &[(&str, &str)]) -> Resp {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let r = api
+        .http
+        .post(format!("{}/services/oauth2/token", api.sandbox.url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", authorization)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    read(r).await
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+#[tokio::test]
+async fn client_credentials_are_accepted_as_http_basic_and_a_wrong_secret_is_invalid_client() {
+    // A secret with characters RFC 6749 encodes; `Api::start` would ask with the default.
+    let config = SandboxConfig {
+        client_secret: "s3cr+t:x".into(),
+        ..SandboxConfig::default()
+    };
+    let api = Api {
+        sandbox: Sandbox::start("127.0.0.1:0", config).await.unwrap(),
+        http: ebb::http::client().unwrap(),
+        token: String::new(),
+    };
+    let grant = [("grant_type", "client_credentials")];
+    // As simple-salesforce sends it: the id and secret joined as they are.
+    let r = token_with_header(&api, &basic("ebb-sandbox", "s3cr+t:x"), &grant).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let token = r.json["access_token"].as_str().unwrap().to_string();
+    assert_eq!(r.json["token_type"], "Bearer");
+    let data = api.call_with(Method::GET, "limits", None, &token).await;
+    assert_eq!(data.status, 200, "{}", data.text);
+    // As RFC 6749 §2.3.1 has it: each part form-urlencoded first.
+    let r = token_with_header(&api, &basic("ebb-sandbox", "s3cr%2Bt%3Ax"), &grant).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The header stands for the body's credentials; the scheme's case does not matter.
+    let r = token_with_header(
+        &api,
+        &basic("ebb-sandbox", "s3cr+t:x").replace("Basic", "basic"),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "other"),
+            ("client_secret", "other"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A wrong secret is invalid_client either way; an unknown id invalid_client_id.
+    let wrong = token_with_header(&api, &basic("ebb-sandbox", "nope"), &grant).await;
+    let body = api
+        .token_request(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "ebb-sandbox"),
+            ("client_secret", "nope"),
+        ])
+        .await;
+    for r in [&wrong, &body] {
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.json["error"], "invalid_client", "{}", r.text);
+        assert_eq!(r.json["error_description"], "invalid client credentials");
+    }
+    let r = token_with_header(&api, &basic("someone", "s3cr+t:x"), &grant).await;
+    assert_eq!((r.status, r.json["error"].as_str()), (400, Some("invalid_client_id")));
+    let r = token_with_header(&api, "Basic !!not base64!!", &grant).await;
+    assert_eq!((r.status, r.json["error"].as_str()), (400, Some("invalid_client")));
+    // The refresh-token flow takes the header too.
+    let r = token_with_header(
+        &api,
+        &basic("ebb-sandbox", "s3cr+t:x"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "ebb-sandbox-refresh-token"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
