@@ -136,19 +136,16 @@ impl Job {
 }
 
 pub(crate) fn routes(v: &str) -> Router<Arc<Shared>> {
+    // Trailing slashes and the case of `unprocessedRecords` are made canonical before
+    // routing (`api::canonical_path`).
     let base = format!("{v}/jobs/ingest");
     Router::new()
         .route(&base, get(list).post(create))
-        .route(&format!("{base}/"), get(list).post(create))
         .route(&format!("{base}/{{id}}"), get(info).patch(change_state).delete(delete))
         .route(&format!("{base}/{{id}}/batches"), put(upload))
-        .route(&format!("{base}/{{id}}/batches/"), put(upload))
         .route(&format!("{base}/{{id}}/successfulResults"), get(successes))
-        .route(&format!("{base}/{{id}}/successfulResults/"), get(successes))
         .route(&format!("{base}/{{id}}/failedResults"), get(failures))
-        .route(&format!("{base}/{{id}}/failedResults/"), get(failures))
-        .route(&format!("{base}/{{id}}/unprocessedrecords"), get(unprocessed))
-        .route(&format!("{base}/{{id}}/unprocessedrecords/"), get(unprocessed))
+        .route(&format!("{base}/{{id}}/unprocessedRecords"), get(unprocessed))
 }
 
 fn invalid_job(message: &str) -> Response {
