@@ -2243,3 +2243,83 @@ async fn basic_information_and_global_describe_name_the_objects() {
     assert_eq!(names, ["Contact"]);
     assert_eq!(api.call(Method::GET, "sobjects/Lead/", None).await.status, 404);
 }
+
+#[tokio::test]
+async fn a_bulk_hard_delete_skips_the_recycle_bin_but_not_the_delete_log() {
+    use chrono::{Duration as D, Utc};
+    let api = Api::start(SandboxConfig {
+        bulk_step_delay: Duration::from_millis(10),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for name in ["Hard", "Soft"] {
+        let r = api
+            .call(Method::POST, "sobjects/Contact", Some(json!({"LastName": name})))
+            .await;
+        ids.push(r.json["id"].as_str().unwrap().to_string());
+    }
+    for (operation, id) in [("hardDelete", &ids[0]), ("delete", &ids[1])] {
+        let job = api
+            .call(
+                Method::POST,
+                "jobs/ingest",
+                Some(json!({"object": "Contact", "operation": operation, "contentType": "CSV"})),
+            )
+            .await;
+        let job_id = job.json["id"].as_str().unwrap().to_string();
+        let r = api
+            .csv_put(&format!("jobs/ingest/{job_id}/batches"), &format!("Id\n{id}\n"))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        api.call(
+            Method::PATCH,
+            &format!("jobs/ingest/{job_id}"),
+            Some(json!({"state": "UploadComplete"})),
+        )
+        .await;
+        let (_, info) = wait_for_job(&api, &job_id).await;
+        assert_eq!(
+            (
+                info["numberRecordsProcessed"].as_u64(),
+                info["numberRecordsFailed"].as_u64()
+            ),
+            (Some(1), Some(0))
+        );
+    }
+    let r = api
+        .call(
+            Method::GET,
+            "queryAll?q=SELECT+Id+FROM+Contact+WHERE+IsDeleted+=+true",
+            None,
+        )
+        .await;
+    assert_eq!(r.json["records"].as_array().unwrap().len(), 1, "{}", r.text);
+    assert_eq!(r.json["records"][0]["Id"], json!(ids[1]));
+    let now = Utc::now();
+    let r = api
+        .call(
+            Method::GET,
+            &format!(
+                "sobjects/Contact/deleted/?start={}&end={}",
+                replication_time(now - D::hours(1)),
+                replication_time(now + D::hours(1))
+            ),
+            None,
+        )
+        .await;
+    let listed: BTreeSet<&str> = r.json["deletedRecords"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, BTreeSet::from([ids[0].as_str(), ids[1].as_str()]), "{}", r.text);
+    let r = api
+        .call(Method::DELETE, &format!("sobjects/Contact/{}", ids[0]), None)
+        .await;
+    assert_eq!(
+        (r.status, r.json[0]["errorCode"].as_str()),
+        (404, Some("ENTITY_IS_DELETED"))
+    );
+}

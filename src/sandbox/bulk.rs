@@ -548,7 +548,12 @@ fn write_row(
         (_, None) => Op::Create,
     };
     let mut undo = Vec::new();
-    collections::write(state, job.t, op, &fields, now, &mut undo)
+    let done = collections::write(state, job.t, op, &fields, now, &mut undo)?;
+    if job.operation == "hardDelete" {
+        // Not kept in the recycle bin: gone for queryAll, still in the delete log.
+        state.store.purge(job.t, &done.id);
+    }
+    Ok(done)
 }
 
 /// Picks a results file of a job: its header and rows.

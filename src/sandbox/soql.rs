@@ -11,7 +11,8 @@
 //! `attributes`; the page size is the configured one, or the `batchSize` of a
 //! `Sforce-Query-Options` header (200-2,000).
 //!
-//! `queryAll` (v29+) is the same query over the records in the recycle bin too: those show
+//! `queryAll` (v29+) is the same query over the records in the recycle bin too (not those
+//! a Bulk `hardDelete` removed, which skip the bin): those show
 //! `IsDeleted = true` and their deletion time as `SystemModstamp`. Its `nextRecordsUrl`
 //! continues under `query/`, which the REST guide says carries on a `queryAll` result;
 //! `queryAll/{locator}` is served as well.
@@ -535,7 +536,7 @@ fn run(state: &State, q: &str, version: &str, include_deleted: bool) -> Result<(
     let binned = table
         .deleted
         .iter()
-        .filter(|_| include_deleted)
+        .filter(|(id, _)| include_deleted && !table.purged.contains(*id))
         .map(|(id, r)| (id.clone(), super::store::Store::render_row(table, id, r, true, true)));
     let mut rows: Vec<(String, Map<String, Value>)> = live
         .chain(binned)

@@ -14,7 +14,7 @@ use super::schema::{FieldType, SObject};
 use super::value::{self, coerce, Input, RecordError};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A stored record: field values (canonical names, no nulls, no `Id`) and its timestamps.
 #[derive(Debug, Clone)]
@@ -34,8 +34,12 @@ pub(crate) struct Table {
     pub records: BTreeMap<String, Record>,
     /// Field → index key → ids, for external-ID and unique fields.
     index: HashMap<String, HashMap<String, BTreeSet<String>>>,
-    /// The recycle bin: deleted records by id, as they were, `stamp` the deletion time.
+    /// The delete log: deleted records by id, as they were, `stamp` the deletion time.
+    /// Those not in `purged` are in the recycle bin.
     pub deleted: BTreeMap<String, Record>,
+    /// Deleted records emptied from the recycle bin (Bulk `hardDelete`): `queryAll` no
+    /// longer shows them; `sobjects/{Object}/deleted` still lists them.
+    pub purged: HashSet<String>,
 }
 
 /// One change, to undo it: the record as it was, and its recycle-bin entry as it was.
@@ -90,6 +94,7 @@ impl Store {
                     records: BTreeMap::new(),
                     index,
                     deleted: BTreeMap::new(),
+                    purged: HashSet::new(),
                 }
             })
             .collect();
@@ -396,6 +401,14 @@ impl Store {
         Ok(())
     }
 
+    /// Empties deleted record `id` from the recycle bin (a hard delete; not undone).
+    pub(crate) fn purge(&mut self, t: usize, id: &str) {
+        let table = &mut self.tables[t];
+        if table.deleted.contains_key(id) {
+            table.purged.insert(id.to_string());
+        }
+    }
+
     /// Replaces record `id` (None: deletes it into the recycle bin at `now`), keeping the
     /// indexes and the undo log.
     fn put(&mut self, t: usize, id: &str, record: Option<Record>, now: DateTime<Utc>, undo: &mut Vec<Undo>) {
@@ -408,6 +421,7 @@ impl Store {
         match (&record, &before) {
             (Some(_), _) => {
                 table.deleted.remove(id);
+                table.purged.remove(id);
             }
             (None, Some(b)) => {
                 let mut binned = b.clone();
