@@ -1742,3 +1742,585 @@ fn ebb_sandbox_serves_the_token_endpoint_and_stops_on_ctrl_c() {
         "{log}"
     );
 }
+
+// ---------------------------------------------------------------- what real clients send
+
+/// A token request with `Authorization: <authorization>` and the form `form`.
+async fn token_with_header(api: &Api, authorization: &str, form: &[(&str, &str)]) -> Resp {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let r = api
+        .http
+        .post(format!("{}/services/oauth2/token", api.sandbox.url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", authorization)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    read(r).await
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+#[tokio::test]
+async fn client_credentials_are_accepted_as_http_basic_and_a_wrong_secret_is_invalid_client() {
+    // A secret with characters RFC 6749 encodes; `Api::start` would ask with the default.
+    let config = SandboxConfig {
+        client_secret: "s3cr+t:x".into(),
+        ..SandboxConfig::default()
+    };
+    let api = Api {
+        sandbox: Sandbox::start("127.0.0.1:0", config).await.unwrap(),
+        http: ebb::http::client().unwrap(),
+        token: String::new(),
+    };
+    let grant = [("grant_type", "client_credentials")];
+    // As simple-salesforce sends it: the id and secret joined as they are.
+    let r = token_with_header(&api, &basic("ebb-sandbox", "s3cr+t:x"), &grant).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let token = r.json["access_token"].as_str().unwrap().to_string();
+    assert_eq!(r.json["token_type"], "Bearer");
+    let data = api.call_with(Method::GET, "limits", None, &token).await;
+    assert_eq!(data.status, 200, "{}", data.text);
+    // As RFC 6749 §2.3.1 has it: each part form-urlencoded first.
+    let r = token_with_header(&api, &basic("ebb-sandbox", "s3cr%2Bt%3Ax"), &grant).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The header stands for the body's credentials; the scheme's case does not matter.
+    let r = token_with_header(
+        &api,
+        &basic("ebb-sandbox", "s3cr+t:x").replace("Basic", "basic"),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "other"),
+            ("client_secret", "other"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // A wrong secret is invalid_client either way; an unknown id invalid_client_id.
+    let wrong = token_with_header(&api, &basic("ebb-sandbox", "nope"), &grant).await;
+    let body = api
+        .token_request(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "ebb-sandbox"),
+            ("client_secret", "nope"),
+        ])
+        .await;
+    for r in [&wrong, &body] {
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert_eq!(r.json["error"], "invalid_client", "{}", r.text);
+        assert_eq!(r.json["error_description"], "invalid client credentials");
+    }
+    let r = token_with_header(&api, &basic("someone", "s3cr+t:x"), &grant).await;
+    assert_eq!((r.status, r.json["error"].as_str()), (400, Some("invalid_client_id")));
+    let r = token_with_header(&api, "Basic !!not base64!!", &grant).await;
+    assert_eq!((r.status, r.json["error"].as_str()), (400, Some("invalid_client")));
+    // The refresh-token flow takes the header too.
+    let r = token_with_header(
+        &api,
+        &basic("ebb-sandbox", "s3cr+t:x"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "ebb-sandbox-refresh-token"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
+async fn resource_names_match_whatever_their_case_and_trailing_slashes_are_accepted() {
+    let api = Api::start(SandboxConfig {
+        bulk_step_delay: Duration::from_millis(10),
+        ..SandboxConfig::default()
+    })
+    .await;
+    // simple-salesforce's create: POST …/sobjects/Contact/ (a trailing slash).
+    let r = api
+        .call(Method::POST, "SObjects/contact/", Some(json!({"LastName": "Case"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    for path in [
+        "sobjects/CONTACT/DESCRIBE/",
+        "sobjects/Contact/describe",
+        "Sobjects/contact/Describe",
+    ] {
+        let r = api.call(Method::GET, path, None).await;
+        assert_eq!(
+            (r.status, r.json["name"].as_str()),
+            (200, Some("Contact")),
+            "{path}: {}",
+            r.text
+        );
+    }
+    let r = api.call(Method::GET, &format!("sobjects/contact/{id}/"), None).await;
+    assert_eq!(
+        (r.status, r.json["LastName"].as_str()),
+        (200, Some("Case")),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.json["attributes"]["type"], "Contact");
+    let r = api
+        .call(
+            Method::PATCH,
+            &format!("SOBJECTS/Contact/{id}/"),
+            Some(json!({"FirstName": "Upper"})),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    for path in [
+        "sobjects/",
+        "limits/",
+        "Limits",
+        "QUERY/?q=SELECT+Id+FROM+contact",
+        "query/?q=SELECT+Id+FROM+Contact",
+    ] {
+        let r = api.call(Method::GET, path, None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+    }
+    let r = api
+        .call(
+            Method::PATCH,
+            "Composite/SObjects/contact/crm_id__c",
+            Some(json!({"records": [contact(json!({"Crm_Id__c": "C-1", "LastName": "Coll"}))]})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json[0]["success"].as_bool()),
+        (200, Some(true)),
+        "{}",
+        r.text
+    );
+    // Bulk 2.0: the guide writes `unprocessedrecords/`, simple-salesforce `unprocessedRecords`.
+    let job = api
+        .call(
+            Method::POST,
+            "jobs/Ingest/",
+            Some(json!({"object": "Contact", "operation": "insert", "contentType": "CSV", "lineEnding": "LF"})),
+        )
+        .await;
+    assert_eq!(job.status, 200, "{}", job.text);
+    let job_id = job.json["id"].as_str().unwrap().to_string();
+    let r = api
+        .csv_put(&format!("jobs/ingest/{job_id}/Batches/"), "LastName\nBulk\n")
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = api
+        .call(
+            Method::PATCH,
+            &format!("jobs/ingest/{job_id}/"),
+            Some(json!({"state": "UploadComplete"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (_, info) = wait_for_job(&api, &job_id).await;
+    assert_eq!(info["state"], "JobComplete");
+    for which in [
+        "unprocessedRecords",
+        "unprocessedrecords/",
+        "unprocessedRecords/",
+        "SuccessfulResults",
+        "failedresults/",
+    ] {
+        let r = api
+            .call(Method::GET, &format!("jobs/ingest/{job_id}/{which}"), None)
+            .await;
+        assert_eq!(r.status, 200, "{which}: {}", r.text);
+    }
+    // What is not a resource stays 404, and names are not made up.
+    for path in [
+        "sobjects/Nope/describe/".to_string(),
+        "sobjectz/".to_string(),
+        format!("jobs/ingest/{job_id}/unprocessed"),
+    ] {
+        let r = api.call(Method::GET, &path, None).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn query_all_includes_deleted_records_with_is_deleted() {
+    let api = Api::start(SandboxConfig {
+        query_page_size: 1,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for name in ["Kept", "Gone"] {
+        let r = api
+            .call(Method::POST, "sobjects/Contact", Some(json!({"LastName": name})))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.json["id"].as_str().unwrap().to_string());
+    }
+    let r = api
+        .call(Method::DELETE, &format!("sobjects/Contact/{}", ids[1]), None)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let q = "SELECT Id, LastName, IsDeleted, LastModifiedDate, SystemModstamp FROM Contact";
+    let live = api.query(q).await;
+    assert_eq!(live.json["totalSize"], 1, "{}", live.text);
+    // queryAll: both, in pages, the deleted one flagged.
+    let encoded: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
+    let first = api.call(Method::GET, &format!("queryAll/?q={encoded}"), None).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(
+        (first.json["totalSize"].as_u64(), first.json["done"].as_bool()),
+        (Some(2), Some(false))
+    );
+    let next = first.json["nextRecordsUrl"].as_str().unwrap().to_string();
+    let second = api.call(Method::GET, &next, None).await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert_eq!(second.json["done"], true);
+    let rows: Vec<&Value> = first.json["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second.json["records"].as_array().unwrap())
+        .collect();
+    let shown: Vec<(&str, bool)> = rows
+        .iter()
+        .map(|r| (r["LastName"].as_str().unwrap(), r["IsDeleted"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(shown, [("Kept", false), ("Gone", true)]);
+    let gone = rows[1];
+    assert_eq!(gone["Id"], json!(ids[1]));
+    assert_eq!(
+        gone["attributes"]["url"],
+        json!(format!("/services/data/{V}/sobjects/Contact/{}", ids[1]))
+    );
+    assert!(gone["SystemModstamp"].as_str().unwrap() >= gone["LastModifiedDate"].as_str().unwrap());
+    let r = api
+        .call(
+            Method::GET,
+            "queryAll?q=SELECT+Id+FROM+Contact+WHERE+IsDeleted+=+true",
+            None,
+        )
+        .await;
+    assert_eq!(r.json["totalSize"], 1, "{}", r.text);
+    assert_eq!(r.json["records"][0]["Id"], json!(ids[1]));
+    // Still deleted for the write and read resources.
+    let r = api
+        .call(Method::GET, &format!("sobjects/Contact/{}", ids[1]), None)
+        .await;
+    assert_eq!(r.status, 404);
+    let r = api
+        .call(
+            Method::PATCH,
+            &format!("sobjects/Contact/{}", ids[1]),
+            Some(json!({"FirstName": "x"})),
+        )
+        .await;
+    assert_eq!(r.json[0]["errorCode"], "ENTITY_IS_DELETED", "{}", r.text);
+    // A delete rolled back by allOrNone leaves the record live and out of the bin.
+    let r = api
+        .call(
+            Method::DELETE,
+            &format!("composite/sobjects?ids={},003000000000000AAA&allOrNone=true", ids[0]),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json[0]["success"], false, "{}", r.text);
+    let r = api
+        .call(
+            Method::GET,
+            "queryAll?q=SELECT+Id+FROM+Contact+WHERE+IsDeleted+=+true",
+            None,
+        )
+        .await;
+    assert_eq!(r.json["totalSize"], 1, "{}", r.text);
+    assert_eq!(api.query("SELECT Id FROM Contact").await.json["totalSize"], 1);
+}
+
+/// `2024-01-31T09:30:15+00:00` URL-encoded as simple-salesforce sends it.
+fn replication_time(d: chrono::DateTime<chrono::Utc>) -> String {
+    d.format("%Y-%m-%dT%H:%M:%S+00:00")
+        .to_string()
+        .replace(':', "%3A")
+        .replace('+', "%2B")
+}
+
+#[tokio::test]
+async fn updated_and_deleted_list_the_changes_of_a_window_by_system_modstamp() {
+    use chrono::{Duration as D, Timelike, Utc};
+    let now = Utc::now();
+    // Seeded two hours ago, 30 seconds into a minute.
+    let then = (now - D::hours(2)).with_second(30).unwrap().with_nanosecond(0).unwrap();
+    let stamp = then.to_rfc3339();
+    let mut config = SandboxConfig::default();
+    let seed: Vec<Map<String, Value>> = ["Deleted", "Updated", "Untouched"]
+        .iter()
+        .map(|name| {
+            json!({"LastName": name, "CreatedDate": stamp, "LastModifiedDate": stamp})
+                .as_object()
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    config.records.insert("Contact".into(), seed);
+    let api = Api::start(config).await;
+    let id_of = |name: &str| -> String {
+        api.sandbox
+            .records("Contact")
+            .into_iter()
+            .find(|r| r["LastName"] == name)
+            .unwrap()["Id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (deleted, updated, untouched) = (id_of("Deleted"), id_of("Updated"), id_of("Untouched"));
+    let r = api
+        .call(Method::DELETE, &format!("sobjects/Contact/{deleted}"), None)
+        .await;
+    assert_eq!(r.status, 204);
+    let r = api
+        .call(
+            Method::PATCH,
+            &format!("sobjects/Contact/{updated}"),
+            Some(json!({"FirstName": "Now"})),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let created = api
+        .call(Method::POST, "sobjects/Contact/", Some(json!({"LastName": "Created"})))
+        .await
+        .json["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let window = |what: &str, start: chrono::DateTime<Utc>, end: chrono::DateTime<Utc>| {
+        format!(
+            "sobjects/Contact/{what}/?start={}&end={}",
+            replication_time(start),
+            replication_time(end)
+        )
+    };
+    // The last hour, to an end in the future: what was created or updated, not deleted.
+    let r = api
+        .call(
+            Method::GET,
+            &window("updated", now - D::hours(1), now + D::hours(1)),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ids: BTreeSet<&str> = r.json["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(ids, BTreeSet::from([updated.as_str(), created.as_str()]));
+    let covered = r.json["latestDateCovered"].as_str().unwrap();
+    assert!(covered.ends_with(":00.000+0000"), "{covered}");
+    let covered = chrono::DateTime::parse_from_str(covered, "%Y-%m-%dT%H:%M:%S%.3f%z").unwrap();
+    assert!(covered <= Utc::now() && covered > now - D::minutes(2), "{covered}");
+    // Two hours ago: the seconds of `start` are ignored (12:30:45 is 12:30), so the record
+    // seeded at :30 is in; the updated one moved out, the deleted one is not listed.
+    let r = api
+        .call(
+            Method::GET,
+            &window("updated", then + D::seconds(15), now - D::hours(1)),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["ids"], json!([untouched]), "{}", r.text);
+    assert_eq!(
+        r.json["latestDateCovered"],
+        json!(format!("{}:00.000+0000", (now - D::hours(1)).format("%Y-%m-%dT%H:%M")))
+    );
+    // Deleted: the record and when, from the recycle bin.
+    let r = api
+        .call(
+            Method::GET,
+            &window("deleted", now - D::hours(1), now + D::hours(1)),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let list = r.json["deletedRecords"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{}", r.text);
+    assert_eq!(list[0]["id"], json!(deleted));
+    let when = list[0]["deletedDate"].as_str().unwrap();
+    assert!(when > stamp.as_str() && when.ends_with("+0000"), "{when}");
+    assert!(r.json["earliestDateAvailable"]
+        .as_str()
+        .unwrap()
+        .ends_with(":00.000+0000"));
+    assert!(r.json["latestDateCovered"].is_string());
+    let r = api
+        .call(
+            Method::GET,
+            &window("deleted", now - D::hours(3), now - D::hours(1)),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["deletedRecords"], json!([]), "{}", r.text);
+    // An unencoded `+` (a space once decoded) and the object's name in any case.
+    let r = api
+        .call(
+            Method::GET,
+            &format!(
+                "SObjects/contact/Updated?start={}&end={}",
+                (now - D::hours(1)).format("%Y-%m-%dT%H:%M:%S+00:00"),
+                (now + D::hours(1)).format("%Y-%m-%dT%H:%M:%S+00:00")
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["ids"].as_array().map(Vec::len), Some(2), "{}", r.text);
+    // Windows Salesforce refuses.
+    for (path, code) in [
+        // :30 and :50 of one minute: the same minute once the seconds are dropped.
+        (
+            window("updated", then, then + D::seconds(20)),
+            "INVALID_REPLICATION_DATE",
+        ),
+        (window("updated", now, now - D::hours(1)), "INVALID_REPLICATION_DATE"),
+        (window("updated", now - D::days(31), now), "INVALID_REPLICATION_DATE"),
+        (window("deleted", now - D::days(16), now), "INVALID_REPLICATION_DATE"),
+        (
+            "sobjects/Contact/updated/?start=yesterday&end=today".to_string(),
+            "INVALID_REPLICATION_DATE",
+        ),
+        ("sobjects/Contact/deleted/".to_string(), "MISSING_ARGUMENT"),
+    ] {
+        let r = api.call(Method::GET, &path, None).await;
+        assert_eq!(
+            (r.status, r.json[0]["errorCode"].as_str()),
+            (400, Some(code)),
+            "{path}: {}",
+            r.text
+        );
+    }
+    let r = api
+        .call(Method::GET, &window("updated", now - D::days(29), now), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = api
+        .call(Method::GET, &window("updated", now - D::hours(1), now), None)
+        .await;
+    let r2 = api
+        .call(Method::GET, "sobjects/Nope/updated/?start=x&end=y", None)
+        .await;
+    assert_eq!((r.status, r2.status), (200, 404));
+}
+
+#[tokio::test]
+async fn basic_information_and_global_describe_name_the_objects() {
+    let api = Api::start(SandboxConfig::default()).await;
+    let r = api.call(Method::GET, "sobjects/Contact/", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let d = &r.json["objectDescribe"];
+    assert_eq!(
+        (d["name"].as_str(), d["keyPrefix"].as_str()),
+        (Some("Contact"), Some("003"))
+    );
+    assert_eq!(d["replicateable"], true);
+    assert_eq!(
+        d["urls"]["describe"],
+        json!(format!("/services/data/{V}/sobjects/Contact/describe"))
+    );
+    assert_eq!(r.json["recentItems"], json!([]));
+    let r = api.call(Method::GET, "sobjects/", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let names: Vec<&str> = r.json["sobjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Contact"]);
+    assert_eq!(api.call(Method::GET, "sobjects/Lead/", None).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_bulk_hard_delete_skips_the_recycle_bin_but_not_the_delete_log() {
+    use chrono::{Duration as D, Utc};
+    let api = Api::start(SandboxConfig {
+        bulk_step_delay: Duration::from_millis(10),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for name in ["Hard", "Soft"] {
+        let r = api
+            .call(Method::POST, "sobjects/Contact", Some(json!({"LastName": name})))
+            .await;
+        ids.push(r.json["id"].as_str().unwrap().to_string());
+    }
+    for (operation, id) in [("hardDelete", &ids[0]), ("delete", &ids[1])] {
+        let job = api
+            .call(
+                Method::POST,
+                "jobs/ingest",
+                Some(json!({"object": "Contact", "operation": operation, "contentType": "CSV"})),
+            )
+            .await;
+        let job_id = job.json["id"].as_str().unwrap().to_string();
+        let r = api
+            .csv_put(&format!("jobs/ingest/{job_id}/batches"), &format!("Id\n{id}\n"))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        api.call(
+            Method::PATCH,
+            &format!("jobs/ingest/{job_id}"),
+            Some(json!({"state": "UploadComplete"})),
+        )
+        .await;
+        let (_, info) = wait_for_job(&api, &job_id).await;
+        assert_eq!(
+            (
+                info["numberRecordsProcessed"].as_u64(),
+                info["numberRecordsFailed"].as_u64()
+            ),
+            (Some(1), Some(0))
+        );
+    }
+    let r = api
+        .call(
+            Method::GET,
+            "queryAll?q=SELECT+Id+FROM+Contact+WHERE+IsDeleted+=+true",
+            None,
+        )
+        .await;
+    assert_eq!(r.json["records"].as_array().unwrap().len(), 1, "{}", r.text);
+    assert_eq!(r.json["records"][0]["Id"], json!(ids[1]));
+    let now = Utc::now();
+    let r = api
+        .call(
+            Method::GET,
+            &format!(
+                "sobjects/Contact/deleted/?start={}&end={}",
+                replication_time(now - D::hours(1)),
+                replication_time(now + D::hours(1))
+            ),
+            None,
+        )
+        .await;
+    let listed: BTreeSet<&str> = r.json["deletedRecords"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, BTreeSet::from([ids[0].as_str(), ids[1].as_str()]), "{}", r.text);
+    let r = api
+        .call(Method::DELETE, &format!("sobjects/Contact/{}", ids[0]), None)
+        .await;
+    assert_eq!(
+        (r.status, r.json[0]["errorCode"].as_str()),
+        (404, Some("ENTITY_IS_DELETED"))
+    );
+}

@@ -19,7 +19,7 @@
 use super::collections::{self, Op};
 use super::store::Store;
 use super::value::{coerce, Input, RecordError};
-use super::{auth, bulk, soql, InFlight, Shared};
+use super::{auth, bulk, replication, soql, InFlight, Shared};
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -63,15 +63,17 @@ pub(crate) fn json_error(e: &serde_json::Error) -> Response {
     )
 }
 
-/// The routes.
+/// The routes. Paths are made canonical first ([`canonical_path`]), so that the routes
+/// are written once, in Salesforce's spelling.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let v = "/services/data/{v}";
     let data = Router::new()
         .route(&format!("{v}/limits"), get(limits))
         .route(&format!("{v}/sobjects"), get(global_describe))
-        .route(&format!("{v}/sobjects/{{object}}"), post(create_one))
+        .route(&format!("{v}/sobjects/{{object}}"), get(basic_info).post(create_one))
         .route(&format!("{v}/sobjects/{{object}}/describe"), get(describe))
-        .route(&format!("{v}/sobjects/{{object}}/describe/"), get(describe))
+        .route(&format!("{v}/sobjects/{{object}}/updated"), get(replication::updated))
+        .route(&format!("{v}/sobjects/{{object}}/deleted"), get(replication::deleted))
         .route(
             &format!("{v}/sobjects/{{object}}/{{id}}"),
             get(get_one).patch(update_one).delete(delete_one).post(create_by_id),
@@ -91,24 +93,96 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             patch(collections::upsert),
         )
         .route(&format!("{v}/query"), get(soql::query))
-        .route(&format!("{v}/query/"), get(soql::query))
         .route(&format!("{v}/query/{{locator}}"), get(soql::more))
+        .route(&format!("{v}/queryAll"), get(soql::query_all))
+        .route(&format!("{v}/queryAll/{{locator}}"), get(soql::more))
         .merge(bulk::routes(v))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), gate))
         .layer(axum::extract::DefaultBodyLimit::disable());
-    let app = Router::new()
+    let inner = Router::new()
         .route("/services/oauth2/token", post(auth::token))
         .route("/services/data", get(versions))
-        .route("/services/data/", get(versions))
         .merge(data)
         .with_state(shared.clone());
+    // Routing happens inside `inner`, after the outer router's layers: the path is made
+    // canonical before any route is matched.
+    let app = Router::new()
+        .fallback_service(inner)
+        .layer(axum::middleware::map_request(canonical_request));
     if shared.settings.log_requests {
         app.layer(axum::middleware::from_fn(log))
     } else {
         app
     }
+}
+
+/// Fixed path segments Salesforce matches whatever their case: the resource names under
+/// `/services/data/vXX.X/`. (Object and field names are matched case-insensitively by the
+/// handlers, against the org's objects.)
+const RESOURCES: [&str; 5] = ["sobjects", "query", "queryAll", "composite", "limits"];
+const BULK_RESULTS: [&str; 4] = ["batches", "successfulResults", "failedResults", "unprocessedRecords"];
+const SOBJECT_RESOURCES: [&str; 3] = ["describe", "updated", "deleted"];
+
+fn canonical_segment(segment: &mut String, names: &[&str]) {
+    if let Some(name) = names.iter().find(|n| n.eq_ignore_ascii_case(segment)) {
+        *segment = (*name).to_string();
+    }
+}
+
+/// The path as the routes spell it: one trailing slash dropped (`sobjects/Contact/`,
+/// `query/`, `describe/`, `deleted/?start=…` as simple-salesforce sends them), and the
+/// fixed resource names in Salesforce's spelling whatever their case
+/// (`SObjects/contact/DESCRIBE`, `jobs/ingest/{id}/unprocessedrecords` and
+/// `…/unprocessedRecords`, which the Bulk 2.0 guide and clients both use). `None`: already
+/// canonical.
+pub(crate) fn canonical_path(path: &str) -> Option<String> {
+    let trimmed = if path.len() > 1 && path.ends_with('/') {
+        &path[..path.len() - 1]
+    } else {
+        path
+    };
+    let mut out = trimmed.to_string();
+    if let Some(rest) = trimmed.strip_prefix("/services/data/") {
+        let mut parts: Vec<String> = rest.split('/').map(str::to_string).collect();
+        if parts.len() >= 2 {
+            let r = &mut parts[1..];
+            canonical_segment(&mut r[0], &RESOURCES);
+            canonical_segment(&mut r[0], &["jobs"]);
+            let head = r[0].clone();
+            match (head.as_str(), r.len()) {
+                ("composite", n) if n >= 2 => canonical_segment(&mut r[1], &["sobjects"]),
+                ("jobs", n) if n >= 2 => {
+                    canonical_segment(&mut r[1], &["ingest"]);
+                    if n == 4 && r[1] == "ingest" {
+                        canonical_segment(&mut r[3], &BULK_RESULTS);
+                    }
+                }
+                ("sobjects", 3) => canonical_segment(&mut r[2], &SOBJECT_RESOURCES),
+                _ => {}
+            }
+            out = format!("/services/data/{}", parts.join("/"));
+        }
+    }
+    (out != path).then_some(out)
+}
+
+async fn canonical_request(mut req: Request) -> Request {
+    if let Some(path) = canonical_path(req.uri().path()) {
+        let target = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        if let Ok(pq) = target.parse::<axum::http::uri::PathAndQuery>() {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
 }
 
 async fn log(req: Request, next: Next) -> Response {
@@ -153,7 +227,7 @@ fn kind(resource: &str) -> &'static str {
         "collections"
     } else if resource.starts_with("jobs/") {
         "bulk"
-    } else if resource == "query" || resource.starts_with("query/") {
+    } else if resource == "query" || resource.starts_with("query/") || resource.starts_with("queryAll") {
         "query"
     } else if resource.trim_end_matches('/') == "sobjects" || resource.trim_end_matches('/').ends_with("/describe") {
         "describe"
@@ -285,6 +359,20 @@ async fn global_describe(State(shared): Shr, Path(v): Path<String>) -> Response 
     let version = v.trim_start_matches('v');
     let list: Vec<Value> = state.store.tables.iter().map(|t| t.object.summary(version)).collect();
     Json(json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": list})).into_response()
+}
+
+/// `GET sobjects/{Object}/` (sObject Basic Information): the object's summary and its
+/// recently viewed records (none: nobody views records in the sandbox).
+async fn basic_info(State(shared): Shr, Path((v, object)): Path<(String, String)>) -> Response {
+    let state = shared.lock();
+    match state.store.table(&object) {
+        Some(t) => Json(json!({
+            "objectDescribe": state.store.tables[t].object.summary(v.trim_start_matches('v')),
+            "recentItems": [],
+        }))
+        .into_response(),
+        None => not_found(),
+    }
 }
 
 async fn describe(State(shared): Shr, Path((v, object)): Path<(String, String)>) -> Response {
@@ -604,7 +692,52 @@ async fn upsert_one(
 
 #[cfg(test)]
 mod tests {
-    use super::kind;
+    use super::{canonical_path, kind};
+
+    #[test]
+    fn canonical_paths() {
+        let d = "/services/data/v62.0";
+        for (given, canonical) in [
+            ("/services/data/", "/services/data"),
+            ("/services/data/v62.0/sobjects/", "/services/data/v62.0/sobjects"),
+            (
+                "/services/data/v62.0/SObjects/contact/",
+                "/services/data/v62.0/sobjects/contact",
+            ),
+            (
+                "/services/data/v62.0/sobjects/Contact/DESCRIBE/",
+                "/services/data/v62.0/sobjects/Contact/describe",
+            ),
+            (
+                "/services/data/v62.0/sobjects/Contact/Updated/",
+                "/services/data/v62.0/sobjects/Contact/updated",
+            ),
+            ("/services/data/v62.0/QUERYALL/", "/services/data/v62.0/queryAll"),
+            (
+                "/services/data/v62.0/Composite/SObjects/Contact/Ext__c",
+                "/services/data/v62.0/composite/sobjects/Contact/Ext__c",
+            ),
+            (
+                "/services/data/v62.0/jobs/ingest/750x/unprocessedrecords/",
+                "/services/data/v62.0/jobs/ingest/750x/unprocessedRecords",
+            ),
+        ] {
+            assert_eq!(canonical_path(given).as_deref(), Some(canonical), "{given}");
+        }
+        // Already canonical, or not a resource name (ids, field names, values stay as sent).
+        for same in [
+            format!("{d}/sobjects/Contact/describe"),
+            format!("{d}/sobjects/Contact/Describe__c/x"),
+            format!("{d}/jobs/ingest/750x"),
+            "/services/oauth2/token".to_string(),
+        ] {
+            assert_eq!(canonical_path(&same), None, "{same}");
+        }
+        assert_eq!(
+            canonical_path(&format!("{d}/sobjects/contact/Crm_Id__c/AbC/")).as_deref(),
+            Some(format!("{d}/sobjects/contact/Crm_Id__c/AbC").as_str())
+        );
+    }
 
     #[test]
     fn kinds() {

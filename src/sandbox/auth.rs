@@ -8,10 +8,16 @@
 //! checked when a public key is configured). The 200 body is the documented one: `issued_at`
 //! as a string of milliseconds, a `signature`, no `expires_in`, no refresh token (except on
 //! rotation). Errors are 400 `{"error", "error_description"}`.
+//!
+//! The client id and secret are taken from `Authorization: Basic` (RFC 6749 §2.3.1: each
+//! form-urlencoded, joined by `:`, base64; what simple-salesforce sends for client
+//! credentials) or, without that header, from the body's `client_id` and `client_secret`.
+//! Either way an unknown id is `invalid_client_id` and a wrong secret `invalid_client`; a
+//! Basic header that does not decode is `invalid_client`.
 
 use super::{id, Shared, State};
 use axum::body::Bytes;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
@@ -39,9 +45,66 @@ fn oauth_error(error: &str, description: &str) -> Response {
         .into_response()
 }
 
+/// The client id and secret of `Authorization: Basic` (RFC 6749 §2.3.1), `Ok(None)`
+/// without that header, `Err` when it does not decode. RFC 6749 form-urlencodes each part
+/// before joining them; clients that do not (simple-salesforce joins them as they are) are
+/// understood too: a part that matches the app's value as sent is taken as sent.
+fn basic_credentials(headers: &HeaderMap, settings: &super::Settings) -> Result<Option<(String, String)>, ()> {
+    let Some(value) = headers.get("authorization") else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| ())?.trim();
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| ())?;
+    let text = String::from_utf8(decoded).map_err(|_| ())?;
+    let (id, secret) = text.split_once(':').ok_or(())?;
+    // Each part is form-urlencoded before joining (RFC 6749 §2.3.1).
+    let decode = |s: &str| -> String {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let pick = |raw: &str, expected: &str| {
+        if raw == expected {
+            raw.to_string()
+        } else {
+            decode(raw)
+        }
+    };
+    Ok(Some((
+        pick(id, &settings.client_id),
+        pick(secret, &settings.client_secret),
+    )))
+}
+
 /// `POST /services/oauth2/token`.
-pub(crate) async fn token(axum::extract::State(shared): axum::extract::State<Arc<Shared>>, body: Bytes) -> Response {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+pub(crate) async fn token(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut params: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    match basic_credentials(&headers, &shared.settings) {
+        Ok(Some((id, secret))) => {
+            // The header's credentials stand for the body's.
+            params.retain(|(k, _)| k != "client_id" && k != "client_secret");
+            params.push(("client_id".into(), id));
+            params.push(("client_secret".into(), secret));
+        }
+        Ok(None) => {}
+        Err(()) => {
+            *shared.lock().counts.entry("token".into()).or_default() += 1;
+            return oauth_error("invalid_client", "invalid client credentials");
+        }
+    }
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let settings = &shared.settings;
     let mut state = shared.lock();

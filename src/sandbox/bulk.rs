@@ -136,19 +136,16 @@ impl Job {
 }
 
 pub(crate) fn routes(v: &str) -> Router<Arc<Shared>> {
+    // Trailing slashes and the case of `unprocessedRecords` are made canonical before
+    // routing (`api::canonical_path`).
     let base = format!("{v}/jobs/ingest");
     Router::new()
         .route(&base, get(list).post(create))
-        .route(&format!("{base}/"), get(list).post(create))
         .route(&format!("{base}/{{id}}"), get(info).patch(change_state).delete(delete))
         .route(&format!("{base}/{{id}}/batches"), put(upload))
-        .route(&format!("{base}/{{id}}/batches/"), put(upload))
         .route(&format!("{base}/{{id}}/successfulResults"), get(successes))
-        .route(&format!("{base}/{{id}}/successfulResults/"), get(successes))
         .route(&format!("{base}/{{id}}/failedResults"), get(failures))
-        .route(&format!("{base}/{{id}}/failedResults/"), get(failures))
-        .route(&format!("{base}/{{id}}/unprocessedrecords"), get(unprocessed))
-        .route(&format!("{base}/{{id}}/unprocessedrecords/"), get(unprocessed))
+        .route(&format!("{base}/{{id}}/unprocessedRecords"), get(unprocessed))
 }
 
 fn invalid_job(message: &str) -> Response {
@@ -551,7 +548,12 @@ fn write_row(
         (_, None) => Op::Create,
     };
     let mut undo = Vec::new();
-    collections::write(state, job.t, op, &fields, now, &mut undo)
+    let done = collections::write(state, job.t, op, &fields, now, &mut undo)?;
+    if job.operation == "hardDelete" {
+        // Not kept in the recycle bin: gone for queryAll, still in the delete log.
+        state.store.purge(job.t, &done.id);
+    }
+    Ok(done)
 }
 
 /// Picks a results file of a job: its header and rows.

@@ -110,7 +110,7 @@ pub(crate) fn write(
                 if state.lock_fails() {
                     return Err(Failure::new(Some(id.clone()), lock_error(Some(&id))));
                 }
-                state.store.delete(t, &id, undo)?;
+                state.store.delete(t, &id, now, undo)?;
                 return Ok(Done { id, created: false });
             }
             let values = state.store.prepare(t, Access::Update, rest).map_err(|errors| Failure {

@@ -10,10 +10,14 @@
 //! - `POST /services/oauth2/token`: client credentials, refresh token and JWT bearer
 //!   ([`auth`]);
 //! - under `/services/data/vXX.X/` (v46.0 up to the configured version), with a bearer
-//!   token: `sobjects` and `sobjects/{Object}/describe`, single records and single-record
-//!   upsert by external ID, sObject Collections (`composite/sobjects`), Bulk API 2.0 ingest
-//!   jobs (`jobs/ingest`), SOQL (`query`) for the simple form `SELECT … FROM … [WHERE …]
-//!   [ORDER BY …] [LIMIT n]` with pagination, and `limits`;
+//!   token: `sobjects` (global describe), `sobjects/{Object}` (basic information) and
+//!   `sobjects/{Object}/describe`, single records and single-record upsert by external ID,
+//!   sObject Collections (`composite/sobjects`), Bulk API 2.0 ingest jobs (`jobs/ingest`),
+//!   SOQL (`query`, and `queryAll` which includes the recycle bin) for the simple form
+//!   `SELECT … FROM … [WHERE …] [ORDER BY …] [LIMIT n]` with pagination, the replication
+//!   resources `sobjects/{Object}/updated` and `deleted` ([`replication`]), and `limits`.
+//!   Resource names match whatever their case and a trailing slash is accepted, as real
+//!   clients send them ([`api::canonical_path`]);
 //! - `GET /services/data/`: the versions served.
 //!
 //! Every data-API request is counted against a daily allocation and answered with
@@ -65,6 +69,7 @@ mod bulk;
 mod collections;
 mod csv;
 mod id;
+mod replication;
 mod schema;
 mod soql;
 mod store;
@@ -189,6 +194,8 @@ pub(crate) struct Settings {
     pub bulk_step_delay: Duration,
     pub rotate_refresh_tokens: bool,
     pub log_requests: bool,
+    /// When the sandbox started: its delete log is complete from then on.
+    pub started: chrono::DateTime<chrono::Utc>,
 }
 
 /// Everything a request handler reaches.
@@ -460,6 +467,7 @@ fn build(config: SandboxConfig, url: String) -> Result<Shared, String> {
             bulk_step_delay: config.bulk_step_delay,
             rotate_refresh_tokens: config.rotate_refresh_tokens,
             log_requests: config.log_requests,
+            started: chrono::Utc::now(),
         },
         url,
         state: Mutex::new(state),
@@ -524,6 +532,7 @@ fn seed(store: &mut Store, object: &str, records: Vec<Map<String, Value>>) -> Re
         if let Some(m) = modified {
             if let Some(r) = store.tables[t].records.get_mut(&id) {
                 r.modified = m;
+                r.stamp = m.max(r.created);
             }
         }
         ids.push(id);

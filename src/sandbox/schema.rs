@@ -286,6 +286,8 @@ impl SObject {
             "queryable": true,
             "searchable": true,
             "retrieveable": true,
+            "replicateable": true,
+            "undeletable": true,
             "fields": self.fields.iter().map(Field::describe).collect::<Vec<_>>(),
             "childRelationships": [],
             "recordTypeInfos": [],
@@ -303,9 +305,11 @@ impl SObject {
         json!({
             "name": self.name,
             "label": self.label,
+            "labelPlural": format!("{}s", self.label),
             "keyPrefix": self.key_prefix,
             "custom": self.name.ends_with("__c"),
             "createable": true, "updateable": true, "deletable": true, "queryable": true,
+            "retrieveable": true, "replicateable": true, "searchable": true, "undeletable": true,
             "urls": {"sobject": base, "describe": format!("{base}/describe"), "rowTemplate": format!("{base}/{{ID}}")},
         })
     }

@@ -10,8 +10,14 @@
 //! Results come in pages (`done`, `nextRecordsUrl`, `totalSize`), each record with its
 //! `attributes`; the page size is the configured one, or the `batchSize` of a
 //! `Sforce-Query-Options` header (200-2,000).
+//!
+//! `queryAll` (v29+) is the same query over the records in the recycle bin too (not those
+//! a Bulk `hardDelete` removed, which skip the bin): those show
+//! `IsDeleted = true` and their deletion time as `SystemModstamp`. Its `nextRecordsUrl`
+//! continues under `query/`, which the REST guide says carries on a `queryAll` result;
+//! `queryAll/{locator}` is served as well.
 
-use super::api::{error, with_attributes, Shr};
+use super::api::{error, Shr};
 use super::schema::{Field, FieldType, SObject};
 use super::value::{parse_date, parse_datetime};
 use super::State;
@@ -486,7 +492,7 @@ fn like(text: &[char], pattern: &[char]) -> bool {
 
 /// Runs a query: every matching row (LIMIT and OFFSET applied), or the count.
 #[allow(clippy::result_large_err)] // the error is the response to send, built once per request
-fn run(state: &State, q: &str, version: &str) -> Result<(usize, Vec<Value>), Response> {
+fn run(state: &State, q: &str, version: &str, include_deleted: bool) -> Result<(usize, Vec<Value>), Response> {
     let malformed = |m: String| error(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", &m);
     let tokens = tokenize(q).map_err(malformed)?;
     let select = Parser { tokens, pos: 0 }.select().map_err(malformed)?;
@@ -523,12 +529,23 @@ fn run(state: &State, q: &str, version: &str) -> Result<(usize, Vec<Value>), Res
         .map(|(f, d, n)| field_of(object, f).map(|f| (f.name.clone(), *d, *n)))
         .collect::<Result<_, _>>()
         .map_err(invalid_field)?;
-    let mut rows: Vec<(String, Map<String, Value>)> = table
+    let live = table
         .records
         .iter()
-        .map(|(id, r)| (id.clone(), super::store::Store::render(table, id, r, true)))
+        .map(|(id, r)| (id.clone(), super::store::Store::render_row(table, id, r, true, false)));
+    let binned = table
+        .deleted
+        .iter()
+        .filter(|(id, _)| include_deleted && !table.purged.contains(*id))
+        .map(|(id, r)| (id.clone(), super::store::Store::render_row(table, id, r, true, true)));
+    let mut rows: Vec<(String, Map<String, Value>)> = live
+        .chain(binned)
         .filter(|(_, row)| check.as_ref().is_none_or(|c| eval(c, object, row)))
         .collect();
+    if include_deleted {
+        // Ids grow: creation order, the order of a query without ORDER BY.
+        rows.sort_by(|(a, _), (b, _)| a.cmp(b));
+    }
     if !order.is_empty() {
         rows.sort_by(|(_, a), (_, b)| {
             for (name, desc, nulls_last) in &order {
@@ -574,14 +591,16 @@ fn run(state: &State, q: &str, version: &str) -> Result<(usize, Vec<Value>), Res
         return Ok((rows.count(), Vec::new()));
     }
     let out: Vec<Value> = rows
-        .filter_map(|(id, row)| {
-            let full = with_attributes(&state.store, t, &id, version)?;
+        .map(|(id, row)| {
             let mut r = Map::new();
-            r.insert("attributes".into(), full["attributes"].clone());
+            r.insert(
+                "attributes".into(),
+                json!({"type": object.name, "url": format!("/services/data/v{version}/sobjects/{}/{id}", object.name)}),
+            );
             for f in &fields {
                 r.insert(f.clone(), row.get(f).cloned().unwrap_or(Value::Null));
             }
-            Some(Value::Object(r))
+            Value::Object(r)
         })
         .collect();
     Ok((out.len(), out))
@@ -603,11 +622,26 @@ fn page_size(state_default: usize, headers: &HeaderMap) -> usize {
 }
 
 /// `GET query?q=…`.
-pub(crate) async fn query(
+pub(crate) async fn query(shared: Shr, v: Path<String>, params: Query<QueryParams>, headers: HeaderMap) -> Response {
+    respond(shared, v, params, headers, false)
+}
+
+/// `GET queryAll?q=…`: deleted records included.
+pub(crate) async fn query_all(
+    shared: Shr,
+    v: Path<String>,
+    params: Query<QueryParams>,
+    headers: HeaderMap,
+) -> Response {
+    respond(shared, v, params, headers, true)
+}
+
+fn respond(
     axum::extract::State(shared): Shr,
     Path(v): Path<String>,
     Query(params): Query<QueryParams>,
     headers: HeaderMap,
+    include_deleted: bool,
 ) -> Response {
     let Some(q) = params.q.filter(|q| !q.trim().is_empty()) else {
         return error(
@@ -618,7 +652,7 @@ pub(crate) async fn query(
     };
     let version = v.trim_start_matches('v').to_string();
     let mut state = shared.lock();
-    let (total, rows) = match run(&state, &q, &version) {
+    let (total, rows) = match run(&state, &q, &version, include_deleted) {
         Ok(r) => r,
         Err(resp) => return resp,
     };

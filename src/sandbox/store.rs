@@ -2,6 +2,12 @@
 //! and the per-record write rules every API shares (field access, required fields, unique
 //! values, references). Writes go through an undo log so that an `allOrNone` request can be
 //! rolled back.
+//!
+//! Every write sets `SystemModstamp`; creates and updates set `LastModifiedDate` too. A
+//! deleted record goes to the object's recycle bin as it was, with `SystemModstamp` set to
+//! the time of its deletion (the `deletedDate` of `sobjects/{Object}/deleted`, which
+//! Salesforce takes from `SystemModstamp`); `queryAll` shows it with `IsDeleted = true`.
+//! Whether a delete also moves `LastModifiedDate` is not documented; the sandbox leaves it.
 
 use super::id;
 use super::schema::{FieldType, SObject};
@@ -15,7 +21,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 pub(crate) struct Record {
     pub fields: Map<String, Value>,
     pub created: DateTime<Utc>,
+    /// `LastModifiedDate`.
     pub modified: DateTime<Utc>,
+    /// `SystemModstamp`: the last write of any kind, never before `modified`.
+    pub stamp: DateTime<Utc>,
 }
 
 /// The records of one object.
@@ -25,15 +34,20 @@ pub(crate) struct Table {
     pub records: BTreeMap<String, Record>,
     /// Field → index key → ids, for external-ID and unique fields.
     index: HashMap<String, HashMap<String, BTreeSet<String>>>,
-    deleted: HashSet<String>,
+    /// The delete log: deleted records by id, as they were, `stamp` the deletion time.
+    /// Those not in `purged` are in the recycle bin.
+    pub deleted: BTreeMap<String, Record>,
+    /// Deleted records emptied from the recycle bin (Bulk `hardDelete`): `queryAll` no
+    /// longer shows them; `sobjects/{Object}/deleted` still lists them.
+    pub purged: HashSet<String>,
 }
 
-/// One change, to undo it: the record as it was (and whether it was deleted).
+/// One change, to undo it: the record as it was, and its recycle-bin entry as it was.
 pub(crate) struct Undo {
     table: usize,
     id: String,
     before: Option<Record>,
-    was_deleted: bool,
+    bin_before: Option<Record>,
 }
 
 /// The outcome of one record's write that failed: the record's id when one exists.
@@ -79,7 +93,8 @@ impl Store {
                     object,
                     records: BTreeMap::new(),
                     index,
-                    deleted: HashSet::new(),
+                    deleted: BTreeMap::new(),
+                    purged: HashSet::new(),
                 }
             })
             .collect();
@@ -115,7 +130,7 @@ impl Store {
         let table = &self.tables[t];
         if table.records.contains_key(id) {
             Ok(())
-        } else if table.deleted.contains(id) {
+        } else if table.deleted.contains_key(id) {
             Err(RecordError::new("ENTITY_IS_DELETED", "entity is deleted", &[]))
         } else {
             Err(RecordError::new(
@@ -334,8 +349,9 @@ impl Store {
             fields,
             created: now,
             modified: now,
+            stamp: now,
         };
-        self.put(t, &id, Some(record), undo);
+        self.put(t, &id, Some(record), now, undo);
         Ok(id)
     }
 
@@ -366,36 +382,60 @@ impl Store {
             fields: merged.into_iter().filter(|(_, v)| !v.is_null()).collect(),
             created: before.created,
             modified: now,
+            stamp: now,
         };
-        self.put(t, id, Some(record), undo);
+        self.put(t, id, Some(record), now, undo);
         Ok(())
     }
 
-    /// Deletes an existing record.
-    pub(crate) fn delete(&mut self, t: usize, id: &str, undo: &mut Vec<Undo>) -> Result<(), Failure> {
+    /// Deletes an existing record: it moves to the recycle bin.
+    pub(crate) fn delete(
+        &mut self,
+        t: usize,
+        id: &str,
+        now: DateTime<Utc>,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), Failure> {
         self.existing(t, id).map_err(|e| Failure::new(None, e))?;
-        self.put(t, id, None, undo);
+        self.put(t, id, None, now, undo);
         Ok(())
     }
 
-    /// Replaces record `id` (None: deletes it), keeping the indexes and the undo log.
-    fn put(&mut self, t: usize, id: &str, record: Option<Record>, undo: &mut Vec<Undo>) {
+    /// Empties deleted record `id` from the recycle bin (a hard delete; not undone).
+    pub(crate) fn purge(&mut self, t: usize, id: &str) {
         let table = &mut self.tables[t];
+        if table.deleted.contains_key(id) {
+            table.purged.insert(id.to_string());
+        }
+    }
+
+    /// Replaces record `id` (None: deletes it into the recycle bin at `now`), keeping the
+    /// indexes and the undo log.
+    fn put(&mut self, t: usize, id: &str, record: Option<Record>, now: DateTime<Utc>, undo: &mut Vec<Undo>) {
+        let table = &mut self.tables[t];
+        let bin_before = table.deleted.get(id).cloned();
         let before = match &record {
             Some(r) => table.records.insert(id.to_string(), r.clone()),
             None => table.records.remove(id),
         };
-        let was_deleted = if record.is_some() {
-            table.deleted.remove(id)
-        } else {
-            !table.deleted.insert(id.to_string())
-        };
+        match (&record, &before) {
+            (Some(_), _) => {
+                table.deleted.remove(id);
+                table.purged.remove(id);
+            }
+            (None, Some(b)) => {
+                let mut binned = b.clone();
+                binned.stamp = now.max(b.stamp);
+                table.deleted.insert(id.to_string(), binned);
+            }
+            (None, None) => {}
+        }
         Store::reindex(table, id, before.as_ref(), record.as_ref());
         undo.push(Undo {
             table: t,
             id: id.to_string(),
             before,
-            was_deleted,
+            bin_before,
         });
     }
 
@@ -434,10 +474,13 @@ impl Store {
                 Some(r) => table.records.insert(u.id.clone(), r.clone()),
                 None => table.records.remove(&u.id),
             };
-            if u.was_deleted {
-                table.deleted.insert(u.id.clone());
-            } else {
-                table.deleted.remove(&u.id);
+            match u.bin_before {
+                Some(r) => {
+                    table.deleted.insert(u.id.clone(), r);
+                }
+                None => {
+                    table.deleted.remove(&u.id);
+                }
             }
             Store::reindex(table, &u.id, current.as_ref(), u.before.as_ref());
         }
@@ -446,19 +489,33 @@ impl Store {
     /// A record as inspection and the REST API show it: `Id`, then the set fields in the
     /// object's field order.
     pub(crate) fn render(table: &Table, id: &str, record: &Record, system: bool) -> Map<String, Value> {
+        Store::render_row(table, id, record, system, false)
+    }
+
+    /// [`Store::render`] for a live record or (`deleted`) one in the recycle bin.
+    pub(crate) fn render_row(
+        table: &Table,
+        id: &str,
+        record: &Record,
+        system: bool,
+        deleted: bool,
+    ) -> Map<String, Value> {
         let mut out = Map::new();
         out.insert("Id".into(), Value::from(id));
         for f in &table.object.fields {
             match f.name.as_str() {
                 "Id" => {}
                 "IsDeleted" if system => {
-                    out.insert(f.name.clone(), Value::Bool(false));
+                    out.insert(f.name.clone(), Value::Bool(deleted));
                 }
                 "CreatedDate" if system => {
                     out.insert(f.name.clone(), value::format_datetime(record.created).into());
                 }
-                "LastModifiedDate" | "SystemModstamp" if system => {
+                "LastModifiedDate" if system => {
                     out.insert(f.name.clone(), value::format_datetime(record.modified).into());
+                }
+                "SystemModstamp" if system => {
+                    out.insert(f.name.clone(), value::format_datetime(record.stamp).into());
                 }
                 name => {
                     if let Some(v) = record.fields.get(name) {
@@ -527,7 +584,7 @@ mod tests {
         let mut undo2 = Vec::new();
         s.update(0, &a, contact(&s, json!({"Crm_Id__c": "X2"})), now, &mut undo2)
             .unwrap();
-        s.delete(0, &a, &mut undo2).unwrap();
+        s.delete(0, &a, now, &mut undo2).unwrap();
         assert_eq!(s.existing(0, &a).unwrap_err().code, "ENTITY_IS_DELETED");
         s.rollback(undo2);
         assert_eq!(s.find(0, "Crm_Id__c", &json!("X1")), vec![a.clone()]);
