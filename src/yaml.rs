@@ -6,11 +6,26 @@
 //! the exact key or value it complains about. Scalars resolve by the YAML 1.2 core schema
 //! (so `yes` is a string and `62.0` a number); anchors, aliases and `<<` merge keys work.
 //! Duplicate keys are reported instead of silently keeping one of the values.
+//!
+//! A config file may come from anyone who can open a pull request, so the tree is bounded:
+//! nesting deeper than [`MAX_DEPTH`] and anchors and aliases copying more than
+//! [`MAX_COPIED_NODES`] nodes (the "billion laughs" alias bomb) stop parsing with E005.
 
 use crate::diagnostics::{Code, Diagnostic, SourceFile, Span};
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// How deep lists and mappings may nest. A model file needs about 6 levels; 128 leaves
+/// room for anything hand-written while keeping every recursive walk of the tree (schema
+/// checks, conversion to JSON, dropping it) far from the end of the stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// How many nodes anchors and aliases may copy in one file. Each `*alias` copies the
+/// anchored tree, so ten lines of nested aliases can expand to billions of nodes; a real
+/// project reuses a few mappings (hundreds of nodes). 100,000 nodes is a few tens of MB
+/// of tree at most, even in a daemon that reloads the file.
+pub const MAX_COPIED_NODES: usize = 100_000;
 
 /// A region of the source: 1-based line and column, end exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -176,12 +191,13 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<(Node, Vec<Diagnostic>), Diagnost
         file: file.clone(),
         stack: Vec::new(),
         anchors: HashMap::new(),
+        copied: 0,
         docs: Vec::new(),
         diags: Vec::new(),
     };
     for item in Parser::new_from_str(&file.text) {
         match item {
-            Ok((ev, span)) => b.event(ev, Pos::of(span)),
+            Ok((ev, span)) => b.event(ev, Pos::of(span))?,
             Err(e) => {
                 let m = e.marker();
                 let pos = Pos {
@@ -190,6 +206,16 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<(Node, Vec<Diagnostic>), Diagnost
                     end_line: m.line(),
                     end_col: m.col() + 2,
                 };
+                // The scanner has a nesting limit of its own for flow style (`[[[…`),
+                // met before ours since it reads ahead: the same problem, the same code.
+                if e.info().contains("recursion limit") {
+                    return Err(Diagnostic::new(
+                        Code::YamlLimit,
+                        pos.in_file(file),
+                        format!("lists and mappings nest deeper than {MAX_DEPTH} levels here"),
+                    )
+                    .help("a model file needs a handful of levels; flatten the structure"));
+                }
                 return Err(Diagnostic::new(
                     Code::YamlSyntax,
                     pos.in_file(file),
@@ -236,7 +262,11 @@ enum Frame {
     Map {
         pos: Pos,
         anchor: usize,
-        entries: Vec<Entry>,
+        /// `None` where a later duplicate key replaced the entry.
+        entries: Vec<Option<Entry>>,
+        /// Where each key is in `entries`: duplicate checks in constant time, so a mapping
+        /// of 100,000 keys is not 10^10 comparisons.
+        index: HashMap<String, usize>,
         /// A key waiting for its value.
         key: Option<(String, Pos)>,
         /// Keys written `<<`, merged when the mapping ends.
@@ -247,13 +277,52 @@ enum Frame {
 struct Builder {
     file: Arc<SourceFile>,
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored node and the number of nodes in it.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes copied so far by anchors and aliases (see [`MAX_COPIED_NODES`]).
+    copied: usize,
     docs: Vec<Node>,
     diags: Vec<Diagnostic>,
 }
 
+/// The number of nodes in the tree under `node`, itself included.
+fn count_nodes(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::Seq(items) => items.iter().map(count_nodes).sum(),
+        Value::Map(entries) => entries.iter().map(|e| 1 + count_nodes(&e.value)).sum(),
+        _ => 0,
+    }
+}
+
 impl Builder {
-    fn event(&mut self, ev: Event<'_>, pos: Pos) {
+    fn too_deep(&self, pos: Pos) -> Result<(), Diagnostic> {
+        if self.stack.len() < MAX_DEPTH {
+            return Ok(());
+        }
+        Err(Diagnostic::new(
+            Code::YamlLimit,
+            pos.in_file(&self.file),
+            format!("lists and mappings nest deeper than {MAX_DEPTH} levels here"),
+        )
+        .help("a model file needs a handful of levels; flatten the structure"))
+    }
+
+    /// Counts `n` more copied nodes against [`MAX_COPIED_NODES`].
+    fn copy(&mut self, n: usize, pos: Pos, what: &str) -> Result<(), Diagnostic> {
+        self.copied = self.copied.saturating_add(n);
+        if self.copied <= MAX_COPIED_NODES {
+            return Ok(());
+        }
+        Err(Diagnostic::new(
+            Code::YamlLimit,
+            pos.in_file(&self.file),
+            format!("{what} takes the nodes copied by anchors and aliases in this file past {MAX_COPIED_NODES}"),
+        )
+        .note("each `*alias` repeats the whole anchored value, so nested aliases grow exponentially")
+        .help("write the repeated part out, or reuse fewer and smaller anchors"))
+    }
+
+    fn event(&mut self, ev: Event<'_>, pos: Pos) -> Result<(), Diagnostic> {
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 self.check_tag(tag.as_deref(), pos);
@@ -265,10 +334,11 @@ impl Builder {
                 } else {
                     Value::Str(text.into_owned())
                 };
-                self.push(Node { pos, value }, anchor);
+                self.push(Node { pos, value }, anchor)?;
             }
             Event::SequenceStart(anchor, tag) => {
                 self.check_tag(tag.as_deref(), pos);
+                self.too_deep(pos)?;
                 self.stack.push(Frame::Seq {
                     pos,
                     anchor,
@@ -277,10 +347,12 @@ impl Builder {
             }
             Event::MappingStart(anchor, tag) => {
                 self.check_tag(tag.as_deref(), pos);
+                self.too_deep(pos)?;
                 self.stack.push(Frame::Map {
                     pos,
                     anchor,
                     entries: Vec::new(),
+                    index: HashMap::new(),
                     key: None,
                     merges: Vec::new(),
                 })
@@ -303,18 +375,20 @@ impl Builder {
                             value: Value::Seq(items),
                         },
                         anchor,
-                    );
+                    )?;
                 }
             }
             Event::MappingEnd => {
                 if let Some(Frame::Map {
                     pos: start,
                     anchor,
-                    mut entries,
+                    entries,
+                    mut index,
                     merges,
                     ..
                 }) = self.stack.pop()
                 {
+                    let mut entries: Vec<Entry> = entries.into_iter().flatten().collect();
                     for m in merges {
                         let sources = match m.value {
                             Value::Seq(items) => items,
@@ -323,7 +397,8 @@ impl Builder {
                         for src in sources {
                             if let Value::Map(src_entries) = src.value {
                                 for e in src_entries {
-                                    if !entries.iter().any(|x| x.key == e.key) {
+                                    if !index.contains_key(&e.key) {
+                                        index.insert(e.key.clone(), usize::MAX);
                                         entries.push(e);
                                     }
                                 }
@@ -341,24 +416,26 @@ impl Builder {
                             value: Value::Map(entries),
                         },
                         anchor,
-                    );
+                    )?;
                 }
             }
             Event::Alias(id) => {
                 let node = match self.anchors.get(&id) {
-                    Some(n) => Node {
-                        pos,
-                        value: n.value.clone(),
-                    },
+                    Some((n, size)) => {
+                        let (value, size) = (n.value.clone(), *size);
+                        self.copy(size, pos, "this alias")?;
+                        Node { pos, value }
+                    }
                     None => Node {
                         pos,
                         value: Value::Null,
                     },
                 };
-                self.push(node, 0);
+                self.push(node, 0)?;
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => {}
         }
+        Ok(())
     }
 
     /// Core-schema tags (`!!str`, `!!int`, …) are understood; any other tag would change
@@ -387,15 +464,23 @@ impl Builder {
         }
     }
 
-    fn push(&mut self, node: Node, anchor: usize) {
+    fn push(&mut self, node: Node, anchor: usize) -> Result<(), Diagnostic> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            // Keeping the anchored value is a copy too: nested anchors would otherwise copy
+            // the same nodes once per level.
+            let size = count_nodes(&node);
+            self.copy(size, node.pos, "this anchor")?;
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => self.docs.push(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
-                entries, key, merges, ..
+                entries,
+                index,
+                key,
+                merges,
+                ..
             }) => match key.take() {
                 None => {
                     let name = match &node.value {
@@ -421,10 +506,10 @@ impl Builder {
                 Some((name, key_pos)) => {
                     if name == "<<" {
                         merges.push(node);
-                        return;
+                        return Ok(());
                     }
-                    if let Some(first) = entries.iter().position(|e| e.key == name) {
-                        let first_line = entries[first].key_pos.line;
+                    if let Some(first) = index.get(&name).and_then(|&i| entries[i].take()) {
+                        let first_line = first.key_pos.line;
                         self.diags.push(
                             Diagnostic::new(
                                 Code::DuplicateKey,
@@ -434,16 +519,17 @@ impl Builder {
                             .note(format!("`{name}` is first set on line {first_line}"))
                             .help("remove one of the two; this later one would win"),
                         );
-                        entries.remove(first);
                     }
-                    entries.push(Entry {
+                    index.insert(name.clone(), entries.len());
+                    entries.push(Some(Entry {
                         key: name,
                         key_pos,
                         value: node,
-                    });
+                    }));
                 }
             },
         }
+        Ok(())
     }
 }
 
@@ -557,5 +643,85 @@ mod tests {
         let err = parse(&SourceFile::new("t.yaml", "a: [1, 2\nb: 3\n".to_string())).unwrap_err();
         assert_eq!(err.code, Code::YamlSyntax);
         assert!(err.span.line >= 1);
+    }
+
+    /// The classic "billion laughs": each level repeats the one before ten times.
+    fn alias_bomb() -> String {
+        let mut t = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for w in names.windows(2) {
+            let (prev, cur) = (w[0], w[1]);
+            t.push_str(&format!("{cur}: &{cur} [{}]\n", vec![format!("*{prev}"); 10].join(",")));
+        }
+        t
+    }
+
+    #[test]
+    fn an_alias_bomb_stops_at_the_alias_that_crosses_the_limit() {
+        let err = parse(&SourceFile::new("t.yaml", alias_bomb())).unwrap_err();
+        assert_eq!(err.code, Code::YamlLimit);
+        // Lines 1-4 copy about 22,000 nodes; each `*d` on line 5 copies 10,111 more, and
+        // the eighth crosses 100,000.
+        assert_eq!((err.span.line, err.span.col), (5, 29), "{}", err.message);
+        assert!(err.message.contains("100000"), "{}", err.message);
+    }
+
+    #[test]
+    fn nested_anchors_count_as_copies_too() {
+        // No alias at all, but every level keeps a copy of everything inside it.
+        let mut t = String::new();
+        for i in 0..100 {
+            t.push_str(&format!("{}- &a{i}\n", "  ".repeat(i)));
+        }
+        t.push_str(&format!("{}- [{}]\n", "  ".repeat(100), vec!["1"; 2000].join(",")));
+        let err = parse(&SourceFile::new("t.yaml", t)).unwrap_err();
+        assert_eq!(err.code, Code::YamlLimit);
+    }
+
+    #[test]
+    fn reasonable_reuse_is_fine() {
+        let mut t = String::from("base: &b {x: 1, y: [1, 2, 3], z: {a: 1}}\nlist:\n");
+        for _ in 0..500 {
+            t.push_str("  - {<<: *b, y: 3}\n");
+        }
+        let (n, d) = load(&t);
+        assert!(d.is_empty());
+        assert_eq!(n.to_json()["list"][499]["x"], 1);
+    }
+
+    #[test]
+    fn nesting_is_limited_in_block_and_flow_style() {
+        let block = "- ".repeat(10_000) + "x";
+        let flow = "[".repeat(10_000) + &"]".repeat(10_000);
+        let maps = "{a: ".repeat(10_000) + &"}".repeat(10_000);
+        for text in [block, flow, maps] {
+            let err = parse(&SourceFile::new("t.yaml", text)).unwrap_err();
+            assert_eq!(
+                err.code,
+                Code::YamlLimit,
+                "{} at {}:{}",
+                err.message,
+                err.span.line,
+                err.span.col
+            );
+            assert!(err.message.contains("deeper than 128"), "{}", err.message);
+        }
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(parse(&SourceFile::new("t.yaml", ok)).is_ok());
+    }
+
+    #[test]
+    fn a_mapping_with_many_duplicate_keys_keeps_the_last_of_each() {
+        let mut t = String::new();
+        for round in 0..3 {
+            for k in 0..2000 {
+                t.push_str(&format!("k{k}: {round}\n"));
+            }
+        }
+        let (n, d) = load(&t);
+        assert_eq!(d.len(), 4000);
+        let j = n.to_json();
+        assert_eq!(j.as_object().unwrap().len(), 2000);
+        assert_eq!(j["k1999"], 2);
     }
 }

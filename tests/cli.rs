@@ -363,3 +363,465 @@ fn a_rejected_rows_message_is_stored_and_shown_without_credentials() {
         assert!(!text.contains("abc123") && !text.contains("hunter2"), "{what}: {text}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Hostile input: files a pull request can add. Every run of the binary here is bounded
+// (a time limit and a 1 GiB address-space limit), so a regression fails the test instead
+// of eating the machine.
+
+/// What a bounded run of `ebb` produced; `code` is `None` when it was killed by a signal
+/// (a stack overflow, an allocation failure).
+struct Bounded {
+    code: Option<i32>,
+    out: String,
+    err: String,
+    secs: f64,
+}
+
+impl Bounded {
+    fn all(&self) -> String {
+        format!("{}{}", self.out, self.err)
+    }
+}
+
+/// Runs `ebb args` in `dir` with `envs`, under `ulimit -v` 1 GiB, killed after `secs`.
+fn ebb_bounded(dir: &Path, args: &[&str], envs: &[(&str, &str)], secs: u64) -> Bounded {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 1048576 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_ebb"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("EBB_PROJECT")
+        .env("NO_COLOR", "1")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = so.read_to_end(&mut b);
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = se.read_to_end(&mut b);
+        b
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`ebb {}` did not finish within {secs}s", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let secs = start.elapsed().as_secs_f64();
+    Bounded {
+        code: status.code(),
+        out: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
+        err: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+        secs,
+    }
+}
+
+/// The classic alias bomb: 10 lines, 10^9 nodes once expanded.
+fn alias_bomb() -> String {
+    let mut t = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        t.push_str(&format!(
+            "{}: &{} [{}]\n",
+            w[1],
+            w[1],
+            vec![format!("*{}", w[0]); 10].join(",")
+        ));
+    }
+    t.push_str("models: *i\n");
+    t
+}
+
+#[test]
+fn an_alias_bomb_is_refused_at_the_alias_that_crosses_the_limit() {
+    let dir = temp_project(&[("bomb.yaml", &alias_bomb())]);
+    let r = ebb_bounded(dir.path(), &["validate"], &[], 20);
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.out.contains("error[E005]"), "{}", r.out);
+    assert!(r.out.contains("--> models/bomb.yaml:5:29"), "{}", r.out);
+    assert!(r.out.contains("past 100000"), "{}", r.out);
+    assert!(r.secs < 5.0, "took {:.1}s", r.secs);
+}
+
+#[test]
+fn ten_thousand_nested_lists_are_an_error_not_a_stack_overflow() {
+    // `- - - …`: a list in a list in a list, 10,000 deep on one line (20 KB).
+    let block = format!("{}x\n", "- ".repeat(10_000));
+    let flow = format!("models: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+    let dir = temp_project(&[("block.yaml", &block), ("flow.yaml", &flow)]);
+    let r = ebb_bounded(dir.path(), &["validate"], &[], 20);
+    // A stack overflow kills the process (no exit code).
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.out.contains("--> models/block.yaml:1:257\n"), "{}", r.out);
+    assert!(r.out.contains("--> models/flow.yaml:1:"), "{}", r.out);
+    assert_eq!(
+        r.out
+            .matches("error[E005]: lists and mappings nest deeper than 128 levels")
+            .count(),
+        2,
+        "{}",
+        r.out
+    );
+}
+
+const FAKE_FILE_SECRET: &str = "FAKE-FILE-SECRET-7f3a9c";
+const FAKE_ENV_SECRET: &str = "FAKE-ENV-SECRET-4d2e8b";
+
+/// `validate` in the three formats; every output must be free of `secrets`.
+fn validate_all_formats(dir: &Path, envs: &[(&str, &str)], secrets: &[&str]) -> Vec<Bounded> {
+    let mut runs = Vec::new();
+    for format in ["human", "json", "github"] {
+        let r = ebb_bounded(dir, &["validate", "--format", format], envs, 20);
+        for s in secrets {
+            assert!(!r.all().contains(s), "`{s}` leaked in --format {format}:\n{}", r.all());
+        }
+        runs.push(r);
+    }
+    runs
+}
+
+#[cfg(unix)]
+#[test]
+fn model_files_linking_out_of_the_project_are_refused_unread() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("secrets.yaml"),
+        format!("models:\n  - name: {FAKE_FILE_SECRET}\n    bad: [\n"),
+    )
+    .unwrap();
+    let dir = temp_project(&[]);
+    let models = dir.path().join("models");
+    std::os::unix::fs::symlink(outside.path().join("secrets.yaml"), models.join("leak.yaml")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/environ", models.join("environ.yaml")).unwrap();
+    // A link that stays inside the project is fine.
+    std::fs::create_dir(dir.path().join("shared")).unwrap();
+    std::fs::write(
+        dir.path().join("shared/ok.yaml"),
+        SHORT_INTERVAL.replace("30s", "hourly"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../shared/ok.yaml", models.join("ok.yaml")).unwrap();
+    let runs = validate_all_formats(
+        dir.path(),
+        &[("EBB_FAKE_SECRET", FAKE_ENV_SECRET)],
+        &[FAKE_FILE_SECRET, FAKE_ENV_SECRET],
+    );
+    let human = &runs[0];
+    assert_eq!(human.code, Some(2), "{}", human.all());
+    for f in ["leak", "environ"] {
+        assert!(
+            human.out.contains(&format!(
+                "error[E001]: cannot read `models/{f}.yaml`: it is a link to `"
+            )),
+            "{}",
+            human.out
+        );
+    }
+    assert_eq!(human.out.matches("outside the project").count(), 2, "{}", human.out);
+    assert!(human.out.contains("1 model in 4 files"), "{}", human.out);
+}
+
+#[cfg(unix)]
+#[test]
+fn an_ebb_yaml_linking_out_of_the_project_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/proc/self/environ", dir.path().join("ebb.yaml")).unwrap();
+    let r = ebb_bounded(dir.path(), &["validate"], &[("EBB_FAKE_SECRET", FAKE_ENV_SECRET)], 20);
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    assert!(!r.all().contains(FAKE_ENV_SECRET), "{}", r.all());
+    assert!(r.err.contains("cannot read `"), "{}", r.err);
+    assert!(r.err.contains("outside the project"), "{}", r.err);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_models_dir_linking_out_of_the_project_is_e802() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("m.yaml"),
+        format!("models:\n  - name: {FAKE_FILE_SECRET}\n    bad: [\n"),
+    )
+    .unwrap();
+    let dir = temp_project(&[]);
+    std::fs::remove_dir(dir.path().join("models")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("models")).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap();
+    std::fs::write(dir.path().join("ebb.yaml"), format!("{text}models_dir: models\n")).unwrap();
+    let r = ebb_bounded(dir.path(), &["validate"], &[], 20);
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(
+        r.out.contains("error[E802]: `models` is outside the project"),
+        "{}",
+        r.out
+    );
+    assert!(!r.all().contains(FAKE_FILE_SECRET), "{}", r.all());
+}
+
+#[cfg(unix)]
+#[test]
+fn special_files_and_link_loops_are_refused_without_blocking() {
+    let dir = temp_project(&[]);
+    let models = dir.path().join("models");
+    std::os::unix::fs::symlink("/dev/zero", models.join("zero.yaml")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(models.join("pipe.yaml"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    std::os::unix::fs::symlink("b.yaml", models.join("a.yaml")).unwrap();
+    std::os::unix::fs::symlink("a.yaml", models.join("b.yaml")).unwrap();
+    // A directory linking to itself: entered once.
+    std::os::unix::fs::symlink(".", models.join("again")).unwrap();
+    std::fs::write(models.join("good.yaml"), SHORT_INTERVAL.replace("30s", "hourly")).unwrap();
+    let r = ebb_bounded(dir.path(), &["validate"], &[], 20);
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    let out = &r.out;
+    assert!(
+        out.contains("`models/zero.yaml`: it is a link to `/dev/zero`, outside the project"),
+        "{out}"
+    );
+    assert!(out.contains("`models/pipe.yaml`: it is a named pipe (FIFO)"), "{out}");
+    assert!(
+        out.contains("`models/a.yaml`: it is a symbolic link that loops"),
+        "{out}"
+    );
+    assert!(
+        out.contains("`models/b.yaml`: it is a symbolic link that loops"),
+        "{out}"
+    );
+    assert!(out.contains("4 errors, 0 warnings (1 model in 6 files)"), "{out}");
+    // The rest of the project is still usable.
+    let r = ebb_bounded(dir.path(), &["plan", "chatty"], &[], 20);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    // A device named on the command line is refused too.
+    let r = ebb_bounded(dir.path(), &["validate", "/dev/zero"], &[], 20);
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    assert!(
+        r.out
+            .contains("cannot read `/dev/zero`: it is a device; config files must be regular files"),
+        "{}",
+        r.out
+    );
+}
+
+#[test]
+fn an_oversize_model_file_is_refused_before_it_is_read() {
+    let big = format!("# {}\n", "x".repeat(2 * 1024 * 1024));
+    let dir = temp_project(&[("big.yaml", &big)]);
+    let r = ebb_bounded(dir.path(), &["validate"], &[], 20);
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    assert!(
+        r.out
+            .contains("`models/big.yaml`: it is 2097155 bytes; a config file is at most 1048576 bytes"),
+        "{}",
+        r.out
+    );
+}
+
+#[test]
+fn a_binary_model_file_is_located_never_quoted() {
+    let dir = temp_project(&[]);
+    let bytes = format!("models:\n  - name: x\n    description: {FAKE_FILE_SECRET}\0tail\n");
+    std::fs::write(dir.path().join("models/bin.yaml"), bytes).unwrap();
+    std::fs::write(dir.path().join("models/latin1.yaml"), b"models: [\xe9t\xe9]\n").unwrap();
+    let runs = validate_all_formats(dir.path(), &[], &[FAKE_FILE_SECRET]);
+    let human = &runs[0];
+    assert_eq!(human.code, Some(1), "{}", human.all());
+    assert!(
+        human.out.contains("error[E002]: `models/bin.yaml` is not YAML text: it holds a NUL byte here (not shown)\n --> models/bin.yaml:3:41\n"),
+        "{}",
+        human.out
+    );
+    assert!(
+        human
+            .out
+            .contains("`models/latin1.yaml` is not YAML text: it holds a byte that is not UTF-8 here"),
+        "{}",
+        human.out
+    );
+    assert!(human.out.contains("--> models/latin1.yaml:1:10"), "{}", human.out);
+    assert!(!human.out.contains('\0'));
+}
+
+#[test]
+fn escape_sequences_from_a_model_file_never_reach_the_terminal() {
+    // Raw in the file: refused as not text. Written as a YAML escape: quoted back escaped.
+    let raw = "models:\n  - name: x\x1b[2J\x1b]0;pwned\x07\n";
+    let escaped = SHORT_INTERVAL
+        .replace("chatty", "esc")
+        .replace("interval: 30s", "interval: \"\\e[2J\\e]0;pwned\\a\"");
+    let dir = temp_project(&[("raw.yaml", raw), ("escaped.yaml", &escaped)]);
+    for format in ["human", "github"] {
+        let r = ebb_bounded(
+            dir.path(),
+            &["--color", "never", "validate", "--format", format],
+            &[],
+            20,
+        );
+        assert_eq!(r.code, Some(1), "{}", r.all());
+        assert!(!r.all().contains('\x1b') && !r.all().contains('\x07'), "{:?}", r.all());
+        assert!(r.out.contains("an escape character (U+001B)"), "{}", r.out);
+        assert!(r.out.contains("\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"), "{}", r.out);
+    }
+}
+
+#[test]
+fn ebb_errors_escapes_control_characters_from_the_destination() {
+    let dir = temp_project(&[("chatty.yaml", &SHORT_INTERVAL.replace("30s", "hourly"))]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = ebb::state::StateStore::open(None, dir.path()).await.unwrap();
+        let run = store.start_run("chatty").await.unwrap();
+        store
+            .apply(
+                "chatty",
+                vec![ebb::state::StateWrite::Errors(vec![ebb::state::RowErrorEntry {
+                    key: "k\x1b[2J".into(),
+                    run_id: run,
+                    kind: "rejected".into(),
+                    code: "BAD".into(),
+                    message: "refused \x1b]0;pwned\x07 \x1b[31mred\nsecond line".into(),
+                }])],
+            )
+            .await
+            .unwrap();
+    });
+    let r = ebb_bounded(dir.path(), &["errors", "chatty"], &[], 20);
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(!r.out.contains('\x1b') && !r.out.contains('\x07'), "{:?}", r.out);
+    assert!(r.out.contains("k\\u{1b}[2J"), "{}", r.out);
+    assert!(
+        r.out
+            .contains("refused \\u{1b}]0;pwned\\u{7} \\u{1b}[31mred\\u{a}second line"),
+        "{}",
+        r.out
+    );
+    // JSON keeps the text, escaped by JSON itself.
+    let r = ebb_bounded(dir.path(), &["errors", "chatty", "--format", "json"], &[], 20);
+    let v: serde_json::Value = serde_json::from_str(r.out.trim()).unwrap();
+    assert_eq!(v["key"], "k\x1b[2J");
+}
+
+const HOOK_SECRET: &str = "hook-s3cr3t-9f8e7d6c";
+const SF_SECRET: &str = "sf-s3cr3t-1a2b3c4d";
+
+#[test]
+fn expanded_secrets_never_reach_validate_output() {
+    let dir = temp_project(&[]);
+    std::fs::write(
+        dir.path().join("ebb.yaml"),
+        "version: 1\nconnections:\n  hook:\n    type: http\n    url: http://hooks.example.com/in/${EBB_TEST_HOOK_SECRET}\n  \
+         sf:\n    type: salesforce\n    instance_url: ${EBB_TEST_SF_URL}\n    auth:\n      flow: client_credentials\n      \
+         client_id: x\n      client_secret: ${EBB_TEST_SF_SECRET}\n",
+    )
+    .unwrap();
+    let sf_url = format!("not a url {SF_SECRET}");
+    let envs = [
+        ("EBB_TEST_HOOK_SECRET", HOOK_SECRET),
+        ("EBB_TEST_SF_URL", sf_url.as_str()),
+        ("EBB_TEST_SF_SECRET", SF_SECRET),
+    ];
+    let runs = validate_all_formats(dir.path(), &envs, &[HOOK_SECRET, SF_SECRET]);
+    let human = &runs[0];
+    assert_eq!(human.code, Some(1), "{}", human.all());
+    assert!(
+        human.out.contains(
+            "error[E209]: `http://hooks.example.com/in/${EBB_TEST_HOOK_SECRET}` (with its variables set) is not https"
+        ),
+        "{}",
+        human.out
+    );
+    assert!(
+        human
+            .out
+            .contains("error[E210]: `${EBB_TEST_SF_URL}` (with its variables set) is not a URL"),
+        "{}",
+        human.out
+    );
+}
+
+/// 10,000 unknown keys in one model, and 5,000 models sharing one name in another file.
+fn ten_thousand_errors() -> (String, String) {
+    let mut keys = String::from(
+        "models:\n  - name: wide\n    source:\n      type: duckdb\n      query: SELECT id FROM t\n    destination:\n      type: file\n      unique_identifier: id\n",
+    );
+    for i in 0..10_000 {
+        keys.push_str(&format!("      extra_{i}: {i}\n"));
+    }
+    keys.push_str("    mappings:\n      - source: id\n        destination: id\n");
+    let mut dups = String::from("models:\n");
+    for _ in 0..5_000 {
+        dups.push_str("  - {name: same, source: {type: duckdb, query: SELECT id FROM t}, destination: {type: file, unique_identifier: id}, mappings: [{source: id, destination: id}]}\n");
+    }
+    (keys, dups)
+}
+
+#[test]
+fn ten_thousand_errors_validate_in_seconds() {
+    let (keys, dups) = ten_thousand_errors();
+    let dir = temp_project(&[("keys.yaml", &keys), ("dups.yaml", &dups)]);
+    for format in ["human", "json", "github"] {
+        let r = ebb_bounded(dir.path(), &["validate", "--format", format], &[], 60);
+        assert_eq!(r.code, Some(1), "{}", r.err);
+        // Well under 2 s on an idle machine; the bound leaves room for a loaded one.
+        assert!(r.secs < 5.0, "--format {format} took {:.1}s", r.secs);
+        if format == "human" {
+            assert!(
+                r.out.contains("failed: 14999 errors"),
+                "{}",
+                &r.out[r.out.len().saturating_sub(300)..]
+            );
+        }
+    }
+}
+
+#[test]
+fn expanded_secrets_never_reach_run_errors() {
+    const PW: &str = "state-pw-s3cr3t-55aa";
+    const DB: &str = "state-db-s3cr3t-77bb";
+    let dir = temp_project(&[("chatty.yaml", &SHORT_INTERVAL.replace("30s", "hourly"))]);
+    let text = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap();
+    // A port that is not a number: the URL fails to parse, and its parser's error quotes it.
+    std::fs::write(
+        dir.path().join("ebb.yaml"),
+        format!("{text}state:\n  url: postgres://ebb:${{EBB_TEST_STATE_PW}}@127.0.0.1:nope/${{EBB_TEST_STATE_DB}}\n"),
+    )
+    .unwrap();
+    let envs = [("EBB_TEST_STATE_PW", PW), ("EBB_TEST_STATE_DB", DB)];
+    for args in [
+        &["run", "chatty"][..],
+        &["run", "chatty", "--format", "json"],
+        &["runs", "chatty"],
+        &["errors", "chatty"],
+        &["status"],
+    ] {
+        let r = ebb_bounded(dir.path(), args, &envs, 30);
+        assert_eq!(r.code, Some(1), "{args:?}: {}", r.all());
+        assert!(r.err.contains("error: "), "{args:?}: {}", r.all());
+        for s in [PW, DB] {
+            assert!(!r.all().contains(s), "{args:?} leaked `{s}`:\n{}", r.all());
+        }
+    }
+}

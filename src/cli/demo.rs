@@ -76,6 +76,7 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
         }
     }
     rt.block_on(crate::validate::connect::check(&mut report));
+    report.scrub_diagnostics();
     let problems: Vec<_> = report
         .diagnostics
         .iter()

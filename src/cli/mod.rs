@@ -291,15 +291,15 @@ pub fn run(cli: Cli) -> u8 {
             0
         }
         Err(e) => {
-            eprintln!(
-                "{} {}",
-                if color_stderr() {
-                    "\x1b[1;31merror:\x1b[0m"
-                } else {
-                    "error:"
-                },
-                crate::redact::text(&format!("{e:#}"))
-            );
+            // Errors can quote file names, paths and text from outside: no escape
+            // sequences reach the terminal, no URL credentials the screen.
+            let text = crate::redact::text(&format!("{e:#}"));
+            let head = if color_stderr() {
+                "\x1b[1;31merror:\x1b[0m"
+            } else {
+                "error:"
+            };
+            eprintln!("{head} {}", crate::diagnostics::terminal_safe(&text, true));
             2
         }
     }
@@ -326,7 +326,11 @@ fn project_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 /// A plain text table, columns padded to their widest cell; with `max_cell`, longer cells
 /// are cut with `…`.
 fn text_table(header: &[String], rows: &[Vec<String>], max_cell: Option<usize>) -> String {
+    // Cells hold data (row keys, messages from a destination): escaped, they cannot drive
+    // the terminal or break the table's lines.
     let cut = |s: &str| -> String {
+        let safe = crate::diagnostics::terminal_safe(s, false);
+        let s: &str = &safe;
         match max_cell {
             Some(max) if s.chars().count() > max => s.chars().take(max - 1).collect::<String>() + "…",
             _ => s.to_string(),

@@ -43,7 +43,9 @@ pub fn run(project: Option<PathBuf>, models: &[String], format: PlanFormat, colo
     match format {
         PlanFormat::Human => {
             let texts: Vec<String> = plans.iter().map(|p| crate::plan::explain(p, now)).collect();
-            std::io::stdout().lock().write_all(texts.join("\n").as_bytes())?;
+            // Queries and descriptions may hold control characters written as YAML escapes.
+            let text = crate::diagnostics::terminal_safe(&texts.join("\n"), true).into_owned();
+            std::io::stdout().lock().write_all(text.as_bytes())?;
         }
         PlanFormat::Json => {
             let list: Vec<_> = plans.iter().map(|p| crate::plan::explain_json(p, now)).collect();

@@ -41,7 +41,8 @@ pub fn run(project: Option<PathBuf>, model: &str, limit: usize, format: PlanForm
     let (batches, mapper) = match fetch(&report, plan, &dir, limit) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("error: {context}: {}", crate::redact::text(&e.to_string()));
+            let e = report.secrets.scrub(&e.to_string());
+            eprintln!("error: {context}: {}", crate::diagnostics::terminal_safe(&e, true));
             return Ok(1);
         }
     };

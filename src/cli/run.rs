@@ -2,7 +2,8 @@
 //! `ebb reset`.
 
 use super::PlanFormat;
-use crate::diagnostics::{render, Severity};
+use crate::config::env::Scrubber;
+use crate::diagnostics::{render, terminal_safe, Severity};
 use crate::engine::{self, plural, Progress, RunOptions, RunReport, Status};
 use crate::plan::SyncPlan;
 use crate::state::{RunRecord, StateStore};
@@ -106,7 +107,7 @@ pub fn run(
     let store = match rt.block_on(open_store(&report)) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {}", crate::redact::text(&e.to_string()));
+            eprintln!("error: {}", shown(&report.secrets, &e));
             return Ok(1);
         }
     };
@@ -127,7 +128,7 @@ pub fn run(
             let _ = bar.join();
         }
         if format == PlanFormat::Human {
-            print_one(&r, plan, color);
+            print_one(&r, plan, color, &report.secrets);
         }
         reports.push(r);
     }
@@ -135,7 +136,7 @@ pub fn run(
     let mut out = std::io::stdout().lock();
     match format {
         PlanFormat::Json => {
-            let runs: Vec<serde_json::Value> = reports.iter().map(report_json).collect();
+            let runs: Vec<serde_json::Value> = reports.iter().map(|r| report_json(r, &report.secrets)).collect();
             writeln!(out, "{}", serde_json::json!({ "runs": runs }))?;
         }
         PlanFormat::Human => {
@@ -145,6 +146,12 @@ pub fn run(
         }
     }
     Ok(code)
+}
+
+/// Text from a run, a store or a destination as printed for a person: the project's
+/// variable values masked, URL credentials redacted, control characters escaped.
+fn shown(secrets: &Scrubber, text: &str) -> String {
+    terminal_safe(&secrets.scrub(text), true).into_owned()
 }
 
 /// Failure (1) outranks rejected rows (3), which outrank success (0).
@@ -215,7 +222,7 @@ fn status_word(s: Status, color: bool) -> String {
     }
 }
 
-fn print_one(r: &RunReport, plan: &SyncPlan, color: bool) {
+fn print_one(r: &RunReport, plan: &SyncPlan, color: bool, secrets: &Scrubber) {
     let k = &r.counts;
     let mut s = String::new();
     let run = r.run_id.map(|id| format!(" (run {id})")).unwrap_or_default();
@@ -240,22 +247,23 @@ fn print_one(r: &RunReport, plan: &SyncPlan, color: bool) {
         }
     }
     for note in &r.notes {
-        s.push_str(&format!("  note: {}\n", crate::redact::text(note)));
+        s.push_str(&format!("  note: {}\n", shown(secrets, note)));
     }
-    if let Some(e) = r.error.as_deref().map(crate::redact::text) {
+    if let Some(e) = &r.error {
         s.push_str(&format!(
-            "  {}: {e}\n",
+            "  {}: {}\n",
             if r.status == Status::Partial {
                 "warning"
             } else {
                 "error"
-            }
+            },
+            shown(secrets, e)
         ));
     }
     for (kind, samples) in &r.samples {
         s.push_str(&format!("  {kind} (up to 5):\n"));
         for x in samples {
-            s.push_str(&format!("    {x}\n"));
+            s.push_str(&format!("    {}\n", terminal_safe(x, false)));
         }
     }
     if r.status == Status::DryRun {
@@ -311,14 +319,14 @@ fn counts_json(k: &crate::state::RunCounts) -> serde_json::Value {
     })
 }
 
-fn report_json(r: &RunReport) -> serde_json::Value {
+fn report_json(r: &RunReport, secrets: &Scrubber) -> serde_json::Value {
     let mut v = serde_json::json!({
         "model": r.model,
         "run_id": r.run_id,
         "status": r.status.as_str(),
         "counts": counts_json(&r.counts),
-        "error": r.error.as_deref().map(crate::redact::text),
-        "notes": r.notes.iter().map(|n| crate::redact::text(n)).collect::<Vec<_>>(),
+        "error": r.error.as_deref().map(|e| secrets.scrub(e)),
+        "notes": r.notes.iter().map(|n| secrets.scrub(n)).collect::<Vec<_>>(),
         "elapsed_ms": r.elapsed.as_millis() as u64,
         "timings_ms": r.timings.iter().map(|(k, d)| (k.to_string(), serde_json::Value::from(d.as_millis() as u64)))
             .collect::<serde_json::Map<_, _>>(),
@@ -359,17 +367,16 @@ fn one_model(
     match rt.block_on(open_store(&report)) {
         Ok(store) => Ok(Ok((report, store, rt))),
         Err(e) => {
-            eprintln!("error: {}", crate::redact::text(&e.to_string()));
+            eprintln!("error: {}", shown(&report.secrets, &e));
             Ok(Err(1))
         }
     }
 }
 
-fn run_json(r: &RunRecord) -> serde_json::Value {
+fn run_json(r: &RunRecord, secrets: &Scrubber) -> serde_json::Value {
     serde_json::json!({
         "id": r.id, "model": r.model, "started_at": r.started_at, "ended_at": r.ended_at,
-        "status": r.status, "counts": counts_json(&r.counts),
-        "error": r.error.as_deref().map(crate::redact::text),
+        "status": r.status, "counts": counts_json(&r.counts), "error": r.error.as_deref().map(|e| secrets.scrub(e)),
     })
 }
 
@@ -382,21 +389,22 @@ fn duration_between(start: &str, end: Option<&str>) -> Option<f64> {
 
 /// `ebb runs MODEL`: the run history, newest first.
 pub fn runs(project: Option<PathBuf>, model: &str, limit: usize, format: PlanFormat) -> anyhow::Result<u8> {
-    let (_, store, rt) = match one_model(project, model)? {
+    let (report, store, rt) = match one_model(project, model)? {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
+    let secrets = &report.secrets;
     let runs = match rt.block_on(store.runs(model, limit as i64)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}", crate::redact::text(&e.to_string()));
+            eprintln!("error: {}", shown(secrets, &e.to_string()));
             return Ok(1);
         }
     };
     let mut out = std::io::stdout().lock();
     if format == PlanFormat::Json {
         for r in &runs {
-            writeln!(out, "{}", run_json(r))?;
+            writeln!(out, "{}", run_json(r, secrets))?;
         }
         return Ok(0);
     }
@@ -443,7 +451,7 @@ pub fn runs(project: Option<PathBuf>, model: &str, limit: usize, format: PlanFor
                 k.confirmed.to_string(),
                 k.rejected.to_string(),
                 k.api_calls.to_string(),
-                r.error.as_deref().map(crate::redact::text).unwrap_or_default(),
+                r.error.as_deref().map(|e| secrets.scrub(e)).unwrap_or_default(),
             ]
         })
         .collect();
@@ -453,14 +461,15 @@ pub fn runs(project: Option<PathBuf>, model: &str, limit: usize, format: PlanFor
 
 /// `ebb errors MODEL`: the latest error of each rejected or invalid row.
 pub fn errors(project: Option<PathBuf>, model: &str, limit: usize, format: PlanFormat) -> anyhow::Result<u8> {
-    let (_, store, rt) = match one_model(project, model)? {
+    let (report, store, rt) = match one_model(project, model)? {
         Ok(x) => x,
         Err(code) => return Ok(code),
     };
+    let secrets = &report.secrets;
     let errors = match rt.block_on(store.row_errors(model)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}", crate::redact::text(&e.to_string()));
+            eprintln!("error: {}", shown(secrets, &e.to_string()));
             return Ok(1);
         }
     };
@@ -470,7 +479,7 @@ pub fn errors(project: Option<PathBuf>, model: &str, limit: usize, format: PlanF
             writeln!(
                 out,
                 "{}",
-                serde_json::json!({"key": e.key, "kind": e.kind, "code": e.code, "message": crate::redact::text(&e.message), "run_id": e.run_id})
+                serde_json::json!({"key": e.key, "kind": e.kind, "code": e.code, "message": secrets.scrub(&e.message), "run_id": e.run_id})
             )?;
         }
         return Ok(0);
@@ -491,7 +500,7 @@ pub fn errors(project: Option<PathBuf>, model: &str, limit: usize, format: PlanF
                 e.key.clone(),
                 e.kind.clone(),
                 e.code.clone(),
-                crate::redact::text(&e.message),
+                secrets.scrub(&e.message),
                 e.run_id.to_string(),
             ]
         })
@@ -534,7 +543,7 @@ pub fn reset(project: Option<PathBuf>, model: &str) -> anyhow::Result<u8> {
             Ok(0)
         }
         Err(e) => {
-            eprintln!("error: {}", crate::redact::text(&e.to_string()));
+            eprintln!("error: {}", shown(&report.secrets, &e.to_string()));
             Ok(1)
         }
     }
@@ -565,7 +574,7 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
         let (last, ok, rows, inflight, errors, holder) = match got {
             Ok(x) => x,
             Err(e) => {
-                eprintln!("error: {}", crate::redact::text(&e.to_string()));
+                eprintln!("error: {}", shown(&report.secrets, &e.to_string()));
                 return Ok(1);
             }
         };
@@ -585,7 +594,7 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             "model": name,
             "health": health,
             "valid": plan.is_some(),
-            "last_run": last.as_ref().map(run_json),
+            "last_run": last.as_ref().map(|r| run_json(r, &report.secrets)),
             "last_success_at": ok.as_ref().and_then(|r| r.ended_at.clone()),
             "lag": ok.as_ref().and_then(|r| r.ended_at.as_deref().and_then(ago)),
             "snapshot_rows": rows,

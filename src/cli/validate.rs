@@ -33,6 +33,8 @@ pub fn run(
             .enable_all()
             .build()?;
         rt.block_on(crate::validate::connect::check(&mut report));
+        // Errors of the live systems may quote what the variables expanded to.
+        report.scrub_diagnostics();
     }
     let tally = Tally::of(&report.diagnostics);
     let mut out = std::io::stdout().lock();

@@ -124,6 +124,79 @@ pub fn expand_env(s: &str) -> Result<String, String> {
     expand(s, |n| std::env::var(n).ok())
 }
 
+/// The text of `s` outside its references, as it would expand (`$$` is `$`): what is
+/// written literally. `refs` are `references(s)`.
+pub fn literal_text(s: &str, refs: &[VarRef]) -> String {
+    let mut out = String::new();
+    let mut last = 0;
+    for r in refs {
+        out.push_str(&s[last..r.start]);
+        let close = s[r.start..].find('}').map_or(s.len(), |c| r.start + c + 1);
+        last = close;
+    }
+    out.push_str(&s[last..]);
+    out.replace("$$", "$")
+}
+
+/// Masks the values of the environment variables a project reads, wherever they appear
+/// in text ebb prints: an error from a library that quotes an expanded URL, a header or a
+/// connection string shows `${NAME}` instead of the value. URLs are also passed through
+/// [`crate::redact::text`]. `Debug` shows how many values it holds, never them.
+#[derive(Clone, Default)]
+pub struct Scrubber {
+    /// (value, `${NAME}`), longest value first.
+    values: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scrubber({} values)", self.values.len())
+    }
+}
+
+/// Whether a variable name says it holds a credential.
+fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    ["PASS", "PWD", "SECRET", "TOKEN", "KEY", "AUTH", "CRED", "SIG"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+impl Scrubber {
+    /// Adds the values of the variables `s` references (as set now). A value is masked if
+    /// it is at least 6 characters long, or at least 2 when the variable is a credential
+    /// (`secret`: it sits in a secret field or a URL's password, or its name says so):
+    /// shorter values (a port, `true`) would mask unrelated text.
+    pub fn add_references(&mut self, s: &str, secret: bool) {
+        let Ok(refs) = references(s) else { return };
+        for r in refs {
+            let Ok(v) = std::env::var(&r.name) else { continue };
+            let min = if secret || secret_name(&r.name) { 2 } else { 6 };
+            if v.chars().count() >= min && !self.values.iter().any(|(x, _)| *x == v) {
+                self.values.push((v, format!("${{{}}}", r.name)));
+            }
+        }
+        self.values.sort_by_key(|v| std::cmp::Reverse(v.0.len()));
+    }
+
+    /// `text` with every known value masked and URL credentials redacted.
+    pub fn scrub(&self, text: &str) -> String {
+        crate::redact::text(&self.mask_values(text))
+    }
+
+    /// `text` with every known value masked (for text ebb wrote itself, such as a help
+    /// line's example URL `postgres://user:${PGPASSWORD}@host/db`).
+    pub fn mask_values(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (value, shown) in &self.values {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), shown);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +214,26 @@ mod tests {
         assert!(references("${1A}").is_err());
         assert!(references("${OPEN").is_err());
         assert!(references("${}").is_err());
+    }
+
+    #[test]
+    fn literal_text_is_what_is_outside_references() {
+        let s = "Bearer ${T}x$${Y}${Z:-d}";
+        assert_eq!(literal_text(s, &references(s).unwrap()), "Bearer x${Y}");
+        assert_eq!(literal_text("${A}", &references("${A}").unwrap()), "");
+    }
+
+    #[test]
+    fn the_scrubber_masks_referenced_values_and_shows_nothing_in_debug() {
+        std::env::set_var("EBB_TEST_SCRUB_TOKEN", "s3cr3t-value");
+        std::env::set_var("EBB_TEST_SCRUB_PORT", "5432");
+        let mut s = Scrubber::default();
+        s.add_references("https://h/${EBB_TEST_SCRUB_TOKEN}:${EBB_TEST_SCRUB_PORT}", false);
+        assert_eq!(
+            s.scrub("GET https://h/s3cr3t-value failed on 5432"),
+            "GET https://h/${EBB_TEST_SCRUB_TOKEN} failed on 5432"
+        );
+        assert!(!format!("{s:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! are found and loaded, and `${VAR}` references.
 
 pub mod env;
+pub mod files;
 pub mod model;
 pub mod project;
 
@@ -22,10 +23,21 @@ pub fn is_secret_key(key: &str) -> bool {
 
 /// HTTP header names whose values are credentials.
 pub fn is_secret_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n == "authorization"
-        || n == "proxy-authorization"
-        || n.contains("api-key")
-        || n.contains("token")
-        || n.contains("secret")
+    let n = name.to_ascii_lowercase().replace('_', "-");
+    [
+        "auth",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "cookie",
+        "session",
+        "signature",
+        "credential",
+        "api-key",
+        "apikey",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+        || n.ends_with("-key")
 }

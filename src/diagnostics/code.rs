@@ -38,6 +38,7 @@ codes! {
     YamlSyntax = "E002", Error, "the file is not valid YAML";
     DuplicateKey = "E003", Error, "a key appears twice in one mapping";
     YamlUnsupported = "E004", Error, "a YAML feature ebb does not accept (complex keys, unknown tags)";
+    YamlLimit = "E005", Error, "YAML nested deeper than 128 levels, or anchors and aliases copying over 100,000 nodes";
     // JSON schema (E1xx)
     UnknownKey = "E101", Error, "a key that is not part of the format";
     WrongType = "E102", Error, "a value of the wrong type";

@@ -1,7 +1,7 @@
 //! Rendering diagnostics: for people (`human`, coloured on a terminal), for programs
 //! (`json`) and for pull-request annotations (`github`).
 
-use super::{Diagnostic, Severity, Tally};
+use super::{terminal_safe, Diagnostic, Severity, Tally};
 use std::fmt::Write;
 
 /// Output format of `ebb validate`.
@@ -75,7 +75,7 @@ pub fn human(d: &Diagnostic, color: bool) -> String {
         "{}{} {}",
         st.severity(d.severity, &head),
         st.bold(":"),
-        st.bold(&d.message)
+        st.bold(&terminal_safe(&d.message, true))
     );
     let s = &d.span;
     let line_no = s.line.to_string();
@@ -84,13 +84,26 @@ pub fn human(d: &Diagnostic, color: bool) -> String {
         out,
         "{pad}{} {}:{}:{}",
         st.dim("-->"),
-        s.path().display(),
+        terminal_safe(&s.path().display().to_string(), false),
         s.line,
         s.col
     );
-    if let Some(text) = s.file.line(s.line) {
+    // A file whose text must not be shown (not YAML text) has none to quote.
+    let text = if s.file.text.is_empty() {
+        None
+    } else {
+        s.file.line(s.line)
+    };
+    if let Some(text) = text {
+        let text = text.replace('\t', " ");
         let _ = writeln!(out, "{pad} {}", st.dim("|"));
-        let _ = writeln!(out, "{} {} {}", st.dim(&line_no), st.dim("|"), text.replace('\t', " "));
+        let _ = writeln!(
+            out,
+            "{} {} {}",
+            st.dim(&line_no),
+            st.dim("|"),
+            terminal_safe(&text, false)
+        );
         let width = if s.end_line == s.line && s.end_col > s.col {
             s.end_col - s.col
         } else {
@@ -106,10 +119,22 @@ pub fn human(d: &Diagnostic, color: bool) -> String {
         );
     }
     for note in &d.notes {
-        let _ = writeln!(out, "{pad} {} {}: {note}", st.dim("="), st.bold("note"));
+        let _ = writeln!(
+            out,
+            "{pad} {} {}: {}",
+            st.dim("="),
+            st.bold("note"),
+            terminal_safe(note, true)
+        );
     }
     if let Some(help) = &d.help {
-        let _ = writeln!(out, "{pad} {} {}: {help}", st.dim("="), st.bold("help"));
+        let _ = writeln!(
+            out,
+            "{pad} {} {}: {}",
+            st.dim("="),
+            st.bold("help"),
+            terminal_safe(help, true)
+        );
     }
     out
 }
@@ -186,8 +211,11 @@ pub fn github(d: &Diagnostic) -> String {
     format!("::{cmd} {props}::{}\n", escape_data(&message))
 }
 
+/// `%`, CR and LF as the workflow-command syntax wants them; other control characters
+/// (an escape sequence would reach the log viewer and any terminal tailing it) as `\u{…}`.
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    let s = s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
+    terminal_safe(&s, true).into_owned()
 }
 
 fn escape_property(s: &str) -> String {

@@ -10,6 +10,8 @@ mod salesforce;
 mod schema_check;
 pub mod sql;
 
+use crate::config::env::Scrubber;
+use crate::config::files::{self, FileError};
 use crate::config::{ModelSpec, ProjectSpec, PROJECT_FILE};
 use crate::diagnostics::{Code, Diagnostic, Severity, SourceFile, Span};
 use crate::plan::compile::{compile_model, duplicate_names, ModelCtx};
@@ -17,7 +19,7 @@ use crate::plan::SyncPlan;
 use crate::yaml;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -52,6 +54,8 @@ pub struct Report {
     pub project_dir: PathBuf,
     /// With PATH arguments: the (absolute) files whose diagnostics are reported.
     pub only: Option<HashSet<PathBuf>>,
+    /// The values of the variables `ebb.yaml` reads, to mask in anything printed.
+    pub secrets: Scrubber,
 }
 
 impl Report {
@@ -73,6 +77,18 @@ impl Report {
 
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// Masks the values of the project's variables in every diagnostic's message, notes
+    /// and help (a check that quotes an error from a library may quote an expanded URL).
+    pub fn scrub_diagnostics(&mut self) {
+        for d in &mut self.diagnostics {
+            d.message = self.secrets.scrub(&d.message);
+            d.help = d.help.as_deref().map(|h| self.secrets.mask_values(h));
+            for n in &mut d.notes {
+                *n = self.secrets.mask_values(n);
+            }
+        }
     }
 }
 
@@ -121,11 +137,31 @@ pub fn display_path(p: &Path) -> PathBuf {
     }
 }
 
-/// The model files of a project: `*.yaml` and `*.yml` below `models_dir`, sorted.
+/// The model files below `dir` that can be read: `*.yaml` and `*.yml` regular files (links
+/// followed), sorted. Never opens a file, never follows a link out of the project (the
+/// closest directory above `dir` with an `ebb.yaml`), and never loops. `validate` also
+/// reports the entries this leaves out (a FIFO, a link out of the project).
 pub fn model_files(dir: &Path) -> Vec<PathBuf> {
+    let root = find_project(dir).unwrap_or_else(|_| dir.to_path_buf());
+    scan_model_files(&root, dir)
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+        .collect()
+}
+
+/// Every `*.yaml` and `*.yml` entry below `dir`, whatever it is (a regular file, a link
+/// going anywhere, a FIFO), sorted. Directories are entered once each (a link loop ends)
+/// and only inside `root`; entries starting with `.` are skipped.
+pub fn scan_model_files(root: &Path, dir: &Path) -> Vec<PathBuf> {
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
+        match std::fs::canonicalize(&d) {
+            Ok(real) if real.starts_with(&root) && seen.insert(real.clone()) => {}
+            _ => continue,
+        }
         let Ok(entries) = std::fs::read_dir(&d) else { continue };
         for e in entries.flatten() {
             let p = e.path();
@@ -133,15 +169,54 @@ pub fn model_files(dir: &Path) -> Vec<PathBuf> {
             if name.to_string_lossy().starts_with('.') {
                 continue;
             }
-            if p.is_dir() {
-                stack.push(p);
-            } else if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
-                out.push(p);
+            let is_yaml = matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml"));
+            // `metadata` follows links; a loop or a dangling link is an error, not a dir.
+            match std::fs::metadata(&p) {
+                Ok(m) if m.is_dir() => stack.push(p),
+                _ if is_yaml => out.push(p),
+                _ => {}
             }
         }
     }
     out.sort();
     out
+}
+
+/// The directory a file named on the command line must stay in: the project, if the
+/// path is below it, else the directory it is in.
+fn root_for(project_dir: &Path, path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let project = std::path::absolute(project_dir).unwrap_or_else(|_| project_dir.to_path_buf());
+    let real_project = std::fs::canonicalize(project_dir).unwrap_or_else(|_| project.clone());
+    if abs.starts_with(&project) || abs.starts_with(&real_project) {
+        project_dir.to_path_buf()
+    } else {
+        abs.parent()
+            .map_or_else(|| project_dir.to_path_buf(), Path::to_path_buf)
+    }
+}
+
+/// E002 for a file that is not YAML text: where, what kind of character, never the bytes.
+fn not_text(shown: &Path, line: usize, col: usize, what: &str) -> Diagnostic {
+    // The file's text is left out, so no snippet quotes it.
+    let file = SourceFile::new(shown.to_path_buf(), String::new());
+    Diagnostic::new(
+        Code::YamlSyntax,
+        Span {
+            file,
+            line,
+            col,
+            end_line: line,
+            end_col: col + 1,
+        },
+        format!(
+            "`{}` is not YAML text: it holds {what} here (not shown)",
+            shown.display()
+        ),
+    )
+    .help(
+        "config files are UTF-8 text; write a special character in a double-quoted string as an escape, e.g. `\"\\t\"`",
+    )
 }
 
 /// Validates the project in `project_dir`. With `only`, model files (or directories of
@@ -153,17 +228,26 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
         ..Report::default()
     };
     let project_path = project_dir.join(PROJECT_FILE);
-    let text = std::fs::read_to_string(&project_path).map_err(|source| LoadError::Io {
-        path: project_path.clone(),
-        source,
-    })?;
-    let pfile = SourceFile::new(display_path(&project_path), text);
     let mut buckets: Vec<Vec<Diagnostic>> = vec![Vec::new()];
+    let (text, unreadable) = match files::read_text(project_dir, &project_path) {
+        Ok(t) => (t, None),
+        Err(FileError::Refused(why)) => {
+            return Err(LoadError::Io {
+                path: project_path.clone(),
+                source: std::io::Error::other(why),
+            })
+        }
+        Err(FileError::NotText { line, col, what }) => (
+            String::new(),
+            Some(not_text(&display_path(&project_path), line, col, &what)),
+        ),
+    };
+    let pfile = SourceFile::new(display_path(&project_path), text);
     report.files = 1;
 
     // ebb.yaml
     let mut project: Option<ProjectSpec> = None;
-    match yaml::parse(&pfile) {
+    match unreadable.map_or_else(|| yaml::parse(&pfile), Err) {
         Err(d) => buckets[0].push(d),
         Ok((mut root, ds)) => {
             buckets[0].extend(ds);
@@ -176,7 +260,7 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
                 let (ds, bad) =
                     schema_check::check(&mut root, crate::schema::project_schema(), project_validator(), &pfile);
                 buckets[0].extend(ds);
-                project::check_secrets_and_vars(&root, &pfile, &mut buckets[0]);
+                project::check_secrets_and_vars(&root, &pfile, &mut buckets[0], &mut report.secrets);
                 match from_value_repairing::<ProjectSpec>(root.to_json(), &bad) {
                     Ok(spec) => {
                         project::check_project(&spec, &root, &pfile, project_dir, &mut buckets[0]);
@@ -200,15 +284,28 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
             .and_then(|p| p.models_dir.as_deref())
             .unwrap_or("models"),
     );
-    let mut files = model_files(&models_dir);
+    let bad_models_dir = buckets[0].iter().any(|d| d.code == Code::BadModelsDir);
+    let mut files = if bad_models_dir {
+        Vec::new()
+    } else {
+        scan_model_files(project_dir, &models_dir)
+    };
     let mut keep: Option<HashSet<PathBuf>> = None;
     if !only.is_empty() {
         let mut set = HashSet::new();
+        let mut listed_abs: HashSet<PathBuf> = files
+            .iter()
+            .map(|x| std::path::absolute(x).unwrap_or_else(|_| x.clone()))
+            .collect();
         for p in only {
-            let listed = if p.is_dir() { model_files(p) } else { vec![p.clone()] };
+            let listed = if std::fs::metadata(p).is_ok_and(|m| m.is_dir()) {
+                scan_model_files(&root_for(project_dir, p), p)
+            } else {
+                vec![p.clone()]
+            };
             for f in listed {
                 let abs = std::path::absolute(&f).unwrap_or(f.clone());
-                if !files.iter().any(|x| std::path::absolute(x).ok().as_ref() == Some(&abs)) {
+                if listed_abs.insert(abs.clone()) {
                     files.push(f.clone());
                 }
                 set.insert(abs);
@@ -216,7 +313,6 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
         }
         keep = Some(set);
     }
-    let bad_models_dir = buckets[0].iter().any(|d| d.code == Code::BadModelsDir);
     if files.is_empty() && only.is_empty() && project.is_some() && !bad_models_dir {
         buckets[0].push(
             Diagnostic::new(
@@ -235,16 +331,23 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
         let bucket = buckets.len();
         buckets.push(Vec::new());
         let shown = display_path(path);
-        let text = match std::fs::read_to_string(path) {
+        let text = match files::read_text(&root_for(project_dir, path), path) {
             Ok(t) => t,
-            Err(e) => {
+            Err(FileError::Refused(why)) => {
                 report.io_error = true;
                 let f = SourceFile::new(shown.clone(), String::new());
-                buckets[bucket].push(Diagnostic::new(
-                    Code::Io,
-                    Span::file_start(&f),
-                    format!("cannot read `{}`: {e}", shown.display()),
-                ));
+                buckets[bucket].push(
+                    Diagnostic::new(
+                        Code::Io,
+                        Span::file_start(&f),
+                        format!("cannot read `{}`: {why}", shown.display()),
+                    )
+                    .help("model files are regular files of at most 1 MiB inside the project"),
+                );
+                continue;
+            }
+            Err(FileError::NotText { line, col, what }) => {
+                buckets[bucket].push(not_text(&shown, line, col, &what));
                 continue;
             }
         };
@@ -272,8 +375,28 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
         let Some(items) = json.get("models").and_then(Value::as_array) else {
             continue;
         };
+        // The schema problems of each model (and those above every model), found in one
+        // pass: with one list for all, 10,000 models with an error each took 10^8 steps.
+        let mut bad_of: HashMap<usize, Vec<Vec<String>>> = HashMap::new();
+        let mut bad_above: Vec<Vec<String>> = Vec::new();
+        for b in &bad {
+            match b
+                .get(1)
+                .and_then(|i| i.parse::<usize>().ok())
+                .filter(|_| b[0] == "models")
+            {
+                Some(i) => bad_of.entry(i).or_default().push(b.clone()),
+                // Only the root and `models` itself contain a model.
+                None if (b.is_empty() || (b.len() == 1 && b[0] == "models")) && !bad_above.contains(b) => {
+                    bad_above.push(b.clone())
+                }
+                None => {}
+            }
+        }
         for (i, item) in items.iter().enumerate() {
             let prefix = ["models".to_string(), i.to_string()];
+            let mut bad: Vec<Vec<String>> = bad_of.remove(&i).unwrap_or_default();
+            bad.extend(bad_above.iter().cloned());
             if let Some(name) = item.get("name").and_then(Value::as_str) {
                 let (node, _) = root.deepest(&["models", &i.to_string(), "name"]);
                 names.push((name.to_string(), node.pos.in_file(&file), bucket));
@@ -313,18 +436,31 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
         }
     }
     let dup_input: Vec<(String, Span)> = names.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
+    let mut at: HashMap<(&Path, usize, usize), usize> = HashMap::new();
+    for (i, (_, s, _)) in names.iter().enumerate() {
+        at.entry((s.file.path.as_path(), s.line, s.col)).or_insert(i);
+    }
+    // How many later definitions of each (name, file) lose their plan.
+    let mut unplan: HashMap<(String, PathBuf), usize> = HashMap::new();
     for d in duplicate_names(&dup_input) {
-        if let Some((name, span, bucket)) = names.iter().find(|(_, s, _)| *s == d.span) {
-            // The later definition does not get a plan; `plan` and `run` see the first.
-            if let Some(i) = report
-                .plans
-                .iter()
-                .rposition(|p| &p.name == name && p.file == span.file.path)
-            {
-                report.plans.remove(i);
-            }
+        let key = (d.span.file.path.as_path(), d.span.line, d.span.col);
+        if let Some(&i) = at.get(&key) {
+            let (name, span, bucket) = &names[i];
+            *unplan.entry((name.clone(), span.file.path.clone())).or_default() += 1;
             buckets[*bucket].push(d);
         }
+    }
+    if !unplan.is_empty() {
+        // The later definition does not get a plan; `plan` and `run` see the first.
+        let mut keep = vec![true; report.plans.len()];
+        for (i, p) in report.plans.iter().enumerate().rev() {
+            if let Some(n) = unplan.get_mut(&(p.name.clone(), p.file.clone())).filter(|n| **n > 0) {
+                *n -= 1;
+                keep[i] = false;
+            }
+        }
+        let mut k = keep.into_iter();
+        report.plans.retain(|_| k.next().unwrap_or(true));
     }
     for mut b in buckets {
         b.sort_by_key(|d| (d.span.line, d.span.col));
@@ -337,6 +473,7 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
         .filter(|d| report.reports_on(&d.span.file.path))
         .collect();
     report.project = project;
+    report.scrub_diagnostics();
     Ok(report)
 }
 
@@ -386,5 +523,42 @@ fn remove_at(v: &mut Value, path: &[String]) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file is indexed for line lookups once, however many diagnostics point into
+    /// it: rendering 10,000 of them must not scan the file 10,000 times.
+    #[test]
+    fn many_diagnostics_cost_one_line_index_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("ebb.yaml"),
+            "version: 1\nconnections:\n  out:\n    type: file\n    path: out\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("models")).unwrap();
+        let mut text = String::from("models:\n  - name: wide\n    destination:\n");
+        for i in 0..10_000 {
+            text.push_str(&format!("      extra_{i}: {i}\n"));
+        }
+        std::fs::write(dir.path().join("models/wide.yaml"), &text).unwrap();
+        let total = text.len() + std::fs::metadata(dir.path().join("ebb.yaml")).unwrap().len() as usize;
+        let before = crate::diagnostics::line_index_bytes();
+        let report = validate(dir.path(), &[]).unwrap();
+        let unknown = report.diagnostics.iter().filter(|d| d.code == Code::UnknownKey).count();
+        assert_eq!(unknown, 10_000);
+        for format in [
+            crate::diagnostics::render::Format::Human,
+            crate::diagnostics::render::Format::Github,
+        ] {
+            let out = crate::diagnostics::render::render(&report.diagnostics, format, false);
+            assert!(out.contains("extra_9999"));
+        }
+        let scanned = crate::diagnostics::line_index_bytes() - before;
+        assert!(scanned <= total, "scanned {scanned} bytes for {total} bytes of files");
     }
 }

@@ -9,90 +9,262 @@ use crate::yaml::{Node, Value as Y};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Secrets written literally and `${VAR}` problems anywhere in the file.
-pub fn check_secrets_and_vars(root: &Node, file: &Arc<SourceFile>, diags: &mut Vec<Diagnostic>) {
-    walk(root, None, false, file, diags);
-}
-
-fn walk(node: &Node, key: Option<&str>, in_headers: bool, file: &Arc<SourceFile>, diags: &mut Vec<Diagnostic>) {
-    match &node.value {
+/// Secrets written literally and `${VAR}` problems anywhere in the file. Every value the
+/// file's references expand to is added to `secrets`, so printed text can mask it.
+pub fn check_secrets_and_vars(
+    root: &Node,
+    file: &Arc<SourceFile>,
+    diags: &mut Vec<Diagnostic>,
+    secrets: &mut env::Scrubber,
+) {
+    let mut w = Walk {
+        file,
+        diags,
+        secrets,
+        loopback: false,
+    };
+    match &root.value {
         Y::Map(entries) => {
             for e in entries {
-                walk(&e.value, Some(&e.key), key == Some("headers"), file, diags);
+                match (&e.value.value, e.key.as_str()) {
+                    (Y::Map(conns), "connections") => {
+                        for c in conns {
+                            w.loopback = is_loopback_connection(&c.value);
+                            w.walk(&c.value, Some(&c.key), false);
+                        }
+                        w.loopback = false;
+                    }
+                    _ => w.walk(&e.value, Some(&e.key), false),
+                }
             }
         }
-        Y::Seq(items) => items.iter().for_each(|i| walk(i, key, false, file, diags)),
-        Y::Str(s) => {
-            let span = node.pos.in_file(file);
-            match references(s) {
-                Err(e) => {
-                    diags.push(
-                        Diagnostic::new(Code::BadVariable, span.clone(), e.message)
-                            .help("write `${NAME}` or `${NAME:-fallback}`; `$$` is a literal `$`"),
-                    );
-                }
-                Ok(refs) => {
-                    for r in &refs {
-                        if r.default.is_none() && std::env::var(&r.name).map(|v| v.is_empty()).unwrap_or(true) {
-                            diags.push(
-                                Diagnostic::new(
-                                    Code::UnsetVariable,
-                                    span.clone(),
-                                    format!("environment variable `{}` is not set", r.name),
-                                )
-                                .help(format!(
-                                    "set it before `ebb run` (`export {}=…`), or give a fallback: `${{{}:-value}}`",
-                                    r.name, r.name
-                                )),
-                            );
-                        }
+        _ => w.walk(root, None, false),
+    }
+}
+
+/// A connection whose every URL (at least one) is written literally and points at a
+/// loopback host: a local sandbox (`ebb sandbox` and its fixed credentials), where a
+/// secret's fallback is allowed to be written out. Anywhere else a fallback is a secret
+/// in the file.
+fn is_loopback_connection(conn: &Node) -> bool {
+    let Y::Map(entries) = &conn.value else { return false };
+    let mut urls = Vec::new();
+    for e in entries {
+        match (&e.value.value, e.key.as_str()) {
+            (Y::Str(u), k) if is_url_key(k) => urls.push(u.as_str()),
+            (Y::Map(inner), "auth") => {
+                for a in inner {
+                    if let (Y::Str(u), true) = (&a.value.value, is_url_key(&a.key)) {
+                        urls.push(u.as_str());
                     }
-                    let Some(key) = key else { return };
-                    let secret = if in_headers {
-                        is_secret_header(key)
-                    } else {
-                        is_secret_key(key)
-                    };
-                    if secret && refs.is_empty() && !s.is_empty() {
-                        let var = if in_headers {
-                            "HEADER_TOKEN".to_string()
-                        } else {
-                            key.to_ascii_uppercase()
-                        };
-                        let example = if in_headers && s.contains(' ') {
-                            format!("{} ${{{var}}}", s.split(' ').next().unwrap_or(""))
-                        } else {
-                            format!("${{{var}}}")
-                        };
-                        diags.push(
-                            Diagnostic::new(
-                                Code::LiteralSecret,
-                                span,
-                                format!("`{key}` is a secret written literally"),
-                            )
-                            .help(format!(
-                                "keep secrets out of files: `{key}: {example}` and set `{var}` in the environment"
-                            )),
+                }
+            }
+            _ => {}
+        }
+    }
+    !urls.is_empty()
+        && urls.iter().all(|u| {
+            !env::has_reference(u)
+                && url::Url::parse(u)
+                    .ok()
+                    .is_some_and(|u| u.host().is_some_and(|h| is_loopback(&h)))
+        })
+}
+
+/// Keys whose values are URLs (checked for literal passwords and secret query values).
+fn is_url_key(key: &str) -> bool {
+    key == "url" || key.ends_with("_url")
+}
+
+struct Walk<'a> {
+    file: &'a Arc<SourceFile>,
+    diags: &'a mut Vec<Diagnostic>,
+    secrets: &'a mut env::Scrubber,
+    /// Inside a connection to a loopback sandbox (see [`is_loopback_connection`]).
+    loopback: bool,
+}
+
+impl Walk<'_> {
+    fn walk(&mut self, node: &Node, key: Option<&str>, in_headers: bool) {
+        let file = self.file;
+        match &node.value {
+            Y::Map(entries) => {
+                for e in entries {
+                    self.walk(&e.value, Some(&e.key), key == Some("headers"));
+                }
+            }
+            Y::Seq(items) => items.iter().for_each(|i| self.walk(i, key, false)),
+            Y::Str(s) => {
+                let span = node.pos.in_file(file);
+                match references(s) {
+                    Err(e) => {
+                        self.diags.push(
+                            Diagnostic::new(Code::BadVariable, span.clone(), e.message)
+                                .help("write `${NAME}` or `${NAME:-fallback}`; `$$` is a literal `$`"),
                         );
-                    } else if key == "url" {
-                        if let Ok(u) = url::Url::parse(s) {
-                            if u.password()
-                                .is_some_and(|p| !p.contains("%7B") && !env::has_reference(p))
-                            {
-                                diags.push(
-                                    Diagnostic::new(Code::LiteralSecret, span, "the URL holds a literal password")
-                                        .help(
-                                            "write the password as `${VAR}`: `postgres://user:${PGPASSWORD}@host/db`",
-                                        ),
+                    }
+                    Ok(refs) => {
+                        for r in &refs {
+                            if r.default.is_none() && std::env::var(&r.name).map(|v| v.is_empty()).unwrap_or(true) {
+                                self.diags.push(
+                                    Diagnostic::new(
+                                        Code::UnsetVariable,
+                                        span.clone(),
+                                        format!("environment variable `{}` is not set", r.name),
+                                    )
+                                    .help(format!(
+                                        "set it before `ebb run` (`export {}=…`), or give a fallback: `${{{}:-value}}`",
+                                        r.name, r.name
+                                    )),
                                 );
+                            }
+                        }
+                        let Some(key) = key else {
+                            self.secrets.add_references(s, false);
+                            return;
+                        };
+                        let secret = if in_headers {
+                            is_secret_header(key)
+                        } else {
+                            is_secret_key(key)
+                        };
+                        self.secrets.add_references(s, secret || is_url_key(key));
+                        if secret && !s.is_empty() {
+                            if let Some(d) = literal_secret(key, s, &refs, in_headers, self.loopback, span) {
+                                self.diags.push(d);
+                            }
+                        } else if is_url_key(key) {
+                            if let Some(d) = literal_in_url(s, self.loopback, span) {
+                                self.diags.push(d);
                             }
                         }
                     }
                 }
             }
+            _ => {}
         }
-        _ => {}
     }
+}
+
+/// E701 for a secret field unless its value is `${VAR}` references only (a header may
+/// start with an auth scheme: `Bearer ${TOKEN}`). A fallback (`${X:-hunter2}`) or text
+/// around the reference (`hunter2${X}`, `$${X}`) is written in the file, so it is as
+/// literal as the secret itself.
+fn literal_secret(
+    key: &str,
+    s: &str,
+    refs: &[env::VarRef],
+    in_headers: bool,
+    loopback: bool,
+    span: Span,
+) -> Option<Diagnostic> {
+    let var = if in_headers {
+        "HEADER_TOKEN".to_string()
+    } else {
+        key.to_ascii_uppercase()
+    };
+    let literal = env::literal_text(s, refs);
+    let scheme = literal
+        .strip_suffix(' ')
+        .is_some_and(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    let allowed_literal = literal.is_empty() || (in_headers && scheme && s.starts_with(literal.as_str()));
+    let example = if in_headers && s.contains(' ') {
+        format!("{} ${{{var}}}", s.split(' ').next().unwrap_or(""))
+    } else {
+        format!("${{{var}}}")
+    };
+    let help = format!("keep secrets out of files: `{key}: {example}` and set `{var}` in the environment");
+    if refs.is_empty() {
+        return Some(
+            Diagnostic::new(
+                Code::LiteralSecret,
+                span,
+                format!("`{key}` is a secret written literally"),
+            )
+            .help(help),
+        );
+    }
+    let literal_default = refs
+        .iter()
+        .find(|r| r.default.as_deref().is_some_and(|d| !d.is_empty()));
+    if let Some(r) = literal_default.filter(|_| !loopback) {
+        return Some(
+            Diagnostic::new(
+                Code::LiteralSecret,
+                span,
+                format!("`{key}` falls back to a secret written literally (`${{{}:-…}}`)", r.name),
+            )
+            .help(format!(
+                "drop the fallback (`${{{}}}`, or `${{{}:-}}` for an empty one): it is in the file like any literal; only a connection to a loopback sandbox may fall back to written credentials",
+                r.name, r.name
+            )),
+        );
+    }
+    if !allowed_literal {
+        return Some(
+            Diagnostic::new(
+                Code::LiteralSecret,
+                span,
+                format!("`{key}` holds literal text besides its `${{VAR}}`: that part of the secret is in the file"),
+            )
+            .help(help),
+        );
+    }
+    None
+}
+
+/// E701 for a URL whose password, or a query parameter that carries a secret
+/// (`token=`, `api_key=`, `password=`, …), is written literally or falls back to a literal.
+fn literal_in_url(s: &str, loopback: bool, span: Span) -> Option<Diagnostic> {
+    let rest = &s[s.find("://")? + 3..];
+    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let token = &rest[..end];
+    // The authority ends at the last `@` (a password may hold `@` or `/`).
+    let (userinfo, after) = match token.rfind('@') {
+        Some(at) if !token[..at].contains('?') => (Some(&token[..at]), &token[at + 1..]),
+        _ => (None, token),
+    };
+    let is_literal = |part: &str| -> bool {
+        match references(part) {
+            Err(_) => false, // reported as E703
+            Ok(refs) => {
+                !part.is_empty()
+                    && (refs.is_empty()
+                        || !env::literal_text(part, &refs).is_empty()
+                        || (!loopback && refs.iter().any(|r| r.default.as_deref().is_some_and(|d| !d.is_empty()))))
+            }
+        }
+    };
+    let password = userinfo.and_then(|u| u.split_once(':')).map(|(_, p)| p);
+    // `host:8080/path@x`: a port and a path, not a password.
+    let is_port = |p: &str| {
+        let digits = p.split('/').next().unwrap_or(p);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && p.len() > digits.len()
+    };
+    if let Some(password) = password.filter(|p| !is_port(p)) {
+        if is_literal(password) {
+            return Some(
+                Diagnostic::new(Code::LiteralSecret, span, "the URL holds a literal password")
+                    .help("write the password as `${VAR}` alone: `postgres://user:${PGPASSWORD}@host/db`"),
+            );
+        }
+    }
+    let query = after.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or(q))?;
+    for pair in query.split(['&', ';']) {
+        if let Some((name, value)) = pair.split_once('=') {
+            if crate::redact::is_secret_param(name) && is_literal(value) {
+                return Some(
+                    Diagnostic::new(Code::LiteralSecret, span, format!("the URL holds a literal `{name}`")).help(
+                        format!(
+                            "write the value as `${{VAR}}`: `{name}=${{{}}}`",
+                            name.to_ascii_uppercase().replace('-', "_")
+                        ),
+                    ),
+                );
+            }
+        }
+    }
+    None
 }
 
 /// Per-connection checks and the state and models locations.
@@ -120,14 +292,23 @@ pub fn check_project(
                 Diagnostic::new(
                     Code::BadUrl,
                     at(&["state", "url"]),
-                    format!("`{url}` is not a state store URL"),
+                    format!("`{}` is not a state store URL", crate::redact::url(url)),
                 )
                 .help("use `sqlite://.ebb/state.db` (the default) or `postgres://…`"),
             );
         }
     }
     if let Some(dir) = &spec.models_dir {
-        if !project_dir.join(dir).is_dir() {
+        if !models_dir_inside(project_dir, dir) {
+            diags.push(
+                Diagnostic::new(
+                    Code::BadModelsDir,
+                    at(&["models_dir"]),
+                    format!("`{dir}` is outside the project"),
+                )
+                .help("keep the model files in a folder of the project (links included): ebb reads config only inside the project directory"),
+            );
+        } else if !project_dir.join(dir).is_dir() {
             diags.push(
                 Diagnostic::new(
                     Code::BadModelsDir,
@@ -237,6 +418,19 @@ pub fn check_project(
     }
 }
 
+/// Whether the models directory `dir` (as written in `ebb.yaml`) is inside the project,
+/// links resolved. A directory that does not exist is judged by its path as written.
+pub fn models_dir_inside(project_dir: &Path, dir: &str) -> bool {
+    let root = std::fs::canonicalize(project_dir).unwrap_or_else(|_| project_dir.to_path_buf());
+    match std::fs::canonicalize(project_dir.join(dir)) {
+        Ok(real) => real.starts_with(&root),
+        Err(_) => {
+            let p = Path::new(dir);
+            !p.is_absolute() && !p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        }
+    }
+}
+
 /// Whether `host` is a loopback name or address (where plain http is allowed).
 pub fn is_loopback(host: &url::Host<&str>) -> bool {
     match host {
@@ -247,8 +441,10 @@ pub fn is_loopback(host: &url::Host<&str>) -> bool {
 }
 
 fn check_url(raw: &str, span: &Span, diags: &mut Vec<Diagnostic>) {
-    // A URL built from variables is checked once they are known (at run time).
-    let text = if env::has_reference(raw) {
+    // A URL built from variables is checked with their values, but messages show it as
+    // written: the values may be secrets (a token in the path, a password).
+    let expanded = env::has_reference(raw);
+    let text = if expanded {
         match env::expand_env(raw) {
             Ok(t) => t,
             Err(_) => return,
@@ -256,9 +452,14 @@ fn check_url(raw: &str, span: &Span, diags: &mut Vec<Diagnostic>) {
     } else {
         raw.to_string()
     };
+    let shown = if expanded {
+        format!("`{raw}` (with its variables set)")
+    } else {
+        format!("`{}`", crate::redact::url(raw))
+    };
     match url::Url::parse(&text) {
         Err(e) => diags.push(
-            Diagnostic::new(Code::BadUrl, span.clone(), format!("`{text}` is not a URL: {e}"))
+            Diagnostic::new(Code::BadUrl, span.clone(), format!("{shown} is not a URL: {e}"))
                 .help("write the whole URL, e.g. `https://acme.my.salesforce.com`"),
         ),
         Ok(u) => {
@@ -267,7 +468,7 @@ fn check_url(raw: &str, span: &Span, diags: &mut Vec<Diagnostic>) {
                 "https" => {}
                 "http" if loopback => {}
                 "http" => diags.push(
-                    Diagnostic::new(Code::InsecureUrl, span.clone(), format!("`{text}` is not https"))
+                    Diagnostic::new(Code::InsecureUrl, span.clone(), format!("{shown} is not https"))
                         .help("credentials and customer data only travel over https; plain http is allowed on loopback hosts (the sandbox)"),
                 ),
                 other => diags.push(

@@ -27,9 +27,11 @@ pub fn check(
         file,
         diags: Vec::new(),
         handled: Vec::new(),
+        handled_set: Default::default(),
     };
     let mut path = Vec::new();
     w.fix_keys(root, None, schema, &mut path);
+    w.handled_set = w.handled.iter().cloned().collect();
     let json = root.to_json();
     let mut bad_paths = w.handled.clone();
     for err in validator.iter_errors(&json) {
@@ -44,6 +46,8 @@ struct Walker<'a> {
     diags: Vec<Diagnostic>,
     /// Paths already reported by the key walk; jsonschema errors under them are dropped.
     handled: Vec<Vec<String>>,
+    /// `handled` as a set, filled after the walk.
+    handled_set: std::collections::HashSet<Vec<String>>,
 }
 
 impl<'a> Walker<'a> {
@@ -85,7 +89,13 @@ impl<'a> Walker<'a> {
                 if props.is_none() && addl.is_none() {
                     return;
                 }
-                let present: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();
+                let present: std::collections::HashSet<String> = entries.iter().map(|e| e.key.clone()).collect();
+                let known: Vec<&str> = props
+                    .map(|p| p.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                // The known keys not written here: candidates for a misspelt one. Worked out
+                // once per mapping, not once per unknown key.
+                let free: Vec<&str> = known.iter().copied().filter(|k| !present.contains(*k)).collect();
                 let mut drop = Vec::new();
                 for (i, e) in entries.iter_mut().enumerate() {
                     if let Some(sub) = props.and_then(|p| p.get(&e.key)) {
@@ -104,12 +114,12 @@ impl<'a> Walker<'a> {
                         }
                         _ => continue,
                     }
-                    let known: Vec<&str> = props
-                        .map(|p| p.keys().map(String::as_str).collect())
-                        .unwrap_or_default();
-                    let free = known.iter().copied().filter(|k| !present.iter().any(|p| p == k));
                     let span = e.key_pos.in_file(self.file);
-                    match unique_close_match(&e.key, free.clone()) {
+                    // One distance computation per known key: the close free keys are the
+                    // close keys that are free.
+                    let close = close_matches(&e.key, known.iter().copied());
+                    let close_free: Vec<&str> = close.iter().copied().filter(|c| free.contains(c)).collect();
+                    match (close_free.len() == 1).then(|| close_free[0]) {
                         Some(m) => {
                             self.diags.push(
                                 Diagnostic::new(Code::UnknownKey, span, format!("unknown key `{}`", e.key))
@@ -123,7 +133,6 @@ impl<'a> Walker<'a> {
                             path.pop();
                         }
                         None => {
-                            let close = close_matches(&e.key, known.iter().copied());
                             let help = if close.len() > 1 {
                                 format!("did you mean {}?", one_of(&close))
                             } else {
@@ -136,8 +145,14 @@ impl<'a> Walker<'a> {
                         }
                     }
                 }
-                for i in drop.into_iter().rev() {
-                    entries.remove(i);
+                if !drop.is_empty() {
+                    let mut i = 0;
+                    let mut drop = drop.into_iter().peekable();
+                    entries.retain(|_| {
+                        let gone = drop.next_if_eq(&i).is_some();
+                        i += 1;
+                        !gone
+                    });
                 }
             }
             Y::Seq(items) => {
@@ -214,7 +229,12 @@ impl<'a> Walker<'a> {
     }
 
     fn is_handled(&self, path: &[String]) -> bool {
-        self.handled.iter().any(|h| path.starts_with(h))
+        // Usually a handful of paths; a file with thousands of bad connections is checked
+        // prefix by prefix instead of against every one.
+        if self.handled.len() <= 16 {
+            return self.handled.iter().any(|h| path.starts_with(h));
+        }
+        (0..=path.len()).any(|n| self.handled_set.contains(&path[..n]))
     }
 
     fn report(&mut self, root: &Node, err: &ValidationError<'_>, bad: &mut Vec<Vec<String>>) {
