@@ -223,6 +223,9 @@ async fn a_query_reads_only_files_inside_the_project_unless_the_connection_opts_
             "SELECT * FROM read_csv('../proj2/other.csv')".into(),
             format!("SELECT * FROM read_csv('{}/proj2/*.csv')", root.path().display()),
             "SELECT * FROM glob('/etc/*')".into(),
+            "SELECT * FROM read_csv(['data/people.csv', '../proj2/other.csv'])".into(),
+            "SELECT * FROM '../proj2/other.csv'".into(),
+            "SELECT content FROM read_text('..' || '/secret.txt')".into(),
         ] {
             let err = query_error(&src, &sql).await;
             assert!(
@@ -238,6 +241,9 @@ async fn a_query_reads_only_files_inside_the_project_unless_the_connection_opts_
         for sql in [
             "SELECT name FROM read_csv('data/people.csv')".to_string(),
             format!("SELECT name FROM read_csv('{inside}')"),
+            "SELECT name FROM read_csv(['data/people.csv'], header = true)".into(),
+            "SELECT name FROM 'data/people.csv'".into(),
+            "SELECT name FROM read_csv('data/*.csv') WHERE name <> 'data/people.csv'".into(),
         ] {
             assert_eq!(rows(&src, &sql).await, [[Val::Str("Ada".into())]], "{sql}");
         }
