@@ -42,6 +42,7 @@ fn measure(kind: &str, target: &str, rows: u64) {
                     path: target.into(),
                     read_only: None,
                     memory_limit: (kind == "duckdb-128MB").then(|| "128MB".to_string()),
+                    external_access: None,
                 }),
                 std::path::PathBuf::from("/"),
                 format!("bench_{rows}"),

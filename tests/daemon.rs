@@ -1311,3 +1311,51 @@ fn a_source_urls_password_never_reaches_the_run_history() {
         }
     }
 }
+
+#[test]
+fn a_daemon_keeps_running_its_models_when_its_postgres_state_stores_connections_are_terminated() {
+    let pid = std::process::id();
+    let base = crate::source_postgres::url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let state_schema = format!("ebb_daemon_reconnect_{pid}");
+    // The store's connections carry a name of their own, so that only they are terminated.
+    let app = format!("ebb_test_daemon_reconnect_{pid}");
+    let state = format!("{base}{sep}ebb_schema={state_schema}&application_name={app}");
+    let f = Fixture::new("drecon", 20, 10, Some(&state));
+    f.sql(&format!("DROP SCHEMA IF EXISTS {state_schema} CASCADE"));
+    let _cleanup = DropSchema(&f, state_schema.clone());
+    write_model(&f, "m.yaml", &model_yaml(&f, "m", "interval: 1s", true));
+    let d = Daemon::start(f.path(), &[], &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = crate::support::pg_client(&rt);
+    let succeeded = |e: &Value| e["event"] == "run_finished" && e["model"] == "m" && e["status"] == "succeeded";
+    d.wait_for("2 runs", 2, Duration::from_secs(20), succeeded);
+    let mut first_after = None;
+    for round in 0..3 {
+        let before = d.of("run_finished", "m").len();
+        first_after.get_or_insert(before);
+        let killed: i64 = rt
+            .block_on(admin.query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            ))
+            .unwrap()
+            .get(0);
+        assert!(killed >= 1, "round {round}: the store's connections were found");
+        // The next scheduled runs succeed on new connections.
+        d.wait_for("runs after the termination", before + 2, Duration::from_secs(20), |e| {
+            e["event"] == "run_finished" && e["model"] == "m"
+        });
+    }
+    let after: Vec<Value> = d.of("run_finished", "m").split_off(first_after.unwrap());
+    assert!(after.len() >= 6, "{}", d.log());
+    let failed: Vec<&Value> = after.iter().filter(|e| e["status"] != "succeeded").collect();
+    assert!(
+        failed.is_empty(),
+        "runs failed after the termination: {failed:?}\n{}",
+        d.log()
+    );
+}

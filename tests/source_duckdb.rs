@@ -9,6 +9,7 @@ fn source(dir: &std::path::Path, path: &str) -> Source {
         path: path.into(),
         read_only: None,
         memory_limit: None,
+        external_access: None,
     });
     Source::open(&spec, dir).unwrap()
 }
@@ -154,6 +155,7 @@ async fn a_memory_limit_applies_and_a_bad_one_is_one_sentence() {
                 path: "w.duckdb".into(),
                 read_only: None,
                 memory_limit: Some(limit.into()),
+                external_access: None,
             }),
             dir.path(),
         )
@@ -170,4 +172,119 @@ async fn a_memory_limit_applies_and_a_bad_one_is_one_sentence() {
         "{err:?}"
     );
     assert_eq!(err.to_string().lines().count(), 1);
+}
+
+/// The error of a query expected to fail.
+async fn query_error(src: &Source, sql: &str) -> String {
+    match src.query(sql, 0).await {
+        Err(e) => e.to_string(),
+        Ok(mut stream) => {
+            while let Some(b) = stream.next().await {
+                if let Err(e) = b {
+                    return e.to_string();
+                }
+            }
+            panic!("`{sql}` ran")
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_query_reads_only_files_inside_the_project_unless_the_connection_opts_in() {
+    let root = tempfile::tempdir().unwrap();
+    let project = root.path().join("proj");
+    std::fs::create_dir_all(project.join("data")).unwrap();
+    std::fs::write(project.join("data/people.csv"), "id,name\n1,Ada\n").unwrap();
+    // Outside the project: a file beside it, and one in a directory whose name starts with
+    // the project's.
+    std::fs::write(root.path().join("secret.txt"), "s3cr3t").unwrap();
+    std::fs::create_dir_all(root.path().join("proj2")).unwrap();
+    std::fs::write(root.path().join("proj2/other.csv"), "id\n1\n").unwrap();
+    database(&project, "CREATE TABLE t AS SELECT 1 AS id");
+    let open = |external_access: Option<bool>, path: &str| {
+        Source::open(
+            &ConnectionSpec::Duckdb(DuckdbConnection {
+                path: path.into(),
+                read_only: None,
+                memory_limit: None,
+                external_access,
+            }),
+            &project,
+        )
+        .unwrap()
+    };
+    let secret = root.path().join("secret.txt").display().to_string();
+    for src in [open(None, "w.duckdb"), open(Some(false), ":memory:")] {
+        for sql in [
+            "SELECT content FROM read_text('/proc/self/environ')".to_string(),
+            format!("SELECT content FROM read_text('{secret}')"),
+            "SELECT content FROM read_text('../secret.txt')".into(),
+            "SELECT content FROM read_text('data/../../secret.txt')".into(),
+            "SELECT * FROM read_csv('../proj2/other.csv')".into(),
+            format!("SELECT * FROM read_csv('{}/proj2/*.csv')", root.path().display()),
+            "SELECT * FROM glob('/etc/*')".into(),
+            "SELECT * FROM read_csv(['data/people.csv', '../proj2/other.csv'])".into(),
+            "SELECT * FROM '../proj2/other.csv'".into(),
+            "SELECT content FROM read_text('..' || '/secret.txt')".into(),
+        ] {
+            let err = query_error(&src, &sql).await;
+            assert!(
+                err.contains("Permission Error")
+                    && err.contains("queries on this connection read only files inside the project directory")
+                    && err.contains("`external_access: true` on the duckdb connection"),
+                "{sql}: {err}"
+            );
+            assert!(!err.contains("s3cr3t"), "{err}");
+        }
+        // Files inside the project read, by a relative or an absolute path.
+        let inside = project.join("data/people.csv").display().to_string();
+        for sql in [
+            "SELECT name FROM read_csv('data/people.csv')".to_string(),
+            format!("SELECT name FROM read_csv('{inside}')"),
+            "SELECT name FROM read_csv(['data/people.csv'], header = true)".into(),
+            "SELECT name FROM 'data/people.csv'".into(),
+            "SELECT name FROM read_csv('data/*.csv') WHERE name <> 'data/people.csv'".into(),
+        ] {
+            assert_eq!(rows(&src, &sql).await, [[Val::Str("Ada".into())]], "{sql}");
+        }
+        // The query cannot lift the confinement, nor have DuckDB download an extension.
+        for sql in [
+            "SET enable_external_access = true",
+            "SET allowed_directories = ['/']",
+            "SET lock_configuration = false",
+            "SET autoinstall_known_extensions = true",
+            "RESET allowed_directories",
+        ] {
+            let err = query_error(&src, sql).await;
+            assert!(
+                err.contains("the configuration has been locked") || err.contains("Cannot"),
+                "{sql}: {err}"
+            );
+        }
+        let settings = rows(
+            &src,
+            "SELECT current_setting('autoinstall_known_extensions'), current_setting('autoload_known_extensions'),
+                    current_setting('enable_external_access'), current_setting('lock_configuration')",
+        )
+        .await;
+        assert_eq!(
+            settings,
+            [[Val::Bool(false), Val::Bool(false), Val::Bool(false), Val::Bool(true)]]
+        );
+    }
+    // The database's own table still reads.
+    assert_eq!(rows(&open(None, "w.duckdb"), "SELECT id FROM t").await, [[Val::Int(1)]]);
+
+    // With the opt-in, files elsewhere read; the configuration stays locked.
+    let open_src = open(Some(true), "w.duckdb");
+    assert_eq!(
+        rows(&open_src, &format!("SELECT content FROM read_text('{secret}')")).await,
+        [[Val::Str("s3cr3t".into())]]
+    );
+    assert_eq!(
+        rows(&open_src, "SELECT count(*) FROM read_csv('../proj2/other.csv')").await,
+        [[Val::Int(1)]]
+    );
+    let err = query_error(&open_src, "SET autoinstall_known_extensions = true").await;
+    assert!(err.contains("the configuration has been locked"), "{err}");
 }

@@ -409,3 +409,353 @@ async fn newer_corrupt_and_foreign_sqlite_files_are_refused_clearly() {
         "{err}"
     );
 }
+
+/// The reason a store was refused, as `ebb` prints it.
+async fn refused(url: &str, dir: &std::path::Path) -> String {
+    match StateStore::open(Some(url), dir).await {
+        Ok(_) => panic!("{url} opened"),
+        Err(e) => {
+            assert!(matches!(e, StateError::Foreign(..)), "{e:?}");
+            e.to_string()
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_empty_or_damaged_sqlite_file_is_refused_never_started_over() {
+    let dir = tempfile::tempdir().unwrap();
+    // A truncated store: 0 bytes. Started over, every row of every model would be sent again.
+    std::fs::write(dir.path().join("zero.db"), b"").unwrap();
+    let err = refused("sqlite://zero.db", dir.path()).await;
+    assert!(
+        err.contains("zero.db` is not an ebb state store: it is empty (0 bytes)")
+            && err.contains("restore the store from a backup, or delete the file"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("zero.db")).unwrap().len(),
+        0,
+        "the file is left as it was"
+    );
+    // An SQLite database without tables.
+    let conn = rusqlite::Connection::open(dir.path().join("blank.db")).unwrap();
+    conn.execute_batch("PRAGMA user_version = 7").unwrap();
+    drop(conn);
+    let err = refused("sqlite://blank.db", dir.path()).await;
+    assert!(
+        err.contains("blank.db` is not an ebb state store: it is an SQLite database without tables"),
+        "{err}"
+    );
+    // A store missing some of its tables, or its schema version.
+    drop(StateStore::open(Some("sqlite://hurt.db"), dir.path()).await.unwrap());
+    let conn = rusqlite::Connection::open(dir.path().join("hurt.db")).unwrap();
+    conn.execute_batch("DROP TABLE ebb_snapshot").unwrap();
+    drop(conn);
+    let err = refused("sqlite://hurt.db", dir.path()).await;
+    assert!(err.contains("its tables ebb_snapshot are missing"), "{err}");
+    drop(StateStore::open(Some("sqlite://nover.db"), dir.path()).await.unwrap());
+    let conn = rusqlite::Connection::open(dir.path().join("nover.db")).unwrap();
+    conn.execute_batch("DELETE FROM ebb_meta").unwrap();
+    drop(conn);
+    let err = refused("sqlite://nover.db", dir.path()).await;
+    assert!(err.contains("its `ebb_meta` has no schema version"), "{err}");
+    // The store is gone but its write-ahead log (which may hold all of it) is not.
+    std::fs::write(dir.path().join("gone.db-wal"), vec![1u8; 64]).unwrap();
+    let err = refused("sqlite://gone.db", dir.path()).await;
+    assert!(
+        err.contains("gone.db` is not an ebb state store: the file is gone but its write-ahead log"),
+        "{err}"
+    );
+    assert!(!dir.path().join("gone.db").exists());
+
+    // A path where nothing is yet is a new store, created whole even when several
+    // processes open it at once; nothing is left beside it.
+    let fresh = dir.path().join("new");
+    let opens: Vec<_> = (0..6)
+        .map(|_| {
+            let d = fresh.clone();
+            tokio::spawn(async move { StateStore::open(Some("sqlite://sub/state.db"), &d).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for o in opens {
+        stores.push(o.await.unwrap().unwrap());
+    }
+    let id = stores[0].start_run("m").await.unwrap();
+    for s in &stores {
+        assert_eq!(s.runs("m", 10).await.unwrap()[0].id, id, "one store for all");
+    }
+    drop(stores);
+    let mut left: Vec<String> = std::fs::read_dir(fresh.join("sub"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with("-wal") && !n.ends_with("-shm"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["state.db"]);
+}
+
+#[test]
+fn ebb_run_and_reset_refuse_a_truncated_store_and_send_nothing() {
+    let f = crate::sync::Fixture::new("state0", 5, 100, None);
+    let (code, run) = f.run(&[]);
+    assert_eq!(code, 0, "{run}");
+    let before = f.sink.requests();
+    // The state file is truncated (a full disk, a bad copy).
+    std::fs::write(f.path().join(".ebb/state.db"), b"").unwrap();
+    for p in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(f.path().join(format!(".ebb/state.db{p}")));
+    }
+    for args in [&["run", "contacts"][..], &["reset", "contacts"]] {
+        let out = crate::support::ebb(f.path(), args);
+        let err = crate::support::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(".ebb/state.db` is not an ebb state store: it is empty (0 bytes)"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(f.sink.requests(), before, "nothing was sent again");
+    assert_eq!(std::fs::metadata(f.path().join(".ebb/state.db")).unwrap().len(), 0);
+}
+
+/// A PostgreSQL URL whose store lives in `schema`, its connections named `app`.
+fn pg_url(schema: &str, app: &str) -> String {
+    let base = crate::source_postgres::url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}ebb_schema={schema}&application_name={app}")
+}
+
+async fn pg_admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&crate::source_postgres::url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL must be running");
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test]
+async fn a_damaged_postgres_schema_is_refused_never_started_over() {
+    let client = pg_admin().await;
+    let schema = format!("ebb_state_damaged_{}", std::process::id());
+    let url = pg_url(&schema, "ebb");
+    let here = std::path::Path::new(".");
+    let reset = |sql: String| {
+        let client = &client;
+        async move { client.batch_execute(&sql).await.unwrap() }
+    };
+    reset(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+    drop(StateStore::open(Some(&url), here).await.unwrap());
+    // ebb's tables without `ebb_meta`: a new store would send every row again.
+    reset(format!("DROP TABLE {schema}.ebb_meta")).await;
+    let err = refused(&url, here).await;
+    assert!(
+        err.contains(&format!(
+            "schema `{schema}` holds ebb's tables (ebb_inflight, ebb_locks,"
+        )) && err.contains("but no `ebb_meta`")
+            && err.contains("restore the store from a backup, or drop the schema"),
+        "{err}"
+    );
+    // `ebb_meta` emptied.
+    reset(format!("DROP SCHEMA {schema} CASCADE")).await;
+    drop(StateStore::open(Some(&url), here).await.unwrap());
+    reset(format!("DELETE FROM {schema}.ebb_meta")).await;
+    let err = refused(&url, here).await;
+    assert!(err.contains("its `ebb_meta` has no schema version"), "{err}");
+    // A table missing.
+    reset(format!("DROP SCHEMA {schema} CASCADE")).await;
+    drop(StateStore::open(Some(&url), here).await.unwrap());
+    reset(format!("DROP TABLE {schema}.ebb_snapshot")).await;
+    let err = refused(&url, here).await;
+    assert!(err.contains("its tables ebb_snapshot are missing"), "{err}");
+    // Other tables only.
+    reset(format!(
+        "DROP SCHEMA {schema} CASCADE; CREATE SCHEMA {schema}; CREATE TABLE {schema}.users (id INT)"
+    ))
+    .await;
+    let err = refused(&url, here).await;
+    assert!(err.contains("holds 1 other tables (users) and no `ebb_meta`"), "{err}");
+    // An empty schema (made ready by an administrator) is a new store; a name in capitals
+    // is the one PostgreSQL folds it to, found again on the next open.
+    reset(format!("DROP SCHEMA {schema} CASCADE; CREATE SCHEMA {schema}")).await;
+    drop(StateStore::open(Some(&url), here).await.unwrap());
+    let upper = pg_url(&schema.to_uppercase(), "ebb");
+    let store = StateStore::open(Some(&upper), here).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    reset(format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
+/// Corrupts the one in-flight record with `set` (SQL), and checks that reading the model's
+/// in-flight batches fails naming the store, the model and the batch.
+async fn assert_corrupt_inflight_is_an_error(store: &StateStore, corrupt: impl AsyncFn(&str), sets: &[(&str, &str)]) {
+    let run = store.start_run("contacts").await.unwrap();
+    store
+        .apply(
+            "contacts",
+            vec![StateWrite::Inflight(InflightBatch {
+                run_id: run,
+                batch: 3,
+                op: "upsert".into(),
+                keys: vec!["k1".into(), "k2".into()],
+            })],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.inflight("contacts").await.unwrap()[0].keys, ["k1", "k2"]);
+    for (set, why) in sets {
+        corrupt(set).await;
+        let err = store
+            .inflight("contacts")
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{set}: read"));
+        assert!(
+            matches!(err, StateError::CorruptInflight { batch: 3, .. }),
+            "{set}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "the state store {} holds a corrupt in-flight record of model `contacts` (run {run}, batch 3): {why}",
+                store.name()
+            )) && text.ends_with("`ebb reset contacts` makes the next run send every row"),
+            "{set}: {text}"
+        );
+    }
+    // `ebb reset` clears it.
+    store.forget("contacts").await.unwrap();
+    assert!(store.inflight("contacts").await.unwrap().is_empty());
+}
+
+const CORRUPTIONS: &[(&str, &str)] = &[
+    ("keys = 'k1,k2'", "its keys are not a JSON array of strings"),
+    ("keys = '[1, 2]'", "its keys are not a JSON array of strings"),
+    ("keys = '{\"k1\": 1}'", "its keys are not a JSON array of strings"),
+    ("keys = ''", "its keys are not a JSON array of strings"),
+    (
+        "keys = '[\"k1\"]', op = 'frobnicate'",
+        "its operation `frobnicate` is none of upsert, update, insert",
+    ),
+];
+
+#[tokio::test]
+async fn a_corrupt_inflight_record_is_an_error_naming_store_model_and_batch_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(None, dir.path()).await.unwrap();
+    let path = dir.path().join(".ebb/state.db");
+    let corrupt = async |set: &str| {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("UPDATE ebb_inflight SET {set}")).unwrap();
+    };
+    let mut sets = CORRUPTIONS.to_vec();
+    // SQLite keeps any type in any column.
+    sets.push(("op = 'upsert', keys = x'5b5d'", "its keys are not text"));
+    sets.push(("op = x'00', keys = '[]'", "its operation is not text"));
+    assert_corrupt_inflight_is_an_error(&store, corrupt, &sets).await;
+}
+
+#[tokio::test]
+async fn a_corrupt_inflight_record_is_an_error_naming_store_model_and_batch_postgres() {
+    let client = pg_admin().await;
+    let schema = format!("ebb_state_corrupt_{}", std::process::id());
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+    let store = StateStore::open(Some(&pg_url(&schema, "ebb")), std::path::Path::new("."))
+        .await
+        .unwrap();
+    let corrupt = async |set: &str| {
+        client
+            .batch_execute(&format!("UPDATE {schema}.ebb_inflight SET {set}"))
+            .await
+            .unwrap();
+    };
+    assert_corrupt_inflight_is_an_error(&store, corrupt, CORRUPTIONS).await;
+    drop(store);
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+/// Terminates the backends of the connections named `app` (the store's own); how many.
+async fn terminate(client: &tokio_postgres::Client, app: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn the_postgres_store_reconnects_after_its_connections_are_terminated() {
+    let client = pg_admin().await;
+    let pid = std::process::id();
+    let schema = format!("ebb_state_reconnect_{pid}");
+    let app = format!("ebb_test_reconnect_{pid}");
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+    let store = StateStore::open(Some(&pg_url(&schema, &app)), std::path::Path::new("."))
+        .await
+        .unwrap();
+    let confirm = |run_id, n: u8| StateWrite::Confirm {
+        run_id,
+        rows: vec![(format!("k{n}"), h(n), None)],
+    };
+    let r1 = store.start_run("contacts").await.unwrap();
+    store.apply("contacts", vec![confirm(r1, 1)]).await.unwrap();
+    let me = lock::me(r1);
+
+    // Between uses (a daemon waiting for its next slot): the connections are gone by the
+    // time the store is used again.
+    assert_eq!(terminate(&client, &app).await, 2, "the writer and the scan connection");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r2 = store.start_run("contacts").await.unwrap();
+    assert!(r2 > r1);
+    store.apply("contacts", vec![confirm(r2, 2)]).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let (scanned, got) = tokio::join!(store.scan_snapshot("contacts", tx), async {
+        let mut n = 0;
+        while let Some(c) = rx.recv().await {
+            n += c.len();
+        }
+        n
+    });
+    scanned.unwrap();
+    assert_eq!(got, 2);
+
+    // Right before a use: the statement meets the dead connection and runs again on a new one.
+    for round in 0..3 {
+        assert!(terminate(&client, &app).await >= 1, "round {round}: the writer");
+        match round {
+            0 => assert!(matches!(
+                store.lock("contacts", &me, lock::LEASE).await.unwrap(),
+                LockOutcome::Acquired { .. }
+            )),
+            1 => store.apply("contacts", vec![confirm(r2, 3)]).await.unwrap(),
+            _ => assert!(store.heartbeat("contacts", &me).await.unwrap()),
+        }
+    }
+    assert_eq!(store.snapshot_len("contacts").await.unwrap(), 3);
+    store
+        .finish_run(r2, "succeeded", RunCounts::default(), None)
+        .await
+        .unwrap();
+    let runs = store.runs("contacts", 10).await.unwrap();
+    assert_eq!(
+        runs.iter().map(|r| (r.id, r.status.as_str())).collect::<Vec<_>>(),
+        [(r2, "succeeded"), (r1, "running")],
+        "no run recorded twice"
+    );
+    drop(store);
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}

@@ -90,6 +90,13 @@ pub struct DuckdbConnection {
     /// fills DuckDB's buffer cache up to this limit. Default: DuckDB's own (80% of RAM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<String>,
+    /// Let model queries read files anywhere ebb may (`read_csv('/data/x.csv')`) and load
+    /// DuckDB extensions already installed on this machine. Default `false`: a query reads
+    /// only the database and files inside the project directory, so it cannot read (and
+    /// send to a destination) `/proc/self/environ`, keys or other projects' files. Either
+    /// way ebb never downloads extensions, and a query cannot change DuckDB's settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_access: Option<bool>,
 }
 
 /// PostgreSQL.

@@ -2,6 +2,12 @@
 //! ebb processes can read it at once), relative paths in queries (`read_parquet('x')`,
 //! CSV files) resolve against the project directory, and the result is streamed chunk by
 //! chunk (`duckdb_execute_prepared_streaming`), never materialised whole.
+//!
+//! A model's query is confined: it reads the database and files inside the project
+//! directory only (DuckDB's `enable_external_access = false` with the project as its one
+//! `allowed_directories` entry), unless the connection says `external_access: true`; DuckDB
+//! never downloads an extension (`autoinstall_known_extensions = false`); and the
+//! configuration is locked (`lock_configuration`), so the query cannot `SET` any of it back.
 
 use super::{channel, BatchStream, Producer, SourceError};
 use crate::config::project::DuckdbConnection;
@@ -15,6 +21,8 @@ pub struct DuckdbSource {
     path: Option<PathBuf>,
     project_dir: PathBuf,
     memory_limit: Option<String>,
+    /// Queries may read files outside the project and autoload installed extensions.
+    external_access: bool,
 }
 
 impl DuckdbSource {
@@ -24,6 +32,7 @@ impl DuckdbSource {
             path,
             project_dir: project_dir.to_path_buf(),
             memory_limit: c.memory_limit.clone(),
+            external_access: c.external_access == Some(true),
         }
     }
 
@@ -44,16 +53,41 @@ impl DuckdbSource {
                     .map_err(|e| SourceError::Connect(format!("`{}`: {}", p.display(), first_line(&e.to_string()))))?
             }
         };
-        let dir = self.project_dir.display().to_string().replace('\'', "''");
-        conn.execute_batch(&format!("SET file_search_path = '{dir}'"))
+        let dir = self.project_root();
+        conn.execute_batch(&format!("SET file_search_path = {}", quote(&dir)))
             .map_err(|e| SourceError::Connect(e.to_string()))?;
         if let Some(limit) = &self.memory_limit {
-            conn.execute_batch(&format!("SET memory_limit = '{}'", limit.replace('\'', "''")))
+            conn.execute_batch(&format!("SET memory_limit = {}", quote(limit)))
                 .map_err(|e| {
                     SourceError::Connect(format!("`memory_limit: {limit}`: {}", first_line(&e.to_string())))
                 })?;
         }
+        // Last: once the configuration is locked, nothing changes it.
+        let mut confine =
+            String::from("SET autoinstall_known_extensions = false; SET allow_community_extensions = false;");
+        if !self.external_access {
+            // The project directory with a trailing `/`, so that `/p/project2` is not inside
+            // `/p/project`. Turning external access off keeps the attached database readable.
+            let allowed = format!("{}/", dir.trim_end_matches('/'));
+            confine.push_str(&format!(
+                " SET autoload_known_extensions = false; SET allowed_directories = [{}];
+                  SET enable_external_access = false;",
+                quote(&allowed)
+            ));
+        }
+        confine.push_str(" SET lock_configuration = true;");
+        conn.execute_batch(&confine)
+            .map_err(|e| SourceError::Connect(format!("cannot confine DuckDB: {}", first_line(&e.to_string()))))?;
         Ok(conn)
+    }
+
+    /// The project directory, absolute and without symbolic links (DuckDB compares the
+    /// canonical path of each file a query opens with it).
+    fn project_root(&self) -> String {
+        let dir = std::fs::canonicalize(&self.project_dir)
+            .or_else(|_| std::path::absolute(&self.project_dir))
+            .unwrap_or_else(|_| self.project_dir.clone());
+        dir.display().to_string()
     }
 
     /// The columns of `sql`: the query runs with `LIMIT 0`.
@@ -70,7 +104,11 @@ impl DuckdbSource {
     /// Runs `sql` on a thread of its own and streams the result.
     pub async fn query(&self, sql: &str, _batch_rows: usize) -> Result<BatchStream, SourceError> {
         let conn = self.connect()?;
-        let sql = strip_semicolon(sql).to_string();
+        let mut sql = strip_semicolon(sql).to_string();
+        if !self.external_access {
+            sql = absolute_paths(&sql, &self.project_root());
+        }
+        let external = self.external_access;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("ebb-duckdb".into())
@@ -78,14 +116,14 @@ impl DuckdbSource {
                 let mut stmt = match conn.prepare(&sql) {
                     Ok(s) => s,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(SourceError::Query(first_line(&e.to_string()))));
+                        let _ = ready_tx.send(Err(query_error(&e, external)));
                         return;
                     }
                 };
                 let stream = match stmt.stream_arrow([]) {
                     Ok(s) => s,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(SourceError::Query(first_line(&e.to_string()))));
+                        let _ = ready_tx.send(Err(query_error(&e, external)));
                         return;
                     }
                 };
@@ -96,7 +134,7 @@ impl DuckdbSource {
                 let interrupt = conn.interrupt_handle();
                 let mut sent = 0u64;
                 for batch in stream {
-                    let item = batch.map_err(|e| SourceError::Query(first_line(&e.to_string())));
+                    let item = batch.map_err(|e| query_error(&e, external));
                     let failed = item.is_err();
                     if !sender.blocking_send(item) {
                         interrupt.interrupt();
@@ -117,6 +155,137 @@ impl DuckdbSource {
         stream.set_producer(Producer::Thread(thread));
         Ok(stream)
     }
+}
+
+/// The table functions whose first argument (a path, or a list of paths) names files.
+const FILE_FUNCTIONS: &[&str] = &[
+    "read_csv",
+    "read_csv_auto",
+    "read_parquet",
+    "parquet_scan",
+    "read_json",
+    "read_json_auto",
+    "read_json_objects",
+    "read_json_objects_auto",
+    "read_ndjson",
+    "read_ndjson_auto",
+    "read_ndjson_objects",
+    "read_text",
+    "read_blob",
+    "glob",
+    "parquet_metadata",
+    "parquet_schema",
+    "parquet_file_metadata",
+    "parquet_kv_metadata",
+    "sniff_csv",
+];
+
+/// `sql` with the relative paths it reads made absolute against the project `root`: the
+/// string literals passed as the first argument of a file function (`read_csv('data/x.csv')`,
+/// `read_parquet(['a.parquet', 'b.parquet'])`) or scanned as a table (`FROM 'x.csv'`).
+///
+/// DuckDB checks a file against `allowed_directories` by its path as written, before it
+/// resolves a relative one against `file_search_path`: a relative path would be refused (and
+/// its `..` cannot be judged), an absolute one is judged exactly (`/p/data/../../x` is `/x`).
+/// Only those literals change; the rest of the text is kept byte for byte. A relative path
+/// not recognised here (built by an expression) stays relative and is refused.
+fn absolute_paths(sql: &str, root: &str) -> String {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let dialect = sqlparser::dialect::DuckDbDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize_with_location() else {
+        return sql.to_string();
+    };
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let offset = |line: u64, column: u64| -> Option<usize> {
+        let start = *line_starts.get((line as usize).checked_sub(1)?)?;
+        let rest = &sql[start..];
+        Some(start + rest.char_indices().nth((column as usize).checked_sub(1)?)?.0)
+    };
+    let significant: Vec<_> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let is_file_fn = |t: &Token| {
+        matches!(t, Token::Word(w) if w.quote_style.is_none()
+        && FILE_FUNCTIONS.contains(&w.value.to_ascii_lowercase().as_str()))
+    };
+    let is_keyword = |t: &Token, k: &str| {
+        matches!(t, Token::Word(w) if w.quote_style.is_none()
+        && w.value.eq_ignore_ascii_case(k))
+    };
+    let mut in_list = false;
+    let mut replace: Vec<(usize, String)> = Vec::new();
+    for (i, t) in significant.iter().enumerate() {
+        let back = |n: usize| i.checked_sub(n).map(|j| &significant[j].token);
+        match &t.token {
+            Token::LBracket if back(1) == Some(&Token::LParen) && back(2).is_some_and(is_file_fn) => in_list = true,
+            Token::RBracket => in_list = false,
+            Token::SingleQuotedString(path) => {
+                let first_arg = back(1) == Some(&Token::LParen) && back(2).is_some_and(is_file_fn);
+                let listed = in_list && matches!(back(1), Some(Token::LBracket | Token::Comma));
+                let scanned = back(1).is_some_and(|p| is_keyword(p, "FROM") || is_keyword(p, "JOIN"));
+                let relative = !path.is_empty() && !path.starts_with(['/', '~']) && !path.contains("://");
+                if (first_arg || listed || scanned) && relative {
+                    if let Some(at) = offset(t.span.start.line, t.span.start.column) {
+                        replace.push((at, format!("{}/{path}", root.trim_end_matches('/'))));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::with_capacity(sql.len() + replace.len() * root.len());
+    let mut done = 0;
+    for (at, path) in replace {
+        // The literal runs from its quote to the next quote not doubled.
+        let Some(end) = literal_end(sql, at) else {
+            return sql.to_string();
+        };
+        out.push_str(&sql[done..at]);
+        out.push_str(&quote(&path));
+        done = end;
+    }
+    out.push_str(&sql[done..]);
+    out
+}
+
+/// The end (exclusive) of the string literal whose opening quote is at `at`.
+fn literal_end(sql: &str, at: usize) -> Option<usize> {
+    let b = sql.as_bytes();
+    if b.get(at) != Some(&b'\'') {
+        return None;
+    }
+    let mut i = at + 1;
+    while i < b.len() {
+        if b[i] == b'\'' {
+            if b.get(i + 1) == Some(&b'\'') {
+                i += 2;
+                continue;
+            }
+            return Some(i + 1);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `s` as an SQL string literal.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A query's error, with what to do when it read a file outside the project.
+fn query_error(e: &duckdb::Error, external_access: bool) -> SourceError {
+    let msg = first_line(&e.to_string());
+    if !external_access && msg.contains("Permission Error") && msg.contains("disabled by configuration") {
+        return SourceError::Query(format!(
+            "{msg}: queries on this connection read only files inside the project directory \
+             (`external_access: true` on the duckdb connection lets them read others)"
+        ));
+    }
+    SourceError::Query(msg)
 }
 
 fn strip_semicolon(sql: &str) -> &str {

@@ -39,6 +39,18 @@ pub enum StateError {
     Foreign(String, String),
     #[error("the state store {} failed: {}", crate::redact::text(.0), crate::redact::text(.1))]
     Query(String, String),
+    #[error(
+        "the state store {store} holds a corrupt in-flight record of model `{model}` (run {run_id}, batch {batch}): \
+         {why}; which rows it held, and so which rows must be sent again, is unknown: `ebb reset {model}` makes \
+         the next run send every row"
+    )]
+    CorruptInflight {
+        store: String,
+        model: String,
+        run_id: i64,
+        batch: i64,
+        why: String,
+    },
 }
 
 /// One run of a model, as recorded.
@@ -427,6 +439,47 @@ fn keys_text(keys: &[String]) -> String {
     serde_json::to_string(keys).unwrap_or_else(|_| "[]".into())
 }
 
-fn keys_from_text(text: &str) -> Vec<String> {
-    serde_json::from_str(text).unwrap_or_default()
+/// The operations an in-flight record may name (`unknown`: keys carried over from an
+/// interrupted run).
+const INFLIGHT_OPS: [&str; 6] = ["upsert", "update", "insert", "delete", "clear", "unknown"];
+
+/// An in-flight record as read from the store. `op` and `keys` are `None` when the column
+/// is not text (SQLite keeps any type in any column). A record that does not hold a known
+/// operation and a JSON array of strings is an error, never an empty batch: its keys are
+/// rows whose state at the destination is unknown, and they must be sent again.
+fn inflight_record(
+    store: &str,
+    model: &str,
+    run_id: i64,
+    batch: i64,
+    op: Option<String>,
+    keys: Option<&str>,
+) -> Result<InflightBatch, StateError> {
+    let corrupt = |why: String| StateError::CorruptInflight {
+        store: store.to_string(),
+        model: model.to_string(),
+        run_id,
+        batch,
+        why,
+    };
+    let op = match op {
+        Some(op) if INFLIGHT_OPS.contains(&op.as_str()) => op,
+        Some(op) => {
+            let shown: String = op.chars().take(40).collect();
+            return Err(corrupt(format!(
+                "its operation `{shown}` is none of {}",
+                INFLIGHT_OPS.join(", ")
+            )));
+        }
+        None => return Err(corrupt("its operation is not text".into())),
+    };
+    let keys = keys.ok_or_else(|| corrupt("its keys are not text".into()))?;
+    let keys = serde_json::from_str::<Vec<String>>(keys)
+        .map_err(|e| corrupt(format!("its keys are not a JSON array of strings ({e})")))?;
+    Ok(InflightBatch {
+        run_id,
+        batch,
+        op,
+        keys,
+    })
 }

@@ -4,25 +4,52 @@
 
 use super::snapshot_token_key;
 use super::{
-    hash16, keys_from_text, keys_text, may_take, schema_v1, InflightBatch, LockHolder, LockOutcome, RowErrorEntry,
+    hash16, inflight_record, keys_text, may_take, schema_v1, InflightBatch, LockHolder, LockOutcome, RowErrorEntry,
     RunCounts, RunRecord, SnapshotEntry, StateError, StateWrite, LOCK_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION,
 };
 use futures_util::TryStreamExt;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
+/// How long one attempt to connect may take, unless the URL sets `connect_timeout`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long data sent may stay unacknowledged before the connection counts as lost (a
+/// server gone without closing it), unless the URL sets `tcp_user_timeout`.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Silence on a connection after which keepalive probes start (tokio-postgres' default,
+/// two hours, would leave a run waiting that long on a server gone without a word).
+pub const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+
+/// The waits between attempts to reconnect once a connection is lost: five attempts in all.
+const RECONNECT_BACKOFF: [Duration; 4] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+
+/// The `application_name` of the store's connections, unless the URL sets one.
+pub const APPLICATION_NAME: &str = "ebb";
+
 pub struct PgStore {
+    /// How to connect again when a connection is lost (the server restarted, or the
+    /// connection was terminated).
+    config: tokio_postgres::Config,
     /// One connection; the lock keeps a transaction's statements together when several
     /// tasks use the store.
     client: tokio::sync::Mutex<Client>,
     /// A second connection for snapshot scans, so a long scan does not hold up writes.
-    reader: Client,
+    reader: std::sync::Mutex<Arc<Client>>,
     schema: String,
     name: String,
-    /// Statements of the write path, prepared once per connection.
+    /// Statements of the write path, prepared once per connection (emptied when it is
+    /// replaced).
     statements: std::sync::Mutex<HashMap<String, tokio_postgres::Statement>>,
 }
 
@@ -32,14 +59,52 @@ fn q(name: &str) -> impl Fn(tokio_postgres::Error) -> StateError + '_ {
             .as_db_error()
             .map(|d| d.message().to_string())
             .unwrap_or_else(|| crate::diagnostics::root_cause(&e));
-        StateError::Query(name.to_string(), msg)
+        StateError::Query(name.to_string(), crate::redact::text(&msg))
     }
+}
+
+/// Whether `e` means the connection is gone (closed, reset, or its backend terminated or
+/// shutting down), so that the statement may be tried again on a new one.
+fn lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        // 08: connection exception; 57P01..03: terminated by an administrator, crash
+        // shutdown, cannot connect now.
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// Runs `$body` (an expression yielding `Result<T, tokio_postgres::Error>`, with `$c` the
+/// writer connection) and, if the connection was lost, once more on a new one. Every
+/// statement run this way may run twice: it must be idempotent.
+macro_rules! on_writer {
+    ($self:ident, |$c:ident| $body:expr) => {{
+        let mut guard = $self.writer().await?;
+        let mut retried = false;
+        loop {
+            let $c: &mut Client = &mut guard;
+            let outcome: Result<_, tokio_postgres::Error> = $body;
+            match outcome {
+                Ok(v) => break Ok(v),
+                Err(e) if !retried && lost(&e) => {
+                    retried = true;
+                    $self.replace_writer(&mut guard).await?;
+                }
+                Err(e) => break Err(q(&$self.name)(e)),
+            }
+        }
+    }};
 }
 
 impl PgStore {
     pub async fn open(url: &str) -> Result<PgStore, StateError> {
+        let shown = crate::redact::url(url);
         // `ebb_schema` is ours; the rest of the URL is PostgreSQL's.
-        let mut parsed = url::Url::parse(url).map_err(|e| StateError::Open(format!("`{url}`: {e}")))?;
+        let mut parsed = url::Url::parse(url).map_err(|e| StateError::Open(format!("`{shown}`: {e}")))?;
         let mut schema = "ebb".to_string();
         let pairs: Vec<(String, String)> = parsed
             .query_pairs()
@@ -62,45 +127,52 @@ impl PgStore {
                 "`ebb_schema={schema}` is not a plain schema name"
             )));
         }
-        let _ = parsed.set_password(None);
-        let name = format!("`{}` (schema `{schema}`)", parsed);
-        let config: tokio_postgres::Config = url
-            .replace(&format!("ebb_schema={schema}"), "")
-            .trim_end_matches(['?', '&'])
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StateError::Open(format!("{name}: {e}")))?;
-        let (client, conn) = config
-            .connect(crate::source::postgres_tls::MakeRustls::new())
+        // Unquoted, PostgreSQL folds the name to lower case; the catalog holds it so.
+        let schema = schema.to_ascii_lowercase();
+        let name = format!("`{}` (schema `{schema}`)", crate::redact::url(parsed.as_str()));
+        let mut config: tokio_postgres::Config =
+            parsed
+                .as_str()
+                .trim_end_matches('?')
+                .parse()
+                .map_err(|e: tokio_postgres::Error| {
+                    StateError::Open(format!("{name}: {}", crate::redact::text(&e.to_string())))
+                })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        // A server gone silent (no reset: a network partition) while ebb waits for an
+        // answer: keepalive probes after 30 s of silence, 3 of them 10 s apart.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(KEEPALIVES_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(Duration::from_secs(10));
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(3);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(APPLICATION_NAME);
+        }
+        let client = connect(&config, true)
             .await
-            .map_err(|e| StateError::Open(format!("{name}: {}", crate::diagnostics::root_cause(&e))))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let (reader, conn) = config
-            .connect(crate::source::postgres_tls::MakeRustls::new())
+            .map_err(|e| StateError::Open(format!("{name}: {e}")))?;
+        let reader = connect(&config, false)
             .await
-            .map_err(|e| StateError::Open(format!("{name}: {}", crate::diagnostics::root_cause(&e))))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+            .map_err(|e| StateError::Open(format!("{name}: {e}")))?;
         let store = PgStore {
+            config,
             client: tokio::sync::Mutex::new(client),
-            reader,
+            reader: std::sync::Mutex::new(Arc::new(reader)),
             statements: std::sync::Mutex::new(HashMap::new()),
             schema,
             name,
         };
         store.migrate().await?;
-        // A commit need not wait for the server's disk: it is durable against a crash of
-        // ebb (the server has it) as SQLite's WAL is, and a 5,000-batch run does not pay
-        // 10,000 fsyncs. The run lock keeps synchronous commits (see `lock`).
-        store
-            .client
-            .lock()
-            .await
-            .batch_execute("SET synchronous_commit = off")
-            .await
-            .map_err(q(&store.name))?;
         Ok(store)
     }
 
@@ -113,63 +185,105 @@ impl PgStore {
         text.replace("{s}", &self.schema)
     }
 
+    /// A new connection, after a lost one: a few attempts, further and further apart.
+    async fn reconnect(&self, writer: bool) -> Result<Client, StateError> {
+        let mut last = String::new();
+        for wait in std::iter::once(Duration::ZERO).chain(RECONNECT_BACKOFF) {
+            tokio::time::sleep(wait).await;
+            match connect(&self.config, writer).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
+            }
+        }
+        Err(StateError::Query(
+            self.name.clone(),
+            format!(
+                "the connection was lost and {} attempts to connect again failed: {last}",
+                RECONNECT_BACKOFF.len() + 1
+            ),
+        ))
+    }
+
+    /// The write connection, connected again first if it was lost.
+    async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, StateError> {
+        let mut c = self.client.lock().await;
+        if c.is_closed() {
+            self.replace_writer(&mut c).await?;
+        }
+        Ok(c)
+    }
+
+    async fn replace_writer(&self, c: &mut Client) -> Result<(), StateError> {
+        *c = self.reconnect(true).await?;
+        self.statements.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(())
+    }
+
+    /// The scan connection, connected again first if it was lost.
+    async fn reader(&self, replace: bool) -> Result<Arc<Client>, StateError> {
+        let current = self.reader.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if !replace && !current.is_closed() {
+            return Ok(current);
+        }
+        let fresh = Arc::new(self.reconnect(false).await?);
+        *self.reader.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
     async fn query(&self, text: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StateError> {
         let sql = self.sql(text);
-        self.client
-            .lock()
-            .await
-            .query(&sql, params)
-            .await
-            .map_err(q(&self.name))
+        on_writer!(self, |c| c.query(&sql, params).await)
     }
 
     async fn execute(&self, text: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StateError> {
         let sql = self.sql(text);
-        self.client
-            .lock()
-            .await
-            .execute(&sql, params)
-            .await
-            .map_err(q(&self.name))
+        on_writer!(self, |c| c.execute(&sql, params).await)
     }
 
     async fn migrate(&self) -> Result<(), StateError> {
         let s = &self.schema;
-        let exists: bool = self
+        let tables: Vec<String> = self
             .query(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'ebb_meta')",
+                "SELECT tablename::text FROM pg_catalog.pg_tables WHERE schemaname = $1 ORDER BY 1",
                 &[s],
             )
-            .await?[0]
-            .get(0);
-        if !exists {
-            let others: i64 = self
-                .query(
-                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
-                    &[s],
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let foreign = |why: String| StateError::Foreign(self.name.clone(), why);
+        if tables.is_empty() {
+            self.create().await?;
+        } else if !tables.iter().any(|t| t == "ebb_meta") {
+            let ours: Vec<&str> = tables
+                .iter()
+                .map(String::as_str)
+                .filter(|t| EBB_TABLES.contains(t))
+                .collect();
+            return Err(foreign(if ours.is_empty() {
+                format!(
+                    "schema `{s}` holds {} other tables ({}) and no `ebb_meta`",
+                    tables.len(),
+                    shown_list(&tables)
                 )
-                .await?[0]
-                .get(0);
-            if others > 0 {
-                return Err(StateError::Foreign(
-                    self.name.clone(),
-                    format!("schema `{s}` holds {others} other tables and no `ebb_meta`"),
-                ));
-            }
-            let ddl = schema_v1("BYTEA", "BIGSERIAL PRIMARY KEY", "");
-            let script = format!(
-                "BEGIN; CREATE SCHEMA IF NOT EXISTS {s}; SET LOCAL search_path = {s}; {ddl}
-                 INSERT INTO ebb_meta VALUES ('schema_version', '{SCHEMA_VERSION}'), ('created_by', 'ebb {}'); COMMIT;",
-                env!("CARGO_PKG_VERSION")
-            );
-            self.client
-                .lock()
-                .await
-                .batch_execute(&script)
-                .await
-                .map_err(q(&self.name))?;
+            } else {
+                format!(
+                    "schema `{s}` holds ebb's tables ({}) but no `ebb_meta`, as a damaged store would; ebb does \
+                     not start it over, since every model's next run would then send every row again: restore \
+                     the store from a backup, or drop the schema to start over with a new one",
+                    ours.join(", ")
+                )
+            }));
         }
-        let version = self.schema_version().await?;
+        let version: Option<String> = self
+            .query("SELECT value FROM {s}.ebb_meta WHERE key = 'schema_version'", &[])
+            .await?
+            .first()
+            .map(|r| r.get(0));
+        let version: i64 = version
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| foreign("its `ebb_meta` has no schema version".into()))?;
         if version > SCHEMA_VERSION {
             return Err(StateError::Newer {
                 store: self.name.clone(),
@@ -177,26 +291,75 @@ impl PgStore {
             });
         }
         // Migrations from older versions go here, one step at a time.
+        if !tables.is_empty() {
+            let missing: Vec<&str> = EBB_TABLES
+                .into_iter()
+                .filter(|t| !tables.iter().any(|x| x == t))
+                .collect();
+            if !missing.is_empty() {
+                return Err(foreign(format!("its tables {} are missing", missing.join(", "))));
+            }
+        }
         Ok(())
     }
 
+    /// Creates the tables in an empty (or missing) schema. Daemons opening the store at
+    /// once take turns (an advisory lock on the schema's name); the one that comes second
+    /// finds the tables there.
+    async fn create(&self) -> Result<(), StateError> {
+        let s = &self.schema;
+        let ddl = schema_v1("BYTEA", "BIGSERIAL PRIMARY KEY", "");
+        let script = format!(
+            "CREATE SCHEMA IF NOT EXISTS {s}; SET LOCAL search_path = {s}; {ddl}
+             INSERT INTO ebb_meta VALUES ('schema_version', '{SCHEMA_VERSION}'), ('created_by', 'ebb {}');",
+            env!("CARGO_PKG_VERSION")
+        );
+        let lock_key = format!("ebb state store {s}");
+        let meta = format!("{s}.ebb_meta");
+        on_writer!(self, |c| async {
+            let tx = c.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key])
+                .await?;
+            let exists: bool = tx
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&meta])
+                .await?
+                .get(0);
+            if !exists {
+                tx.batch_execute(&script).await?;
+            }
+            tx.commit().await
+        }
+        .await)
+    }
+
     pub async fn schema_version(&self) -> Result<i64, StateError> {
-        let v: String = self
+        let rows = self
             .query("SELECT value FROM {s}.ebb_meta WHERE key = 'schema_version'", &[])
-            .await?[0]
-            .get(0);
-        v.parse()
-            .map_err(|_| StateError::Foreign(self.name.clone(), "its schema version is not a number".into()))
+            .await?;
+        rows.first()
+            .and_then(|r| r.get::<_, String>(0).parse().ok())
+            .ok_or_else(|| StateError::Foreign(self.name.clone(), "its schema version is not a number".into()))
     }
 
     pub async fn start_run(&self, model: &str, now: &str) -> Result<i64, StateError> {
-        let rows = self
-            .query(
-                "INSERT INTO {s}.ebb_runs (model, started_at, status) VALUES ($1, $2, 'running') RETURNING id",
-                &[&model, &now],
-            )
-            .await?;
-        Ok(rows[0].get(0))
+        let insert =
+            self.sql("INSERT INTO {s}.ebb_runs (model, started_at, status) VALUES ($1, $2, 'running') RETURNING id");
+        // A second attempt (the connection was lost) first looks for the row the first one
+        // may have committed.
+        let find = self.sql(
+            "SELECT id FROM {s}.ebb_runs WHERE model = $1 AND started_at = $2 AND status = 'running'
+             ORDER BY id DESC LIMIT 1",
+        );
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        on_writer!(self, |c| async {
+            if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                if let Some(r) = c.query_opt(&find, &[&model, &now]).await? {
+                    return Ok(r.get(0));
+                }
+            }
+            Ok(c.query_one(&insert, &[&model, &now]).await?.get(0))
+        }
+        .await)
     }
 
     pub async fn finish_run(
@@ -290,25 +453,44 @@ impl PgStore {
         tx: mpsc::Sender<Vec<(K, [u8; 16])>>,
     ) -> Result<(), StateError> {
         let sql = self.sql("SELECT key, hash FROM {s}.ebb_snapshot WHERE model = $1");
-        let params: [&(dyn ToSql + Sync); 1] = [&model];
-        let rows = self.reader.query_raw(&sql, params).await.map_err(q(&self.name))?;
-        futures_util::pin_mut!(rows);
-        let mut chunk = Vec::with_capacity(8192);
-        while let Some(r) = rows.try_next().await.map_err(q(&self.name))? {
-            chunk.push((key_fn(r.get::<_, &str>(0)), hash16(r.get(1))));
-            if chunk.len() == 8192
-                && tx
-                    .send(std::mem::replace(&mut chunk, Vec::with_capacity(8192)))
-                    .await
-                    .is_err()
-            {
-                return Ok(());
+        let mut reader = self.reader(false).await?;
+        let mut retried = false;
+        loop {
+            let params: [&(dyn ToSql + Sync); 1] = [&model];
+            let mut sent = false;
+            let scanned: Result<(), tokio_postgres::Error> = async {
+                let rows = reader.query_raw(&sql, params).await?;
+                futures_util::pin_mut!(rows);
+                let mut chunk = Vec::with_capacity(8192);
+                while let Some(r) = rows.try_next().await? {
+                    chunk.push((key_fn(r.get::<_, &str>(0)), hash16(r.get(1))));
+                    if chunk.len() == 8192 {
+                        sent = true;
+                        if tx
+                            .send(std::mem::replace(&mut chunk, Vec::with_capacity(8192)))
+                            .await
+                            .is_err()
+                        {
+                            return Ok(());
+                        }
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.send(chunk).await;
+                }
+                Ok(())
+            }
+            .await;
+            match scanned {
+                Ok(()) => return Ok(()),
+                // Once chunks went out, a second scan would send them twice.
+                Err(e) if !retried && !sent && lost(&e) => {
+                    retried = true;
+                    reader = self.reader(true).await?;
+                }
+                Err(e) => return Err(q(&self.name)(e)),
             }
         }
-        if !chunk.is_empty() {
-            let _ = tx.send(chunk).await;
-        }
-        Ok(())
     }
 
     pub async fn record_ids(&self, model: &str, keys: &[String]) -> Result<HashMap<String, String>, StateError> {
@@ -328,24 +510,25 @@ impl PgStore {
                 &[&model],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| InflightBatch {
-                run_id: r.get(0),
-                batch: r.get(1),
-                op: r.get(2),
-                keys: keys_from_text(r.get(3)),
+        rows.iter()
+            .map(|r| {
+                let (op, keys) = (r.try_get(2).ok(), r.try_get::<_, &str>(3).ok());
+                inflight_record(&self.name, model, r.get(0), r.get(1), op, keys)
             })
-            .collect())
+            .collect()
     }
 
+    /// Every write is idempotent (upserts, deletes by key, the token set): if the connection
+    /// is lost, even during the commit, the transaction runs again whole on a new one.
     pub async fn apply(&self, model: &str, writes: Vec<StateWrite>) -> Result<(), StateError> {
-        let mut client = self.client.lock().await;
-        let tx = client.transaction().await.map_err(q(&self.name))?;
-        for w in &writes {
-            self.apply_one(&tx, model, w).await.map_err(q(&self.name))?;
+        on_writer!(self, |c| async {
+            let tx = c.transaction().await?;
+            for w in &writes {
+                self.apply_one(&tx, model, w).await?;
+            }
+            tx.commit().await
         }
-        tx.commit().await.map_err(q(&self.name))
+        .await)
     }
 
     /// `text` (with `{s}` replaced) prepared once and reused.
@@ -552,72 +735,71 @@ impl PgStore {
     }
 
     pub async fn lock(&self, model: &str, me: &LockHolder, lease: Duration) -> Result<LockOutcome, StateError> {
-        let mut client = self.client.lock().await;
-        let tx = client.transaction().await.map_err(q(&self.name))?;
-        // Other daemons rely on the lock: it waits for the disk.
-        tx.batch_execute("SET LOCAL synchronous_commit = on")
-            .await
-            .map_err(q(&self.name))?;
-        // The store's clock, so that hosts with skewed clocks agree on the lease.
-        let now_ms: i64 = tx
-            .query_one("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint", &[])
-            .await
-            .map_err(q(&self.name))?
-            .get(0);
-        let existing = tx
-            .query_opt(
-                &self.sql(&format!(
-                    "SELECT {LOCK_COLUMNS} FROM {{s}}.ebb_locks WHERE model = $1 FOR UPDATE"
-                )),
-                &[&model],
-            )
-            .await
-            .map_err(q(&self.name))?
-            .map(|r| lock_holder(&r));
-        if let Some(h) = &existing {
-            if !may_take(h, me, now_ms, lease) {
-                return Ok(LockOutcome::Held(h.clone()));
-            }
-        }
-        // Two processes may both find no row: the primary key lets one insert win; the
-        // other sees zero rows affected and reports the winner.
-        let n = tx
-            .execute(
-                &self.sql(
-                    "INSERT INTO {s}.ebb_locks (model, holder, host, pid, started, run_id, acquired_at, heartbeat_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (model) DO UPDATE SET holder = excluded.holder, host = excluded.host,
-                        pid = excluded.pid, started = excluded.started, run_id = excluded.run_id,
-                        acquired_at = excluded.acquired_at, heartbeat_ms = excluded.heartbeat_ms
-                     WHERE $9",
-                ),
-                &[
-                    &model,
-                    &me.id,
-                    &me.host,
-                    &me.pid,
-                    &me.started,
-                    &me.run_id,
-                    &me.acquired_at,
-                    &now_ms,
-                    &existing.is_some(),
-                ],
-            )
-            .await
-            .map_err(q(&self.name))?;
-        if n == 0 {
-            let winner = tx
-                .query_one(
-                    &self.sql(&format!("SELECT {LOCK_COLUMNS} FROM {{s}}.ebb_locks WHERE model = $1")),
+        on_writer!(self, |c| {
+            async {
+            let tx = c.transaction().await?;
+            // Other daemons rely on the lock: it waits for the disk.
+            tx.batch_execute("SET LOCAL synchronous_commit = on")
+                .await?;
+            // The store's clock, so that hosts with skewed clocks agree on the lease.
+            let now_ms: i64 = tx
+                .query_one("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint", &[])
+                .await?
+                .get(0);
+            let existing = tx
+                .query_opt(
+                    &self.sql(&format!(
+                        "SELECT {LOCK_COLUMNS} FROM {{s}}.ebb_locks WHERE model = $1 FOR UPDATE"
+                    )),
                     &[&model],
                 )
-                .await
-                .map_err(q(&self.name))?;
-            return Ok(LockOutcome::Held(lock_holder(&winner)));
+                .await?
+                .map(|r| lock_holder(&r));
+            if let Some(h) = &existing {
+                if !may_take(h, me, now_ms, lease) {
+                    return Ok(LockOutcome::Held(h.clone()));
+                }
+            }
+            // Two processes may both find no row: the primary key lets one insert win; the
+            // other sees zero rows affected and reports the winner.
+            let n = tx
+                .execute(
+                    &self.sql(
+                        "INSERT INTO {s}.ebb_locks (model, holder, host, pid, started, run_id, acquired_at, heartbeat_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                         ON CONFLICT (model) DO UPDATE SET holder = excluded.holder, host = excluded.host,
+                            pid = excluded.pid, started = excluded.started, run_id = excluded.run_id,
+                            acquired_at = excluded.acquired_at, heartbeat_ms = excluded.heartbeat_ms
+                         WHERE $9",
+                    ),
+                    &[
+                        &model,
+                        &me.id,
+                        &me.host,
+                        &me.pid,
+                        &me.started,
+                        &me.run_id,
+                        &me.acquired_at,
+                        &now_ms,
+                        &existing.is_some(),
+                    ],
+                )
+                .await?;
+            if n == 0 {
+                let winner = tx
+                    .query_one(
+                        &self.sql(&format!("SELECT {LOCK_COLUMNS} FROM {{s}}.ebb_locks WHERE model = $1")),
+                        &[&model],
+                    )
+                    .await?;
+                return Ok(LockOutcome::Held(lock_holder(&winner)));
+            }
+            tx.commit().await?;
+            Ok(LockOutcome::Acquired {
+                took_over: existing.filter(|h| h.id != me.id),
+            })
         }
-        tx.commit().await.map_err(q(&self.name))?;
-        Ok(LockOutcome::Acquired {
-            took_over: existing.filter(|h| h.id != me.id),
+        .await
         })
     }
 
@@ -651,29 +833,29 @@ impl PgStore {
     }
 
     pub async fn forget(&self, model: &str) -> Result<u64, StateError> {
-        let mut client = self.client.lock().await;
-        let tx = client.transaction().await.map_err(q(&self.name))?;
-        let mut forgotten = 0;
-        for table in ["ebb_snapshot", "ebb_inflight", "ebb_row_errors", "ebb_models"] {
-            let n = tx
-                .execute(
-                    &self.sql(&format!("DELETE FROM {{s}}.{table} WHERE model = $1")),
-                    &[&model],
-                )
-                .await
-                .map_err(q(&self.name))?;
-            if table == "ebb_snapshot" {
-                forgotten = n;
+        on_writer!(self, |c| async {
+            let tx = c.transaction().await?;
+            let mut forgotten = 0;
+            for table in ["ebb_snapshot", "ebb_inflight", "ebb_row_errors", "ebb_models"] {
+                let n = tx
+                    .execute(
+                        &self.sql(&format!("DELETE FROM {{s}}.{table} WHERE model = $1")),
+                        &[&model],
+                    )
+                    .await?;
+                if table == "ebb_snapshot" {
+                    forgotten = n;
+                }
             }
+            tx.execute(
+                &self.sql("DELETE FROM {s}.ebb_meta WHERE key = $1"),
+                &[&snapshot_token_key(model)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(forgotten)
         }
-        tx.execute(
-            &self.sql("DELETE FROM {s}.ebb_meta WHERE key = $1"),
-            &[&snapshot_token_key(model)],
-        )
-        .await
-        .map_err(q(&self.name))?;
-        tx.commit().await.map_err(q(&self.name))?;
-        Ok(forgotten)
+        .await)
     }
 }
 
@@ -710,4 +892,45 @@ fn lock_holder(r: &Row) -> LockHolder {
         acquired_at: r.get(5),
         heartbeat_ms: r.get(6),
     }
+}
+
+/// The tables of schema version 1.
+const EBB_TABLES: [&str; 7] = [
+    "ebb_meta",
+    "ebb_models",
+    "ebb_runs",
+    "ebb_snapshot",
+    "ebb_inflight",
+    "ebb_row_errors",
+    "ebb_locks",
+];
+
+/// Up to five names, then how many more.
+fn shown_list(names: &[String]) -> String {
+    let mut out = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 5 {
+        out.push_str(&format!(" and {} more", names.len() - 5));
+    }
+    out
+}
+
+/// One connection to the store. The writer's commits need not wait for the server's disk:
+/// a commit is durable against a crash of ebb (the server has it) as SQLite's WAL is, and a
+/// 5,000-batch run does not pay 10,000 fsyncs; the run lock keeps synchronous commits (see
+/// `lock`). The error is text without secrets.
+async fn connect(config: &tokio_postgres::Config, writer: bool) -> Result<Client, String> {
+    let (client, conn) = config
+        .connect(crate::source::postgres_tls::MakeRustls::new())
+        .await
+        .map_err(|e| crate::redact::text(&crate::diagnostics::root_cause(&e)))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    if writer {
+        client
+            .batch_execute("SET synchronous_commit = off")
+            .await
+            .map_err(|e| crate::redact::text(&crate::diagnostics::root_cause(&e)))?;
+    }
+    Ok(client)
 }

@@ -5,10 +5,10 @@
 
 use super::snapshot_token_key;
 use super::{
-    hash16, keys_from_text, keys_text, may_take, schema_v1, InflightBatch, LockHolder, LockOutcome, RowErrorEntry,
+    hash16, inflight_record, keys_text, may_take, schema_v1, InflightBatch, LockHolder, LockOutcome, RowErrorEntry,
     RunCounts, RunRecord, SnapshotEntry, StateError, StateWrite, LOCK_COLUMNS, RUN_COLUMNS, SCHEMA_VERSION,
 };
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -67,7 +67,8 @@ impl SqliteStore {
             let reader = if path.as_os_str() == ":memory:" {
                 None
             } else {
-                let r = Connection::open(&path).map_err(|e| StateError::Open(format!("{n}: {e}")))?;
+                let r = Connection::open_with_flags(&path, existing_flags())
+                    .map_err(|e| StateError::Open(format!("{n}: {e}")))?;
                 r.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
                     .map_err(|e| StateError::Open(format!("{n}: {e}")))?;
                 Some(Arc::new(Mutex::new(r)))
@@ -288,21 +289,22 @@ impl SqliteStore {
     }
 
     pub async fn inflight(&self, model: &str) -> Result<Vec<InflightBatch>, StateError> {
-        let model = model.to_string();
-        self.with(move |c| {
-            let mut stmt =
-                c.prepare("SELECT run_id, batch, op, keys FROM ebb_inflight WHERE model = ?1 ORDER BY run_id, batch")?;
-            let rows = stmt.query_map(params![model], |r| {
-                Ok(InflightBatch {
-                    run_id: r.get(0)?,
-                    batch: r.get(1)?,
-                    op: r.get(2)?,
-                    keys: keys_from_text(r.get_ref(3)?.as_str()?),
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        let m = model.to_string();
+        let rows = self
+            .with(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT run_id, batch, op, keys FROM ebb_inflight WHERE model = ?1 ORDER BY run_id, batch",
+                )?;
+                let rows = stmt.query_map(params![m], |r| {
+                    let text = |i| r.get_ref(i).map(|v| v.as_str().ok().map(str::to_string));
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, text(2)?, text(3)?))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(run_id, batch, op, keys)| inflight_record(&self.name, model, run_id, batch, op, keys.as_deref()))
+            .collect()
     }
 
     pub async fn apply(&self, model: &str, writes: Vec<StateWrite>) -> Result<(), StateError> {
@@ -560,29 +562,39 @@ fn apply_one(tx: &rusqlite::Transaction, model: &str, w: &StateWrite) -> rusqlit
     Ok(())
 }
 
+/// Opens the store at `path`, creating it only where no file is: a file that exists is
+/// ebb's or an error, never started over (an empty one may be a truncated store, and a
+/// new store would send every row of every model again).
 fn open_blocking(path: &std::path::Path, name: &str) -> Result<Connection, StateError> {
-    if path.as_os_str() != ":memory:" {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StateError::Open(format!("{name}: {e}")))?;
+    let open_err = |e: &dyn std::fmt::Display| StateError::Open(format!("{name}: {e}"));
+    let conn = if path.as_os_str() == ":memory:" {
+        let conn = Connection::open(path).map_err(|e| open_err(&e))?;
+        create_schema(&conn).map_err(|e| open_err(&e))?;
+        conn
+    } else {
+        if !path.try_exists().map_err(|e| open_err(&e))? {
+            create_file(path, name)?;
         }
-    }
-    let conn = Connection::open(path).map_err(|e| StateError::Open(format!("{name}: {e}")))?;
+        Connection::open_with_flags(path, existing_flags()).map_err(|e| open_err(&e))?
+    };
     let foreign = |why: String| StateError::Foreign(name.to_string(), why);
-    // A file that is not SQLite fails on the first read.
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
-        .map_err(|e| foreign(e.to_string()))?;
+    // A file that is not SQLite fails on the first read. Nothing is written before the file
+    // is known to be a store.
+    conn.busy_timeout(Duration::from_secs(5)).map_err(|e| open_err(&e))?;
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .map_err(|e| foreign(e.to_string()))?;
     if tables.is_empty() {
-        let ddl = schema_v1("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT", " WITHOUT ROWID");
-        conn.execute_batch(&format!(
-            "BEGIN; {ddl} INSERT INTO ebb_meta VALUES ('schema_version', '{SCHEMA_VERSION}'), ('created_by', 'ebb {}'); COMMIT;",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .map_err(|e| StateError::Open(format!("{name}: {e}")))?;
-        return Ok(conn);
+        let what = match std::fs::metadata(path) {
+            Ok(m) if m.len() == 0 => "it is empty (0 bytes)".to_string(),
+            _ => "it is an SQLite database without tables".to_string(),
+        };
+        return Err(foreign(format!(
+            "{what}, as a truncated or replaced store would be; ebb does not start it over, since every \
+             model's next run would then send every row again: restore the store from a backup, or delete \
+             the file (and its -wal file) to start over with a new one"
+        )));
     }
     if !tables.iter().any(|t| t == "ebb_meta") {
         return Err(foreign(format!(
@@ -621,5 +633,76 @@ fn open_blocking(path: &std::path::Path, name: &str) -> Result<Connection, State
     if !missing.is_empty() {
         return Err(foreign(format!("its tables {} are missing", missing.join(", "))));
     }
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        .map_err(|e| foreign(e.to_string()))?;
     Ok(conn)
+}
+
+/// Flags for a store file that exists: read and write, never create (a file that vanished
+/// is an error, not a new store).
+fn existing_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+/// Creates the tables of the current version, with its `ebb_meta` rows, in one transaction.
+fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    let ddl = schema_v1("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT", " WITHOUT ROWID");
+    conn.execute_batch(&format!(
+        "BEGIN; {ddl} INSERT INTO ebb_meta VALUES ('schema_version', '{SCHEMA_VERSION}'), ('created_by', 'ebb {}'); COMMIT;",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+/// Creates a new store at `path`, which did not exist: built complete in a file of its own
+/// beside it, then linked into place, so that `path` never exists without its tables (a
+/// crash half-way leaves no empty store behind), and two processes creating it at once
+/// both end up with the one that was linked first.
+fn create_file(path: &std::path::Path, name: &str) -> Result<(), StateError> {
+    let open_err = |e: &dyn std::fmt::Display| StateError::Open(format!("{name}: {e}"));
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return Err(StateError::Foreign(
+            name.to_string(),
+            "the file is gone but its write-ahead log (-wal) is still there: the store was deleted or moved \
+             without it; put the store back, or delete the -wal file to start over with a new store"
+                .into(),
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| open_err(&e))?;
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!(".{file}.new-{}-{nonce}", std::process::id()));
+    let built = (|| -> Result<(), String> {
+        let conn = Connection::open(&tmp).map_err(|e| e.to_string())?;
+        create_schema(&conn).map_err(|e| e.to_string())?;
+        conn.close().map_err(|(_, e)| e.to_string())?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| e.to_string())?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            // Another process created it first: that one is the store.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            // A file system without hard links: a rename, which could replace a store
+            // created in between, so only while there is still none.
+            Err(_) if !path.exists() => std::fs::rename(&tmp, path).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    let mut journal = tmp.into_os_string();
+    journal.push("-journal");
+    let _ = std::fs::remove_file(journal);
+    built.map_err(|e| open_err(&e))
 }
