@@ -338,6 +338,7 @@ fn human_output_is_coloured_only_when_asked_or_on_a_terminal() {
 
 #[test]
 fn a_rejected_rows_message_is_stored_and_shown_without_credentials() {
+    require_postgres!();
     let f = crate::sync::Fixture::new("rowsecret", 1, 10, None);
     f.sink.answer_next(
         200,

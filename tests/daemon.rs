@@ -930,6 +930,7 @@ fn until_the_state_store_opens_the_daemon_is_live_but_not_ready() {
 
 #[test]
 fn a_new_file_reusing_a_running_models_name_is_rejected_and_the_model_keeps_its_plan_deleting_nothing() {
+    require_postgres!();
     let f = Fixture::new("ddup", 10, 10, None);
     f.model(&crate::sync::ModelSpec {
         mode: "mirror",
@@ -1314,6 +1315,7 @@ fn a_source_urls_password_never_reaches_the_run_history() {
 
 #[test]
 fn a_daemon_keeps_running_its_models_when_its_postgres_state_stores_connections_are_terminated() {
+    require_postgres!();
     let pid = std::process::id();
     let base = crate::source_postgres::url();
     let sep = if base.contains('?') { '&' } else { '?' };

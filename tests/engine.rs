@@ -665,6 +665,7 @@ async fn read_all(src: &Source, sql: &str) -> (usize, Option<SourceError>) {
 
 #[tokio::test]
 async fn a_postgres_reader_that_panics_part_way_ends_with_an_error_not_the_end() {
+    require_postgres!();
     let url = crate::source_postgres::url();
     let schema = format!("ebb_engine_panic_{}", std::process::id());
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();

@@ -754,6 +754,7 @@ fn insert_creates_and_clear_nulls_the_fields_of_rows_that_leave() {
 
 #[test]
 fn a_bulk_insert_keyed_on_id_is_confirmed_once_and_never_sent_again() {
+    require_postgres!();
     let f = SfFixture::new("bulkins", 300, "    bulk_threshold: 100\n", SandboxConfig::default());
     // Keyed on `Id` (the key column is not mapped): Salesforce makes the Ids, so the Id
     // column is not uploaded, and results are joined on the rest of the row.

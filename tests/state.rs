@@ -497,6 +497,7 @@ async fn an_empty_or_damaged_sqlite_file_is_refused_never_started_over() {
 
 #[test]
 fn ebb_run_and_reset_refuse_a_truncated_store_and_send_nothing() {
+    require_postgres!();
     let f = crate::sync::Fixture::new("state0", 5, 100, None);
     let (code, run) = f.run(&[]);
     assert_eq!(code, 0, "{run}");
@@ -536,6 +537,7 @@ async fn pg_admin() -> tokio_postgres::Client {
 
 #[tokio::test]
 async fn a_damaged_postgres_schema_is_refused_never_started_over() {
+    require_postgres!();
     let client = pg_admin().await;
     let schema = format!("ebb_state_damaged_{}", std::process::id());
     let url = pg_url(&schema, "ebb");
@@ -656,6 +658,7 @@ async fn a_corrupt_inflight_record_is_an_error_naming_store_model_and_batch_sqli
 
 #[tokio::test]
 async fn a_corrupt_inflight_record_is_an_error_naming_store_model_and_batch_postgres() {
+    require_postgres!();
     let client = pg_admin().await;
     let schema = format!("ebb_state_corrupt_{}", std::process::id());
     client
@@ -693,6 +696,7 @@ async fn terminate(client: &tokio_postgres::Client, app: &str) -> i64 {
 
 #[tokio::test]
 async fn the_postgres_store_reconnects_after_its_connections_are_terminated() {
+    require_postgres!();
     let client = pg_admin().await;
     let pid = std::process::id();
     let schema = format!("ebb_state_reconnect_{pid}");
