@@ -1361,3 +1361,29 @@ fn a_daemon_keeps_running_its_models_when_its_postgres_state_stores_connections_
         d.log()
     );
 }
+
+#[test]
+fn a_fifo_planted_as_ebb_yaml_is_refused_and_never_stalls_the_reload_loop() {
+    require_postgres!();
+    let f = Fixture::new("dfifo", 5, 10, None);
+    let d = Daemon::start(f.path(), &[], &[]);
+    let project = f.path().join("ebb.yaml");
+    let saved = std::fs::read_to_string(&project).unwrap();
+    std::fs::remove_file(&project).unwrap();
+    let made = Command::new("mkfifo").arg(&project).status().expect("mkfifo runs");
+    assert!(made.success());
+    // Reading a FIFO blocks until a writer comes: the poll must not open it as a file.
+    let rejected = d.wait_for("the FIFO refused", 1, Duration::from_secs(15), |e| {
+        e["event"] == "reload_rejected"
+    });
+    assert!(rejected[0].to_string().contains("regular file"), "{}", rejected[0]);
+    assert_eq!(d.get("/healthz", None).status, 200);
+    // Back to the file: the daemon goes on, its models intact.
+    std::fs::remove_file(&project).unwrap();
+    std::fs::write(&project, saved).unwrap();
+    let r = d.post("/api/models/contacts/runs", None);
+    assert_eq!(r.status, 202, "{}", r.body);
+    d.wait_for("a run after the FIFO", 1, Duration::from_secs(15), |e| {
+        e["event"] == "run_finished" && e["model"] == "contacts"
+    });
+}

@@ -82,9 +82,11 @@ pub struct Loader {
     project: Option<Arc<ProjectSpec>>,
 }
 
-/// The hash of a file's content (0 when it cannot be read).
-fn hash_file(path: &Path) -> u64 {
-    match std::fs::read(path) {
+/// The hash of a file's content (0 when it cannot be read). Read as `validate` reads it:
+/// a regular file inside the project, size-capped, so a FIFO or `/dev/zero` planted as
+/// `ebb.yaml` cannot stall or exhaust the polling loop.
+fn hash_file(root: &Path, path: &Path) -> u64 {
+    match crate::config::files::read_bytes(root, path) {
         Ok(bytes) => xxhash_rust::xxh3::xxh3_64(&bytes) | 1,
         Err(_) => 0,
     }
@@ -117,10 +119,10 @@ impl Loader {
     fn fingerprint(&self, project: Option<&ProjectSpec>) -> BTreeMap<PathBuf, u64> {
         let mut out = BTreeMap::new();
         let pfile = self.dir.join(PROJECT_FILE);
-        out.insert(display_path(&pfile), hash_file(&pfile));
+        out.insert(display_path(&pfile), hash_file(&self.dir, &pfile));
         let models_dir = project.and_then(|p| p.models_dir.as_deref()).unwrap_or("models");
         for f in model_files(&self.dir.join(models_dir)) {
-            out.insert(display_path(&f), hash_file(&f));
+            out.insert(display_path(&f), hash_file(&self.dir, &f));
         }
         out
     }
