@@ -1,4 +1,5 @@
-//! SOQL `query` and `queryAll` (`src/sandbox/soql.rs`) and the seed they read.
+//! SOQL `query` and `queryAll` (`src/sandbox/soql.rs`, docs/salesforce-protocol.md §6) and the
+//! seed they read.
 
 use super::*;
 
