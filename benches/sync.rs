@@ -1,4 +1,5 @@
-//! Benchmark harness: whole runs of ebb side by side with the Python peer (DESIGN §6).
+//! Benchmark harness: whole runs of ebb side by side with the Python peer
+//! (docs/performance.md).
 //!
 //! For each model size (default 100k, 1M and 10M rows of 8 columns: a BIGINT key, four
 //! strings, a double, a timestamp and a boolean, in DuckDB) it runs, in order and on the
@@ -21,7 +22,7 @@
 //! (process start to exit), model rows/s, changed rows/s, API calls (checked against
 //! ceil(upserts/200) + ceil(deletes/200)), calls per changed row, time to the first
 //! request the sink received, peak RSS; and the ratio peer / ebb. A summary checks the
-//! DESIGN §6 targets.
+//! targets of docs/performance.md.
 //!
 //! Run: `cargo bench --bench sync` (release build). Environment:
 //! - `EBB_BENCH_SIZES=100000,1000000` — model sizes (default 100000,1000000,10000000);
@@ -719,7 +720,7 @@ fn main() {
         api_bound(api_rows, python.as_deref(), &mut results, CallTime::Floor);
         api_bound(api_rows, python.as_deref(), &mut results, CallTime::Added);
     }
-    println!("\nDESIGN §6 targets");
+    println!("\nTargets (docs/performance.md)");
     for l in &results.lines {
         println!("{l}");
     }

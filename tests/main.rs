@@ -16,7 +16,7 @@ mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column
 mod map; // the mapping layer on Arrow batches
 mod preview; // `ebb preview` against a real warehouse
 mod salesforce; // the Salesforce destination against the sandbox: collections, Bulk 2.0, tokens, limits, --connect
-mod sandbox; // `ebb sandbox`: the local Salesforce-compatible API's wire protocol over real HTTP
+mod sandbox; // `ebb sandbox`: the local Salesforce-compatible API's wire protocol over real HTTP, one module per part of src/sandbox/
 mod sandbox_client; // `ebb sandbox` driven by an independent client (simple-salesforce, Python)
 mod schema; // schemas/ is what the types generate
 mod sink; // an in-process webhook speaking the http destination's protocol, with faults

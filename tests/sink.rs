@@ -1,5 +1,6 @@
-//! An in-process webhook that speaks the `http` destination's protocol (DESIGN §3) and keeps
-//! the destination's state, with faults on demand, for the destination and engine tests.
+//! An in-process webhook that speaks the `http` destination's protocol
+//! (docs/delivery.md §3) and keeps the destination's state, with faults on demand, for the
+//! destination and engine tests.
 //!
 //! It applies `upsert`, `update`, `insert` and `clear` by replacing the stored record (a
 //! `clear` payload holds the key and nulls) and `delete` by removing it, keyed by the

@@ -1,5 +1,5 @@
 //! An in-process Snowflake SQL API v2 server for tests, following the documented
-//! protocol (`reference/crm-apis.md` §7): key-pair JWT checked (issuer fingerprint, RS256
+//! protocol (docs/snowflake-protocol.md): key-pair JWT checked (issuer fingerprint, RS256
 //! signature, expiry), required headers, 200 or 202 + polling, partitions, string cells,
 //! 422 for SQL errors, 429 on demand, and protocol-breaking answers on demand
 //! ([`Server::answer_raw_next`], [`Server::status_url`]).

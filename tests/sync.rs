@@ -1,6 +1,6 @@
 //! `ebb run` end to end: a real PostgreSQL warehouse, the `ebb` binary, real HTTP to the
 //! in-process sink, the SQLite and PostgreSQL state stores. The acceptance tests of the
-//! delivery contract (DESIGN §4).
+//! delivery contract (docs/delivery.md §1).
 
 use crate::sink::Sink;
 use crate::support::{ebb, stderr, stdout};

@@ -1,6 +1,6 @@
 //! The `ebb` command line: argument parsing and one function per subcommand.
 //!
-//! Exit codes (DESIGN §5): 0 success; 1 failure (invalid config, a failed run);
+//! Exit codes (docs/delivery.md §2): 0 success; 1 failure (invalid config, a failed run);
 //! 2 bad usage or unreadable project files; 3 a run whose destination rejected rows.
 
 mod daemon;

@@ -2,8 +2,8 @@
 //!
 //! Each batch is one `POST` of
 //! `{"model": …, "run_id": …, "operation": "upsert|update|insert|delete|clear", "records": […]}`
-//! (DESIGN §3) with `Content-Type: application/json` and the connection's headers. The
-//! answer decides each record's fate:
+//! (docs/delivery.md §3) with `Content-Type: application/json` and the connection's
+//! headers. The answer decides each record's fate:
 //!
 //! - 2xx with `{"results": [{"success": bool, "error"?, "id"?, "code"?}, …]}`, one per record
 //!   in request order: record by record (a list of the wrong length is a fatal error);

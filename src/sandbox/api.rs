@@ -1,6 +1,7 @@
 //! The routes, the gate every data-API request passes (version, session, allocation,
 //! faults, `Sforce-Limit-Info`), and the small REST resources: versions, `limits`,
-//! describe, and single records (including upsert by external ID, crm-apis.md §3).
+//! describe, and single records (including upsert by external ID,
+//! docs/salesforce-protocol.md §3).
 //!
 //! The gate's order: an unknown version is 404; then the session (401
 //! `INVALID_SESSION_ID`); then the daily allocation (403 `REQUEST_LIMIT_EXCEEDED`,
@@ -9,12 +10,12 @@
 //! against the allocation.
 //!
 //! The concurrency form of `REQUEST_LIMIT_EXCEEDED` is documented by code and status only
-//! (crm-apis.md §5 [U] for the text); the sandbox says "ConcurrentPerOrgLongTxn Limit
-//! exceeded.", the text orgs send when too many long-running requests are in flight. A
-//! client tells the two apart by `Sforce-Limit-Info`: below the maximum it is the
-//! concurrency limit (transient), at the maximum the daily allocation (not transient).
-//! Salesforce applies its limit to requests running 20 s or more; the sandbox, to keep tests
-//! fast, to any request beyond the configured number in flight.
+//! (docs/salesforce-protocol.md §5 [U] for the text); the sandbox says
+//! "ConcurrentPerOrgLongTxn Limit exceeded.", the text orgs send when too many long-running
+//! requests are in flight. A client tells the two apart by `Sforce-Limit-Info`: below the
+//! maximum it is the concurrency limit (transient), at the maximum the daily allocation
+//! (not transient). Salesforce applies its limit to requests running 20 s or more; the
+//! sandbox, to keep tests fast, to any request beyond the configured number in flight.
 
 use super::collections::{self, Op};
 use super::store::Store;
@@ -41,7 +42,7 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 pub(crate) fn not_found() -> Response {
     // The errorcodes page shows this body bare, but the REST API sends every error as an
-    // array (crm-apis.md §3 [U]); the sandbox sends the array.
+    // array (docs/salesforce-protocol.md §3 [U]); the sandbox sends the array.
     error(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
@@ -340,8 +341,8 @@ async fn versions(State(shared): Shr) -> Response {
 
 /// `GET limits`. Only `DailyApiRequests` is tracked; the Bulk counters are reported at
 /// their documented maximums. The `{"Max", "Remaining"}` shape of `DailyApiRequests` is
-/// [U] in crm-apis.md §5; it is the shape the documented counters (`DailyBulkV2QueryJobs`)
-/// have.
+/// [U] in docs/salesforce-protocol.md §5; it is the shape the documented counters
+/// (`DailyBulkV2QueryJobs`) have.
 async fn limits(State(shared): Shr) -> Response {
     let state = shared.lock();
     let jobs = state.jobs.len() as u64;
@@ -612,10 +613,10 @@ pub(crate) struct UpsertParams {
     update_only: Option<bool>,
 }
 
-/// `PATCH sobjects/{Object}/{ExtIdField}/{value}` (crm-apis.md §3): 201 created, 200
-/// updated (v46+, `created: false`), 300 several matches, 404 unknown object or field.
-/// `Id` as the field updates the record with that id (404 if there is none). The value in
-/// the URL is the record's external ID; one in the body is overridden by it.
+/// `PATCH sobjects/{Object}/{ExtIdField}/{value}` (docs/salesforce-protocol.md §3): 201
+/// created, 200 updated (v46+, `created: false`), 300 several matches, 404 unknown object
+/// or field. `Id` as the field updates the record with that id (404 if there is none). The
+/// value in the URL is the record's external ID; one in the body is overridden by it.
 async fn upsert_one(
     State(shared): Shr,
     Path((v, object, field, value)): Path<(String, String, String, String)>,

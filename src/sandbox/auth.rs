@@ -1,5 +1,5 @@
-//! The OAuth 2.0 token endpoint, `POST /services/oauth2/token` (crm-apis.md §1), and the
-//! bearer-token check of the data API.
+//! The OAuth 2.0 token endpoint, `POST /services/oauth2/token`
+//! (docs/salesforce-protocol.md §1), and the bearer-token check of the data API.
 //!
 //! Flows: `client_credentials` (client id and secret), `refresh_token` (the configured
 //! refresh token; the secret is checked when sent), and

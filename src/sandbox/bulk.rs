@@ -1,11 +1,12 @@
-//! Bulk API 2.0 ingest jobs (crm-apis.md §4) under `jobs/ingest`: create (JobInfo, state
-//! `Open`, `contentUrl` without a leading slash), one CSV upload (`PUT …/batches`, 201),
-//! close (`PATCH` `UploadComplete`) or abort, then `UploadComplete → InProgress →
-//! JobComplete` on a timer ([`super::SandboxConfig::bulk_step_delay`] per step), and the
-//! result CSVs with quoted `"sf__Id","sf__Created"` / `"sf__Id","sf__Error"` headers, rows
-//! shuffled. Cells: empty leaves a field unchanged, `#N/A` sets it to null. Rows are
-//! written in chunks of 200 like the platform does; an external ID twice in one chunk fails
-//! both rows (as in Collections).
+//! Bulk API 2.0 ingest jobs (docs/salesforce-protocol.md §4) under `jobs/ingest`: create
+//! (JobInfo, state `Open`, `contentUrl` without a leading slash), one CSV upload
+//! (`PUT …/batches`, 201), close (`PATCH` `UploadComplete`) or abort, then
+//! `UploadComplete → InProgress → JobComplete` on a timer
+//! ([`super::SandboxConfig::bulk_step_delay`] per step), and the result CSVs with quoted
+//! `"sf__Id","sf__Created"` / `"sf__Id","sf__Error"` headers, rows shuffled. Cells: empty
+//! leaves a field unchanged, `#N/A` sets it to null. Rows are written in chunks of 200
+//! like the platform does; an external ID twice in one chunk fails both rows (as in
+//! Collections).
 //!
 //! Choices where the documentation is silent ([U]): create answers 200; job-definition
 //! errors are 400 `INVALIDJOB` with the platform's `InvalidJob : …` texts; a second upload

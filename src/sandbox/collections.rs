@@ -1,7 +1,8 @@
-//! sObject Collections (crm-apis.md §2): create (`POST composite/sobjects`), update
-//! (`PATCH composite/sobjects`), upsert (`PATCH composite/sobjects/{Object}/{ExtIdField}`)
-//! and delete (`DELETE composite/sobjects?ids=…`), at most 200 records each, results in
-//! request order, per-record errors `{"statusCode", "message", "fields"}`, and `allOrNone`
+//! sObject Collections (docs/salesforce-protocol.md §2): create
+//! (`POST composite/sobjects`), update (`PATCH composite/sobjects`), upsert
+//! (`PATCH composite/sobjects/{Object}/{ExtIdField}`) and delete
+//! (`DELETE composite/sobjects?ids=…`), at most 200 records each, results in request
+//! order, per-record errors `{"statusCode", "message", "fields"}`, and `allOrNone`
 //! rollback. Also [`write`], the one-record write the REST and Bulk resources share.
 //!
 //! Choices where the documentation is silent ([U]):

@@ -1,7 +1,7 @@
 //! `ebb sandbox`: a local Salesforce-compatible API that analysts, `ebb demo` and the tests
-//! sync into. It follows the documented wire protocol (`reference/crm-apis.md` §1-5): paths,
-//! methods, status codes, bodies and header names, so that a client that works against it
-//! works against a real org. It owns the server side only; the client is
+//! sync into. It follows the documented wire protocol (docs/salesforce-protocol.md §1-5):
+//! paths, methods, status codes, bodies and header names, so that a client that works
+//! against it works against a real org. It owns the server side only; the client is
 //! `destination::salesforce`.
 //!
 //! Served, on the current tokio runtime ([`Sandbox::start`]) or a thread of its own

@@ -1,4 +1,4 @@
-//! The REST replication resources (`reference/inbound-and-alerts.md` §1.3):
+//! The REST replication resources (docs/salesforce-protocol.md §6):
 //! `GET sobjects/{Object}/updated/?start=&end=` → `{"ids", "latestDateCovered"}` and
 //! `GET sobjects/{Object}/deleted/?start=&end=` → `{"deletedRecords": [{"id",
 //! "deletedDate"}], "earliestDateAvailable", "latestDateCovered"}`.

@@ -151,7 +151,8 @@ impl Field {
         }
     }
 
-    /// Required on create: `createable && !nillable && !defaultedOnCreate` (crm-apis.md §5).
+    /// Required on create: `createable && !nillable && !defaultedOnCreate`
+    /// (docs/salesforce-protocol.md §5).
     pub(crate) fn required(&self) -> bool {
         self.createable && !self.nillable && !self.defaulted_on_create
     }

@@ -123,9 +123,10 @@ impl Store {
     }
 
     /// Checks that record `id` of table `t` exists: ENTITY_IS_DELETED for a deleted record;
-    /// for an id that never existed Salesforce's code is not documented (crm-apis.md §2
-    /// lists both); the sandbox answers INVALID_CROSS_REFERENCE_KEY, the code the platform
-    /// uses for ids that point at nothing.
+    /// for an id that never existed Salesforce's code is not documented
+    /// (docs/salesforce-protocol.md §2 lists both); the sandbox answers
+    /// INVALID_CROSS_REFERENCE_KEY, the code the platform uses for ids that point at
+    /// nothing.
     pub(crate) fn existing(&self, t: usize, id: &str) -> Result<(), RecordError> {
         let table = &self.tables[t];
         if table.records.contains_key(id) {

@@ -1,9 +1,10 @@
 //! Who this process is, for the run lock: host name, pid and the process's start time.
 //!
-//! One run per model at a time, across processes sharing a state store (DESIGN §4). The
-//! lock is a row of `ebb_locks` renewed by a heartbeat. A holder on this host whose process
-//! is gone (no such pid, or a pid reused by a process that started later) is taken over at
-//! once; a holder on another host once its heartbeat is older than the lease.
+//! One run per model at a time, across processes sharing a state store
+//! (docs/delivery.md §1). The lock is a row of `ebb_locks` renewed by a heartbeat. A holder
+//! on this host whose process is gone (no such pid, or a pid reused by a process that
+//! started later) is taken over at once; a holder on another host once its heartbeat is
+//! older than the lease.
 
 use super::LockHolder;
 use std::sync::OnceLock;

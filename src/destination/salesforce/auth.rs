@@ -1,7 +1,7 @@
-//! OAuth 2.0 for Salesforce (crm-apis.md §1): client credentials, JWT bearer and refresh
-//! token. The token is cached per connection and shared by every sync on it; a request
-//! answered 401 `INVALID_SESSION_ID` asks for a new one once ([`Auth::renew`]) and is
-//! replayed.
+//! OAuth 2.0 for Salesforce (docs/salesforce-protocol.md §1): client credentials, JWT
+//! bearer and refresh token. The token is cached per connection and shared by every sync on
+//! it; a request answered 401 `INVALID_SESSION_ID` asks for a new one once
+//! ([`Auth::renew`]) and is replayed.
 //!
 //! The token answer's `instance_url` decides where the token goes next, so it is checked
 //! ([`trusted_instance`]): https (plain http only on loopback), no user info, and the
@@ -106,7 +106,8 @@ impl Auth {
             None => "https://login.salesforce.com".to_string(),
         };
         let (grant, token_host) = match a.flow {
-            // Client credentials must go to the My Domain host (crm-apis.md §1).
+            // Client credentials must go to the My Domain host
+            // (docs/salesforce-protocol.md §1).
             SalesforceAuthFlow::ClientCredentials => (
                 Grant::ClientCredentials {
                     client_id,
@@ -207,7 +208,7 @@ impl Auth {
         Ok(t)
     }
 
-    /// A signed RS256 assertion (crm-apis.md §1: `exp` within 3 minutes).
+    /// A signed RS256 assertion (docs/salesforce-protocol.md §1: `exp` within 3 minutes).
     fn assertion(
         client_id: &str,
         username: &str,

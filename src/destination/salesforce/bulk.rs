@@ -1,8 +1,8 @@
-//! Bulk API 2.0 ingest (crm-apis.md §4) for large change sets: one CSV job per batch of up
-//! to [`JOB_RECORDS`] records: create, upload, close, poll with backoff, then read the
-//! successful, failed and unprocessed results and join them to the rows by key (results are
-//! unordered). In Bulk CSV an empty cell leaves a field unchanged, so a null is sent as
-//! `#N/A`, which clears it.
+//! Bulk API 2.0 ingest (docs/salesforce-protocol.md §4) for large change sets: one CSV job
+//! per batch of up to [`JOB_RECORDS`] records: create, upload, close, poll with backoff,
+//! then read the successful, failed and unprocessed results and join them to the rows by
+//! key (results are unordered). In Bulk CSV an empty cell leaves a field unchanged, so a
+//! null is sent as `#N/A`, which clears it.
 
 use super::SalesforceDestination;
 use crate::destination::{Batch, Op, Outcome, SendError};
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 /// Records per job. Far under the 100 MB upload cap for any plausible record, and small
 /// enough that a crash re-sends little.
 pub const JOB_RECORDS: usize = 10_000;
-/// Raw CSV per upload: Salesforce takes 150 MB after base64, so 100 MB raw (crm-apis.md §4).
+/// Raw CSV per upload: Salesforce takes 150 MB after base64, so 100 MB raw
+/// (docs/salesforce-protocol.md §4).
 const MAX_UPLOAD: usize = 100 * 1024 * 1024;
 /// The longest a job is waited for.
 const JOB_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -50,7 +51,7 @@ fn cell(v: &serde_json::Value) -> String {
 }
 
 /// A result row longer than this is not a Bulk result (a record holds at most 400,000
-/// characters, crm-apis.md §4).
+/// characters, docs/salesforce-protocol.md §4).
 const MAX_RESULT_ROW: usize = 4 * 1024 * 1024;
 
 /// RFC 4180 CSV read as it arrives (quoted fields, `""` escapes, newlines inside quotes),
@@ -225,10 +226,10 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
         columns.insert(0, "Id".into());
     }
     // The CSV, and for each row the values it was uploaded with. Results come back in any
-    // order with the uploaded columns after the `sf__` ones (crm-apis.md §4), and are
-    // joined to rows on the key's column when it is uploaded (the Id, or the external ID
-    // of an upsert), or on the whole uploaded row when it is not (an insert keyed on `Id`,
-    // whose Id is not sent: Salesforce makes it).
+    // order with the uploaded columns after the `sf__` ones
+    // (docs/salesforce-protocol.md §4), and are joined to rows on the key's column when it
+    // is uploaded (the Id, or the external ID of an upsert), or on the whole uploaded row
+    // when it is not (an insert keyed on `Id`, whose Id is not sent: Salesforce makes it).
     let join_column: Option<usize> = if by_id || batch.op == Op::Delete {
         Some(0)
     } else if keyed_on_id {
@@ -315,7 +316,8 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
         match state.as_str() {
             "JobComplete" | "Failed" | "Aborted" => break (state, info),
             "Open" | "UploadComplete" | "InProgress" => {}
-            // Not a job's state (crm-apis.md §4): waiting on it would wait an hour for nothing.
+            // Not a job's state (docs/salesforce-protocol.md §4): waiting on it would wait
+            // an hour for nothing.
             _ => {
                 return Err(SendError::Fatal(format!(
                     "connection `{}`: Bulk job {job_id}: the job's answer has no known `state`: {}",

@@ -274,9 +274,10 @@ impl Conn {
                 format!("{code}: {message}")
             };
             if status == StatusCode::FORBIDDEN && code == "REQUEST_LIMIT_EXCEEDED" {
-                // Two causes share this code (crm-apis.md §5): the daily allocation is spent
-                // (the usage header says so, or the message names TotalRequests), which is
-                // not worth retrying today; or too many long requests at once, which is.
+                // Two causes share this code (docs/salesforce-protocol.md §5): the daily
+                // allocation is spent (the usage header says so, or the message names
+                // TotalRequests), which is not worth retrying today; or too many long
+                // requests at once, which is.
                 let spent = match self.usage() {
                     Some((used, max)) => used >= max,
                     None => message.contains("TotalRequests"),

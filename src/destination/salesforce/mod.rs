@@ -1,4 +1,4 @@
-//! The Salesforce destination (crm-apis.md §1-5).
+//! The Salesforce destination (docs/salesforce-protocol.md §1-5).
 //!
 //! Batches of up to 200 records go through sObject Collections with `allOrNone: false`:
 //! - upsert by an external ID: `PATCH composite/sobjects/{Object}/{Field}`;
@@ -45,7 +45,7 @@ pub struct SalesforceDestination {
     pub calls: std::sync::atomic::AtomicU64,
 }
 
-/// Per-record status codes worth sending again (crm-apis.md §2).
+/// Per-record status codes worth sending again (docs/salesforce-protocol.md §2).
 fn transient_status(code: &str, message: &str) -> bool {
     code == "UNABLE_TO_LOCK_ROW"
         || (code == "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY" && message.contains("UNABLE_TO_LOCK_ROW"))
@@ -325,8 +325,9 @@ impl SalesforceDestination {
                 idx.len()
             )));
         }
-        // Each result is `{"id", "success": bool, "errors": [...]}` (crm-apis.md §2):
-        // anything else confirms nothing and fails the batch.
+        // Each result is `{"id", "success": bool, "errors": [...]}`
+        // (docs/salesforce-protocol.md §2): anything else confirms nothing and fails the
+        // batch.
         let malformed = |n: usize, what: &str| {
             SendError::Fatal(format!(
                 "{path} on connection `{}`: result {} of {} {what}; nothing in the batch is confirmed",
