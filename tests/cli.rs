@@ -786,8 +786,10 @@ fn ten_thousand_errors_validate_in_seconds() {
     for format in ["human", "json", "github"] {
         let r = ebb_bounded(dir.path(), &["validate", "--format", format], &[], 60);
         assert_eq!(r.code, Some(1), "{}", r.err);
-        // Well under 2 s on an idle machine; the bound leaves room for a loaded one.
-        assert!(r.secs < 5.0, "--format {format} took {:.1}s", r.secs);
+        // About 2 s on an idle machine (the quadratic code took 17 s for the keys alone);
+        // the bound leaves room for a loaded CI machine. The exact guard is the unit test
+        // `many_diagnostics_cost_one_line_index_per_file`, which counts work, not time.
+        assert!(r.secs < 15.0, "--format {format} took {:.1}s", r.secs);
         if format == "human" {
             assert!(
                 r.out.contains("failed: 14999 errors"),

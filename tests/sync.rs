@@ -416,6 +416,12 @@ fn a_hung_request_times_out_and_is_retried() {
 
 /// Kills `ebb run` with SIGKILL after `after`, against a slow sink.
 fn run_and_kill(f: &Fixture, after: Duration) -> Output {
+    run_and_kill_when(f, |_| true, after)
+}
+
+/// `ebb run contacts` killed (SIGKILL) once `ready` holds for the sink, checked every 5 ms
+/// from `after` on (so a loaded machine cannot make the kill come before the run started).
+fn run_and_kill_when(f: &Fixture, ready: impl Fn(&Sink) -> bool, after: Duration) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ebb"))
         .args(["run", "contacts", "--format", "json"])
         .current_dir(f.path())
@@ -426,6 +432,10 @@ fn run_and_kill(f: &Fixture, after: Duration) -> Output {
         .spawn()
         .unwrap();
     std::thread::sleep(after);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ready(&f.sink) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     child.kill().unwrap(); // SIGKILL
     child.wait_with_output().unwrap()
 }
@@ -758,7 +768,8 @@ fn insert_mode_does_not_resend_an_interrupted_batch_unless_forced() {
         ..ModelSpec::default()
     });
     f.sink.delay(Duration::from_millis(60));
-    let out = run_and_kill(&f, Duration::from_millis(400));
+    // Killed once the sink has applied a batch (each answer takes 60 ms, so most are not).
+    let out = run_and_kill_when(&f, |sink| !sink.records().is_empty(), Duration::ZERO);
     assert!(out.status.code().is_none(), "killed: {:?}", out.status);
     f.sink.delay(Duration::ZERO);
     let applied_before = f.sink.records().len();
