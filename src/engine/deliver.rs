@@ -26,16 +26,17 @@ const AWAITING_COMMIT: usize = 16;
 impl<'a> Run<'a> {
     /// Sends the spill in batches, up to the destination's concurrency at once.
     pub(super) async fn deliver(&mut self, mut reader: SpillReader, table: &mut SnapTable) -> Result<(), String> {
-        let plan = self.plan;
+        let plan = self.cfg.plan;
         let d = &plan.destination;
         let spec = self
+            .cfg
             .project
             .connections
             .get(&d.connection)
             .ok_or_else(|| format!("connection `{}` is not defined", d.connection))?;
-        let dest = if self.progress.to_send.load(Ordering::Relaxed) > 0 {
+        let dest = if self.cfg.progress.to_send.load(Ordering::Relaxed) > 0 {
             Some(Arc::new(
-                Destination::open_for(plan, spec, self.project_dir, self.run_id)
+                Destination::open_for(plan, spec, self.cfg.project_dir, self.cfg.run_id)
                     .await
                     .map_err(|e| format!("destination `{}`: {e}", d.connection))?,
             ))
@@ -52,7 +53,7 @@ impl<'a> Run<'a> {
             .zip(dest.clone())
             .map(|(writer, dest)| BatchSender {
                 plan: Arc::new(plan.clone()),
-                run_id: self.run_id,
+                run_id: self.cfg.run_id,
                 writer,
                 dest,
                 policy: Arc::new(RetryPolicy::from_env()),
@@ -76,7 +77,7 @@ impl<'a> Run<'a> {
             if self.failure.is_some() || self.lost.is_some_and(|l| l.load(Ordering::SeqCst)) {
                 break; // no new batches; those in flight end below
             }
-            if self.opts.stopping() {
+            if self.cfg.opts.stopping() {
                 self.failure = Some("stopped before the end (shutdown): the next run sends the rest".into());
                 break;
             }
@@ -95,11 +96,11 @@ impl<'a> Run<'a> {
                         }
                     }
                     Some(r) => {
-                        if !self.dups.is_empty() && self.dups.contains_key(&r.key_hash) {
+                        if !self.diff.dups.is_empty() && self.diff.dups.contains_key(&r.key_hash) {
                             continue;
                         }
                         let Some(op) = r.op else {
-                            if let Some(f) = self.forced.get_mut(&r.key_hash) {
+                            if let Some(f) = self.diff.forced.get_mut(&r.key_hash) {
                                 f.resolved = true;
                             }
                             forget.push(r.key);
@@ -113,7 +114,9 @@ impl<'a> Run<'a> {
                         }
                         pending.push(r);
                         let size = match &dest {
-                            Some(dest) => dest.batch_size(op, self.per_op.get(&op).copied().unwrap_or(0), batch_size),
+                            Some(dest) => {
+                                dest.batch_size(op, self.diff.per_op.get(&op).copied().unwrap_or(0), batch_size)
+                            }
                             None => batch_size,
                         };
                         if pending.len() >= size && next.is_none() {
@@ -128,19 +131,23 @@ impl<'a> Run<'a> {
                         return Err("internal: records to send but no destination".into());
                     };
                     batch_no += 1;
-                    if !self.forced.is_empty() {
+                    if !self.diff.forced.is_empty() {
                         for r in &records {
-                            if let Some(f) = self.forced.get_mut(&r.key_hash) {
+                            if let Some(f) = self.diff.forced.get_mut(&r.key_hash) {
                                 f.resolved = true;
                             }
                         }
                     }
                     self.counts.sent += records.len() as i64;
-                    self.progress.sent.fetch_add(records.len() as u64, Ordering::Relaxed);
+                    self.cfg
+                        .progress
+                        .sent
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
                     let op = records[0].op.expect("batches hold sent records");
                     let ids = if dest.wants_record_ids(op) {
                         let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-                        self.store
+                        self.cfg
+                            .store
                             .record_ids(&plan.name, &keys)
                             .await
                             .map_err(|e| e.to_string())?
@@ -215,10 +222,12 @@ impl<'a> Run<'a> {
         self.counts.confirmed += done.confirmed;
         self.counts.rejected += done.rejected;
         self.counts.api_calls += done.api_calls as i64;
-        self.progress
+        self.cfg
+            .progress
             .confirmed
             .fetch_add(done.confirmed as u64, Ordering::Relaxed);
-        self.progress
+        self.cfg
+            .progress
             .rejected
             .fetch_add(done.rejected as u64, Ordering::Relaxed);
         if let Some(e) = done.failure {

@@ -9,6 +9,7 @@
 
 use super::pool::EncodePool;
 use super::run::Run;
+use super::snapshot::Forced;
 use super::spill::SpillWriter;
 use super::table::{self, key_hash, payload_hash, KeySet, SnapTable};
 use super::ERROR_CHUNK;
@@ -20,7 +21,7 @@ use crate::map::{RowError, RowMapper};
 use crate::plan::SyncPlan;
 use crate::source::Source;
 use crate::state::{RowErrorEntry, StateWrite};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -54,6 +55,22 @@ pub(super) struct Classify {
     pub(super) slots: Vec<Option<usize>>,
 }
 
+/// What the diff finds that the guard and delivery go by.
+#[derive(Default)]
+pub(super) struct DiffState {
+    /// Keys an earlier run left in flight ([`super::snapshot`] loads them).
+    pub(super) forced: HashMap<u128, Forced>,
+    pub(super) dups: HashMap<u128, Duplicate>,
+    /// Keys of rows not in the snapshot whose payload was invalid (to undo their count if
+    /// the key turns out duplicated).
+    pub(super) new_invalid: KeySet,
+    pub(super) pending_errors: Vec<RowErrorEntry>,
+    /// Delete and clear operations planned (for `max_deletes` and `max_delete_ratio`).
+    pub(super) deletes: i64,
+    /// Records to send, by operation (a destination may batch large sets differently).
+    pub(super) per_op: HashMap<Op, u64>,
+}
+
 pub(super) struct Duplicate {
     pub(super) key: String,
     pub(super) count: i64,
@@ -65,7 +82,7 @@ const INVALID: u8 = 2;
 
 impl<'a> Run<'a> {
     pub(super) fn sample(&mut self, kind: &'static str, text: impl FnOnce() -> String) {
-        if !self.opts.dry_run {
+        if !self.cfg.opts.dry_run {
             return;
         }
         let list = self.samples.entry(kind).or_default();
@@ -77,15 +94,15 @@ impl<'a> Run<'a> {
     pub(super) async fn invalid(&mut self, key: String, e: RowError) -> Result<(), String> {
         self.counts.invalid += 1;
         self.sample("invalid", || format!("{key}: {} ({})", e.message, e.code));
-        self.pending_errors.push(RowErrorEntry {
+        self.diff.pending_errors.push(RowErrorEntry {
             key,
-            run_id: self.run_id,
+            run_id: self.cfg.run_id,
             kind: "invalid".into(),
             code: e.code.to_string(),
             message: e.message,
         });
-        if self.pending_errors.len() >= ERROR_CHUNK {
-            let errors = std::mem::take(&mut self.pending_errors);
+        if self.diff.pending_errors.len() >= ERROR_CHUNK {
+            let errors = std::mem::take(&mut self.diff.pending_errors);
             self.ctx.write(vec![StateWrite::Errors(errors)]).await?;
         }
         Ok(())
@@ -93,11 +110,11 @@ impl<'a> Run<'a> {
 
     /// `{key_field: key}` (a delete), or with every mapped field null (a clear).
     pub(super) fn key_payload(&self, key: &str, clear: bool) -> String {
-        key_payload(self.plan, key, clear)
+        key_payload(self.cfg.plan, key, clear)
     }
 
     pub(super) async fn read_model(&mut self, table: &mut SnapTable, spill: &mut SpillWriter) -> Result<(), String> {
-        let plan = self.plan;
+        let plan = self.cfg.plan;
         let Some(query) = &plan.source.query else {
             return Err(format!(
                 "reading {} `{}` comes with the {} connector",
@@ -107,6 +124,7 @@ impl<'a> Run<'a> {
             ));
         };
         let spec = self
+            .cfg
             .project
             .connections
             .get(&plan.source.connection)
@@ -117,7 +135,7 @@ impl<'a> Run<'a> {
                 plan.source.connection, plan.source.kind
             )
         };
-        let source = Source::open(spec, self.project_dir).map_err(|e| context(&e))?;
+        let source = Source::open(spec, self.cfg.project_dir).map_err(|e| context(&e))?;
         let mut stream = source.query(query, READ_BATCH).await.map_err(|e| context(&e))?;
         let mapper = RowMapper::new(plan, stream.schema()).map_err(|missing| {
             let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
@@ -129,7 +147,7 @@ impl<'a> Run<'a> {
         let (mut submitted, mut next, mut eof) = (0u64, 0u64, false);
         let mut ready: BTreeMap<u64, Encoded> = BTreeMap::new();
         loop {
-            if self.opts.stopping() {
+            if self.cfg.opts.stopping() {
                 return Err("stopped while reading the model (shutdown); nothing was sent".into());
             }
             if !eof && submitted - next < ENCODE_AHEAD {
@@ -152,7 +170,7 @@ impl<'a> Run<'a> {
                 self.classify(&encoded, table, &mut cx, spill).await?;
                 pool.recycle(encoded);
             }
-            self.progress.read.store(self.counts.read as u64, Ordering::Relaxed);
+            self.cfg.progress.read.store(self.counts.read as u64, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -166,7 +184,7 @@ impl<'a> Run<'a> {
         cx: &mut Classify,
         spill: &mut SpillWriter,
     ) -> Result<(), String> {
-        let mode = self.plan.destination.mode;
+        let mode = self.cfg.plan.destination.mode;
         let op = match mode {
             Mode::Upsert | Mode::Mirror => Op::Upsert,
             Mode::Update => Op::Update,
@@ -179,7 +197,7 @@ impl<'a> Run<'a> {
             EncodedRow::Row { kh, .. } => table.find(*kh),
             EncodedRow::NoKey(_) => None,
         }));
-        let any_forced = !self.forced.is_empty();
+        let any_forced = !self.diff.forced.is_empty();
         for (r, &slot) in enc.rows.iter().zip(&cx.slots) {
             cx.row_no += 1;
             self.counts.read += 1;
@@ -192,7 +210,7 @@ impl<'a> Run<'a> {
                 EncodedRow::Row { key, kh, payload } => (enc.key(key), *kh, payload),
             };
             let forced = any_forced
-                && match self.forced.get_mut(&kh) {
+                && match self.diff.forced.get_mut(&kh) {
                     Some(f) => {
                         f.seen = true;
                         true
@@ -214,7 +232,7 @@ impl<'a> Run<'a> {
                     match slot {
                         Some(i) => table.set_flags(i, INVALID),
                         None => {
-                            self.new_invalid.insert(kh);
+                            self.diff.new_invalid.insert(kh);
                         }
                     }
                     self.invalid(key.to_string(), e.clone()).await?;
@@ -237,9 +255,9 @@ impl<'a> Run<'a> {
             }
             let send = match class {
                 Class::Added | Class::Changed => true,
-                _ => self.opts.full_resync && mode != Mode::Insert,
+                _ => self.cfg.opts.full_resync && mode != Mode::Insert,
             };
-            if mode == Mode::Insert && forced && !self.opts.force {
+            if mode == Mode::Insert && forced && !self.cfg.opts.force {
                 // Insert cannot tell whether the interrupted batch created the record.
                 if class == Class::Added {
                     self.counts.added -= 1;
@@ -261,21 +279,21 @@ impl<'a> Run<'a> {
             }
             if send {
                 if op == Op::Delete {
-                    self.deletes += 1;
+                    self.diff.deletes += 1;
                 }
                 match class {
                     Class::Added => self.sample("added", || payload.to_string()),
                     Class::Changed => self.sample("changed", || payload.to_string()),
                     _ => {}
                 }
-                if !self.opts.dry_run {
+                if !self.cfg.opts.dry_run {
                     spill
                         .push(Some(op), kh, ph, key, payload)
                         .await
                         .map_err(|e| format!("cannot write the spill file: {e}"))?;
                 }
-                *self.per_op.entry(op).or_default() += 1;
-                self.progress.to_send.fetch_add(1, Ordering::Relaxed);
+                *self.diff.per_op.entry(op).or_default() += 1;
+                self.cfg.progress.to_send.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -283,7 +301,7 @@ impl<'a> Run<'a> {
 
     /// A key met again: every row with it is invalid; the count of its first row is undone.
     pub(super) fn duplicate(&mut self, kh: u128, key: String, snapshot_flags: Option<u8>) {
-        if let Some(d) = self.dups.get_mut(&kh) {
+        if let Some(d) = self.diff.dups.get_mut(&kh) {
             d.count += 1;
             self.counts.invalid += 1;
             return;
@@ -292,7 +310,7 @@ impl<'a> Run<'a> {
             Some(f) if f & INVALID != 0 => Class::Invalid,
             Some(f) if f & CHANGED != 0 => Class::Changed,
             Some(_) => Class::Unchanged,
-            None if self.new_invalid.contains(&kh) => Class::Invalid,
+            None if self.diff.new_invalid.contains(&kh) => Class::Invalid,
             None => Class::Added,
         };
         match first {
@@ -303,7 +321,7 @@ impl<'a> Run<'a> {
         }
         self.counts.invalid += 2;
         self.sample("invalid", || format!("{key}: duplicate key (duplicate_key)"));
-        self.dups.insert(kh, Duplicate { key, count: 2 });
+        self.diff.dups.insert(kh, Duplicate { key, count: 2 });
     }
 
     /// Rows of the snapshot the model no longer has, and keys in flight the model no
@@ -314,8 +332,8 @@ impl<'a> Run<'a> {
         spill: &mut SpillWriter,
         fresh: bool,
     ) -> Result<(), String> {
-        let mode = self.plan.destination.mode;
-        let action = match (mode, self.plan.destination.on_removed) {
+        let mode = self.cfg.plan.destination.mode;
+        let action = match (mode, self.cfg.plan.destination.on_removed) {
             (Mode::Delete, _) => None,
             (Mode::Mirror, _) | (_, OnRemoved::Delete) => Some(Op::Delete),
             (_, OnRemoved::Clear) => Some(Op::Clear),
@@ -324,7 +342,7 @@ impl<'a> Run<'a> {
         let mut keys: Vec<String> = Vec::new();
         if !fresh && table.unseen() > 0 {
             let (tx, mut rx) = mpsc::channel(4);
-            let scan = self.store.scan_snapshot(self.name(), tx);
+            let scan = self.cfg.store.scan_snapshot(self.name(), tx);
             let collect = async {
                 while let Some(chunk) = rx.recv().await {
                     for (key, _) in chunk {
@@ -338,7 +356,7 @@ impl<'a> Run<'a> {
             scanned.map_err(|e| e.to_string())?;
         }
         // In flight but never confirmed, and gone from the model.
-        for (kh, f) in &self.forced {
+        for (kh, f) in &self.diff.forced {
             if !f.seen && table.seen(*kh).is_none() {
                 keys.push(f.key.clone());
             }
@@ -348,16 +366,16 @@ impl<'a> Run<'a> {
             self.counts.removed += 1;
             let kh = key_hash(&key);
             self.sample("removed", || key.clone());
-            if self.opts.dry_run {
+            if self.cfg.opts.dry_run {
                 if action.is_some() {
-                    self.deletes += 1;
+                    self.diff.deletes += 1;
                 }
                 continue;
             }
             match action {
                 Some(op) => {
-                    self.deletes += 1;
-                    *self.per_op.entry(op).or_default() += 1;
+                    self.diff.deletes += 1;
+                    *self.diff.per_op.entry(op).or_default() += 1;
                     let payload = self.key_payload(&key, op == Op::Clear);
                     let ph = payload_hash(payload.as_bytes());
                     spill.push(Some(op), kh, ph, &key, &payload).await
@@ -366,7 +384,7 @@ impl<'a> Run<'a> {
             }
             .map_err(|e| format!("cannot write the spill file: {e}"))?;
             if action.is_some() {
-                self.progress.to_send.fetch_add(1, Ordering::Relaxed);
+                self.cfg.progress.to_send.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -375,10 +393,10 @@ impl<'a> Run<'a> {
     /// Once the model is read: every row of a duplicated key gets its error, and the errors
     /// still pending are committed with those of earlier runs cleared.
     pub(super) async fn record_errors(&mut self) -> Result<(), String> {
-        for (_, d) in std::mem::take(&mut self.dups) {
-            self.pending_errors.push(RowErrorEntry {
+        for (_, d) in std::mem::take(&mut self.diff.dups) {
+            self.diff.pending_errors.push(RowErrorEntry {
                 key: d.key.clone(),
-                run_id: self.run_id,
+                run_id: self.cfg.run_id,
                 kind: "invalid".into(),
                 code: "duplicate_key".into(),
                 message: format!(
@@ -386,13 +404,15 @@ impl<'a> Run<'a> {
                     d.key, d.count
                 ),
             });
-            self.dups.insert(key_hash(&d.key), d);
+            self.diff.dups.insert(key_hash(&d.key), d);
         }
-        let errors = std::mem::take(&mut self.pending_errors);
+        let errors = std::mem::take(&mut self.diff.pending_errors);
         self.ctx
             .write(vec![
                 StateWrite::Errors(errors),
-                StateWrite::ClearInvalidBefore { run_id: self.run_id },
+                StateWrite::ClearInvalidBefore {
+                    run_id: self.cfg.run_id,
+                },
             ])
             .await?;
         Ok(())

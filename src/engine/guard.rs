@@ -12,7 +12,7 @@ use crate::config::{Mode, OnRemoved};
 impl<'a> Run<'a> {
     /// Why the guard refuses this run, if it does.
     pub(super) fn guard(&self, table: &SnapTable) -> Option<String> {
-        let g = self.plan.guard;
+        let g = self.cfg.plan.guard;
         if table.is_empty() {
             return None; // the first sync is exempt
         }
@@ -31,7 +31,8 @@ impl<'a> Run<'a> {
                 ));
             }
         }
-        let verb = if self.plan.destination.on_removed == OnRemoved::Clear && self.plan.destination.mode != Mode::Delete
+        let verb = if self.cfg.plan.destination.on_removed == OnRemoved::Clear
+            && self.cfg.plan.destination.mode != Mode::Delete
         {
             "cleared"
         } else {
@@ -47,22 +48,22 @@ impl<'a> Run<'a> {
             }
         };
         if let Some(max) = g.max_deletes {
-            if self.deletes as u64 > max {
+            if self.diff.deletes as u64 > max {
                 return Some(format!(
                     "{} would be {verb}, over `max_deletes: {max}`{}",
-                    plural(self.deletes, "record"),
+                    plural(self.diff.deletes, "record"),
                     default(g.default_max_deletes, "max_deletes")
                 ));
             }
         }
         if let Some(max) = g.max_delete_ratio {
-            let ratio = self.deletes as f64 / confirmed;
+            let ratio = self.diff.deletes as f64 / confirmed;
             if ratio > max {
                 return Some(format!(
                     "{} of the {} rows confirmed in the destination would be {verb} ({}), over `max_delete_ratio: {max}`{}",
                     percent(ratio),
                     table.len(),
-                    self.deletes,
+                    self.diff.deletes,
                     default(g.default_max_delete_ratio, "max_delete_ratio")
                 ));
             }

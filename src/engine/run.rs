@@ -7,16 +7,14 @@
 //! What each stage does is in its own module; this one only sequences them and turns their
 //! outcome into a [`Status`].
 
-use super::diff::Duplicate;
-use super::snapshot::Forced;
+use super::diff::DiffState;
 use super::spill::SpillWriter;
-use super::table::{KeySet, SnapTable};
+use super::table::SnapTable;
 use super::writer::{writer_loop, Ctx, WriteRequest};
 use crate::config::project::ProjectSpec;
-use crate::destination::Op;
 use crate::plan::SyncPlan;
-use crate::state::{lock, LockOutcome, RowErrorEntry, RunCounts, StateStore};
-use std::collections::{BTreeMap, HashMap};
+use crate::state::{lock, LockOutcome, RunCounts, StateStore};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -156,7 +154,18 @@ pub async fn run(
     let started = Instant::now();
     let mut report = RunReport::new(&plan.name);
     if opts.dry_run {
-        let mut run = Run::new(project_dir, project, store, plan, opts, progress, 0, None);
+        let mut run = Run::new(
+            RunConfig {
+                project_dir,
+                project,
+                store,
+                plan,
+                opts,
+                progress,
+                run_id: 0,
+            },
+            None,
+        );
         match run.execute().await {
             Ok(()) => report.status = Status::DryRun,
             Err(e) => report.error = Some(e),
@@ -218,7 +227,18 @@ pub async fn run(
 
     let lost = AtomicBool::new(false);
     let (wtx, wrx) = mpsc::channel::<WriteRequest>(256);
-    let mut run = Run::new(project_dir, project, store, plan, opts, progress, run_id, Some(wtx));
+    let mut run = Run::new(
+        RunConfig {
+            project_dir,
+            project,
+            store,
+            plan,
+            opts,
+            progress,
+            run_id,
+        },
+        Some(wtx),
+    );
     run.lost = Some(&lost);
     let token = run.token;
     let outcome = {
@@ -298,15 +318,25 @@ pub fn plural(n: i64, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
-pub(super) struct Run<'a> {
+/// What a run is given: the same from its start to its end.
+pub(super) struct RunConfig<'a> {
     pub(super) project_dir: &'a Path,
     pub(super) project: &'a ProjectSpec,
     pub(super) store: &'a StateStore,
     pub(super) plan: &'a SyncPlan,
     pub(super) opts: &'a RunOptions,
     pub(super) progress: &'a Progress,
+    /// 0 in a dry run, which records nothing.
     pub(super) run_id: i64,
+}
+
+/// One run's state, as the stages go: what it was given ([`RunConfig`]), its way to the
+/// state writer, what it counts and says, what the diff found for delivery
+/// ([`DiffState`]), and how it ended.
+pub(super) struct Run<'a> {
+    pub(super) cfg: RunConfig<'a>,
     pub(super) ctx: Ctx,
+    /// Set when another process took the run lock over (the heartbeat found it lost).
     pub(super) lost: Option<&'a AtomicBool>,
     pub(super) counts: RunCounts,
     pub(super) notes: Vec<String>,
@@ -318,44 +348,19 @@ pub(super) struct Run<'a> {
     pub(super) failure_batch: Option<i64>,
     /// Set when the guard refused the run.
     pub(super) aborted: Option<String>,
-    pub(super) forced: HashMap<u128, Forced>,
-    pub(super) dups: HashMap<u128, Duplicate>,
-    /// Keys of rows not in the snapshot whose payload was invalid (to undo their count if
-    /// the key turns out duplicated).
-    pub(super) new_invalid: KeySet,
-    pub(super) pending_errors: Vec<RowErrorEntry>,
-    /// Delete and clear operations planned (for `max_deletes` and `max_delete_ratio`).
-    pub(super) deletes: i64,
-    /// Records to send, by operation (a destination may batch large sets differently).
-    pub(super) per_op: HashMap<Op, u64>,
+    pub(super) diff: DiffState,
     /// How long each phase took.
     pub(super) timings: Vec<(&'static str, Duration)>,
-    /// The snapshot token this run's snapshot changes carry ([`StateWrite::SnapshotToken`]).
+    /// The snapshot token this run's snapshot changes carry ([`crate::state::StateWrite::SnapshotToken`]).
     pub(super) token: u64,
     /// The snapshot's token when it was loaded, and whether it came from the table file.
     pub(super) loaded: (Option<u64>, bool),
 }
 
 impl<'a> Run<'a> {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        project_dir: &'a Path,
-        project: &'a ProjectSpec,
-        store: &'a StateStore,
-        plan: &'a SyncPlan,
-        opts: &'a RunOptions,
-        progress: &'a Progress,
-        run_id: i64,
-        writer: Option<mpsc::Sender<WriteRequest>>,
-    ) -> Run<'a> {
+    fn new(cfg: RunConfig<'a>, writer: Option<mpsc::Sender<WriteRequest>>) -> Run<'a> {
         Run {
-            project_dir,
-            project,
-            store,
-            plan,
-            opts,
-            progress,
-            run_id,
+            cfg,
             ctx: Ctx { writer },
             lost: None,
             counts: RunCounts::default(),
@@ -364,12 +369,7 @@ impl<'a> Run<'a> {
             failure: None,
             failure_batch: None,
             aborted: None,
-            forced: HashMap::new(),
-            dups: HashMap::new(),
-            new_invalid: KeySet::default(),
-            pending_errors: Vec::new(),
-            deletes: 0,
-            per_op: HashMap::new(),
+            diff: DiffState::default(),
             timings: Vec::new(),
             token: rand::random::<u64>() | 1,
             loaded: (None, false),
@@ -377,11 +377,11 @@ impl<'a> Run<'a> {
     }
 
     pub(super) fn name(&self) -> &str {
-        &self.plan.name
+        &self.cfg.plan.name
     }
 
     async fn execute(&mut self) -> Result<(), String> {
-        let plan = self.plan;
+        let plan = self.cfg.plan;
         let name = plan.name.clone();
         // A snapshot belongs to one destination; keys an earlier run left in flight are
         // sent again.
@@ -389,10 +389,10 @@ impl<'a> Run<'a> {
         if !fresh {
             self.load_inflight().await?;
         }
-        if !self.forced.is_empty() {
+        if !self.diff.forced.is_empty() {
             self.notes.push(format!(
                 "{} from an interrupted run: their state at the destination is unknown, so they are sent again",
-                plural(self.forced.len() as i64, "row")
+                plural(self.diff.forced.len() as i64, "row")
             ));
         }
 
@@ -418,10 +418,10 @@ impl<'a> Run<'a> {
 
         // The guard, before anything is sent.
         if let Some(why) = self.guard(&table) {
-            if self.opts.force {
+            if self.cfg.opts.force {
                 self.notes
                     .push(format!("the guard would refuse this run ({why}); --force sends anyway"));
-            } else if self.opts.dry_run {
+            } else if self.cfg.opts.dry_run {
                 self.notes
                     .push(format!("a real run would be refused by the guard: {why}"));
             } else {
@@ -431,7 +431,7 @@ impl<'a> Run<'a> {
                 return Ok(());
             }
         }
-        if self.opts.dry_run {
+        if self.cfg.opts.dry_run {
             return Ok(());
         }
 
@@ -439,7 +439,7 @@ impl<'a> Run<'a> {
             .finish()
             .await
             .map_err(|e| format!("cannot read back the spill file: {e}"))?;
-        self.progress.delivering.store(true, Ordering::Relaxed);
+        self.cfg.progress.delivering.store(true, Ordering::Relaxed);
         let phase = Instant::now();
         self.deliver(reader, &mut table).await?;
         self.timings.push(("deliver", phase.elapsed()));

@@ -28,27 +28,33 @@ impl<'a> Run<'a> {
     /// what the old one confirmed does not count: the run is a full sync (`true`) and, unless
     /// it is a dry run, the old snapshot is forgotten. Records the destination for next time.
     pub(super) async fn check_destination(&mut self) -> Result<bool, String> {
-        let name = self.plan.name.clone();
-        let identity = destination_identity(self.plan);
-        let known = self.store.model_destination(&name).await.map_err(|e| e.to_string())?;
+        let name = self.cfg.plan.name.clone();
+        let identity = destination_identity(self.cfg.plan);
+        let known = self
+            .cfg
+            .store
+            .model_destination(&name)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut fresh = false;
         if let Some(old) = known.as_deref().filter(|old| *old != identity) {
             fresh = true;
             self.notes.push(format!(
                 "the destination changed (was {old}, now {identity}): what the old one confirmed does not \
                  count, so this run is a full sync{}",
-                if self.opts.dry_run {
+                if self.cfg.opts.dry_run {
                     ""
                 } else {
                     " (the old snapshot is forgotten)"
                 }
             ));
-            if !self.opts.dry_run {
-                self.store.forget(&name).await.map_err(|e| e.to_string())?;
+            if !self.cfg.opts.dry_run {
+                self.cfg.store.forget(&name).await.map_err(|e| e.to_string())?;
             }
         }
-        if !self.opts.dry_run && known.as_deref() != Some(identity.as_str()) {
-            self.store
+        if !self.cfg.opts.dry_run && known.as_deref() != Some(identity.as_str()) {
+            self.cfg
+                .store
                 .set_model_destination(&name, &identity)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -58,9 +64,9 @@ impl<'a> Run<'a> {
 
     /// Keys of batches an earlier run sent without an answer: sent again whatever their hash.
     pub(super) async fn load_inflight(&mut self) -> Result<(), String> {
-        for b in self.store.inflight(self.name()).await.map_err(|e| e.to_string())? {
+        for b in self.cfg.store.inflight(self.name()).await.map_err(|e| e.to_string())? {
             for key in b.keys {
-                self.forced.insert(
+                self.diff.forced.insert(
                     key_hash(&key),
                     Forced {
                         key,
@@ -76,8 +82,9 @@ impl<'a> Run<'a> {
     /// In-flight records of earlier runs, once this run delivered: keeps the keys it did not
     /// settle.
     pub(super) async fn settle_forced(&mut self) -> Result<(), String> {
-        if self.forced.values().any(|f| f.resolved) {
+        if self.diff.forced.values().any(|f| f.resolved) {
             let keep: Vec<String> = self
+                .diff
                 .forced
                 .values()
                 .filter(|f| !f.resolved)
@@ -85,9 +92,9 @@ impl<'a> Run<'a> {
                 .collect();
             self.ctx
                 .write(vec![StateWrite::ReplaceInflight {
-                    run_id: self.run_id,
+                    run_id: self.cfg.run_id,
                     keep: (!keep.is_empty()).then(|| InflightBatch {
-                        run_id: self.run_id,
+                        run_id: self.cfg.run_id,
                         batch: 0,
                         op: "unknown".into(),
                         keys: keep,
@@ -111,7 +118,7 @@ impl<'a> Run<'a> {
                 }
             })
             .collect();
-        self.project_dir.join(".ebb/tables").join(format!(
+        self.cfg.project_dir.join(".ebb/tables").join(format!(
             "{safe}-{:016x}.table",
             xxhash_rust::xxh3::xxh3_64(self.name().as_bytes())
         ))
@@ -122,6 +129,7 @@ impl<'a> Run<'a> {
     pub(super) async fn save_table(&mut self, table: SnapTable) -> Result<(), String> {
         let path = self.table_path();
         let now = self
+            .cfg
             .store
             .snapshot_token(self.name())
             .await
@@ -144,7 +152,7 @@ impl<'a> Run<'a> {
         };
         // The file is written off the async runtime: a slow disk must not stall the tasks
         // beside the run (the lock's heartbeat).
-        let name = self.plan.name.clone();
+        let name = self.cfg.plan.name.clone();
         let at = path.clone();
         let saved = tokio::task::spawn_blocking(move || {
             testing::io_point(&name, "save_table");
@@ -171,12 +179,13 @@ impl<'a> Run<'a> {
 
     pub(super) async fn load_snapshot(&mut self) -> Result<SnapTable, String> {
         let token = self
+            .cfg
             .store
             .snapshot_token(self.name())
             .await
             .map_err(|e| e.to_string())?;
         if let Some(t) = token {
-            let (path, name) = (self.table_path(), self.plan.name.clone());
+            let (path, name) = (self.table_path(), self.cfg.plan.name.clone());
             let cached = tokio::task::spawn_blocking(move || SnapTable::load(&path, &name, t))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -186,10 +195,15 @@ impl<'a> Run<'a> {
             }
         }
         self.loaded = (token, false);
-        let rows = self.store.snapshot_len(self.name()).await.map_err(|e| e.to_string())?;
+        let rows = self
+            .cfg
+            .store
+            .snapshot_len(self.name())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut table = SnapTable::with_rows(rows as usize);
         let (tx, mut rx) = mpsc::channel(4);
-        let scan = self.store.scan_snapshot_keyed(self.name(), key_hash, tx);
+        let scan = self.cfg.store.scan_snapshot_keyed(self.name(), key_hash, tx);
         let fill = async {
             while let Some(chunk) = rx.recv().await {
                 for (kh, hash) in chunk {
