@@ -210,7 +210,7 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    pub(super) fn settled(&mut self, done: BatchResult, table: &mut SnapTable) {
+    fn settled(&mut self, done: BatchResult, table: &mut SnapTable) {
         for (kh, hash) in &done.snapshot {
             match hash {
                 Some(h) => table.upsert(*kh, *h),

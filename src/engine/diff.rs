@@ -38,7 +38,7 @@ const SAMPLES: usize = 5;
 /// Where a row came out of the diff, for the counts (and for undoing them when the key
 /// turns out duplicated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Class {
+enum Class {
     Added,
     Changed,
     Unchanged,
@@ -47,12 +47,12 @@ pub(super) enum Class {
 
 /// What classifying keeps from one batch to the next.
 #[derive(Default)]
-pub(super) struct Classify {
-    pub(super) row_no: i64,
+struct Classify {
+    row_no: i64,
     /// Keys of rows not in the snapshot, to find duplicates among them.
-    pub(super) new_keys: KeySet,
+    new_keys: KeySet,
     /// Scratch: each row's slot in the snapshot table.
-    pub(super) slots: Vec<Option<usize>>,
+    slots: Vec<Option<usize>>,
 }
 
 /// What the diff finds that the guard and delivery go by.
@@ -81,7 +81,7 @@ const CHANGED: u8 = 1;
 const INVALID: u8 = 2;
 
 impl<'a> Run<'a> {
-    pub(super) fn sample(&mut self, kind: &'static str, text: impl FnOnce() -> String) {
+    fn sample(&mut self, kind: &'static str, text: impl FnOnce() -> String) {
         if !self.cfg.opts.dry_run {
             return;
         }
@@ -91,7 +91,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    pub(super) async fn invalid(&mut self, key: String, e: RowError) -> Result<(), String> {
+    async fn invalid(&mut self, key: String, e: RowError) -> Result<(), String> {
         self.counts.invalid += 1;
         self.sample("invalid", || format!("{key}: {} ({})", e.message, e.code));
         self.diff.pending_errors.push(RowErrorEntry {
@@ -109,7 +109,7 @@ impl<'a> Run<'a> {
     }
 
     /// `{key_field: key}` (a delete), or with every mapped field null (a clear).
-    pub(super) fn key_payload(&self, key: &str, clear: bool) -> String {
+    fn key_payload(&self, key: &str, clear: bool) -> String {
         key_payload(self.cfg.plan, key, clear)
     }
 
@@ -177,7 +177,7 @@ impl<'a> Run<'a> {
 
     /// Classifies the rows of one encoded batch against the snapshot; what is to be sent
     /// goes to the spill.
-    pub(super) async fn classify(
+    async fn classify(
         &mut self,
         enc: &Encoded,
         table: &mut SnapTable,
@@ -300,7 +300,7 @@ impl<'a> Run<'a> {
     }
 
     /// A key met again: every row with it is invalid; the count of its first row is undone.
-    pub(super) fn duplicate(&mut self, kh: u128, key: String, snapshot_flags: Option<u8>) {
+    fn duplicate(&mut self, kh: u128, key: String, snapshot_flags: Option<u8>) {
         if let Some(d) = self.diff.dups.get_mut(&kh) {
             d.count += 1;
             self.counts.invalid += 1;

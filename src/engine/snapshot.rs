@@ -106,7 +106,7 @@ impl<'a> Run<'a> {
     }
 
     /// Where the model's diff table is kept between runs ([`SnapTable::save`]).
-    pub(super) fn table_path(&self) -> std::path::PathBuf {
+    fn table_path(&self) -> std::path::PathBuf {
         let safe: String = self
             .name()
             .chars()
