@@ -1,6 +1,6 @@
 //! The sync engine: one run of one model.
 //!
-//! A run (DESIGN §4):
+//! A run (docs/delivery.md §1):
 //! 1. takes the model's run lock (one run per model across processes sharing the store);
 //! 2. loads the snapshot as a compact table (key hash → payload hash, [`table`]) and the
 //!    batches an earlier run left in flight, whose keys are re-sent whatever their hash;

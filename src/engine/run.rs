@@ -83,7 +83,7 @@ impl Status {
         }
     }
 
-    /// The process exit code (DESIGN §5).
+    /// The process exit code (docs/delivery.md §2).
     pub fn exit_code(self) -> u8 {
         match self {
             Status::Succeeded | Status::DryRun => 0,

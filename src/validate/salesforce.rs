@@ -1,5 +1,5 @@
 //! `validate --connect` for Salesforce destinations: the object is described
-//! (`GET sobjects/{Object}/describe`) and the model is checked against it (crm-apis.md §5):
+//! (`GET sobjects/{Object}/describe`) and the model is checked against it (docs/salesforce-protocol.md §5):
 //! every mapped field exists and can be written in the model's mode, the key is `Id` or an
 //! external ID, the mapped values' types fit the fields, values bound for restricted
 //! picklists are legal (constants always; column values by reading the distinct values the
