@@ -437,3 +437,37 @@ fn a_url_off_loopback_must_be_https() {
         "{err}"
     );
 }
+
+/// `ebb validate` says so before any run (E209), and lets loopback through.
+#[test]
+fn validate_flags_a_snowflake_url_off_loopback_that_is_not_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = |url: &str| {
+        format!(
+            "    type: snowflake\n    account: xy12345\n    user: ebb_sync\n    \
+             private_key_path: key.p8\n    url: {url}\n"
+        )
+    };
+    std::fs::write(
+        dir.path().join("ebb.yaml"),
+        format!(
+            "version: 1\nconnections:\n  off:\n{}  here:\n{}",
+            conn("http://xy12345.snowflakecomputing.com"),
+            conn("http://127.0.0.1:8080")
+        ),
+    )
+    .unwrap();
+    let report = ebb::validate::validate(dir.path(), &[]).unwrap();
+    let insecure: Vec<_> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.code.as_str() == "E209")
+        .map(|d| d.message.clone())
+        .collect();
+    assert_eq!(
+        insecure,
+        ["`http://xy12345.snowflakecomputing.com` is not https"],
+        "{:?}",
+        report.diagnostics.iter().map(|d| &d.message).collect::<Vec<_>>()
+    );
+}
