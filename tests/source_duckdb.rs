@@ -288,3 +288,74 @@ async fn a_query_reads_only_files_inside_the_project_unless_the_connection_opts_
     let err = query_error(&open_src, "SET autoinstall_known_extensions = true").await;
     assert!(err.contains("the configuration has been locked"), "{err}");
 }
+
+/// DuckDB judges a file against `allowed_directories` by its real path (its
+/// `SanitizeAllowedPath` canonicalizes, links resolved), so a link inside the project does not
+/// lead a query out of it, whether named, globbed or reached through a linked directory.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_symbolic_link_inside_the_project_does_not_lead_a_query_out_of_it() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    let project = root.path().join("proj");
+    std::fs::create_dir_all(project.join("data/sub")).unwrap();
+    std::fs::write(project.join("data/people.csv"), "id,name\n1,Ada\n").unwrap();
+    std::fs::create_dir_all(root.path().join("outside")).unwrap();
+    std::fs::write(root.path().join("outside/secret.csv"), "id,name\n1,s3cr3t\n").unwrap();
+    // Links out of the project: to a file, to a directory, to the environment, and one
+    // deeper down, reachable by a glob's wildcard; links inside to inside.
+    symlink(root.path().join("outside/secret.csv"), project.join("data/leak.csv")).unwrap();
+    symlink(root.path().join("outside"), project.join("out")).unwrap();
+    symlink("/proc/self/environ", project.join("env")).unwrap();
+    symlink("../../../outside/secret.csv", project.join("data/sub/deep.csv")).unwrap();
+    symlink(project.join("data/people.csv"), project.join("people.csv")).unwrap();
+    symlink("data", project.join("d")).unwrap();
+    let src = source(&project, ":memory:");
+    let abs = |p: &str| project.join(p).display().to_string();
+    for sql in [
+        "SELECT * FROM read_csv('data/leak.csv')".to_string(),
+        "SELECT * FROM 'data/leak.csv'".into(),
+        "SELECT * FROM read_csv(['data/people.csv', 'out/secret.csv'])".into(),
+        format!("SELECT * FROM read_csv('{}')", abs("data/leak.csv")),
+        format!("SELECT * FROM read_csv('file://{}')", abs("data/leak.csv")),
+        format!("SELECT content FROM read_text('{}/' || 'leak.csv')", abs("data")),
+        "SELECT content FROM read_text('env')".into(),
+        "SELECT * FROM read_csv('out/*.csv')".into(),
+        "SELECT * FROM read_csv('data/*.csv')".into(),
+        "SELECT * FROM read_csv('data/*/*.csv')".into(),
+        "SELECT * FROM read_csv('data/**/*.csv')".into(),
+        "SELECT * FROM read_csv('d/sub/deep.csv')".into(),
+        "SELECT * FROM read_csv('data/sub/../leak.csv')".into(),
+    ] {
+        let err = query_error(&src, &sql).await;
+        assert!(
+            err.contains("Permission Error")
+                && err.contains("queries on this connection read only files inside the project directory"),
+            "{sql}: {err}"
+        );
+        assert!(!err.contains("s3cr3t") && !err.contains("PATH="), "{sql}: {err}");
+    }
+    // Links that stay inside read, and so does a glob beside the escaping links.
+    for sql in [
+        "SELECT name FROM read_csv('people.csv')",
+        "SELECT name FROM read_csv('d/people.csv')",
+        "SELECT name FROM read_csv('data/p*.csv')",
+    ] {
+        assert_eq!(rows(&src, sql).await, [[Val::Str("Ada".into())]], "{sql}");
+    }
+    // With the opt-in, the link reads.
+    let open = Source::open(
+        &ConnectionSpec::Duckdb(DuckdbConnection {
+            path: ":memory:".into(),
+            read_only: None,
+            memory_limit: None,
+            external_access: Some(true),
+        }),
+        &project,
+    )
+    .unwrap();
+    assert_eq!(
+        rows(&open, "SELECT name FROM read_csv('data/leak.csv')").await,
+        [[Val::Str("s3cr3t".into())]]
+    );
+}

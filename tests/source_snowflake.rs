@@ -385,3 +385,89 @@ async fn a_status_url_off_the_account_is_not_polled() {
     assert!(err.to_string().contains("is not a path on"), "{err}");
     assert!(spy.strays().is_empty(), "the JWT went to {:?}", spy.strays());
 }
+
+/// The source signs a key-pair JWT for every request: it goes over https, or plain http only
+/// to a server on this machine.
+#[test]
+fn a_url_off_loopback_must_be_https() {
+    let open = |url: &str| {
+        let spec = ConnectionSpec::Snowflake(SnowflakeConnection {
+            account: "xy12345".into(),
+            user: "ebb_sync".into(),
+            private_key: Some(KEY.into()),
+            private_key_path: None,
+            database: None,
+            schema: None,
+            warehouse: None,
+            role: None,
+            url: Some(url.into()),
+        });
+        Source::open(&spec, std::path::Path::new("."))
+    };
+    for url in [
+        "https://xy12345.snowflakecomputing.com",
+        "http://127.0.0.1:9",
+        "http://localhost:9",
+        "http://[::1]:9",
+    ] {
+        assert!(open(url).is_ok(), "{url}");
+    }
+    for (url, says) in [
+        ("http://xy12345.snowflakecomputing.com", "must be https"),
+        ("http://10.0.0.7:8080", "must be https"),
+        ("http://127.0.0.1.example.com", "must be https"),
+        ("ftp://xy12345.snowflakecomputing.com", "not https"),
+        ("https://me:pw@xy12345.snowflakecomputing.com", "user info"),
+        ("xy12345.snowflakecomputing.com", "is not a URL"),
+    ] {
+        let err = match open(url) {
+            Err(e) => e,
+            Ok(_) => panic!("{url} accepted"),
+        };
+        assert!(matches!(err, SourceError::Connect(_)), "{url}: {err:?}");
+        let text = err.to_string();
+        assert!(text.contains("`url`") && text.contains(says), "{url}: {text}");
+        assert!(!text.contains("pw@"), "{text}");
+    }
+    // Written with a variable, the message shows it as written.
+    std::env::set_var("EBB_TEST_SNOWFLAKE_URL_HTTP", "http://sekrit-host.example.com");
+    let err = open("${EBB_TEST_SNOWFLAKE_URL_HTTP}").err().unwrap().to_string();
+    assert!(
+        err.contains("`${EBB_TEST_SNOWFLAKE_URL_HTTP}` must be https") && !err.contains("sekrit"),
+        "{err}"
+    );
+}
+
+/// `ebb validate` says so before any run (E209), and lets loopback through.
+#[test]
+fn validate_flags_a_snowflake_url_off_loopback_that_is_not_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = |url: &str| {
+        format!(
+            "    type: snowflake\n    account: xy12345\n    user: ebb_sync\n    \
+             private_key_path: key.p8\n    url: {url}\n"
+        )
+    };
+    std::fs::write(
+        dir.path().join("ebb.yaml"),
+        format!(
+            "version: 1\nconnections:\n  off:\n{}  here:\n{}",
+            conn("http://xy12345.snowflakecomputing.com"),
+            conn("http://127.0.0.1:8080")
+        ),
+    )
+    .unwrap();
+    let report = ebb::validate::validate(dir.path(), &[]).unwrap();
+    let insecure: Vec<_> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.code.as_str() == "E209")
+        .map(|d| d.message.clone())
+        .collect();
+    assert_eq!(
+        insecure,
+        ["`http://xy12345.snowflakecomputing.com` is not https"],
+        "{:?}",
+        report.diagnostics.iter().map(|d| &d.message).collect::<Vec<_>>()
+    );
+}

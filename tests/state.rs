@@ -763,3 +763,124 @@ async fn the_postgres_store_reconnects_after_its_connections_are_terminated() {
         .await
         .unwrap();
 }
+
+/// A server that accepts connections and never says a word: the store's connect gives up
+/// after `connect_timeout` (the TCP connect succeeds; the wait is for TLS and the startup).
+#[tokio::test]
+async fn a_postgres_server_that_accepts_and_never_answers_is_given_up_on() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let here = std::path::Path::new(".");
+    let started = std::time::Instant::now();
+    let url = format!("postgres://ebb@127.0.0.1:{port}/db?connect_timeout=1");
+    let opened = tokio::time::timeout(std::time::Duration::from_secs(30), StateStore::open(Some(&url), here))
+        .await
+        .expect("the store still waits for a server that never answers");
+    let err = opened.err().expect("a silent server is no store").to_string();
+    assert!(
+        err.contains("the server did not complete the connection within 1 s (`connect_timeout`)"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    silent.abort();
+    // The wait for the store's own statements is set in whole seconds.
+    let err = StateStore::open(Some(&format!("{url}&ebb_statement_timeout=soon")), here)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("`ebb_statement_timeout=soon` is not a whole number of seconds"),
+        "{err}"
+    );
+}
+
+/// A statement of the store the server does not answer (here, one waiting for a table
+/// another session locked) ends after `ebb_statement_timeout`; the lock's heartbeat fails
+/// that once and beats again on a new connection.
+#[tokio::test]
+async fn a_postgres_store_statement_left_unanswered_times_out_and_the_heartbeat_survives() {
+    require_postgres!();
+    let client = pg_admin().await;
+    let pid = std::process::id();
+    let schema = format!("ebb_state_unanswered_{pid}");
+    let app = format!("ebb_test_unanswered_{pid}");
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+    let url = format!("{}&ebb_statement_timeout=1", pg_url(&schema, &app));
+    let store = StateStore::open(Some(&url), std::path::Path::new(".")).await.unwrap();
+    let run = store.start_run("contacts").await.unwrap();
+    store
+        .apply(
+            "contacts",
+            vec![StateWrite::Confirm {
+                run_id: run,
+                rows: vec![("k1".into(), h(1), None)],
+            }],
+        )
+        .await
+        .unwrap();
+    let me = lock::me(run);
+    assert!(matches!(
+        store.lock("contacts", &me, lock::LEASE).await.unwrap(),
+        LockOutcome::Acquired { .. }
+    ));
+    assert!(store.heartbeat("contacts", &me).await.unwrap());
+
+    let (blocker, conn) = tokio_postgres::connect(&crate::source_postgres::url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {schema}.ebb_locks, {schema}.ebb_snapshot IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(30), store.heartbeat("contacts", &me))
+        .await
+        .expect("the heartbeat still waits")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the server did not answer within 1 s") && err.contains("`ebb_statement_timeout=<seconds>`"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // A snapshot scan waiting for its rows ends the same way.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let (scanned, _) = tokio::join!(
+        tokio::time::timeout(std::time::Duration::from_secs(30), store.scan_snapshot("contacts", tx)),
+        async { while rx.recv().await.is_some() {} }
+    );
+    let err = scanned.expect("the scan still waits").unwrap_err().to_string();
+    assert!(err.contains("the server did not answer within 1 s"), "{err}");
+
+    // Once the server answers again, so does the store, on new connections.
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    assert!(store.heartbeat("contacts", &me).await.unwrap());
+    assert_eq!(store.snapshot_len("contacts").await.unwrap(), 1);
+    drop(store);
+    terminate(&client, &app).await;
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+}

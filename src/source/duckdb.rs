@@ -8,6 +8,8 @@
 //! `allowed_directories` entry), unless the connection says `external_access: true`; DuckDB
 //! never downloads an extension (`autoinstall_known_extensions = false`); and the
 //! configuration is locked (`lock_configuration`), so the query cannot `SET` any of it back.
+//! DuckDB judges each file by its real path (links resolved), so a symbolic link inside the
+//! project that points out of it is refused like the file it points at.
 
 use super::{channel, BatchStream, Producer, SourceError};
 use crate::config::project::DuckdbConnection;

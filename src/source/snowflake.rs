@@ -62,6 +62,43 @@ pub fn public_key_fingerprint(key: &rsa::PrivateKey) -> Result<String, String> {
     ))
 }
 
+/// The connection's `url`, if ebb may send it the key-pair JWT: https, or plain http only to
+/// a loopback host (a test server on this machine), and no user info. Messages show the URL
+/// as `written` when it takes variables (their values may be secrets).
+fn trusted_url(written: &str, url: &str) -> Result<String, SourceError> {
+    let shown = if env::has_reference(written) {
+        written.to_string()
+    } else {
+        crate::redact::url(url)
+    };
+    let u = url::Url::parse(url).map_err(|e| SourceError::Connect(format!("`url` `{shown}` is not a URL ({e})")))?;
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match u.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(SourceError::Connect(format!(
+                "`url` `{shown}` must be https: the key-pair token would travel in clear (plain http only \
+                 reaches a server on this machine)"
+            )))
+        }
+        other => {
+            return Err(SourceError::Connect(format!(
+                "`url` `{shown}` is a `{other}` URL, not https"
+            )))
+        }
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(SourceError::Connect(format!("`url` `{shown}` carries user info")));
+    }
+    Ok(url.to_string())
+}
+
 impl SnowflakeSource {
     pub fn new(c: &SnowflakeConnection, project_dir: &Path) -> Result<Self, SourceError> {
         let pem = match (&c.private_key, &c.private_key_path) {
@@ -88,7 +125,7 @@ impl SnowflakeSource {
             .to_ascii_uppercase();
         let subject = format!("{}.{user}", jwt_account(&account));
         let base = match &c.url {
-            Some(u) => env::expand_env(u).map_err(SourceError::Connect)?,
+            Some(u) => trusted_url(u, &env::expand_env(u).map_err(SourceError::Connect)?)?,
             None => format!("https://{}.snowflakecomputing.com", account.to_ascii_lowercase()),
         };
         let mut context = serde_json::Map::new();

@@ -34,6 +34,21 @@ const RECONNECT_BACKOFF: [Duration; 4] = [
     Duration::from_secs(4),
 ];
 
+/// How long the store waits for the answer to one of its own transactions or statements
+/// (or, in a snapshot scan, for the next rows), unless the URL sets `ebb_statement_timeout`
+/// (seconds; `0` waits for ever). A server that accepts the connection but never answers
+/// answers keepalive probes, so nothing else would end the wait. Long enough for the largest
+/// commit of a run; the model's source query is not the store's and has no such limit.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `fut`, unless it takes longer than `limit` (`None`: no limit).
+async fn within<F: std::future::Future>(limit: Option<Duration>, fut: F) -> Option<F::Output> {
+    match limit {
+        Some(t) => tokio::time::timeout(t, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
 /// The `application_name` of the store's connections, unless the URL sets one.
 pub const APPLICATION_NAME: &str = "ebb";
 
@@ -51,6 +66,8 @@ pub struct PgStore {
     /// Statements of the write path, prepared once per connection (emptied when it is
     /// replaced).
     statements: std::sync::Mutex<HashMap<String, tokio_postgres::Statement>>,
+    /// How long a transaction or statement of the store may wait for the server.
+    statement_timeout: Option<Duration>,
 }
 
 fn q(name: &str) -> impl Fn(tokio_postgres::Error) -> StateError + '_ {
@@ -87,7 +104,12 @@ macro_rules! on_writer {
         let mut retried = false;
         loop {
             let $c: &mut Client = &mut guard;
-            let outcome: Result<_, tokio_postgres::Error> = $body;
+            let outcome = within($self.statement_timeout, async { $body }).await;
+            let Some(outcome): Option<Result<_, tokio_postgres::Error>> = outcome else {
+                // The connection is in an unknown state: the next use starts on a new one.
+                let _ = $self.replace_writer(&mut guard).await;
+                break Err($self.no_answer());
+            };
             match outcome {
                 Ok(v) => break Ok(v),
                 Err(e) if !retried && lost(&e) => {
@@ -106,11 +128,15 @@ impl PgStore {
         // `ebb_schema` is ours; the rest of the URL is PostgreSQL's.
         let mut parsed = url::Url::parse(url).map_err(|e| StateError::Open(format!("`{shown}`: {e}")))?;
         let mut schema = "ebb".to_string();
+        let mut timeout = None;
         let pairs: Vec<(String, String)> = parsed
             .query_pairs()
             .filter(|(k, v)| {
                 if k == "ebb_schema" {
                     schema = v.to_string();
+                    false
+                } else if k == "ebb_statement_timeout" {
+                    timeout = Some(v.to_string());
                     false
                 } else {
                     true
@@ -127,6 +153,18 @@ impl PgStore {
                 "`ebb_schema={schema}` is not a plain schema name"
             )));
         }
+        let statement_timeout = match timeout {
+            None => Some(STATEMENT_TIMEOUT),
+            Some(t) => match t.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(n) => Some(Duration::from_secs(n)),
+                Err(_) => {
+                    return Err(StateError::Open(format!(
+                        "`ebb_statement_timeout={t}` is not a whole number of seconds"
+                    )))
+                }
+            },
+        };
         // Unquoted, PostgreSQL folds the name to lower case; the catalog holds it so.
         let schema = schema.to_ascii_lowercase();
         let name = format!("`{}` (schema `{schema}`)", crate::redact::url(parsed.as_str()));
@@ -169,6 +207,7 @@ impl PgStore {
             client: tokio::sync::Mutex::new(client),
             reader: std::sync::Mutex::new(Arc::new(reader)),
             statements: std::sync::Mutex::new(HashMap::new()),
+            statement_timeout,
             schema,
             name,
         };
@@ -178,6 +217,18 @@ impl PgStore {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The error of a transaction or statement the server did not answer in time.
+    fn no_answer(&self) -> StateError {
+        let secs = self.statement_timeout.unwrap_or_default().as_secs();
+        StateError::Query(
+            self.name.clone(),
+            format!(
+                "the server did not answer within {secs} s (a server that accepts connections but does not \
+                 answer; `ebb_statement_timeout=<seconds>` in the URL sets the wait)"
+            ),
+        )
     }
 
     /// `text` with `{s}` replaced by the store's schema.
@@ -458,11 +509,23 @@ impl PgStore {
         loop {
             let params: [&(dyn ToSql + Sync); 1] = [&model];
             let mut sent = false;
+            let mut timed_out = false;
+            let limit = self.statement_timeout;
             let scanned: Result<(), tokio_postgres::Error> = async {
-                let rows = reader.query_raw(&sql, params).await?;
+                let Some(rows) = within(limit, reader.query_raw(&sql, params)).await else {
+                    timed_out = true;
+                    return Ok(());
+                };
+                let rows = rows?;
                 futures_util::pin_mut!(rows);
                 let mut chunk = Vec::with_capacity(8192);
-                while let Some(r) = rows.try_next().await? {
+                loop {
+                    // The wait for the server's next rows, not for the consumer.
+                    let Some(next) = within(limit, rows.try_next()).await else {
+                        timed_out = true;
+                        return Ok(());
+                    };
+                    let Some(r) = next? else { break };
                     chunk.push((key_fn(r.get::<_, &str>(0)), hash16(r.get(1))));
                     if chunk.len() == 8192 {
                         sent = true;
@@ -481,6 +544,10 @@ impl PgStore {
                 Ok(())
             }
             .await;
+            if timed_out {
+                let _ = self.reader(true).await;
+                return Err(self.no_answer());
+            }
             match scanned {
                 Ok(()) => return Ok(()),
                 // Once chunks went out, a second scan would send them twice.
@@ -918,19 +985,31 @@ fn shown_list(names: &[String]) -> String {
 /// a commit is durable against a crash of ebb (the server has it) as SQLite's WAL is, and a
 /// 5,000-batch run does not pay 10,000 fsyncs; the run lock keeps synchronous commits (see
 /// `lock`). The error is text without secrets.
+/// A connection, ready within the connect timeout: tokio-postgres bounds only the TCP
+/// connect by it, so a server that accepts and then says nothing (not even to TLS or the
+/// startup message) would be waited for for ever.
 async fn connect(config: &tokio_postgres::Config, writer: bool) -> Result<Client, String> {
-    let (client, conn) = config
-        .connect(crate::source::postgres_tls::MakeRustls::new())
-        .await
-        .map_err(|e| crate::redact::text(&crate::diagnostics::root_cause(&e)))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    if writer {
-        client
-            .batch_execute("SET synchronous_commit = off")
+    let limit = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
+    let ready = async {
+        let (client, conn) = config
+            .connect(crate::source::postgres_tls::MakeRustls::new())
             .await
             .map_err(|e| crate::redact::text(&crate::diagnostics::root_cause(&e)))?;
-    }
-    Ok(client)
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        if writer {
+            client
+                .batch_execute("SET synchronous_commit = off")
+                .await
+                .map_err(|e| crate::redact::text(&crate::diagnostics::root_cause(&e)))?;
+        }
+        Ok(client)
+    };
+    tokio::time::timeout(limit, ready).await.unwrap_or_else(|_| {
+        Err(format!(
+            "the server did not complete the connection within {} s (`connect_timeout`)",
+            limit.as_secs_f64()
+        ))
+    })
 }
