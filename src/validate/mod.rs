@@ -8,7 +8,6 @@ pub mod connect;
 pub mod project;
 mod salesforce;
 mod schema_check;
-pub mod sql;
 
 use crate::config::env::Scrubber;
 use crate::config::files::{self, FileError};
