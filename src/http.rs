@@ -13,6 +13,8 @@
 //! - **One origin.** A path or URL an answer hands back (a next page, a status URL, an
 //!   upload URL) is joined to the connection's base only when the result stays on the
 //!   base's origin ([`join_same_origin`]), so the credentials sent with it go nowhere else.
+//! - **https only**, except to a loopback host ([`is_loopback`]), where plain http is allowed
+//!   (the sandbox).
 
 use std::sync::Once;
 use std::time::Duration;
@@ -23,6 +25,15 @@ pub const DATA_ANSWER_CAP: usize = 64 * 1024 * 1024;
 /// The most a token endpoint's answer may hold once decoded: 64 KiB (Salesforce's is under
 /// 2 KB).
 pub const TOKEN_ANSWER_CAP: usize = 64 * 1024;
+
+/// Whether `host` is a loopback name or address (where plain http is allowed).
+pub fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
 
 /// A client for talking to warehouses and CRMs. It never follows redirects.
 pub fn client() -> Result<reqwest::Client, String> {

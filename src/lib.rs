@@ -1,19 +1,38 @@
 //! ebb: a declarative reverse-ETL engine.
 //!
 //! Analysts describe in YAML which warehouse rows land in which CRM object and how fields
-//! map. The pipeline, one module per stage:
+//! map; `ebb` validates the project, compiles each model into a [`plan::SyncPlan`] and runs
+//! it. Every module, in layers (a module imports only from its own layer or those above
+//! it; nothing imports `validate` but the commands and the daemon's reload):
 //!
-//! - [`yaml`]: YAML with a position on every node;
-//! - [`config`]: the file format (`ebb.yaml`, `models/*.yaml`) as serde types;
-//! - [`schema`]: the JSON schemas generated from those types;
-//! - [`validate`]: every check, collected as [`diagnostics`] with file:line:col;
-//! - [`plan`]: the compiled, resolved form of a model that a run executes;
-//! - [`source`]: warehouses streaming a query's rows as Arrow batches;
-//! - [`state`]: snapshots, run history and row errors (SQLite or PostgreSQL);
-//! - [`map`]: source rows to destination records (paths, transforms, exact JSON);
-//! - [`schedule`], [`transform`], [`path`]: the pieces a plan is made of;
+//! Foundations:
+//! - [`diagnostics`]: problems as data, with a stable code and a file:line:col span;
 //! - [`redact`]: credentials masked out of every URL and message ebb prints or stores;
+//! - [`yaml`]: YAML with a position on every node;
+//! - [`path`]: field paths, where a mapping reads its value in a row;
+//! - [`http`]: the one HTTP client, its limits (no redirects, bounded answers, one origin,
+//!   https but to loopback);
+//!
+//! The file format and what it compiles to:
+//! - [`config`]: `ebb.yaml` and `models/*.yaml` as serde types, and finding and reading them;
+//! - [`schema`]: the JSON schemas generated from those types;
+//! - [`schedule`], [`transform`]: an interval or cron, and the transforms' grammar;
+//! - [`plan`]: the compiled, resolved form of a model, and the compiler (no IO);
+//! - [`validate`]: every check of a project, the compiler's and those needing IO, collected
+//!   as diagnostics;
+//!
+//! Running a plan:
+//! - [`source`]: warehouses streaming a query's rows as Arrow batches;
+//! - [`map`]: source rows to destination records (paths, transforms, exact JSON, hashes);
+//! - [`destination`]: where records are delivered (Salesforce, an HTTP endpoint, files), with
+//!   per-connection limits and retries;
+//! - [`state`]: snapshots, run history and row errors (SQLite or PostgreSQL);
+//! - [`engine`]: one run of one model: diff against the snapshot, deliver, record;
+//!
+//! Programs:
 //! - [`daemon`]: `ebb daemon`: schedules, hot reload, the HTTP API, graceful shutdown;
+//! - [`sandbox`]: `ebb sandbox`, a local Salesforce-compatible API to sync into;
+//! - `demo` (with the `duckdb` feature): the demo warehouse, seeded customer data;
 //! - [`cli`]: the `ebb` command.
 
 pub mod cli;

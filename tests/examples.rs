@@ -12,7 +12,7 @@ fn every_model_in_models_validates_without_errors_or_warnings() {
         .filter(|d| d.severity >= Severity::Warning)
         .collect();
     assert!(problems.is_empty(), "{problems:#?}");
-    let files = ebb::validate::model_files(&repo().join("models"));
+    let files = ebb::config::files::model_files(&repo().join("models"));
     assert!(files.len() >= 3, "models/ holds {} files", files.len());
     // Every model compiled to a plan.
     assert_eq!(report.plans.len(), report.models.len());
@@ -23,7 +23,7 @@ fn every_model_in_models_validates_without_errors_or_warnings() {
 
 #[test]
 fn example_files_point_editors_at_the_schema() {
-    for f in ebb::validate::model_files(&repo().join("models")) {
+    for f in ebb::config::files::model_files(&repo().join("models")) {
         let text = std::fs::read_to_string(&f).unwrap();
         assert!(
             text.starts_with("# yaml-language-server: $schema=../schemas/model.schema.json\n"),

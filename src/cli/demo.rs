@@ -39,7 +39,7 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
         writeln!(
             out,
             "built the demo warehouse {} (connection `{name}`): {} customers, {} flagged sync_to_crm",
-            crate::validate::display_path(&path).display(),
+            crate::config::files::display_path(&path).display(),
             built.customers,
             built.synced_to_crm
         )?;
@@ -47,7 +47,7 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
         writeln!(
             out,
             "using the demo warehouse {} (`ebb demo --rebuild` makes a fresh one)",
-            crate::validate::display_path(&path).display()
+            crate::config::files::display_path(&path).display()
         )?;
     }
     // Every model, checked against the warehouse as `validate --connect` would.

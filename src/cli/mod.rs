@@ -319,7 +319,7 @@ fn project_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
                 anyhow::bail!("`{}` has no `ebb.yaml`", p.display())
             }
         }
-        None => Ok(crate::validate::find_project(&std::env::current_dir()?)?),
+        None => Ok(crate::config::files::find_project(&std::env::current_dir()?)?),
     }
 }
 

@@ -19,7 +19,7 @@ pub fn run(project: Option<PathBuf>, write: bool, check: bool, project_file: boo
         for (name, text) in &files {
             let path = dir.join(name);
             std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
-            println!("wrote {}", crate::validate::display_path(&path).display());
+            println!("wrote {}", crate::config::files::display_path(&path).display());
         }
         return Ok(0);
     }
@@ -27,7 +27,7 @@ pub fn run(project: Option<PathBuf>, write: bool, check: bool, project_file: boo
     for (name, text) in &files {
         let path = dir.join(name);
         if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-            stale.push(crate::validate::display_path(&path).display().to_string());
+            stale.push(crate::config::files::display_path(&path).display().to_string());
         }
     }
     if stale.is_empty() {

@@ -17,10 +17,11 @@
 //! left: which one is meant is not known, and running the wrong one could delete records.
 //! Validation is offline and pure, so a reload never touches the network.
 
+use crate::config::files::{display_path, model_files, LoadError};
 use crate::config::{ProjectSpec, PROJECT_FILE};
 use crate::diagnostics::{Code, Diagnostic, Severity};
 use crate::plan::SyncPlan;
-use crate::validate::{display_path, model_files, validate, LoadError};
+use crate::validate::validate;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

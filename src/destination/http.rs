@@ -68,7 +68,7 @@ impl HttpDestination {
             .map_err(|e| format!("connection `{name}`: `{shown_url}` is not a URL: {e}"))?;
         match url.scheme() {
             "https" => {}
-            "http" if url.host().is_some_and(|h| crate::validate::project::is_loopback(&h)) => {}
+            "http" if url.host().is_some_and(|h| crate::http::is_loopback(&h)) => {}
             "http" => {
                 return Err(format!(
                     "connection `{name}`: `{shown_url}` uses plain http, which is only allowed on loopback hosts; use https"
@@ -93,7 +93,7 @@ impl HttpDestination {
         }
 
         let rate = match &c.rate_limit {
-            Some(text) => Some(crate::validate::project::parse_rate(text).ok_or_else(|| {
+            Some(text) => Some(super::limit::parse_rate(text).ok_or_else(|| {
                 format!("connection `{name}`: `rate_limit: {text}` is not a rate limit (write e.g. `1000/hour`)")
             })?),
             None => None,

@@ -12,12 +12,29 @@
 //! answered at least a window ago, which keeps the server's count in any window within `N`
 //! however long requests take to arrive. It does not limit requests across processes; two
 //! `ebb` processes on one connection each get the full budget.
+//!
+//! A `rate_limit` is written `N/second|minute|hour|day` and read by [`parse_rate`], here
+//! and when `validate` checks the project.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+/// `N/second|minute|hour|day`.
+pub fn parse_rate(text: &str) -> Option<(u32, std::time::Duration)> {
+    let (n, unit) = text.split_once('/')?;
+    let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+    let secs = match unit.trim() {
+        "second" | "sec" | "s" => 1,
+        "minute" | "min" | "m" => 60,
+        "hour" | "h" => 3600,
+        "day" | "d" => 86_400,
+        _ => return None,
+    };
+    Some((n, std::time::Duration::from_secs(secs)))
+}
 
 /// The concurrency slots and rate window of one connection.
 #[derive(Debug)]

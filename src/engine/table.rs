@@ -9,6 +9,7 @@
 //! per row); [`KeySet`] holds the keys of rows not in the snapshot, to find duplicates
 //! among them.
 
+pub use crate::map::encode::{key_hash, payload_hash};
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{Read, Write};
@@ -23,19 +24,6 @@ const SEEN: u64 = 1 << 63;
 /// The top bits of a slot's value: `SEEN` and two flags a run may set ([`SnapTable::set_flags`]).
 const FLAG_BITS: u32 = 3;
 const FLAGS: u64 = !(u64::MAX >> FLAG_BITS);
-
-/// The 128-bit hash of a row's key text.
-pub fn key_hash(key: &str) -> u128 {
-    match xxhash_rust::xxh3::xxh3_128(key.as_bytes()) {
-        0 => 1, // 0 marks an empty slot
-        h => h,
-    }
-}
-
-/// The 128-bit hash of a payload, as stored in the snapshot.
-pub fn payload_hash(payload: &[u8]) -> [u8; 16] {
-    xxhash_rust::xxh3::xxh3_128(payload).to_le_bytes()
-}
 
 /// What a slot keeps of a payload hash: its low 64 bits, flags cleared.
 fn short(hash: [u8; 16]) -> u64 {

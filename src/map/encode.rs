@@ -7,16 +7,31 @@
 //! JSON without going through [`Val`]. Everything else (nested paths, JSONPath, other
 //! types, transforms other than ASCII `lower`) takes the general path, which yields the
 //! same bytes: a test checks the two against each other.
+//!
+//! The hashes ([`key_hash`], [`payload_hash`]) are defined here, where rows are encoded;
+//! the run's tables and the state store keep what they return.
 
 use super::value::{self, Val};
 use super::{FieldMap, RowError, RowMapper, Src};
-use crate::engine::table::{key_hash, payload_hash};
 use crate::source::{DECIMAL_TEXT, JSON_TEXT};
 use crate::transform::Transform;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, LargeStringArray, StringArray, StringViewArray};
 use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use std::ops::Range;
+
+/// The 128-bit hash of a row's key text.
+pub fn key_hash(key: &str) -> u128 {
+    match xxhash_rust::xxh3::xxh3_128(key.as_bytes()) {
+        0 => 1, // 0 marks an empty slot in the engine's tables
+        h => h,
+    }
+}
+
+/// The 128-bit hash of a payload, as stored in the snapshot.
+pub fn payload_hash(payload: &[u8]) -> [u8; 16] {
+    xxhash_rust::xxh3::xxh3_128(payload).to_le_bytes()
+}
 
 /// One row, encoded. Ranges are into [`Encoded::keys`] and [`Encoded::payloads`].
 #[derive(Debug)]

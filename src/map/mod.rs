@@ -6,6 +6,7 @@
 //! row then does no lookups by name. A row whose key is null, or whose value a transform
 //! cannot handle, is invalid with a reason; the others are unaffected.
 
+mod apply;
 pub mod encode;
 pub mod value;
 

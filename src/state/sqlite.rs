@@ -60,7 +60,7 @@ fn lock_holder(r: &rusqlite::Row) -> rusqlite::Result<LockHolder> {
 
 impl SqliteStore {
     pub async fn open(path: PathBuf) -> Result<SqliteStore, StateError> {
-        let name = format!("`{}`", crate::validate::display_path(&path).display());
+        let name = format!("`{}`", crate::config::files::display_path(&path).display());
         let n = name.clone();
         tokio::task::spawn_blocking(move || {
             let conn = open_blocking(&path, &n)?;

@@ -8,10 +8,9 @@ pub mod connect;
 pub mod project;
 mod salesforce;
 mod schema_check;
-pub mod sql;
 
 use crate::config::env::Scrubber;
-use crate::config::files::{self, FileError};
+use crate::config::files::{self, display_path, scan_model_files, FileError, LoadError};
 use crate::config::{ModelSpec, ProjectSpec, PROJECT_FILE};
 use crate::diagnostics::{Code, Diagnostic, Severity, SourceFile, Span};
 use crate::plan::compile::{compile_model, duplicate_names, ModelCtx};
@@ -22,19 +21,6 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-
-/// A project that could not be loaded at all.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("no `ebb.yaml` in `{0}` or any directory above it")]
-    NoProject(PathBuf),
-    #[error("cannot read `{path}`: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// Everything `validate` found.
 #[derive(Debug, Default)]
@@ -92,27 +78,6 @@ impl Report {
     }
 }
 
-/// The directory holding `ebb.yaml`: `start` or the closest parent that has one.
-pub fn find_project(start: &Path) -> Result<PathBuf, LoadError> {
-    let start = if start.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        start
-    };
-    let abs = std::path::absolute(start).map_err(|source| LoadError::Io {
-        path: start.to_path_buf(),
-        source,
-    })?;
-    let mut dir = Some(abs.as_path());
-    while let Some(d) = dir {
-        if d.join(PROJECT_FILE).is_file() {
-            return Ok(d.to_path_buf());
-        }
-        dir = d.parent();
-    }
-    Err(LoadError::NoProject(start.to_path_buf()))
-}
-
 fn model_validator() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
     V.get_or_init(|| {
@@ -125,61 +90,6 @@ fn project_validator() -> &'static jsonschema::Validator {
     V.get_or_init(|| {
         jsonschema::validator_for(crate::schema::project_schema()).expect("the generated project schema is valid")
     })
-}
-
-/// How a path is shown: relative to the working directory when it is below it.
-pub fn display_path(p: &Path) -> PathBuf {
-    let cwd = std::env::current_dir().ok();
-    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    match cwd.as_deref().and_then(|c| abs.strip_prefix(c).ok()) {
-        Some(rel) if !rel.as_os_str().is_empty() => rel.to_path_buf(),
-        _ => p.to_path_buf(),
-    }
-}
-
-/// The model files below `dir` that can be read: `*.yaml` and `*.yml` regular files (links
-/// followed), sorted. Never opens a file, never follows a link out of the project (the
-/// closest directory above `dir` with an `ebb.yaml`), and never loops. `validate` also
-/// reports the entries this leaves out (a FIFO, a link out of the project).
-pub fn model_files(dir: &Path) -> Vec<PathBuf> {
-    let root = find_project(dir).unwrap_or_else(|_| dir.to_path_buf());
-    scan_model_files(&root, dir)
-        .into_iter()
-        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
-        .collect()
-}
-
-/// Every `*.yaml` and `*.yml` entry below `dir`, whatever it is (a regular file, a link
-/// going anywhere, a FIFO), sorted. Directories are entered once each (a link loop ends)
-/// and only inside `root`; entries starting with `.` are skipped.
-pub fn scan_model_files(root: &Path, dir: &Path) -> Vec<PathBuf> {
-    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        match std::fs::canonicalize(&d) {
-            Ok(real) if real.starts_with(&root) && seen.insert(real.clone()) => {}
-            _ => continue,
-        }
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
-            let name = e.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let is_yaml = matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml"));
-            // `metadata` follows links; a loop or a dangling link is an error, not a dir.
-            match std::fs::metadata(&p) {
-                Ok(m) if m.is_dir() => stack.push(p),
-                _ if is_yaml => out.push(p),
-                _ => {}
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The directory a file named on the command line must stay in: the project, if the

@@ -4,7 +4,9 @@
 use crate::config::env::{self, references};
 use crate::config::project::{ConnectionSpec, ProjectSpec, SalesforceAuthFlow};
 use crate::config::{is_secret_header, is_secret_key};
+use crate::destination::limit::parse_rate;
 use crate::diagnostics::{Code, Diagnostic, SourceFile, Span};
+use crate::http::is_loopback;
 use crate::yaml::{Node, Value as Y};
 use std::path::Path;
 use std::sync::Arc;
@@ -431,15 +433,6 @@ pub fn models_dir_inside(project_dir: &Path, dir: &str) -> bool {
     }
 }
 
-/// Whether `host` is a loopback name or address (where plain http is allowed).
-pub fn is_loopback(host: &url::Host<&str>) -> bool {
-    match host {
-        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost"),
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-    }
-}
-
 fn check_url(raw: &str, span: &Span, diags: &mut Vec<Diagnostic>) {
     // A URL built from variables is checked with their values, but messages show it as
     // written: the values may be secrets (a token in the path, a password).
@@ -478,20 +471,6 @@ fn check_url(raw: &str, span: &Span, diags: &mut Vec<Diagnostic>) {
             }
         }
     }
-}
-
-/// `N/second|minute|hour|day`.
-pub fn parse_rate(text: &str) -> Option<(u32, std::time::Duration)> {
-    let (n, unit) = text.split_once('/')?;
-    let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
-    let secs = match unit.trim() {
-        "second" | "sec" | "s" => 1,
-        "minute" | "min" | "m" => 60,
-        "hour" | "h" => 3600,
-        "day" | "d" => 86_400,
-        _ => return None,
-    };
-    Some((n, std::time::Duration::from_secs(secs)))
 }
 
 fn check_rate(text: &str, span: &Span, diags: &mut Vec<Diagnostic>) {

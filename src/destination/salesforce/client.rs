@@ -88,7 +88,7 @@ impl Conn {
             .map(|n| n as usize)
             .unwrap_or(DEFAULT_CONCURRENCY)
             .max(1);
-        let rate = c.rate_limit.as_deref().and_then(crate::validate::project::parse_rate);
+        let rate = c.rate_limit.as_deref().and_then(crate::destination::limit::parse_rate);
         Ok(Conn {
             name: name.to_string(),
             version: c.api_version.clone().unwrap_or_else(|| DEFAULT_VERSION.into()),
