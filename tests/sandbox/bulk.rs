@@ -200,13 +200,7 @@ async fn bulk_jobs_fail_on_bad_data_and_can_be_aborted() {
         )
         .await;
     assert_eq!(put.status, 201);
-    api.call(
-        Method::PATCH,
-        &format!("jobs/ingest/{id}"),
-        Some(json!({"state": "UploadComplete"})),
-    )
-    .await;
-    let (_, info) = wait_for_job(&api, &id).await;
+    let info = close_and_wait(&api, &id).await;
     assert_eq!(info["state"], "Failed");
     assert!(info["errorMessage"].as_str().unwrap().contains("LineEnding"), "{info}");
     let (_, unprocessed, _) = results_csv(&api, &id, "unprocessedrecords").await;
@@ -217,13 +211,7 @@ async fn bulk_jobs_fail_on_bad_data_and_can_be_aborted() {
     let id = job.json["id"].as_str().unwrap().to_string();
     api.csv_put(&format!("jobs/ingest/{id}/batches"), "LastName|Nope__c\nA|1\n")
         .await;
-    api.call(
-        Method::PATCH,
-        &format!("jobs/ingest/{id}"),
-        Some(json!({"state": "UploadComplete"})),
-    )
-    .await;
-    let (_, info) = wait_for_job(&api, &id).await;
+    let info = close_and_wait(&api, &id).await;
     assert_eq!(info["errorMessage"], "InvalidBatch : Field name not found : Nope__c");
 
     // Aborted before closing: nothing is processed.
@@ -268,13 +256,7 @@ async fn bulk_jobs_fail_on_bad_data_and_can_be_aborted() {
         &format!("Id\n{}\n003000000000000AAA\n", seeded[0]),
     )
     .await;
-    api.call(
-        Method::PATCH,
-        &format!("jobs/ingest/{id}"),
-        Some(json!({"state": "UploadComplete"})),
-    )
-    .await;
-    let (_, info) = wait_for_job(&api, &id).await;
+    let info = close_and_wait(&api, &id).await;
     assert_eq!(
         (
             info["numberRecordsProcessed"].as_u64(),
@@ -323,13 +305,7 @@ async fn a_bulk_hard_delete_skips_the_recycle_bin_but_not_the_delete_log() {
             .csv_put(&format!("jobs/ingest/{job_id}/batches"), &format!("Id\n{id}\n"))
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
-        api.call(
-            Method::PATCH,
-            &format!("jobs/ingest/{job_id}"),
-            Some(json!({"state": "UploadComplete"})),
-        )
-        .await;
-        let (_, info) = wait_for_job(&api, &job_id).await;
+        let info = close_and_wait(&api, &job_id).await;
         assert_eq!(
             (
                 info["numberRecordsProcessed"].as_u64(),

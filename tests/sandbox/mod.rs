@@ -168,6 +168,17 @@ fn by_key(sandbox: &Sandbox, key: &str) -> Map<String, Value> {
 }
 
 /// Polls a job until it ends; returns the states seen, in order, and the last JobInfo.
+/// Closes the ingest job `id` (`UploadComplete`) and waits for it to end: its final info.
+async fn close_and_wait(api: &Api, id: &str) -> Value {
+    api.call(
+        Method::PATCH,
+        &format!("jobs/ingest/{id}"),
+        Some(json!({"state": "UploadComplete"})),
+    )
+    .await;
+    wait_for_job(api, id).await.1
+}
+
 async fn wait_for_job(api: &Api, id: &str) -> (Vec<String>, Value) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut states: Vec<String> = Vec::new();
