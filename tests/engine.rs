@@ -9,7 +9,7 @@
 //! that dies part-way, and blocking file IO kept off the async runtime.
 
 use crate::sink::Sink;
-use crate::support::{ebb, stderr, stdout};
+use crate::support::{ebb, stdout};
 use crate::sync::assert_holds;
 use ebb::engine::{self, Progress, RunOptions, RunReport, Status};
 use ebb::source::{Source, SourceError};
@@ -170,21 +170,7 @@ impl Fixture {
 
     /// `ebb run NAME ARGS --format json`: the exit code and the run's summary.
     fn run_bin(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
-        cmd.args(["run", &self.name, "--format", "json"])
-            .args(args)
-            .current_dir(self.path())
-            .env_remove("EBB_PROJECT")
-            .env("NO_COLOR", "1")
-            .env("EBB_RETRY_BASE_MS", "5");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        let code = out.status.code().unwrap_or(-1);
-        let summary: Value = serde_json::from_str(stdout(&out).trim())
-            .unwrap_or_else(|e| panic!("exit {code}: {e}\nstdout: {}\nstderr: {}", stdout(&out), stderr(&out)));
-        (code, summary["runs"][0].clone())
+        crate::support::run_json(self.path(), &self.name, args, env)
     }
 
     /// Keys sent with `op` since the log was last reset, answered 2xx.

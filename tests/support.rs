@@ -23,6 +23,26 @@ pub fn ebb(dir: &Path, args: &[&str]) -> Output {
         .expect("the ebb binary runs")
 }
 
+/// `ebb run MODEL ARGS --format json` in `dir`, retries 5 ms apart, with `env` set: the
+/// exit code and the run's summary.
+pub fn run_json(dir: &Path, model: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
+    cmd.args(["run", model, "--format", "json"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("EBB_PROJECT")
+        .env("NO_COLOR", "1")
+        .env("EBB_RETRY_BASE_MS", "5");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("the ebb binary runs");
+    let code = out.status.code().unwrap_or(-1);
+    let summary: serde_json::Value = serde_json::from_str(stdout(&out).trim())
+        .unwrap_or_else(|e| panic!("exit {code}: {e}\nstdout: {}\nstderr: {}", stdout(&out), stderr(&out)));
+    (code, summary["runs"][0].clone())
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

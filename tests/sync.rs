@@ -138,21 +138,7 @@ impl Fixture {
     }
 
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
-        cmd.args(["run", "contacts", "--format", "json"])
-            .args(args)
-            .current_dir(self.path())
-            .env_remove("EBB_PROJECT")
-            .env("NO_COLOR", "1")
-            .env("EBB_RETRY_BASE_MS", "5");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        let code = out.status.code().unwrap_or(-1);
-        let summary: Value = serde_json::from_str(stdout(&out).trim())
-            .unwrap_or_else(|e| panic!("exit {code}: {e}\nstdout: {}\nstderr: {}", stdout(&out), stderr(&out)));
-        (code, summary["runs"][0].clone())
+        crate::support::run_json(self.path(), "contacts", args, env)
     }
 
     /// What the warehouse holds, as the sink should: id → record.
