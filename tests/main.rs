@@ -27,3 +27,5 @@ mod source_postgres; // the PostgreSQL source against the real server
 mod source_snowflake; // the Snowflake source against that server
 mod state; // the state store, one suite for SQLite and PostgreSQL
 mod sync; // `ebb run` end to end: the delivery contract, crash safety, faults, both state stores
+#[cfg(feature = "duckdb")]
+mod table; // warehouse tables as a destination: DuckDB and PostgreSQL, upsert/append/mirror, deletes, one DuckDB writer

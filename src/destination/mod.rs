@@ -8,13 +8,15 @@
 //! ([`limit`]), whichever model sends them.
 //!
 //! Destinations now: `http` (a generic JSON webhook) and `file` (JSON Lines, one file per
-//! run).
+//! run). [`table`] writes warehouse tables (DuckDB, PostgreSQL) for inbound syncs; it has
+//! its own interface (rows of typed values, one transaction per call), not `Batch`.
 
 pub mod file;
 pub mod http;
 pub mod limit;
 pub mod retry;
 pub mod salesforce;
+pub mod table;
 
 use crate::config::ConnectionSpec;
 use std::path::Path;
