@@ -232,3 +232,39 @@ fn open_read_write(path: &Path) -> Result<Connection, String> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_share_an_open_writer_s_instance_and_a_writer_waits_for_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.duckdb");
+        assert!(matches!(read(&path).unwrap(), ReadAccess::Own(_)));
+        let lease = write(&path, Duration::from_secs(1), |_| Ok(())).unwrap();
+        lease.conn().execute_batch("CREATE TABLE t AS SELECT 1 AS i").unwrap();
+        // By another spelling of the same file.
+        let same = dir.path().join(".").join("w.duckdb");
+        match read(&same).unwrap() {
+            ReadAccess::Shared(l) => {
+                let n: i64 = l.conn().query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+                assert_eq!(n, 1);
+            }
+            ReadAccess::Own(_) => panic!("a query opened its own instance beside the writer's"),
+        }
+        drop(lease);
+        // A query on an instance of its own holds a writer back, up to its wait.
+        let slot = read(&path).unwrap();
+        assert!(matches!(slot, ReadAccess::Own(_)));
+        let e = write(&path, Duration::from_millis(100), |_| Ok(())).err().unwrap();
+        assert!(e.contains("kept reading"), "{e}");
+        drop(slot);
+        let again = write(&path, Duration::from_millis(100), |_| Ok(())).unwrap();
+        let n: i64 = again
+            .conn()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}

@@ -293,6 +293,26 @@ pub fn cell(ty: ColumnType, v: Val) -> Result<Cell, String> {
             _ => return refuse(&v),
         },
         ColumnType::Decimal { precision, scale } => {
+            let limit = 10i128.pow(u32::from(precision));
+            // Exact integers and decimals scale without going through text.
+            let direct = match &v {
+                Val::Int(i) => 10i128
+                    .checked_pow(u32::from(scale))
+                    .and_then(|m| i128::from(*i).checked_mul(m)),
+                Val::Decimal { v: d, scale: from } if *from <= scale => 10i128
+                    .checked_pow(u32::from(scale - from))
+                    .and_then(|m| d.checked_mul(m)),
+                _ => None,
+            };
+            if let Some(d) = direct {
+                if d.abs() >= limit {
+                    return Err(format!(
+                        "{} does not fit a {ty} column",
+                        v.as_text().unwrap_or_default()
+                    ));
+                }
+                return Ok(Cell::Decimal(d));
+            }
             let text = match &v {
                 Val::Int(_) | Val::UInt(_) | Val::Decimal { .. } | Val::NumberText(_) | Val::Float(_) => {
                     v.as_text().ok_or("no text form")?
@@ -300,7 +320,6 @@ pub fn cell(ty: ColumnType, v: Val) -> Result<Cell, String> {
                 other => return refuse(other),
             };
             let d = parse_decimal(&text, scale).ok_or_else(|| format!("{text} is not a number"))?;
-            let limit = 10i128.pow(u32::from(precision));
             if d.abs() >= limit {
                 return Err(format!("{text} does not fit a {ty} column"));
             }
