@@ -30,7 +30,7 @@ pub mod types;
 
 use crate::config::project::ConnectionSpec;
 use crate::map::value::Val;
-use arrow::array::ArrayRef;
+use arrow::array::{ArrayRef, BooleanArray};
 use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
@@ -341,8 +341,10 @@ pub(crate) fn stage(spec: &TableSpec, rows: Vec<TableRow>) -> Result<Staged, Tab
         .then(|| cols.iter().position(|c| c.name == spec.deleted_column))
         .flatten();
     let n = rows.len();
-    // Convert every row first: a bad value fails the call before anything is staged.
-    let mut converted: Vec<(Vec<Cell>, bool)> = Vec::with_capacity(n);
+    // Convert every row first, straight into columns: a bad value fails the call before
+    // anything is staged.
+    let mut columns: Vec<Vec<Cell>> = (0..cols.len()).map(|_| Vec::with_capacity(n)).collect();
+    let mut hard_deleted = Vec::with_capacity(n);
     let mut last: HashMap<String, usize> = HashMap::with_capacity(n);
     for (i, row) in rows.into_iter().enumerate() {
         if row.values.len() != spec.columns.len() {
@@ -357,68 +359,57 @@ pub(crate) fn stage(spec: &TableSpec, rows: Vec<TableRow>) -> Result<Staged, Tab
         }
         let mut values = row.values;
         let key_val = std::mem::replace(&mut values[key_at], Val::Null);
-        let key_text = key_val.as_text();
+        let key = key_val.as_text();
         let key_cell = types::cell(key_ty, key_val).map_err(|reason| TableError::Value {
             table: spec.table.clone(),
-            key: key_text.clone().unwrap_or_else(|| "null".into()),
+            key: key.clone().unwrap_or_else(|| "null".into()),
             column: spec.key.clone(),
             reason,
         })?;
-        if key_cell == Cell::Null {
+        let Some(key) = key.filter(|_| key_cell != Cell::Null) else {
             return Err(TableError::NullKey {
                 table: spec.table.clone(),
                 row: i,
                 column: spec.key.clone(),
             });
-        }
-        let key = key_text.unwrap_or_default();
-        let mut cells = Vec::with_capacity(cols.len());
+        };
+        let mut key_cell = Some(key_cell);
         for (j, (v, c)) in values.into_iter().zip(&spec.columns).enumerate() {
-            if j == key_at {
-                cells.push(key_cell.clone());
-                continue;
-            }
-            cells.push(types::cell(c.ty, v).map_err(|reason| TableError::Value {
-                table: spec.table.clone(),
-                key: key.clone(),
-                column: c.name.clone(),
-                reason,
-            })?);
+            let cell = if j == key_at {
+                key_cell.take().unwrap_or(Cell::Null)
+            } else {
+                types::cell(c.ty, v).map_err(|reason| TableError::Value {
+                    table: spec.table.clone(),
+                    key: key.clone(),
+                    column: c.name.clone(),
+                    reason,
+                })?
+            };
+            columns[j].push(cell);
         }
-        if cells.len() < cols.len() {
-            cells.push(Cell::Null);
+        if let Some(extra) = columns.get_mut(spec.columns.len()) {
+            extra.push(Cell::Null);
         }
         if let Some(d) = deleted_at {
-            let mapped = cells[d] == Cell::Bool(true);
-            cells[d] = Cell::Bool(row.deleted || mapped);
+            let mapped = columns[d][i] == Cell::Bool(true);
+            columns[d][i] = Cell::Bool(row.deleted || mapped);
         }
         let identity = match version_at {
-            Some(v) => format!("{key}\u{0}{}", cells[v].key_text()),
+            Some(v) => format!("{key}\u{0}{}", columns[v][i].key_text()),
             None => key,
         };
         last.insert(identity, i);
-        converted.push((cells, row.deleted));
+        hard_deleted.push(spec.on_deleted == OnDeleted::Hard && row.deleted);
     }
     let mut keep = vec![false; n];
     for &i in last.values() {
         keep[i] = true;
     }
     let collapsed = (n - last.len()) as u64;
-    let hard = spec.on_deleted == OnDeleted::Hard;
-    let mut columns: Vec<Vec<Cell>> = vec![Vec::with_capacity(last.len()); cols.len()];
-    let mut delete_keys = Vec::new();
-    for ((cells, deleted), keep) in converted.into_iter().zip(keep) {
-        if !keep {
-            continue;
-        }
-        if hard && deleted {
-            delete_keys.push(cells.into_iter().nth(key_at).unwrap_or(Cell::Null));
-            continue;
-        }
-        for (col, c) in columns.iter_mut().zip(cells) {
-            col.push(c);
-        }
-    }
+    let fail = |e: arrow::error::ArrowError| TableError::Spec {
+        table: spec.table.clone(),
+        message: format!("cannot stage the rows: {e}"),
+    };
     let fields: Vec<Field> = cols
         .iter()
         .map(|c| Field::new(c.name.clone(), c.ty.arrow(), true))
@@ -428,13 +419,18 @@ pub(crate) fn stage(spec: &TableSpec, rows: Vec<TableRow>) -> Result<Staged, Tab
         .zip(&columns)
         .map(|(c, cells)| types::to_arrow(c.ty, cells))
         .collect();
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| TableError::Spec {
-        table: spec.table.clone(),
-        message: format!("cannot stage the rows: {e}"),
-    })?;
+    let all = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(fail)?;
+    let live: BooleanArray = keep.iter().zip(&hard_deleted).map(|(k, h)| Some(*k && !h)).collect();
+    let gone: BooleanArray = keep.iter().zip(&hard_deleted).map(|(k, h)| Some(*k && *h)).collect();
+    let batch = if live.true_count() == n {
+        all.clone()
+    } else {
+        arrow::compute::filter_record_batch(&all, &live).map_err(fail)?
+    };
+    let delete_keys = arrow::compute::filter(all.column(key_at), &gone).map_err(fail)?;
     Ok(Staged {
         batch,
-        delete_keys: types::to_arrow(key_ty, &delete_keys),
+        delete_keys,
         collapsed,
     })
 }

@@ -11,7 +11,10 @@ use super::{
 use crate::config::env;
 use crate::config::project::PostgresConnection;
 use crate::diagnostics::{lowercase_first, root_cause};
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{
+    Array, AsArray, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow::datatypes::{Date32Type, Decimal128Type, Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
@@ -375,18 +378,45 @@ async fn copy_in(
     Ok(())
 }
 
+/// A staged column, downcast once.
+enum Col<'a> {
+    Text(&'a StringArray),
+    Json(&'a StringArray),
+    Bigint(&'a Int64Array),
+    Double(&'a Float64Array),
+    Decimal(&'a Decimal128Array, u8),
+    Boolean(&'a BooleanArray),
+    Date(&'a Date32Array),
+    Timestamp(&'a TimestampMicrosecondArray),
+}
+
 /// The rows of `batch` in PostgreSQL's binary COPY format, in chunks.
 fn encode(batch: &RecordBatch, types: &[ColumnType]) -> Vec<Vec<u8>> {
+    let cols: Vec<Col<'_>> = batch
+        .columns()
+        .iter()
+        .zip(types)
+        .map(|(a, ty)| match ty {
+            ColumnType::Text => Col::Text(a.as_string::<i32>()),
+            ColumnType::Json => Col::Json(a.as_string::<i32>()),
+            ColumnType::Bigint => Col::Bigint(a.as_primitive::<Int64Type>()),
+            ColumnType::Double => Col::Double(a.as_primitive::<Float64Type>()),
+            ColumnType::Decimal { scale, .. } => Col::Decimal(a.as_primitive::<Decimal128Type>(), *scale),
+            ColumnType::Boolean => Col::Boolean(a.as_boolean()),
+            ColumnType::Date => Col::Date(a.as_primitive::<Date32Type>()),
+            ColumnType::Timestamp => Col::Timestamp(a.as_primitive::<TimestampMicrosecondType>()),
+        })
+        .collect();
     let mut chunks = Vec::new();
     let mut out = Vec::with_capacity(CHUNK + 4096);
     out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     out.extend_from_slice(&0i32.to_be_bytes());
     out.extend_from_slice(&0i32.to_be_bytes());
-    let cols: Vec<&ArrayRef> = batch.columns().iter().collect();
+    let count = (cols.len() as i16).to_be_bytes();
     for i in 0..batch.num_rows() {
-        out.extend_from_slice(&(cols.len() as i16).to_be_bytes());
-        for (col, ty) in cols.iter().zip(types) {
-            field(&mut out, col, *ty, i);
+        out.extend_from_slice(&count);
+        for col in &cols {
+            field(&mut out, col, i);
         }
         if out.len() >= CHUNK {
             chunks.push(std::mem::replace(&mut out, Vec::with_capacity(CHUNK + 4096)));
@@ -398,35 +428,38 @@ fn encode(batch: &RecordBatch, types: &[ColumnType]) -> Vec<Vec<u8>> {
 }
 
 /// One field: its length and bytes, or -1 for null.
-fn field(out: &mut Vec<u8>, col: &ArrayRef, ty: ColumnType, i: usize) {
-    if col.is_null(i) {
+fn field(out: &mut Vec<u8>, col: &Col<'_>, i: usize) {
+    fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let null = match col {
+        Col::Text(a) | Col::Json(a) => a.is_null(i),
+        Col::Bigint(a) => a.is_null(i),
+        Col::Double(a) => a.is_null(i),
+        Col::Decimal(a, _) => a.is_null(i),
+        Col::Boolean(a) => a.is_null(i),
+        Col::Date(a) => a.is_null(i),
+        Col::Timestamp(a) => a.is_null(i),
+    };
+    if null {
         out.extend_from_slice(&(-1i32).to_be_bytes());
         return;
     }
-    let mut fixed = |bytes: &[u8]| {
-        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-        out.extend_from_slice(bytes);
-    };
-    match ty {
-        ColumnType::Text => fixed(col.as_string::<i32>().value(i).as_bytes()),
-        ColumnType::Json => {
-            let s = col.as_string::<i32>().value(i);
+    match col {
+        Col::Text(a) => put(out, a.value(i).as_bytes()),
+        Col::Json(a) => {
+            let s = a.value(i);
             out.extend_from_slice(&(s.len() as i32 + 1).to_be_bytes());
             out.push(1);
             out.extend_from_slice(s.as_bytes());
         }
-        ColumnType::Bigint => fixed(&col.as_primitive::<Int64Type>().value(i).to_be_bytes()),
-        ColumnType::Double => fixed(&col.as_primitive::<Float64Type>().value(i).to_be_bytes()),
-        ColumnType::Boolean => fixed(&[u8::from(col.as_boolean().value(i))]),
-        ColumnType::Date => fixed(&(col.as_primitive::<Date32Type>().value(i) - EPOCH_DAYS).to_be_bytes()),
-        ColumnType::Timestamp => {
-            fixed(&(col.as_primitive::<TimestampMicrosecondType>().value(i) - EPOCH_MICROS).to_be_bytes())
-        }
-        ColumnType::Decimal { scale, .. } => {
-            let v = col.as_primitive::<Decimal128Type>().value(i);
-            let bytes = numeric(v, scale);
-            fixed(&bytes);
-        }
+        Col::Bigint(a) => put(out, &a.value(i).to_be_bytes()),
+        Col::Double(a) => put(out, &a.value(i).to_be_bytes()),
+        Col::Boolean(a) => put(out, &[u8::from(a.value(i))]),
+        Col::Date(a) => put(out, &(a.value(i) - EPOCH_DAYS).to_be_bytes()),
+        Col::Timestamp(a) => put(out, &(a.value(i) - EPOCH_MICROS).to_be_bytes()),
+        Col::Decimal(a, scale) => put(out, &numeric(a.value(i), *scale)),
     }
 }
 
