@@ -31,7 +31,7 @@ struct FileState {
     leases: usize,
     /// Read-only instances of this process open on the file (source queries).
     readers: usize,
-    /// Writers waiting for `readers` to reach 0; read-only opens wait behind them.
+    /// Writers waiting for `readers` to reach 0.
     waiting_writers: usize,
 }
 
@@ -126,26 +126,22 @@ pub enum ReadAccess {
 }
 
 /// For a source query of `path`: a lease of the writer's instance when a writer has the
-/// file open (or is about to), else a slot for an instance of its own.
+/// file open, else a slot for an instance of its own. Never waits (it is called on the
+/// runtime's threads): a query that comes while a writer waits for the others opens its
+/// own instance too, and the writer waits for it as well.
 pub fn read(path: &Path) -> Result<ReadAccess, String> {
     let key = file_key(path);
-    let r = registry();
-    let mut files = lock(r);
-    loop {
-        let st = files.entry(key.clone()).or_default();
-        if let Some(shared) = &st.shared {
-            let conn = shared
-                .try_clone()
-                .map_err(|e| format!("cannot share the open database: {e}"))?;
-            st.leases += 1;
-            return Ok(ReadAccess::Shared(Lease { conn: Some(conn), key }));
-        }
-        if st.waiting_writers == 0 {
-            st.readers += 1;
-            return Ok(ReadAccess::Own(ReaderSlot { key }));
-        }
-        files = r.changed.wait(files).unwrap_or_else(|e| e.into_inner());
+    let mut files = lock(registry());
+    let st = files.entry(key.clone()).or_default();
+    if let Some(shared) = &st.shared {
+        let conn = shared
+            .try_clone()
+            .map_err(|e| format!("cannot share the open database: {e}"))?;
+        st.leases += 1;
+        return Ok(ReadAccess::Shared(Lease { conn: Some(conn), key }));
     }
+    st.readers += 1;
+    Ok(ReadAccess::Own(ReaderSlot { key }))
 }
 
 /// For a writer of `path`: a lease of the process's read-write instance of the file,
