@@ -796,6 +796,19 @@ async fn duckdb_source_reads_while_the_writer_writes() {
     }
     assert!(n == 10 || n == 20, "the query reads one snapshot: {n}");
     assert_eq!(b.count(&t).await, 20);
+    // The shared instance is confined as the source's own: no file outside the project,
+    // no change of settings.
+    let outside = tempfile::tempdir().unwrap();
+    let csv = outside.path().join("x.csv");
+    std::fs::write(&csv, "a\n1\n").unwrap();
+    let read_outside = format!("SELECT * FROM read_csv('{}')", csv.display());
+    for sql in [read_outside.as_str(), "SET enable_external_access = true"] {
+        let refused = match src.query(sql, 0).await {
+            Err(_) => true,
+            Ok(mut s) => matches!(s.next().await, Some(Err(_))),
+        };
+        assert!(refused, "{sql}");
+    }
     // Two writers of one file in this process share the instance too.
     let mut w2 = b.open(spec(&b.table("other"), Mode::Upsert, OnDeleted::Hard)).await;
     w2.write(vec![row(1, 0)], at(3)).await.unwrap();
