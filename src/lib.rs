@@ -22,7 +22,8 @@
 //!   as diagnostics;
 //!
 //! Running a plan:
-//! - [`source`]: warehouses streaming a query's rows as Arrow batches;
+//! - [`source`]: warehouses streaming a query's rows as Arrow batches, and Salesforce
+//!   objects read the same way (REST or Bulk API 2.0 query);
 //! - [`map`]: source rows to destination records (paths, transforms, exact JSON, hashes);
 //! - [`destination`]: where records are delivered (Salesforce, an HTTP endpoint, files), with
 //!   per-connection limits and retries;
