@@ -313,3 +313,30 @@ async fn cleanup(ctx: &Ctx, id: &str, ended: bool) {
     let _: Result<(reqwest::StatusCode, Value), SendError> =
         ctx.conn.json(&ctx.calls, Method::DELETE, &path, None).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::salesforce::describe::ObjectInfo;
+
+    #[test]
+    fn the_header_must_name_the_fields_in_order() {
+        let info = ObjectInfo::parse(
+            "Contact",
+            &json!({"name": "Contact", "fields": [{"name": "Id", "type": "id"}, {"name": "LastName", "type": "string"}]}),
+        )
+        .unwrap();
+        let (columns, schema) = info.schema(&["Id".into(), "LastName".into()]).unwrap();
+        let d = Described { info, columns, schema };
+        let h = |cells: &[&str]| check_header(&d, &cells.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+        assert!(h(&["Id", "LastName"]).is_ok());
+        assert!(h(&["id", "lastname"]).is_ok(), "names match whatever their case");
+        let e = h(&["LastName", "Id"]).unwrap_err();
+        assert_eq!(
+            e,
+            "the CSV header of `Contact` is `LastName,Id`, not the fields asked for (`Id,LastName`)"
+        );
+        assert!(h(&["Id"]).is_err());
+        assert!(h(&["Id", "LastName", "Email"]).is_err());
+    }
+}
