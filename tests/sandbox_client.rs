@@ -1,6 +1,7 @@
-//! `ebb sandbox` driven by an independent Salesforce client: simple-salesforce (Python),
-//! REST, Collections, Bulk API 2.0 ingest and query jobs,
-//! running `tests/clients/simple_salesforce_check.py` against a sandbox started here. The
+//! `ebb sandbox` driven by an independent Salesforce client: simple-salesforce (Python)
+//! over REST (queries with datetime filters included), Collections and Bulk API 2.0
+//! ingest and query jobs, running `tests/clients/simple_salesforce_check.py` against a
+//! sandbox started here. The
 //! script asserts each answer as a real org gives it; this test asserts it passed and what
 //! it left in the org.
 //!
