@@ -13,7 +13,8 @@
 //!    skipped;
 //! 4. `DELETE jobs/query/{id}`; when the read fails or is cancelled before the job ended,
 //!    `PATCH` `{"state": "Aborted"}` first. Cleanup failures are ignored: Salesforce
-//!    deletes ended jobs after 7 days anyway.
+//!    deletes ended jobs after 7 days anyway. (A create retried after a timeout may leave
+//!    a job the first attempt made; it ends, unread, and goes the same way.)
 //!
 //! All with the API version of the connection, so results are asked for with the
 //! version that created the job (another one is 409).
