@@ -519,3 +519,33 @@ async fn measure_reading_100k_contacts() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_the_describe_says_is_not_filterable_is_refused_before_any_query() {
+    let objects = r#"{"objects": [{"name": "Event__c", "keyPrefix": "a01", "fields": [
+        {"name": "Name__c", "type": "string"},
+        {"name": "Seen_At__c", "type": "datetime", "filterable": false}]}]}"#;
+    let config = SandboxConfig::default().with_objects_file(objects).unwrap();
+    let sandbox = Sandbox::start("127.0.0.1:0", config).await.unwrap();
+    let src = source("sf-source-filterable", &sandbox);
+    let d = src
+        .describe("Event__c", &["Id".into(), "Seen_At__c".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        d.system_modstamp(),
+        Some(true),
+        "SystemModstamp is there and filterable"
+    );
+    let e = Extract {
+        cursor: Some("Seen_At__c".into()),
+        from: Some(Utc::now()),
+        ..Extract::all("Event__c", &["Id", "Seen_At__c"], ReadApi::Auto)
+    };
+    let err = src.read(&e).await.err().unwrap().to_string();
+    assert!(
+        err.contains("the cursor field `Seen_At__c` of `Event__c` is not filterable"),
+        "{err}"
+    );
+    assert_eq!(sandbox.calls_to("query"), 0, "refused before asking the org");
+}

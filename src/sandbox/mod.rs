@@ -60,8 +60,9 @@
 //! `url`, `picklist`, `multipicklist`, `boolean`, `int`, `double`, `currency`, `percent`,
 //! `date`, `datetime`, `reference`) are required; `label`, `length`, `precision`, `scale`,
 //! `nillable`, `createable`, `updateable`, `defaultedOnCreate`, `externalId`, `unique`,
-//! `caseSensitive`, `restrictedPicklist`, `picklistValues` (strings or describe entries) and
-//! `referenceTo` are optional; other describe keys are ignored, so a saved describe body
+//! `caseSensitive`, `restrictedPicklist`, `filterable` (a `WHERE` on a field that is not is
+//! `INVALID_FIELD`), `picklistValues` (strings or describe entries) and `referenceTo` are
+//! optional; other describe keys are ignored, so a saved describe body
 //! works as is. `Id` and the system fields are always added. Seeded records may carry an
 //! `Id` (with the object's key prefix) and `CreatedDate`/`LastModifiedDate`.
 

@@ -123,14 +123,26 @@ fn field_index(object: &SObject, name: &str) -> Result<usize, String> {
         })
 }
 
+/// The index of a field a condition names: it must exist and be filterable.
+fn filter_index(object: &SObject, name: &str) -> Result<usize, String> {
+    let i = field_index(object, name)?;
+    if !object.fields[i].filterable {
+        return Err(format!(
+            "field '{}' can not be filtered in query call",
+            object.fields[i].name
+        ));
+    }
+    Ok(i)
+}
+
 fn compile(object: &SObject, c: &Cond) -> Result<Check, String> {
     Ok(match c {
         Cond::Cmp(f, op, lit) => {
-            let i = field_index(object, f)?;
+            let i = filter_index(object, f)?;
             Check::Cmp(i, op, literal_for(&object.fields[i], lit)?)
         }
         Cond::In(f, negated, list) => {
-            let i = field_index(object, f)?;
+            let i = filter_index(object, f)?;
             let values = list
                 .iter()
                 .map(|l| literal_for(&object.fields[i], l))
@@ -138,7 +150,7 @@ fn compile(object: &SObject, c: &Cond) -> Result<Check, String> {
             Check::In(i, *negated, values)
         }
         Cond::Like(f, lit) => {
-            let i = field_index(object, f)?;
+            let i = filter_index(object, f)?;
             let field = &object.fields[i];
             let text = field.kind.is_text() || matches!(field.kind, FieldType::Id | FieldType::Reference);
             match lit {

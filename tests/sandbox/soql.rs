@@ -352,3 +352,40 @@ async fn datetime_and_date_literals_compare_as_instants() {
         );
     }
 }
+
+/// A field the describe says is not filterable cannot be in a `WHERE`.
+#[tokio::test]
+async fn a_field_that_is_not_filterable_is_refused_in_where() {
+    let objects = r#"{"objects": [{"name": "Event__c", "keyPrefix": "a01", "fields": [
+        {"name": "Name__c", "type": "string"},
+        {"name": "Seen_At__c", "type": "datetime", "filterable": false}]}]}"#;
+    let api = Api::start(SandboxConfig::default().with_objects_file(objects).unwrap()).await;
+    let d = api.call(Method::GET, "sobjects/Event__c/describe", None).await;
+    let field = |name: &str| {
+        d.json["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(field("Seen_At__c")["filterable"], false);
+    assert_eq!(field("SystemModstamp")["filterable"], true);
+    let r = api
+        .query("SELECT Id FROM Event__c WHERE Seen_At__c > 2024-01-31T09:30:00Z")
+        .await;
+    assert_eq!(
+        (r.status, r.json[0]["errorCode"].as_str()),
+        (400, Some("INVALID_FIELD")),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        r.json[0]["message"],
+        "field 'Seen_At__c' can not be filtered in query call"
+    );
+    // Selecting it is fine.
+    let r = api.query("SELECT Id, Seen_At__c FROM Event__c").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
