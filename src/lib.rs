@@ -8,7 +8,7 @@
 //! Foundations:
 //! - [`diagnostics`]: problems as data, with a stable code and a file:line:col span;
 //! - [`redact`]: credentials masked out of every URL and message ebb prints or stores;
-//! - [`yaml`]: YAML with a position on every node;
+//! - [`yaml`]: YAML with a position on every node, bounded in depth and alias copies;
 //! - [`path`]: field paths, where a mapping reads its value in a row;
 //! - [`http`]: the one HTTP client, its limits (no redirects, bounded answers, one origin,
 //!   https but to loopback);
