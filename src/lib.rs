@@ -23,7 +23,8 @@
 //!
 //! Running a plan:
 //! - [`source`]: warehouses streaming a query's rows as Arrow batches;
-//! - [`map`]: source rows to destination records (paths, transforms, exact JSON, hashes);
+//! - [`map`]: source rows to destination records (paths, transforms, exact JSON, hashes),
+//!   and why a row cannot be sent (typed causes behind each row error's stable code);
 //! - [`destination`]: where records are delivered (Salesforce, an HTTP endpoint, files), with
 //!   per-connection limits and retries;
 //! - [`state`]: snapshots, run history and row errors (SQLite or PostgreSQL);

@@ -240,7 +240,8 @@ async fn start_sandbox(
             for row in 0..batch.num_rows() {
                 let mut r = serde_json::Map::new();
                 for (i, field) in ["Id", "FirstName", "LastName", "Email"].into_iter().enumerate() {
-                    let v = crate::map::value::read(batch.column(i), schema.field(i), row)?;
+                    let v =
+                        crate::map::value::read(batch.column(i), schema.field(i), row).map_err(|e| e.to_string())?;
                     if let Some(text) = v.as_text() {
                         r.insert(field.into(), serde_json::Value::String(text));
                     }
