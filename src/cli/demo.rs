@@ -212,7 +212,7 @@ async fn start_sandbox(
     dir: &std::path::Path,
 ) -> Result<Option<(crate::sandbox::Sandbox, usize)>, String> {
     use crate::config::env::expand_env;
-    let url = expand_env(&c.instance_url)?;
+    let url = expand_env(&c.instance_url).map_err(|e| e.to_string())?;
     let parsed = url::Url::parse(&url).map_err(|e| format!("`{url}`: {e}"))?;
     let local = match parsed.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
@@ -252,11 +252,11 @@ async fn start_sandbox(
     }
     let seeded = contacts.len();
     let mut config = crate::sandbox::SandboxConfig {
-        client_id: expand_env(&c.auth.client_id)?,
+        client_id: expand_env(&c.auth.client_id).map_err(|e| e.to_string())?,
         ..crate::sandbox::SandboxConfig::default()
     };
     if let Some(secret) = &c.auth.client_secret {
-        config.client_secret = expand_env(secret)?;
+        config.client_secret = expand_env(secret).map_err(|e| e.to_string())?;
     }
     config.records.insert("Contact".into(), contacts);
     let sandbox = crate::sandbox::Sandbox::start(&format!("127.0.0.1:{port}"), config)

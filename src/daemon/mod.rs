@@ -100,7 +100,7 @@ pub enum DaemonError {
     #[error("`ebb.yaml` has errors; fix them first (`ebb validate` lists every problem)")]
     InvalidProject(Vec<crate::diagnostics::Diagnostic>),
     #[error("`daemon.api_token`: {0}")]
-    Token(String),
+    Token(crate::config::env::EnvError),
     #[error("cannot listen on `{0}`: {1}")]
     Listen(String, String),
     #[error(
@@ -309,7 +309,7 @@ fn token_weakness(token: &str) -> Option<String> {
 /// says whether every address bound is loopback.
 async fn bind(listen: &str, token: Option<&str>) -> Result<(tokio::net::TcpListener, bool), DaemonError> {
     let fail = |e: String| DaemonError::Listen(listen.to_string(), e);
-    let listen = crate::config::env::expand_env(listen).map_err(fail)?;
+    let listen = crate::config::env::expand_env(listen).map_err(|e| fail(e.to_string()))?;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen.as_str())
         .await
         .map_err(|e| fail(e.to_string()))?
