@@ -35,7 +35,7 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
     let path = dir.join(&conn.path);
     let mut out = std::io::stdout().lock();
     if rebuild || !path.exists() {
-        let built = crate::demo::build_warehouse(&path, customers, seed).map_err(|e| anyhow::anyhow!(e))?;
+        let built = crate::demo::build_warehouse(&path, customers, seed)?;
         writeln!(
             out,
             "built the demo warehouse {} (connection `{name}`): {} customers, {} flagged sync_to_crm",
