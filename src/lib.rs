@@ -8,7 +8,7 @@
 //! Foundations:
 //! - [`diagnostics`]: problems as data, with a stable code and a file:line:col span;
 //! - [`redact`]: credentials masked out of every URL and message ebb prints or stores;
-//! - [`yaml`]: YAML with a position on every node;
+//! - [`yaml`]: YAML with a position on every node, bounded in depth and alias copies;
 //! - [`path`]: field paths, where a mapping reads its value in a row;
 //! - [`http`]: the one HTTP client, its limits (no redirects, bounded answers, one origin,
 //!   https but to loopback);
@@ -23,7 +23,8 @@
 //!
 //! Running a plan:
 //! - [`source`]: warehouses streaming a query's rows as Arrow batches;
-//! - [`map`]: source rows to destination records (paths, transforms, exact JSON, hashes);
+//! - [`map`]: source rows to destination records (paths, transforms, exact JSON, hashes),
+//!   and why a row cannot be sent (typed causes behind each row error's stable code);
 //! - [`destination`]: where records are delivered (Salesforce, an HTTP endpoint, files), with
 //!   per-connection limits and retries;
 //! - [`state`]: snapshots, run history and row errors (SQLite or PostgreSQL);

@@ -35,7 +35,8 @@ pub struct PostgresSource {
 
 impl PostgresSource {
     pub fn new(c: &PostgresConnection) -> Result<Self, SourceError> {
-        let url = crate::redact::escape_userinfo(&env::expand_env(&c.url).map_err(SourceError::Connect)?);
+        let url =
+            crate::redact::escape_userinfo(&env::expand_env(&c.url).map_err(|e| SourceError::Connect(e.to_string()))?);
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| SourceError::Connect(format!("invalid PostgreSQL URL: {e}")))?;

@@ -195,7 +195,8 @@ impl StateStore {
     /// Opens (creating and migrating as needed) the store at `url`, or the default one.
     pub async fn open(url: Option<&str>, project_dir: &Path) -> Result<StateStore, StateError> {
         // `${VAR}` anywhere, the whole URL included (`url: ${EBB_STATE_URL}`).
-        let url = crate::config::env::expand_env(url.unwrap_or(DEFAULT_URL)).map_err(StateError::Open)?;
+        let url =
+            crate::config::env::expand_env(url.unwrap_or(DEFAULT_URL)).map_err(|e| StateError::Open(e.to_string()))?;
         let url = url.as_str();
         if let Some(path) = url.strip_prefix("sqlite://") {
             let path = if path == ":memory:" {

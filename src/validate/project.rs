@@ -101,7 +101,7 @@ impl Walk<'_> {
                 match references(s) {
                     Err(e) => {
                         self.diags.push(
-                            Diagnostic::new(Code::BadVariable, span.clone(), e.message)
+                            Diagnostic::new(Code::BadVariable, span.clone(), e.kind.to_string())
                                 .help("write `${NAME}` or `${NAME:-fallback}`; `$$` is a literal `$`"),
                         );
                     }
