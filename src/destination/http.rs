@@ -569,26 +569,23 @@ mod tests {
 
     #[test]
     fn configuration_errors_name_the_connection() {
-        let err = HttpDestination::new("crm", &connection("http://example.com/hook"))
-            .unwrap_err()
-            .to_string();
+        let open = |c: &HttpConnection| HttpDestination::new("crm", c).unwrap_err().to_string();
+        let err = open(&connection("http://example.com/hook"));
         assert!(
             err.starts_with("connection `crm`:") && err.contains("plain http"),
             "{err}"
         );
-        let err = HttpDestination::new("crm", &connection("not a url"))
-            .unwrap_err()
-            .to_string();
+        let err = open(&connection("not a url"));
         assert!(err.contains("`not a url` is not a URL"), "{err}");
 
         let mut c = connection("https://example.com/${EBB_TEST_SURELY_UNSET_URL_VAR}");
-        let err = HttpDestination::new("crm", &c).unwrap_err().to_string();
+        let err = open(&c);
         assert!(err.contains("EBB_TEST_SURELY_UNSET_URL_VAR` is not set"), "{err}");
 
         c.url = "https://example.com/hook".into();
         c.headers
             .insert("Authorization".into(), "Bearer ${EBB_TEST_SURELY_UNSET_TOKEN}".into());
-        let err = HttpDestination::new("crm", &c).unwrap_err().to_string();
+        let err = open(&c);
         assert_eq!(
             err,
             "connection `crm`: header `Authorization`: environment variable `EBB_TEST_SURELY_UNSET_TOKEN` is not set"
@@ -596,7 +593,7 @@ mod tests {
 
         c.headers.clear();
         c.rate_limit = Some("lots".into());
-        let err = HttpDestination::new("crm", &c).unwrap_err().to_string();
+        let err = open(&c);
         assert!(err.starts_with("connection `crm`: `rate_limit: lots`"), "{err}");
     }
 }
