@@ -112,3 +112,50 @@ impl RunError {
 fn quoted(names: &[String]) -> String {
     names.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn errors_say_where_and_keep_their_cause() {
+        let e = RunError::Batch {
+            batch: 3,
+            records: 200,
+            connection: "crm".into(),
+            source: Failed {
+                message: "HTTP 503".into(),
+                api_calls: 4,
+                attempts: 4,
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "batch 3 (200 records) to `crm`: HTTP 503; its rows are sent again by the next run"
+        );
+        let cause = e.source().and_then(|s| s.downcast_ref::<Failed>());
+        assert_eq!(cause.map(|f| f.attempts), Some(4));
+
+        let e = RunError::MissingColumns {
+            connection: "wh".into(),
+            kind: ConnectionType::Postgres,
+            missing: vec!["email".into(), "id".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "reading the model from `wh` (postgres): the query returns no column `email`, `id`"
+        );
+
+        let e = RunError::from(WriteError::Commit(std::sync::Arc::new(StateError::Open("x".into()))));
+        assert_eq!(
+            e.to_string(),
+            "cannot record the run's progress: cannot open the state store x"
+        );
+        // Transparent: the cause is the store's error itself.
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("cannot open the state store x")
+        );
+    }
+}

@@ -57,20 +57,14 @@ pub struct Auth {
 
 /// Why no token could be had. Never transient from the client's point of view except when
 /// the endpoint could not be reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// The endpoint answered no (bad credentials, unapproved user, …): stop.
+    #[error("{0}")]
     Refused(String),
     /// The endpoint could not be reached or failed (5xx): retry later.
+    #[error("{0}")]
     Unavailable(String),
-}
-
-impl std::fmt::Display for AuthError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AuthError::Refused(m) | AuthError::Unavailable(m) => f.write_str(m),
-        }
-    }
 }
 
 /// Why a connection's configuration gives no usable credentials or client (before any

@@ -152,18 +152,19 @@ impl PgStore {
 
     /// A new connection, after a lost one: a few attempts, further and further apart.
     async fn reconnect(&self, writer: bool) -> Result<Client, StateError> {
-        let mut last = ConnectError::Failed(String::new());
+        let mut last = None;
         for wait in std::iter::once(Duration::ZERO).chain(RECONNECT_BACKOFF) {
             tokio::time::sleep(wait).await;
             match connect(&self.config, writer).await {
                 Ok(c) => return Ok(c),
-                Err(e) => last = e,
+                Err(e) => last = Some(e),
             }
         }
         Err(StateError::Reconnect {
             store: self.name.clone(),
             attempts: RECONNECT_BACKOFF.len() + 1,
-            source: last,
+            // Set: the loop makes at least one attempt.
+            source: last.unwrap_or(ConnectError::Failed(String::new())),
         })
     }
 
