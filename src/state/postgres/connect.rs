@@ -1,6 +1,6 @@
 //! Opening the PostgreSQL store: the URL's settings and the defaults ebb adds (timeouts,
 //! keepalives, the application name), one connection made within its timeout
-//! ([`connect`]), and the schema created or migrated to the current version.
+//! ([`connect()`]), and the schema created or migrated to the current version.
 
 use super::*;
 use crate::state::{schema_v1, StateError, SCHEMA_VERSION};

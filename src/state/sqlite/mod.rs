@@ -3,7 +3,7 @@
 //! Snapshot scans read through a second connection, so they do not hold up writes (the
 //! lock's heartbeat, a batch's commit).
 //!
-//! This module holds the store and its connections; [`file`] opens or creates the file
+//! This module holds the store and its connections; [`mod@file`] opens or creates the file
 //! (never starting a store over), [`snapshot`] holds the snapshot, in-flight records and a
 //! run's writes, [`runs`] the run history, row errors and the run lock.
 

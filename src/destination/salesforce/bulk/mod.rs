@@ -4,8 +4,8 @@
 //! key (results are unordered). In Bulk CSV an empty cell leaves a field unchanged, so a
 //! null is sent as `#N/A`, which clears it.
 //!
-//! This module holds a job's life ([`send`]); [`csv`] writes and streams CSV, and
-//! [`results`] reads a result set's rows back to the records they are about.
+//! This module holds a job's life ([`send`]); `csv.rs` writes and streams CSV, and
+//! `results.rs` reads a result set's rows back to the records they are about.
 
 mod csv;
 mod results;
