@@ -22,7 +22,7 @@
 use super::csv::CsvReader;
 use super::rows::Rows;
 use super::{Ctx, Described, Extract};
-use crate::destination::SendError;
+use crate::salesforce::client::CallError;
 use crate::source::{BatchSender, SourceError};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -208,8 +208,8 @@ async fn read_page(
         .await
     {
         Ok(r) => r,
-        Err(SendError::Transient { message, .. }) => return Err(PageError::Transient(message, skip)),
-        Err(SendError::Fatal(m)) => return Err(PageError::Source(SourceError::Query(format!("{what}: {m}")))),
+        Err(CallError::Transient { message, .. }) => return Err(PageError::Transient(message, skip)),
+        Err(CallError::Fatal(m)) => return Err(PageError::Source(SourceError::Query(format!("{what}: {m}")))),
     };
     let header = |name: &str| {
         resp.headers()
@@ -311,7 +311,7 @@ async fn cleanup(ctx: &Ctx, id: &str, ended: bool) {
         let body = json!({"state": "Aborted"}).to_string();
         let _ = ctx.conn.json(&ctx.calls, Method::PATCH, &path, Some(body)).await;
     }
-    let _: Result<(reqwest::StatusCode, Value), SendError> =
+    let _: Result<(reqwest::StatusCode, Value), CallError> =
         ctx.conn.json(&ctx.calls, Method::DELETE, &path, None).await;
 }
 

@@ -17,7 +17,7 @@
 //! connection's `bulk_threshold`.
 //!
 //! Requests go through the connection layer the destination uses
-//! (`destination::salesforce::client::Conn`): one token per connection renewed on 401,
+//! (`salesforce::client::Conn`): one token per connection renewed on 401,
 //! the connection's rate limit and concurrency, `Sforce-Limit-Info` and its daily reserve.
 //! Transient failures (503, 429, timeouts, a body cut short, the concurrent form of
 //! `REQUEST_LIMIT_EXCEEDED`) are retried with the engine's backoff
@@ -39,8 +39,8 @@ pub mod soql;
 
 use crate::config::project::SalesforceConnection;
 use crate::destination::retry::RetryPolicy;
-use crate::destination::salesforce::client::Conn;
-use crate::destination::SendError;
+use crate::salesforce::client::CallError;
+use crate::salesforce::client::Conn;
 use crate::source::{BatchSender, BatchStream, Producer, SourceError};
 use chrono::{DateTime, Utc};
 use describe::{Column, ObjectInfo};
@@ -163,7 +163,7 @@ impl SalesforceSource {
     /// token, one rate window).
     pub fn new(name: &str, c: &SalesforceConnection, project_dir: &Path) -> Result<SalesforceSource, SourceError> {
         Ok(SalesforceSource {
-            conn: Conn::shared(name, c, project_dir).map_err(SourceError::Connect)?,
+            conn: Conn::shared(name, c, project_dir).map_err(|e| SourceError::Connect(e.to_string()))?,
             options: ReadOptions::default(),
             calls: Arc::new(AtomicU64::new(0)),
         })
@@ -243,7 +243,7 @@ impl Ctx {
             .retry(&format!("the describe of `{object}`"), || async {
                 match self.conn.json(&self.calls, Method::GET, &path, None).await {
                     // An object the org does not have is 404 NOT_FOUND.
-                    Err(SendError::Fatal(m)) if m.contains("HTTP 404") => Err(SendError::Fatal(format!(
+                    Err(CallError::Fatal(m)) if m.contains("HTTP 404") => Err(CallError::Fatal(format!(
                         "the org has no object `{object}` (its describe is 404)"
                     ))),
                     other => other.map(|(_, v)| v),
@@ -259,7 +259,7 @@ impl Ctx {
     async fn retry<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, SourceError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, SendError>>,
+        Fut: Future<Output = Result<T, CallError>>,
     {
         let policy = &self.options.retry;
         let mut attempts = 0u32;
@@ -267,8 +267,8 @@ impl Ctx {
             attempts += 1;
             match attempt().await {
                 Ok(v) => return Ok(v),
-                Err(SendError::Fatal(m)) => return Err(SourceError::Query(format!("{what}: {m}"))),
-                Err(SendError::Transient { message, retry_after }) => {
+                Err(CallError::Fatal(m)) => return Err(SourceError::Query(format!("{what}: {m}"))),
+                Err(CallError::Transient { message, retry_after }) => {
                     if attempts >= policy.max_attempts.max(1) {
                         return Err(SourceError::Query(format!(
                             "{what}: after {attempts} attempts: {message}"
