@@ -9,12 +9,15 @@
 //! - `1% change`: 0.5% of the rows updated, 0.25% inserted, 0.25% deleted;
 //! - `100% change`: every row updated.
 //!
-//! Both tools send to the same fast local sink: HTTP, 200 records a call, answered in the
-//! Salesforce collections shape (one `{"id", "success", "errors"}` result per record,
-//! which both tools check). Then an API-bound scenario: the Salesforce sandbox with a cap of
-//! 8 requests in flight, both tools upserting through sObject Collections with 8 in flight,
-//! run twice: each data call answered 50 ms after it arrived (the target's model), and 50 ms
-//! of latency added to the sandbox's own time (for comparison).
+//! The four scenarios run once per destination, both in-process and fast
+//! (`sync/endpoints.rs`): the sink (HTTP, 200 records a call, answered in the Salesforce
+//! collections shape, which both tools check), and a Salesforce-shaped endpoint (token,
+//! sObject Collections upserts by external id, per-record results) for sizes up to
+//! `EBB_BENCH_SALESFORCE_MAX_ROWS`. Then an API-bound scenario: the Salesforce sandbox with
+//! a cap of 8 requests in flight, both tools upserting through sObject Collections with 8 in
+//! flight, run twice: each data call answered 50 ms after it arrived (the target's model),
+//! and 50 ms of latency added to the sandbox's own time (for comparison). benches/README.md
+//! says how each scenario is set up.
 //!
 //! Each tool runs in a process of its own (ebb: this executable with `--child`; the peer:
 //! `benches/peer/peer.py` in its venv, made by `benches/peer/setup.sh` if missing), so
@@ -26,6 +29,8 @@
 //!
 //! Run: `cargo bench --bench sync` (release build). Environment:
 //! - `EBB_BENCH_SIZES=100000,1000000` — model sizes (default 100000,1000000,10000000);
+//! - `EBB_BENCH_SALESFORCE_MAX_ROWS` — largest size run against the Salesforce-shaped
+//!   endpoint (default 1000000; 0 skips it);
 //! - `EBB_BENCH_PEER=0` — ebb only; `EBB_BENCH_PEER_MAX_ROWS` — largest size the peer
 //!   runs at (default 1000000: at 10M it needs minutes and over 16 GB);
 //! - `EBB_BENCH_API_ROWS` — rows of the API-bound scenario (default 20000; 0 skips it);
@@ -37,18 +42,18 @@
 //!   sink alone (`sync-… --sink` prints its URL), point a kept project's `ebb.yaml` at it,
 //!   and run `sync-… --child DIR customers` under a profiler.
 
-use axum::http::header::CONTENT_TYPE;
-use axum::routing::post;
-use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "sync/endpoints.rs"]
+mod endpoints;
 use common::peak_rss;
+use endpoints::SinkStats;
 
 /// The allocator of the `ebb` binary (src/main.rs), so that runs here are runs as `ebb run`
 /// makes them.
@@ -109,91 +114,6 @@ fn child(project: &Path, model: &str) {
     );
 }
 
-/// What a sink saw of one run.
-#[derive(Default)]
-struct SinkStats {
-    calls: AtomicU64,
-    upserts: AtomicU64,
-    deletes: AtomicU64,
-    first: Mutex<Option<Instant>>,
-}
-
-impl SinkStats {
-    fn reset(&self) {
-        self.calls.store(0, Ordering::SeqCst);
-        self.upserts.store(0, Ordering::SeqCst);
-        self.deletes.store(0, Ordering::SeqCst);
-        *self.first.lock().unwrap() = None;
-    }
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    operation: String,
-    records: Vec<serde::de::IgnoredAny>,
-}
-
-/// The fast sink: takes ebb's HTTP envelope and answers one Salesforce-collections-shaped
-/// result per record.
-fn start_sink(stats: Arc<SinkStats>) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let ids = Arc::new(AtomicU64::new(1));
-            let app = axum::Router::new()
-                .route(
-                    "/hook",
-                    post(move |body: axum::body::Bytes| async move {
-                        {
-                            let mut first = stats.first.lock().unwrap();
-                            first.get_or_insert_with(Instant::now);
-                        }
-                        stats.calls.fetch_add(1, Ordering::Relaxed);
-                        let env: Envelope = match serde_json::from_slice(&body) {
-                            Ok(e) => e,
-                            Err(e) => {
-                                return (
-                                    axum::http::StatusCode::BAD_REQUEST,
-                                    [(CONTENT_TYPE, "text/plain")],
-                                    format!("bad body: {e}"),
-                                )
-                            }
-                        };
-                        let n = env.records.len() as u64;
-                        match env.operation.as_str() {
-                            "delete" => stats.deletes.fetch_add(n, Ordering::Relaxed),
-                            _ => stats.upserts.fetch_add(n, Ordering::Relaxed),
-                        };
-                        let first_id = ids.fetch_add(n, Ordering::Relaxed);
-                        let mut out = String::with_capacity(16 + 60 * n as usize);
-                        out.push_str("{\"results\":[");
-                        for i in 0..n {
-                            if i > 0 {
-                                out.push(',');
-                            }
-                            out.push_str(&format!(
-                                "{{\"id\":\"003{:012}AAA\",\"success\":true,\"errors\":[]}}",
-                                first_id + i
-                            ));
-                        }
-                        out.push_str("]}");
-                        (axum::http::StatusCode::OK, [(CONTENT_TYPE, "application/json")], out)
-                    }),
-                )
-                .layer(axum::extract::DefaultBodyLimit::disable());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    format!("http://{}/hook", rx.recv().unwrap())
-}
-
 const COLUMNS: &str = "id, first_name, last_name, email, segment, score, updated_at, active";
 
 /// `rows` rows starting at `from`, as a SELECT over `range`.
@@ -218,7 +138,10 @@ fn warehouse(dir: &Path, rows: usize) {
 fn change_one_percent(dir: &Path, rows: usize) -> (usize, usize, usize) {
     let db = duckdb::Connection::open(dir.join("warehouse.duckdb")).unwrap();
     let updated = db
-        .execute("UPDATE customers SET segment = 'platinum' WHERE id % 200 = 1", [])
+        .execute(
+            "UPDATE customers SET segment = 'platinum', email = 'New' || email WHERE id % 200 = 1",
+            [],
+        )
         .unwrap();
     let deleted = db.execute("DELETE FROM customers WHERE id % 400 = 3", []).unwrap();
     let inserted = db
@@ -232,14 +155,31 @@ fn change_all(dir: &Path) -> usize {
     db.execute("UPDATE customers SET score = score + 1", []).unwrap()
 }
 
-/// An ebb project over the warehouse in `dir`, sending to `hook` (the fast sink) or, with
-/// `salesforce`, to that sandbox.
-fn project(dir: &Path, hook: &str, salesforce: Option<&str>, state: Option<&str>) {
+/// Where a bench project sends.
+#[derive(Clone, Copy)]
+enum Dest<'a> {
+    /// The fast sink (`http` destination, 4 in flight, mirror).
+    Sink(&'a str),
+    /// A Salesforce instance at this URL (`salesforce` destination, Collections, upsert by
+    /// external id): the fast Salesforce-shaped endpoint (the connection's defaults: 4 in
+    /// flight, `rate_limit: 100000/second`), or the sandbox of the API-bound scenario (8 in
+    /// flight).
+    Salesforce { url: &'a str, concurrency: Option<u32> },
+}
+
+/// An ebb project over the warehouse in `dir`, sending to `dest`.
+fn project(dir: &Path, dest: Dest, state: Option<&str>) {
     let state = state.map(|u| format!("state:\n  url: {u}\n")).unwrap_or_default();
-    let connection = match salesforce {
-        None => format!("  out:\n    type: http\n    url: {hook}\n    batch_size: {BATCH}\n    max_concurrency: 4\n"),
-        Some(url) => format!(
-            "  out:\n    type: salesforce\n    instance_url: {url}\n    max_concurrency: 8\n    auth:\n      flow: client_credentials\n      client_id: ebb-sandbox\n      client_secret: ebb-sandbox\n"
+    let connection = match dest {
+        Dest::Sink(hook) => {
+            format!("  out:\n    type: http\n    url: {hook}\n    batch_size: {BATCH}\n    max_concurrency: 4\n")
+        }
+        Dest::Salesforce { url, concurrency } => format!(
+            "  out:\n    type: salesforce\n    instance_url: {url}\n{}    auth:\n      flow: client_credentials\n      client_id: ebb-sandbox\n      client_secret: ebb-sandbox\n",
+            match concurrency {
+                Some(n) => format!("    max_concurrency: {n}\n"),
+                None => "    rate_limit: 100000/second\n".into(),
+            }
         ),
     };
     let limit = std::env::var("EBB_BENCH_DUCKDB_MEMORY_LIMIT")
@@ -253,8 +193,8 @@ fn project(dir: &Path, hook: &str, salesforce: Option<&str>, state: Option<&str>
     )
     .unwrap();
     std::fs::create_dir_all(dir.join("models")).unwrap();
-    let model = match salesforce {
-        None => format!(
+    let model = match dest {
+        Dest::Sink(_) => format!(
             "models:
   - name: customers
     source:
@@ -286,7 +226,7 @@ fn project(dir: &Path, hook: &str, salesforce: Option<&str>, state: Option<&str>
         destination: Active__c
 "
         ),
-        Some(_) => format!(
+        Dest::Salesforce { .. } => format!(
             "models:
   - name: customers
     source:
@@ -599,8 +539,8 @@ fn main() {
     }
     if args.iter().any(|a| a == "--sink") {
         // For profiling one run by hand: the fast sink alone, until killed.
-        let hook = start_sink(Arc::new(SinkStats::default()));
-        println!("{hook}");
+        let base = endpoints::start(Arc::new(SinkStats::default()));
+        println!("sink: {base}/hook\nSalesforce-shaped endpoint: {base}");
         loop {
             std::thread::park();
         }
@@ -631,88 +571,20 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let stats = Arc::new(SinkStats::default());
-    let hook = start_sink(stats.clone());
+    let base = endpoints::start(stats.clone());
+    let hook = format!("{base}/hook");
+    let salesforce_max = env_usize("EBB_BENCH_SALESFORCE_MAX_ROWS", 1_000_000);
     let mut results = Results { lines: Vec::new() };
 
     for &rows in &sizes {
-        let dir = Work::new();
-        warehouse(dir.path(), rows);
-        project(dir.path(), &hook, None, state_url(&format!("s{rows}")).as_deref());
         let peer_here = python.as_deref().filter(|_| rows <= peer_max);
-        let name = size_name(rows);
-        let mut model_rows = rows;
-        let scenarios: [(&str, u8); 4] = [
-            ("first sync", 0),
-            ("no change", 1),
-            ("1% change", 2),
-            ("100% change", 3),
-        ];
-        for (title, which) in scenarios {
-            let expect = match which {
-                0 => Expect {
-                    upserts: rows as u64,
-                    deletes: 0,
-                },
-                1 => Expect { upserts: 0, deletes: 0 },
-                2 => {
-                    let (u, i, d) = change_one_percent(dir.path(), rows);
-                    model_rows = rows + i - d;
-                    Expect {
-                        upserts: (u + i) as u64,
-                        deletes: d as u64,
-                    }
-                }
-                _ => Expect {
-                    upserts: change_all(dir.path()) as u64,
-                    deletes: 0,
-                },
+        size_scenarios(rows, Dest::Sink(&hook), peer_here, &stats, &mut results);
+        if rows <= salesforce_max {
+            let sf = Dest::Salesforce {
+                url: &base,
+                concurrency: None,
             };
-            let peer = peer_here.map(|py| {
-                stats.reset();
-                run_peer(py, dir.path(), &["--sink", &hook], 4, || *stats.first.lock().unwrap())
-            });
-            let ebb = run_ebb(dir.path(), &stats);
-            print_scenario(
-                &format!("{name} rows, {title}"),
-                model_rows,
-                &expect,
-                &ebb,
-                peer.as_ref(),
-            );
-            let exact = ebb.calls == expect.calls() && ebb.upserts == expect.upserts && ebb.deletes == expect.deletes;
-            let ratio = peer.as_ref().map(|p| p.wall / ebb.wall);
-            let ratio_text = ratio.map(|r| format!(", {r:.1}× the peer")).unwrap_or_default();
-            match (rows, which) {
-                (1_000_000, 0) => results.target(
-                    "first sync of 1M rows ≥ 10× the peer (≈ 800k rows/s)",
-                    ratio.is_some_and(|r| r >= 10.0),
-                    format!("{:.2} s, {}{ratio_text}", ebb.wall, rate(rows as f64, ebb.wall)),
-                ),
-                (1_000_000, 2) => results.target(
-                    "1% change of 1M rows: exact calls, ≤ 1 s",
-                    exact && ebb.wall <= 1.0,
-                    format!(
-                        "{:.2} s, {} calls (ideal {}){ratio_text}",
-                        ebb.wall,
-                        ebb.calls,
-                        expect.calls()
-                    ),
-                ),
-                (10_000_000, 1) => {
-                    let table = ebb::engine::table::SnapTable::with_rows(rows).bytes() as f64 / rows as f64;
-                    results.target(
-                        "no change over 10M rows: ≤ 5 s, ≤ 40 B per model row",
-                        ebb.wall <= 5.0 && table <= 40.0,
-                        format!(
-                            "{:.2} s; diff table {table:.1} B/row; process peak RSS {} ({:.0} B/row, DuckDB's buffers included)",
-                            ebb.wall,
-                            mib(ebb.peak_rss),
-                            ebb.peak_rss as f64 / rows as f64
-                        ),
-                    )
-                }
-                _ => {}
-            }
+            size_scenarios(rows, sf, peer_here, &stats, &mut results);
         }
     }
 
@@ -723,6 +595,94 @@ fn main() {
     println!("\nTargets (docs/performance.md)");
     for l in &results.lines {
         println!("{l}");
+    }
+}
+
+/// The four scenarios over a model of `rows` rows sending to `dest`, the peer first.
+fn size_scenarios(rows: usize, dest: Dest, python: Option<&Path>, stats: &SinkStats, results: &mut Results) {
+    let dir = Work::new();
+    warehouse(dir.path(), rows);
+    let (to, tag, peer_target) = match dest {
+        Dest::Sink(hook) => ("the sink", "s", ["--sink", hook]),
+        Dest::Salesforce { url, .. } => ("Salesforce-shaped", "f", ["--salesforce", url]),
+    };
+    // The Salesforce model upserts and does not delete (`mode: upsert`), as the peer does.
+    let deletes_too = matches!(dest, Dest::Sink(_));
+    project(dir.path(), dest, state_url(&format!("{tag}{rows}")).as_deref());
+    let name = size_name(rows);
+    let mut model_rows = rows;
+    let scenarios: [(&str, u8); 4] = [
+        ("first sync", 0),
+        ("no change", 1),
+        ("1% change", 2),
+        ("100% change", 3),
+    ];
+    for (title, which) in scenarios {
+        let expect = match which {
+            0 => Expect {
+                upserts: rows as u64,
+                deletes: 0,
+            },
+            1 => Expect { upserts: 0, deletes: 0 },
+            2 => {
+                let (u, i, d) = change_one_percent(dir.path(), rows);
+                model_rows = rows + i - d;
+                Expect {
+                    upserts: (u + i) as u64,
+                    deletes: if deletes_too { d as u64 } else { 0 },
+                }
+            }
+            _ => Expect {
+                upserts: change_all(dir.path()) as u64,
+                deletes: 0,
+            },
+        };
+        let peer = python.map(|py| {
+            stats.reset();
+            run_peer(py, dir.path(), &peer_target, 4, || *stats.first.lock().unwrap())
+        });
+        let ebb = run_ebb(dir.path(), stats);
+        print_scenario(
+            &format!("{name} rows to {to}, {title}"),
+            model_rows,
+            &expect,
+            &ebb,
+            peer.as_ref(),
+        );
+        let exact = ebb.calls == expect.calls() && ebb.upserts == expect.upserts && ebb.deletes == expect.deletes;
+        let ratio = peer.as_ref().map(|p| p.wall / ebb.wall);
+        let ratio_text = ratio.map(|r| format!(", {r:.1}× the peer")).unwrap_or_default();
+        match (rows, which) {
+            (1_000_000, 0) => results.target(
+                &format!("first sync of 1M rows to {to} ≥ 10× the peer (≥ 600k rows/s)"),
+                ratio.is_some_and(|r| r >= 10.0),
+                format!("{:.2} s, {}{ratio_text}", ebb.wall, rate(rows as f64, ebb.wall)),
+            ),
+            (1_000_000, 2) => results.target(
+                &format!("1% change of 1M rows to {to}: exact calls, ≤ 0.5 s, ≥ 2× the peer"),
+                exact && ebb.wall <= 0.5 && ratio.is_none_or(|r| r >= 2.0),
+                format!(
+                    "{:.2} s, {} calls (ideal {}){ratio_text}",
+                    ebb.wall,
+                    ebb.calls,
+                    expect.calls()
+                ),
+            ),
+            (10_000_000, 1) if deletes_too => {
+                let table = ebb::engine::table::SnapTable::with_rows(rows).bytes() as f64 / rows as f64;
+                results.target(
+                    "no change over 10M rows: ≤ 5 s, ≤ 40 B per model row",
+                    ebb.wall <= 5.0 && table <= 40.0,
+                    format!(
+                        "{:.2} s; diff table {table:.1} B/row; process peak RSS {} ({:.0} B/row, DuckDB's buffers included)",
+                        ebb.wall,
+                        mib(ebb.peak_rss),
+                        ebb.peak_rss as f64 / rows as f64
+                    ),
+                )
+            }
+            _ => {}
+        }
     }
 }
 
@@ -773,7 +733,14 @@ fn api_bound(rows: usize, python: Option<&Path>, results: &mut Results, mode: Ca
         o
     });
     let s = sandbox(ebb::sandbox::SandboxConfig::default());
-    project(dir.path(), "", Some(&s.url()), state_url("api").as_deref());
+    project(
+        dir.path(),
+        Dest::Salesforce {
+            url: &s.url(),
+            concurrency: Some(8),
+        },
+        state_url("api").as_deref(),
+    );
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["--child", &dir.path().display().to_string(), "customers"]);
     let (v, wall, first_at) = measure(cmd, "ebb", || first(&s));

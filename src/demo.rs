@@ -6,7 +6,28 @@
 //! builds the same warehouse, whatever the number of threads DuckDB uses.
 
 use duckdb::Connection;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why the demo warehouse could not be built. Each says which file; the cause's own text
+/// is part of the message (not a `source`, so `{:#}` does not print it twice).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The directory for the warehouse file cannot be created.
+    #[error("cannot create `{}`: {cause}", .path.display())]
+    CreateDir { path: PathBuf, cause: std::io::Error },
+    /// A previous warehouse (or its WAL) cannot be removed.
+    #[error("cannot replace `{}`: {cause}", .path.display())]
+    Replace { path: PathBuf, cause: std::io::Error },
+    /// DuckDB cannot create the database file.
+    #[error("cannot create `{}`: {cause}", .path.display())]
+    Open { path: PathBuf, cause: duckdb::Error },
+    /// The SQL that creates and fills the tables failed.
+    #[error("cannot build the demo warehouse: {0}")]
+    Build(duckdb::Error),
+    /// Counting the rows flagged for the CRM failed.
+    #[error("{0}")]
+    Count(duckdb::Error),
+}
 
 /// What was built.
 #[derive(Debug, Clone, Copy)]
@@ -90,16 +111,22 @@ fn id_suffix_sql(column: &str) -> String {
 }
 
 /// Creates (or replaces) the demo warehouse at `path` with `customers` rows.
-pub fn build_warehouse(path: &Path, customers: usize, seed: u64) -> Result<Built, String> {
+pub fn build_warehouse(path: &Path, customers: usize, seed: u64) -> Result<Built, DemoError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|cause| DemoError::CreateDir {
+            path: dir.to_path_buf(),
+            cause,
+        })?;
     }
     for p in [path.to_path_buf(), path.with_extension("duckdb.wal")] {
         if p.exists() {
-            std::fs::remove_file(&p).map_err(|e| format!("cannot replace `{}`: {e}", p.display()))?;
+            std::fs::remove_file(&p).map_err(|cause| DemoError::Replace { path: p.clone(), cause })?;
         }
     }
-    let conn = Connection::open(path).map_err(|e| format!("cannot create `{}`: {e}", path.display()))?;
+    let conn = Connection::open(path).map_err(|cause| DemoError::Open {
+        path: path.to_path_buf(),
+        cause,
+    })?;
     // u(salt): a uniform number in [0, 1) derived from the row and the seed.
     let u = |row: &str, salt: &str| format!("((hash({row}, {seed}, '{salt}') % 1000000) / 1000000.0)");
     let sql = format!(
@@ -155,15 +182,14 @@ pub fn build_warehouse(path: &Path, customers: usize, seed: u64) -> Result<Built
         u_h1 = u("customer_id", "h1"),
         u_h2 = u("customer_id", "h2"),
     );
-    conn.execute_batch(&sql)
-        .map_err(|e| format!("cannot build the demo warehouse: {e}"))?;
+    conn.execute_batch(&sql).map_err(DemoError::Build)?;
     let synced: i64 = conn
         .query_row(
             "SELECT count(*) FROM presentation.customer_analytics WHERE sync_to_crm",
             [],
             |r| r.get(0),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(DemoError::Count)?;
     Ok(Built {
         customers,
         synced_to_crm: usize::try_from(synced).unwrap_or(0),

@@ -57,13 +57,80 @@ pub const SIGNATURES: &[(&str, &str)] = &[
     ("default", "default(value)"),
 ];
 
-/// Why a transform does not parse or check. `offset` is the byte offset in the text.
-#[derive(Debug, Clone, PartialEq)]
+/// Why a transform does not parse or check, and where: `offset` is the byte offset in
+/// the text. Its message is the kind's; [`TransformError::help`] suggests a fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{kind}")]
 pub struct TransformError {
-    pub unknown: bool,
     pub offset: usize,
-    pub message: String,
-    pub help: Option<String>,
+    pub kind: TransformErrorKind,
+}
+
+/// What is wrong with a transform as written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransformErrorKind {
+    #[error("missing `)` at the end of the arguments")]
+    MissingParen,
+    #[error("a quoted argument is not closed")]
+    UnclosedQuote,
+    /// No transform has this name; `close` is the one name it is a likely misspelling of.
+    #[error("unknown transform `{name}`")]
+    Unknown { name: String, close: Option<&'static str> },
+    #[error("`{name}` takes {expected} argument{} (`{signature}`), found {found}", plural_s(.expected))]
+    Arity {
+        name: &'static str,
+        signature: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    /// An argument that must be a number is text; `what` names the argument.
+    #[error("`{name}` needs a number for {what}, found `{found}`")]
+    NotANumber {
+        name: &'static str,
+        what: String,
+        found: String,
+    },
+    #[error("`round` takes a whole number of decimal places from 0 to 15, found `{0}`")]
+    RoundPlaces(String),
+    #[error("`scale` needs from_min ≠ from_max: the input range {from_min}..{from_max} is empty")]
+    EmptyRange { from_min: String, from_max: String },
+    #[error("`date` format `{0}` is not a valid strftime format")]
+    DateFormat(String),
+    #[error("`truncate` takes a length of at least 1, found `{0}`")]
+    TruncateLength(String),
+}
+
+fn plural_s(n: &usize) -> &'static str {
+    if *n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+impl TransformError {
+    /// Whether no transform has the name (E-code for an unknown transform, not bad arguments).
+    pub fn is_unknown(&self) -> bool {
+        matches!(self.kind, TransformErrorKind::Unknown { .. })
+    }
+
+    /// A suggested fix, when the kind has one of its own.
+    pub fn help(&self) -> Option<String> {
+        match &self.kind {
+            TransformErrorKind::Unknown { close, .. } => {
+                let all = SIGNATURES.iter().map(|(_, s)| *s).collect::<Vec<_>>().join(", ");
+                Some(match close {
+                    Some(m) => format!("did you mean `{m}`? transforms: {all}"),
+                    None => format!("transforms: {all}"),
+                })
+            }
+            TransformErrorKind::EmptyRange { .. } => {
+                Some("e.g. `scale(0, 1, 0, 100)` turns a 0-1 score into a percentage".into())
+            }
+            TransformErrorKind::DateFormat(_) => Some("e.g. `date(%Y-%m-%d)` or `date('%Y-%m-%dT%H:%M:%SZ')`".into()),
+            _ => None,
+        }
+    }
 }
 
 /// One argument as written.
@@ -89,30 +156,25 @@ impl Transform {
         let (name, args_text) = match t.find('(') {
             Some(open) => {
                 if !t.ends_with(')') {
-                    return Err(err(lead + t.len(), "missing `)` at the end of the arguments"));
+                    return Err(err(lead + t.len(), TransformErrorKind::MissingParen));
                 }
                 (t[..open].trim(), Some(&t[open + 1..t.len() - 1]))
             }
             None => (t, None),
         };
         let args = match args_text {
-            Some(a) => split_args(a).map_err(|m| err(lead, &m))?,
+            Some(a) => split_args(a).map_err(|k| err(lead, k))?,
             None => Vec::new(),
         };
-        let sig = SIGNATURES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
-        let Some(sig) = sig else {
-            let names: Vec<&str> = SIGNATURES.iter().map(|(n, _)| *n).collect();
-            let all = SIGNATURES.iter().map(|(_, s)| *s).collect::<Vec<_>>().join(", ");
-            let help = match crate::diagnostics::unique_close_match(name, names.iter().copied()) {
-                Some(m) => format!("did you mean `{m}`? transforms: {all}"),
-                None => format!("transforms: {all}"),
-            };
-            return Err(TransformError {
-                unknown: true,
-                offset: lead,
-                message: format!("unknown transform `{name}`"),
-                help: Some(help),
-            });
+        let Some(&(name, sig)) = SIGNATURES.iter().find(|(n, _)| *n == name) else {
+            let close = crate::diagnostics::unique_close_match(name, SIGNATURES.iter().map(|(n, _)| *n));
+            return Err(err(
+                lead,
+                TransformErrorKind::Unknown {
+                    name: name.to_string(),
+                    close,
+                },
+            ));
         };
         let arity = |n: usize, args: &[Arg]| -> Result<(), TransformError> {
             if args.len() == n {
@@ -120,18 +182,26 @@ impl Transform {
             } else {
                 Err(err(
                     lead,
-                    &format!(
-                        "`{name}` takes {n} argument{} (`{sig}`), found {}",
-                        if n == 1 { "" } else { "s" },
-                        args.len()
-                    ),
+                    TransformErrorKind::Arity {
+                        name,
+                        signature: sig,
+                        expected: n,
+                        found: args.len(),
+                    },
                 ))
             }
         };
         let number = |a: &Arg, what: &str| -> Result<f64, TransformError> {
             match a {
                 Arg::Number(n, _) => Ok(*n),
-                Arg::Text(s) => Err(err(lead, &format!("`{name}` needs a number for {what}, found `{s}`"))),
+                Arg::Text(s) => Err(err(
+                    lead,
+                    TransformErrorKind::NotANumber {
+                        name,
+                        what: what.to_string(),
+                        found: s.clone(),
+                    },
+                )),
             }
         };
         let simple = |t: Transform, args: &[Arg]| -> Result<Transform, TransformError> { arity(0, args).map(|_| t) };
@@ -147,13 +217,7 @@ impl Transform {
                 arity(1, &args)?;
                 let n = number(&args[0], "the number of decimal places")?;
                 if n.fract() != 0.0 || !(0.0..=15.0).contains(&n) {
-                    return Err(err(
-                        lead,
-                        &format!(
-                            "`round` takes a whole number of decimal places from 0 to 15, found `{}`",
-                            args[0].raw()
-                        ),
-                    ));
+                    return Err(err(lead, TransformErrorKind::RoundPlaces(args[0].raw().to_string())));
                 }
                 Ok(Transform::Round(n as u32))
             }
@@ -165,16 +229,13 @@ impl Transform {
                     .map(|(a, w)| number(a, &format!("`{w}`")))
                     .collect::<Result<_, _>>()?;
                 if v[0] == v[1] {
-                    return Err(TransformError {
-                        unknown: false,
-                        offset: lead,
-                        message: format!(
-                            "`scale` needs from_min ≠ from_max: the input range {}..{} is empty",
-                            args[0].raw(),
-                            args[1].raw()
-                        ),
-                        help: Some("e.g. `scale(0, 1, 0, 100)` turns a 0-1 score into a percentage".into()),
-                    });
+                    return Err(err(
+                        lead,
+                        TransformErrorKind::EmptyRange {
+                            from_min: args[0].raw().to_string(),
+                            from_max: args[1].raw().to_string(),
+                        },
+                    ));
                 }
                 Ok(Transform::Scale {
                     from_min: v[0],
@@ -191,12 +252,7 @@ impl Transform {
                 let fmt = args[0].raw().to_string();
                 let bad = chrono::format::StrftimeItems::new(&fmt).any(|i| matches!(i, chrono::format::Item::Error));
                 if bad || fmt.is_empty() {
-                    return Err(TransformError {
-                        unknown: false,
-                        offset: lead,
-                        message: format!("`date` format `{fmt}` is not a valid strftime format"),
-                        help: Some("e.g. `date(%Y-%m-%d)` or `date('%Y-%m-%dT%H:%M:%SZ')`".into()),
-                    });
+                    return Err(err(lead, TransformErrorKind::DateFormat(fmt)));
                 }
                 Ok(Transform::Date(fmt))
             }
@@ -204,10 +260,7 @@ impl Transform {
                 arity(1, &args)?;
                 let n = number(&args[0], "the length")?;
                 if n.fract() != 0.0 || n < 1.0 {
-                    return Err(err(
-                        lead,
-                        &format!("`truncate` takes a length of at least 1, found `{}`", args[0].raw()),
-                    ));
+                    return Err(err(lead, TransformErrorKind::TruncateLength(args[0].raw().to_string())));
                 }
                 Ok(Transform::Truncate(n as usize))
             }
@@ -228,18 +281,13 @@ impl Transform {
     }
 }
 
-fn err(offset: usize, message: &str) -> TransformError {
-    TransformError {
-        unknown: false,
-        offset,
-        message: message.to_string(),
-        help: None,
-    }
+fn err(offset: usize, kind: TransformErrorKind) -> TransformError {
+    TransformError { offset, kind }
 }
 
 /// Splits `a, 'b, c', 3` at top-level commas. Quoted text keeps its content; numbers are
 /// recognised; anything else is bare text.
-fn split_args(s: &str) -> Result<Vec<Arg>, String> {
+fn split_args(s: &str) -> Result<Vec<Arg>, TransformErrorKind> {
     if s.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -264,7 +312,7 @@ fn split_args(s: &str) -> Result<Vec<Arg>, String> {
         }
     }
     if quote.is_some() {
-        return Err("a quoted argument is not closed".into());
+        return Err(TransformErrorKind::UnclosedQuote);
     }
     args.push(finish(&cur, quoted));
     Ok(args)
@@ -337,16 +385,16 @@ mod tests {
     fn rejects_bad_arguments() {
         assert!(Transform::parse("round(-1)")
             .unwrap_err()
-            .message
+            .to_string()
             .contains("from 0 to 15"));
         assert!(Transform::parse("round(1.5)").is_err());
         assert!(Transform::parse("round")
             .unwrap_err()
-            .message
+            .to_string()
             .contains("takes 1 argument"));
         assert!(Transform::parse("scale(1,1,0,100)")
             .unwrap_err()
-            .message
+            .to_string()
             .contains("empty"));
         assert!(Transform::parse("scale(0,1,0)").is_err());
         assert!(Transform::parse("lower(1)").is_err());
@@ -358,7 +406,8 @@ mod tests {
     #[test]
     fn unknown_transforms_suggest_the_close_one() {
         let e = Transform::parse("rond(2)").unwrap_err();
-        assert!(e.unknown);
-        assert!(e.help.unwrap().starts_with("did you mean `round`?"));
+        assert!(e.is_unknown());
+        assert_eq!(e.to_string(), "unknown transform `rond`");
+        assert!(e.help().unwrap().starts_with("did you mean `round`?"));
     }
 }

@@ -35,7 +35,7 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
     let path = dir.join(&conn.path);
     let mut out = std::io::stdout().lock();
     if rebuild || !path.exists() {
-        let built = crate::demo::build_warehouse(&path, customers, seed).map_err(|e| anyhow::anyhow!(e))?;
+        let built = crate::demo::build_warehouse(&path, customers, seed)?;
         writeln!(
             out,
             "built the demo warehouse {} (connection `{name}`): {} customers, {} flagged sync_to_crm",
@@ -212,7 +212,7 @@ async fn start_sandbox(
     dir: &std::path::Path,
 ) -> Result<Option<(crate::sandbox::Sandbox, usize)>, String> {
     use crate::config::env::expand_env;
-    let url = expand_env(&c.instance_url)?;
+    let url = expand_env(&c.instance_url).map_err(|e| e.to_string())?;
     let parsed = url::Url::parse(&url).map_err(|e| format!("`{url}`: {e}"))?;
     let local = match parsed.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
@@ -240,7 +240,8 @@ async fn start_sandbox(
             for row in 0..batch.num_rows() {
                 let mut r = serde_json::Map::new();
                 for (i, field) in ["Id", "FirstName", "LastName", "Email"].into_iter().enumerate() {
-                    let v = crate::map::value::read(batch.column(i), schema.field(i), row)?;
+                    let v =
+                        crate::map::value::read(batch.column(i), schema.field(i), row).map_err(|e| e.to_string())?;
                     if let Some(text) = v.as_text() {
                         r.insert(field.into(), serde_json::Value::String(text));
                     }
@@ -251,11 +252,11 @@ async fn start_sandbox(
     }
     let seeded = contacts.len();
     let mut config = crate::sandbox::SandboxConfig {
-        client_id: expand_env(&c.auth.client_id)?,
+        client_id: expand_env(&c.auth.client_id).map_err(|e| e.to_string())?,
         ..crate::sandbox::SandboxConfig::default()
     };
     if let Some(secret) = &c.auth.client_secret {
-        config.client_secret = expand_env(secret)?;
+        config.client_secret = expand_env(secret).map_err(|e| e.to_string())?;
     }
     config.records.insert("Contact".into(), contacts);
     let sandbox = crate::sandbox::Sandbox::start(&format!("127.0.0.1:{port}"), config)

@@ -6,6 +6,7 @@
 mod daemon;
 #[cfg(feature = "duckdb")]
 mod demo;
+mod history;
 mod plan;
 mod preview;
 mod run;
@@ -253,10 +254,10 @@ pub fn run(cli: Cli) -> u8 {
             format,
             color,
         ),
-        Command::Runs { model, limit, format } => run::runs(project, &model, limit, format),
-        Command::Errors { model, limit, format } => run::errors(project, &model, limit, format),
-        Command::Status { model, format } => run::status(project, model.as_deref(), format),
-        Command::Reset { model } => run::reset(project, &model),
+        Command::Runs { model, limit, format } => history::runs(project, &model, limit, format),
+        Command::Errors { model, limit, format } => history::errors(project, &model, limit, format),
+        Command::Status { model, format } => history::status(project, model.as_deref(), format),
+        Command::Reset { model } => history::reset(project, &model),
         #[cfg(feature = "duckdb")]
         Command::Demo {
             customers,

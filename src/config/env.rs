@@ -14,11 +14,25 @@ pub struct VarRef {
     pub start: usize,
 }
 
+/// What is wrong with a `${…}` reference, or with expanding it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error("`${{` is not closed by `}}`")]
+    Unclosed,
+    /// What is between the braces is not a name (`${1A}`, `${}`).
+    #[error("`${{{0}}}` is not a variable reference: names are letters, digits and `_`, not starting with a digit")]
+    BadName(String),
+    /// The variable is unset or empty and the reference gives no fallback.
+    #[error("environment variable `{0}` is not set")]
+    Unset(String),
+}
+
 /// A malformed reference: byte offset of its `$` and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}")]
 pub struct VarError {
     pub offset: usize,
-    pub message: String,
+    pub kind: EnvError,
 }
 
 /// Every reference in `s`, in order.
@@ -34,9 +48,9 @@ pub fn references(s: &str) -> Result<Vec<VarRef>, VarError> {
         match b.get(i + 1) {
             Some(b'$') => i += 2,
             Some(b'{') => {
-                let close = s[i..].find('}').map(|c| i + c).ok_or_else(|| VarError {
+                let close = s[i..].find('}').map(|c| i + c).ok_or(VarError {
                     offset: i,
-                    message: "`${` is not closed by `}`".into(),
+                    kind: EnvError::Unclosed,
                 })?;
                 let inner = &s[i + 2..close];
                 let (name, default) = match inner.split_once(":-") {
@@ -46,9 +60,7 @@ pub fn references(s: &str) -> Result<Vec<VarRef>, VarError> {
                 if !is_var_name(name) {
                     return Err(VarError {
                         offset: i,
-                        message: format!(
-                            "`${{{inner}}}` is not a variable reference: names are letters, digits and `_`, not starting with a digit"
-                        ),
+                        kind: EnvError::BadName(inner.to_string()),
                     });
                 }
                 refs.push(VarRef {
@@ -77,7 +89,7 @@ pub fn has_reference(s: &str) -> bool {
 
 /// `s` with every reference replaced through `lookup`. Fails on the first unset variable
 /// that has no fallback, naming it.
-pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, EnvError> {
     let mut out = String::with_capacity(s.len());
     let b = s.as_bytes();
     let mut i = 0;
@@ -94,10 +106,7 @@ pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String
                 last = i;
             }
             Some(b'{') => {
-                let close = s[i..]
-                    .find('}')
-                    .map(|c| i + c)
-                    .ok_or_else(|| "`${` is not closed by `}`".to_string())?;
+                let close = s[i..].find('}').map(|c| i + c).ok_or(EnvError::Unclosed)?;
                 let inner = &s[i + 2..close];
                 let (name, default) = match inner.split_once(":-") {
                     Some((n, d)) => (n, Some(d)),
@@ -107,7 +116,7 @@ pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String
                 match (lookup(name).filter(|v| !v.is_empty()), default) {
                     (Some(v), _) => out.push_str(&v),
                     (None, Some(d)) => out.push_str(d),
-                    (None, None) => return Err(format!("environment variable `{name}` is not set")),
+                    (None, None) => return Err(EnvError::Unset(name.to_string())),
                 }
                 i = close + 1;
                 last = i;
@@ -120,7 +129,7 @@ pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String
 }
 
 /// Expands from the process environment.
-pub fn expand_env(s: &str) -> Result<String, String> {
+pub fn expand_env(s: &str) -> Result<String, EnvError> {
     expand(s, |n| std::env::var(n).ok())
 }
 
@@ -211,7 +220,10 @@ mod tests {
 
     #[test]
     fn rejects_malformed_references() {
-        assert!(references("${1A}").is_err());
+        assert_eq!(
+            references("${1A}").unwrap_err().to_string(),
+            "`${1A}` is not a variable reference: names are letters, digits and `_`, not starting with a digit"
+        );
         assert!(references("${OPEN").is_err());
         assert!(references("${}").is_err());
     }
@@ -240,9 +252,14 @@ mod tests {
     fn expands_with_fallbacks_and_escapes() {
         let lookup = |n: &str| (n == "A").then(|| "1".to_string());
         assert_eq!(expand("x${A}y${B:-2}$$", lookup).unwrap(), "x1y2$");
+        assert_eq!(expand("${B}", lookup).unwrap_err(), EnvError::Unset("B".into()));
         assert_eq!(
-            expand("${B}", lookup).unwrap_err(),
+            expand("${B}", lookup).unwrap_err().to_string(),
             "environment variable `B` is not set"
+        );
+        assert_eq!(
+            expand("${A", lookup).unwrap_err().to_string(),
+            "`${` is not closed by `}`"
         );
     }
 }

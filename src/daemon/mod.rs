@@ -8,6 +8,7 @@
 //! - `scheduler`: the model table, one run per model at a time, `max_concurrent_runs`;
 //! - `reload`: validates the project again when a file changes; a change with errors is
 //!   rejected and the previous plan keeps running;
+//! - `watcher`: the loop that polls the files, reloads and reports each load's outcome;
 //! - `server`: `/healthz`, `/readyz`, `/metrics`, `/api/…` (axum), bearer-token auth;
 //! - [`metrics`], [`log`]: Prometheus text and one log line per event.
 //!
@@ -23,19 +24,21 @@ mod runner;
 mod scheduler;
 mod server;
 pub mod timing;
+mod watcher;
 
 pub use server::HttpLimits;
 
 use crate::config::project::DaemonSpec;
 use crate::state::{StateError, StateStore};
 use log::Logger;
-use reload::{diagnostic_json, one_line, Event, Loader};
+use reload::{Event, Loader};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use watcher::{load, record_reload, reloader, report_event};
 
 /// Where the HTTP server listens unless `daemon.listen` or `--listen` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -97,7 +100,7 @@ pub enum DaemonError {
     #[error("`ebb.yaml` has errors; fix them first (`ebb validate` lists every problem)")]
     InvalidProject(Vec<crate::diagnostics::Diagnostic>),
     #[error("`daemon.api_token`: {0}")]
-    Token(String),
+    Token(crate::config::env::EnvError),
     #[error("cannot listen on `{0}`: {1}")]
     Listen(String, String),
     #[error(
@@ -306,7 +309,7 @@ fn token_weakness(token: &str) -> Option<String> {
 /// says whether every address bound is loopback.
 async fn bind(listen: &str, token: Option<&str>) -> Result<(tokio::net::TcpListener, bool), DaemonError> {
     let fail = |e: String| DaemonError::Listen(listen.to_string(), e);
-    let listen = crate::config::env::expand_env(listen).map_err(fail)?;
+    let listen = crate::config::env::expand_env(listen).map_err(|e| fail(e.to_string()))?;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen.as_str())
         .await
         .map_err(|e| fail(e.to_string()))?
@@ -406,196 +409,6 @@ async fn drain(shared: &Shared, signal: &str, deadline: Duration, signals: &mut 
             );
             Exit::Interrupted
         }
-    }
-}
-
-/// Loads (or reloads) the project off the async threads.
-async fn load(loader: &Arc<Mutex<Loader>>) -> (Vec<Event>, Option<reload::Accepted>) {
-    let loader = loader.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut l = loader.lock().unwrap_or_else(|e| e.into_inner());
-        let events = l.load();
-        (events, l.accepted())
-    })
-    .await
-    .unwrap_or_else(|e| {
-        (
-            vec![Event::Unreadable {
-                error: format!("loading the project failed: {e}"),
-            }],
-            None,
-        )
-    })
-}
-
-/// Polls the project files; on a change, reloads and applies what was accepted.
-async fn reloader(shared: Arc<Shared>, loader: Arc<Mutex<Loader>>) {
-    loop {
-        tokio::time::sleep(RELOAD_POLL).await;
-        let l = loader.clone();
-        let changed = tokio::task::spawn_blocking(move || l.lock().unwrap_or_else(|e| e.into_inner()).changed())
-            .await
-            .unwrap_or(false);
-        if !changed {
-            continue;
-        }
-        let (events, accepted) = load(&loader).await;
-        for e in &events {
-            report_event(&shared, e);
-        }
-        record_reload(&shared, &events);
-        let any_accepted = events.iter().any(|e| {
-            matches!(
-                e,
-                Event::Accepted { .. } | Event::Removed { .. } | Event::ProjectAccepted { .. }
-            )
-        });
-        if let (true, Some(a)) = (any_accepted, accepted) {
-            scheduler::apply(&shared, a.project, a.plans).await;
-        }
-    }
-}
-
-/// Keeps the outcome of a load for `/api/models`: `accepted`, `partial` (at start-up, some
-/// files left out) or `rejected` (nothing changed), with the errors and the changes held.
-fn record_reload(shared: &Shared, events: &[Event]) {
-    let mut errors = Vec::new();
-    let mut held = Vec::new();
-    let mut applied = false;
-    for e in events {
-        match e {
-            Event::Rejected { diagnostics, .. } | Event::ProjectRejected { diagnostics } => {
-                errors.extend(diagnostics.iter().map(diagnostic_json));
-            }
-            Event::Unreadable { error } => errors.push(json!({ "message": error })),
-            Event::Held { files } => held.extend(files.iter().map(|f| f.display().to_string())),
-            Event::Accepted { .. } | Event::Removed { .. } | Event::ProjectAccepted { .. } => applied = true,
-        }
-    }
-    let result = match (errors.is_empty(), applied) {
-        (true, _) => "accepted",
-        (false, true) => "partial",
-        (false, false) => "rejected",
-    };
-    let value = json!({
-        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        "result": result,
-        "errors": errors,
-        "held": held,
-    });
-    let mut last = shared.reload.lock().unwrap_or_else(|e| e.into_inner());
-    if events.is_empty() && !last.is_null() && last["result"] != "accepted" {
-        // (An edit undone: nothing to apply, but the errors reported before are gone.)
-        shared.metrics.record_reload("accepted");
-        shared
-            .log
-            .info("reload_accepted", "the project validates again: nothing to change", &[]);
-    }
-    *last = log::redacted(&value);
-}
-
-fn report_event(shared: &Shared, e: &Event) {
-    let log = &shared.log;
-    let json_format = log.format == log::LogFormat::Json;
-    let diagnostics = |ds: &[crate::diagnostics::Diagnostic]| {
-        if json_format {
-            json!(ds.iter().map(diagnostic_json).collect::<Vec<_>>())
-        } else {
-            json!(ds.iter().map(one_line).collect::<Vec<_>>().join("; "))
-        }
-    };
-    match e {
-        Event::Accepted {
-            file,
-            models,
-            added,
-            warnings,
-        } => {
-            shared.metrics.record_reload("accepted");
-            log.info(
-                "reload_accepted",
-                if *added {
-                    "model file loaded"
-                } else {
-                    "model file changed: new version loaded"
-                },
-                &[
-                    ("file", json!(file.display().to_string())),
-                    ("models", json!(models.join(","))),
-                    ("warnings", json!(warnings)),
-                ],
-            );
-        }
-        Event::Rejected {
-            file,
-            diagnostics: ds,
-            kept,
-        } => {
-            shared.metrics.record_reload("rejected");
-            log.error(
-                "reload_rejected",
-                if kept.is_empty() {
-                    "model file rejected: it has errors and is not loaded"
-                } else {
-                    "model file rejected: it has errors; its models keep their previous plans"
-                },
-                &[
-                    ("file", json!(file.display().to_string())),
-                    ("kept", json!(kept.join(","))),
-                    ("diagnostics", diagnostics(ds)),
-                ],
-            );
-        }
-        Event::Removed { file, models } => {
-            shared.metrics.record_reload("accepted");
-            log.info(
-                "reload_removed",
-                "model file removed: its models stop after any run in progress",
-                &[
-                    ("file", json!(file.display().to_string())),
-                    ("models", json!(models.join(","))),
-                ],
-            );
-        }
-        Event::ProjectAccepted { restart_needed } => {
-            shared.metrics.record_reload("accepted");
-            log.info("reload_accepted", "ebb.yaml changed: new version loaded", &[]);
-            if !restart_needed.is_empty() {
-                log.warn(
-                    "restart_needed",
-                    "ebb.yaml changed settings that apply only after a restart of the daemon",
-                    &[("settings", json!(restart_needed.join(",")))],
-                );
-            }
-        }
-        Event::ProjectRejected { diagnostics: ds } => {
-            shared.metrics.record_reload("rejected");
-            log.error(
-                "reload_rejected",
-                "ebb.yaml rejected: it has errors; nothing changes",
-                &[("diagnostics", diagnostics(ds))],
-            );
-        }
-        Event::Unreadable { error } => {
-            shared.metrics.record_reload("rejected");
-            log.error(
-                "reload_rejected",
-                "the project cannot be read; nothing changes",
-                &[("error", json!(error))],
-            );
-        }
-        Event::Held { files } => log.warn(
-            "reload_held",
-            "the project has errors: no change is applied until they are fixed; every model keeps its previous plan",
-            &[(
-                "changed",
-                json!(files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")),
-            )],
-        ),
     }
 }
 

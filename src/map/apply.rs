@@ -3,6 +3,7 @@
 //! cannot handle a row's value (an unparseable date, text where a number is needed) fails
 //! for that row only.
 
+use super::error::ApplyError;
 use super::value::Val;
 use crate::transform::Transform;
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
@@ -10,17 +11,21 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 impl Transform {
     /// Applies the transform to one value. Null passes through every transform but
     /// `default`. The error says what the value was and why it does not fit.
-    pub fn apply(&self, v: Val) -> Result<Val, String> {
+    pub fn apply(&self, v: Val) -> Result<Val, ApplyError> {
         if matches!(v, Val::Null) {
             return Ok(match self {
                 Transform::Default(d) => Val::from_json(d.clone()),
                 _ => Val::Null,
             });
         }
-        fn text_only<'v>(name: &str, v: &'v Val) -> Result<&'v str, String> {
+        fn text_only<'v>(transform: &'static str, v: &'v Val) -> Result<&'v str, ApplyError> {
             match v {
                 Val::Str(s) => Ok(s),
-                other => Err(format!("`{name}` needs text, found {}", other.kind())),
+                other => Err(ApplyError::WrongKind {
+                    transform,
+                    needs: "text",
+                    found: other.kind(),
+                }),
             }
         }
         Ok(match self {
@@ -35,11 +40,15 @@ impl Transform {
                 Val::Str(if plus { format!("+{digits}") } else { digits })
             }
             Transform::ParseJson => match v {
-                Val::Str(s) => Val::Json(
-                    serde_json::from_str(&s).map_err(|e| format!("`parse_json`: the text is not JSON ({e})"))?,
-                ),
+                Val::Str(s) => Val::Json(serde_json::from_str(&s).map_err(ApplyError::NotJson)?),
                 Val::Json(j) => Val::Json(j),
-                other => return Err(format!("`parse_json` needs text, found {}", other.kind())),
+                other => {
+                    return Err(ApplyError::WrongKind {
+                        transform: "parse_json",
+                        needs: "text",
+                        found: other.kind(),
+                    })
+                }
             },
             Transform::Sha256 => {
                 use sha2::Digest;
@@ -53,9 +62,11 @@ impl Transform {
                 to_min,
                 to_max,
             } => {
-                let x = v
-                    .as_f64()
-                    .ok_or_else(|| format!("`scale` needs a number, found {}", v.kind()))?;
+                let x = v.as_f64().ok_or_else(|| ApplyError::WrongKind {
+                    transform: "scale",
+                    needs: "a number",
+                    found: v.kind(),
+                })?;
                 Val::Float(to_min + (x - from_min) * (to_max - to_min) / (from_max - from_min))
             }
             Transform::Date(fmt) => {
@@ -64,13 +75,14 @@ impl Transform {
                     Val::Timestamp { at, .. } => at.format(fmt).to_string(),
                     Val::Str(s) => match parse_date_text(s) {
                         Some(at) => at.format(fmt).to_string(),
-                        None => return Err(format!("`date`: `{s}` is not a date or timestamp")),
+                        None => return Err(ApplyError::NotADate(s.clone())),
                     },
                     other => {
-                        return Err(format!(
-                            "`date` needs a date, timestamp or text, found {}",
-                            other.kind()
-                        ))
+                        return Err(ApplyError::WrongKind {
+                            transform: "date",
+                            needs: "a date, timestamp or text",
+                            found: other.kind(),
+                        })
                     }
                 };
                 Val::Str(formatted)
@@ -102,7 +114,7 @@ fn initcap(s: &str) -> String {
 }
 
 /// Rounds half away from zero; decimals stay exact.
-fn round(v: Val, n: u32) -> Result<Val, String> {
+fn round(v: Val, n: u32) -> Result<Val, ApplyError> {
     Ok(match v {
         Val::Int(_) | Val::UInt(_) => v,
         Val::Decimal { v: x, scale } => {
@@ -118,14 +130,20 @@ fn round(v: Val, n: u32) -> Result<Val, String> {
             }
         }
         Val::NumberText(t) => {
-            let f: f64 = t.parse().map_err(|_| format!("`round`: `{t}` is not a number"))?;
+            let f: f64 = t.parse().map_err(|_| ApplyError::NotANumber(t.clone()))?;
             round(Val::Float(f), n)?
         }
         Val::Float(f) => {
             let p = 10f64.powi(i32::try_from(n).unwrap_or(15));
             Val::Float((f * p).round() / p)
         }
-        other => return Err(format!("`round` needs a number, found {}", other.kind())),
+        other => {
+            return Err(ApplyError::WrongKind {
+                transform: "round",
+                needs: "a number",
+                found: other.kind(),
+            })
+        }
     })
 }
 
@@ -154,7 +172,7 @@ fn parse_date_text(s: &str) -> Option<NaiveDateTime> {
 mod tests {
     use super::*;
 
-    fn apply(t: &str, v: Val) -> Result<Val, String> {
+    fn apply(t: &str, v: Val) -> Result<Val, ApplyError> {
         Transform::parse(t).unwrap().apply(v)
     }
 
@@ -213,11 +231,11 @@ mod tests {
     #[test]
     fn failures_are_per_value_with_a_reason() {
         assert_eq!(
-            apply("date", Val::Str("yesterday".into())).unwrap_err(),
+            apply("date", Val::Str("yesterday".into())).unwrap_err().to_string(),
             "`date`: `yesterday` is not a date or timestamp"
         );
         assert_eq!(
-            apply("lower", Val::Int(3)).unwrap_err(),
+            apply("lower", Val::Int(3)).unwrap_err().to_string(),
             "`lower` needs text, found an integer"
         );
         assert!(apply("round(1)", Val::Str("x".into())).is_err());

@@ -11,6 +11,7 @@
 //! The hashes ([`key_hash`], [`payload_hash`]) are defined here, where rows are encoded;
 //! the run's tables and the state store keep what they return.
 
+use super::error::{RowCause, ValueError};
 use super::value::{self, Val};
 use super::{FieldMap, RowError, RowMapper, Src};
 use crate::source::{DECIMAL_TEXT, JSON_TEXT};
@@ -124,7 +125,7 @@ impl<'a> Col<'a> {
     }
 
     /// The cell as a value (as [`value::read`] reads it).
-    fn val(&self, row: usize) -> Result<Val, String> {
+    fn val(&self, row: usize) -> Result<Val, ValueError> {
         if self.is_null(row) {
             return Ok(Val::Null);
         }
@@ -143,7 +144,7 @@ impl<'a> Col<'a> {
     }
 
     /// Writes the cell as JSON.
-    fn write_json(&self, row: usize, out: &mut String) -> Result<(), String> {
+    fn write_json(&self, row: usize, out: &mut String) -> Result<(), ValueError> {
         if self.is_null(row) {
             out.push_str("null");
             return Ok(());
@@ -167,7 +168,7 @@ impl<'a> Col<'a> {
     }
 
     /// Appends the cell's text (a key): `Ok(false)` when it is null.
-    fn write_text(&self, row: usize, out: &mut String) -> Result<bool, String> {
+    fn write_text(&self, row: usize, out: &mut String) -> Result<bool, ValueError> {
         if self.is_null(row) {
             return Ok(false);
         }
@@ -184,10 +185,10 @@ impl<'a> Col<'a> {
     }
 }
 
-fn micros(v: i64) -> Result<chrono::NaiveDateTime, String> {
+fn micros(v: i64) -> Result<chrono::NaiveDateTime, ValueError> {
     chrono::DateTime::from_timestamp_micros(v)
         .map(|d| d.naive_utc())
-        .ok_or_else(|| "timestamp out of range".to_string())
+        .ok_or(ValueError::TimestampOutOfRange)
 }
 
 /// How one mapping is written for this batch.
@@ -268,17 +269,22 @@ impl BatchEncoder<'_> {
             Ok(true) => {}
             Ok(false) => {
                 out.keys.truncate(start);
-                return Row::NoKey(RowError {
-                    code: "null_key",
-                    message: format!("the key column `{}` is null", m.key_column),
-                });
+                return Row::NoKey(
+                    RowCause::NullKey {
+                        column: m.key_column.clone(),
+                    }
+                    .into(),
+                );
             }
-            Err(e) => {
+            Err(cause) => {
                 out.keys.truncate(start);
-                return Row::NoKey(RowError {
-                    code: "bad_value",
-                    message: format!("column `{}`: {e}", m.key_column),
-                });
+                return Row::NoKey(
+                    RowCause::Column {
+                        column: m.key_column.clone(),
+                        cause,
+                    }
+                    .into(),
+                );
             }
         }
         let key = &out.keys[start..];
@@ -336,17 +342,21 @@ impl BatchEncoder<'_> {
                 continue;
             };
             let f = &m.fields[i];
-            let bad = |e: String| RowError {
-                code: "bad_value",
-                message: format!("`{}`: {e}", f.destination),
+            let bad = |cause: ValueError| -> RowError {
+                RowCause::Field {
+                    field: f.destination.clone(),
+                    cause,
+                }
+                .into()
             };
             match w {
-                Writer::Direct(c) => c.write_json(row, out).map_err(|e| match c {
-                    Col::Micros(..) => RowError {
-                        code: "bad_value",
-                        message: format!("column `{}`: {e}", self.column_name(f)),
-                    },
-                    _ => bad(e),
+                Writer::Direct(c) => c.write_json(row, out).map_err(|cause| match c {
+                    Col::Micros(..) => RowCause::Column {
+                        column: self.column_name(f).to_string(),
+                        cause,
+                    }
+                    .into(),
+                    _ => bad(cause),
                 })?,
                 Writer::Lower(c, f) => match c.text(row).filter(|t| !c.is_null(row) && t.is_ascii()) {
                     Some(t) => {
@@ -382,9 +392,9 @@ impl BatchEncoder<'_> {
 }
 
 /// A cell through a mapping's transforms, with the general path's errors.
-fn transformed(cell: Result<Val, String>, f: &FieldMap, column: &str) -> Result<Val, RowError> {
-    f.transform(cell.map_err(|m| RowError {
-        code: "bad_value",
-        message: format!("column `{column}`: {m}"),
+fn transformed(cell: Result<Val, ValueError>, f: &FieldMap, column: &str) -> Result<Val, RowError> {
+    f.transform(cell.map_err(|cause| RowCause::Column {
+        column: column.to_string(),
+        cause,
     })?)
 }

@@ -8,6 +8,7 @@
 
 mod apply;
 pub mod encode;
+pub mod error;
 pub mod value;
 
 use crate::path::{FieldPath, Segment};
@@ -15,9 +16,12 @@ use crate::plan::{SyncPlan, ValueSource};
 use crate::transform::Transform;
 use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
+use error::RowCause;
 use value::Val;
 
-/// Why one row cannot be sent.
+/// Why one row cannot be sent, as the state store keeps it and `ebb errors` shows it. Made
+/// from a typed [`RowCause`] (`RowError::from`), which words the message and picks the code;
+/// the engine also makes `duplicate_key` ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowError {
     /// Stable code: `null_key`, `duplicate_key`, `bad_value`, `transform_failed`.
@@ -48,9 +52,9 @@ impl FieldMap {
     /// `v` through the mapping's transforms, in order.
     fn transform(&self, mut v: Val) -> Result<Val, RowError> {
         for t in &self.transforms {
-            v = t.apply(v).map_err(|m| RowError {
-                code: "transform_failed",
-                message: format!("`{}`: {m}", self.destination),
+            v = t.apply(v).map_err(|cause| RowCause::Transform {
+                field: self.destination.clone(),
+                cause,
             })?;
         }
         Ok(v)
@@ -167,9 +171,12 @@ impl RowMapper {
             .map(|f| match &f.source {
                 Src::Constant(c) => Some(f.transform(c.clone()).and_then(|v| {
                     let mut json = String::new();
-                    v.write_json(&mut json).map(|()| json).map_err(|m| RowError {
-                        code: "bad_value",
-                        message: format!("`{}`: {m}", f.destination),
+                    v.write_json(&mut json).map(|()| json).map_err(|cause| {
+                        RowCause::Field {
+                            field: f.destination.clone(),
+                            cause,
+                        }
+                        .into()
                     })
                 })),
                 _ => None,
@@ -199,16 +206,16 @@ impl RowMapper {
     /// The row's key as text; null keys are invalid.
     pub fn key(&self, batch: &RecordBatch, row: usize) -> Result<String, RowError> {
         let field = self.schema.field(self.key_index);
-        let v = value::read(batch.column(self.key_index), field, row).map_err(|m| RowError {
-            code: "bad_value",
-            message: format!("column `{}`: {m}", self.key_column),
+        let v = value::read(batch.column(self.key_index), field, row).map_err(|cause| RowCause::Column {
+            column: self.key_column.clone(),
+            cause,
         })?;
         match v.into_text() {
             Some(k) => Ok(k),
-            None => Err(RowError {
-                code: "null_key",
-                message: format!("the key column `{}` is null", self.key_column),
-            }),
+            None => Err(RowCause::NullKey {
+                column: self.key_column.clone(),
+            }
+            .into()),
         }
     }
 
@@ -241,16 +248,17 @@ impl RowMapper {
             Src::Constant(c) => c.clone(),
             Src::Column { index, steps } => {
                 let field = self.schema.field(*index);
-                let cell = value::read(batch.column(*index), field, row).map_err(|m| RowError {
-                    code: "bad_value",
-                    message: format!("column `{}`: {m}", field.name()),
+                let cell = value::read(batch.column(*index), field, row).map_err(|cause| RowCause::Column {
+                    column: field.name().clone(),
+                    cause,
                 })?;
                 if steps.is_empty() {
                     cell
                 } else {
-                    let doc = cell.as_document().map_err(|m| RowError {
-                        code: "bad_value",
-                        message: format!("`{}` for `{}`: {m}", field.name(), f.destination),
+                    let doc = cell.as_document().map_err(|cause| RowCause::Path {
+                        column: field.name().clone(),
+                        field: f.destination.clone(),
+                        cause,
                     })?;
                     Val::from_json(follow(&doc, steps))
                 }
@@ -261,18 +269,19 @@ impl RowMapper {
                         let field = self.schema.field(*i);
                         let cell = value::read(batch.column(*i), field, row)
                             .and_then(|c| c.as_document())
-                            .map_err(|m| RowError {
-                                code: "bad_value",
-                                message: format!("column `{}`: {m}", field.name()),
+                            .map_err(|cause| RowCause::Column {
+                                column: field.name().clone(),
+                                cause,
                             })?;
                         serde_json::json!({ c.as_str(): cell })
                     }
                     _ => self.row_document(batch, row)?,
                 };
-                let found = jsonpath_rust::query::js_path_process(query, &root).map_err(|e| RowError {
-                    code: "bad_value",
-                    message: format!("JSONPath for `{}`: {e}", f.destination),
-                })?;
+                let found =
+                    jsonpath_rust::query::js_path_process(query, &root).map_err(|cause| RowCause::JsonPath {
+                        field: f.destination.clone(),
+                        cause,
+                    })?;
                 let mut values: Vec<serde_json::Value> = found.into_iter().map(|q| q.val().clone()).collect();
                 match values.len() {
                     0 => Val::Null,
@@ -293,9 +302,9 @@ impl RowMapper {
                     Val::Str(s) => Ok(serde_json::Value::String(s)),
                     other => other.to_json(),
                 })
-                .map_err(|m| RowError {
-                    code: "bad_value",
-                    message: format!("column `{}`: {m}", field.name()),
+                .map_err(|cause| RowCause::Column {
+                    column: field.name().clone(),
+                    cause,
                 })?;
             m.insert(field.name().clone(), v);
         }
@@ -320,9 +329,9 @@ impl RowMapper {
                 Some((name, v)) => {
                     value::write_json_string(name, out);
                     out.push(':');
-                    v.write_json(out).map_err(|m| RowError {
-                        code: "bad_value",
-                        message: format!("`{name}`: {m}"),
+                    v.write_json(out).map_err(|cause| RowCause::Field {
+                        field: name.to_string(),
+                        cause,
                     })?;
                 }
                 None => {
@@ -347,9 +356,9 @@ impl RowMapper {
             }
             value::write_json_string(name, &mut out);
             out.push(':');
-            v.write_json(&mut out).map_err(|m| RowError {
-                code: "bad_value",
-                message: format!("`{name}`: {m}"),
+            v.write_json(&mut out).map_err(|cause| RowCause::Field {
+                field: name.to_string(),
+                cause,
             })?;
         }
         out.push('}');

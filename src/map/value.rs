@@ -3,6 +3,7 @@
 //! integer and a scale (or as the number's text when it exceeds 38 digits) and written
 //! as JSON numbers digit for digit.
 
+use super::error::ValueError;
 use crate::source::{DECIMAL_TEXT, JSON_TEXT};
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{
@@ -56,7 +57,7 @@ impl Val {
     }
 
     /// The value as JSON, written into `out`. Fails for non-finite floats.
-    pub fn write_json(&self, out: &mut String) -> Result<(), String> {
+    pub fn write_json(&self, out: &mut String) -> Result<(), ValueError> {
         match self {
             Val::Null => out.push_str("null"),
             Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -87,10 +88,10 @@ impl Val {
     }
 
     /// The value as a `serde_json::Value` (decimals through their exact text).
-    pub fn to_json(&self) -> Result<serde_json::Value, String> {
+    pub fn to_json(&self) -> Result<serde_json::Value, ValueError> {
         let mut s = String::new();
         self.write_json(&mut s)?;
-        serde_json::from_str(&s).map_err(|e| e.to_string())
+        serde_json::from_str(&s).map_err(ValueError::BadJson)
     }
 
     /// Text of the value for text transforms and keys: strings as they are, other scalars
@@ -118,12 +119,12 @@ impl Val {
     }
 
     /// The value as a JSON document to look into with a path.
-    pub fn as_document(&self) -> Result<serde_json::Value, String> {
+    pub fn as_document(&self) -> Result<serde_json::Value, ValueError> {
         match self {
             Val::Json(v) => Ok(v.clone()),
-            Val::Str(s) => serde_json::from_str(s).map_err(|e| format!("the column holds text that is not JSON ({e})")),
+            Val::Str(s) => serde_json::from_str(s).map_err(ValueError::NotJson),
             Val::Null => Ok(serde_json::Value::Null),
-            other => Err(format!("{} has no keys to look into", other.kind())),
+            other => Err(ValueError::NoKeys(other.kind())),
         }
     }
 
@@ -177,9 +178,9 @@ pub fn decimal_text(v: i128, scale: u8) -> String {
 
 /// A float as JSON, as `serde_json` writes it, without allocating; non-finite floats
 /// have no JSON form.
-pub fn write_float(f: f64, out: &mut String) -> Result<(), String> {
+pub fn write_float(f: f64, out: &mut String) -> Result<(), ValueError> {
     if !f.is_finite() {
-        return Err(format!("{f} cannot be sent as a JSON number"));
+        return Err(ValueError::NotFinite(f));
     }
     if let Some(n) = serde_json::Number::from_f64(f) {
         let _ = write!(out, "{n}");
@@ -262,7 +263,7 @@ pub fn write_json_string(s: &str, out: &mut String) {
 }
 
 /// Reads row `i` of `array` (a column described by `field`).
-pub fn read(array: &ArrayRef, field: &arrow::datatypes::Field, i: usize) -> Result<Val, String> {
+pub fn read(array: &ArrayRef, field: &arrow::datatypes::Field, i: usize) -> Result<Val, ValueError> {
     if array.is_null(i) {
         return Ok(Val::Null);
     }
@@ -296,7 +297,7 @@ pub fn read(array: &ArrayRef, field: &arrow::datatypes::Field, i: usize) -> Resu
             let d = array.as_primitive::<Date32Type>().value(i);
             Val::Date(
                 DateTime::from_timestamp(i64::from(d) * 86_400, 0)
-                    .ok_or("date out of range")?
+                    .ok_or(ValueError::DateOutOfRange)?
                     .date_naive(),
             )
         }
@@ -304,7 +305,7 @@ pub fn read(array: &ArrayRef, field: &arrow::datatypes::Field, i: usize) -> Resu
             let ms = array.as_primitive::<Date64Type>().value(i);
             Val::Date(
                 DateTime::from_timestamp_millis(ms)
-                    .ok_or("date out of range")?
+                    .ok_or(ValueError::DateOutOfRange)?
                     .date_naive(),
             )
         }
@@ -321,7 +322,7 @@ pub fn read(array: &ArrayRef, field: &arrow::datatypes::Field, i: usize) -> Resu
                     array.as_primitive::<TimestampNanosecondType>().value(i),
                 )),
             }
-            .ok_or("timestamp out of range")?;
+            .ok_or(ValueError::TimestampOutOfRange)?;
             Val::Timestamp {
                 at: at.naive_utc(),
                 utc: tz.is_some(),
@@ -331,7 +332,7 @@ pub fn read(array: &ArrayRef, field: &arrow::datatypes::Field, i: usize) -> Resu
         DataType::LargeBinary => Val::Bytes(array.as_binary::<i64>().value(i).to_vec()),
         DataType::Dictionary(_, _) => {
             let dict = array.as_any_dictionary();
-            let key = dictionary_key(dict.keys(), i).ok_or("a dictionary key is out of range")?;
+            let key = dictionary_key(dict.keys(), i).ok_or(ValueError::DictionaryKey)?;
             let values = dict.values();
             let vf = arrow::datatypes::Field::new("v", values.data_type().clone(), true);
             read(values, &vf, key)?
@@ -341,7 +342,7 @@ pub fn read(array: &ArrayRef, field: &arrow::datatypes::Field, i: usize) -> Resu
         | DataType::LargeList(_)
         | DataType::Map(_, _)
         | DataType::FixedSizeList(_, _) => Val::Json(nested(array, i)?),
-        other => return Err(format!("columns of Arrow type {other} cannot be mapped yet")),
+        other => return Err(ValueError::UnsupportedType(other.clone())),
     })
 }
 
@@ -374,7 +375,7 @@ fn dictionary_key(keys: &dyn Array, i: usize) -> Option<usize> {
 }
 
 /// A struct, list or map cell as JSON.
-fn nested(array: &ArrayRef, i: usize) -> Result<serde_json::Value, String> {
+fn nested(array: &ArrayRef, i: usize) -> Result<serde_json::Value, ValueError> {
     use serde_json::Value as J;
     if array.is_null(i) {
         return Ok(J::Null);

@@ -51,10 +51,10 @@ fn jwt_account(account: &str) -> String {
 
 /// `SHA256:` + base64 of the SHA-256 of the public key's DER SubjectPublicKeyInfo: what
 /// `DESCRIBE USER` shows as `RSA_PUBLIC_KEY_FP`.
-pub fn public_key_fingerprint(key: &rsa::PrivateKey) -> Result<String, String> {
+pub fn public_key_fingerprint(key: &rsa::PrivateKey) -> Result<String, rsa::pkcs8::spki::Error> {
     use sha2::Digest;
     let public = rsa::PublicKey::from(key);
-    let der = public.to_public_key_der().map_err(|e| e.to_string())?;
+    let der = public.to_public_key_der()?;
     let digest = sha2::Sha256::digest(der.as_bytes());
     Ok(format!(
         "SHA256:{}",
@@ -102,9 +102,9 @@ fn trusted_url(written: &str, url: &str) -> Result<String, SourceError> {
 impl SnowflakeSource {
     pub fn new(c: &SnowflakeConnection, project_dir: &Path) -> Result<Self, SourceError> {
         let pem = match (&c.private_key, &c.private_key_path) {
-            (Some(k), _) => env::expand_env(k).map_err(SourceError::Auth)?,
+            (Some(k), _) => env::expand_env(k).map_err(|e| SourceError::Auth(e.to_string()))?,
             (None, Some(p)) => {
-                let path = project_dir.join(env::expand_env(p).map_err(SourceError::Auth)?);
+                let path = project_dir.join(env::expand_env(p).map_err(|e| SourceError::Auth(e.to_string()))?);
                 std::fs::read_to_string(&path)
                     .map_err(|e| SourceError::Auth(format!("cannot read the private key `{}`: {e}", path.display())))?
             }
@@ -118,14 +118,14 @@ impl SnowflakeSource {
         }
         let key = rsa::PrivateKey::from_pkcs8_pem(pem.trim())
             .map_err(|e| SourceError::Auth(format!("the private key is not a PKCS#8 RSA key in PEM form ({e})")))?;
-        let fingerprint = public_key_fingerprint(&key).map_err(SourceError::Auth)?;
-        let account = env::expand_env(&c.account).map_err(SourceError::Auth)?;
+        let fingerprint = public_key_fingerprint(&key).map_err(|e| SourceError::Auth(e.to_string()))?;
+        let account = env::expand_env(&c.account).map_err(|e| SourceError::Auth(e.to_string()))?;
         let user = env::expand_env(&c.user)
-            .map_err(SourceError::Auth)?
+            .map_err(|e| SourceError::Auth(e.to_string()))?
             .to_ascii_uppercase();
         let subject = format!("{}.{user}", jwt_account(&account));
         let base = match &c.url {
-            Some(u) => trusted_url(u, &env::expand_env(u).map_err(SourceError::Connect)?)?,
+            Some(u) => trusted_url(u, &env::expand_env(u).map_err(|e| SourceError::Connect(e.to_string()))?)?,
             None => format!("https://{}.snowflakecomputing.com", account.to_ascii_lowercase()),
         };
         let mut context = serde_json::Map::new();
@@ -136,7 +136,12 @@ impl SnowflakeSource {
             ("role", &c.role),
         ] {
             if let Some(v) = v {
-                context.insert(k.into(), env::expand_env(v).map_err(SourceError::Connect)?.into());
+                context.insert(
+                    k.into(),
+                    env::expand_env(v)
+                        .map_err(|e| SourceError::Connect(e.to_string()))?
+                        .into(),
+                );
             }
         }
         Ok(SnowflakeSource {

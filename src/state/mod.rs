@@ -11,6 +11,8 @@
 mod postgres;
 mod sqlite;
 
+pub use postgres::ConnectError;
+
 pub mod lock;
 
 use std::collections::HashMap;
@@ -30,6 +32,19 @@ pub const DEFAULT_URL: &str = "sqlite://.ebb/state.db";
 pub enum StateError {
     #[error("cannot open the state store {}", crate::redact::text(.0))]
     Open(String),
+    /// The PostgreSQL server could not be connected to when opening the store.
+    #[error("cannot open the state store {}: {source}", crate::redact::text(.store))]
+    Connect { store: String, source: ConnectError },
+    /// A lost connection to the PostgreSQL server could not be made again.
+    #[error(
+        "the state store {} failed: the connection was lost and {attempts} attempts to connect again failed: {source}",
+        crate::redact::text(.store)
+    )]
+    Reconnect {
+        store: String,
+        attempts: usize,
+        source: ConnectError,
+    },
     #[error(
         "the state store {} was written by a newer ebb (schema version {found}; this ebb reads up to {SCHEMA_VERSION}): upgrade ebb",
         crate::redact::text(.store)
@@ -195,7 +210,8 @@ impl StateStore {
     /// Opens (creating and migrating as needed) the store at `url`, or the default one.
     pub async fn open(url: Option<&str>, project_dir: &Path) -> Result<StateStore, StateError> {
         // `${VAR}` anywhere, the whole URL included (`url: ${EBB_STATE_URL}`).
-        let url = crate::config::env::expand_env(url.unwrap_or(DEFAULT_URL)).map_err(StateError::Open)?;
+        let url =
+            crate::config::env::expand_env(url.unwrap_or(DEFAULT_URL)).map_err(|e| StateError::Open(e.to_string()))?;
         let url = url.as_str();
         if let Some(path) = url.strip_prefix("sqlite://") {
             let path = if path == ":memory:" {

@@ -187,13 +187,13 @@ impl Compiler<'_, '_> {
                     } else {
                         vec![base[0], base[1], "transform"]
                     };
-                    let code = if e.unknown {
+                    let code = if e.is_unknown() {
                         Code::UnknownTransform
                     } else {
                         Code::BadTransformArgs
                     };
-                    let mut d = Diagnostic::new(code, self.ctx.at(&path), e.message);
-                    if let Some(h) = e.help {
+                    let mut d = Diagnostic::new(code, self.ctx.at(&path), e.to_string());
+                    if let Some(h) = e.help() {
                         d = d.help(h);
                     } else if let Some((_, sig)) = crate::transform::SIGNATURES
                         .iter()

@@ -1,164 +1,19 @@
-//! The daemon's HTTP API (axum): `/healthz`, `/readyz`, `/metrics` and `/api/…`.
-//!
-//! Everything but `/healthz` requires `Authorization: Bearer <daemon.api_token>` when a
-//! token is configured (the daemon refuses to listen beyond loopback without one).
-//! Errors are JSON `{"error": "…"}` with the status that fits.
-//!
-//! Served by hyper's HTTP/1.1 connection builder on an accept loop of our own, with limits
-//! against slow or abusive clients ([`HttpLimits`]): a client has `header_timeout` to send a
-//! request's head (which also bounds an idle keep-alive connection: waiting for the next
-//! request is waiting for its head), a request gets `request_timeout` to be answered, and at
-//! most `max_connections` are open at once; a connection past the cap is closed as soon as
-//! it is accepted, so `/healthz` answers again as soon as the slow ones time out.
+//! The endpoints of the daemon's HTTP API: health and readiness, Prometheus metrics, the
+//! models and their runs, and `POST /api/models/{name}/runs` to start one. Apart from the
+//! transport (`server`) so an endpoint's answer is read without the connection handling.
 
-use super::scheduler::{self, Running, Trigger};
-use super::Shared;
+use super::error;
+use crate::daemon::scheduler::{self, Running, Trigger};
+use crate::daemon::Shared;
 use crate::state::{RunRecord, StateStore};
-use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{watch, Semaphore};
-
-/// The limits of the HTTP server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// How long a client has to send a request's complete head, from the moment the
-    /// connection is ready for it (accepted, or the previous answer sent): slow or silent
-    /// clients and idle keep-alive connections are closed after it.
-    pub header_timeout: Duration,
-    /// How long a request may take to be answered once its head is read (then 503).
-    pub request_timeout: Duration,
-    /// Connections open at once; one more is closed as soon as it is accepted.
-    pub max_connections: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            header_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            max_connections: 256,
-        }
-    }
-}
-
-impl HttpLimits {
-    /// The defaults, with `EBB_HTTP_HEADER_TIMEOUT_MS`, `EBB_HTTP_REQUEST_TIMEOUT_MS` and
-    /// `EBB_HTTP_MAX_CONNECTIONS` from `env` where set to a positive number.
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> HttpLimits {
-        let num = |k: &str| env(k).and_then(|v| v.trim().parse::<u64>().ok()).filter(|n| *n > 0);
-        let d = HttpLimits::default();
-        HttpLimits {
-            header_timeout: num("EBB_HTTP_HEADER_TIMEOUT_MS").map_or(d.header_timeout, Duration::from_millis),
-            request_timeout: num("EBB_HTTP_REQUEST_TIMEOUT_MS").map_or(d.request_timeout, Duration::from_millis),
-            max_connections: num("EBB_HTTP_MAX_CONNECTIONS").map_or(d.max_connections, |n| n as usize),
-        }
-    }
-}
-
-/// At most one log line per `every` for a recurring event (a flood of refused connections).
-struct Throttle {
-    every: Duration,
-    last: Option<Instant>,
-    skipped: u64,
-}
-
-impl Throttle {
-    /// `Some(events skipped since the last line)` when a line is due.
-    fn due(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|l| now.duration_since(l) < self.every) {
-            self.skipped += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.skipped))
-    }
-}
-
-/// Serves the API on `listener` until `stop` turns `true`, then lets the requests in
-/// progress finish (the caller bounds the wait).
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    let limits = shared.http;
-    let app = router(shared.clone());
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut refused = Throttle {
-        every: Duration::from_secs(10),
-        last: None,
-        skipped: 0,
-    };
-    let mut failed = Throttle {
-        every: Duration::from_secs(10),
-        last: None,
-        skipped: 0,
-    };
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors (EMFILE) and the like: wait a little rather than spin.
-                if let Some(skipped) = failed.due() {
-                    shared.log.error(
-                        "http_accept_failed",
-                        "cannot accept a connection",
-                        &[("error", json!(e.to_string())), ("since_last", json!(skipped))],
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(stream);
-            shared.metrics.record_http_refused();
-            if let Some(skipped) = refused.due() {
-                shared.log.warn(
-                    "http_connection_refused",
-                    "too many connections open: a new one was closed at once",
-                    &[
-                        ("max_connections", json!(limits.max_connections)),
-                        ("since_last", json!(skipped)),
-                    ],
-                );
-            }
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let stopping = tokio::select! {
-                _ = conn.as_mut() => false,
-                r = stop.wait_for(|s| *s) => r.is_ok(),
-            };
-            if stopping {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            }
-        });
-    }
-    drop(listener);
-    // Every connection gives its slot back when it ends.
-    let _ = slots.acquire_many(limits.max_connections as u32).await;
-}
+use std::time::Duration;
 
 /// Runs listed by `/api/runs` unless `limit` says otherwise, and at most.
 const DEFAULT_RUNS: i64 = 20;
@@ -168,86 +23,11 @@ const RUN_ID_WAIT: Duration = Duration::from_secs(2);
 /// A run still without a concurrency permit after this is answered `queued`.
 const QUEUED_AFTER: Duration = Duration::from_millis(100);
 
-/// The routes, with authentication and request counting.
-pub fn router(shared: Arc<Shared>) -> Router {
-    let api = Router::new()
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/models", get(models))
-        .route("/api/runs", get(runs))
-        .route("/api/models/{name}/runs", post(trigger))
-        .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(api)
-        .route_layer(middleware::from_fn_with_state(shared.http.request_timeout, deadline))
-        .route_layer(middleware::from_fn_with_state(shared.clone(), count))
-        .with_state(shared)
-}
-
-/// Answers 503 when a request takes longer than `request_timeout`.
-async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the request took longer than {:.1} s and was abandoned",
-                limit.as_secs_f64()
-            ),
-        ),
-    }
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
-}
-
-/// Compares in time independent of where the strings differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let Some(token) = shared.token.as_deref() else {
-        return next.run(req).await;
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(g) if same(g.as_bytes(), token.as_bytes()) => next.run(req).await,
-        _ => {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token: send `Authorization: Bearer <daemon.api_token>`",
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            r
-        }
-    }
-}
-
-async fn count(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "other".into());
-    let response = next.run(req).await;
-    shared.metrics.record_http(&route, response.status().as_u16());
-    response
-}
-
-async fn healthz() -> &'static str {
+pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     match shared.not_ready() {
         None => Json(json!({ "ready": true })).into_response(),
         Some(why) => (
@@ -273,7 +53,7 @@ fn unix(t: &str) -> Option<f64> {
         .map(|t| t.timestamp_millis() as f64 / 1000.0)
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let names: Vec<(String, bool, bool, Option<f64>)> = {
         let t = shared.table();
         t.models
@@ -300,7 +80,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
                 .and_then(|r| r.ended_at.as_deref().and_then(unix)),
             None => None,
         };
-        gauges.push(super::metrics::ModelGauges {
+        gauges.push(crate::daemon::metrics::ModelGauges {
             model,
             scheduled,
             running,
@@ -355,7 +135,7 @@ fn running_json(r: &Running) -> Value {
     })
 }
 
-async fn models(State(shared): State<Arc<Shared>>) -> Response {
+pub(super) async fn models(State(shared): State<Arc<Shared>>) -> Response {
     let store = match store(&shared) {
         Ok(s) => s,
         Err(r) => return *r,
@@ -418,12 +198,12 @@ async fn models(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 #[derive(Debug, serde::Deserialize)]
-struct RunsQuery {
+pub(super) struct RunsQuery {
     model: Option<String>,
     limit: Option<i64>,
 }
 
-async fn runs(State(shared): State<Arc<Shared>>, Query(q): Query<RunsQuery>) -> Response {
+pub(super) async fn runs(State(shared): State<Arc<Shared>>, Query(q): Query<RunsQuery>) -> Response {
     let store = match store(&shared) {
         Ok(s) => s,
         Err(r) => return *r,
@@ -445,7 +225,7 @@ async fn runs(State(shared): State<Arc<Shared>>, Query(q): Query<RunsQuery>) -> 
     Json(json!({ "runs": all.iter().map(run_json).collect::<Vec<_>>() })).into_response()
 }
 
-async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+pub(super) async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     let store = match store(&shared) {
         Ok(s) => s,
         Err(r) => return *r,
@@ -551,51 +331,4 @@ async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
         }
     }
     (StatusCode::ACCEPTED, Json(body)).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hyper::service::Service as _;
-
-    #[tokio::test]
-    async fn a_request_answered_too_late_gets_503() {
-        async fn slow() -> &'static str {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            "late"
-        }
-        async fn quick() -> &'static str {
-            "ok"
-        }
-        let app: Router = Router::new()
-            .route("/slow", get(slow))
-            .route("/quick", get(quick))
-            .route_layer(middleware::from_fn_with_state(Duration::from_millis(100), deadline));
-        let svc = hyper_util::service::TowerToHyperService::new(app);
-        let ask = |path: &str| axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
-        let started = std::time::Instant::now();
-        let r = svc.call(ask("/slow")).await.unwrap();
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(svc.call(ask("/quick")).await.unwrap().status(), StatusCode::OK);
-    }
-
-    #[test]
-    fn limits_default_and_come_from_the_environment() {
-        let d = HttpLimits::from_env(|_| None);
-        assert_eq!(d, HttpLimits::default());
-        assert_eq!(
-            (d.header_timeout, d.request_timeout, d.max_connections),
-            (Duration::from_secs(10), Duration::from_secs(30), 256)
-        );
-        let l = HttpLimits::from_env(|k| match k {
-            "EBB_HTTP_HEADER_TIMEOUT_MS" => Some("1500".into()),
-            "EBB_HTTP_MAX_CONNECTIONS" => Some("0".into()),
-            _ => Some("x".into()),
-        });
-        assert_eq!(
-            (l.header_timeout, l.request_timeout, l.max_connections),
-            (Duration::from_millis(1500), Duration::from_secs(30), 256)
-        );
-    }
 }
