@@ -48,7 +48,7 @@ impl PostgresWriter {
             connection: spec.connection.clone(),
             message,
         };
-        let url = crate::redact::escape_userinfo(&env::expand_env(&c.url).map_err(fail)?);
+        let url = crate::redact::escape_userinfo(&env::expand_env(&c.url).map_err(|e| fail(e.to_string()))?);
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| fail(format!("invalid PostgreSQL URL: {e}")))?;

@@ -262,7 +262,7 @@ pub fn cell(ty: ColumnType, v: Val) -> Result<Cell, String> {
             Val::Bytes(_) => return refuse(&v),
             other => {
                 let mut s = String::new();
-                other.write_json(&mut s)?;
+                other.write_json(&mut s).map_err(|e| e.to_string())?;
                 Cell::Text(s)
             }
         },
