@@ -347,6 +347,32 @@ mod tests {
     }
 
     #[test]
+    fn durations_parse_with_exact_errors() {
+        use std::time::Duration as D;
+        assert_eq!(parse_duration("10m", "lookback"), Ok(D::from_secs(600)));
+        assert_eq!(parse_duration("30s", "settle"), Ok(D::from_secs(30)));
+        assert_eq!(parse_duration("1h", "lookback"), Ok(D::from_secs(3600)));
+        assert_eq!(parse_duration("2d", "lookback"), Ok(D::from_secs(172_800)));
+        assert_eq!(parse_duration("0s", "settle"), Ok(D::ZERO));
+        let e = parse_duration("10", "lookback").unwrap_err();
+        assert_eq!(e.message, "`10` has no unit");
+        assert!(e.help.contains("`lookback`"), "{}", e.help);
+        assert_eq!(
+            parse_duration("1.5h", "lookback").unwrap_err().message,
+            "`.5h` is not a duration unit in `1.5h`"
+        );
+        assert_eq!(
+            parse_duration("-5m", "lookback").unwrap_err().message,
+            "`-5m` is not a duration"
+        );
+        assert_eq!(
+            parse_duration("31d", "lookback").unwrap_err().message,
+            "`lookback` `31d` is longer than 30 days"
+        );
+        assert!(parse_duration("99999999999999999d", "lookback").is_err());
+    }
+
+    #[test]
     fn intervals_parse() {
         assert!(matches!(
             parse_interval("15m").unwrap(),
