@@ -269,6 +269,26 @@ impl Compiler<'_, '_> {
             (Some(OnDeleted::Soft), None) => (Some(DEFAULT_DELETED_COLUMN.to_string()), true),
             _ => (None, false),
         };
+        // The added deleted column must not be a column a mapping already writes.
+        if let (Some(col), true) = (&deleted_column, deleted_column_added) {
+            if let Some(i) = spec
+                .mappings
+                .iter()
+                .position(|m| m.destination.eq_ignore_ascii_case(col))
+            {
+                self.push(
+                    Diagnostic::new(
+                        Code::DuplicateDestination,
+                        ctx.at(&["mappings", &i.to_string(), "destination"]),
+                        format!(
+                            "column `{}` is also where `on_deleted: soft` marks deleted records, as `IsDeleted` is not mapped",
+                            spec.mappings[i].destination
+                        ),
+                    )
+                    .help("map `IsDeleted` to the deleted column of your choice, rename this column, or use `on_deleted: hard`"),
+                );
+            }
+        }
         Some(DestinationPlan {
             connection,
             kind,
