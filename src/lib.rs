@@ -11,7 +11,8 @@
 //! - [`yaml`]: YAML with a position on every node, bounded in depth and alias copies;
 //! - [`path`]: field paths, where a mapping reads its value in a row;
 //! - [`http`]: the one HTTP client, its limits (no redirects, bounded answers, one origin,
-//!   https but to loopback);
+//!   https but to loopback), and each connection's concurrency and rate limits
+//!   ([`http::limit`]);
 //!
 //! The file format and what it compiles to:
 //! - [`config`]: `ebb.yaml` and `models/*.yaml` as serde types, and finding and reading them;
@@ -22,13 +23,17 @@
 //!   as diagnostics;
 //!
 //! Running a plan:
-//! - [`source`]: warehouses streaming a query's rows as Arrow batches;
+//! - [`salesforce`]: the Salesforce connection layer both directions share: OAuth tokens,
+//!   one connection's limits, call counting and requests;
+//! - [`source`]: warehouses streaming a query's rows as Arrow batches, and Salesforce
+//!   objects read the same way (REST or Bulk API 2.0 query);
 //! - [`map`]: source rows to destination records (paths, transforms, exact JSON, hashes),
 //!   and why a row cannot be sent (typed causes behind each row error's stable code);
 //! - [`destination`]: where records are delivered (Salesforce, an HTTP endpoint, files), with
 //!   per-connection limits and retries;
 //! - [`state`]: snapshots, run history and row errors (SQLite or PostgreSQL);
-//! - [`engine`]: one run of one model: diff against the snapshot, deliver, record;
+//! - [`engine`]: one run of one model: diff against the snapshot, deliver, record; why a
+//!   run failed is an [`engine::RunError`];
 //!
 //! Programs:
 //! - [`daemon`]: `ebb daemon`: schedules, hot reload, the HTTP API, graceful shutdown;
@@ -49,6 +54,7 @@ pub mod map;
 pub mod path;
 pub mod plan;
 pub mod redact;
+pub mod salesforce;
 pub mod sandbox;
 pub mod schedule;
 pub mod schema;

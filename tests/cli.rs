@@ -791,9 +791,10 @@ fn ten_thousand_errors_validate_in_seconds() {
         let r = ebb_bounded(dir.path(), &["validate", "--format", format], &[], 60);
         assert_eq!(r.code, Some(1), "{}", r.err);
         // About 2 s on an idle machine (the quadratic code took 17 s for the keys alone);
-        // the bound leaves room for a loaded CI machine. The exact guard is the unit test
+        // the bound leaves room for a loaded machine (16.6 s seen with four builds beside it
+        // on 2 cores). The exact guard is the unit test
         // `many_diagnostics_cost_one_line_index_per_file`, which counts work, not time.
-        assert!(r.secs < 15.0, "--format {format} took {:.1}s", r.secs);
+        assert!(r.secs < 45.0, "--format {format} took {:.1}s", r.secs);
         if format == "human" {
             assert!(
                 r.out.contains("failed: 14999 errors"),

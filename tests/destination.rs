@@ -463,7 +463,7 @@ async fn an_unusable_file_directory_is_an_error_naming_it() {
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("taken"), "a file, not a directory").unwrap();
     let err = match Destination::open("out", &file_spec("taken/sub"), project.path(), "m", 1).await {
-        Err(e) => e,
+        Err(e) => e.to_string(),
         Ok(_) => panic!("a directory under a file was opened"),
     };
     assert!(
@@ -609,7 +609,7 @@ async fn the_file_destination_does_not_write_through_symbolic_links() {
     std::os::unix::fs::symlink(outside.path(), project.path().join("exports")).unwrap();
     for path in ["exports", "exports/jsonl"] {
         let err = match Destination::open("out", &file_spec(path), project.path(), "contacts", 5).await {
-            Err(e) => e,
+            Err(e) => e.to_string(),
             Ok(_) => panic!("{path}: opened through a link"),
         };
         assert!(

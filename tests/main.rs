@@ -25,6 +25,9 @@ mod snowflake_server; // an in-process Snowflake SQL API v2 server
 #[cfg(feature = "duckdb")]
 mod source_duckdb; // the DuckDB source against a real embedded database
 mod source_postgres; // the PostgreSQL source against the real server
+mod source_salesforce; // the Salesforce source against the sandbox: REST and Bulk 2.0 query, windows, faults
 mod source_snowflake; // the Snowflake source against that server
 mod state; // the state store, one suite for SQLite and PostgreSQL
 mod sync; // `ebb run` end to end: the delivery contract, crash safety, faults, both state stores
+#[cfg(feature = "duckdb")]
+mod table; // warehouse tables as a destination: DuckDB and PostgreSQL, upsert/append/mirror, deletes, one DuckDB writer

@@ -1,5 +1,7 @@
-//! `ebb sandbox` driven by an independent Salesforce client: simple-salesforce (Python),
-//! running `tests/clients/simple_salesforce_check.py` against a sandbox started here. The
+//! `ebb sandbox` driven by an independent Salesforce client: simple-salesforce (Python)
+//! over REST (queries with datetime filters included), Collections and Bulk API 2.0
+//! ingest and query jobs, running `tests/clients/simple_salesforce_check.py` against a
+//! sandbox started here. The
 //! script asserts each answer as a real org gives it; this test asserts it passed and what
 //! it left in the org.
 //!
@@ -127,7 +129,14 @@ fn simple_salesforce_works_against_the_sandbox() {
     // One token for the client, one refused for the wrong secret.
     assert_eq!(sandbox.calls_to("token"), 2);
     assert!(sandbox.calls_to("bulk") >= 5, "{}", sandbox.calls_to("bulk"));
-    // Pages of 2: query_all of 4 records (2 calls), one query, queryAll of 5 (3 calls), and
-    // one queryAll of 1: the client followed nextRecordsUrl.
-    assert_eq!(sandbox.calls_to("query"), 7);
+    // Pages of 2: query_all of 4 records (2 calls), one query, queryAll of 5 (3 calls), one
+    // queryAll of 1; then with a datetime filter query_all of 6 (3 calls), queryAll of 7 (4
+    // calls) and one empty: the client followed nextRecordsUrl.
+    assert_eq!(sandbox.calls_to("query"), 15);
+    // Bulk 2.0 query jobs: create, polls, three and three result pages.
+    assert!(
+        sandbox.calls_to("bulk") >= 5 + 2 * 2 + 6,
+        "{}",
+        sandbox.calls_to("bulk")
+    );
 }

@@ -23,6 +23,27 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Why the export's directory or file could not be made or written. Each names its path.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// `path:` does not expand (a variable is unset).
+    #[error("`path: {path}`: {why}")]
+    Path { path: String, why: String },
+    /// The export directory cannot be created, or a part of it is a link or a file.
+    #[error("cannot create directory `{}`: {why}", .dir.display())]
+    CreateDir { dir: PathBuf, why: String },
+    /// Writing, flushing or fsyncing the file failed.
+    #[error("cannot write `{}`: {source}", .file.display())]
+    Write {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blocking task doing the IO failed (it panicked).
+    #[error("writing `{}` failed: {why}", .file.display())]
+    Task { file: PathBuf, why: String },
+}
+
 /// An open `file` connection for one run of one model.
 #[derive(Debug)]
 pub struct FileDestination {
@@ -36,8 +57,11 @@ pub struct FileDestination {
 impl FileDestination {
     /// Prepares run `run_id` of `model`: creates the directory (`c.path`, relative to
     /// `project_dir`, `${VAR}` expanded) if it is missing.
-    pub async fn open(c: &FileConnection, project_dir: &Path, model: &str, run_id: i64) -> Result<Self, String> {
-        let dir = project_dir.join(expand_env(&c.path).map_err(|e| format!("`path: {}`: {e}", c.path))?);
+    pub async fn open(c: &FileConnection, project_dir: &Path, model: &str, run_id: i64) -> Result<Self, FileError> {
+        let dir = project_dir.join(expand_env(&c.path).map_err(|e| FileError::Path {
+            path: c.path.clone(),
+            why: e.to_string(),
+        })?);
         let path = dir.join(format!("{model}-{run_id}.jsonl"));
         // The directories ebb checks are those inside the project (or, for a path outside
         // it, the last one): none may be a symbolic link, lest the export land elsewhere.
@@ -47,7 +71,10 @@ impl FileDestination {
         let start = base.clone();
         tokio::task::spawn_blocking(move || create_dirs_no_links(&start, &rel))
             .await
-            .map_err(|e| format!("cannot create directory `{}`: {e}", shown.display()))??;
+            .map_err(|e| FileError::CreateDir {
+                dir: shown,
+                why: e.to_string(),
+            })??;
         Ok(FileDestination {
             path,
             dir_check: Box::new((base, dir)),
@@ -78,12 +105,12 @@ impl FileDestination {
             f.flush()
         })
         .await
-        .map_err(SendError::Fatal)?;
+        .map_err(|e| SendError::Fatal(e.to_string()))?;
         Ok(vec![Outcome::Confirmed { record_id: None }; batch.records.len()])
     }
 
     /// Fsyncs and closes the file (and its directory entry), if the run wrote one.
-    pub async fn finish(&self) -> Result<(), String> {
+    pub async fn finish(&self) -> Result<(), FileError> {
         let file = self.file.clone();
         let path = self.path.clone();
         self.blocking(move || {
@@ -103,12 +130,17 @@ impl FileDestination {
     }
 
     /// Runs `io` on the blocking pool; an error names the file.
-    async fn blocking(&self, io: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> Result<(), String> {
-        let shown = self.path.display().to_string();
+    async fn blocking(&self, io: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> Result<(), FileError> {
         match tokio::task::spawn_blocking(io).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("cannot write `{shown}`: {e}")),
-            Err(e) => Err(format!("writing `{shown}` failed: {e}")),
+            Ok(Err(source)) => Err(FileError::Write {
+                file: self.path.clone(),
+                source,
+            }),
+            Err(e) => Err(FileError::Task {
+                file: self.path.clone(),
+                why: e.to_string(),
+            }),
         }
     }
 }
@@ -133,9 +165,9 @@ fn link_error(link: &Path) -> std::io::Error {
 
 /// Creates `base/rel` one directory at a time, refusing any component of `rel` that is a
 /// symbolic link (`..` steps back up a directory already checked).
-fn create_dirs_no_links(base: &Path, rel: &Path) -> Result<(), String> {
+fn create_dirs_no_links(base: &Path, rel: &Path) -> Result<(), FileError> {
     let dir = base.join(rel);
-    let fail = |why: String| format!("cannot create directory `{}`: {why}", dir.display());
+    let fail = |why: String| FileError::CreateDir { dir: dir.clone(), why };
     let mut at = base.to_path_buf();
     for part in rel.components() {
         at.push(part);

@@ -21,10 +21,10 @@
 //! [`super::retry`]'s business, not this module's. Messages show the URL as configured, so
 //! a secret passed as `${VAR}` in it is not printed.
 
-use super::limit::Limits;
-use super::{Batch, Outcome, SendError};
+use super::{Batch, OpenError, Outcome, SendError};
 use crate::config::env::expand_env;
 use crate::config::project::HttpConnection;
+use crate::http::limit::Limits;
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -61,30 +61,37 @@ pub struct HttpDestination {
 impl HttpDestination {
     /// Resolves connection `name`: expands `${VAR}` in the URL and header values, checks
     /// them, and joins the connection's shared limits.
-    pub fn new(name: &str, c: &HttpConnection) -> Result<Self, String> {
+    pub fn new(name: &str, c: &HttpConnection) -> Result<Self, OpenError> {
         let shown_url = c.url.clone();
-        let expanded = expand_env(&c.url).map_err(|e| format!("connection `{name}`: `url`: {e}"))?;
+        let expanded = expand_env(&c.url).map_err(|e| OpenError::setting(name, format!("`url`: {e}")))?;
         let url = reqwest::Url::parse(&expanded)
-            .map_err(|e| format!("connection `{name}`: `{shown_url}` is not a URL: {e}"))?;
+            .map_err(|e| OpenError::setting(name, format!("`{shown_url}` is not a URL: {e}")))?;
         match url.scheme() {
             "https" => {}
             "http" if url.host().is_some_and(|h| crate::http::is_loopback(&h)) => {}
             "http" => {
-                return Err(format!(
-                    "connection `{name}`: `{shown_url}` uses plain http, which is only allowed on loopback hosts; use https"
+                return Err(OpenError::setting(
+                    name,
+                    format!("`{shown_url}` uses plain http, which is only allowed on loopback hosts; use https"),
                 ))
             }
-            other => return Err(format!("connection `{name}`: `{shown_url}` is a `{other}` URL, not http(s)")),
+            other => {
+                return Err(OpenError::setting(
+                    name,
+                    format!("`{shown_url}` is a `{other}` URL, not http(s)"),
+                ))
+            }
         }
 
         let mut headers = HeaderMap::new();
         for (key, value) in &c.headers {
             let header = HeaderName::from_bytes(key.as_bytes())
-                .map_err(|_| format!("connection `{name}`: header `{key}`: not a valid header name"))?;
-            let expanded = expand_env(value).map_err(|e| format!("connection `{name}`: header `{key}`: {e}"))?;
+                .map_err(|_| OpenError::setting(name, format!("header `{key}`: not a valid header name")))?;
+            let expanded = expand_env(value).map_err(|e| OpenError::setting(name, format!("header `{key}`: {e}")))?;
             // The value is not quoted: it may hold a secret.
-            let mut v = HeaderValue::from_str(&expanded)
-                .map_err(|_| format!("connection `{name}`: header `{key}`: the value is not a valid header value"))?;
+            let mut v = HeaderValue::from_str(&expanded).map_err(|_| {
+                OpenError::setting(name, format!("header `{key}`: the value is not a valid header value"))
+            })?;
             v.set_sensitive(crate::config::env::has_reference(value));
             headers.insert(header, v);
         }
@@ -93,13 +100,16 @@ impl HttpDestination {
         }
 
         let rate = match &c.rate_limit {
-            Some(text) => Some(super::limit::parse_rate(text).ok_or_else(|| {
-                format!("connection `{name}`: `rate_limit: {text}` is not a rate limit (write e.g. `1000/hour`)")
+            Some(text) => Some(crate::http::limit::parse_rate(text).ok_or_else(|| {
+                OpenError::setting(
+                    name,
+                    format!("`rate_limit: {text}` is not a rate limit (write e.g. `1000/hour`)"),
+                )
             })?),
             None => None,
         };
         let max_concurrency = c.max_concurrency.map_or(DEFAULT_MAX_CONCURRENCY, |n| n.max(1) as usize);
-        let client = crate::http::client().map_err(|e| format!("connection `{name}`: {e}"))?;
+        let client = crate::http::client().map_err(|e| OpenError::setting(name, e.to_string()))?;
         Ok(HttpDestination {
             name: name.to_string(),
             shown_url,
@@ -559,22 +569,23 @@ mod tests {
 
     #[test]
     fn configuration_errors_name_the_connection() {
-        let err = HttpDestination::new("crm", &connection("http://example.com/hook")).unwrap_err();
+        let open = |c: &HttpConnection| HttpDestination::new("crm", c).unwrap_err().to_string();
+        let err = open(&connection("http://example.com/hook"));
         assert!(
             err.starts_with("connection `crm`:") && err.contains("plain http"),
             "{err}"
         );
-        let err = HttpDestination::new("crm", &connection("not a url")).unwrap_err();
+        let err = open(&connection("not a url"));
         assert!(err.contains("`not a url` is not a URL"), "{err}");
 
         let mut c = connection("https://example.com/${EBB_TEST_SURELY_UNSET_URL_VAR}");
-        let err = HttpDestination::new("crm", &c).unwrap_err();
+        let err = open(&c);
         assert!(err.contains("EBB_TEST_SURELY_UNSET_URL_VAR` is not set"), "{err}");
 
         c.url = "https://example.com/hook".into();
         c.headers
             .insert("Authorization".into(), "Bearer ${EBB_TEST_SURELY_UNSET_TOKEN}".into());
-        let err = HttpDestination::new("crm", &c).unwrap_err();
+        let err = open(&c);
         assert_eq!(
             err,
             "connection `crm`: header `Authorization`: environment variable `EBB_TEST_SURELY_UNSET_TOKEN` is not set"
@@ -582,7 +593,7 @@ mod tests {
 
         c.headers.clear();
         c.rate_limit = Some("lots".into());
-        let err = HttpDestination::new("crm", &c).unwrap_err();
+        let err = open(&c);
         assert!(err.starts_with("connection `crm`: `rate_limit: lots`"), "{err}");
     }
 }

@@ -5,16 +5,17 @@
 //! [`SendError`] for the batch as a whole. A transient error is retried by
 //! [`retry::deliver`] with exponential backoff and jitter, honouring `Retry-After`; a fatal
 //! one stops the run. Requests on one connection share its concurrency and rate limits
-//! ([`limit`]), whichever model sends them.
+//! ([`crate::http::limit`]), whichever model sends them.
 //!
 //! Destinations now: `http` (a generic JSON webhook) and `file` (JSON Lines, one file per
-//! run).
+//! run). [`table`] writes warehouse tables (DuckDB, PostgreSQL) for inbound syncs; it has
+//! its own interface (rows of typed values, one transaction per call), not `Batch`.
 
 pub mod file;
 pub mod http;
-pub mod limit;
 pub mod retry;
 pub mod salesforce;
+pub mod table;
 
 use crate::config::ConnectionSpec;
 use std::path::Path;
@@ -97,6 +98,39 @@ pub enum SendError {
     Fatal(String),
 }
 
+/// Why a destination could not be opened for a run (before anything is sent).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A setting of the connection is unusable (a URL, a header, a rate limit, a variable
+    /// unset).
+    #[error("connection `{connection}`: {why}")]
+    Setting { connection: String, why: String },
+    /// A Salesforce connection's settings give no credentials or client.
+    #[error(transparent)]
+    Salesforce(#[from] crate::salesforce::auth::ConnectionError),
+    /// The export directory of a `file` connection.
+    #[error(transparent)]
+    File(#[from] file::FileError),
+    /// The model names no Salesforce object to deliver to.
+    #[error("connection `{connection}`: the model names no Salesforce object")]
+    NoObject { connection: String },
+    /// The connection is of a kind ebb does not deliver to.
+    #[error("connection `{connection}`: delivering to a {kind} connection is not built yet")]
+    Unsupported {
+        connection: String,
+        kind: crate::config::ConnectionType,
+    },
+}
+
+impl OpenError {
+    pub(crate) fn setting(connection: &str, why: impl Into<String>) -> OpenError {
+        OpenError::Setting {
+            connection: connection.to_string(),
+            why: why.into(),
+        }
+    }
+}
+
 /// A batch's result: one outcome per record, in order, and the requests it took.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
@@ -121,16 +155,16 @@ impl Destination {
         project_dir: &Path,
         model: &str,
         run_id: i64,
-    ) -> Result<Destination, String> {
+    ) -> Result<Destination, OpenError> {
         match spec {
             ConnectionSpec::Http(c) => Ok(Destination::Http(http::HttpDestination::new(name, c)?)),
             ConnectionSpec::File(c) => Ok(Destination::File(
                 file::FileDestination::open(c, project_dir, model, run_id).await?,
             )),
-            other => Err(format!(
-                "connection `{name}`: delivering to a {} connection is not built yet",
-                other.kind()
-            )),
+            other => Err(OpenError::Unsupported {
+                connection: name.to_string(),
+                kind: other.kind(),
+            }),
         }
     }
 
@@ -140,7 +174,7 @@ impl Destination {
         spec: &ConnectionSpec,
         project_dir: &Path,
         run_id: i64,
-    ) -> Result<Destination, String> {
+    ) -> Result<Destination, OpenError> {
         let d = &plan.destination;
         match spec {
             ConnectionSpec::Salesforce(c) => Ok(Destination::Salesforce(Box::new(
@@ -212,7 +246,7 @@ impl Destination {
     }
 
     /// Ends the run's delivery (the file destination flushes and closes its file).
-    pub async fn finish(&self) -> Result<(), String> {
+    pub async fn finish(&self) -> Result<(), file::FileError> {
         match self {
             Destination::Http(_) | Destination::Salesforce(_) => Ok(()),
             Destination::File(d) => d.finish().await,

@@ -6,8 +6,9 @@
 //! It does not choose what goes into a batch nor how many batches are under way; that is
 //! [`super::deliver`]'s.
 
+use super::error::RunError;
 use super::spill::Spilled;
-use super::writer::{write_via, WriteRequest};
+use super::writer::{write_via, WriteError, WriteRequest};
 use crate::config::Mode;
 use crate::destination::retry::{self, RetryPolicy};
 use crate::destination::{Batch, Destination, Op, Outcome, Record};
@@ -48,7 +49,7 @@ pub(super) struct Turn {
 }
 
 impl BatchSender {
-    async fn write(&self, writes: Vec<StateWrite>) -> Result<(), String> {
+    async fn write(&self, writes: Vec<StateWrite>) -> Result<(), WriteError> {
         write_via(&self.writer, writes).await
     }
 
@@ -79,7 +80,7 @@ impl BatchSender {
                 })])
                 .await
             {
-                result.failure = Some(e);
+                result.failure = Some(e.into());
                 return result;
             }
             // The payloads move into the batch; only their hashes are kept aside.
@@ -112,21 +113,22 @@ impl BatchSender {
                 Ok(d) => d,
                 Err(failed) => {
                     result.api_calls = failed.api_calls;
-                    result.failure = Some(format!(
-                        "batch {batch_no} ({} records) to `{}`: {failed}; its rows are sent again by the next run",
-                        records.len(),
-                        self.plan.destination.connection
-                    ));
+                    result.failure = Some(RunError::Batch {
+                        batch: batch_no,
+                        records: records.len(),
+                        connection: self.plan.destination.connection.clone(),
+                        source: failed,
+                    });
                     return result;
                 }
             };
             result.api_calls = delivered.api_calls;
             if delivered.outcomes.len() != records.len() {
-                result.failure = Some(format!(
-                    "batch {batch_no}: the destination answered for {} records out of {}",
-                    delivered.outcomes.len(),
-                    records.len()
-                ));
+                result.failure = Some(RunError::Miscounted {
+                    batch: batch_no,
+                    answered: delivered.outcomes.len(),
+                    records: records.len(),
+                });
                 return result;
             }
             // Rows of the model advance the snapshot; rows that left it leave the snapshot.
@@ -180,7 +182,7 @@ impl BatchSender {
                     // The answer was not recorded: the batch stays in flight and is sent again.
                     result.confirmed = 0;
                     result.rejected = 0;
-                    result.failure = Some(e);
+                    result.failure = Some(e.into());
                 }
             }
             result
@@ -195,7 +197,7 @@ pub(super) struct BatchResult {
     pub(super) confirmed: i64,
     pub(super) rejected: i64,
     pub(super) api_calls: u64,
-    pub(super) failure: Option<String>,
+    pub(super) failure: Option<RunError>,
     /// What the committed answer changed in the snapshot: key hash → new payload hash, or
     /// `None` for a row that left it.
     pub(super) snapshot: Vec<(u128, Option<[u8; 16]>)>,

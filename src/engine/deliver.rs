@@ -8,6 +8,7 @@
 //! [`super::batch`]'s; the commits themselves are [`super::writer`]'s.
 
 use super::batch::{Answered, BatchResult, BatchSender, Turn};
+use super::error::RunError;
 use super::run::Run;
 use super::spill::{SpillReader, Spilled};
 use super::table::SnapTable;
@@ -25,7 +26,7 @@ const AWAITING_COMMIT: usize = 16;
 
 impl<'a> Run<'a> {
     /// Sends the spill in batches, up to the destination's concurrency at once.
-    pub(super) async fn deliver(&mut self, mut reader: SpillReader, table: &mut SnapTable) -> Result<(), String> {
+    pub(super) async fn deliver(&mut self, mut reader: SpillReader, table: &mut SnapTable) -> Result<(), RunError> {
         let plan = self.cfg.plan;
         let d = &plan.destination;
         let spec = self
@@ -33,12 +34,15 @@ impl<'a> Run<'a> {
             .project
             .connections
             .get(&d.connection)
-            .ok_or_else(|| format!("connection `{}` is not defined", d.connection))?;
+            .ok_or_else(|| RunError::NoConnection(d.connection.clone()))?;
         let dest = if self.cfg.progress.to_send.load(Ordering::Relaxed) > 0 {
             Some(Arc::new(
                 Destination::open_for(plan, spec, self.cfg.project_dir, self.cfg.run_id)
                     .await
-                    .map_err(|e| format!("destination `{}`: {e}", d.connection))?,
+                    .map_err(|source| RunError::Open {
+                        connection: d.connection.clone(),
+                        source,
+                    })?,
             ))
         } else {
             None
@@ -78,7 +82,7 @@ impl<'a> Run<'a> {
                 break; // no new batches; those in flight end below
             }
             if self.cfg.opts.stopping() {
-                self.failure = Some("stopped before the end (shutdown): the next run sends the rest".into());
+                self.failure = Some(RunError::Stopped);
                 break;
             }
             // Fill the next batch (or reach the end of the spill).
@@ -87,7 +91,7 @@ impl<'a> Run<'a> {
                 match reader
                     .next_record()
                     .await
-                    .map_err(|e| format!("cannot read the spill file: {e}"))?
+                    .map_err(RunError::spill("read the spill file"))?
                 {
                     None => {
                         at_end = true;
@@ -128,7 +132,7 @@ impl<'a> Run<'a> {
             match next {
                 Some(records) => {
                     let (Some(dest), Some(sender)) = (dest.as_ref(), sender.as_ref()) else {
-                        return Err("internal: records to send but no destination".into());
+                        return Err(RunError::NoDestination);
                     };
                     batch_no += 1;
                     if !self.diff.forced.is_empty() {
@@ -146,11 +150,7 @@ impl<'a> Run<'a> {
                     let op = records[0].op.expect("batches hold sent records");
                     let ids = if dest.wants_record_ids(op) {
                         let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-                        self.cfg
-                            .store
-                            .record_ids(&plan.name, &keys)
-                            .await
-                            .map_err(|e| e.to_string())?
+                        self.cfg.store.record_ids(&plan.name, &keys).await?
                     } else {
                         HashMap::new()
                     };
@@ -193,7 +193,7 @@ impl<'a> Run<'a> {
         drop(in_flight);
         drop(sender);
         if self.lost.is_some_and(|l| l.load(Ordering::SeqCst)) && self.failure.is_none() {
-            self.failure = Some("another process took the run lock over (this one's heartbeat stopped?)".into());
+            self.failure = Some(RunError::LockLost);
         }
         if self.failure.is_none() && !forget.is_empty() {
             self.forget(forget, table).await?;
@@ -202,9 +202,11 @@ impl<'a> Run<'a> {
             if let Some(calls) = dest.calls() {
                 self.counts.api_calls = calls as i64;
             }
-            if let Err(e) = dest.finish().await {
-                self.failure
-                    .get_or_insert(format!("destination `{}`: {e}", d.connection));
+            if let Err(source) = dest.finish().await {
+                self.failure.get_or_insert(RunError::Finish {
+                    connection: d.connection.clone(),
+                    source,
+                });
             }
         }
         Ok(())
@@ -249,7 +251,7 @@ impl<'a> Run<'a> {
 /// A batch task's result; a task that panicked fails the run (its rows stay in flight).
 fn joined(done: Result<BatchResult, tokio::task::JoinError>) -> BatchResult {
     done.unwrap_or_else(|e| BatchResult {
-        failure: Some(format!("a batch's task failed (a bug in ebb): {e}")),
+        failure: Some(RunError::BatchTask(e)),
         ..BatchResult::default()
     })
 }

@@ -7,6 +7,7 @@
 //! It sends nothing and changes no snapshot: whether the run goes on is [`super::guard`]'s
 //! call, and sending is [`super::deliver`]'s.
 
+use super::error::RunError;
 use super::pool::EncodePool;
 use super::run::Run;
 use super::snapshot::Forced;
@@ -91,7 +92,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    async fn invalid(&mut self, key: String, e: RowError) -> Result<(), String> {
+    async fn invalid(&mut self, key: String, e: RowError) -> Result<(), RunError> {
         self.counts.invalid += 1;
         self.sample("invalid", || format!("{key}: {} ({})", e.message, e.code));
         self.diff.pending_errors.push(RowErrorEntry {
@@ -113,33 +114,31 @@ impl<'a> Run<'a> {
         key_payload(self.cfg.plan, key, clear)
     }
 
-    pub(super) async fn read_model(&mut self, table: &mut SnapTable, spill: &mut SpillWriter) -> Result<(), String> {
+    pub(super) async fn read_model(&mut self, table: &mut SnapTable, spill: &mut SpillWriter) -> Result<(), RunError> {
         let plan = self.cfg.plan;
         let Some(query) = &plan.source.query else {
-            return Err(format!(
-                "reading {} `{}` comes with the {} connector",
-                plan.source.kind,
-                plan.source.object.as_deref().unwrap_or("?"),
-                plan.source.kind
-            ));
+            return Err(RunError::NoQuery {
+                kind: plan.source.kind,
+                object: plan.source.object.as_deref().unwrap_or("?").to_string(),
+            });
         };
         let spec = self
             .cfg
             .project
             .connections
             .get(&plan.source.connection)
-            .ok_or_else(|| format!("connection `{}` is not defined", plan.source.connection))?;
-        let context = |e: &dyn std::fmt::Display| {
-            format!(
-                "reading the model from `{}` ({}): {e}",
-                plan.source.connection, plan.source.kind
-            )
+            .ok_or_else(|| RunError::NoConnection(plan.source.connection.clone()))?;
+        let context = |source| RunError::Source {
+            connection: plan.source.connection.clone(),
+            kind: plan.source.kind,
+            source,
         };
-        let source = Source::open(spec, self.cfg.project_dir).map_err(|e| context(&e))?;
-        let mut stream = source.query(query, READ_BATCH).await.map_err(|e| context(&e))?;
-        let mapper = RowMapper::new(plan, stream.schema()).map_err(|missing| {
-            let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
-            context(&format!("the query returns no column {}", names.join(", ")))
+        let source = Source::open(spec, self.cfg.project_dir).map_err(context)?;
+        let mut stream = source.query(query, READ_BATCH).await.map_err(context)?;
+        let mapper = RowMapper::new(plan, stream.schema()).map_err(|missing| RunError::MissingColumns {
+            connection: plan.source.connection.clone(),
+            kind: plan.source.kind,
+            missing,
         })?;
         // Batches are encoded on worker threads and classified here, in order.
         let mut pool = EncodePool::start(Arc::new(mapper), ENCODE_THREADS);
@@ -148,12 +147,12 @@ impl<'a> Run<'a> {
         let mut ready: BTreeMap<u64, Encoded> = BTreeMap::new();
         loop {
             if self.cfg.opts.stopping() {
-                return Err("stopped while reading the model (shutdown); nothing was sent".into());
+                return Err(RunError::StoppedReading);
             }
             if !eof && submitted - next < ENCODE_AHEAD {
                 match stream.next().await {
                     Some(batch) => {
-                        pool.submit(submitted, batch.map_err(|e| context(&e))?).await?;
+                        pool.submit(submitted, batch.map_err(context)?).await?;
                         submitted += 1;
                         continue;
                     }
@@ -183,7 +182,7 @@ impl<'a> Run<'a> {
         table: &mut SnapTable,
         cx: &mut Classify,
         spill: &mut SpillWriter,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         let mode = self.cfg.plan.destination.mode;
         let op = match mode {
             // `append` is for table destinations, whose writer is not in this engine yet.
@@ -291,7 +290,7 @@ impl<'a> Run<'a> {
                     spill
                         .push(Some(op), kh, ph, key, payload)
                         .await
-                        .map_err(|e| format!("cannot write the spill file: {e}"))?;
+                        .map_err(RunError::spill("write the spill file"))?;
                 }
                 *self.diff.per_op.entry(op).or_default() += 1;
                 self.cfg.progress.to_send.fetch_add(1, Ordering::Relaxed);
@@ -332,7 +331,7 @@ impl<'a> Run<'a> {
         table: &SnapTable,
         spill: &mut SpillWriter,
         fresh: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         let mode = self.cfg.plan.destination.mode;
         let action = match (mode, self.cfg.plan.destination.on_removed) {
             (Mode::Delete, _) => None,
@@ -354,7 +353,7 @@ impl<'a> Run<'a> {
                 }
             };
             let (scanned, ()) = tokio::join!(scan, collect);
-            scanned.map_err(|e| e.to_string())?;
+            scanned?;
         }
         // In flight but never confirmed, and gone from the model.
         for (kh, f) in &self.diff.forced {
@@ -383,7 +382,7 @@ impl<'a> Run<'a> {
                 }
                 None => spill.push(None, kh, [0; 16], &key, "").await,
             }
-            .map_err(|e| format!("cannot write the spill file: {e}"))?;
+            .map_err(RunError::spill("write the spill file"))?;
             if action.is_some() {
                 self.cfg.progress.to_send.fetch_add(1, Ordering::Relaxed);
             }
@@ -393,7 +392,7 @@ impl<'a> Run<'a> {
 
     /// Once the model is read: every row of a duplicated key gets its error, and the errors
     /// still pending are committed with those of earlier runs cleared.
-    pub(super) async fn record_errors(&mut self) -> Result<(), String> {
+    pub(super) async fn record_errors(&mut self) -> Result<(), RunError> {
         for (_, d) in std::mem::take(&mut self.diff.dups) {
             self.diff.pending_errors.push(RowErrorEntry {
                 key: d.key.clone(),

@@ -26,11 +26,13 @@
 //! - `guard.rs`: refuse a run that changes too much;
 //! - `deliver.rs`: the spill cut into batches and the pipeline of batches under way;
 //! - `batch.rs`: one batch, in flight, sent and its answer committed;
-//! - `writer.rs`: the task committing the run's state writes, grouped.
+//! - `writer.rs`: the task committing the run's state writes, grouped;
+//! - `error.rs`: [`RunError`], why a run failed or was refused.
 
 mod batch;
 mod deliver;
 mod diff;
+mod error;
 mod guard;
 pub mod pool;
 mod run;
@@ -41,6 +43,10 @@ pub mod table;
 pub mod testing;
 mod writer;
 
+pub use writer::WriteError;
+
+pub use error::RunError;
+pub use pool::EncodeError;
 pub use run::{destination_identity, health, plural, run, Progress, RunOptions, RunReport, Status};
 
 /// Errors (or forgotten keys) written per transaction while reading and delivering.

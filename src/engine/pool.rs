@@ -8,7 +8,18 @@ use arrow::record_batch::RecordBatch;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-type Done = (u64, Result<Encoded, String>);
+type Done = (u64, Result<Encoded, EncodeError>);
+
+/// Why a batch came back unencoded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EncodeError {
+    /// The threads are gone (the pool was dropped, or a thread died).
+    #[error("the encoding threads stopped")]
+    Stopped,
+    /// Encoding panicked: a bug in ebb. Holds the panic's message.
+    #[error("encoding a batch failed (a bug in ebb): {0}")]
+    Panicked(String),
+}
 
 pub struct EncodePool {
     work: Option<mpsc::Sender<(u64, RecordBatch)>>,
@@ -50,7 +61,7 @@ impl EncodePool {
                                 .map(|s| s.to_string())
                                 .or_else(|| panic.downcast_ref::<String>().cloned())
                                 .unwrap_or_default();
-                            format!("encoding a batch failed (a bug in ebb): {what}")
+                            EncodeError::Panicked(what)
                         });
                         if done_tx.blocking_send((seq, result)).is_err() {
                             break;
@@ -68,22 +79,19 @@ impl EncodePool {
     }
 
     /// Hands batch `seq` to a worker (waits while they are all busy and the queue is full).
-    pub async fn submit(&self, seq: u64, batch: RecordBatch) -> Result<(), String> {
+    pub async fn submit(&self, seq: u64, batch: RecordBatch) -> Result<(), EncodeError> {
         match &self.work {
-            Some(w) => w
-                .send((seq, batch))
-                .await
-                .map_err(|_| "the encoding threads stopped".to_string()),
-            None => Err("the encoding threads stopped".into()),
+            Some(w) => w.send((seq, batch)).await.map_err(|_| EncodeError::Stopped),
+            None => Err(EncodeError::Stopped),
         }
     }
 
     /// The next batch encoded, in the order the workers finish.
-    pub async fn recv(&mut self) -> Result<(u64, Encoded), String> {
+    pub async fn recv(&mut self) -> Result<(u64, Encoded), EncodeError> {
         match self.done.recv().await {
             Some((seq, Ok(enc))) => Ok((seq, enc)),
             Some((_, Err(e))) => Err(e),
-            None => Err("the encoding threads stopped".into()),
+            None => Err(EncodeError::Stopped),
         }
     }
 

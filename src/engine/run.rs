@@ -8,6 +8,7 @@
 //! outcome into a [`Status`].
 
 use super::diff::DiffState;
+use super::error::RunError;
 use super::spill::SpillWriter;
 use super::table::SnapTable;
 use super::writer::{writer_loop, Ctx, WriteRequest};
@@ -168,7 +169,7 @@ pub async fn run(
         );
         match run.execute().await {
             Ok(()) => report.status = Status::DryRun,
-            Err(e) => report.error = Some(e),
+            Err(e) => report.error = Some(e.to_string()),
         }
         report.counts = run.counts;
         report.samples = run.samples;
@@ -268,8 +269,8 @@ pub async fn run(
         }
     };
     let (status, error) = match outcome {
-        Ok(()) if run.aborted.is_some() => (Status::Aborted, run.aborted.clone()),
-        Ok(()) if run.failure.is_some() => (Status::Failed, run.failure.clone()),
+        Ok(()) if run.aborted.is_some() => (Status::Aborted, run.aborted.as_ref().map(RunError::to_string)),
+        Ok(()) if run.failure.is_some() => (Status::Failed, run.failure.as_ref().map(RunError::to_string)),
         Ok(()) if run.counts.rejected > 0 || run.counts.invalid > 0 => (
             Status::Partial,
             Some(format!(
@@ -280,7 +281,7 @@ pub async fn run(
             )),
         ),
         Ok(()) => (Status::Succeeded, None),
-        Err(e) => (Status::Failed, Some(e)),
+        Err(e) => (Status::Failed, Some(e.to_string())),
     };
     if let Err(e) = store
         .finish_run(run_id, status.as_str(), run.counts, error.as_deref())
@@ -342,12 +343,12 @@ pub(super) struct Run<'a> {
     pub(super) notes: Vec<String>,
     pub(super) samples: BTreeMap<&'static str, Vec<String>>,
     /// Set when delivery failed: the run ends `failed`.
-    pub(super) failure: Option<String>,
+    pub(super) failure: Option<RunError>,
     /// The batch whose failure `failure` is, when it is a batch's: of several batches that
     /// fail, the run reports the first one's (answers settle in no fixed order).
     pub(super) failure_batch: Option<i64>,
     /// Set when the guard refused the run.
-    pub(super) aborted: Option<String>,
+    pub(super) aborted: Option<RunError>,
     pub(super) diff: DiffState,
     /// How long each phase took.
     pub(super) timings: Vec<(&'static str, Duration)>,
@@ -380,7 +381,7 @@ impl<'a> Run<'a> {
         &self.cfg.plan.name
     }
 
-    async fn execute(&mut self) -> Result<(), String> {
+    async fn execute(&mut self) -> Result<(), RunError> {
         let plan = self.cfg.plan;
         let name = plan.name.clone();
         // A snapshot belongs to one destination; keys an earlier run left in flight are
@@ -408,7 +409,7 @@ impl<'a> Run<'a> {
         // Read, map, hash, diff; spill what is to be sent.
         let mut spill = SpillWriter::create(&name)
             .await
-            .map_err(|e| format!("cannot create a spill file: {e}"))?;
+            .map_err(RunError::spill("create a spill file"))?;
         self.read_model(&mut table, &mut spill).await?;
         self.timings.push(("read_and_diff", phase.elapsed()));
         let phase = Instant::now();
@@ -425,9 +426,7 @@ impl<'a> Run<'a> {
                 self.notes
                     .push(format!("a real run would be refused by the guard: {why}"));
             } else {
-                self.aborted = Some(format!(
-                    "refused by the guard: {why}; nothing was sent (`ebb run {name} --force` sends anyway)"
-                ));
+                self.aborted = Some(RunError::Refused { model: name, why });
                 return Ok(());
             }
         }
@@ -438,7 +437,7 @@ impl<'a> Run<'a> {
         let reader = spill
             .finish()
             .await
-            .map_err(|e| format!("cannot read back the spill file: {e}"))?;
+            .map_err(RunError::spill("read back the spill file"))?;
         self.cfg.progress.delivering.store(true, Ordering::Relaxed);
         let phase = Instant::now();
         self.deliver(reader, &mut table).await?;

@@ -7,6 +7,7 @@
 //! It does not compare rows with the snapshot (that is [`super::diff`]) nor commit answers
 //! of the destination (that is [`super::batch`]).
 
+use super::error::RunError;
 use super::run::{destination_identity, Run};
 use super::table::{key_hash, SnapTable};
 use super::testing;
@@ -27,15 +28,10 @@ impl<'a> Run<'a> {
     /// Whether the snapshot belongs to the plan's destination. When the destination changed,
     /// what the old one confirmed does not count: the run is a full sync (`true`) and, unless
     /// it is a dry run, the old snapshot is forgotten. Records the destination for next time.
-    pub(super) async fn check_destination(&mut self) -> Result<bool, String> {
+    pub(super) async fn check_destination(&mut self) -> Result<bool, RunError> {
         let name = self.cfg.plan.name.clone();
         let identity = destination_identity(self.cfg.plan);
-        let known = self
-            .cfg
-            .store
-            .model_destination(&name)
-            .await
-            .map_err(|e| e.to_string())?;
+        let known = self.cfg.store.model_destination(&name).await?;
         let mut fresh = false;
         if let Some(old) = known.as_deref().filter(|old| *old != identity) {
             fresh = true;
@@ -49,22 +45,18 @@ impl<'a> Run<'a> {
                 }
             ));
             if !self.cfg.opts.dry_run {
-                self.cfg.store.forget(&name).await.map_err(|e| e.to_string())?;
+                self.cfg.store.forget(&name).await?;
             }
         }
         if !self.cfg.opts.dry_run && known.as_deref() != Some(identity.as_str()) {
-            self.cfg
-                .store
-                .set_model_destination(&name, &identity)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.cfg.store.set_model_destination(&name, &identity).await?;
         }
         Ok(fresh)
     }
 
     /// Keys of batches an earlier run sent without an answer: sent again whatever their hash.
-    pub(super) async fn load_inflight(&mut self) -> Result<(), String> {
-        for b in self.cfg.store.inflight(self.name()).await.map_err(|e| e.to_string())? {
+    pub(super) async fn load_inflight(&mut self) -> Result<(), RunError> {
+        for b in self.cfg.store.inflight(self.name()).await? {
             for key in b.keys {
                 self.diff.forced.insert(
                     key_hash(&key),
@@ -81,7 +73,7 @@ impl<'a> Run<'a> {
 
     /// In-flight records of earlier runs, once this run delivered: keeps the keys it did not
     /// settle.
-    pub(super) async fn settle_forced(&mut self) -> Result<(), String> {
+    pub(super) async fn settle_forced(&mut self) -> Result<(), RunError> {
         if self.diff.forced.values().any(|f| f.resolved) {
             let keep: Vec<String> = self
                 .diff
@@ -126,14 +118,9 @@ impl<'a> Run<'a> {
 
     /// Keeps the diff table for the next run, stamped with the snapshot's token, when it
     /// holds exactly what the state store holds; otherwise removes a stale copy.
-    pub(super) async fn save_table(&mut self, table: SnapTable) -> Result<(), String> {
+    pub(super) async fn save_table(&mut self, table: SnapTable) -> Result<(), RunError> {
         let path = self.table_path();
-        let now = self
-            .cfg
-            .store
-            .snapshot_token(self.name())
-            .await
-            .map_err(|e| e.to_string())?;
+        let now = self.cfg.store.snapshot_token(self.name()).await?;
         let (loaded, from_file) = self.loaded;
         let token = if self.failure.is_some() {
             None // an answer may be committed that the table lacks
@@ -177,30 +164,18 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    pub(super) async fn load_snapshot(&mut self) -> Result<SnapTable, String> {
-        let token = self
-            .cfg
-            .store
-            .snapshot_token(self.name())
-            .await
-            .map_err(|e| e.to_string())?;
+    pub(super) async fn load_snapshot(&mut self) -> Result<SnapTable, RunError> {
+        let token = self.cfg.store.snapshot_token(self.name()).await?;
         if let Some(t) = token {
             let (path, name) = (self.table_path(), self.cfg.plan.name.clone());
-            let cached = tokio::task::spawn_blocking(move || SnapTable::load(&path, &name, t))
-                .await
-                .map_err(|e| e.to_string())?;
+            let cached = tokio::task::spawn_blocking(move || SnapTable::load(&path, &name, t)).await?;
             if let Some(table) = cached {
                 self.loaded = (token, true);
                 return Ok(table);
             }
         }
         self.loaded = (token, false);
-        let rows = self
-            .cfg
-            .store
-            .snapshot_len(self.name())
-            .await
-            .map_err(|e| e.to_string())?;
+        let rows = self.cfg.store.snapshot_len(self.name()).await?;
         let mut table = SnapTable::with_rows(rows as usize);
         let (tx, mut rx) = mpsc::channel(4);
         let scan = self.cfg.store.scan_snapshot_keyed(self.name(), key_hash, tx);
@@ -215,13 +190,13 @@ impl<'a> Run<'a> {
             }
         };
         let (scanned, ()) = tokio::join!(scan, fill);
-        scanned.map_err(|e| e.to_string())?;
+        scanned?;
         Ok(table)
     }
 
     /// Keys that left the model and are not deleted from the destination leave the
     /// snapshot, in the store and in the table.
-    pub(super) async fn forget(&self, keys: Vec<String>, table: &mut SnapTable) -> Result<(), String> {
+    pub(super) async fn forget(&self, keys: Vec<String>, table: &mut SnapTable) -> Result<(), RunError> {
         let hashes: Vec<u128> = keys.iter().map(|k| key_hash(k)).collect();
         self.ctx.write(vec![StateWrite::Remove { keys }]).await?;
         for kh in hashes {

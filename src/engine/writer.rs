@@ -6,12 +6,25 @@
 //! It decides nothing about what is written: the stages build the writes, the state store
 //! ([`crate::state`]) applies them.
 
-use crate::state::{StateStore, StateWrite};
+use crate::state::{StateError, StateStore, StateWrite};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// A batch of state writes and who waits for their commit.
-pub(super) type WriteRequest = (Vec<StateWrite>, oneshot::Sender<Result<(), String>>);
+pub(super) type WriteRequest = (Vec<StateWrite>, oneshot::Sender<Result<(), Arc<StateError>>>);
+
+/// Why writes were not committed. Every write of a failed transaction gets the same error,
+/// so the store's is shared.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The writer task is gone (the run is ending).
+    #[error("the state writer stopped")]
+    Stopped,
+    /// The transaction failed.
+    #[error("cannot record the run's progress: {0}")]
+    Commit(#[source] Arc<StateError>),
+}
 
 /// Commits the run's writes as they come, grouping whatever is queued into one transaction.
 /// Batches about to be sent wait for their in-flight record, so when the queue holds some,
@@ -46,7 +59,7 @@ pub(super) async fn writer_loop(
                 writes.push(StateWrite::SnapshotToken(token));
             }
             let started = Instant::now();
-            let result = store.apply(model, writes).await.map_err(|e| e.to_string());
+            let result = store.apply(model, writes).await.map_err(Arc::new);
             busy += started.elapsed();
             transactions += 1;
             for (_, ack) in group {
@@ -66,7 +79,7 @@ pub(super) struct Ctx {
 impl Ctx {
     /// Commits `writes` (one transaction, grouped with other waiting writes) and waits for
     /// it. A dry run writes nothing.
-    pub async fn write(&self, writes: Vec<StateWrite>) -> Result<(), String> {
+    pub async fn write(&self, writes: Vec<StateWrite>) -> Result<(), WriteError> {
         match &self.writer {
             Some(w) => write_via(w, writes).await,
             None => Ok(()),
@@ -76,15 +89,11 @@ impl Ctx {
 
 /// Sends `writes` to the run's writer (one transaction, grouped with other waiting
 /// writes) and waits until they are committed.
-pub(super) async fn write_via(w: &mpsc::Sender<WriteRequest>, writes: Vec<StateWrite>) -> Result<(), String> {
+pub(super) async fn write_via(w: &mpsc::Sender<WriteRequest>, writes: Vec<StateWrite>) -> Result<(), WriteError> {
     if writes.is_empty() {
         return Ok(());
     }
     let (ack, done) = oneshot::channel();
-    w.send((writes, ack))
-        .await
-        .map_err(|_| "the state writer stopped".to_string())?;
-    done.await
-        .map_err(|_| "the state writer stopped".to_string())?
-        .map_err(|e| format!("cannot record the run's progress: {e}"))
+    w.send((writes, ack)).await.map_err(|_| WriteError::Stopped)?;
+    done.await.map_err(|_| WriteError::Stopped)?.map_err(WriteError::Commit)
 }

@@ -1,4 +1,5 @@
-//! Bulk API 2.0 ingest jobs (docs/salesforce-protocol.md §4) under `jobs/ingest`: create
+//! Bulk API 2.0 ingest jobs (docs/salesforce-protocol.md §4) under `jobs/ingest` (query
+//! jobs are [`super::bulk_query`]): create
 //! (JobInfo, state `Open`, `contentUrl` without a leading slash), one CSV upload
 //! (`PUT …/batches`, 201), close (`PATCH` `UploadComplete`) or abort, then
 //! `UploadComplete → InProgress → JobComplete` on a timer
@@ -16,6 +17,7 @@
 //! line endings differ from `lineEnding`, or an unknown column, fail the job.
 
 use super::api::{error, json_error, not_found, Shr};
+use super::bulk_job::{delimiter, invalid_job, invalid_state_of, job_time, line_ending, JobState};
 use super::collections::{self, Op};
 use super::value::{Input, RecordError};
 use super::{csv, id, Shared, State};
@@ -35,33 +37,6 @@ const MAX_UPLOAD: usize = 150 * 1024 * 1024 / 4 * 3;
 /// Rows per internal chunk (one transaction each).
 const CHUNK: usize = 200;
 static NULL: Value = Value::Null;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum JobState {
-    Open,
-    UploadComplete,
-    InProgress,
-    JobComplete,
-    Failed,
-    Aborted,
-}
-
-impl JobState {
-    fn name(self) -> &'static str {
-        match self {
-            JobState::Open => "Open",
-            JobState::UploadComplete => "UploadComplete",
-            JobState::InProgress => "InProgress",
-            JobState::JobComplete => "JobComplete",
-            JobState::Failed => "Failed",
-            JobState::Aborted => "Aborted",
-        }
-    }
-
-    fn ended(self) -> bool {
-        matches!(self, JobState::JobComplete | JobState::Failed | JobState::Aborted)
-    }
-}
 
 /// One ingest job.
 pub(crate) struct Job {
@@ -90,7 +65,7 @@ pub(crate) struct Job {
 
 impl Job {
     fn info(&self, detail: bool) -> Value {
-        let stamp = |d: DateTime<Utc>| d.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string();
+        let stamp = job_time;
         let mut v = json!({
             "id": self.id,
             "operation": self.operation,
@@ -149,20 +124,8 @@ pub(crate) fn routes(v: &str) -> Router<Arc<Shared>> {
         .route(&format!("{base}/{{id}}/unprocessedRecords"), get(unprocessed))
 }
 
-fn invalid_job(message: &str) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        "INVALIDJOB",
-        &format!("InvalidJob : {message}"),
-    )
-}
-
 fn invalid_state(job: &Job, wanted: &str) -> Response {
-    error(
-        StatusCode::CONFLICT,
-        "INVALIDJOBSTATE",
-        &format!("InvalidJobState : the job is {}, not {wanted}", job.state.name()),
-    )
+    invalid_state_of(job.state, wanted)
 }
 
 /// `POST jobs/ingest`.
@@ -187,19 +150,13 @@ async fn create(axum::extract::State(shared): Shr, Path(v): Path<String>, body: 
     if get("contentType").is_some_and(|c| c != "CSV") {
         return invalid_job("contentType must be CSV");
     }
-    let line_ending = match get("lineEnding") {
-        None => "LF",
-        Some(l @ ("LF" | "CRLF")) => l,
-        Some(other) => return invalid_job(&format!("Invalid lineEnding: {other}")),
+    let line_ending = match line_ending(get("lineEnding")) {
+        Ok(l) => l,
+        Err(r) => return r,
     };
-    let (delimiter_name, delimiter) = match get("columnDelimiter").unwrap_or("COMMA") {
-        "COMMA" => ("COMMA", ','),
-        "BACKQUOTE" => ("BACKQUOTE", '`'),
-        "CARET" => ("CARET", '^'),
-        "PIPE" => ("PIPE", '|'),
-        "SEMICOLON" => ("SEMICOLON", ';'),
-        "TAB" => ("TAB", '\t'),
-        other => return invalid_job(&format!("Invalid columnDelimiter: {other}")),
+    let (delimiter_name, delimiter) = match delimiter(get("columnDelimiter")) {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     let external_id = match (operation.as_str(), get("externalIdFieldName")) {
         ("upsert", None | Some("")) => {

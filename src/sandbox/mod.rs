@@ -12,9 +12,10 @@
 //! - under `/services/data/vXX.X/` (v46.0 up to the configured version), with a bearer
 //!   token: `sobjects` (global describe), `sobjects/{Object}` (basic information) and
 //!   `sobjects/{Object}/describe`, single records and single-record upsert by external ID,
-//!   sObject Collections (`composite/sobjects`), Bulk API 2.0 ingest jobs (`jobs/ingest`),
-//!   SOQL (`query`, and `queryAll` which includes the recycle bin) for the simple form
-//!   `SELECT … FROM … [WHERE …] [ORDER BY …] [LIMIT n]` with pagination, the replication
+//!   sObject Collections (`composite/sobjects`), Bulk API 2.0 ingest jobs (`jobs/ingest`)
+//!   and query jobs (`jobs/query`, [`bulk_query`]), SOQL (`query`, and `queryAll` which
+//!   includes the recycle bin) for the simple form `SELECT … FROM … [WHERE …] [ORDER BY …]
+//!   [LIMIT n] [OFFSET n]` with pagination, the replication
 //!   resources `sobjects/{Object}/updated` and `deleted` ([`replication`]), and `limits`.
 //!   Resource names match whatever their case and a trailing slash is accepted, as real
 //!   clients send them ([`api::canonical_path`]);
@@ -22,7 +23,8 @@
 //!
 //! Every data-API request is counted against a daily allocation and answered with
 //! `Sforce-Limit-Info: api-usage=N/MAX`; faults ([`Faults`]) add latency, 503s, token
-//! expiry, a concurrent-request limit and `UNABLE_TO_LOCK_ROW` on records. Inspection
+//! expiry, a concurrent-request limit, `UNABLE_TO_LOCK_ROW` on records, failed Bulk query
+//! jobs and malformed query answers. Inspection
 //! methods let tests see the records, the calls per endpoint, and the requests in flight.
 //!
 //! # Objects
@@ -58,20 +60,26 @@
 //! `url`, `picklist`, `multipicklist`, `boolean`, `int`, `double`, `currency`, `percent`,
 //! `date`, `datetime`, `reference`) are required; `label`, `length`, `precision`, `scale`,
 //! `nillable`, `createable`, `updateable`, `defaultedOnCreate`, `externalId`, `unique`,
-//! `caseSensitive`, `restrictedPicklist`, `picklistValues` (strings or describe entries) and
-//! `referenceTo` are optional; other describe keys are ignored, so a saved describe body
+//! `caseSensitive`, `restrictedPicklist`, `filterable` (a `WHERE` on a field that is not is
+//! `INVALID_FIELD`), `picklistValues` (strings or describe entries) and `referenceTo` are
+//! optional; other describe keys are ignored, so a saved describe body
 //! works as is. `Id` and the system fields are always added. Seeded records may carry an
 //! `Id` (with the object's key prefix) and `CreatedDate`/`LastModifiedDate`.
 
 mod api;
 mod auth;
 mod bulk;
+mod bulk_job;
+mod bulk_query;
 mod collections;
 mod csv;
 mod id;
+mod records;
+mod render;
 mod replication;
 mod schema;
 mod soql;
+mod soql_parse;
 mod store;
 mod value;
 
@@ -109,6 +117,12 @@ pub struct Faults {
     pub lock_row_rate: f64,
     /// The next N record writes fail with `UNABLE_TO_LOCK_ROW`.
     pub lock_row_next: u64,
+    /// The next N Bulk API 2.0 query jobs end `Failed` (with an `errorMessage`).
+    pub fail_query_jobs_next: u64,
+    /// The next N query answers are malformed: a REST `query`/`queryAll` page is cut
+    /// short (JSON that does not parse), a Bulk query results page loses the last cell of
+    /// its first record.
+    pub corrupt_query_next: u64,
 }
 
 /// What the sandbox serves.
@@ -226,6 +240,7 @@ pub(crate) struct State {
     pub max_in_flight: usize,
     pub starts: Vec<Instant>,
     pub jobs: BTreeMap<String, bulk::Job>,
+    pub query_jobs: BTreeMap<String, bulk_query::QueryJob>,
     pub cursors: HashMap<String, soql::Cursor>,
     pub rng: rand::rngs::StdRng,
     pub seq: u64,
@@ -239,6 +254,15 @@ impl State {
             return true;
         }
         self.faults.lock_row_rate > 0.0 && self.rng.random_bool(self.faults.lock_row_rate.min(1.0))
+    }
+
+    /// Whether this query answer is to be malformed ([`Faults::corrupt_query_next`]).
+    pub(crate) fn corrupt_query(&mut self) -> bool {
+        let corrupt = self.faults.corrupt_query_next > 0;
+        if corrupt {
+            self.faults.corrupt_query_next -= 1;
+        }
+        corrupt
     }
 
     pub(crate) fn next_seq(&mut self) -> u64 {
@@ -354,7 +378,7 @@ impl Sandbox {
         table
             .records
             .iter()
-            .map(|(id, r)| Store::render(table, id, r, false))
+            .map(|(id, r)| render::render(table, id, r, false))
             .collect()
     }
 
@@ -452,6 +476,7 @@ fn build(config: SandboxConfig, url: String) -> Result<Shared, String> {
         max_in_flight: 0,
         starts: Vec::new(),
         jobs: BTreeMap::new(),
+        query_jobs: BTreeMap::new(),
         cursors: HashMap::new(),
         rng: rand::rngs::StdRng::seed_from_u64(config.seed),
         seq: 0,

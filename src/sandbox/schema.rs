@@ -115,6 +115,9 @@ pub struct Field {
     pub case_sensitive: bool,
     pub custom: bool,
     pub restricted_picklist: bool,
+    /// Whether a query may filter on it (`WHERE`); some objects' fields are not, even
+    /// `SystemModstamp` on a few.
+    pub filterable: bool,
     /// Active picklist values, in order.
     pub picklist_values: Vec<String>,
     /// Objects a reference may point to.
@@ -146,6 +149,7 @@ impl Field {
             case_sensitive: false,
             custom: name.ends_with("__c"),
             restricted_picklist: false,
+            filterable: true,
             picklist_values: Vec::new(),
             reference_to: Vec::new(),
         }
@@ -190,7 +194,7 @@ impl Field {
             "idLookup": self.id_lookup(),
             "caseSensitive": self.case_sensitive,
             "custom": self.custom,
-            "filterable": true,
+            "filterable": self.filterable,
             "sortable": self.kind != FieldType::Textarea,
             "restrictedPicklist": self.restricted_picklist,
             "picklistValues": picklist,
@@ -425,6 +429,7 @@ struct FieldSpec {
     unique: Option<bool>,
     case_sensitive: Option<bool>,
     restricted_picklist: Option<bool>,
+    filterable: Option<bool>,
     #[serde(default)]
     picklist_values: Vec<PicklistSpec>,
     #[serde(default)]
@@ -473,6 +478,7 @@ pub fn parse_objects(text: &str) -> Result<(Vec<SObject>, SeedRecords), String> 
             field.unique = f.unique.unwrap_or(false);
             field.case_sensitive = f.case_sensitive.unwrap_or(false);
             field.restricted_picklist = f.restricted_picklist.unwrap_or(false);
+            field.filterable = f.filterable.unwrap_or(true);
             field.picklist_values = f
                 .picklist_values
                 .into_iter()

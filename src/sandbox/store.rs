@@ -11,7 +11,7 @@
 
 use super::id;
 use super::schema::{FieldType, SObject};
-use super::value::{self, coerce, Input, RecordError};
+use super::value::{coerce, Input, RecordError};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -485,49 +485,6 @@ impl Store {
             }
             Store::reindex(table, &u.id, current.as_ref(), u.before.as_ref());
         }
-    }
-
-    /// A record as inspection and the REST API show it: `Id`, then the set fields in the
-    /// object's field order.
-    pub(crate) fn render(table: &Table, id: &str, record: &Record, system: bool) -> Map<String, Value> {
-        Store::render_row(table, id, record, system, false)
-    }
-
-    /// [`Store::render`] for a live record or (`deleted`) one in the recycle bin.
-    pub(crate) fn render_row(
-        table: &Table,
-        id: &str,
-        record: &Record,
-        system: bool,
-        deleted: bool,
-    ) -> Map<String, Value> {
-        let mut out = Map::new();
-        out.insert("Id".into(), Value::from(id));
-        for f in &table.object.fields {
-            match f.name.as_str() {
-                "Id" => {}
-                "IsDeleted" if system => {
-                    out.insert(f.name.clone(), Value::Bool(deleted));
-                }
-                "CreatedDate" if system => {
-                    out.insert(f.name.clone(), value::format_datetime(record.created).into());
-                }
-                "LastModifiedDate" if system => {
-                    out.insert(f.name.clone(), value::format_datetime(record.modified).into());
-                }
-                "SystemModstamp" if system => {
-                    out.insert(f.name.clone(), value::format_datetime(record.stamp).into());
-                }
-                name => {
-                    if let Some(v) = record.fields.get(name) {
-                        out.insert(f.name.clone(), v.clone());
-                    } else if system {
-                        out.insert(f.name.clone(), Value::Null);
-                    }
-                }
-            }
-        }
-        out
     }
 }
 

@@ -10,9 +10,15 @@
 //! configuration is locked (`lock_configuration`), so the query cannot `SET` any of it back.
 //! DuckDB judges each file by its real path (links resolved), so a symbolic link inside the
 //! project that points out of it is refused like the file it points at.
+//!
+//! While a table writer of this process has the file open, a query reads through the
+//! writer's instance instead of opening its own (`destination::table::duckdb_files`:
+//! DuckDB does not keep two instances of one file in one process apart), and sees every
+//! write committed.
 
 use super::{channel, BatchStream, Producer, SourceError};
 use crate::config::project::DuckdbConnection;
+use crate::destination::table::duckdb_files;
 use arrow::datatypes::SchemaRef;
 use duckdb::{AccessMode, Config, Connection};
 use std::path::{Path, PathBuf};
@@ -38,9 +44,12 @@ impl DuckdbSource {
         }
     }
 
-    fn connect(&self) -> Result<Connection, SourceError> {
-        let conn = match &self.path {
-            None => Connection::open_in_memory().map_err(|e| SourceError::Connect(first_line(&e.to_string())))?,
+    fn connect(&self) -> Result<Conn, SourceError> {
+        let (conn, slot) = match &self.path {
+            None => (
+                Connection::open_in_memory().map_err(|e| SourceError::Connect(first_line(&e.to_string())))?,
+                None,
+            ),
             Some(p) => {
                 if !p.is_file() {
                     return Err(SourceError::Connect(format!(
@@ -48,48 +57,32 @@ impl DuckdbSource {
                         p.display()
                     )));
                 }
+                // A table writer of this process has the file open: read through its
+                // instance (see `duckdb_files`), configured when it opened.
+                let slot = match duckdb_files::read(p).map_err(SourceError::Connect)? {
+                    duckdb_files::ReadAccess::Shared(lease) => return Ok(Conn::Shared(lease)),
+                    duckdb_files::ReadAccess::Own(slot) => slot,
+                };
                 let config = Config::default()
                     .access_mode(AccessMode::ReadOnly)
                     .map_err(|e| SourceError::Connect(e.to_string()))?;
-                Connection::open_with_flags(p, config)
-                    .map_err(|e| SourceError::Connect(format!("`{}`: {}", p.display(), first_line(&e.to_string()))))?
+                let conn = Connection::open_with_flags(p, config)
+                    .map_err(|e| SourceError::Connect(format!("`{}`: {}", p.display(), first_line(&e.to_string()))))?;
+                (conn, Some(slot))
             }
         };
-        let dir = self.project_root();
-        conn.execute_batch(&format!("SET file_search_path = {}", quote(&dir)))
-            .map_err(|e| SourceError::Connect(e.to_string()))?;
-        if let Some(limit) = &self.memory_limit {
-            conn.execute_batch(&format!("SET memory_limit = {}", quote(limit)))
-                .map_err(|e| {
-                    SourceError::Connect(format!("`memory_limit: {limit}`: {}", first_line(&e.to_string())))
-                })?;
-        }
-        // Last: once the configuration is locked, nothing changes it.
-        let mut confine =
-            String::from("SET autoinstall_known_extensions = false; SET allow_community_extensions = false;");
-        if !self.external_access {
-            // The project directory with a trailing `/`, so that `/p/project2` is not inside
-            // `/p/project`. Turning external access off keeps the attached database readable.
-            let allowed = format!("{}/", dir.trim_end_matches('/'));
-            confine.push_str(&format!(
-                " SET autoload_known_extensions = false; SET allowed_directories = [{}];
-                  SET enable_external_access = false;",
-                quote(&allowed)
-            ));
-        }
-        confine.push_str(" SET lock_configuration = true;");
-        conn.execute_batch(&confine)
-            .map_err(|e| SourceError::Connect(format!("cannot confine DuckDB: {}", first_line(&e.to_string()))))?;
-        Ok(conn)
+        configure(
+            &conn,
+            &self.project_dir,
+            self.memory_limit.as_deref(),
+            self.external_access,
+        )
+        .map_err(SourceError::Connect)?;
+        Ok(Conn::Own(conn, slot))
     }
 
-    /// The project directory, absolute and without symbolic links (DuckDB compares the
-    /// canonical path of each file a query opens with it).
     fn project_root(&self) -> String {
-        let dir = std::fs::canonicalize(&self.project_dir)
-            .or_else(|_| std::path::absolute(&self.project_dir))
-            .unwrap_or_else(|_| self.project_dir.clone());
-        dir.display().to_string()
+        project_root(&self.project_dir)
     }
 
     /// The columns of `sql`: the query runs with `LIMIT 0`.
@@ -115,6 +108,7 @@ impl DuckdbSource {
         let thread = std::thread::Builder::new()
             .name("ebb-duckdb".into())
             .spawn(move || {
+                let conn = conn.get();
                 let mut stmt = match conn.prepare(&sql) {
                     Ok(s) => s,
                     Err(e) => {
@@ -157,6 +151,65 @@ impl DuckdbSource {
         stream.set_producer(Producer::Thread(thread));
         Ok(stream)
     }
+}
+
+/// A connection of the source: an instance of its own (with its slot in the process's
+/// registry of DuckDB files), or one of a table writer's instance.
+enum Conn {
+    /// The slot is held, not read: dropping it says the instance is closed.
+    Own(Connection, #[allow(dead_code)] Option<duckdb_files::ReaderSlot>),
+    Shared(duckdb_files::Lease),
+}
+
+impl Conn {
+    fn get(&self) -> &Connection {
+        match self {
+            Conn::Own(c, _) => c,
+            Conn::Shared(l) => l.conn(),
+        }
+    }
+}
+
+/// The project directory, absolute and without symbolic links (DuckDB compares the
+/// canonical path of each file a query opens with it).
+fn project_root(project_dir: &Path) -> String {
+    let dir = std::fs::canonicalize(project_dir)
+        .or_else(|_| std::path::absolute(project_dir))
+        .unwrap_or_else(|_| project_dir.to_path_buf());
+    dir.display().to_string()
+}
+
+/// Confines a new DuckDB instance as a model's queries need (see the module doc), then
+/// locks its configuration. The settings are global, so a table writer applies them to the
+/// read-write instance it shares with source queries (`duckdb_files`).
+pub(crate) fn configure(
+    conn: &Connection,
+    project_dir: &Path,
+    memory_limit: Option<&str>,
+    external_access: bool,
+) -> Result<(), String> {
+    let dir = project_root(project_dir);
+    conn.execute_batch(&format!("SET GLOBAL file_search_path = {}", quote(&dir)))
+        .map_err(|e| e.to_string())?;
+    if let Some(limit) = memory_limit {
+        conn.execute_batch(&format!("SET memory_limit = {}", quote(limit)))
+            .map_err(|e| format!("`memory_limit: {limit}`: {}", first_line(&e.to_string())))?;
+    }
+    // Last: once the configuration is locked, nothing changes it.
+    let mut confine = String::from("SET autoinstall_known_extensions = false; SET allow_community_extensions = false;");
+    if !external_access {
+        // The project directory with a trailing `/`, so that `/p/project2` is not inside
+        // `/p/project`. Turning external access off keeps the attached database readable.
+        let allowed = format!("{}/", dir.trim_end_matches('/'));
+        confine.push_str(&format!(
+            " SET autoload_known_extensions = false; SET allowed_directories = [{}];
+              SET enable_external_access = false;",
+            quote(&allowed)
+        ));
+    }
+    confine.push_str(" SET lock_configuration = true;");
+    conn.execute_batch(&confine)
+        .map_err(|e| format!("cannot confine DuckDB: {}", first_line(&e.to_string())))
 }
 
 /// The table functions whose first argument (a path, or a list of paths) names files.

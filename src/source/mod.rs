@@ -12,6 +12,7 @@
 pub mod duckdb;
 pub mod postgres;
 pub(crate) mod postgres_tls;
+pub mod salesforce;
 pub mod snowflake;
 
 use crate::config::project::ConnectionSpec;

@@ -350,13 +350,13 @@ fn to_batch(schema: &SchemaRef, kinds: &[Kind], rows: &[Row]) -> Result<RecordBa
                     .with_precision_and_scale(precision, scale)
                     .map_err(|e| bad(name, &e.to_string()))?;
                 build!(builder, |b| {
-                    let text = numeric_text(b).map_err(|m| bad(name, &m))?;
+                    let text = numeric_text(b).map_err(|m| bad(name, &m.to_string()))?;
                     scaled_decimal(&text, scale)
                         .ok_or_else(|| bad(name, &format!("`{text}` does not fit NUMERIC({precision},{scale})")))?
                 })
             }
             Kind::NumericText => build!(StringBuilder::with_capacity(n, n * 8), |b| numeric_text(b)
-                .map_err(|m| bad(name, &m))?),
+                .map_err(|m| bad(name, &m.to_string()))?),
             Kind::Text => build!(StringBuilder::with_capacity(n, n * 16), |b| std::str::from_utf8(b)
                 .map_err(|_| bad(name, "text is not UTF-8"))?),
             Kind::Json => build!(StringBuilder::with_capacity(n, n * 32), |b| std::str::from_utf8(b)
@@ -403,13 +403,24 @@ fn to_batch(schema: &SchemaRef, kinds: &[Kind], rows: &[Row]) -> Result<RecordBa
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| SourceError::Query(e.to_string()))
 }
 
+/// Why a binary NUMERIC has no decimal text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum NumericError {
+    #[error("malformed NUMERIC")]
+    Malformed,
+    #[error("NaN cannot be synced as a number")]
+    NaN,
+    #[error("infinite NUMERIC cannot be synced")]
+    Infinite,
+}
+
 /// PostgreSQL's binary NUMERIC as decimal text: `ndigits, weight, sign, dscale` then
 /// base-10000 digits.
-fn numeric_text(b: &[u8]) -> Result<String, String> {
-    let word = |i: usize| -> Result<u16, String> {
+fn numeric_text(b: &[u8]) -> Result<String, NumericError> {
+    let word = |i: usize| -> Result<u16, NumericError> {
         b.get(i..i + 2)
             .map(|w| u16::from_be_bytes([w[0], w[1]]))
-            .ok_or_else(|| "malformed NUMERIC".to_string())
+            .ok_or(NumericError::Malformed)
     };
     let ndigits = word(0)? as usize;
     let weight = word(2)? as i16 as i32;
@@ -417,8 +428,8 @@ fn numeric_text(b: &[u8]) -> Result<String, String> {
     let dscale = word(6)? as usize;
     match sign {
         0x0000 | 0x4000 => {}
-        0xC000 => return Err("NaN cannot be synced as a number".into()),
-        _ => return Err("infinite NUMERIC cannot be synced".into()),
+        0xC000 => return Err(NumericError::NaN),
+        _ => return Err(NumericError::Infinite),
     }
     let digits: Vec<u16> = (0..ndigits).map(|i| word(8 + 2 * i)).collect::<Result<_, _>>()?;
     // Integer part: groups with exponent weight..0.

@@ -51,10 +51,10 @@ fn jwt_account(account: &str) -> String {
 
 /// `SHA256:` + base64 of the SHA-256 of the public key's DER SubjectPublicKeyInfo: what
 /// `DESCRIBE USER` shows as `RSA_PUBLIC_KEY_FP`.
-pub fn public_key_fingerprint(key: &rsa::PrivateKey) -> Result<String, String> {
+pub fn public_key_fingerprint(key: &rsa::PrivateKey) -> Result<String, rsa::pkcs8::spki::Error> {
     use sha2::Digest;
     let public = rsa::PublicKey::from(key);
-    let der = public.to_public_key_der().map_err(|e| e.to_string())?;
+    let der = public.to_public_key_der()?;
     let digest = sha2::Sha256::digest(der.as_bytes());
     Ok(format!(
         "SHA256:{}",
@@ -118,7 +118,7 @@ impl SnowflakeSource {
         }
         let key = rsa::PrivateKey::from_pkcs8_pem(pem.trim())
             .map_err(|e| SourceError::Auth(format!("the private key is not a PKCS#8 RSA key in PEM form ({e})")))?;
-        let fingerprint = public_key_fingerprint(&key).map_err(SourceError::Auth)?;
+        let fingerprint = public_key_fingerprint(&key).map_err(|e| SourceError::Auth(e.to_string()))?;
         let account = env::expand_env(&c.account).map_err(|e| SourceError::Auth(e.to_string()))?;
         let user = env::expand_env(&c.user)
             .map_err(|e| SourceError::Auth(e.to_string()))?

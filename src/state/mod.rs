@@ -11,6 +11,8 @@
 mod postgres;
 mod sqlite;
 
+pub use postgres::ConnectError;
+
 pub mod lock;
 
 use std::collections::HashMap;
@@ -30,6 +32,19 @@ pub const DEFAULT_URL: &str = "sqlite://.ebb/state.db";
 pub enum StateError {
     #[error("cannot open the state store {}", crate::redact::text(.0))]
     Open(String),
+    /// The PostgreSQL server could not be connected to when opening the store.
+    #[error("cannot open the state store {}: {source}", crate::redact::text(.store))]
+    Connect { store: String, source: ConnectError },
+    /// A lost connection to the PostgreSQL server could not be made again.
+    #[error(
+        "the state store {} failed: the connection was lost and {attempts} attempts to connect again failed: {source}",
+        crate::redact::text(.store)
+    )]
+    Reconnect {
+        store: String,
+        attempts: usize,
+        source: ConnectError,
+    },
     #[error(
         "the state store {} was written by a newer ebb (schema version {found}; this ebb reads up to {SCHEMA_VERSION}): upgrade ebb",
         crate::redact::text(.store)

@@ -4,9 +4,9 @@
 use crate::config::env::{self, references};
 use crate::config::project::{ConnectionSpec, ProjectSpec, SalesforceAuthFlow};
 use crate::config::{is_secret_header, is_secret_key};
-use crate::destination::limit::parse_rate;
 use crate::diagnostics::{Code, Diagnostic, SourceFile, Span};
 use crate::http::is_loopback;
+use crate::http::limit::parse_rate;
 use crate::yaml::{Node, Value as Y};
 use std::path::Path;
 use std::sync::Arc;

@@ -8,11 +8,11 @@
 use super::connect::{mapped_kind, Kind};
 use crate::config::project::ConnectionSpec;
 use crate::config::Mode;
-use crate::destination::salesforce::client::Conn;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::map::value::Val;
 use crate::path::FieldPath;
 use crate::plan::{SyncPlan, ValueSource};
+use crate::salesforce::client::Conn;
 use crate::source::Source;
 use arrow::datatypes::SchemaRef;
 use reqwest::Method;
@@ -40,7 +40,13 @@ pub async fn check(
     };
     let conn = match Conn::shared(&d.connection, c, project_dir) {
         Ok(c) => c,
-        Err(e) => return vec![Diagnostic::new(Code::ConnectFailed, plan.spans.object.clone(), e)],
+        Err(e) => {
+            return vec![Diagnostic::new(
+                Code::ConnectFailed,
+                plan.spans.object.clone(),
+                e.to_string(),
+            )]
+        }
     };
     let counter = std::sync::atomic::AtomicU64::new(0);
     let path = conn.data_path(&format!("sobjects/{object}/describe"));

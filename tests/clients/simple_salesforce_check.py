@@ -11,7 +11,9 @@ org answers; the first failure exits 1 with the step and the reason. `tests/sand
 runs this script.
 """
 
+import csv
 import datetime
+import io
 import json
 import sys
 import traceback
@@ -19,7 +21,7 @@ import urllib.parse
 
 import requests
 from requests.adapters import HTTPAdapter
-from simple_salesforce import Salesforce
+from simple_salesforce import Salesforce, format_soql
 from simple_salesforce.exceptions import (
     SalesforceAuthenticationFailed,
     SalesforceResourceNotFound,
@@ -200,6 +202,33 @@ def main(target, client_id, client_secret):
     unprocessed = sf.bulk2.Contact.get_unprocessed_records(job["job_id"])
     check("sf__" not in unprocessed, f"unprocessedRecords: {unprocessed!r}")
     check(sf.Contact.get_by_custom_id("Crm_Id__c", "PY-2")["Phone"] == "555-0199", "bulk2 update")
+
+    step("Bulk API 2.0 query and query_all, paged by locator")
+    live_names = ["Collections", "Hamilton", "Hopper", "Liskov", "Ritchie", "Turing"]
+    pages = list(sf.bulk2.Contact.query("SELECT Id, LastName, Phone FROM Contact", max_records=2, wait=0.1))
+    check(len(pages) == 3, f"bulk2 query: {len(pages)} pages of at most 2 records: {pages}")
+    rows = [r for page in pages for r in csv.DictReader(io.StringIO(page))]
+    check(sorted(r["LastName"] for r in rows) == live_names, f"bulk2 query rows: {rows}")
+    hopper = next(r for r in rows if r["LastName"] == "Hopper")
+    check(hopper["Phone"] == "555-0199" and hopper["Id"] == grace["Id"], f"bulk2 query Hopper: {hopper}")
+    check(next(r for r in rows if r["LastName"] == "Turing")["Phone"] == "", f"null is empty: {rows}")
+    pages = list(sf.bulk2.Contact.query_all("SELECT Id, LastName, IsDeleted FROM Contact", max_records=3, wait=0.1))
+    rows = [r for page in pages for r in csv.DictReader(io.StringIO(page))]
+    deleted = sorted(r["LastName"] for r in rows if r["IsDeleted"] == "true")
+    check(len(rows) == 7 and deleted == ["Lovelace"], f"bulk2 query_all rows: {rows}")
+    check(next(r for r in rows if r["LastName"] == "Lovelace")["Id"] == ada, f"bulk2 query_all: {rows}")
+
+    step("REST query_all with a datetime filter")
+    hour_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    soql = format_soql("SELECT Id, LastName FROM Contact WHERE SystemModstamp >= {} ORDER BY LastName", hour_ago)
+    check("+00:00" in soql, f"format_soql wrote {soql}")
+    recent = sf.query_all(soql)
+    check([r["LastName"] for r in recent["records"]] == live_names, f"query_all since an hour ago: {recent}")
+    with_deleted = sf.query_all(soql, include_deleted=True)
+    check(with_deleted["totalSize"] == 7, f"queryAll since an hour ago: {with_deleted}")
+    in_an_hour = hour_ago + datetime.timedelta(hours=2)
+    later = sf.query_all(format_soql("SELECT Id FROM Contact WHERE SystemModstamp > {}", in_an_hour))
+    check(later["totalSize"] == 0 and later["records"] == [], f"query_all in the future: {later}")
 
     step("limits and Sforce-Limit-Info")
     limits = sf.limits()

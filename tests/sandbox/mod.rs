@@ -2,12 +2,14 @@
 //! wire protocol (docs/salesforce-protocol.md) a client relies on. One module per part of
 //! `src/sandbox/`; the shared client and helpers are here.
 
-mod api; // routing, versions, describe, single records
+mod api; // routing, versions, describe
 mod auth; // the token endpoint and sessions
 mod bulk; // Bulk API 2.0 ingest jobs
+mod bulk_query; // Bulk API 2.0 query jobs
 mod collections; // sObject Collections
 mod command; // the `ebb sandbox` command
 mod limits; // Sforce-Limit-Info, REQUEST_LIMIT_EXCEEDED, injected faults and latency
+mod records; // single records: get, create, update, delete, upsert by external ID
 mod replication; // `updated` and `deleted`
 mod soql; // `query` and `queryAll`
 

@@ -69,15 +69,21 @@ async fn soql_pages_through_results_and_filters_on_last_modified_date() {
         vec![contact(json!({"Warehouse_Id__c": "q3", "LastName": "Changed"}))],
     )
     .await;
+    // SOQL writes the offset `+00:00` (the answer's `+0000` is not a SOQL literal).
+    let literal = watermark.replace("+0000", "+00:00");
     let changed = api
         .query(&format!(
-            "SELECT Id, LastName FROM Contact WHERE LastModifiedDate > {watermark}"
+            "SELECT Id, LastName FROM Contact WHERE LastModifiedDate > {literal}"
         ))
         .await;
     assert_eq!(changed.status, 200, "{}", changed.text);
     assert_eq!(changed.json["totalSize"], 1);
     assert_eq!(changed.json["records"][0]["LastName"], "Changed");
-    let z = watermark.replace(".000+0000", "Z");
+    let z = chrono::DateTime::parse_from_rfc3339(&literal)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
     let same = api
         .query(&format!(
             "SELECT Id FROM Contact WHERE LastModifiedDate > {z} AND Upsell_Score__c >= 3"
@@ -251,4 +257,135 @@ async fn query_all_includes_deleted_records_with_is_deleted() {
         .await;
     assert_eq!(r.json["totalSize"], 1, "{}", r.text);
     assert_eq!(api.query("SELECT Id FROM Contact").await.json["totalSize"], 1);
+}
+
+/// Datetime literals in the documented forms compare as instants whatever their offset;
+/// dates compare with date fields; anything else is refused as an org refuses it.
+#[tokio::test]
+async fn datetime_and_date_literals_compare_as_instants() {
+    let api = Api::start(SandboxConfig::default()).await;
+    api.sandbox
+        .insert(
+            "Contact",
+            vec![
+                json!({"LastName": "Early", "CreatedDate": "2024-01-31T09:00:00Z",
+                       "LastModifiedDate": "2024-01-31T09:00:00Z", "Last_Activity__c": "2024-01-30"})
+                .as_object()
+                .unwrap()
+                .clone(),
+                json!({"LastName": "Late", "CreatedDate": "2024-01-31T09:30:00.500Z",
+                       "LastModifiedDate": "2024-01-31T09:30:00.500Z", "Last_Activity__c": "2024-02-01"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            ],
+        )
+        .unwrap();
+    let names = |r: &Resp| -> Vec<String> {
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["LastName"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The same instant written three ways.
+    for at in [
+        "2024-01-31T09:30:00Z",
+        "2024-01-31T10:30:00+01:00",
+        "2024-01-31T01:30:00-08:00",
+    ] {
+        let r = api
+            .query(&format!(
+                "SELECT LastName FROM Contact WHERE SystemModstamp >= {at} ORDER BY LastName"
+            ))
+            .await;
+        assert_eq!(names(&r), ["Late"], "{at}");
+        let r = api
+            .query(&format!("SELECT LastName FROM Contact WHERE LastModifiedDate < {at}"))
+            .await;
+        assert_eq!(names(&r), ["Early"], "{at}");
+    }
+    // Fractional seconds are accepted and compared.
+    let r = api
+        .query("SELECT LastName FROM Contact WHERE SystemModstamp > 2024-01-31T09:30:00.499Z")
+        .await;
+    assert_eq!(names(&r), ["Late"]);
+    let r = api
+        .query("SELECT LastName FROM Contact WHERE SystemModstamp > 2024-01-31T09:30:00.500Z")
+        .await;
+    assert_eq!(names(&r), Vec::<String>::new());
+    // A date literal on a date field.
+    let r = api
+        .query("SELECT LastName FROM Contact WHERE Last_Activity__c >= 2024-01-31")
+        .await;
+    assert_eq!(names(&r), ["Late"]);
+    // A date on a datetime field, a datetime on a date field: INVALID_FIELD.
+    for q in [
+        "SELECT Id FROM Contact WHERE SystemModstamp > 2024-01-31",
+        "SELECT Id FROM Contact WHERE Last_Activity__c > 2024-01-31T00:00:00Z",
+    ] {
+        let r = api.query(q).await;
+        assert_eq!(
+            (r.status, r.json[0]["errorCode"].as_str()),
+            (400, Some("INVALID_FIELD")),
+            "{q}: {}",
+            r.text
+        );
+    }
+    // Forms SOQL does not have: MALFORMED_QUERY.
+    for bad in [
+        "2024-01-31T09:30:00",
+        "2024-01-31T09:30:00.000+0000",
+        "2024-01-31T9:30:00Z",
+        "2024-02-30T09:30:00Z",
+    ] {
+        let r = api
+            .query(&format!("SELECT Id FROM Contact WHERE SystemModstamp > {bad}"))
+            .await;
+        assert_eq!(
+            (r.status, r.json[0]["errorCode"].as_str()),
+            (400, Some("MALFORMED_QUERY")),
+            "{bad}: {}",
+            r.text
+        );
+    }
+}
+
+/// A field the describe says is not filterable cannot be in a `WHERE`.
+#[tokio::test]
+async fn a_field_that_is_not_filterable_is_refused_in_where() {
+    let objects = r#"{"objects": [{"name": "Event__c", "keyPrefix": "a01", "fields": [
+        {"name": "Name__c", "type": "string"},
+        {"name": "Seen_At__c", "type": "datetime", "filterable": false}]}]}"#;
+    let api = Api::start(SandboxConfig::default().with_objects_file(objects).unwrap()).await;
+    let d = api.call(Method::GET, "sobjects/Event__c/describe", None).await;
+    let field = |name: &str| {
+        d.json["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(field("Seen_At__c")["filterable"], false);
+    assert_eq!(field("SystemModstamp")["filterable"], true);
+    let r = api
+        .query("SELECT Id FROM Event__c WHERE Seen_At__c > 2024-01-31T09:30:00Z")
+        .await;
+    assert_eq!(
+        (r.status, r.json[0]["errorCode"].as_str()),
+        (400, Some("INVALID_FIELD")),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        r.json[0]["message"],
+        "field 'Seen_At__c' can not be filtered in query call"
+    );
+    // Selecting it is fine.
+    let r = api.query("SELECT Id, Seen_At__c FROM Event__c").await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }

@@ -16,15 +16,13 @@
 //! failed with a transient `statusCode` (`UNABLE_TO_LOCK_ROW`) is sent again on its own a few
 //! times before it counts as rejected. Large change sets go through Bulk API 2.0 ([`bulk`]).
 
-pub mod auth;
 pub mod bulk;
-pub mod client;
 
-use super::{Batch, Op, Outcome, Record, SendError};
+use super::{Batch, Op, OpenError, Outcome, Record, SendError};
 use crate::config::model::SalesforceApi;
 use crate::config::project::SalesforceConnection;
 use crate::plan::DestinationPlan;
-use client::Conn;
+use crate::salesforce::client::{CallError, Conn};
 use reqwest::Method;
 use std::collections::HashMap;
 use std::path::Path;
@@ -101,19 +99,29 @@ fn soql_quote(v: &str) -> String {
     s
 }
 
+/// A failed request fails the batch the same way: a transient one is retried, a fatal one
+/// stops the run.
+impl From<CallError> for SendError {
+    fn from(e: CallError) -> SendError {
+        match e {
+            CallError::Transient { message, retry_after } => SendError::Transient { message, retry_after },
+            CallError::Fatal(m) => SendError::Fatal(m),
+        }
+    }
+}
+
 impl SalesforceDestination {
     pub fn new(
         name: &str,
         c: &SalesforceConnection,
         project_dir: &Path,
         plan: &DestinationPlan,
-    ) -> Result<SalesforceDestination, String> {
+    ) -> Result<SalesforceDestination, OpenError> {
         Ok(SalesforceDestination {
             conn: Conn::shared(name, c, project_dir)?,
-            object: plan
-                .object
-                .clone()
-                .ok_or_else(|| format!("connection `{name}`: the model names no Salesforce object"))?,
+            object: plan.object.clone().ok_or_else(|| OpenError::NoObject {
+                connection: name.to_string(),
+            })?,
             key_field: plan.key_field.clone(),
             api: plan.api.unwrap_or(SalesforceApi::Auto),
             calls: std::sync::atomic::AtomicU64::new(0),

@@ -5,7 +5,7 @@ use super::sql::{self, Selection};
 use super::Compiler;
 use crate::config::model::{Incremental, ModelSpec, ReadApi};
 use crate::config::{ConnectionSpec, ConnectionType};
-use crate::destination::salesforce::client::DEFAULT_BULK_THRESHOLD;
+use crate::salesforce::client::DEFAULT_BULK_THRESHOLD;
 use crate::diagnostics::{one_of, unique_close_match, Code, Diagnostic, Span};
 use crate::path::FieldPath;
 use crate::plan::{InboundRead, SourcePlan, DEFAULT_LOOKBACK, DEFAULT_SETTLE};

@@ -15,6 +15,14 @@
 //!   base's origin ([`join_same_origin`]), so the credentials sent with it go nowhere else.
 //! - **https only**, except to a loopback host ([`is_loopback`]), where plain http is allowed
 //!   (the sandbox).
+//!
+//! [`limit`] holds the per-connection concurrency and rate limits. They live here, beside
+//! the client, rather than in `destination` or `salesforce`, because every connector that
+//! makes requests takes its permits (the `http` destination and the Salesforce connection
+//! layer today, the Salesforce source too), and a rate limit is a property of the
+//! connection, whichever direction the data flows.
+
+pub mod limit;
 
 use std::sync::Once;
 use std::time::Duration;

@@ -1,7 +1,9 @@
 //! Per-connection request limits shared by every sync in this process.
 //!
-//! A connection's `max_concurrency` and `rate_limit` protect the destination, not one model:
-//! two models delivering to the same webhook at once must share them. [`Limits::shared`]
+//! A connection's `max_concurrency` and `rate_limit` protect the system at the other end,
+//! not one model: two models delivering to the same webhook at once (or reading from and
+//! writing to one Salesforce org) must share them. It sits beside the HTTP client, not in
+//! `destination`, so both directions take permits from the same place. [`Limits::shared`]
 //! hands out one [`Limits`] per connection name from a process-wide registry, and every
 //! request attempt (retries included) takes a [`Permit`] from it first.
 //!

@@ -57,28 +57,54 @@ pub struct Auth {
 
 /// Why no token could be had. Never transient from the client's point of view except when
 /// the endpoint could not be reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// The endpoint answered no (bad credentials, unapproved user, …): stop.
+    #[error("{0}")]
     Refused(String),
     /// The endpoint could not be reached or failed (5xx): retry later.
+    #[error("{0}")]
     Unavailable(String),
 }
 
-impl std::fmt::Display for AuthError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AuthError::Refused(m) | AuthError::Unavailable(m) => f.write_str(m),
+/// Why a connection's configuration gives no usable credentials or client (before any
+/// request is made).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionError {
+    /// A setting is unusable: a variable unset, not a URL, plain http off this machine, a
+    /// missing or unreadable secret. `why` names the setting.
+    #[error("connection `{connection}`: {why}")]
+    Setting { connection: String, why: String },
+    /// The HTTP client could not be built.
+    #[error("{0}")]
+    Client(String),
+}
+
+impl ConnectionError {
+    pub(crate) fn setting(connection: &str, why: impl Into<String>) -> ConnectionError {
+        ConnectionError::Setting {
+            connection: connection.to_string(),
+            why: why.into(),
         }
+    }
+
+    pub(crate) fn client(e: impl std::fmt::Display) -> ConnectionError {
+        ConnectionError::Client(e.to_string())
     }
 }
 
-fn expand(name: &str, what: &str, v: &str) -> Result<String, String> {
-    env::expand_env(v).map_err(|e| format!("connection `{name}`: `{what}`: {e}"))
+/// Why an `instance_url` answered by the token endpoint is not trusted ([`trusted_instance`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Untrusted(String);
+
+/// `v` with its `${VAR}` references expanded; an error names the connection and the setting.
+fn expand(name: &str, what: &str, v: &str) -> Result<String, ConnectionError> {
+    env::expand_env(v).map_err(|e| ConnectionError::setting(name, format!("`{what}`: {e}")))
 }
 
 impl Auth {
-    pub fn new(name: &str, c: &SalesforceConnection, project_dir: &Path) -> Result<Auth, String> {
+    pub fn new(name: &str, c: &SalesforceConnection, project_dir: &Path) -> Result<Auth, ConnectionError> {
         let a = &c.auth;
         let instance_url = expand(name, "instance_url", &c.instance_url)?
             .trim_end_matches('/')
@@ -94,11 +120,12 @@ impl Auth {
                 let login = expand(name, "login_url", u)?.trim_end_matches('/').to_string();
                 // The credentials go there: never in clear off this machine.
                 let parsed = url::Url::parse(&login)
-                    .map_err(|e| format!("connection `{name}`: `login_url` is not a URL ({e})"))?;
+                    .map_err(|e| ConnectionError::setting(name, format!("`login_url` is not a URL ({e})")))?;
                 let loopback = parsed.host().is_some_and(|h| is_loopback(&h));
                 if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
-                    return Err(format!(
-                        "connection `{name}`: `login_url` must be https (plain http only reaches a sandbox on this machine)"
+                    return Err(ConnectionError::setting(
+                        name,
+                        "`login_url` must be https (plain http only reaches a sandbox on this machine)",
                     ));
                 }
                 login
@@ -112,7 +139,7 @@ impl Auth {
                 Grant::ClientCredentials {
                     client_id,
                     client_secret: secret.ok_or_else(|| {
-                        format!("connection `{name}`: the client_credentials flow needs `client_secret`")
+                        ConnectionError::setting(name, "the client_credentials flow needs `client_secret`")
                     })?,
                 },
                 instance_url.clone(),
@@ -123,21 +150,23 @@ impl Auth {
                     (None, Some(p)) => {
                         let path = project_dir.join(expand(name, "private_key_path", p)?);
                         std::fs::read_to_string(&path).map_err(|e| {
-                            format!(
-                                "connection `{name}`: cannot read the private key `{}`: {e}",
-                                path.display()
+                            ConnectionError::setting(
+                                name,
+                                format!("cannot read the private key `{}`: {e}", path.display()),
                             )
                         })?
                     }
                     (None, None) => {
-                        return Err(format!(
-                            "connection `{name}`: the jwt_bearer flow needs `private_key` or `private_key_path`"
+                        return Err(ConnectionError::setting(
+                            name,
+                            "the jwt_bearer flow needs `private_key` or `private_key_path`",
                         ))
                     }
                 };
                 let key = rsa::PrivateKey::from_pkcs8_pem(pem.trim()).map_err(|e| {
-                    format!(
-                        "connection `{name}`: the private key is not an unencrypted PKCS#8 RSA key in PEM form ({e})"
+                    ConnectionError::setting(
+                        name,
+                        format!("the private key is not an unencrypted PKCS#8 RSA key in PEM form ({e})"),
                     )
                 })?;
                 let username = a
@@ -145,7 +174,7 @@ impl Auth {
                     .as_deref()
                     .map(|u| expand(name, "username", u))
                     .transpose()?
-                    .ok_or_else(|| format!("connection `{name}`: the jwt_bearer flow needs `username`"))?;
+                    .ok_or_else(|| ConnectionError::setting(name, "the jwt_bearer flow needs `username`"))?;
                 (
                     Grant::Jwt {
                         client_id,
@@ -162,7 +191,7 @@ impl Auth {
                     .as_deref()
                     .map(|t| expand(name, "refresh_token", t))
                     .transpose()?
-                    .ok_or_else(|| format!("connection `{name}`: the refresh_token flow needs `refresh_token`"))?;
+                    .ok_or_else(|| ConnectionError::setting(name, "the refresh_token flow needs `refresh_token`"))?;
                 (
                     Grant::Refresh {
                         client_id,
@@ -177,7 +206,7 @@ impl Auth {
             grant,
             token_url: format!("{token_host}/services/oauth2/token"),
             instance_url,
-            client: crate::http::client()?,
+            client: crate::http::client().map_err(ConnectionError::client)?,
             current: tokio::sync::Mutex::new(None),
             connection: name.to_string(),
         })
@@ -350,28 +379,32 @@ pub fn is_salesforce_host(host: &str) -> bool {
 /// The `instance_url` of a token answer, as the origin requests go to, if ebb may send the
 /// token there: https (plain http only on loopback), no user info, and the configured
 /// instance's host or a Salesforce domain. Otherwise why not.
-pub fn trusted_instance(answered: &str, configured: &str) -> Result<String, String> {
-    let u = url::Url::parse(answered.trim()).map_err(|e| format!("it is not a URL ({e})"))?;
-    let host = u.host().ok_or("it has no host")?;
+pub fn trusted_instance(answered: &str, configured: &str) -> Result<String, Untrusted> {
+    let u = url::Url::parse(answered.trim()).map_err(|e| Untrusted(format!("it is not a URL ({e})")))?;
+    let host = u.host().ok_or_else(|| Untrusted("it has no host".into()))?;
     let loopback = is_loopback(&host);
     match u.scheme() {
         "https" => {}
         "http" if loopback => {}
-        "http" => return Err("it is plain http off this machine, where the token would travel in clear".into()),
-        other => return Err(format!("it is a `{other}` URL, not https")),
+        "http" => {
+            return Err(Untrusted(
+                "it is plain http off this machine, where the token would travel in clear".into(),
+            ))
+        }
+        other => return Err(Untrusted(format!("it is a `{other}` URL, not https"))),
     }
     if !u.username().is_empty() || u.password().is_some() {
-        return Err("it carries user info".into());
+        return Err(Untrusted("it carries user info".into()));
     }
     let host_text = u.host_str().unwrap_or_default().to_ascii_lowercase();
     let configured_host = url::Url::parse(configured)
         .ok()
         .and_then(|c| c.host_str().map(str::to_ascii_lowercase));
     if configured_host.as_deref() != Some(host_text.as_str()) && (loopback || !is_salesforce_host(&host_text)) {
-        return Err(format!(
+        return Err(Untrusted(format!(
             "its host `{host_text}` is neither the connection's `instance_url` host nor a Salesforce domain \
              (*.salesforce.com, *.force.com)"
-        ));
+        )));
     }
     Ok(u.origin().ascii_serialization())
 }

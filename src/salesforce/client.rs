@@ -4,13 +4,13 @@
 //! Every request goes through [`Conn::request`], which waits for the connection's
 //! concurrency slot and rate window, adds the token, reads `Sforce-Limit-Info`, replays once
 //! with a new token on 401 `INVALID_SESSION_ID`, and sorts failures into transient (retried
-//! by the engine) and fatal (the run stops, keeping what was confirmed).
+//! by the caller) and fatal (the run stops, keeping what was confirmed): a [`CallError`],
+//! which each direction turns into its own (the destination's `CallError`).
 
-use super::auth::{Auth, AuthError};
+use super::auth::{Auth, AuthError, ConnectionError};
 use crate::config::env;
 use crate::config::project::SalesforceConnection;
-use crate::destination::limit::{Limits, Permit};
-use crate::destination::SendError;
+use crate::http::limit::{Limits, Permit};
 use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,6 +39,22 @@ pub struct Conn {
     calls: AtomicU64,
 }
 
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Worth retrying: timeouts, connection errors, 429, 5xx, a token endpoint unavailable,
+    /// too many requests at once. `retry_after` is the org's `Retry-After`, when it sent one.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Not worth retrying: credentials refused, 4xx, a redirect, a malformed or oversized
+    /// answer, the daily API allocation spent down to its reserve.
+    #[error("{0}")]
+    Fatal(String),
+}
+
 /// A successful (2xx or 300) answer.
 pub struct Answer {
     pub status: StatusCode,
@@ -57,7 +73,7 @@ fn is_loopback(url: &url::Url) -> bool {
 impl Conn {
     /// The connection `name`, shared within the process (a changed configuration makes a
     /// new one).
-    pub fn shared(name: &str, c: &SalesforceConnection, project_dir: &Path) -> Result<Arc<Conn>, String> {
+    pub fn shared(name: &str, c: &SalesforceConnection, project_dir: &Path) -> Result<Arc<Conn>, ConnectionError> {
         /// Connection name → (its configuration, the connection).
         type Registry = Mutex<HashMap<String, (String, Arc<Conn>)>>;
         static REGISTRY: OnceLock<Registry> = OnceLock::new();
@@ -74,13 +90,14 @@ impl Conn {
         Ok(conn)
     }
 
-    fn new(name: &str, c: &SalesforceConnection, project_dir: &Path) -> Result<Conn, String> {
-        let instance = env::expand_env(&c.instance_url).map_err(|e| format!("connection `{name}`: {e}"))?;
+    fn new(name: &str, c: &SalesforceConnection, project_dir: &Path) -> Result<Conn, ConnectionError> {
+        let instance = env::expand_env(&c.instance_url).map_err(|e| ConnectionError::setting(name, e.to_string()))?;
         let parsed = url::Url::parse(&instance)
-            .map_err(|e| format!("connection `{name}`: `instance_url` `{instance}` is not a URL ({e})"))?;
+            .map_err(|e| ConnectionError::setting(name, format!("`instance_url` `{instance}` is not a URL ({e})")))?;
         if parsed.scheme() != "https" && !is_loopback(&parsed) {
-            return Err(format!(
-                "connection `{name}`: `instance_url` must be https (plain http only reaches a sandbox on this machine)"
+            return Err(ConnectionError::setting(
+                name,
+                "`instance_url` must be https (plain http only reaches a sandbox on this machine)",
             ));
         }
         let concurrency = c
@@ -88,13 +105,13 @@ impl Conn {
             .map(|n| n as usize)
             .unwrap_or(DEFAULT_CONCURRENCY)
             .max(1);
-        let rate = c.rate_limit.as_deref().and_then(crate::destination::limit::parse_rate);
+        let rate = c.rate_limit.as_deref().and_then(crate::http::limit::parse_rate);
         Ok(Conn {
             name: name.to_string(),
             version: c.api_version.clone().unwrap_or_else(|| DEFAULT_VERSION.into()),
             auth: Auth::new(name, c, project_dir)?,
             limits: Limits::shared(name, rate, concurrency),
-            client: crate::http::client()?,
+            client: crate::http::client().map_err(ConnectionError::client)?,
             concurrency,
             bulk_threshold: c.bulk_threshold.map(u64::from).unwrap_or(DEFAULT_BULK_THRESHOLD),
             reserve: c.daily_api_reserve.map(u64::from).unwrap_or(DEFAULT_DAILY_RESERVE),
@@ -144,7 +161,7 @@ impl Conn {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
         timeout: Duration,
-    ) -> Result<Answer, SendError> {
+    ) -> Result<Answer, CallError> {
         // The request's slot is held while its answer arrives.
         let (resp, _permit) = self.request_raw(counter, method.clone(), path, body, timeout).await?;
         let status = resp.status();
@@ -156,15 +173,15 @@ impl Conn {
 
     /// A failure to read a successful answer's body: a transfer cut short is transient (the
     /// request is retried), an oversized answer is fatal.
-    pub fn body_error(&self, method: &Method, path: &str, e: crate::http::BodyError) -> SendError {
+    pub fn body_error(&self, method: &Method, path: &str, e: crate::http::BodyError) -> CallError {
         let message = format!("{method} {path} on connection `{}`: {e}", self.name);
         if e.is_transient() {
-            SendError::Transient {
+            CallError::Transient {
                 message,
                 retry_after: None,
             }
         } else {
-            SendError::Fatal(message)
+            CallError::Fatal(message)
         }
     }
 
@@ -178,7 +195,7 @@ impl Conn {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
         timeout: Duration,
-    ) -> Result<(reqwest::Response, Permit), SendError> {
+    ) -> Result<(reqwest::Response, Permit), CallError> {
         // The token first: the rate window counts API requests, not token fetches.
         let mut token = self.auth.token().await.map_err(auth_error)?;
         let mut permit = self.limits.acquire().await;
@@ -186,7 +203,7 @@ impl Conn {
         // were answered with.
         if let Some((used, max)) = self.usage() {
             if max.saturating_sub(used) <= self.reserve {
-                return Err(SendError::Fatal(self.daily_limit_message(used, max)));
+                return Err(CallError::Fatal(self.daily_limit_message(used, max)));
             }
         }
         let mut replayed = false;
@@ -194,7 +211,7 @@ impl Conn {
             // Paths come from ebb or from Salesforce's answers (`nextRecordsUrl`,
             // `contentUrl`): either way the token only goes to the instance it was issued for.
             let Some(url) = crate::http::join_same_origin(&token.instance_url, path) else {
-                return Err(SendError::Fatal(format!(
+                return Err(CallError::Fatal(format!(
                     "{method} on connection `{}`: `{}` is not a path on the instance {}; ebb sends the token nowhere else",
                     self.name,
                     crate::redact::url(path),
@@ -216,7 +233,7 @@ impl Conn {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    return Err(SendError::Transient {
+                    return Err(CallError::Transient {
                         message: format!(
                             "{method} {url}: {}",
                             if e.is_timeout() {
@@ -236,7 +253,7 @@ impl Conn {
                 return Ok((resp, permit));
             }
             if status.is_redirection() {
-                return Err(SendError::Fatal(format!(
+                return Err(CallError::Fatal(format!(
                     "{method} {path} on connection `{}`: {}",
                     self.name,
                     crate::http::redirect_message(status, resp.headers())
@@ -255,7 +272,7 @@ impl Conn {
                 // session timeout is very short): the batch is retried with backoff, and
                 // its next attempt renews again.
                 self.auth.renew(&token.access_token).await.map_err(auth_error)?;
-                return Err(SendError::Transient {
+                return Err(CallError::Transient {
                     message: format!(
                         "{method} {path} on connection `{}`: the session expired again right after renewal",
                         self.name
@@ -284,13 +301,13 @@ impl Conn {
                 };
                 if spent || message.contains("TotalRequests") {
                     let (used, max) = self.usage().unwrap_or((0, 0));
-                    return Err(SendError::Fatal(format!(
+                    return Err(CallError::Fatal(format!(
                         "{} ({detail})",
                         self.daily_limit_message(used, max)
                     )));
                 }
                 self.limits.too_many(&mut permit);
-                return Err(SendError::Transient {
+                return Err(CallError::Transient {
                     message: format!("{what}: {detail} (too many requests at once)"),
                     retry_after: None,
                 });
@@ -299,12 +316,12 @@ impl Conn {
                 || status == StatusCode::TOO_MANY_REQUESTS
                 || status == StatusCode::REQUEST_TIMEOUT
             {
-                return Err(SendError::Transient {
+                return Err(CallError::Transient {
                     message: format!("{what}: {detail}"),
                     retry_after: None,
                 });
             }
-            return Err(SendError::Fatal(format!("{what}: {detail}")));
+            return Err(CallError::Fatal(format!("{what}: {detail}")));
         }
     }
 
@@ -315,7 +332,7 @@ impl Conn {
         method: Method,
         path: &str,
         body: Option<String>,
-    ) -> Result<(StatusCode, serde_json::Value), SendError> {
+    ) -> Result<(StatusCode, serde_json::Value), CallError> {
         let a = self
             .request(
                 counter,
@@ -329,7 +346,7 @@ impl Conn {
             return Ok((a.status, serde_json::Value::Null));
         }
         let v = serde_json::from_str(&a.body).map_err(|e| {
-            SendError::Fatal(format!(
+            CallError::Fatal(format!(
                 "{method} {path} on connection `{}`: the answer is not JSON ({e}): {}",
                 self.name,
                 a.body.chars().take(200).collect::<String>()
@@ -339,10 +356,10 @@ impl Conn {
     }
 }
 
-fn auth_error(e: AuthError) -> SendError {
+fn auth_error(e: AuthError) -> CallError {
     match e {
-        AuthError::Refused(m) => SendError::Fatal(m),
-        AuthError::Unavailable(m) => SendError::Transient {
+        AuthError::Refused(m) => CallError::Fatal(m),
+        AuthError::Unavailable(m) => CallError::Transient {
             message: m,
             retry_after: None,
         },

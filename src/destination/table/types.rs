@@ -1,0 +1,736 @@
+//! Column types of a warehouse table written by ebb: what a mapped column becomes
+//! ([`ColumnType::from_arrow`], [`ColumnType::after`], [`ColumnType::of_constant`]), its
+//! DDL in each warehouse, whether an existing column can hold it ([`DbType::holds`]), and
+//! how a mapped [`Val`] is turned into a cell of that type ([`to_arrow`]), failing with the
+//! column and the reason when it does not fit. The table of mappings is in docs/tables.md;
+//! keep the two in step.
+
+use crate::map::value::Val;
+use crate::source::{DECIMAL_TEXT, JSON_TEXT};
+use crate::transform::Transform;
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, TimeUnit};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// The largest precision of an exact decimal both warehouses store (DuckDB's limit).
+pub const MAX_PRECISION: u8 = 38;
+/// The precision and scale given to exact numbers of unbounded precision
+/// ([`DECIMAL_TEXT`] columns).
+pub const UNBOUNDED_DECIMAL: (u8, u8) = (38, 9);
+
+/// The type of a column ebb writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    Text,
+    Bigint,
+    Double,
+    /// Exact: `precision` digits, `scale` of them after the point.
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
+    Boolean,
+    Date,
+    /// A UTC instant (`TIMESTAMPTZ`).
+    Timestamp,
+    /// DuckDB `JSON`, PostgreSQL `jsonb`.
+    Json,
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnType::Text => f.write_str("text"),
+            ColumnType::Bigint => f.write_str("bigint"),
+            ColumnType::Double => f.write_str("double"),
+            ColumnType::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
+            ColumnType::Boolean => f.write_str("boolean"),
+            ColumnType::Date => f.write_str("date"),
+            ColumnType::Timestamp => f.write_str("timestamptz"),
+            ColumnType::Json => f.write_str("json"),
+        }
+    }
+}
+
+impl ColumnType {
+    /// The type of a column read as `dt` (with its field `metadata`): what the Salesforce
+    /// reader and the warehouse sources produce.
+    pub fn from_arrow(dt: &DataType, metadata: &HashMap<String, String>) -> Result<ColumnType, String> {
+        Ok(match dt {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                if metadata.contains_key(JSON_TEXT) {
+                    ColumnType::Json
+                } else if metadata.contains_key(DECIMAL_TEXT) {
+                    let (precision, scale) = UNBOUNDED_DECIMAL;
+                    ColumnType::Decimal { precision, scale }
+                } else {
+                    ColumnType::Text
+                }
+            }
+            DataType::Null => ColumnType::Text,
+            DataType::Boolean => ColumnType::Boolean,
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32 => ColumnType::Bigint,
+            DataType::UInt64 => ColumnType::Decimal {
+                precision: 20,
+                scale: 0,
+            },
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => ColumnType::Double,
+            DataType::Decimal128(p, s) => {
+                if *s < 0 {
+                    ColumnType::Decimal {
+                        precision: (i16::from(*p) - i16::from(*s)).min(i16::from(MAX_PRECISION)) as u8,
+                        scale: 0,
+                    }
+                } else {
+                    ColumnType::Decimal {
+                        precision: (*p).min(MAX_PRECISION),
+                        scale: *s as u8,
+                    }
+                }
+            }
+            DataType::Date32 | DataType::Date64 => ColumnType::Date,
+            DataType::Timestamp(_, _) => ColumnType::Timestamp,
+            DataType::Struct(_)
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(_, _)
+            | DataType::Map(_, _) => ColumnType::Json,
+            DataType::Dictionary(_, values) => return ColumnType::from_arrow(values, metadata),
+            other => {
+                return Err(format!(
+                    "columns of Arrow type {other} cannot be written to a table yet"
+                ))
+            }
+        })
+    }
+
+    /// The type of a constant mapping's value.
+    pub fn of_constant(v: &serde_json::Value) -> ColumnType {
+        match v {
+            serde_json::Value::Bool(_) => ColumnType::Boolean,
+            serde_json::Value::Number(n) if n.is_i64() => ColumnType::Bigint,
+            serde_json::Value::Number(_) => ColumnType::Double,
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => ColumnType::Json,
+            serde_json::Value::String(_) | serde_json::Value::Null => ColumnType::Text,
+        }
+    }
+
+    /// The type of the values `t` returns when given values of this type (what
+    /// `map::apply` does: text transforms return text, `parse_json` JSON, `round` keeps
+    /// integers and decimals exact, `scale` returns a double).
+    pub fn after(self, t: &Transform) -> Result<ColumnType, String> {
+        Ok(match t {
+            Transform::Lower
+            | Transform::Upper
+            | Transform::Initcap
+            | Transform::Trim
+            | Transform::Phone
+            | Transform::Sha256
+            | Transform::Date(_)
+            | Transform::Truncate(_) => ColumnType::Text,
+            Transform::ParseJson => ColumnType::Json,
+            Transform::Scale { .. } => ColumnType::Double,
+            Transform::Round(n) => match self {
+                ColumnType::Decimal { precision, scale } if u32::from(scale) > *n => {
+                    let n = *n as u8;
+                    // Rounding may carry into one more integer digit (9.996 → 10.00).
+                    ColumnType::Decimal {
+                        precision: (precision - scale + n + 1).min(MAX_PRECISION),
+                        scale: n,
+                    }
+                }
+                ColumnType::Bigint | ColumnType::Decimal { .. } | ColumnType::Double => self,
+                _ => ColumnType::Double,
+            },
+            Transform::Default(v) => {
+                let fits = match self {
+                    ColumnType::Text | ColumnType::Json => true,
+                    _ => cell(self, Val::from_json(v.clone())).is_ok(),
+                };
+                if !fits {
+                    return Err(format!("`default({v})` does not fit a {self} column"));
+                }
+                self
+            }
+        })
+    }
+
+    /// The type as DuckDB DDL.
+    pub fn duckdb(self) -> String {
+        match self {
+            ColumnType::Text => "VARCHAR".into(),
+            ColumnType::Bigint => "BIGINT".into(),
+            ColumnType::Double => "DOUBLE".into(),
+            ColumnType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
+            ColumnType::Boolean => "BOOLEAN".into(),
+            ColumnType::Date => "DATE".into(),
+            ColumnType::Timestamp => "TIMESTAMPTZ".into(),
+            ColumnType::Json => "JSON".into(),
+        }
+    }
+
+    /// The type as PostgreSQL DDL.
+    pub fn postgres(self) -> String {
+        match self {
+            ColumnType::Text => "text".into(),
+            ColumnType::Bigint => "bigint".into(),
+            ColumnType::Double => "double precision".into(),
+            ColumnType::Decimal { precision, scale } => format!("numeric({precision},{scale})"),
+            ColumnType::Boolean => "boolean".into(),
+            ColumnType::Date => "date".into(),
+            ColumnType::Timestamp => "timestamptz".into(),
+            ColumnType::Json => "jsonb".into(),
+        }
+    }
+
+    /// The Arrow type cells of this type are built as (JSON as its text).
+    pub fn arrow(self) -> DataType {
+        match self {
+            ColumnType::Text | ColumnType::Json => DataType::Utf8,
+            ColumnType::Bigint => DataType::Int64,
+            ColumnType::Double => DataType::Float64,
+            ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale as i8),
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        }
+    }
+}
+
+/// One cell converted to its column's type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Text(String),
+    Int(i64),
+    Double(f64),
+    /// Scaled by the column's scale.
+    Decimal(i128),
+    Bool(bool),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01 UTC.
+    Timestamp(i64),
+}
+
+impl Cell {
+    /// A text form, for keys and messages.
+    pub fn key_text(&self) -> String {
+        match self {
+            Cell::Null => "null".into(),
+            Cell::Text(s) => s.clone(),
+            Cell::Int(i) => i.to_string(),
+            Cell::Double(f) => f.to_string(),
+            Cell::Decimal(v) => v.to_string(),
+            Cell::Bool(b) => b.to_string(),
+            Cell::Date(d) => d.to_string(),
+            Cell::Timestamp(t) => t.to_string(),
+        }
+    }
+}
+
+/// `v` as a cell of a `ty` column, or why it does not fit (without the column's name:
+/// the caller adds it, with the row's key).
+pub fn cell(ty: ColumnType, v: Val) -> Result<Cell, String> {
+    if matches!(v, Val::Null) {
+        return Ok(Cell::Null);
+    }
+    let refuse = |v: &Val| Err(format!("{} cannot be written to a {ty} column", v.kind()));
+    Ok(match ty {
+        ColumnType::Text => match v {
+            Val::Str(s) => Cell::Text(s),
+            Val::Bytes(_) => return refuse(&v),
+            other => Cell::Text(other.as_text().ok_or("no text form")?),
+        },
+        ColumnType::Json => match v {
+            Val::Str(s) => {
+                serde_json::from_str::<serde::de::IgnoredAny>(&s).map_err(|e| format!("the text is not JSON ({e})"))?;
+                Cell::Text(s)
+            }
+            Val::Json(j) => Cell::Text(j.to_string()),
+            Val::Bytes(_) => return refuse(&v),
+            other => {
+                let mut s = String::new();
+                other.write_json(&mut s).map_err(|e| e.to_string())?;
+                Cell::Text(s)
+            }
+        },
+        ColumnType::Bigint => match v {
+            Val::Int(i) => Cell::Int(i),
+            Val::UInt(u) => Cell::Int(i64::try_from(u).map_err(|_| format!("{u} is out of the bigint range"))?),
+            Val::Float(f) if f.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) => {
+                Cell::Int(f as i64)
+            }
+            Val::Decimal { .. } | Val::NumberText(_) | Val::Float(_) => {
+                let text = v.as_text().unwrap_or_default();
+                let d = parse_decimal(&text, 0)
+                    .filter(|_| exact_integer(&text))
+                    .ok_or_else(|| format!("{text} is not a whole number"))?;
+                Cell::Int(i64::try_from(d).map_err(|_| format!("{text} is out of the bigint range"))?)
+            }
+            other => return refuse(&other),
+        },
+        ColumnType::Double => match v.as_f64() {
+            Some(f)
+                if matches!(
+                    v,
+                    Val::Int(_) | Val::UInt(_) | Val::Float(_) | Val::Decimal { .. } | Val::NumberText(_)
+                ) =>
+            {
+                Cell::Double(f)
+            }
+            _ => return refuse(&v),
+        },
+        ColumnType::Decimal { precision, scale } => {
+            let limit = 10i128.pow(u32::from(precision));
+            // Exact integers and decimals scale without going through text.
+            let direct = match &v {
+                Val::Int(i) => 10i128
+                    .checked_pow(u32::from(scale))
+                    .and_then(|m| i128::from(*i).checked_mul(m)),
+                Val::Decimal { v: d, scale: from } if *from <= scale => 10i128
+                    .checked_pow(u32::from(scale - from))
+                    .and_then(|m| d.checked_mul(m)),
+                _ => None,
+            };
+            if let Some(d) = direct {
+                if d.abs() >= limit {
+                    return Err(format!(
+                        "{} does not fit a {ty} column",
+                        v.as_text().unwrap_or_default()
+                    ));
+                }
+                return Ok(Cell::Decimal(d));
+            }
+            let text = match &v {
+                Val::Int(_) | Val::UInt(_) | Val::Decimal { .. } | Val::NumberText(_) | Val::Float(_) => {
+                    v.as_text().ok_or("no text form")?
+                }
+                other => return refuse(other),
+            };
+            let d = parse_decimal(&text, scale).ok_or_else(|| format!("{text} is not a number"))?;
+            if d.abs() >= limit {
+                return Err(format!("{text} does not fit a {ty} column"));
+            }
+            Cell::Decimal(d)
+        }
+        ColumnType::Boolean => match v {
+            Val::Bool(b) => Cell::Bool(b),
+            other => return refuse(&other),
+        },
+        ColumnType::Date => match v {
+            Val::Date(d) => Cell::Date(
+                i32::try_from((d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days())
+                    .map_err(|_| "the date is out of range".to_string())?,
+            ),
+            other => return refuse(&other),
+        },
+        ColumnType::Timestamp => match v {
+            Val::Timestamp { at, .. } => Cell::Timestamp(at.and_utc().timestamp_micros()),
+            other => return refuse(&other),
+        },
+    })
+}
+
+/// Whether `text` (a number's text) has no non-zero fraction digits.
+fn exact_integer(text: &str) -> bool {
+    let t = text.trim();
+    let mantissa = t.split(['e', 'E']).next().unwrap_or(t);
+    match mantissa.split_once('.') {
+        Some((_, frac)) => frac.chars().all(|c| c == '0') && !t.contains(['e', 'E']),
+        None => !t.contains(['e', 'E']),
+    }
+}
+
+/// A decimal number's text (`-12.345`, `1e3`, `1.5E-2`) scaled to `scale` digits after the
+/// point, rounding half away from zero as the warehouses' casts do.
+pub fn parse_decimal(text: &str, scale: u8) -> Option<i128> {
+    let t = text.trim();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], t[i + 1..].parse::<i32>().ok()?),
+        None => (t, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if (int.is_empty() && frac.is_empty()) || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let digits: String = format!("{int}{frac}");
+    // value = digits × 10^(exp − frac.len()); we want value × 10^scale.
+    let shift = exp - frac.len() as i32 + i32::from(scale);
+    let digits = digits.trim_start_matches('0');
+    let mut v: i128 = 0;
+    if shift >= 0 {
+        for c in digits.chars() {
+            v = v.checked_mul(10)?.checked_add(i128::from(c as u8 - b'0'))?;
+        }
+        v = v.checked_mul(10i128.checked_pow(shift as u32)?)?;
+    } else {
+        let cut = (-shift) as usize;
+        let keep = digits.len().saturating_sub(cut);
+        for c in digits[..keep].chars() {
+            v = v.checked_mul(10)?.checked_add(i128::from(c as u8 - b'0'))?;
+        }
+        // The first dropped digit decides the rounding (half away from zero).
+        let dropped = if cut > digits.len() {
+            None
+        } else {
+            digits[keep..].chars().next()
+        };
+        if dropped.is_some_and(|c| c >= '5') {
+            v = v.checked_add(1)?;
+        }
+    }
+    Some(if neg { -v } else { v })
+}
+
+/// Builds the Arrow array of one column from its cells.
+pub fn to_arrow(ty: ColumnType, cells: &[Cell]) -> ArrayRef {
+    match ty {
+        ColumnType::Text | ColumnType::Json => {
+            let mut b = StringBuilder::with_capacity(cells.len(), cells.len() * 16);
+            for c in cells {
+                match c {
+                    Cell::Text(s) => b.append_value(s),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Bigint => {
+            let mut b = Int64Builder::with_capacity(cells.len());
+            for c in cells {
+                b.append_option(if let Cell::Int(i) = c { Some(*i) } else { None });
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Double => {
+            let mut b = Float64Builder::with_capacity(cells.len());
+            for c in cells {
+                b.append_option(if let Cell::Double(f) = c { Some(*f) } else { None });
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Decimal { precision, scale } => {
+            let mut b = Decimal128Builder::with_capacity(cells.len());
+            for c in cells {
+                b.append_option(if let Cell::Decimal(v) = c { Some(*v) } else { None });
+            }
+            Arc::new(
+                b.finish()
+                    .with_precision_and_scale(precision, scale as i8)
+                    .expect("precision and scale within Arrow's limits"),
+            )
+        }
+        ColumnType::Boolean => {
+            let mut b = BooleanBuilder::with_capacity(cells.len());
+            for c in cells {
+                b.append_option(if let Cell::Bool(v) = c { Some(*v) } else { None });
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Date => {
+            let mut b = Date32Builder::with_capacity(cells.len());
+            for c in cells {
+                b.append_option(if let Cell::Date(v) = c { Some(*v) } else { None });
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Timestamp => {
+            let mut b = TimestampMicrosecondBuilder::with_capacity(cells.len()).with_timezone("UTC");
+            for c in cells {
+                b.append_option(if let Cell::Timestamp(v) = c { Some(*v) } else { None });
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// The type of an existing column, as the warehouse reports it, normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbType {
+    Text,
+    /// An integer of this many bits (16, 32, 64, 128).
+    Integer(u16),
+    Double,
+    Real,
+    /// `None`: numeric without a declared precision (PostgreSQL).
+    Decimal(Option<(u8, u8)>),
+    Boolean,
+    Date,
+    Timestamp,
+    TimestampTz,
+    Json,
+    Other(String),
+}
+
+impl DbType {
+    /// From a DuckDB type name (`duckdb_columns().data_type`), e.g. `DECIMAL(18,2)`.
+    pub fn from_duckdb(name: &str) -> DbType {
+        let n = name.trim().to_ascii_uppercase();
+        match n.as_str() {
+            "VARCHAR" | "TEXT" | "STRING" => DbType::Text,
+            "SMALLINT" | "TINYINT" | "UTINYINT" => DbType::Integer(16),
+            "INTEGER" | "USMALLINT" => DbType::Integer(32),
+            "BIGINT" | "UINTEGER" => DbType::Integer(64),
+            "HUGEINT" => DbType::Integer(128),
+            "DOUBLE" => DbType::Double,
+            "FLOAT" | "REAL" => DbType::Real,
+            "BOOLEAN" => DbType::Boolean,
+            "DATE" => DbType::Date,
+            "TIMESTAMP" | "TIMESTAMP_NS" | "TIMESTAMP_MS" | "TIMESTAMP_S" => DbType::Timestamp,
+            "TIMESTAMP WITH TIME ZONE" | "TIMESTAMPTZ" => DbType::TimestampTz,
+            "JSON" => DbType::Json,
+            _ => match decimal_args(&n, "DECIMAL(") {
+                Some(ps) => DbType::Decimal(Some(ps)),
+                None if n.starts_with("VARCHAR(") => DbType::Text,
+                None => DbType::Other(name.to_string()),
+            },
+        }
+    }
+
+    /// From PostgreSQL's `format_type()`, e.g. `numeric(12,2)`, `character varying(80)`.
+    pub fn from_postgres(name: &str) -> DbType {
+        let n = name.trim().to_ascii_lowercase();
+        match n.as_str() {
+            "text" | "character varying" | "name" => DbType::Text,
+            "smallint" => DbType::Integer(16),
+            "integer" => DbType::Integer(32),
+            "bigint" => DbType::Integer(64),
+            "double precision" => DbType::Double,
+            "real" => DbType::Real,
+            "numeric" => DbType::Decimal(None),
+            "boolean" => DbType::Boolean,
+            "date" => DbType::Date,
+            "timestamp without time zone" => DbType::Timestamp,
+            "timestamp with time zone" => DbType::TimestampTz,
+            "json" | "jsonb" => DbType::Json,
+            _ if n.starts_with("character varying(") || n.starts_with("character(") => DbType::Text,
+            _ if n.starts_with("timestamp(") && n.ends_with("with time zone") && !n.ends_with("without time zone") => {
+                DbType::TimestampTz
+            }
+            _ if n.starts_with("timestamp(") => DbType::Timestamp,
+            _ => match decimal_args(&n, "numeric(") {
+                Some(ps) => DbType::Decimal(Some(ps)),
+                None => DbType::Other(name.to_string()),
+            },
+        }
+    }
+
+    /// Whether a column of this type holds every value of `ty` as ebb writes it; when
+    /// not, why.
+    pub fn holds(&self, ty: ColumnType) -> Result<(), String> {
+        let ok = match (ty, self) {
+            (ColumnType::Text, DbType::Text) => true,
+            (ColumnType::Json, DbType::Json | DbType::Text) => true,
+            (ColumnType::Bigint, DbType::Integer(bits)) => *bits >= 64,
+            (ColumnType::Bigint, DbType::Decimal(None)) => true,
+            (ColumnType::Bigint, DbType::Decimal(Some((p, s)))) => p.saturating_sub(*s) >= 19,
+            (ColumnType::Double, DbType::Double) => true,
+            (ColumnType::Decimal { .. }, DbType::Decimal(None)) => true,
+            (ColumnType::Decimal { precision, scale }, DbType::Decimal(Some((p, s)))) => {
+                *s >= scale && p.saturating_sub(*s) >= precision - scale
+            }
+            (ColumnType::Decimal { precision, scale: 0 }, DbType::Integer(bits)) => {
+                // 18 digits always fit 64 bits, 38 fit 128.
+                (*bits >= 64 && precision <= 18) || (*bits >= 128 && precision <= 38)
+            }
+            (ColumnType::Boolean, DbType::Boolean) => true,
+            (ColumnType::Date, DbType::Date) => true,
+            (ColumnType::Timestamp, DbType::TimestampTz) => true,
+            _ => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(match (ty, self) {
+            (ColumnType::Timestamp, DbType::Timestamp) => {
+                "a timestamp without time zone cannot hold UTC instants unambiguously (use timestamptz)".into()
+            }
+            (ColumnType::Bigint, DbType::Integer(bits)) => {
+                format!("a {bits}-bit integer cannot hold every bigint value")
+            }
+            (ColumnType::Decimal { .. }, DbType::Decimal(Some((p, s)))) => {
+                format!("decimal({p},{s}) cannot hold every {ty} value")
+            }
+            _ => format!("{} cannot hold {ty} values", self.describe()),
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            DbType::Text => "text".into(),
+            DbType::Integer(b) => format!("a {b}-bit integer"),
+            DbType::Double => "double".into(),
+            DbType::Real => "real (single precision)".into(),
+            DbType::Decimal(None) => "numeric".into(),
+            DbType::Decimal(Some((p, s))) => format!("decimal({p},{s})"),
+            DbType::Boolean => "boolean".into(),
+            DbType::Date => "date".into(),
+            DbType::Timestamp => "timestamp without time zone".into(),
+            DbType::TimestampTz => "timestamptz".into(),
+            DbType::Json => "json".into(),
+            DbType::Other(n) => format!("`{n}`"),
+        }
+    }
+}
+
+/// `(p,s)` of `PREFIXp,s)` or `PREFIXp)`.
+fn decimal_args(n: &str, prefix: &str) -> Option<(u8, u8)> {
+    let inner = n.strip_prefix(prefix)?.strip_suffix(')')?;
+    let (p, s) = inner.split_once(',').unwrap_or((inner, "0"));
+    Some((p.trim().parse().ok()?, s.trim().parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::Field;
+
+    #[test]
+    fn arrow_types_and_metadata() {
+        let none = HashMap::new();
+        let json: HashMap<String, String> = [(JSON_TEXT.to_string(), "1".to_string())].into();
+        let dec: HashMap<String, String> = [(DECIMAL_TEXT.to_string(), "1".to_string())].into();
+        assert_eq!(ColumnType::from_arrow(&DataType::Utf8, &none), Ok(ColumnType::Text));
+        assert_eq!(ColumnType::from_arrow(&DataType::Utf8, &json), Ok(ColumnType::Json));
+        assert_eq!(
+            ColumnType::from_arrow(&DataType::Utf8, &dec),
+            Ok(ColumnType::Decimal {
+                precision: 38,
+                scale: 9
+            })
+        );
+        assert_eq!(ColumnType::from_arrow(&DataType::Int32, &none), Ok(ColumnType::Bigint));
+        assert_eq!(
+            ColumnType::from_arrow(&DataType::Decimal128(18, 2), &none),
+            Ok(ColumnType::Decimal {
+                precision: 18,
+                scale: 2
+            })
+        );
+        assert_eq!(
+            ColumnType::from_arrow(&DataType::Timestamp(TimeUnit::Millisecond, None), &none),
+            Ok(ColumnType::Timestamp)
+        );
+        let list = DataType::List(Arc::new(Field::new("item", DataType::Int64, true)));
+        assert_eq!(ColumnType::from_arrow(&list, &none), Ok(ColumnType::Json));
+        assert!(ColumnType::from_arrow(&DataType::Binary, &none).is_err());
+    }
+
+    #[test]
+    fn transforms_change_the_type_as_apply_does() {
+        let t = |s: &str| Transform::parse(s).unwrap();
+        for name in [
+            "lower",
+            "upper",
+            "initcap",
+            "trim",
+            "phone",
+            "sha256",
+            "date",
+            "truncate(3)",
+        ] {
+            assert_eq!(ColumnType::Bigint.after(&t(name)), Ok(ColumnType::Text), "{name}");
+        }
+        assert_eq!(ColumnType::Text.after(&t("parse_json")), Ok(ColumnType::Json));
+        assert_eq!(ColumnType::Bigint.after(&t("scale(0,1,0,100)")), Ok(ColumnType::Double));
+        assert_eq!(ColumnType::Bigint.after(&t("round(2)")), Ok(ColumnType::Bigint));
+        assert_eq!(
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 4
+            }
+            .after(&t("round(2)")),
+            Ok(ColumnType::Decimal { precision: 9, scale: 2 })
+        );
+        assert_eq!(ColumnType::Bigint.after(&t("default(0)")), Ok(ColumnType::Bigint));
+        assert!(ColumnType::Bigint.after(&t("default('n/a')")).is_err());
+        // What apply returns has the type `after` says.
+        let v = t("round(2)").apply(Val::Decimal { v: 99_996, scale: 4 }).unwrap();
+        assert_eq!(
+            cell(ColumnType::Decimal { precision: 9, scale: 2 }, v),
+            Ok(Cell::Decimal(1000))
+        );
+    }
+
+    #[test]
+    fn values_fit_or_say_why() {
+        let d = |p, s| ColumnType::Decimal { precision: p, scale: s };
+        assert_eq!(cell(ColumnType::Bigint, Val::Int(7)), Ok(Cell::Int(7)));
+        assert_eq!(
+            cell(ColumnType::Bigint, Val::Str("7".into())).unwrap_err(),
+            "text cannot be written to a bigint column"
+        );
+        assert_eq!(
+            cell(ColumnType::Bigint, Val::Decimal { v: 700, scale: 2 }),
+            Ok(Cell::Int(7))
+        );
+        assert!(cell(ColumnType::Bigint, Val::Decimal { v: 701, scale: 2 }).is_err());
+        assert_eq!(
+            cell(d(5, 2), Val::Decimal { v: 12345, scale: 3 }),
+            Ok(Cell::Decimal(1235))
+        );
+        assert_eq!(cell(d(5, 2), Val::Int(-12)), Ok(Cell::Decimal(-1200)));
+        assert_eq!(cell(d(5, 2), Val::Float(0.1)), Ok(Cell::Decimal(10)));
+        assert_eq!(
+            cell(d(5, 2), Val::Int(1000)).unwrap_err(),
+            "1000 does not fit a decimal(5,2) column"
+        );
+        assert_eq!(
+            cell(d(38, 9), Val::NumberText("1e-3".into())),
+            Ok(Cell::Decimal(1_000_000))
+        );
+        assert!(cell(ColumnType::Json, Val::Str("{".into()))
+            .unwrap_err()
+            .starts_with("the text is not JSON"));
+        assert_eq!(cell(ColumnType::Json, Val::Int(3)), Ok(Cell::Text("3".into())));
+        assert_eq!(cell(ColumnType::Text, Val::Int(3)), Ok(Cell::Text("3".into())));
+        assert!(cell(ColumnType::Boolean, Val::Int(1)).is_err());
+        assert_eq!(cell(ColumnType::Date, Val::Null), Ok(Cell::Null));
+    }
+
+    #[test]
+    fn existing_column_types() {
+        assert_eq!(DbType::from_duckdb("DECIMAL(18,2)"), DbType::Decimal(Some((18, 2))));
+        assert_eq!(DbType::from_postgres("numeric(12,2)"), DbType::Decimal(Some((12, 2))));
+        assert_eq!(
+            DbType::from_postgres("timestamp(3) with time zone"),
+            DbType::TimestampTz
+        );
+        assert_eq!(DbType::from_postgres("character varying(80)"), DbType::Text);
+        assert!(DbType::Integer(32).holds(ColumnType::Bigint).is_err());
+        assert!(DbType::Decimal(Some((20, 4)))
+            .holds(ColumnType::Decimal {
+                precision: 18,
+                scale: 2
+            })
+            .is_ok());
+        assert!(DbType::Decimal(Some((18, 4)))
+            .holds(ColumnType::Decimal {
+                precision: 18,
+                scale: 2
+            })
+            .is_err());
+        assert!(DbType::Timestamp
+            .holds(ColumnType::Timestamp)
+            .unwrap_err()
+            .contains("without time zone"));
+        assert!(DbType::Text.holds(ColumnType::Json).is_ok());
+        assert!(DbType::Json.holds(ColumnType::Text).is_err());
+    }
+}
