@@ -95,6 +95,8 @@ fn written_options_land_in_the_plan() {
         destination: email
       - source: IsDeleted
         destination: deleted
+      - source: CreatedDate
+        destination: created_at
 ",
     ));
     let plan = plan.unwrap_or_else(|| panic!("{diags:#?}"));
@@ -111,6 +113,8 @@ fn written_options_land_in_the_plan() {
     assert_eq!(plan.source.fields, ["Id", "Email", "CreatedDate", "IsDeleted"]);
     assert_eq!(plan.source.added_fields, ["IsDeleted"]);
     assert_eq!(plan.destination.mode, Mode::Append);
+    // Versions are told apart by the column the cursor is mapped to.
+    assert_eq!(plan.destination.version_column.as_deref(), Some("created_at"));
     assert_eq!(plan.destination.deleted_column.as_deref(), Some("deleted"));
     assert!(!plan.destination.deleted_column_added);
 }

@@ -895,6 +895,7 @@ impl FakeOrg {
             on_deleted: None,
             deleted_column: None,
             deleted_column_added: false,
+            version_column: None,
         };
         let d = SalesforceDestination::new(name, &c, Path::new("."), &plan).unwrap();
         Destination::Salesforce(Box::new(d))

@@ -60,7 +60,18 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
     let _ = writeln!(o, "destination:  connection `{}` ({}){target}", d.connection, d.kind);
     match d.on_deleted {
         Some(od) => {
-            let _ = writeln!(o, "  mode:       {}", d.mode.as_str());
+            match &d.version_column {
+                Some(v) => {
+                    let _ = writeln!(
+                        o,
+                        "  mode:       {} (a row per version, by column `{v}`)",
+                        d.mode.as_str()
+                    );
+                }
+                None => {
+                    let _ = writeln!(o, "  mode:       {}", d.mode.as_str());
+                }
+            }
             let deleted = match (&d.deleted_column, d.deleted_column_added) {
                 (Some(c), true) => format!(": the row stays, column `{c}` (added) set true"),
                 (Some(c), false) => format!(": the row stays, column `{c}` set true"),
@@ -252,6 +263,7 @@ pub fn explain_json(plan: &SyncPlan, now: DateTime<Utc>) -> serde_json::Value {
             "on_deleted": d.on_deleted.map(|o| o.as_str()),
             "deleted_column": d.deleted_column,
             "deleted_column_added": d.deleted_column.as_ref().map(|_| d.deleted_column_added),
+            "version_column": d.version_column,
         },
         "mappings": plan.mappings.iter().map(|m| serde_json::json!({
             "destination": m.destination,

@@ -154,6 +154,9 @@ pub struct DestinationPlan {
     pub deleted_column: Option<String>,
     /// `deleted_column` is not mapped: the writer adds it to the table.
     pub deleted_column_added: bool,
+    /// `mode: append` of an inbound table: the column the cursor is mapped to, which tells
+    /// the versions of a record apart (a replayed version adds no row).
+    pub version_column: Option<String>,
 }
 
 /// One destination field and how its value is made.

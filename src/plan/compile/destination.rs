@@ -269,6 +269,12 @@ impl Compiler<'_, '_> {
             (Some(OnDeleted::Soft), None) => (Some(DEFAULT_DELETED_COLUMN.to_string()), true),
             _ => (None, false),
         };
+        // Append tells the versions of a record apart by the cursor, where it is mapped.
+        let version_column = if table && inbound && mode == Mode::Append {
+            self.version_column(spec, source)
+        } else {
+            None
+        };
         // The added deleted column must not be a column a mapping already writes.
         if let (Some(col), true) = (&deleted_column, deleted_column_added) {
             if let Some(i) = spec
@@ -303,7 +309,48 @@ impl Compiler<'_, '_> {
             on_deleted,
             deleted_column,
             deleted_column_added,
+            version_column,
         })
+    }
+
+    /// The column the cursor is mapped to, for `mode: append`; an error without one.
+    fn version_column(&mut self, spec: &ModelSpec, source: &SourcePlan) -> Option<String> {
+        let at = self.ctx.at(&["destination", "mode"]);
+        let Some(cursor) = source.read.as_ref().and_then(|r| r.cursor.as_deref()) else {
+            self.push(
+                Diagnostic::new(
+                    Code::ModeConflict,
+                    at,
+                    "`mode: append` keeps a row per version of a record, told apart by the cursor, but `incremental: off` has none",
+                )
+                .help("set `incremental` (e.g. `SystemModstamp`) and map it to a column, or use `mode: upsert`"),
+            );
+            return None;
+        };
+        let mapped = spec.mappings.iter().find(|m| {
+            m.source
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case(cursor) || s.eq_ignore_ascii_case(&format!("$.{cursor}")))
+        });
+        match mapped {
+            Some(m) => Some(m.destination.clone()),
+            None => {
+                self.push(
+                    Diagnostic::new(
+                        Code::MissingForType,
+                        at,
+                        format!(
+                            "`mode: append` tells the versions of a record apart by the cursor `{cursor}`, which no mapping writes"
+                        ),
+                    )
+                    .help(format!(
+                        "map it to a column, e.g. `- source: {cursor}` / `destination: {}`",
+                        cursor.to_ascii_lowercase()
+                    )),
+                );
+                None
+            }
+        }
     }
 
     /// `table:` is `name` or `schema.name`, each a plain identifier the writers can quote

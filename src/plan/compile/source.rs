@@ -5,10 +5,10 @@ use super::sql::{self, Selection};
 use super::Compiler;
 use crate::config::model::{Incremental, ModelSpec, ReadApi};
 use crate::config::{ConnectionSpec, ConnectionType};
-use crate::salesforce::client::DEFAULT_BULK_THRESHOLD;
 use crate::diagnostics::{one_of, unique_close_match, Code, Diagnostic, Span};
 use crate::path::FieldPath;
 use crate::plan::{InboundRead, SourcePlan, DEFAULT_LOOKBACK, DEFAULT_SETTLE};
+use crate::salesforce::client::DEFAULT_BULK_THRESHOLD;
 use crate::schedule;
 use std::time::Duration;
 
