@@ -100,6 +100,37 @@ pub fn parse_interval(text: &str) -> Result<ScheduleKind, ScheduleError> {
     Ok(ScheduleKind::Every { secs })
 }
 
+/// Parses a span of time written like a fixed interval, `<n>s`, `<n>m`, `<n>h` or `<n>d`
+/// (an inbound source's `lookback` and `settle`, `what` names the key). Zero is allowed:
+/// `settle: 0s` reads up to the run's start. At most 30 days, which no sane window exceeds.
+pub fn parse_duration(text: &str, what: &str) -> Result<std::time::Duration, ScheduleError> {
+    let help = format!("write `{what}` as a whole number with `s`, `m`, `h` or `d`, e.g. `10m` or `30s`");
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = |message: String| ScheduleError {
+        message,
+        help: help.clone(),
+    };
+    let n: u64 = num.parse().map_err(|_| bad(format!("`{text}` is not a duration")))?;
+    let unit_secs = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "" => return Err(bad(format!("`{text}` has no unit"))),
+        other => return Err(bad(format!("`{other}` is not a duration unit in `{text}`"))),
+    };
+    let secs = n.saturating_mul(unit_secs);
+    if secs > 30 * 86_400 {
+        return Err(ScheduleError {
+            message: format!("`{what}` `{text}` is longer than 30 days"),
+            help: "a window is a few seconds to a few hours; use `incremental: off` to read everything".into(),
+        });
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 /// Parses `cron:`: 5 fields (minute hour day-of-month month day-of-week), or 6 with
 /// seconds first.
 pub fn parse_cron(expr: &str) -> Result<ScheduleKind, ScheduleError> {
@@ -313,6 +344,32 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn durations_parse_with_exact_errors() {
+        use std::time::Duration as D;
+        assert_eq!(parse_duration("10m", "lookback"), Ok(D::from_secs(600)));
+        assert_eq!(parse_duration("30s", "settle"), Ok(D::from_secs(30)));
+        assert_eq!(parse_duration("1h", "lookback"), Ok(D::from_secs(3600)));
+        assert_eq!(parse_duration("2d", "lookback"), Ok(D::from_secs(172_800)));
+        assert_eq!(parse_duration("0s", "settle"), Ok(D::ZERO));
+        let e = parse_duration("10", "lookback").unwrap_err();
+        assert_eq!(e.message, "`10` has no unit");
+        assert!(e.help.contains("`lookback`"), "{}", e.help);
+        assert_eq!(
+            parse_duration("1.5h", "lookback").unwrap_err().message,
+            "`.5h` is not a duration unit in `1.5h`"
+        );
+        assert_eq!(
+            parse_duration("-5m", "lookback").unwrap_err().message,
+            "`-5m` is not a duration"
+        );
+        assert_eq!(
+            parse_duration("31d", "lookback").unwrap_err().message,
+            "`lookback` `31d` is longer than 30 days"
+        );
+        assert!(parse_duration("99999999999999999d", "lookback").is_err());
     }
 
     #[test]

@@ -35,7 +35,11 @@ const SHORT_INTERVAL: &str = "models:
 fn the_example_project_validates_with_exit_0() {
     let o = ebb(&repo(), &["validate"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).starts_with("ok: "), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.lines().last().unwrap_or("").starts_with("ok: "), "{out}");
+    // Nothing but notes before it: the inbound example's cursor (N307).
+    assert!(!out.contains("error[") && !out.contains("warning["), "{out}");
+    assert!(out.starts_with("note[N307]: `incremental: LastModifiedDate` reads changes by `SystemModstamp`\n  --> models/crm_contacts_inbound.yaml:12:20\n"), "{out}");
 }
 
 #[test]

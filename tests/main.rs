@@ -14,6 +14,7 @@ mod engine; // the sync engine on DuckDB without PostgreSQL: the delivery contra
 mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
 mod map; // the mapping layer on Arrow batches
+mod plan_inbound; // inbound models as compiled: defaults, cursor, fields read; `ebb plan` for them
 mod preview; // `ebb preview` against a real warehouse
 mod salesforce; // the Salesforce destination against the sandbox: collections, Bulk 2.0, tokens, limits, --connect
 mod sandbox; // `ebb sandbox`: the local Salesforce-compatible API's wire protocol over real HTTP, one module per part of src/sandbox/

@@ -892,6 +892,10 @@ impl FakeOrg {
             api: Some(api),
             on_removed: OnRemoved::Ignore,
             batch_size: 200,
+            on_deleted: None,
+            deleted_column: None,
+            deleted_column_added: false,
+            version_column: None,
         };
         let d = SalesforceDestination::new(name, &c, Path::new("."), &plan).unwrap();
         Destination::Salesforce(Box::new(d))

@@ -107,8 +107,10 @@ impl ConnectionType {
         self.is_warehouse() || self.is_crm()
     }
 
+    /// Every type: a Snowflake table validates, and `ebb run` says its writer is not built
+    /// yet.
     pub fn can_be_destination(self) -> bool {
-        self != ConnectionType::Snowflake
+        true
     }
 }
 
@@ -135,12 +137,81 @@ pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
     /// CRM sources (inbound): the fields to read. Default: the mappings' source fields.
+    /// `Id`, `IsDeleted` and the cursor field are always read (added when missing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<Vec<String>>,
-    /// CRM sources (inbound): the field used as an incremental watermark, e.g. `LastModifiedDate`;
-    /// each run reads only records changed since the last confirmed run.
+    /// CRM sources (inbound): the cursor field each run reads changes by, or `off` to read
+    /// every record on every run (what `mode: mirror` needs). Default, and for
+    /// `LastModifiedDate`: `SystemModstamp` (indexed, and it moves on system updates too).
+    /// Another field is used as written, e.g. `CreatedDate` for an append-only object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub incremental: Option<String>,
+    pub incremental: Option<Incremental>,
+    /// CRM sources (inbound): how far before the watermark each run starts reading, so
+    /// records committed late with an older stamp are not missed: `<n>s`, `<n>m`, `<n>h`
+    /// or `<n>d`. Default: `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookback: Option<String>,
+    /// CRM sources (inbound): how long before the run's start each run stops reading, so
+    /// records still being committed are read by the next run: `<n>s`, `<n>m`, `<n>h` or
+    /// `<n>d`. Default: `5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle: Option<String>,
+    /// CRM sources (inbound): which API reads the records. Default: `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ReadApi>,
+}
+
+/// The cursor of an inbound read: a field, or `off`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Incremental {
+    /// Every run reads every record (a full read).
+    Off(Off),
+    /// The cursor field, e.g. `SystemModstamp` or `CreatedDate`.
+    Field(String),
+}
+
+/// Which API reads the records of a CRM source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadApi {
+    /// REST query for reads below the connection's `bulk_threshold` records, Bulk API 2.0
+    /// query jobs at or above it.
+    Auto,
+    /// Always REST query (`queryAll`, paged by `nextRecordsUrl`).
+    Rest,
+    /// Always Bulk API 2.0 query jobs (`queryAll`, CSV).
+    Bulk,
+}
+
+impl ReadApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadApi::Auto => "auto",
+            ReadApi::Rest => "rest",
+            ReadApi::Bulk => "bulk",
+        }
+    }
+}
+
+/// What an inbound sync does with records deleted in the CRM (`IsDeleted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDeleted {
+    /// The row stays, with its deleted column (where `IsDeleted` is mapped, else
+    /// `is_deleted`, added) set to true.
+    Soft,
+    /// The row is deleted from the table.
+    Hard,
+}
+
+impl OnDeleted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDeleted::Soft => "soft",
+            OnDeleted::Hard => "hard",
+        }
+    }
 }
 
 /// How rows are written.
@@ -157,6 +228,9 @@ pub enum Mode {
     Mirror,
     /// Delete the destination records of the model's rows.
     Delete,
+    /// Table destinations: every version of a record, one row each; a replayed window
+    /// adds no row.
+    Append,
 }
 
 impl Mode {
@@ -167,6 +241,7 @@ impl Mode {
             Mode::Insert => "insert",
             Mode::Mirror => "mirror",
             Mode::Delete => "delete",
+            Mode::Append => "append",
         }
     }
 }
@@ -231,11 +306,13 @@ pub struct DestinationSpec {
     /// Warehouse destinations (inbound): the table written, e.g. `raw.crm_contacts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
-    /// How rows are written. Default: `upsert`.
+    /// How rows are written: `upsert`, `update`, `insert`, `mirror` or `delete` for CRM and
+    /// other destinations; `upsert`, `append` or `mirror` for tables. Default: `upsert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
-    /// The source column that identifies a row. Rows with a null or repeated value are
-    /// rejected as invalid and never sent.
+    /// The source column (inbound: the CRM field, e.g. `Id`) that identifies a row. Rows
+    /// with a null or repeated value are rejected as invalid and never sent. A table's key
+    /// column is where this is mapped.
     pub unique_identifier: String,
     /// The destination field that identifies a record. Default: the field the
     /// `unique_identifier` column is mapped to, else `Id` (Salesforce). Salesforce cannot
@@ -249,6 +326,10 @@ pub struct DestinationSpec {
     /// (`delete` for `mode: mirror`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_removed: Option<OnRemoved>,
+    /// Table destinations of an inbound sync: what becomes of records deleted in the CRM.
+    /// Default: `soft`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_deleted: Option<OnDeleted>,
     /// Records per request. Default: the destination's maximum (Salesforce 200, HubSpot 100,
     /// `http` the connection's `batch_size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -163,7 +163,8 @@ pub struct SalesforceConnection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 25))]
     pub max_concurrency: Option<u32>,
-    /// `api: auto` uses Bulk API 2.0 above this many rows of one operation. Default: 10000.
+    /// `api: auto` uses Bulk API 2.0 from this many rows of one operation (writes), or
+    /// records of one read (inbound). Default: 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub bulk_threshold: Option<u32>,

@@ -60,6 +60,7 @@ codes! {
     InsecureUrl = "E209", Error, "a URL that must be https (or a loopback host) is not";
     BadUrl = "E210", Error, "a URL that does not parse or has the wrong scheme";
     BadRateLimit = "E211", Error, "a rate limit not of the form N/second|minute|hour|day";
+    BadTableName = "E212", Error, "a destination table not written `name` or `schema.name` with plain identifiers";
     // SQL (E3xx)
     SqlSyntax = "E301", Error, "the source query does not parse";
     SqlNotQuery = "E302", Error, "the source query is not a single SELECT";
@@ -67,6 +68,8 @@ codes! {
     ColumnNotSelected = "E304", Error, "the query does not select a mapping's source column";
     SelectStar = "N305", Note, "`SELECT *`: the selected columns are not known until run time";
     FieldNotFetched = "E306", Error, "an inbound mapping reads a CRM field the source does not fetch";
+    CursorSystemModstamp = "N307", Note, "an inbound source reads changes by `SystemModstamp`, not `LastModifiedDate`";
+    BadDuration = "E308", Error, "a `lookback` or `settle` not of the form <n>s|<n>m|<n>h|<n>d";
     // Mappings (E4xx)
     DuplicateDestination = "E401", Error, "two mappings write the same destination field";
     BadPath = "E402", Error, "an invalid dotted path or JSONPath";

@@ -185,7 +185,8 @@ impl<'a> Run<'a> {
     ) -> Result<(), RunError> {
         let mode = self.cfg.plan.destination.mode;
         let op = match mode {
-            Mode::Upsert | Mode::Mirror => Op::Upsert,
+            // `append` is for table destinations, whose writer is not in this engine yet.
+            Mode::Upsert | Mode::Mirror | Mode::Append => Op::Upsert,
             Mode::Update => Op::Update,
             Mode::Insert => Op::Insert,
             Mode::Delete => Op::Delete,

@@ -1,6 +1,7 @@
 //! Printing a plan: `ebb plan` for people and as JSON.
 
-use super::{SyncPlan, ValueSource};
+use super::{InboundRead, SyncPlan, ValueSource};
+use crate::config::model::ReadApi;
 use crate::path::FieldPath;
 use chrono::{DateTime, Utc};
 use std::fmt::Write;
@@ -32,10 +33,22 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
         }
     }
     if let Some(obj) = &s.object {
-        let _ = writeln!(o, "  object:     {obj}  fields: {}", s.fields.join(", "));
+        let _ = writeln!(o, "  object:     {obj}");
+        let fields: Vec<String> = s
+            .fields
+            .iter()
+            .map(|f| {
+                if s.added_fields.contains(f) {
+                    format!("{f} (added)")
+                } else {
+                    f.clone()
+                }
+            })
+            .collect();
+        let _ = writeln!(o, "  fields:     {}", fields.join(", "));
     }
-    if let Some(w) = &s.incremental {
-        let _ = writeln!(o, "  watermark:  {w}");
+    if let Some(r) = &s.read {
+        explain_read(&mut o, r);
     }
     let d = &plan.destination;
     let target = d
@@ -45,13 +58,38 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
         .map(|t| format!(" → {t}"))
         .unwrap_or_default();
     let _ = writeln!(o, "destination:  connection `{}` ({}){target}", d.connection, d.kind);
-    let _ = writeln!(
-        o,
-        "  mode:       {} (on_removed: {})",
-        d.mode.as_str(),
-        d.on_removed.as_str()
-    );
-    let _ = writeln!(o, "  key:        column `{}` → field `{}`", d.key_column, d.key_field);
+    match d.on_deleted {
+        Some(od) => {
+            match &d.version_column {
+                Some(v) => {
+                    let _ = writeln!(
+                        o,
+                        "  mode:       {} (a row per version, by column `{v}`)",
+                        d.mode.as_str()
+                    );
+                }
+                None => {
+                    let _ = writeln!(o, "  mode:       {}", d.mode.as_str());
+                }
+            }
+            let deleted = match (&d.deleted_column, d.deleted_column_added) {
+                (Some(c), true) => format!(": the row stays, column `{c}` (added) set true"),
+                (Some(c), false) => format!(": the row stays, column `{c}` set true"),
+                (None, _) => ": the row is deleted".to_string(),
+            };
+            let _ = writeln!(o, "  on_deleted: {}{deleted}", od.as_str());
+            let _ = writeln!(o, "  key:        field `{}` → column `{}`", d.key_column, d.key_field);
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  mode:       {} (on_removed: {})",
+                d.mode.as_str(),
+                d.on_removed.as_str()
+            );
+            let _ = writeln!(o, "  key:        column `{}` → field `{}`", d.key_column, d.key_field);
+        }
+    }
     match d.api {
         Some(api) => {
             let _ = writeln!(
@@ -60,6 +98,9 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
                 d.batch_size,
                 api.as_str()
             );
+        }
+        None if d.kind.is_warehouse() => {
+            let _ = writeln!(o, "  batches:    {} rows per write", d.batch_size);
         }
         None => {
             let _ = writeln!(o, "  batches:    {} records per request", d.batch_size);
@@ -108,6 +149,56 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
     o
 }
 
+/// The cursor, the window and the read API of a CRM source.
+fn explain_read(o: &mut String, r: &InboundRead) {
+    match &r.cursor {
+        Some(c) if r.cursor_defaulted => {
+            let _ = writeln!(
+                o,
+                "  cursor:     {c} (for LastModifiedDate: indexed, moves on system updates too, never earlier)"
+            );
+        }
+        Some(c) => {
+            let _ = writeln!(o, "  cursor:     {c}");
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  cursor:     none (`incremental: off`): every run reads every record"
+            );
+        }
+    }
+    if let Some(c) = &r.cursor {
+        let _ = writeln!(
+            o,
+            "  window:     {c} >= watermark - {} (lookback) and < run start - {} (settle); the first run reads everything",
+            duration_text(r.lookback),
+            duration_text(r.settle)
+        );
+    }
+    let rule = match r.api {
+        ReadApi::Auto => format!(
+            "auto: REST query below {} records, Bulk API 2.0 query jobs at or above",
+            r.bulk_threshold
+        ),
+        ReadApi::Rest => "rest: REST query (queryAll)".to_string(),
+        ReadApi::Bulk => "bulk: Bulk API 2.0 query jobs (queryAll)".to_string(),
+    };
+    let _ = writeln!(o, "  read api:   {rule}");
+}
+
+/// `600s` as `10m`: the largest unit that divides it.
+pub fn duration_text(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".to_string(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 fn value_text(v: &ValueSource) -> String {
     match v {
         ValueSource::Path(FieldPath::Simple { column, steps }) if steps.is_empty() => column.clone(),
@@ -138,6 +229,7 @@ pub fn explain_json(plan: &SyncPlan, now: DateTime<Utc>) -> serde_json::Value {
     serde_json::json!({
         "name": plan.name,
         "description": plan.description,
+        "direction": plan.direction().as_str(),
         "file": plan.file.display().to_string(),
         "source": {
             "connection": s.connection,
@@ -147,6 +239,15 @@ pub fn explain_json(plan: &SyncPlan, now: DateTime<Utc>) -> serde_json::Value {
             "object": s.object,
             "fields": if s.fields.is_empty() { None } else { Some(&s.fields) },
             "incremental": s.incremental,
+            "added_fields": s.read.as_ref().map(|_| &s.added_fields),
+            "read": s.read.as_ref().map(|r| serde_json::json!({
+                "cursor": r.cursor,
+                "cursor_defaulted": r.cursor_defaulted,
+                "lookback_secs": r.lookback.as_secs(),
+                "settle_secs": r.settle.as_secs(),
+                "api": r.api.as_str(),
+                "bulk_threshold": r.bulk_threshold,
+            })),
         },
         "destination": {
             "connection": d.connection,
@@ -159,6 +260,10 @@ pub fn explain_json(plan: &SyncPlan, now: DateTime<Utc>) -> serde_json::Value {
             "key_field": d.key_field,
             "api": d.api.map(|a| a.as_str()),
             "batch_size": d.batch_size,
+            "on_deleted": d.on_deleted.map(|o| o.as_str()),
+            "deleted_column": d.deleted_column,
+            "deleted_column_added": d.deleted_column.as_ref().map(|_| d.deleted_column_added),
+            "version_column": d.version_column,
         },
         "mappings": plan.mappings.iter().map(|m| serde_json::json!({
             "destination": m.destination,

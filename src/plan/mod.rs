@@ -10,7 +10,7 @@ mod explain;
 
 pub use explain::{explain, explain_json};
 
-use crate::config::model::SalesforceApi;
+use crate::config::model::{OnDeleted, ReadApi, SalesforceApi};
 use crate::config::{ConnectionType, Mode, OnRemoved};
 use crate::diagnostics::Span;
 use crate::path::FieldPath;
@@ -33,6 +33,35 @@ pub struct SyncPlan {
     /// Where the parts of the model are written, for diagnostics found later (e.g. by
     /// `validate --connect`).
     pub spans: PlanSpans,
+}
+
+/// Which way a model syncs, for the engine to pick its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Warehouse rows into a CRM or another destination (snapshot diff, batched delivery).
+    Outbound,
+    /// CRM records into a warehouse table (windowed reads by a cursor, watermark).
+    Inbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+impl SyncPlan {
+    /// Inbound when the source is a CRM (Salesforce, HubSpot), outbound otherwise.
+    pub fn direction(&self) -> Direction {
+        if self.source.kind.is_crm() {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        }
+    }
 }
 
 /// Positions in the model file.
@@ -60,13 +89,46 @@ pub struct SourcePlan {
     pub kind: ConnectionType,
     /// Warehouse sources.
     pub query: Option<String>,
-    /// CRM sources: object, fields read, watermark field.
+    /// CRM sources: the object read.
     pub object: Option<String>,
+    /// CRM sources: every field read, in order: `fields` (or the mappings' source fields),
+    /// then `Id`, `IsDeleted` and the cursor when they were missing.
     pub fields: Vec<String>,
+    /// CRM sources: the fields of `fields` that ebb added (not written in the model).
+    pub added_fields: Vec<String>,
+    /// CRM sources: `incremental` as written (`None` when unset or `off`).
     pub incremental: Option<String>,
+    /// CRM sources: how each run is read; `None` for warehouse sources.
+    pub read: Option<InboundRead>,
     /// The columns the query selects, when statically known.
     pub columns: Option<Vec<String>>,
 }
+
+/// How a CRM source is read on each run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundRead {
+    /// The cursor field (`SystemModstamp` for `LastModifiedDate` or unset), or `None` for
+    /// a full read every run (`incremental: off`).
+    pub cursor: Option<String>,
+    /// The cursor is `SystemModstamp` in place of `LastModifiedDate` (or of nothing).
+    pub cursor_defaulted: bool,
+    /// A run reads `cursor >= watermark - lookback` …
+    pub lookback: std::time::Duration,
+    /// … `AND cursor < run_start - settle`.
+    pub settle: std::time::Duration,
+    /// REST query below the connection's `bulk_threshold` (`bulk_threshold` here), Bulk
+    /// API 2.0 at or above it, or one of them always.
+    pub api: ReadApi,
+    /// The connection's `bulk_threshold` (Salesforce; the default when unset).
+    pub bulk_threshold: u64,
+}
+
+/// Default `lookback` of an inbound source.
+pub const DEFAULT_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(600);
+/// Default `settle` of an inbound source.
+pub const DEFAULT_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+/// The column a soft delete sets when `IsDeleted` is not mapped.
+pub const DEFAULT_DELETED_COLUMN: &str = "is_deleted";
 
 /// Where rows are written.
 #[derive(Debug, Clone)]
@@ -85,6 +147,16 @@ pub struct DestinationPlan {
     pub api: Option<SalesforceApi>,
     pub on_removed: OnRemoved,
     pub batch_size: u32,
+    /// Table destinations fed by a CRM: what becomes of deleted records. `None` otherwise.
+    pub on_deleted: Option<OnDeleted>,
+    /// With `on_deleted: soft`: the column set true on a deleted record (where `IsDeleted`
+    /// is mapped, else `is_deleted`).
+    pub deleted_column: Option<String>,
+    /// `deleted_column` is not mapped: the writer adds it to the table.
+    pub deleted_column_added: bool,
+    /// `mode: append` of an inbound table: the column the cursor is mapped to, which tells
+    /// the versions of a record apart (a replayed version adds no row).
+    pub version_column: Option<String>,
 }
 
 /// One destination field and how its value is made.

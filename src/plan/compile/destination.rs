@@ -2,16 +2,23 @@
 //! per destination kind; and the model's guard on deletes.
 
 use super::Compiler;
-use crate::config::model::{ModelSpec, SalesforceApi};
+use crate::config::model::{ModelSpec, OnDeleted, SalesforceApi};
 use crate::config::{ConnectionSpec, ConnectionType, Mode, OnRemoved};
 use crate::diagnostics::{Code, Diagnostic};
-use crate::plan::{DestinationPlan, Guard};
+use crate::plan::{DestinationPlan, Guard, SourcePlan, DEFAULT_DELETED_COLUMN};
 
 impl Compiler<'_, '_> {
-    pub(super) fn destination(&mut self, spec: &ModelSpec, connection: String) -> Option<DestinationPlan> {
+    pub(super) fn destination(
+        &mut self,
+        spec: &ModelSpec,
+        connection: String,
+        source: &SourcePlan,
+    ) -> Option<DestinationPlan> {
         let d = &spec.destination;
         let kind = d.kind;
         let ctx = self.ctx;
+        let inbound = source.kind.is_crm();
+        let table = kind.is_warehouse();
         if kind.is_crm() {
             if d.object.is_none() {
                 self.push(
@@ -50,6 +57,21 @@ impl Compiler<'_, '_> {
                     format!("a {kind} destination writes `table`"),
                 );
             }
+            if let Some(t) = &d.table {
+                self.table_name(t);
+            }
+            if d.external_id_field.is_some() {
+                self.irrelevant(
+                    &["destination", "external_id_field"],
+                    "a table's key column is the one `unique_identifier` is mapped to".to_string(),
+                );
+            }
+            if inbound && d.on_removed.is_some() {
+                self.irrelevant(
+                    &["destination", "on_removed"],
+                    "records deleted in the CRM follow `on_deleted`".to_string(),
+                );
+            }
         } else {
             for (field, set) in [("object", d.object.is_some()), ("table", d.table.is_some())] {
                 if set {
@@ -70,13 +92,29 @@ impl Compiler<'_, '_> {
                 .help("remove it"),
             );
         }
+        if d.on_deleted.is_some() && !(table && inbound) {
+            self.irrelevant(
+                &["destination", "on_deleted"],
+                if table {
+                    format!(
+                        "a {} source has no deleted records; rows that leave the model follow `mode` and `on_removed`",
+                        source.kind
+                    )
+                } else {
+                    format!("a {kind} destination takes `on_removed` for rows that leave the model")
+                },
+            );
+        }
         let mode = d.mode.unwrap_or(Mode::Upsert);
-        let on_removed = match (mode, d.on_removed) {
+        self.table_mode(spec, source, mode);
+        // An inbound table ignores `on_removed` (reported above).
+        let written_on_removed = d.on_removed.filter(|_| !(table && inbound));
+        let on_removed = match (mode, written_on_removed) {
             (Mode::Mirror, None) => OnRemoved::Delete,
             (_, None) => OnRemoved::Ignore,
             (_, Some(o)) => o,
         };
-        if let Some(o) = d.on_removed {
+        if let Some(o) = written_on_removed {
             let conflict = match (mode, o) {
                 (Mode::Insert, OnRemoved::Delete | OnRemoved::Clear) => Some((
                     format!(
@@ -111,7 +149,8 @@ impl Compiler<'_, '_> {
                 .as_deref()
                 .is_some_and(|s| s == d.unique_identifier || s == format!("$.{}", d.unique_identifier))
         });
-        let key_field = match (&d.external_id_field, key_mapping) {
+        let external_id_field = if table { None } else { d.external_id_field.as_ref() };
+        let key_field = match (external_id_field, key_mapping) {
             (Some(f), Some(m)) => {
                 if !f.eq_ignore_ascii_case(&m.destination) {
                     self.push(
@@ -133,6 +172,28 @@ impl Compiler<'_, '_> {
             (None, None) => match kind {
                 ConnectionType::Salesforce => Some("Id".to_string()),
                 ConnectionType::Http | ConnectionType::File => Some(d.unique_identifier.clone()),
+                _ if table => {
+                    self.push(
+                        Diagnostic::new(
+                            Code::MissingForType,
+                            ctx.at(&["destination", "unique_identifier"]),
+                            format!(
+                                "`unique_identifier` `{}` is not mapped, so the table has no key column",
+                                d.unique_identifier
+                            ),
+                        )
+                        .help(format!(
+                            "map it to the key column, e.g. `- source: {}` / `destination: {}`",
+                            d.unique_identifier,
+                            if inbound {
+                                "crm_id".to_string()
+                            } else {
+                                d.unique_identifier.to_ascii_lowercase()
+                            }
+                        )),
+                    );
+                    None
+                }
                 _ => {
                     self.push(
                         Diagnostic::new(
@@ -197,6 +258,43 @@ impl Compiler<'_, '_> {
                 );
             }
         }
+        let on_deleted = (table && inbound).then(|| d.on_deleted.unwrap_or(OnDeleted::Soft));
+        let deleted_mapping = spec.mappings.iter().find(|m| {
+            m.source
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("IsDeleted") || s.eq_ignore_ascii_case("$.IsDeleted"))
+        });
+        let (deleted_column, deleted_column_added) = match (on_deleted, deleted_mapping) {
+            (Some(OnDeleted::Soft), Some(m)) => (Some(m.destination.clone()), false),
+            (Some(OnDeleted::Soft), None) => (Some(DEFAULT_DELETED_COLUMN.to_string()), true),
+            _ => (None, false),
+        };
+        // Append tells the versions of a record apart by the cursor, where it is mapped.
+        let version_column = if table && inbound && mode == Mode::Append {
+            self.version_column(spec, source)
+        } else {
+            None
+        };
+        // The added deleted column must not be a column a mapping already writes.
+        if let (Some(col), true) = (&deleted_column, deleted_column_added) {
+            if let Some(i) = spec
+                .mappings
+                .iter()
+                .position(|m| m.destination.eq_ignore_ascii_case(col))
+            {
+                self.push(
+                    Diagnostic::new(
+                        Code::DuplicateDestination,
+                        ctx.at(&["mappings", &i.to_string(), "destination"]),
+                        format!(
+                            "column `{}` is also where `on_deleted: soft` marks deleted records, as `IsDeleted` is not mapped",
+                            spec.mappings[i].destination
+                        ),
+                    )
+                    .help("map `IsDeleted` to the deleted column of your choice, rename this column, or use `on_deleted: hard`"),
+                );
+            }
+        }
         Some(DestinationPlan {
             connection,
             kind,
@@ -208,7 +306,110 @@ impl Compiler<'_, '_> {
             api: (kind == ConnectionType::Salesforce).then(|| d.api.unwrap_or(SalesforceApi::Auto)),
             on_removed,
             batch_size: d.batch_size.unwrap_or(default_batch),
+            on_deleted,
+            deleted_column,
+            deleted_column_added,
+            version_column,
         })
+    }
+
+    /// The column the cursor is mapped to, for `mode: append`; an error without one.
+    fn version_column(&mut self, spec: &ModelSpec, source: &SourcePlan) -> Option<String> {
+        let at = self.ctx.at(&["destination", "mode"]);
+        let Some(cursor) = source.read.as_ref().and_then(|r| r.cursor.as_deref()) else {
+            self.push(
+                Diagnostic::new(
+                    Code::ModeConflict,
+                    at,
+                    "`mode: append` keeps a row per version of a record, told apart by the cursor, but `incremental: off` has none",
+                )
+                .help("set `incremental` (e.g. `SystemModstamp`) and map it to a column, or use `mode: upsert`"),
+            );
+            return None;
+        };
+        let mapped = spec.mappings.iter().find(|m| {
+            m.source
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case(cursor) || s.eq_ignore_ascii_case(&format!("$.{cursor}")))
+        });
+        match mapped {
+            Some(m) => Some(m.destination.clone()),
+            None => {
+                self.push(
+                    Diagnostic::new(
+                        Code::MissingForType,
+                        at,
+                        format!(
+                            "`mode: append` tells the versions of a record apart by the cursor `{cursor}`, which no mapping writes"
+                        ),
+                    )
+                    .help(format!(
+                        "map it to a column, e.g. `- source: {cursor}` / `destination: {}`",
+                        cursor.to_ascii_lowercase()
+                    )),
+                );
+                None
+            }
+        }
+    }
+
+    /// `table:` is `name` or `schema.name`, each a plain identifier the writers can quote
+    /// the same way in every warehouse.
+    fn table_name(&mut self, t: &str) {
+        let parts: Vec<&str> = t.split('.').collect();
+        let ident = |p: &str| {
+            let mut c = p.chars();
+            c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+                && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+                && p.len() <= 63
+        };
+        let problem = if parts.len() > 2 {
+            Some(format!(
+                "table `{t}` has {} parts; write `name` or `schema.name`",
+                parts.len()
+            ))
+        } else {
+            parts.iter().find(|p| !ident(p)).map(|p| match *p {
+                "" => format!("table `{t}` has an empty name part"),
+                p => format!("`{p}` in table `{t}` is not a plain identifier"),
+            })
+        };
+        if let Some(msg) = problem {
+            self.push(
+                Diagnostic::new(Code::BadTableName, self.ctx.at(&["destination", "table"]), msg).help(
+                    "write `name` or `schema.name` with letters, digits and `_` (not starting with a digit, at most 63 each), e.g. `raw.crm_contacts`",
+                ),
+            );
+        }
+    }
+
+    /// The modes a table takes (`upsert`, `append`, `mirror`), `append` only for tables,
+    /// and `mirror` only with full reads.
+    fn table_mode(&mut self, spec: &ModelSpec, source: &SourcePlan, mode: Mode) {
+        let kind = spec.destination.kind;
+        let at = || self.ctx.at(&["destination", "mode"]);
+        let problem = match mode {
+            Mode::Update | Mode::Insert | Mode::Delete if kind.is_warehouse() => Some((
+                format!("`mode: {}` is not a mode of a {kind} table", mode.as_str()),
+                "a table takes `upsert` (one row per record, by key), `append` (a row per version of a record) or `mirror` (upsert, and delete rows no longer read)".to_string(),
+            )),
+            Mode::Append if !kind.is_warehouse() => Some((
+                format!("`mode: append` writes table rows; a {kind} destination has no such mode"),
+                "use `upsert`, `update`, `insert`, `mirror` or `delete`".to_string(),
+            )),
+            Mode::Mirror if source.read.as_ref().is_some_and(|r| r.cursor.is_some()) => Some((
+                format!(
+                    "`mode: mirror` deletes rows whose records were not read, but an incremental source reads only records changed since the last run (by `{}`)",
+                    source.read.as_ref().and_then(|r| r.cursor.as_deref()).unwrap_or_default()
+                ),
+                "set `incremental: off` on the source to read every record on every run, or use `mode: upsert` (deletes in the CRM still arrive, as `IsDeleted`, and follow `on_deleted`)".to_string(),
+            )),
+            _ => None,
+        };
+        if let Some((msg, help)) = problem {
+            let span = at();
+            self.push(Diagnostic::new(Code::ModeConflict, span, msg).help(help));
+        }
     }
 
     pub(super) fn http_batch(&self, connection: &str) -> Option<u32> {
@@ -220,8 +421,21 @@ impl Compiler<'_, '_> {
 
     /// The model's guard; a model that deletes or clears the records of removed rows gets
     /// default limits on deletes, and a note saying so.
-    pub(super) fn guard(&mut self, spec: &ModelSpec, d: &DestinationPlan) -> Guard {
-        let removes = d.mode == Mode::Mirror || matches!(d.on_removed, OnRemoved::Delete | OnRemoved::Clear);
+    pub(super) fn guard(&mut self, spec: &ModelSpec, source: &SourcePlan, d: &DestinationPlan) -> Guard {
+        if source.read.as_ref().is_some_and(|r| r.cursor.is_some()) {
+            // An incremental inbound run writes every change it reads and removes nothing
+            // for not being read: there is no mass change to compare with a snapshot.
+            if spec.guard.is_some() {
+                self.irrelevant(
+                    &["guard"],
+                    "an incremental inbound read writes every change it reads and deletes nothing it did not read"
+                        .to_string(),
+                );
+            }
+            return Guard::default();
+        }
+        let removes = d.mode == Mode::Mirror
+            || (!source.kind.is_crm() && matches!(d.on_removed, OnRemoved::Delete | OnRemoved::Clear));
         let guard = Guard::new(spec.guard.as_ref(), removes);
         if guard.default_max_deletes || guard.default_max_delete_ratio {
             let ctx = self.ctx;

@@ -18,9 +18,9 @@ impl Compiler<'_, '_> {
         selection: &Option<Selection>,
         source: &SourcePlan,
     ) -> Vec<MappingPlan> {
-        let crm_fields: Option<Vec<String>> = (spec.source.kind.is_crm())
-            .then(|| spec.source.fields.clone())
-            .flatten();
+        // Explicit `fields`, with those every read adds (`Id`, `IsDeleted`, the cursor).
+        let crm_fields: Option<Vec<String>> =
+            (spec.source.kind.is_crm() && spec.source.fields.is_some()).then(|| source.fields.clone());
         let key = spec.destination.unique_identifier.as_str();
         if !self.ctx.skipped(&["destination", "unique_identifier"]) {
             if let Some(sel) = selection {

@@ -134,10 +134,10 @@ impl Compiler<'_, '_> {
         );
         let (source, selection) = self.source(spec, source_conn.clone());
         let mappings = self.mappings(spec, &selection, &source);
-        let destination = self.destination(spec, dest_conn.clone());
+        let destination = self.destination(spec, dest_conn.clone(), &source);
         let schedule = self.schedule(spec);
         let destination = destination?;
-        let guard = self.guard(spec, &destination);
+        let guard = self.guard(spec, &source, &destination);
         Some(SyncPlan {
             name: spec.name.clone(),
             description: spec.description.clone(),

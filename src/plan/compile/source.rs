@@ -3,11 +3,32 @@
 
 use super::sql::{self, Selection};
 use super::Compiler;
-use crate::config::model::ModelSpec;
-use crate::config::ConnectionType;
+use crate::config::model::{Incremental, ModelSpec, ReadApi};
+use crate::config::{ConnectionSpec, ConnectionType};
 use crate::diagnostics::{one_of, unique_close_match, Code, Diagnostic, Span};
 use crate::path::FieldPath;
-use crate::plan::SourcePlan;
+use crate::plan::{InboundRead, SourcePlan, DEFAULT_LOOKBACK, DEFAULT_SETTLE};
+use crate::salesforce::client::DEFAULT_BULK_THRESHOLD;
+use crate::schedule;
+use std::time::Duration;
+
+/// The cursor an inbound read uses in place of `LastModifiedDate`.
+pub const SYSTEM_MODSTAMP: &str = "SystemModstamp";
+/// Fields every Salesforce read needs: the record's identity and whether it is deleted.
+pub const ALWAYS_READ: [&str; 2] = ["Id", "IsDeleted"];
+
+/// `fields` plus `Id`, `IsDeleted` and the cursor when missing (compared without case, as
+/// Salesforce does); returns the full list and the added ones.
+pub fn with_required_fields(mut fields: Vec<String>, cursor: Option<&str>) -> (Vec<String>, Vec<String>) {
+    let mut added = Vec::new();
+    for f in ALWAYS_READ.into_iter().chain(cursor) {
+        if !fields.iter().any(|x| x.eq_ignore_ascii_case(f)) {
+            fields.push(f.to_string());
+            added.push(f.to_string());
+        }
+    }
+    (fields, added)
+}
 
 impl Compiler<'_, '_> {
     pub(super) fn source(&mut self, spec: &ModelSpec, connection: String) -> (SourcePlan, Option<Selection>) {
@@ -18,6 +39,9 @@ impl Compiler<'_, '_> {
                 ("object", s.object.is_some()),
                 ("fields", s.fields.is_some()),
                 ("incremental", s.incremental.is_some()),
+                ("lookback", s.lookback.is_some()),
+                ("settle", s.settle.is_some()),
+                ("api", s.api.is_some()),
             ] {
                 if set {
                     self.irrelevant(
@@ -55,6 +79,7 @@ impl Compiler<'_, '_> {
                 );
             }
         }
+        let read = s.kind.is_crm().then(|| self.inbound_read(spec, &connection));
         let columns = match &selection {
             Some(Selection::Known(_)) => selection
                 .as_ref()
@@ -68,16 +93,90 @@ impl Compiler<'_, '_> {
                 .filter_map(|p| FieldPath::parse(p).ok().and_then(|p| p.column().map(str::to_string)))
                 .collect()
         });
+        let (fields, added_fields) = match &read {
+            Some(r) if s.kind == ConnectionType::Salesforce => with_required_fields(fields, r.cursor.as_deref()),
+            Some(_) => (fields, Vec::new()),
+            None => (Vec::new(), Vec::new()),
+        };
         let plan = SourcePlan {
             connection,
             kind: s.kind,
             query: s.query.clone(),
             object: s.object.clone(),
-            fields: if s.kind.is_crm() { fields } else { Vec::new() },
-            incremental: s.incremental.clone(),
+            fields,
+            added_fields,
+            incremental: match &s.incremental {
+                Some(Incremental::Field(f)) if s.kind.is_crm() => Some(f.clone()),
+                _ => None,
+            },
+            read,
             columns,
         };
         (plan, selection)
+    }
+
+    /// The read of a CRM source: cursor (with the `SystemModstamp` note), window and API.
+    fn inbound_read(&mut self, spec: &ModelSpec, connection: &str) -> InboundRead {
+        let s = &spec.source;
+        let ctx = self.ctx;
+        let salesforce = s.kind == ConnectionType::Salesforce;
+        let (cursor, cursor_defaulted) = match &s.incremental {
+            Some(Incremental::Off(_)) => (None, false),
+            Some(Incremental::Field(f)) if !salesforce || !f.eq_ignore_ascii_case("LastModifiedDate") => {
+                (Some(f.clone()), false)
+            }
+            // HubSpot's cursor is not settled yet: it reads what is written, else everything.
+            None if !salesforce => (None, false),
+            _ => (Some(SYSTEM_MODSTAMP.to_string()), true),
+        };
+        if cursor_defaulted && !ctx.skipped(&["source", "incremental"]) {
+            let (at, what) = match &s.incremental {
+                Some(_) => (ctx.at(&["source", "incremental"]), "`incremental: LastModifiedDate`"),
+                None => (ctx.key(&["source"]), "an inbound source without `incremental`"),
+            };
+            self.push(
+                Diagnostic::new(
+                    Code::CursorSystemModstamp,
+                    at,
+                    format!("{what} reads changes by `SystemModstamp`"),
+                )
+                .note("`SystemModstamp` is indexed, so the window query stays fast on large objects; it also moves when the system changes a record (`LastModifiedDate` moves only on user edits), and it is never earlier than `LastModifiedDate`, so no change is missed")
+                .help("write `incremental: SystemModstamp` to say so, or `incremental: off` to read every record on every run"),
+            );
+        }
+        let full = cursor.is_none();
+        let mut duration = |key: &str, written: &Option<String>, default: Duration| -> Duration {
+            let Some(text) = written else { return default };
+            if full {
+                self.irrelevant(
+                    &["source", key],
+                    "`incremental: off` reads every record on every run, with no window".to_string(),
+                );
+                return default;
+            }
+            match schedule::parse_duration(text, key) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.push(Diagnostic::new(Code::BadDuration, ctx.at(&["source", key]), e.message).help(e.help));
+                    default
+                }
+            }
+        };
+        let lookback = duration("lookback", &s.lookback, DEFAULT_LOOKBACK);
+        let settle = duration("settle", &s.settle, DEFAULT_SETTLE);
+        let bulk_threshold = match self.ctx.connections.and_then(|c| c.get(connection)) {
+            Some(ConnectionSpec::Salesforce(c)) => c.bulk_threshold.map(u64::from),
+            _ => None,
+        }
+        .unwrap_or(DEFAULT_BULK_THRESHOLD);
+        InboundRead {
+            cursor,
+            cursor_defaulted,
+            lookback,
+            settle,
+            api: s.api.unwrap_or(ReadApi::Auto),
+            bulk_threshold,
+        }
     }
 
     pub(super) fn query(&mut self, q: &str, kind: ConnectionType) -> Option<Selection> {
