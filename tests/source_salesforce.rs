@@ -360,7 +360,17 @@ async fn token_expiry_and_503s_mid_pull_are_survived() {
         assert!(err.is_none(), "{api:?}: {err:?}");
         got.insert(0, first);
         assert_eq!(rows(&got), want, "{api:?}: nothing lost or twice");
-        assert_eq!(src.calls() - before, clean + 3, "{api:?}: each 503 was retried");
+        let calls = src.calls() - before;
+        if api == ReadApi::Rest {
+            assert_eq!(calls, clean + 3, "{api:?}: each 503 was retried");
+        } else {
+            // A Bulk read polls its job on a timer: a loaded machine may poll once or twice
+            // more than the clean read did.
+            assert!(
+                (clean + 3..=clean + 6).contains(&calls),
+                "{api:?}: each 503 was retried: {calls} calls, {clean} clean"
+            );
+        }
     }
     assert_eq!(jobs(&sandbox).await, 0);
 }
