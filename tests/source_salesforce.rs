@@ -7,7 +7,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use chrono::{DateTime, Duration as D, Utc};
 use ebb::config::project::SalesforceConnection;
-use ebb::destination::retry::RetryPolicy;
+use ebb::http::retry::RetryPolicy;
 use ebb::sandbox::{Faults, Sandbox, SandboxConfig};
 use ebb::source::salesforce::{Extract, ReadApi, ReadOptions, SalesforceSource};
 use ebb::source::{BatchStream, SourceError};

@@ -13,7 +13,7 @@ use super::run::Run;
 use super::spill::{SpillReader, Spilled};
 use super::table::SnapTable;
 use super::ERROR_CHUNK;
-use crate::destination::retry::RetryPolicy;
+use crate::http::retry::RetryPolicy;
 use crate::destination::{Destination, Op};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -23,6 +23,7 @@
 //! connection, whichever direction the data flows.
 
 pub mod limit;
+pub mod retry;
 
 use std::sync::Once;
 use std::time::Duration;

@@ -21,7 +21,7 @@
 //! the connection's rate limit and concurrency, `Sforce-Limit-Info` and its daily reserve.
 //! Transient failures (503, 429, timeouts, a body cut short, the concurrent form of
 //! `REQUEST_LIMIT_EXCEEDED`) are retried with the engine's backoff
-//! ([`crate::destination::retry::RetryPolicy`]); a page whose body failed part way is read
+//! ([`crate::http::retry::RetryPolicy`]); a page whose body failed part way is read
 //! again from its start, skipping the rows already delivered.
 //!
 //! Memory is bounded whatever the answer's size: a REST page is at most
@@ -38,7 +38,7 @@ pub mod rows;
 pub mod soql;
 
 use crate::config::project::SalesforceConnection;
-use crate::destination::retry::RetryPolicy;
+use crate::http::retry::RetryPolicy;
 use crate::salesforce::client::CallError;
 use crate::salesforce::client::Conn;
 use crate::source::{BatchSender, BatchStream, Producer, SourceError};
