@@ -3,7 +3,7 @@
 //! into a temporary table through the Appender (Arrow chunks, no SQL per row), merged with
 //! `INSERT … ON CONFLICT` in the same transaction. Every call runs on a blocking thread.
 
-use super::duckdb_files::{self, Lease};
+use crate::source::duckdb_files::{self, Lease};
 use super::types::DbType;
 use super::{
     quote_ident, resolve, sql, stage, staged_columns, Existing, ExistingColumn, Mode, OnDeleted, Resolved, TableCheck,
@@ -66,7 +66,10 @@ impl DuckdbWriter {
         })
         .await
         .map_err(|e| fail(format!("the opening thread failed: {e}")))?
-        .map_err(fail)?;
+        .map_err(|source| TableError::File {
+            connection: spec.connection.clone(),
+            source,
+        })?;
         Ok(DuckdbWriter {
             inner: Arc::new(Mutex::new(Inner {
                 spec,
