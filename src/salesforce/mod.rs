@@ -9,3 +9,4 @@
 
 pub mod auth;
 pub mod client;
+pub mod csv;

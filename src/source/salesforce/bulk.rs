@@ -19,7 +19,7 @@
 //! All with the API version of the connection, so results are asked for with the
 //! version that created the job (another one is 409).
 
-use super::csv::CsvReader;
+use crate::salesforce::csv::{CsvError, CsvReader};
 use super::rows::Rows;
 use super::{Ctx, Described, Extract};
 use crate::salesforce::client::CallError;
@@ -242,7 +242,7 @@ async fn read_page(
                 ))
             }
         };
-        let collect = |row: Vec<String>| {
+        let collect = |row: Vec<String>| -> Result<(), CsvError> {
             pending.push(row);
             Ok(())
         };

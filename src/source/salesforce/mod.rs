@@ -31,7 +31,6 @@
 //! names the object and the record or field; the batches before it were whole.
 
 pub mod bulk;
-pub mod csv;
 pub mod describe;
 pub mod rest;
 pub mod rows;
