@@ -103,6 +103,9 @@ impl Extract {
 /// Tuning of the wire: page sizes and polling.
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
+    /// The records per REST query page asked for in `Sforce-Query-Options: batchSize`
+    /// (default 2,000; Salesforce takes 200 to 2,000 and may send fewer).
+    pub rest_batch_size: u16,
     /// `maxRecords` of a Bulk results page (default 50,000).
     pub bulk_page_records: usize,
     /// The first wait between two polls of a Bulk job; each wait is 1.5 times the last,
@@ -118,6 +121,7 @@ pub struct ReadOptions {
 impl Default for ReadOptions {
     fn default() -> Self {
         ReadOptions {
+            rest_batch_size: 2_000,
             bulk_page_records: 50_000,
             poll_first: Duration::from_millis(100),
             poll_max: Duration::from_secs(5),
