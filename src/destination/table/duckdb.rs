@@ -155,7 +155,7 @@ impl DuckdbWriter {
             if !w.mirroring {
                 return Err(TableError::Spec {
                     table: w.spec.table.clone(),
-                    message: "mirror_end without mirror_begin".into(),
+                    reason: super::SpecError::MirrorEndWithoutBegin,
                 });
             }
             let r = w.ensure()?;

@@ -163,6 +163,32 @@ pub enum Mismatch {
     NoUniqueKey { table: String, key: String, mode: &'static str },
 }
 
+/// Why a spec, or the rows given with it, cannot be written (before any database is
+/// touched).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("no columns to write")]
+    NoColumns,
+    #[error("`{0}` cannot be a mapped column name")]
+    ReservedName(String),
+    #[error("column `{0}` is mapped twice")]
+    MappedTwice(String),
+    #[error("the key `{0}` is not one of the mapped columns")]
+    KeyNotMapped(String),
+    #[error("the deleted column `{column}` is mapped as {ty}, not boolean")]
+    DeletedNotBoolean { column: String, ty: ColumnType },
+    #[error("append mode needs a version column (the cursor that tells versions apart) to stay idempotent")]
+    NoVersion,
+    #[error("the version column `{0}` is not one of the mapped columns")]
+    VersionNotMapped(String),
+    #[error("row {row} has {values} values for {columns} columns")]
+    RowWidth { row: usize, values: usize, columns: usize },
+    #[error("mirror_end without mirror_begin")]
+    MirrorEndWithoutBegin,
+    #[error("cannot stage the rows: {0}")]
+    Stage(#[source] arrow::error::ArrowError),
+}
+
 /// Why a table name does not parse (`name` is the text given).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -185,13 +211,23 @@ pub enum TableError {
     #[error("connection `{connection}`: writing tables to a {kind} connection is not built yet")]
     NotBuilt { connection: String, kind: String },
     #[error("connection `{connection}`: {source}")]
+    Env {
+        connection: String,
+        #[source]
+        source: crate::config::env::EnvError,
+    },
+    #[error("connection `{connection}`: {source}")]
     File {
         connection: String,
         #[source]
         source: crate::source::duckdb_files::FileError,
     },
-    #[error("table `{table}`: {message}")]
-    Spec { table: String, message: String },
+    #[error("table `{table}`: {reason}")]
+    Spec {
+        table: String,
+        #[source]
+        reason: SpecError,
+    },
     #[error("table `{table}`: {source}")]
     Name {
         table: String,
@@ -317,9 +353,9 @@ pub(crate) fn staged_columns(spec: &TableSpec) -> Vec<Column> {
 
 /// Checks a spec before anything touches a database.
 pub(crate) fn check_spec(spec: &TableSpec) -> Result<TableName, TableError> {
-    let bad = |message: String| TableError::Spec {
+    let bad = |reason: SpecError| TableError::Spec {
         table: spec.table.clone(),
-        message,
+        reason,
     };
     let name = TableName::parse(&spec.table).map_err(|source| TableError::Name {
         table: spec.table.clone(),
@@ -327,40 +363,36 @@ pub(crate) fn check_spec(spec: &TableSpec) -> Result<TableName, TableError> {
     })?;
     let find = |n: &str| spec.columns.iter().find(|c| c.name == n);
     if spec.columns.is_empty() {
-        return Err(bad("no columns to write".into()));
+        return Err(bad(SpecError::NoColumns));
     }
     let mut seen = std::collections::HashSet::new();
     for c in &spec.columns {
         if c.name.is_empty() || c.name == EXTRACTED_AT {
-            return Err(bad(format!("`{}` cannot be a mapped column name", c.name)));
+            return Err(bad(SpecError::ReservedName(c.name.clone())));
         }
         if !seen.insert(c.name.to_lowercase()) {
-            return Err(bad(format!("column `{}` is mapped twice", c.name)));
+            return Err(bad(SpecError::MappedTwice(c.name.clone())));
         }
     }
     if find(&spec.key).is_none() {
-        return Err(bad(format!("the key `{}` is not one of the mapped columns", spec.key)));
+        return Err(bad(SpecError::KeyNotMapped(spec.key.clone())));
     }
     if spec.on_deleted == OnDeleted::Soft {
         if let Some(c) = find(&spec.deleted_column) {
             if c.ty != ColumnType::Boolean {
-                return Err(bad(format!(
-                    "the deleted column `{}` is mapped as {}, not boolean",
-                    c.name, c.ty
-                )));
+                return Err(bad(SpecError::DeletedNotBoolean {
+                    column: c.name.clone(),
+                    ty: c.ty,
+                }));
             }
         }
     }
     match (&spec.mode, &spec.version_column) {
         (Mode::Append, None) => {
-            return Err(bad(
-                "append mode needs a version column (the cursor that tells versions apart) to stay idempotent".into(),
-            ))
+            return Err(bad(SpecError::NoVersion))
         }
         (Mode::Append, Some(v)) if find(v).is_none() => {
-            return Err(bad(format!(
-                "the version column `{v}` is not one of the mapped columns"
-            )))
+            return Err(bad(SpecError::VersionNotMapped(v.clone())))
         }
         _ => {}
     }
@@ -404,11 +436,11 @@ pub(crate) fn stage(spec: &TableSpec, rows: Vec<TableRow>) -> Result<Staged, Tab
         if row.values.len() != spec.columns.len() {
             return Err(TableError::Spec {
                 table: spec.table.clone(),
-                message: format!(
-                    "row {i} has {} values for {} columns",
-                    row.values.len(),
-                    spec.columns.len()
-                ),
+                reason: SpecError::RowWidth {
+                    row: i,
+                    values: row.values.len(),
+                    columns: spec.columns.len(),
+                },
             });
         }
         let mut values = row.values;
@@ -462,7 +494,7 @@ pub(crate) fn stage(spec: &TableSpec, rows: Vec<TableRow>) -> Result<Staged, Tab
     let collapsed = (n - last.len()) as u64;
     let fail = |e: arrow::error::ArrowError| TableError::Spec {
         table: spec.table.clone(),
-        message: format!("cannot stage the rows: {e}"),
+        reason: SpecError::Stage(e),
     };
     let fields: Vec<Field> = cols
         .iter()

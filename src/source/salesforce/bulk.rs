@@ -263,7 +263,7 @@ async fn read_page(
         for row in pending.drain(..) {
             if !header_seen {
                 header_seen = true;
-                check_header(d, &row).map_err(protocol)?;
+                check_header(d, &row).map_err(|e| protocol(e.to_string()))?;
                 continue;
             }
             seen += 1;
@@ -288,19 +288,31 @@ async fn read_page(
     Ok((locator != "null").then_some(locator))
 }
 
+/// A results page whose CSV header is not the fields asked for, in order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the CSV header of `{object}` is `{}`, not the fields asked for (`{}`)",
+    header.join(","),
+    wanted.join(",")
+)]
+struct HeaderMismatch {
+    object: String,
+    header: Vec<String>,
+    wanted: Vec<String>,
+}
+
 /// The CSV header must name the fields asked for, in order.
-fn check_header(d: &Described, header: &[String]) -> Result<(), String> {
-    let want: Vec<&str> = d.columns.iter().map(|c| c.name.as_str()).collect();
-    let same = header.len() == want.len() && header.iter().zip(&want).all(|(h, w)| h.eq_ignore_ascii_case(w));
+fn check_header(d: &Described, header: &[String]) -> Result<(), HeaderMismatch> {
+    let want = || d.columns.iter().map(|c| c.name.as_str());
+    let same = header.len() == d.columns.len() && header.iter().zip(want()).all(|(h, w)| h.eq_ignore_ascii_case(w));
     if same {
         Ok(())
     } else {
-        Err(format!(
-            "the CSV header of `{}` is `{}`, not the fields asked for (`{}`)",
-            d.info.name,
-            header.join(","),
-            want.join(",")
-        ))
+        Err(HeaderMismatch {
+            object: d.info.name.clone(),
+            header: header.to_vec(),
+            wanted: want().map(str::to_string).collect(),
+        })
     }
 }
 
@@ -333,8 +345,9 @@ mod tests {
         assert!(h(&["Id", "LastName"]).is_ok());
         assert!(h(&["id", "lastname"]).is_ok(), "names match whatever their case");
         let e = h(&["LastName", "Id"]).unwrap_err();
+        assert_eq!(e.wanted, ["Id", "LastName"]);
         assert_eq!(
-            e,
+            e.to_string(),
             "the CSV header of `Contact` is `LastName,Id`, not the fields asked for (`Id,LastName`)"
         );
         assert!(h(&["Id"]).is_err());
