@@ -189,12 +189,22 @@ async fn rest_pages_follow_the_batch_size_the_reader_asks_for() {
         let (batches, err) = drain(src.read(&extract(ReadApi::Rest)).await.unwrap()).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(rows(&batches).len(), 1_000, "batchSize={asked}");
-        assert_eq!(org.calls_to("query") - before, pages, "batchSize={asked}: 1,000 records");
+        assert_eq!(
+            org.calls_to("query") - before,
+            pages,
+            "batchSize={asked}: 1,000 records"
+        );
     }
     // The default asks for 2,000; a smaller page of the org's is what arrives.
     let small = sandbox(400).await;
     seed(&small, 1_000);
-    let (batches, err) = drain(source("sf-source-batch-org", &small).read(&extract(ReadApi::Rest)).await.unwrap()).await;
+    let (batches, err) = drain(
+        source("sf-source-batch-org", &small)
+            .read(&extract(ReadApi::Rest))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(rows(&batches).len(), 1_000);
     assert_eq!(small.calls_to("query"), 3);

@@ -53,10 +53,7 @@ impl CsvReader {
         Ok(())
     }
 
-    fn end_row<E: From<CsvError>>(
-        &mut self,
-        on_row: &mut impl FnMut(Vec<String>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    fn end_row<E: From<CsvError>>(&mut self, on_row: &mut impl FnMut(Vec<String>) -> Result<(), E>) -> Result<(), E> {
         if self.started {
             self.end_cell()?;
             self.started = false;

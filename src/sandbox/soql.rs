@@ -502,7 +502,11 @@ mod tests {
         assert_eq!(page_size(2_000, &asking("batchSize=300")), 300);
         assert_eq!(page_size(2_000, &asking("batchSize=5")), 200, "at least 200");
         assert_eq!(page_size(2_000, &asking("batchSize=9000")), 2_000, "at most 2,000");
-        assert_eq!(page_size(500, &asking("batchSize=2000")), 500, "never more than configured");
+        assert_eq!(
+            page_size(500, &asking("batchSize=2000")),
+            500,
+            "never more than configured"
+        );
         assert_eq!(page_size(2_000, &asking("foo=1, batchSize=400")), 400);
     }
 

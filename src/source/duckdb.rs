@@ -16,9 +16,9 @@
 //! DuckDB does not keep two instances of one file in one process apart), and sees every
 //! write committed.
 
+use super::duckdb_files;
 use super::{channel, BatchStream, Producer, SourceError};
 use crate::config::project::DuckdbConnection;
-use super::duckdb_files;
 use arrow::datatypes::SchemaRef;
 use duckdb::{AccessMode, Config, Connection};
 use std::path::{Path, PathBuf};

@@ -3,13 +3,13 @@
 //! into a temporary table through the Appender (Arrow chunks, no SQL per row), merged with
 //! `INSERT … ON CONFLICT` in the same transaction. Every call runs on a blocking thread.
 
-use crate::source::duckdb_files::{self, Lease};
 use super::types::DbType;
 use super::{
     quote_ident, resolve, sql, stage, staged_columns, Existing, ExistingColumn, Mode, OnDeleted, Resolved, TableCheck,
     TableError, TableName, TableRow, TableSpec, WriteCounts,
 };
 use crate::config::project::DuckdbConnection;
+use crate::source::duckdb_files::{self, Lease};
 use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};

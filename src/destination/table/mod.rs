@@ -144,13 +144,17 @@ pub enum TableCheck {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Mismatch {
     #[error("{table} has no column `{column}` (mapped as {ty})")]
-    NoColumn { table: String, column: String, ty: ColumnType },
+    NoColumn {
+        table: String,
+        column: String,
+        ty: ColumnType,
+    },
     #[error("column `{column}` of {table}: {why}")]
     Column {
         table: String,
         column: String,
         #[source]
-        why: TypeError,
+        why: Box<TypeError>,
     },
     #[error("{table} has no column `{EXTRACTED_AT}` (timestamptz, the time of the extract that wrote each row)")]
     NoExtractedAt { table: String },
@@ -160,7 +164,11 @@ pub enum Mismatch {
         "{table} has no primary key or unique constraint on the key column `{key}` alone \
          ({mode} mode updates rows by key)"
     )]
-    NoUniqueKey { table: String, key: String, mode: &'static str },
+    NoUniqueKey {
+        table: String,
+        key: String,
+        mode: &'static str,
+    },
 }
 
 /// Why a spec, or the rows given with it, cannot be written (before any database is
@@ -388,12 +396,8 @@ pub(crate) fn check_spec(spec: &TableSpec) -> Result<TableName, TableError> {
         }
     }
     match (&spec.mode, &spec.version_column) {
-        (Mode::Append, None) => {
-            return Err(bad(SpecError::NoVersion))
-        }
-        (Mode::Append, Some(v)) if find(v).is_none() => {
-            return Err(bad(SpecError::VersionNotMapped(v.clone())))
-        }
+        (Mode::Append, None) => return Err(bad(SpecError::NoVersion)),
+        (Mode::Append, Some(v)) if find(v).is_none() => return Err(bad(SpecError::VersionNotMapped(v.clone()))),
         _ => {}
     }
     Ok(name)
@@ -656,7 +660,7 @@ pub(crate) fn resolve(spec: &TableSpec, existing: &Existing) -> Result<Resolved,
         e.ty.holds(c.ty).map_err(|why| Mismatch::Column {
             table: table_name.clone(),
             column: e.name.clone(),
-            why,
+            why: Box::new(why),
         })?;
         columns.push(quote_ident(&e.name));
         json.push(c.ty == ColumnType::Json);
@@ -671,7 +675,7 @@ pub(crate) fn resolve(spec: &TableSpec, existing: &Existing) -> Result<Resolved,
         .map_err(|why| Mismatch::Column {
             table: table_name.clone(),
             column: extracted.name.clone(),
-            why,
+            why: Box::new(why),
         })?;
     named.push(extracted.name.clone());
     for e in &existing.columns {

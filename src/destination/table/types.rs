@@ -309,9 +309,7 @@ pub fn cell(ty: ColumnType, v: Val) -> Result<Cell, CellError> {
         },
         ColumnType::Bigint => match v {
             Val::Int(i) => Cell::Int(i),
-            Val::UInt(u) => Cell::Int(
-                i64::try_from(u).map_err(|_| CellError::OutOfBigint { value: u.to_string() })?,
-            ),
+            Val::UInt(u) => Cell::Int(i64::try_from(u).map_err(|_| CellError::OutOfBigint { value: u.to_string() })?),
             Val::Float(f) if f.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) => {
                 Cell::Int(f as i64)
             }
@@ -711,7 +709,10 @@ mod tests {
         assert!(ColumnType::Bigint.after(&t("default('n/a')")).is_err());
         // What apply returns has the type `after` says.
         let v = t("round(2)").apply(Val::Decimal { v: 99_996, scale: 4 }).unwrap();
-        assert_eq!(cell(ColumnType::Decimal { precision: 9, scale: 2 }, v).unwrap(), Cell::Decimal(1000));
+        assert_eq!(
+            cell(ColumnType::Decimal { precision: 9, scale: 2 }, v).unwrap(),
+            Cell::Decimal(1000)
+        );
     }
 
     #[test]
@@ -722,16 +723,25 @@ mod tests {
             cell(ColumnType::Bigint, Val::Str("7".into())).unwrap_err().to_string(),
             "text cannot be written to a bigint column"
         );
-        assert_eq!(cell(ColumnType::Bigint, Val::Decimal { v: 700, scale: 2 }).unwrap(), Cell::Int(7));
+        assert_eq!(
+            cell(ColumnType::Bigint, Val::Decimal { v: 700, scale: 2 }).unwrap(),
+            Cell::Int(7)
+        );
         assert!(cell(ColumnType::Bigint, Val::Decimal { v: 701, scale: 2 }).is_err());
-        assert_eq!(cell(d(5, 2), Val::Decimal { v: 12345, scale: 3 }).unwrap(), Cell::Decimal(1235));
+        assert_eq!(
+            cell(d(5, 2), Val::Decimal { v: 12345, scale: 3 }).unwrap(),
+            Cell::Decimal(1235)
+        );
         assert_eq!(cell(d(5, 2), Val::Int(-12)).unwrap(), Cell::Decimal(-1200));
         assert_eq!(cell(d(5, 2), Val::Float(0.1)).unwrap(), Cell::Decimal(10));
         assert_eq!(
             cell(d(5, 2), Val::Int(1000)).unwrap_err().to_string(),
             "1000 does not fit a decimal(5,2) column"
         );
-        assert_eq!(cell(d(38, 9), Val::NumberText("1e-3".into())).unwrap(), Cell::Decimal(1_000_000));
+        assert_eq!(
+            cell(d(38, 9), Val::NumberText("1e-3".into())).unwrap(),
+            Cell::Decimal(1_000_000)
+        );
         let e = cell(ColumnType::Json, Val::Str("{".into())).unwrap_err();
         assert!(matches!(e, CellError::NotJson(_)), "{e}");
         assert!(e.to_string().starts_with("the text is not JSON ("), "{e}");

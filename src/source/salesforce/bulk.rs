@@ -19,10 +19,10 @@
 //! All with the API version of the connection, so results are asked for with the
 //! version that created the job (another one is 409).
 
-use crate::salesforce::csv::{CsvError, CsvReader};
 use super::rows::Rows;
 use super::{Ctx, Described, Extract};
 use crate::salesforce::client::{CallError, ACCEPT_CSV};
+use crate::salesforce::csv::{CsvError, CsvReader};
 use crate::source::{BatchSender, SourceError};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -204,7 +204,14 @@ async fn read_page(
     };
     let (mut resp, _permit) = match ctx
         .conn
-        .request_raw(&ctx.calls, Method::GET, path, None, &[ACCEPT_CSV], Duration::from_secs(600))
+        .request_raw(
+            &ctx.calls,
+            Method::GET,
+            path,
+            None,
+            &[ACCEPT_CSV],
+            Duration::from_secs(600),
+        )
         .await
     {
         Ok(r) => r,

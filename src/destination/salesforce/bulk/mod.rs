@@ -12,8 +12,8 @@ mod results;
 
 use super::SalesforceDestination;
 use crate::destination::{Batch, Op, Outcome, SendError};
-use crate::salesforce::csv::{CsvError, CsvReader, MAX_ROW};
 use crate::salesforce::client::ACCEPT_CSV;
+use crate::salesforce::csv::{CsvError, CsvReader, MAX_ROW};
 use csv::{cell_value, csv_field};
 use reqwest::Method;
 use results::{result_cap, ResultKind, ResultReader, JOIN_SEPARATOR};
@@ -231,7 +231,14 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
     ] {
         let path = format!("{job_path}/{suffix}");
         let (mut resp, _permit) = conn
-            .request_raw(&d.calls, Method::GET, &path, None, &[ACCEPT_CSV], Duration::from_secs(600))
+            .request_raw(
+                &d.calls,
+                Method::GET,
+                &path,
+                None,
+                &[ACCEPT_CSV],
+                Duration::from_secs(600),
+            )
             .await?;
         let mut reader = ResultReader {
             kind,
