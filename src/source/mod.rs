@@ -10,6 +10,8 @@
 
 #[cfg(feature = "duckdb")]
 pub mod duckdb;
+#[cfg(feature = "duckdb")]
+pub mod duckdb_files;
 pub mod postgres;
 pub(crate) mod postgres_tls;
 pub mod salesforce;
