@@ -389,6 +389,7 @@ async fn token_expiry_and_503s_mid_pull_are_survived() {
         let before = src.calls();
         let mut stream = src.read(&extract(api)).await.unwrap();
         let first = stream.next().await.unwrap().unwrap();
+        let served = sandbox.calls_to("unavailable");
         sandbox.set_faults(Faults {
             unavailable_next: 3,
             ..Faults::default()
@@ -398,15 +399,17 @@ async fn token_expiry_and_503s_mid_pull_are_survived() {
         got.insert(0, first);
         assert_eq!(rows(&got), want, "{api:?}: nothing lost or twice");
         let calls = src.calls() - before;
+        assert_eq!(
+            sandbox.calls_to("unavailable") - served,
+            3,
+            "{api:?}: three 503s served"
+        );
         if api == ReadApi::Rest {
             assert_eq!(calls, clean + 3, "{api:?}: each 503 was retried");
         } else {
-            // A Bulk read polls its job on a timer: a loaded machine may poll once or twice
-            // more than the clean read did.
-            assert!(
-                (clean + 3..=clean + 6).contains(&calls),
-                "{api:?}: each 503 was retried: {calls} calls, {clean} clean"
-            );
+            // A Bulk read polls its job on a timer, so its call count varies from one read to
+            // the next: the read ending whole after the three 503s is the check.
+            assert!(calls >= 3, "{api:?}: {calls} calls");
         }
     }
     assert_eq!(jobs(&sandbox).await, 0);

@@ -303,6 +303,7 @@ async fn gate(State(shared): Shr, req: Request, next: Next) -> Response {
             })
         {
             state.faults.unavailable_next = state.faults.unavailable_next.saturating_sub(1);
+            *state.counts.entry("unavailable".into()).or_default() += 1;
             Some(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SERVER_UNAVAILABLE",

@@ -77,7 +77,7 @@ impl DuckdbSource {
             self.memory_limit.as_deref(),
             self.external_access,
         )
-        .map_err(SourceError::Connect)?;
+        .map_err(|e| SourceError::Connect(e.to_string()))?;
         Ok(Conn::Own(conn, slot))
     }
 
@@ -187,13 +187,16 @@ pub(crate) fn configure(
     project_dir: &Path,
     memory_limit: Option<&str>,
     external_access: bool,
-) -> Result<(), String> {
+) -> Result<(), ConfigureError> {
     let dir = project_root(project_dir);
     conn.execute_batch(&format!("SET GLOBAL file_search_path = {}", quote(&dir)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ConfigureError::SearchPath(first_line(&e.to_string())))?;
     if let Some(limit) = memory_limit {
         conn.execute_batch(&format!("SET memory_limit = {}", quote(limit)))
-            .map_err(|e| format!("`memory_limit: {limit}`: {}", first_line(&e.to_string())))?;
+            .map_err(|e| ConfigureError::MemoryLimit {
+                limit: limit.to_string(),
+                reason: first_line(&e.to_string()),
+            })?;
     }
     // Last: once the configuration is locked, nothing changes it.
     let mut confine = String::from("SET autoinstall_known_extensions = false; SET allow_community_extensions = false;");
@@ -209,7 +212,18 @@ pub(crate) fn configure(
     }
     confine.push_str(" SET lock_configuration = true;");
     conn.execute_batch(&confine)
-        .map_err(|e| format!("cannot confine DuckDB: {}", first_line(&e.to_string())))
+        .map_err(|e| ConfigureError::Confine(first_line(&e.to_string())))
+}
+
+/// Why a new DuckDB instance could not be set up as a model's queries need.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigureError {
+    #[error("{0}")]
+    SearchPath(String),
+    #[error("`memory_limit: {limit}`: {reason}")]
+    MemoryLimit { limit: String, reason: String },
+    #[error("cannot confine DuckDB: {0}")]
+    Confine(String),
 }
 
 /// The table functions whose first argument (a path, or a list of paths) names files.

@@ -44,8 +44,8 @@ pub enum FileError {
     #[error("`{}`: {reason}", path.display())]
     Open { path: PathBuf, reason: String },
     /// The writer's `configure` refused the new instance.
-    #[error("{0}")]
-    Configure(String),
+    #[error(transparent)]
+    Configure(#[from] super::duckdb::ConfigureError),
 }
 
 /// How long a writer waits for this process's read-only queries of its file to end.
@@ -176,7 +176,7 @@ pub fn read(path: &Path) -> Result<ReadAccess, FileError> {
 pub fn write(
     path: &Path,
     wait: Duration,
-    configure: impl FnOnce(&Connection) -> Result<(), String>,
+    configure: impl FnOnce(&Connection) -> Result<(), super::duckdb::ConfigureError>,
 ) -> Result<Lease, FileError> {
     let key = file_key(path);
     let r = registry();
