@@ -383,6 +383,9 @@ impl<'a> Run<'a> {
 
     async fn execute(&mut self) -> Result<(), RunError> {
         let plan = self.cfg.plan;
+        if plan.direction() == crate::plan::Direction::Inbound {
+            return self.execute_inbound().await;
+        }
         let name = plan.name.clone();
         // A snapshot belongs to one destination; keys an earlier run left in flight are
         // sent again.

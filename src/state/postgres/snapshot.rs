@@ -3,8 +3,8 @@
 //! [`PgStore::apply`], which commits a run's writes in one transaction.
 
 use super::*;
-use crate::state::{snapshot_token_key, watermark_key};
 use crate::state::{hash16, inflight_record, keys_text, InflightBatch, SnapshotEntry, StateError, StateWrite};
+use crate::state::{snapshot_token_key, watermark_key};
 use futures_util::TryStreamExt;
 use std::collections::HashMap;
 use tokio::sync::mpsc;
@@ -301,7 +301,9 @@ impl PgStore {
 
     /// The value of an `ebb_meta` key.
     pub async fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
-        let rows = self.query("SELECT value FROM {s}.ebb_meta WHERE key = $1", &[&key]).await?;
+        let rows = self
+            .query("SELECT value FROM {s}.ebb_meta WHERE key = $1", &[&key])
+            .await?;
         Ok(rows.first().map(|r| r.get(0)))
     }
 

@@ -3,8 +3,8 @@
 //! [`SqliteStore::apply`], which commits a run's writes in one transaction.
 
 use super::*;
-use crate::state::{snapshot_token_key, watermark_key};
 use crate::state::{hash16, inflight_record, keys_text, InflightBatch, SnapshotEntry, StateError, StateWrite};
+use crate::state::{snapshot_token_key, watermark_key};
 use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 use tokio::sync::mpsc;
