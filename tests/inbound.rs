@@ -212,7 +212,7 @@ impl Inbound {
     fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> u16 {
         let url = self.sandbox.url();
         self.rt.block_on(async {
-            let http = reqwest::Client::new();
+            let http = ebb::http::client().unwrap();
             let token: Value = http
                 .post(format!("{url}/services/oauth2/token"))
                 .header("content-type", "application/x-www-form-urlencoded")
@@ -546,4 +546,88 @@ fn a_mirror_reads_everything_every_run() {
     assert_eq!((r.counts.read, r.counts.added, r.counts.unchanged), (12, 0, 12));
     assert_eq!(t.watermark(), None, "no cursor, no watermark");
     assert_eq!(t.rows("raw.contacts").len(), 12);
+}
+
+/// `ebb run --full-resync` as a process (a count and six pages), killed (SIGKILL) once the
+/// sandbox has served `pages` query requests since `before` (polled every 2 ms), then
+/// `delay` later.
+fn run_and_kill(t: &Inbound, before: u64, pages: u64, delay: Duration) -> std::process::ExitStatus {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["run", MODEL, "--full-resync"])
+        .current_dir(t.path())
+        .env_remove("EBB_PROJECT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while t.sandbox.calls_to("query") < before + pages && std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(delay);
+    let _ = child.kill(); // SIGKILL (the run may have ended already)
+    child.wait().unwrap()
+}
+
+#[test]
+fn kill_9_during_the_read_or_before_the_watermark_then_a_rerun_converges_exactly() {
+    let t = Inbound::new("kill", &model("raw.contacts", "      api: rest\n", "soft"), false);
+    let ids = t.seed(120);
+    // Six pages of 20; each request takes 40 ms, so a kill lands mid-read (3 requests:
+    // the count and two pages), or once the last page is served (7: writing the last
+    // batches, or setting the watermark).
+    t.sandbox.set_faults(Faults {
+        latency: Duration::from_millis(40),
+        ..Faults::default()
+    });
+    let mut killed_mid = 0;
+    for (round, (pages, delay)) in [(3u64, 0u64), (7, 0), (7, 15), (5, 5)].into_iter().enumerate() {
+        // Each round changes some records first.
+        for id in ids.iter().skip(round * 7).take(5) {
+            t.update(id, &format!("Round{round}"));
+        }
+        next_second();
+        let before = t.sandbox.calls_to("query");
+        let watermark = t.watermark();
+        let status = run_and_kill(&t, before, pages, Duration::from_millis(delay));
+        if status.code().is_none() {
+            killed_mid += 1;
+            if pages < 7 {
+                assert_eq!(
+                    t.watermark(),
+                    watermark,
+                    "round {round}: killed mid-read, the watermark stays"
+                );
+            }
+        }
+        // The rerun, in this process, converges on exactly what the org holds.
+        let r = t.ok();
+        assert!(
+            r.counts.read > 0 || status.code() == Some(0),
+            "round {round}: {:?}",
+            r.notes
+        );
+        let org: std::collections::BTreeMap<String, String> = t
+            .sandbox
+            .records("Contact")
+            .into_iter()
+            .map(|r| {
+                (
+                    r["Id"].as_str().unwrap().to_string(),
+                    r["LastName"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let rows = t.rows("raw.contacts");
+        assert_eq!(rows.len(), org.len(), "round {round}: no duplicate, nothing missing");
+        for row in &rows {
+            assert_eq!(row.1.as_ref(), org.get(&row.0), "round {round}: {}", row.0);
+        }
+        let w = t.watermark().expect("a watermark after the rerun");
+        assert_eq!(Some(w.run_id), r.run_id, "round {round}");
+    }
+    assert!(killed_mid >= 2, "the kills landed before the runs ended: {killed_mid}");
 }
