@@ -56,7 +56,7 @@ fn measure(kind: &str, target: &str, rows: u64) {
                 format!("ebb_bench.rows_{rows}"),
             ),
         };
-        let source = Source::open(&spec, &dir).unwrap();
+        let source = Source::open("test", &spec, &dir).unwrap();
         let t = Instant::now();
         let mut stream = source
             .query(&format!("SELECT {COLUMNS} FROM {table}"), 10_000)

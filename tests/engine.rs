@@ -667,7 +667,7 @@ async fn a_postgres_reader_that_panics_part_way_ends_with_an_error_not_the_end()
         url: url.clone(),
         fetch_size: Some(100),
     });
-    let src = Source::open(&spec, Path::new(".")).unwrap();
+    let src = Source::open("test", &spec, Path::new(".")).unwrap();
     let whole = format!("SELECT id FROM {schema}.t");
     let (rows, err) = read_all(&src, &whole).await;
     assert!(rows == 1000 && err.is_none(), "{rows} rows, {err:?}");
@@ -712,7 +712,7 @@ async fn a_snowflake_reader_that_panics_part_way_ends_with_an_error_not_the_end(
         role: None,
         url: Some(srv.url.clone()),
     });
-    let src = Source::open(&spec, Path::new(".")).unwrap();
+    let src = Source::open("test", &spec, Path::new(".")).unwrap();
     ebb::source::fault::panic_after_batches(marker, 2);
     let (rows, err) = read_all(&src, &sql).await;
     assert_eq!(rows, 6, "two partitions of three rows");

@@ -11,7 +11,7 @@ fn source(dir: &std::path::Path, path: &str) -> Source {
         memory_limit: None,
         external_access: None,
     });
-    Source::open(&spec, dir).unwrap()
+    Source::open("test", &spec, dir).unwrap()
 }
 
 fn database(dir: &std::path::Path, sql: &str) {
@@ -151,6 +151,7 @@ async fn a_memory_limit_applies_and_a_bad_one_is_one_sentence() {
     database(dir.path(), "CREATE TABLE t AS SELECT 1 AS id");
     let with_limit = |limit: &str| {
         Source::open(
+            "test",
             &ConnectionSpec::Duckdb(DuckdbConnection {
                 path: "w.duckdb".into(),
                 read_only: None,
@@ -203,6 +204,7 @@ async fn a_query_reads_only_files_inside_the_project_unless_the_connection_opts_
     database(&project, "CREATE TABLE t AS SELECT 1 AS id");
     let open = |external_access: Option<bool>, path: &str| {
         Source::open(
+            "test",
             &ConnectionSpec::Duckdb(DuckdbConnection {
                 path: path.into(),
                 read_only: None,
@@ -345,6 +347,7 @@ async fn a_symbolic_link_inside_the_project_does_not_lead_a_query_out_of_it() {
     }
     // With the opt-in, the link reads.
     let open = Source::open(
+        "test",
         &ConnectionSpec::Duckdb(DuckdbConnection {
             path: ":memory:".into(),
             read_only: None,

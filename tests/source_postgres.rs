@@ -16,7 +16,7 @@ fn source(url: &str, fetch: Option<u32>) -> Source {
         url: url.to_string(),
         fetch_size: fetch,
     });
-    Source::open(&spec, std::path::Path::new(".")).expect("a postgres source")
+    Source::open("test", &spec, std::path::Path::new(".")).expect("a postgres source")
 }
 
 /// A fresh schema for one test, dropped at the end.

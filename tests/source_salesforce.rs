@@ -7,7 +7,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use chrono::{DateTime, Duration as D, Utc};
 use ebb::config::project::SalesforceConnection;
-use ebb::destination::retry::RetryPolicy;
+use ebb::http::retry::RetryPolicy;
 use ebb::sandbox::{Faults, Sandbox, SandboxConfig};
 use ebb::source::salesforce::{Extract, ReadApi, ReadOptions, SalesforceSource};
 use ebb::source::{BatchStream, SourceError};
@@ -172,6 +172,43 @@ fn extract(api: ReadApi) -> Extract {
         batch_rows: 300,
         ..Extract::all("contact", &FIELDS, api)
     }
+}
+
+/// REST pages hold the records the reader asks for (`Sforce-Query-Options: batchSize`),
+/// and no more than the org sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_pages_follow_the_batch_size_the_reader_asks_for() {
+    let org = sandbox(2_000).await;
+    seed(&org, 1_000);
+    for (asked, pages) in [(2_000u16, 1), (200, 5), (300, 4)] {
+        let src = source(&format!("sf-source-batch-{asked}"), &org).with_options(ReadOptions {
+            rest_batch_size: asked,
+            ..options()
+        });
+        let before = org.calls_to("query");
+        let (batches, err) = drain(src.read(&extract(ReadApi::Rest)).await.unwrap()).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(rows(&batches).len(), 1_000, "batchSize={asked}");
+        assert_eq!(
+            org.calls_to("query") - before,
+            pages,
+            "batchSize={asked}: 1,000 records"
+        );
+    }
+    // The default asks for 2,000; a smaller page of the org's is what arrives.
+    let small = sandbox(400).await;
+    seed(&small, 1_000);
+    let (batches, err) = drain(
+        source("sf-source-batch-org", &small)
+            .read(&extract(ReadApi::Rest))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rows(&batches).len(), 1_000);
+    assert_eq!(small.calls_to("query"), 3);
+    assert_eq!(ReadOptions::default().rest_batch_size, 2_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

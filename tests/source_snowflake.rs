@@ -25,7 +25,7 @@ fn source(url: &str, key: &str) -> Source {
         role: None,
         url: Some(url.into()),
     });
-    Source::open(&spec, std::path::Path::new(".")).unwrap()
+    Source::open("test", &spec, std::path::Path::new(".")).unwrap()
 }
 
 async fn server() -> Server {
@@ -217,6 +217,7 @@ async fn a_wrong_key_is_an_authentication_error() {
         "{err:?}"
     );
     let err = Source::open(
+        "test",
         &ConnectionSpec::Snowflake(SnowflakeConnection {
             account: "a".into(),
             user: "u".into(),
@@ -402,7 +403,7 @@ fn a_url_off_loopback_must_be_https() {
             role: None,
             url: Some(url.into()),
         });
-        Source::open(&spec, std::path::Path::new("."))
+        Source::open("test", &spec, std::path::Path::new("."))
     };
     for url in [
         "https://xy12345.snowflakecomputing.com",

@@ -276,7 +276,7 @@ async fn start_sandbox(
     let port = parsed.port_or_known_default().unwrap_or(8787);
     let mut contacts = Vec::new();
     if let Some(w) = warehouse {
-        let source = crate::source::Source::open(w, dir).map_err(|e| e.to_string())?;
+        let source = crate::source::Source::open("warehouse", w, dir).map_err(|e| e.to_string())?;
         let mut rows = source
             .query(
                 "SELECT crm_id, first_name, last_name, email FROM presentation.customer_360 WHERE crm_id IS NOT NULL",

@@ -148,7 +148,7 @@ pub(crate) fn fetch(
         .map_err(|e| e.to_string())?;
     let (schema, batches) = rt
         .block_on(async {
-            let source = Source::open(spec, dir)?;
+            let source = Source::open(&plan.source.connection, spec, dir)?;
             let sql = format!(
                 "SELECT * FROM ({}) AS ebb_preview LIMIT {limit}",
                 query.trim_end().trim_end_matches(';')

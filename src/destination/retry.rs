@@ -1,77 +1,12 @@
 //! Delivering a batch with retries.
 //!
 //! [`deliver`] sends a batch until the destination answers it, a fatal error stops it, or
-//! the attempts run out. Between attempts it waits an exponential backoff with full jitter
-//! (a uniformly random delay up to `base × 2^(attempt−1)`, capped at `max_delay`); when the
-//! destination sent a `Retry-After` longer than that, it waits the `Retry-After` instead
-//! (capped at [`RETRY_AFTER_CAP`], so a destination cannot park a run for hours).
-//!
-//! Two environment variables tune the policy of [`RetryPolicy::from_env`], mostly so tests
-//! need not wait for real backoffs:
-//!
-//! - `EBB_RETRY_BASE_MS`: the first backoff step in milliseconds (default 500);
-//! - `EBB_RETRY_MAX_ATTEMPTS`: attempts per batch, the first included (default 8, at
-//!   least 1).
-//!
-//! A value that is not a whole number is ignored (the default applies).
+//! the attempts run out, waiting between attempts as the [`RetryPolicy`] says (backoff with
+//! jitter, or the destination's `Retry-After`). The policy itself is in `http::retry`,
+//! shared with the sources that retry requests.
 
 use super::{Batch, Delivered, Destination, SendError};
-use std::time::Duration;
-
-/// The longest `Retry-After` honoured; a longer one is waited this long.
-pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
-
-/// How often and how patiently a batch is retried.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts per batch, the first included.
-    pub max_attempts: u32,
-    /// The first backoff step; each later step doubles it.
-    pub base: Duration,
-    /// The longest computed backoff (a `Retry-After` may be longer).
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 8,
-            base: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The default policy, with `EBB_RETRY_BASE_MS` and `EBB_RETRY_MAX_ATTEMPTS` applied.
-    pub fn from_env() -> RetryPolicy {
-        RetryPolicy::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> RetryPolicy {
-        let var = |name: &str| lookup(name).and_then(|v| v.trim().parse::<u64>().ok());
-        let mut policy = RetryPolicy::default();
-        if let Some(ms) = var("EBB_RETRY_BASE_MS") {
-            policy.base = Duration::from_millis(ms);
-        }
-        if let Some(n) = var("EBB_RETRY_MAX_ATTEMPTS") {
-            policy.max_attempts = u32::try_from(n).unwrap_or(u32::MAX).max(1);
-        }
-        policy
-    }
-
-    /// The wait after failed attempt number `attempt` (1 for the first), given the
-    /// destination's `Retry-After` and a jitter draw `unit` in `[0, 1)`.
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(31);
-        let step = self.base.saturating_mul(1u32 << exponent).min(self.max_delay);
-        let jittered = step.mul_f64(unit.clamp(0.0, 1.0));
-        match retry_after {
-            Some(ra) => jittered.max(ra.min(RETRY_AFTER_CAP)),
-            None => jittered,
-        }
-    }
-}
+use crate::http::retry::RetryPolicy;
 
 /// A batch that could not be delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,70 +57,5 @@ pub async fn deliver(dest: &Destination, batch: &Batch, policy: &RetryPolicy) ->
                 tokio::time::sleep(wait).await;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 8,
-            base: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let p = policy();
-        // A jitter draw just under 1 gives (almost) the whole step.
-        let top = |attempt| p.delay(attempt, None, 1.0);
-        assert_eq!(top(1), Duration::from_millis(500));
-        assert_eq!(top(2), Duration::from_secs(1));
-        assert_eq!(top(3), Duration::from_secs(2));
-        assert_eq!(top(7), Duration::from_secs(30), "64 s is capped at max_delay");
-        assert_eq!(top(1000), Duration::from_secs(30), "huge attempts do not overflow");
-    }
-
-    #[test]
-    fn full_jitter_scales_the_step() {
-        let p = policy();
-        assert_eq!(p.delay(3, None, 0.0), Duration::ZERO);
-        assert_eq!(p.delay(3, None, 0.25), Duration::from_millis(500));
-        assert_eq!(p.delay(3, None, 7.0), Duration::from_secs(2), "draws are clamped to 1");
-    }
-
-    #[test]
-    fn a_longer_retry_after_wins_and_is_capped() {
-        let p = policy();
-        assert_eq!(p.delay(1, Some(Duration::from_secs(10)), 0.5), Duration::from_secs(10));
-        assert_eq!(p.delay(6, Some(Duration::from_secs(1)), 1.0), Duration::from_secs(16));
-        assert_eq!(p.delay(1, Some(Duration::from_secs(86_400)), 0.5), RETRY_AFTER_CAP);
-    }
-
-    #[test]
-    fn the_environment_tunes_the_policy() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
-        };
-        let p = RetryPolicy::from_lookup(env(&[("EBB_RETRY_BASE_MS", "5"), ("EBB_RETRY_MAX_ATTEMPTS", " 3 ")]));
-        assert_eq!((p.base, p.max_attempts), (Duration::from_millis(5), 3));
-        assert_eq!(p.max_delay, Duration::from_secs(30));
-        let p = RetryPolicy::from_lookup(env(&[("EBB_RETRY_BASE_MS", "fast"), ("EBB_RETRY_MAX_ATTEMPTS", "0")]));
-        assert_eq!((p.base, p.max_attempts), (Duration::from_millis(500), 1));
-    }
-
-    #[test]
-    fn the_default_policy() {
-        assert_eq!(
-            RetryPolicy::default(),
-            RetryPolicy {
-                max_attempts: 8,
-                base: Duration::from_millis(500),
-                max_delay: Duration::from_secs(30)
-            }
-        );
     }
 }

@@ -133,7 +133,7 @@ impl<'a> Run<'a> {
             kind: plan.source.kind,
             source,
         };
-        let source = Source::open(spec, self.cfg.project_dir).map_err(context)?;
+        let source = Source::open(&plan.source.connection, spec, self.cfg.project_dir).map_err(context)?;
         let mut stream = source.query(query, READ_BATCH).await.map_err(context)?;
         let mapper = RowMapper::new(plan, stream.schema()).map_err(|missing| RunError::MissingColumns {
             connection: plan.source.connection.clone(),

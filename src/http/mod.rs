@@ -23,6 +23,7 @@
 //! connection, whichever direction the data flows.
 
 pub mod limit;
+pub mod retry;
 
 use std::sync::Once;
 use std::time::Duration;
@@ -43,8 +44,13 @@ pub fn is_loopback(host: &url::Host<&str>) -> bool {
     }
 }
 
+/// The HTTP client could not be built (its TLS configuration failed).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientError(#[source] reqwest::Error);
+
 /// A client for talking to warehouses and CRMs. It never follows redirects.
-pub fn client() -> Result<reqwest::Client, String> {
+pub fn client() -> Result<reqwest::Client, ClientError> {
     static PROVIDER: Once = Once::new();
     PROVIDER.call_once(|| {
         // Fails only if another provider was installed first, which is as good.
@@ -56,7 +62,7 @@ pub fn client() -> Result<reqwest::Client, String> {
         .gzip(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        .map_err(ClientError)
 }
 
 /// Why an answer's body could not be read.

@@ -11,6 +11,7 @@ use super::auth::{Auth, AuthError, ConnectionError};
 use crate::config::env;
 use crate::config::project::SalesforceConnection;
 use crate::http::limit::{Limits, Permit};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT};
 use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,6 +23,10 @@ pub const DEFAULT_VERSION: &str = "62.0";
 pub const DEFAULT_CONCURRENCY: usize = 4;
 pub const DEFAULT_BULK_THRESHOLD: u64 = 10_000;
 pub const DEFAULT_DAILY_RESERVE: u64 = 1_000;
+
+/// `Accept: text/csv`, sent when fetching Bulk results (query and ingest jobs), which are
+/// CSV.
+pub const ACCEPT_CSV: (HeaderName, HeaderValue) = (ACCEPT, HeaderValue::from_static("text/csv"));
 
 /// A Salesforce connection, shared by every sync that names it.
 pub struct Conn {
@@ -153,17 +158,22 @@ impl Conn {
     }
 
     /// One API request. `path` starts with `/services/…` (or is a full URL on the
-    /// instance). The answer's body is read up to [`crate::http::DATA_ANSWER_CAP`].
+    /// instance). `extra` headers are sent besides the token and `Accept:
+    /// application/json` (an `Accept` among them replaces that one). The answer's body is
+    /// read up to [`crate::http::DATA_ANSWER_CAP`].
     pub async fn request(
         &self,
         counter: &AtomicU64,
         method: Method,
         path: &str,
         body: Option<(&str, Vec<u8>)>,
+        extra: &[(HeaderName, HeaderValue)],
         timeout: Duration,
     ) -> Result<Answer, CallError> {
         // The request's slot is held while its answer arrives.
-        let (resp, _permit) = self.request_raw(counter, method.clone(), path, body, timeout).await?;
+        let (resp, _permit) = self
+            .request_raw(counter, method.clone(), path, body, extra, timeout)
+            .await?;
         let status = resp.status();
         let body = crate::http::read_text(resp, crate::http::DATA_ANSWER_CAP)
             .await
@@ -194,8 +204,14 @@ impl Conn {
         method: Method,
         path: &str,
         body: Option<(&str, Vec<u8>)>,
+        extra: &[(HeaderName, HeaderValue)],
         timeout: Duration,
     ) -> Result<(reqwest::Response, Permit), CallError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        for (name, value) in extra {
+            headers.insert(name.clone(), value.clone());
+        }
         // The token first: the rate window counts API requests, not token fetches.
         let mut token = self.auth.token().await.map_err(auth_error)?;
         let mut permit = self.limits.acquire().await;
@@ -223,7 +239,7 @@ impl Conn {
                 .client
                 .request(method.clone(), &url)
                 .bearer_auth(&token.access_token)
-                .header("Accept", "application/json")
+                .headers(headers.clone())
                 .timeout(timeout);
             if let Some((content_type, bytes)) = &body {
                 req = req.header("Content-Type", *content_type).body(bytes.clone());
@@ -333,12 +349,25 @@ impl Conn {
         path: &str,
         body: Option<String>,
     ) -> Result<(StatusCode, serde_json::Value), CallError> {
+        self.json_with(counter, method, path, body, &[]).await
+    }
+
+    /// A JSON request with `extra` headers (as [`Conn::request`]); the answer's body parsed.
+    pub async fn json_with(
+        &self,
+        counter: &AtomicU64,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<(StatusCode, serde_json::Value), CallError> {
         let a = self
             .request(
                 counter,
                 method.clone(),
                 path,
                 body.map(|b| ("application/json", b.into_bytes())),
+                extra,
                 Duration::from_secs(120),
             )
             .await?;

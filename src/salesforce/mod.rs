@@ -1,7 +1,8 @@
-//! The Salesforce connection layer, shared by both directions: OAuth tokens ([`auth`]) and
+//! The Salesforce connection layer, shared by both directions: OAuth tokens ([`auth`]),
 //! one [`client::Conn`] per connection with its limits, call counting, request helpers and
-//! the org's API usage header. A request fails with a [`client::CallError`] (transient or
-//! fatal), which the caller turns into its own error.
+//! the org's API usage header, and the reader of Bulk results' CSV ([`csv`]). A request
+//! fails with a [`client::CallError`] (transient or fatal), which the caller turns into its
+//! own error.
 //!
 //! It knows nothing of batches, records or queries: the destination
 //! (`destination::salesforce`: sObject Collections, Bulk ingest jobs) and a source
@@ -9,3 +10,4 @@
 
 pub mod auth;
 pub mod client;
+pub mod csv;

@@ -151,7 +151,8 @@ pub struct SandboxConfig {
     pub jwt_public_key: Option<String>,
     /// The daily API request allocation (default 100,000).
     pub daily_api_limit: u64,
-    /// Records per SOQL page (default 2,000, Salesforce's default batch size).
+    /// The most records per SOQL page (default 2,000, Salesforce's default batch size); a
+    /// `Sforce-Query-Options: batchSize` asks for fewer.
     pub query_page_size: usize,
     /// How long a Bulk 2.0 job stays in each of `UploadComplete` and `InProgress`.
     pub bulk_step_delay: Duration,

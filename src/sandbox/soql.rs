@@ -8,8 +8,10 @@
 //! that quotes a datetime finds out here. String comparisons ignore case, as in SOQL.
 //!
 //! Results come in pages (`done`, `nextRecordsUrl`, `totalSize`), each record with its
-//! `attributes`; the page size is the configured one, or the `batchSize` of a
-//! `Sforce-Query-Options` header (200-2,000).
+//! `attributes`; the page size is the `batchSize` of a `Sforce-Query-Options` header
+//! (clamped to 200-2,000, as Salesforce does), but never more than the configured one:
+//! Salesforce may send fewer records than asked, and tests set a small page size to see
+//! many pages whatever the client asks.
 //!
 //! `queryAll` (v29+) is the same query over the records in the recycle bin too (not those
 //! a Bulk `hardDelete` removed, which skip the bin): those show
@@ -379,7 +381,7 @@ fn page_size(state_default: usize, headers: &HeaderMap) -> usize {
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.split(',').find_map(|p| p.trim().strip_prefix("batchSize=")))
         .and_then(|n| n.trim().parse::<usize>().ok())
-        .map(|n| n.clamp(200, 2_000))
+        .map(|n| n.clamp(200, 2_000).min(state_default))
         .unwrap_or(state_default)
 }
 
@@ -487,6 +489,25 @@ mod tests {
         assert!(m("acme", "a_me"));
         assert!(!m("acme", "a_e"));
         assert!(m("", "%"));
+    }
+
+    #[test]
+    fn the_page_size_is_the_batch_size_asked_for_up_to_the_configured_one() {
+        let asking = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("sforce-query-options", v.parse().unwrap());
+            h
+        };
+        assert_eq!(page_size(2_000, &HeaderMap::new()), 2_000);
+        assert_eq!(page_size(2_000, &asking("batchSize=300")), 300);
+        assert_eq!(page_size(2_000, &asking("batchSize=5")), 200, "at least 200");
+        assert_eq!(page_size(2_000, &asking("batchSize=9000")), 2_000, "at most 2,000");
+        assert_eq!(
+            page_size(500, &asking("batchSize=2000")),
+            500,
+            "never more than configured"
+        );
+        assert_eq!(page_size(2_000, &asking("foo=1, batchSize=400")), 400);
     }
 
     #[test]

@@ -12,13 +12,13 @@
 //! project that points out of it is refused like the file it points at.
 //!
 //! While a table writer of this process has the file open, a query reads through the
-//! writer's instance instead of opening its own (`destination::table::duckdb_files`:
+//! writer's instance instead of opening its own (`source::duckdb_files`:
 //! DuckDB does not keep two instances of one file in one process apart), and sees every
 //! write committed.
 
+use super::duckdb_files;
 use super::{channel, BatchStream, Producer, SourceError};
 use crate::config::project::DuckdbConnection;
-use crate::destination::table::duckdb_files;
 use arrow::datatypes::SchemaRef;
 use duckdb::{AccessMode, Config, Connection};
 use std::path::{Path, PathBuf};
@@ -59,7 +59,7 @@ impl DuckdbSource {
                 }
                 // A table writer of this process has the file open: read through its
                 // instance (see `duckdb_files`), configured when it opened.
-                let slot = match duckdb_files::read(p).map_err(SourceError::Connect)? {
+                let slot = match duckdb_files::read(p).map_err(|e| SourceError::Connect(e.to_string()))? {
                     duckdb_files::ReadAccess::Shared(lease) => return Ok(Conn::Shared(lease)),
                     duckdb_files::ReadAccess::Own(slot) => slot,
                 };

@@ -10,6 +10,8 @@
 
 #[cfg(feature = "duckdb")]
 pub mod duckdb;
+#[cfg(feature = "duckdb")]
+pub mod duckdb_files;
 pub mod postgres;
 pub(crate) mod postgres_tls;
 pub mod salesforce;
@@ -264,18 +266,31 @@ pub mod fault {
     }
 }
 
-/// A connection a model can read from.
+/// A connection a model can read from: a warehouse (read by a SQL query) or a CRM (read by
+/// object, fields and a window). Both produce the same [`BatchStream`], so whatever comes
+/// after the read (mapping, diffing, writing) does not depend on where rows come from
+/// (docs/architecture.md).
 pub enum Source {
     #[cfg(feature = "duckdb")]
     Duckdb(duckdb::DuckdbSource),
     Postgres(Box<postgres::PostgresSource>),
     Snowflake(Arc<snowflake::SnowflakeSource>),
+    Salesforce(Box<salesforce::SalesforceSource>),
+}
+
+/// What to read from a [`Source`].
+#[derive(Debug, Clone, Copy)]
+pub enum Read<'a> {
+    /// A warehouse query's rows, in batches of about `batch_rows`.
+    Query { sql: &'a str, batch_rows: usize },
+    /// A CRM object's records (fields, window, API: [`salesforce::Extract`]).
+    Object(&'a salesforce::Extract),
 }
 
 impl Source {
-    /// The source for a connection of the project in `project_dir`. Fails for connection
-    /// types that are not warehouses (or not built into this binary).
-    pub fn open(spec: &ConnectionSpec, project_dir: &Path) -> Result<Source, SourceError> {
+    /// The source for connection `name` of the project in `project_dir`. Fails for
+    /// connection types that cannot be read (or are not built into this binary).
+    pub fn open(name: &str, spec: &ConnectionSpec, project_dir: &Path) -> Result<Source, SourceError> {
         match spec {
             #[cfg(feature = "duckdb")]
             ConnectionSpec::Duckdb(c) => Ok(Source::Duckdb(duckdb::DuckdbSource::new(c, project_dir))),
@@ -291,30 +306,55 @@ impl Source {
                 c,
                 project_dir,
             )?))),
+            ConnectionSpec::Salesforce(c) => Ok(Source::Salesforce(Box::new(salesforce::SalesforceSource::new(
+                name,
+                c,
+                project_dir,
+            )?))),
             other => Err(SourceError::Unsupported(format!(
-                "a {} connection is not a warehouse ebb can query",
+                "a {} connection is not a source ebb can read",
                 other.kind()
             ))),
         }
     }
 
-    /// Runs `sql` and streams its rows in batches of about `batch_rows`.
+    /// Starts reading `what` (a query from a warehouse, an object from a CRM).
+    pub async fn read(&self, what: Read<'_>) -> Result<BatchStream, SourceError> {
+        match (self, what) {
+            (Source::Salesforce(s), Read::Object(extract)) => s.read(extract).await,
+            (Source::Salesforce(_), Read::Query { .. }) => Err(SourceError::Unsupported(
+                "a salesforce source reads objects (`object`, `fields`), not SQL".into(),
+            )),
+            (_, Read::Query { sql, batch_rows }) => self.query(sql, batch_rows).await,
+            (_, Read::Object(_)) => Err(SourceError::Unsupported(
+                "a warehouse source reads a SQL `query`, not an object".into(),
+            )),
+        }
+    }
+
+    /// Runs `sql` on a warehouse and streams its rows in batches of about `batch_rows`.
     pub async fn query(&self, sql: &str, batch_rows: usize) -> Result<BatchStream, SourceError> {
         match self {
             #[cfg(feature = "duckdb")]
             Source::Duckdb(s) => s.query(sql, batch_rows).await,
             Source::Postgres(s) => s.query(sql, batch_rows).await,
             Source::Snowflake(s) => s.query(sql, batch_rows).await,
+            Source::Salesforce(_) => Err(SourceError::Unsupported(
+                "a salesforce source reads objects (`object`, `fields`), not SQL".into(),
+            )),
         }
     }
 
-    /// The columns `sql` returns, without reading its rows.
+    /// The columns `sql` returns on a warehouse, without reading its rows.
     pub async fn describe(&self, sql: &str) -> Result<SchemaRef, SourceError> {
         match self {
             #[cfg(feature = "duckdb")]
             Source::Duckdb(s) => s.describe(sql).await,
             Source::Postgres(s) => s.describe(sql).await,
             Source::Snowflake(s) => s.describe(sql).await,
+            Source::Salesforce(_) => Err(SourceError::Unsupported(
+                "a salesforce source reads objects (`object`, `fields`), not SQL".into(),
+            )),
         }
     }
 }

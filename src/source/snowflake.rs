@@ -150,7 +150,7 @@ impl SnowflakeSource {
             subject,
             key: rsa::pkcs1v15::SigningKey::new(key),
             context,
-            client: crate::http::client().map_err(SourceError::Connect)?,
+            client: crate::http::client().map_err(|e| SourceError::Connect(e.to_string()))?,
         })
     }
 

@@ -34,7 +34,7 @@ pub async fn check(report: &mut Report) {
         let conn = &plan.source.connection;
         let source = sources
             .entry(conn.clone())
-            .or_insert_with(|| Source::open(spec, &report.project_dir));
+            .or_insert_with(|| Source::open(conn, spec, &report.project_dir));
         let schema = match source {
             Err(e) => Err(e.clone()),
             Ok(s) => match tokio::time::timeout(DESCRIBE_TIMEOUT, s.describe(query)).await {

@@ -3,13 +3,13 @@
 //! into a temporary table through the Appender (Arrow chunks, no SQL per row), merged with
 //! `INSERT … ON CONFLICT` in the same transaction. Every call runs on a blocking thread.
 
-use super::duckdb_files::{self, Lease};
 use super::types::DbType;
 use super::{
     quote_ident, resolve, sql, stage, staged_columns, Existing, ExistingColumn, Mode, OnDeleted, Resolved, TableCheck,
     TableError, TableName, TableRow, TableSpec, WriteCounts,
 };
 use crate::config::project::DuckdbConnection;
+use crate::source::duckdb_files::{self, Lease};
 use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
@@ -66,7 +66,10 @@ impl DuckdbWriter {
         })
         .await
         .map_err(|e| fail(format!("the opening thread failed: {e}")))?
-        .map_err(fail)?;
+        .map_err(|source| TableError::File {
+            connection: spec.connection.clone(),
+            source,
+        })?;
         Ok(DuckdbWriter {
             inner: Arc::new(Mutex::new(Inner {
                 spec,
@@ -152,7 +155,7 @@ impl DuckdbWriter {
             if !w.mirroring {
                 return Err(TableError::Spec {
                     table: w.spec.table.clone(),
-                    message: "mirror_end without mirror_begin".into(),
+                    reason: super::SpecError::MirrorEndWithoutBegin,
                 });
             }
             let r = w.ensure()?;

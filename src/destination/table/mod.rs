@@ -23,8 +23,6 @@
 
 #[cfg(feature = "duckdb")]
 pub mod duckdb;
-#[cfg(feature = "duckdb")]
-pub mod duckdb_files;
 pub mod postgres;
 pub mod types;
 
@@ -38,7 +36,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use types::{Cell, ColumnType};
+use types::{Cell, CellError, ColumnType, TypeError};
 
 /// The column ebb stamps with the time of the extract that wrote a row (the seed's
 /// `extracted_timestamp`).
@@ -138,27 +136,125 @@ pub enum TableCheck {
     Missing,
     Compatible,
     /// The table exists but cannot take the rows; the reason names the column.
-    Incompatible(String),
+    Incompatible(Mismatch),
+}
+
+/// Why an existing table cannot take the rows of a spec (`table` is the resolved
+/// `` `schema.table` ``, quoted for messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("{table} has no column `{column}` (mapped as {ty})")]
+    NoColumn {
+        table: String,
+        column: String,
+        ty: ColumnType,
+    },
+    #[error("column `{column}` of {table}: {why}")]
+    Column {
+        table: String,
+        column: String,
+        #[source]
+        why: Box<TypeError>,
+    },
+    #[error("{table} has no column `{EXTRACTED_AT}` (timestamptz, the time of the extract that wrote each row)")]
+    NoExtractedAt { table: String },
+    #[error("column `{column}` of {table} is NOT NULL without a default and is not mapped")]
+    Required { table: String, column: String },
+    #[error(
+        "{table} has no primary key or unique constraint on the key column `{key}` alone \
+         ({mode} mode updates rows by key)"
+    )]
+    NoUniqueKey {
+        table: String,
+        key: String,
+        mode: &'static str,
+    },
+}
+
+/// Why a spec, or the rows given with it, cannot be written (before any database is
+/// touched).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("no columns to write")]
+    NoColumns,
+    #[error("`{0}` cannot be a mapped column name")]
+    ReservedName(String),
+    #[error("column `{0}` is mapped twice")]
+    MappedTwice(String),
+    #[error("the key `{0}` is not one of the mapped columns")]
+    KeyNotMapped(String),
+    #[error("the deleted column `{column}` is mapped as {ty}, not boolean")]
+    DeletedNotBoolean { column: String, ty: ColumnType },
+    #[error("append mode needs a version column (the cursor that tells versions apart) to stay idempotent")]
+    NoVersion,
+    #[error("the version column `{0}` is not one of the mapped columns")]
+    VersionNotMapped(String),
+    #[error("row {row} has {values} values for {columns} columns")]
+    RowWidth { row: usize, values: usize, columns: usize },
+    #[error("mirror_end without mirror_begin")]
+    MirrorEndWithoutBegin,
+    #[error("cannot stage the rows: {0}")]
+    Stage(#[source] arrow::error::ArrowError),
+}
+
+/// Why a table name does not parse (`name` is the text given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("`{name}`: a quoted name is not closed")]
+    Unclosed { name: String },
+    #[error("`{name}`: an empty name part")]
+    EmptyPart { name: String },
+    #[error("`{name}`: unexpected `{found}` after a quoted name")]
+    AfterQuote { name: String, found: char },
+    #[error("`{name}`: expected `schema.table` or `table` (a database part is not supported)")]
+    TooManyParts { name: String },
 }
 
 /// Why a table could not be written. Messages name the table, and the column and key
 /// when one is at fault; nothing of the call was committed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("connection `{connection}`: {message}")]
     Connect { connection: String, message: String },
     #[error("connection `{connection}`: writing tables to a {kind} connection is not built yet")]
     NotBuilt { connection: String, kind: String },
-    #[error("table `{table}`: {message}")]
-    Spec { table: String, message: String },
+    #[error("connection `{connection}`: {source}")]
+    Env {
+        connection: String,
+        #[source]
+        source: crate::config::env::EnvError,
+    },
+    #[error("connection `{connection}`: {source}")]
+    File {
+        connection: String,
+        #[source]
+        source: crate::source::duckdb_files::FileError,
+    },
+    #[error("table `{table}`: {reason}")]
+    Spec {
+        table: String,
+        #[source]
+        reason: SpecError,
+    },
+    #[error("table `{table}`: {source}")]
+    Name {
+        table: String,
+        #[source]
+        source: NameError,
+    },
     #[error("table `{table}` cannot take these rows: {reason}")]
-    Incompatible { table: String, reason: String },
+    Incompatible {
+        table: String,
+        #[source]
+        reason: Mismatch,
+    },
     #[error("table `{table}`, row with key `{key}`, column `{column}`: {reason}; nothing of this call was written")]
     Value {
         table: String,
         key: String,
         column: String,
-        reason: String,
+        #[source]
+        reason: CellError,
     },
     #[error("table `{table}`: row {row} has no key (`{column}` is null); nothing of this call was written")]
     NullKey { table: String, row: usize, column: String },
@@ -176,7 +272,8 @@ pub struct TableName {
 impl TableName {
     /// `schema.table`, `table`, with parts in double quotes to hold a dot or a quote
     /// (doubled).
-    pub fn parse(s: &str) -> Result<TableName, String> {
+    pub fn parse(s: &str) -> Result<TableName, NameError> {
+        let name = || s.to_string();
         let mut parts = Vec::new();
         let mut chars = s.trim().chars().peekable();
         loop {
@@ -191,7 +288,7 @@ impl TableName {
                         }
                         Some('"') => break,
                         Some(c) => part.push(c),
-                        None => return Err(format!("`{s}`: a quoted name is not closed")),
+                        None => return Err(NameError::Unclosed { name: name() }),
                     }
                 }
             } else {
@@ -205,13 +302,13 @@ impl TableName {
                 part = part.trim().to_string();
             }
             if part.is_empty() {
-                return Err(format!("`{s}`: an empty name part"));
+                return Err(NameError::EmptyPart { name: name() });
             }
             parts.push(part);
             match chars.next() {
                 None => break,
                 Some('.') => continue,
-                Some(c) => return Err(format!("`{s}`: unexpected `{c}` after a quoted name")),
+                Some(found) => return Err(NameError::AfterQuote { name: name(), found }),
             }
         }
         match parts.len() {
@@ -223,9 +320,7 @@ impl TableName {
                 schema: Some(parts.remove(0)),
                 table: parts.remove(0),
             }),
-            _ => Err(format!(
-                "`{s}`: expected `schema.table` or `table` (a database part is not supported)"
-            )),
+            _ => Err(NameError::TooManyParts { name: name() }),
         }
     }
 }
@@ -266,48 +361,43 @@ pub(crate) fn staged_columns(spec: &TableSpec) -> Vec<Column> {
 
 /// Checks a spec before anything touches a database.
 pub(crate) fn check_spec(spec: &TableSpec) -> Result<TableName, TableError> {
-    let bad = |message: String| TableError::Spec {
+    let bad = |reason: SpecError| TableError::Spec {
         table: spec.table.clone(),
-        message,
+        reason,
     };
-    let name = TableName::parse(&spec.table).map_err(bad)?;
+    let name = TableName::parse(&spec.table).map_err(|source| TableError::Name {
+        table: spec.table.clone(),
+        source,
+    })?;
     let find = |n: &str| spec.columns.iter().find(|c| c.name == n);
     if spec.columns.is_empty() {
-        return Err(bad("no columns to write".into()));
+        return Err(bad(SpecError::NoColumns));
     }
     let mut seen = std::collections::HashSet::new();
     for c in &spec.columns {
         if c.name.is_empty() || c.name == EXTRACTED_AT {
-            return Err(bad(format!("`{}` cannot be a mapped column name", c.name)));
+            return Err(bad(SpecError::ReservedName(c.name.clone())));
         }
         if !seen.insert(c.name.to_lowercase()) {
-            return Err(bad(format!("column `{}` is mapped twice", c.name)));
+            return Err(bad(SpecError::MappedTwice(c.name.clone())));
         }
     }
     if find(&spec.key).is_none() {
-        return Err(bad(format!("the key `{}` is not one of the mapped columns", spec.key)));
+        return Err(bad(SpecError::KeyNotMapped(spec.key.clone())));
     }
     if spec.on_deleted == OnDeleted::Soft {
         if let Some(c) = find(&spec.deleted_column) {
             if c.ty != ColumnType::Boolean {
-                return Err(bad(format!(
-                    "the deleted column `{}` is mapped as {}, not boolean",
-                    c.name, c.ty
-                )));
+                return Err(bad(SpecError::DeletedNotBoolean {
+                    column: c.name.clone(),
+                    ty: c.ty,
+                }));
             }
         }
     }
     match (&spec.mode, &spec.version_column) {
-        (Mode::Append, None) => {
-            return Err(bad(
-                "append mode needs a version column (the cursor that tells versions apart) to stay idempotent".into(),
-            ))
-        }
-        (Mode::Append, Some(v)) if find(v).is_none() => {
-            return Err(bad(format!(
-                "the version column `{v}` is not one of the mapped columns"
-            )))
-        }
+        (Mode::Append, None) => return Err(bad(SpecError::NoVersion)),
+        (Mode::Append, Some(v)) if find(v).is_none() => return Err(bad(SpecError::VersionNotMapped(v.clone()))),
         _ => {}
     }
     Ok(name)
@@ -350,11 +440,11 @@ pub(crate) fn stage(spec: &TableSpec, rows: Vec<TableRow>) -> Result<Staged, Tab
         if row.values.len() != spec.columns.len() {
             return Err(TableError::Spec {
                 table: spec.table.clone(),
-                message: format!(
-                    "row {i} has {} values for {} columns",
-                    row.values.len(),
-                    spec.columns.len()
-                ),
+                reason: SpecError::RowWidth {
+                    row: i,
+                    values: row.values.len(),
+                    columns: spec.columns.len(),
+                },
             });
         }
         let mut values = row.values;
@@ -408,7 +498,7 @@ pub(crate) fn stage(spec: &TableSpec, rows: Vec<TableRow>) -> Result<Staged, Tab
     let collapsed = (n - last.len()) as u64;
     let fail = |e: arrow::error::ArrowError| TableError::Spec {
         table: spec.table.clone(),
-        message: format!("cannot stage the rows: {e}"),
+        reason: SpecError::Stage(e),
     };
     let fields: Vec<Field> = cols
         .iter()
@@ -554,47 +644,56 @@ fn find_column<'e>(existing: &'e Existing, name: &str) -> Option<&'e ExistingCol
 }
 
 /// Checks an existing table against `spec`; the resolved names when it can take the rows.
-pub(crate) fn resolve(spec: &TableSpec, existing: &Existing) -> Result<Resolved, String> {
+pub(crate) fn resolve(spec: &TableSpec, existing: &Existing) -> Result<Resolved, Mismatch> {
     let table_name = format!("`{}.{}`", existing.schema, existing.table);
     let mut columns = Vec::new();
     let mut json = Vec::new();
     let mut named = Vec::new();
     for c in staged_columns(spec) {
         let Some(e) = find_column(existing, &c.name) else {
-            return Err(format!("{table_name} has no column `{}` (mapped as {})", c.name, c.ty));
+            return Err(Mismatch::NoColumn {
+                table: table_name,
+                column: c.name,
+                ty: c.ty,
+            });
         };
-        e.ty.holds(c.ty)
-            .map_err(|why| format!("column `{}` of {table_name}: {why}", e.name))?;
+        e.ty.holds(c.ty).map_err(|why| Mismatch::Column {
+            table: table_name.clone(),
+            column: e.name.clone(),
+            why: Box::new(why),
+        })?;
         columns.push(quote_ident(&e.name));
         json.push(c.ty == ColumnType::Json);
         named.push(e.name.clone());
     }
     let Some(extracted) = find_column(existing, EXTRACTED_AT) else {
-        return Err(format!(
-            "{table_name} has no column `{EXTRACTED_AT}` (timestamptz, the time of the extract that wrote each row)"
-        ));
+        return Err(Mismatch::NoExtractedAt { table: table_name });
     };
     extracted
         .ty
         .holds(ColumnType::Timestamp)
-        .map_err(|why| format!("column `{}` of {table_name}: {why}", extracted.name))?;
+        .map_err(|why| Mismatch::Column {
+            table: table_name.clone(),
+            column: extracted.name.clone(),
+            why: Box::new(why),
+        })?;
     named.push(extracted.name.clone());
     for e in &existing.columns {
         if e.required && !named.contains(&e.name) {
-            return Err(format!(
-                "column `{}` of {table_name} is NOT NULL without a default and is not mapped",
-                e.name
-            ));
+            return Err(Mismatch::Required {
+                table: table_name,
+                column: e.name.clone(),
+            });
         }
     }
     let resolved_name = |n: &str| find_column(existing, n).map(|c| c.name.clone()).unwrap_or_default();
     let key = resolved_name(&spec.key);
     if spec.mode != Mode::Append && !existing.unique.iter().any(|u| u.len() == 1 && u[0] == key) {
-        return Err(format!(
-            "{table_name} has no primary key or unique constraint on the key column `{key}` alone \
-             ({} mode updates rows by key)",
-            if spec.mode == Mode::Mirror { "mirror" } else { "upsert" }
-        ));
+        return Err(Mismatch::NoUniqueKey {
+            table: table_name,
+            key,
+            mode: if spec.mode == Mode::Mirror { "mirror" } else { "upsert" },
+        });
     }
     Ok(Resolved {
         table: format!("{}.{}", quote_ident(&existing.schema), quote_ident(&existing.table)),

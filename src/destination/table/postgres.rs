@@ -48,7 +48,10 @@ impl PostgresWriter {
             connection: spec.connection.clone(),
             message,
         };
-        let url = crate::redact::escape_userinfo(&env::expand_env(&c.url).map_err(|e| fail(e.to_string()))?);
+        let url = crate::redact::escape_userinfo(&env::expand_env(&c.url).map_err(|source| TableError::Env {
+            connection: spec.connection.clone(),
+            source,
+        })?);
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| fail(format!("invalid PostgreSQL URL: {e}")))?;
@@ -326,7 +329,7 @@ impl PostgresWriter {
         if !self.mirroring {
             return Err(TableError::Spec {
                 table,
-                message: "mirror_end without mirror_begin".into(),
+                reason: super::SpecError::MirrorEndWithoutBegin,
             });
         }
         let r = self.resolve().await?;

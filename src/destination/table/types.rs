@@ -5,6 +5,7 @@
 //! column and the reason when it does not fit. The table of mappings is in docs/tables.md;
 //! keep the two in step.
 
+use crate::map::error::ValueError;
 use crate::map::value::Val;
 use crate::source::{DECIMAL_TEXT, JSON_TEXT};
 use crate::transform::Transform;
@@ -22,6 +23,47 @@ pub const MAX_PRECISION: u8 = 38;
 /// The precision and scale given to exact numbers of unbounded precision
 /// ([`DECIMAL_TEXT`] columns).
 pub const UNBOUNDED_DECIMAL: (u8, u8) = (38, 9);
+
+/// Why a column's type is not one ebb can write, or an existing column cannot hold it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TypeError {
+    #[error("columns of Arrow type {0} cannot be written to a table yet")]
+    Unsupported(DataType),
+    #[error("`default({value})` does not fit a {ty} column")]
+    DefaultDoesNotFit { value: serde_json::Value, ty: ColumnType },
+    #[error("a timestamp without time zone cannot hold UTC instants unambiguously (use timestamptz)")]
+    NaiveTimestamp,
+    #[error("a {bits}-bit integer cannot hold every bigint value")]
+    NarrowInteger { bits: u16 },
+    #[error("decimal({precision},{scale}) cannot hold every {ty} value")]
+    NarrowDecimal { precision: u8, scale: u8, ty: ColumnType },
+    #[error("{} cannot hold {ty} values", column.describe())]
+    CannotHold { column: DbType, ty: ColumnType },
+}
+
+/// Why a value does not fit its column (without the column's name or the row's key: the
+/// caller adds them).
+#[derive(Debug, thiserror::Error)]
+pub enum CellError {
+    #[error("{kind} cannot be written to a {ty} column")]
+    Refused { kind: &'static str, ty: ColumnType },
+    #[error("no text form")]
+    NoText,
+    #[error("the text is not JSON ({0})")]
+    NotJson(#[source] serde_json::Error),
+    #[error(transparent)]
+    Encode(#[from] ValueError),
+    #[error("{value} is out of the bigint range")]
+    OutOfBigint { value: String },
+    #[error("{value} does not fit a {ty} column")]
+    TooWide { value: String, ty: ColumnType },
+    #[error("{value} is not a whole number")]
+    NotWhole { value: String },
+    #[error("{value} is not a number")]
+    NotNumber { value: String },
+    #[error("the date is out of range")]
+    DateOutOfRange,
+}
 
 /// The type of a column ebb writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,7 +102,7 @@ impl fmt::Display for ColumnType {
 impl ColumnType {
     /// The type of a column read as `dt` (with its field `metadata`): what the Salesforce
     /// reader and the warehouse sources produce.
-    pub fn from_arrow(dt: &DataType, metadata: &HashMap<String, String>) -> Result<ColumnType, String> {
+    pub fn from_arrow(dt: &DataType, metadata: &HashMap<String, String>) -> Result<ColumnType, TypeError> {
         Ok(match dt {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
                 if metadata.contains_key(JSON_TEXT) {
@@ -107,11 +149,7 @@ impl ColumnType {
             | DataType::FixedSizeList(_, _)
             | DataType::Map(_, _) => ColumnType::Json,
             DataType::Dictionary(_, values) => return ColumnType::from_arrow(values, metadata),
-            other => {
-                return Err(format!(
-                    "columns of Arrow type {other} cannot be written to a table yet"
-                ))
-            }
+            other => return Err(TypeError::Unsupported(other.clone())),
         })
     }
 
@@ -129,7 +167,7 @@ impl ColumnType {
     /// The type of the values `t` returns when given values of this type (what
     /// `map::apply` does: text transforms return text, `parse_json` JSON, `round` keeps
     /// integers and decimals exact, `scale` returns a double).
-    pub fn after(self, t: &Transform) -> Result<ColumnType, String> {
+    pub fn after(self, t: &Transform) -> Result<ColumnType, TypeError> {
         Ok(match t {
             Transform::Lower
             | Transform::Upper
@@ -159,7 +197,10 @@ impl ColumnType {
                     _ => cell(self, Val::from_json(v.clone())).is_ok(),
                 };
                 if !fits {
-                    return Err(format!("`default({v})` does not fit a {self} column"));
+                    return Err(TypeError::DefaultDoesNotFit {
+                        value: v.clone(),
+                        ty: self,
+                    });
                 }
                 self
             }
@@ -242,42 +283,45 @@ impl Cell {
 
 /// `v` as a cell of a `ty` column, or why it does not fit (without the column's name:
 /// the caller adds it, with the row's key).
-pub fn cell(ty: ColumnType, v: Val) -> Result<Cell, String> {
+pub fn cell(ty: ColumnType, v: Val) -> Result<Cell, CellError> {
     if matches!(v, Val::Null) {
         return Ok(Cell::Null);
     }
-    let refuse = |v: &Val| Err(format!("{} cannot be written to a {ty} column", v.kind()));
+    let refuse = |v: &Val| Err(CellError::Refused { kind: v.kind(), ty });
     Ok(match ty {
         ColumnType::Text => match v {
             Val::Str(s) => Cell::Text(s),
             Val::Bytes(_) => return refuse(&v),
-            other => Cell::Text(other.as_text().ok_or("no text form")?),
+            other => Cell::Text(other.as_text().ok_or(CellError::NoText)?),
         },
         ColumnType::Json => match v {
             Val::Str(s) => {
-                serde_json::from_str::<serde::de::IgnoredAny>(&s).map_err(|e| format!("the text is not JSON ({e})"))?;
+                serde_json::from_str::<serde::de::IgnoredAny>(&s).map_err(CellError::NotJson)?;
                 Cell::Text(s)
             }
             Val::Json(j) => Cell::Text(j.to_string()),
             Val::Bytes(_) => return refuse(&v),
             other => {
                 let mut s = String::new();
-                other.write_json(&mut s).map_err(|e| e.to_string())?;
+                other.write_json(&mut s)?;
                 Cell::Text(s)
             }
         },
         ColumnType::Bigint => match v {
             Val::Int(i) => Cell::Int(i),
-            Val::UInt(u) => Cell::Int(i64::try_from(u).map_err(|_| format!("{u} is out of the bigint range"))?),
+            Val::UInt(u) => Cell::Int(i64::try_from(u).map_err(|_| CellError::OutOfBigint { value: u.to_string() })?),
             Val::Float(f) if f.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) => {
                 Cell::Int(f as i64)
             }
             Val::Decimal { .. } | Val::NumberText(_) | Val::Float(_) => {
                 let text = v.as_text().unwrap_or_default();
-                let d = parse_decimal(&text, 0)
-                    .filter(|_| exact_integer(&text))
-                    .ok_or_else(|| format!("{text} is not a whole number"))?;
-                Cell::Int(i64::try_from(d).map_err(|_| format!("{text} is out of the bigint range"))?)
+                let Some(d) = parse_decimal(&text, 0).filter(|_| exact_integer(&text)) else {
+                    return Err(CellError::NotWhole { value: text });
+                };
+                match i64::try_from(d) {
+                    Ok(i) => Cell::Int(i),
+                    Err(_) => return Err(CellError::OutOfBigint { value: text }),
+                }
             }
             other => return refuse(&other),
         },
@@ -306,22 +350,24 @@ pub fn cell(ty: ColumnType, v: Val) -> Result<Cell, String> {
             };
             if let Some(d) = direct {
                 if d.abs() >= limit {
-                    return Err(format!(
-                        "{} does not fit a {ty} column",
-                        v.as_text().unwrap_or_default()
-                    ));
+                    return Err(CellError::TooWide {
+                        value: v.as_text().unwrap_or_default(),
+                        ty,
+                    });
                 }
                 return Ok(Cell::Decimal(d));
             }
             let text = match &v {
                 Val::Int(_) | Val::UInt(_) | Val::Decimal { .. } | Val::NumberText(_) | Val::Float(_) => {
-                    v.as_text().ok_or("no text form")?
+                    v.as_text().ok_or(CellError::NoText)?
                 }
                 other => return refuse(other),
             };
-            let d = parse_decimal(&text, scale).ok_or_else(|| format!("{text} is not a number"))?;
+            let Some(d) = parse_decimal(&text, scale) else {
+                return Err(CellError::NotNumber { value: text });
+            };
             if d.abs() >= limit {
-                return Err(format!("{text} does not fit a {ty} column"));
+                return Err(CellError::TooWide { value: text, ty });
             }
             Cell::Decimal(d)
         }
@@ -332,7 +378,7 @@ pub fn cell(ty: ColumnType, v: Val) -> Result<Cell, String> {
         ColumnType::Date => match v {
             Val::Date(d) => Cell::Date(
                 i32::try_from((d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days())
-                    .map_err(|_| "the date is out of range".to_string())?,
+                    .map_err(|_| CellError::DateOutOfRange)?,
             ),
             other => return refuse(&other),
         },
@@ -533,7 +579,7 @@ impl DbType {
 
     /// Whether a column of this type holds every value of `ty` as ebb writes it; when
     /// not, why.
-    pub fn holds(&self, ty: ColumnType) -> Result<(), String> {
+    pub fn holds(&self, ty: ColumnType) -> Result<(), TypeError> {
         let ok = match (ty, self) {
             (ColumnType::Text, DbType::Text) => true,
             (ColumnType::Json, DbType::Json | DbType::Text) => true,
@@ -558,16 +604,17 @@ impl DbType {
             return Ok(());
         }
         Err(match (ty, self) {
-            (ColumnType::Timestamp, DbType::Timestamp) => {
-                "a timestamp without time zone cannot hold UTC instants unambiguously (use timestamptz)".into()
-            }
-            (ColumnType::Bigint, DbType::Integer(bits)) => {
-                format!("a {bits}-bit integer cannot hold every bigint value")
-            }
-            (ColumnType::Decimal { .. }, DbType::Decimal(Some((p, s)))) => {
-                format!("decimal({p},{s}) cannot hold every {ty} value")
-            }
-            _ => format!("{} cannot hold {ty} values", self.describe()),
+            (ColumnType::Timestamp, DbType::Timestamp) => TypeError::NaiveTimestamp,
+            (ColumnType::Bigint, DbType::Integer(bits)) => TypeError::NarrowInteger { bits: *bits },
+            (ColumnType::Decimal { .. }, DbType::Decimal(Some((p, s)))) => TypeError::NarrowDecimal {
+                precision: *p,
+                scale: *s,
+                ty,
+            },
+            _ => TypeError::CannotHold {
+                column: self.clone(),
+                ty,
+            },
         })
     }
 
@@ -663,45 +710,53 @@ mod tests {
         // What apply returns has the type `after` says.
         let v = t("round(2)").apply(Val::Decimal { v: 99_996, scale: 4 }).unwrap();
         assert_eq!(
-            cell(ColumnType::Decimal { precision: 9, scale: 2 }, v),
-            Ok(Cell::Decimal(1000))
+            cell(ColumnType::Decimal { precision: 9, scale: 2 }, v).unwrap(),
+            Cell::Decimal(1000)
         );
     }
 
     #[test]
     fn values_fit_or_say_why() {
         let d = |p, s| ColumnType::Decimal { precision: p, scale: s };
-        assert_eq!(cell(ColumnType::Bigint, Val::Int(7)), Ok(Cell::Int(7)));
+        assert_eq!(cell(ColumnType::Bigint, Val::Int(7)).unwrap(), Cell::Int(7));
         assert_eq!(
-            cell(ColumnType::Bigint, Val::Str("7".into())).unwrap_err(),
+            cell(ColumnType::Bigint, Val::Str("7".into())).unwrap_err().to_string(),
             "text cannot be written to a bigint column"
         );
         assert_eq!(
-            cell(ColumnType::Bigint, Val::Decimal { v: 700, scale: 2 }),
-            Ok(Cell::Int(7))
+            cell(ColumnType::Bigint, Val::Decimal { v: 700, scale: 2 }).unwrap(),
+            Cell::Int(7)
         );
         assert!(cell(ColumnType::Bigint, Val::Decimal { v: 701, scale: 2 }).is_err());
         assert_eq!(
-            cell(d(5, 2), Val::Decimal { v: 12345, scale: 3 }),
-            Ok(Cell::Decimal(1235))
+            cell(d(5, 2), Val::Decimal { v: 12345, scale: 3 }).unwrap(),
+            Cell::Decimal(1235)
         );
-        assert_eq!(cell(d(5, 2), Val::Int(-12)), Ok(Cell::Decimal(-1200)));
-        assert_eq!(cell(d(5, 2), Val::Float(0.1)), Ok(Cell::Decimal(10)));
+        assert_eq!(cell(d(5, 2), Val::Int(-12)).unwrap(), Cell::Decimal(-1200));
+        assert_eq!(cell(d(5, 2), Val::Float(0.1)).unwrap(), Cell::Decimal(10));
         assert_eq!(
-            cell(d(5, 2), Val::Int(1000)).unwrap_err(),
+            cell(d(5, 2), Val::Int(1000)).unwrap_err().to_string(),
             "1000 does not fit a decimal(5,2) column"
         );
         assert_eq!(
-            cell(d(38, 9), Val::NumberText("1e-3".into())),
-            Ok(Cell::Decimal(1_000_000))
+            cell(d(38, 9), Val::NumberText("1e-3".into())).unwrap(),
+            Cell::Decimal(1_000_000)
         );
-        assert!(cell(ColumnType::Json, Val::Str("{".into()))
-            .unwrap_err()
-            .starts_with("the text is not JSON"));
-        assert_eq!(cell(ColumnType::Json, Val::Int(3)), Ok(Cell::Text("3".into())));
-        assert_eq!(cell(ColumnType::Text, Val::Int(3)), Ok(Cell::Text("3".into())));
+        let e = cell(ColumnType::Json, Val::Str("{".into())).unwrap_err();
+        assert!(matches!(e, CellError::NotJson(_)), "{e}");
+        assert!(e.to_string().starts_with("the text is not JSON ("), "{e}");
+        assert!(matches!(
+            cell(ColumnType::Bigint, Val::NumberText("7.5".into())),
+            Err(CellError::NotWhole { value }) if value == "7.5"
+        ));
+        assert!(matches!(
+            cell(ColumnType::Bigint, Val::UInt(u64::MAX)),
+            Err(CellError::OutOfBigint { .. })
+        ));
+        assert_eq!(cell(ColumnType::Json, Val::Int(3)).unwrap(), Cell::Text("3".into()));
+        assert_eq!(cell(ColumnType::Text, Val::Int(3)).unwrap(), Cell::Text("3".into()));
         assert!(cell(ColumnType::Boolean, Val::Int(1)).is_err());
-        assert_eq!(cell(ColumnType::Date, Val::Null), Ok(Cell::Null));
+        assert_eq!(cell(ColumnType::Date, Val::Null).unwrap(), Cell::Null);
     }
 
     #[test]
@@ -726,10 +781,15 @@ mod tests {
                 scale: 2
             })
             .is_err());
-        assert!(DbType::Timestamp
-            .holds(ColumnType::Timestamp)
-            .unwrap_err()
-            .contains("without time zone"));
+        assert_eq!(
+            DbType::Timestamp.holds(ColumnType::Timestamp),
+            Err(TypeError::NaiveTimestamp)
+        );
+        assert!(TypeError::NaiveTimestamp.to_string().contains("without time zone"));
+        assert_eq!(
+            DbType::Integer(32).holds(ColumnType::Bigint).unwrap_err().to_string(),
+            "a 32-bit integer cannot hold every bigint value"
+        );
         assert!(DbType::Text.holds(ColumnType::Json).is_ok());
         assert!(DbType::Json.holds(ColumnType::Text).is_err());
     }

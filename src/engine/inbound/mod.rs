@@ -86,7 +86,7 @@ pub fn table_columns(plan: &SyncPlan, schema: &Schema) -> Result<Vec<Column>, In
                 ColumnType::from_arrow(field.data_type(), &metadata).map_err(|why| InboundError::Type {
                     model: plan.name.clone(),
                     column: m.destination.clone(),
-                    why,
+                    why: why.to_string(),
                 })?
             }
             // A step into a value, or a JSONPath: whatever it finds, kept as JSON.
@@ -96,7 +96,7 @@ pub fn table_columns(plan: &SyncPlan, schema: &Schema) -> Result<Vec<Column>, In
             ty = ty.after(t).map_err(|why| InboundError::Type {
                 model: plan.name.clone(),
                 column: m.destination.clone(),
-                why,
+                why: why.to_string(),
             })?;
         }
         columns.push(Column {

@@ -19,10 +19,10 @@
 //! All with the API version of the connection, so results are asked for with the
 //! version that created the job (another one is 409).
 
-use super::csv::CsvReader;
 use super::rows::Rows;
 use super::{Ctx, Described, Extract};
-use crate::salesforce::client::CallError;
+use crate::salesforce::client::{CallError, ACCEPT_CSV};
+use crate::salesforce::csv::{CsvError, CsvReader};
 use crate::source::{BatchSender, SourceError};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -204,7 +204,14 @@ async fn read_page(
     };
     let (mut resp, _permit) = match ctx
         .conn
-        .request_raw(&ctx.calls, Method::GET, path, None, Duration::from_secs(600))
+        .request_raw(
+            &ctx.calls,
+            Method::GET,
+            path,
+            None,
+            &[ACCEPT_CSV],
+            Duration::from_secs(600),
+        )
         .await
     {
         Ok(r) => r,
@@ -242,7 +249,7 @@ async fn read_page(
                 ))
             }
         };
-        let collect = |row: Vec<String>| {
+        let collect = |row: Vec<String>| -> Result<(), CsvError> {
             pending.push(row);
             Ok(())
         };
@@ -263,7 +270,7 @@ async fn read_page(
         for row in pending.drain(..) {
             if !header_seen {
                 header_seen = true;
-                check_header(d, &row).map_err(protocol)?;
+                check_header(d, &row).map_err(|e| protocol(e.to_string()))?;
                 continue;
             }
             seen += 1;
@@ -288,19 +295,31 @@ async fn read_page(
     Ok((locator != "null").then_some(locator))
 }
 
+/// A results page whose CSV header is not the fields asked for, in order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the CSV header of `{object}` is `{}`, not the fields asked for (`{}`)",
+    header.join(","),
+    wanted.join(",")
+)]
+struct HeaderMismatch {
+    object: String,
+    header: Vec<String>,
+    wanted: Vec<String>,
+}
+
 /// The CSV header must name the fields asked for, in order.
-fn check_header(d: &Described, header: &[String]) -> Result<(), String> {
-    let want: Vec<&str> = d.columns.iter().map(|c| c.name.as_str()).collect();
-    let same = header.len() == want.len() && header.iter().zip(&want).all(|(h, w)| h.eq_ignore_ascii_case(w));
+fn check_header(d: &Described, header: &[String]) -> Result<(), HeaderMismatch> {
+    let want = || d.columns.iter().map(|c| c.name.as_str());
+    let same = header.len() == d.columns.len() && header.iter().zip(want()).all(|(h, w)| h.eq_ignore_ascii_case(w));
     if same {
         Ok(())
     } else {
-        Err(format!(
-            "the CSV header of `{}` is `{}`, not the fields asked for (`{}`)",
-            d.info.name,
-            header.join(","),
-            want.join(",")
-        ))
+        Err(HeaderMismatch {
+            object: d.info.name.clone(),
+            header: header.to_vec(),
+            wanted: want().map(str::to_string).collect(),
+        })
     }
 }
 
@@ -333,8 +352,9 @@ mod tests {
         assert!(h(&["Id", "LastName"]).is_ok());
         assert!(h(&["id", "lastname"]).is_ok(), "names match whatever their case");
         let e = h(&["LastName", "Id"]).unwrap_err();
+        assert_eq!(e.wanted, ["Id", "LastName"]);
         assert_eq!(
-            e,
+            e.to_string(),
             "the CSV header of `Contact` is `LastName,Id`, not the fields asked for (`Id,LastName`)"
         );
         assert!(h(&["Id"]).is_err());

@@ -21,7 +21,7 @@
 //! the connection's rate limit and concurrency, `Sforce-Limit-Info` and its daily reserve.
 //! Transient failures (503, 429, timeouts, a body cut short, the concurrent form of
 //! `REQUEST_LIMIT_EXCEEDED`) are retried with the engine's backoff
-//! ([`crate::destination::retry::RetryPolicy`]); a page whose body failed part way is read
+//! ([`crate::http::retry::RetryPolicy`]); a page whose body failed part way is read
 //! again from its start, skipping the rows already delivered.
 //!
 //! Memory is bounded whatever the answer's size: a REST page is at most
@@ -31,14 +31,13 @@
 //! names the object and the record or field; the batches before it were whole.
 
 pub mod bulk;
-pub mod csv;
 pub mod describe;
 pub mod rest;
 pub mod rows;
 pub mod soql;
 
 use crate::config::project::SalesforceConnection;
-use crate::destination::retry::RetryPolicy;
+use crate::http::retry::RetryPolicy;
 use crate::salesforce::client::CallError;
 use crate::salesforce::client::Conn;
 use crate::source::{BatchSender, BatchStream, Producer, SourceError};
@@ -104,6 +103,9 @@ impl Extract {
 /// Tuning of the wire: page sizes and polling.
 #[derive(Debug, Clone)]
 pub struct ReadOptions {
+    /// The records per REST query page asked for in `Sforce-Query-Options: batchSize`
+    /// (default 2,000; Salesforce takes 200 to 2,000 and may send fewer).
+    pub rest_batch_size: u16,
     /// `maxRecords` of a Bulk results page (default 50,000).
     pub bulk_page_records: usize,
     /// The first wait between two polls of a Bulk job; each wait is 1.5 times the last,
@@ -119,6 +121,7 @@ pub struct ReadOptions {
 impl Default for ReadOptions {
     fn default() -> Self {
         ReadOptions {
+            rest_batch_size: 2_000,
             bulk_page_records: 50_000,
             poll_first: Duration::from_millis(100),
             poll_max: Duration::from_secs(5),

@@ -4,18 +4,29 @@
 //! that is not (no `records` list, `done` false without a next page, a record that is not
 //! an object or lacks a selected field) ends the read with an error.
 //!
-//! Pages are 2,000 records, Salesforce's default. The `Sforce-Query-Options: batchSize`
-//! header that asks for it is not sent yet: the connection layer's request takes no extra
-//! headers (it is being moved to a neutral module; the header is one line there).
+//! Every query request asks for pages of [`super::ReadOptions::rest_batch_size`] records
+//! (2,000, the most Salesforce sends) in a `Sforce-Query-Options: batchSize=` header;
+//! Salesforce may send fewer, and the reader follows `nextRecordsUrl` whatever the size.
 
 use super::rows::Rows;
 use super::{Ctx, Described, Extract};
 use crate::source::{BatchSender, SourceError};
+use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Method;
 use serde_json::Value;
 
 fn encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `Sforce-Query-Options: batchSize=n`.
+fn query_options(ctx: &Ctx) -> [(HeaderName, HeaderValue); 1] {
+    [(
+        HeaderName::from_static("sforce-query-options"),
+        // Digits after ASCII: always a valid value.
+        HeaderValue::try_from(format!("batchSize={}", ctx.options.rest_batch_size))
+            .unwrap_or_else(|_| HeaderValue::from_static("batchSize=2000")),
+    )]
 }
 
 fn resource(include_deleted: bool) -> &'static str {
@@ -34,7 +45,7 @@ pub(super) async fn count(ctx: &Ctx, soql: &str, include_deleted: bool) -> Resul
     let page = ctx
         .retry("the count that chooses between REST and Bulk", || async {
             ctx.conn
-                .json(&ctx.calls, Method::GET, &path, None)
+                .json_with(&ctx.calls, Method::GET, &path, None, &query_options(ctx))
                 .await
                 .map(|(_, v)| v)
         })
@@ -70,7 +81,7 @@ pub(super) async fn read(
         let page = ctx
             .retry(&what, || async {
                 ctx.conn
-                    .json(&ctx.calls, Method::GET, &path, None)
+                    .json_with(&ctx.calls, Method::GET, &path, None, &query_options(ctx))
                     .await
                     .map(|(_, v)| v)
             })

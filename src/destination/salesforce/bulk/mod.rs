@@ -12,7 +12,9 @@ mod results;
 
 use super::SalesforceDestination;
 use crate::destination::{Batch, Op, Outcome, SendError};
-use csv::{cell_value, csv_field, CsvStream, StreamError, MAX_RESULT_ROW};
+use crate::salesforce::client::ACCEPT_CSV;
+use crate::salesforce::csv::{CsvError, CsvReader, MAX_ROW};
+use csv::{cell_value, csv_field};
 use reqwest::Method;
 use results::{result_cap, ResultKind, ResultReader, JOIN_SEPARATOR};
 use std::collections::{HashMap, VecDeque};
@@ -175,6 +177,7 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
         Method::PUT,
         &upload,
         Some(("text/csv", csv.into_bytes())),
+        &[],
         Duration::from_secs(600),
     )
     .await?;
@@ -228,7 +231,14 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
     ] {
         let path = format!("{job_path}/{suffix}");
         let (mut resp, _permit) = conn
-            .request_raw(&d.calls, Method::GET, &path, None, Duration::from_secs(600))
+            .request_raw(
+                &d.calls,
+                Method::GET,
+                &path,
+                None,
+                &[ACCEPT_CSV],
+                Duration::from_secs(600),
+            )
             .await?;
         let mut reader = ResultReader {
             kind,
@@ -244,7 +254,7 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
             outcomes[i] = Some(outcome);
             Ok(())
         };
-        let mut csv = CsvStream::default();
+        let mut csv = CsvReader::default();
         let mut total = 0usize;
         loop {
             let chunk = match resp.chunk().await {
@@ -262,16 +272,19 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
                     .body_error(&Method::GET, &path, crate::http::BodyError::TooLarge { cap })
                     .into());
             }
-            match csv.feed(&chunk, &mut on_row) {
+            match csv.feed(&chunk, b',', &mut on_row) {
                 Ok(()) => {}
-                Err(StreamError::RowTooLong) => {
+                Err(results::ResultError::Csv(CsvError::RowTooLong)) => {
                     return Err(shown(format!(
                         "a row of its {} results is longer than {}",
                         kind.name(),
-                        crate::http::size(MAX_RESULT_ROW as u64)
+                        crate::http::size(MAX_ROW as u64)
                     )))
                 }
-                Err(StreamError::Row(e)) => return Err(shown(e.to_string())),
+                Err(results::ResultError::Csv(e)) => {
+                    return Err(shown(format!("its {} results do not parse as CSV ({e})", kind.name())))
+                }
+                Err(e) => return Err(shown(e.to_string())),
             }
         }
         csv.finish(&mut on_row).map_err(|e| shown(e.to_string()))?;

@@ -15,6 +15,9 @@ pub(super) enum ResultError {
     /// The `sf__Id` (successful) or `sf__Error` (failed) column is missing.
     #[error("its {kind} results have no `{column}` column")]
     NoResultColumn { kind: &'static str, column: &'static str },
+    /// The result set's CSV does not parse.
+    #[error(transparent)]
+    Csv(#[from] crate::salesforce::csv::CsvError),
 }
 
 /// Joins the uploaded values of a row when the key is not among them.
@@ -138,8 +141,19 @@ impl ResultReader<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::csv::parse_csv;
     use super::*;
+    use crate::salesforce::csv::{CsvError, CsvReader};
+
+    fn parse_csv(text: &str) -> Vec<Vec<String>> {
+        let mut rows = Vec::new();
+        let mut r = CsvReader::default();
+        r.feed(text.as_bytes(), b',', |row| -> Result<(), CsvError> {
+            rows.push(row);
+            Ok(())
+        })
+        .unwrap();
+        rows
+    }
 
     #[test]
     fn results_join_on_the_whole_uploaded_row_when_the_key_is_not_uploaded() {

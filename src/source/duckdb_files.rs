@@ -13,12 +13,40 @@
 //! The instance is configured once, when the writer opens it, with the confinement the
 //! source would apply to its own read-only instance (`configure`): project directory only,
 //! no extension downloads, configuration locked. A source query on it changes nothing.
+//!
+//! It lives beside the DuckDB source, which owns that confinement; the table writer
+//! (`destination::table::duckdb`) takes its leases from here.
 
 use duckdb::{AccessMode, Config, Connection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+/// Why a file could not be leased.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot share the open database: {0}")]
+    Share(#[source] duckdb::Error),
+    #[error(
+        "queries of this process kept reading `{}` for {}s: a DuckDB file has one writer, \
+         which waits for them to end",
+        path.display(),
+        waited.as_secs()
+    )]
+    ReadersStayed { path: PathBuf, waited: Duration },
+    #[error(
+        "`{}` is open in another process ({reason}); a DuckDB file has one writer, and no reader \
+         in another process while it is written",
+        path.display()
+    )]
+    Locked { path: PathBuf, reason: String },
+    #[error("`{}`: {reason}", path.display())]
+    Open { path: PathBuf, reason: String },
+    /// The writer's `configure` refused the new instance.
+    #[error("{0}")]
+    Configure(String),
+}
 
 /// How long a writer waits for this process's read-only queries of its file to end.
 pub const READERS_WAIT: Duration = Duration::from_secs(60);
@@ -129,14 +157,12 @@ pub enum ReadAccess {
 /// file open, else a slot for an instance of its own. Never waits (it is called on the
 /// runtime's threads): a query that comes while a writer waits for the others opens its
 /// own instance too, and the writer waits for it as well.
-pub fn read(path: &Path) -> Result<ReadAccess, String> {
+pub fn read(path: &Path) -> Result<ReadAccess, FileError> {
     let key = file_key(path);
     let mut files = lock(registry());
     let st = files.entry(key.clone()).or_default();
     if let Some(shared) = &st.shared {
-        let conn = shared
-            .try_clone()
-            .map_err(|e| format!("cannot share the open database: {e}"))?;
+        let conn = shared.try_clone().map_err(FileError::Share)?;
         st.leases += 1;
         return Ok(ReadAccess::Shared(Lease { conn: Some(conn), key }));
     }
@@ -151,7 +177,7 @@ pub fn write(
     path: &Path,
     wait: Duration,
     configure: impl FnOnce(&Connection) -> Result<(), String>,
-) -> Result<Lease, String> {
+) -> Result<Lease, FileError> {
     let key = file_key(path);
     let r = registry();
     let mut files = lock(r);
@@ -161,30 +187,24 @@ pub fn write(
     let result = loop {
         let st = files.entry(key.clone()).or_default();
         if let Some(shared) = &st.shared {
-            break shared
-                .try_clone()
-                .map_err(|e| format!("cannot share the open database: {e}"));
+            break shared.try_clone().map_err(FileError::Share);
         }
         if st.readers == 0 {
             // Opened under the lock: nobody else opens this file meanwhile.
             let configure = configure.take().expect("the instance is opened once");
             break open_read_write(path).and_then(|conn| {
-                configure(&conn)?;
-                let lease = conn
-                    .try_clone()
-                    .map_err(|e| format!("cannot share the open database: {e}"))?;
+                configure(&conn).map_err(FileError::Configure)?;
+                let lease = conn.try_clone().map_err(FileError::Share)?;
                 st.shared = Some(conn);
                 Ok(lease)
             });
         }
         let now = Instant::now();
         if now >= deadline {
-            break Err(format!(
-                "queries of this process kept reading `{}` for {}s: a DuckDB file has one writer, \
-                 which waits for them to end",
-                path.display(),
-                wait.as_secs()
-            ));
+            break Err(FileError::ReadersStayed {
+                path: path.to_path_buf(),
+                waited: wait,
+            });
         }
         files = r
             .changed
@@ -210,23 +230,19 @@ pub fn write(
     out
 }
 
-fn open_read_write(path: &Path) -> Result<Connection, String> {
-    let config = Config::default()
-        .access_mode(AccessMode::ReadWrite)
-        .map_err(|e| e.to_string())?;
-    Connection::open_with_flags(path, config).map_err(|e| {
+fn open_read_write(path: &Path) -> Result<Connection, FileError> {
+    let refused = |e: duckdb::Error| {
         let msg = e.to_string();
-        let first = msg.lines().next().unwrap_or(&msg).trim().to_string();
-        if first.contains("Could not set lock") {
-            format!(
-                "`{}` is open in another process ({first}); a DuckDB file has one writer, and no reader \
-                 in another process while it is written",
-                path.display()
-            )
+        let reason = msg.lines().next().unwrap_or(&msg).trim().to_string();
+        let path = path.to_path_buf();
+        if reason.contains("Could not set lock") {
+            FileError::Locked { path, reason }
         } else {
-            format!("`{}`: {first}", path.display())
+            FileError::Open { path, reason }
         }
-    })
+    };
+    let config = Config::default().access_mode(AccessMode::ReadWrite).map_err(refused)?;
+    Connection::open_with_flags(path, config).map_err(refused)
 }
 
 #[cfg(test)]
@@ -254,7 +270,8 @@ mod tests {
         let slot = read(&path).unwrap();
         assert!(matches!(slot, ReadAccess::Own(_)));
         let e = write(&path, Duration::from_millis(100), |_| Ok(())).err().unwrap();
-        assert!(e.contains("kept reading"), "{e}");
+        assert!(matches!(e, FileError::ReadersStayed { .. }), "{e}");
+        assert!(e.to_string().contains("kept reading"), "{e}");
         drop(slot);
         let again = write(&path, Duration::from_millis(100), |_| Ok(())).unwrap();
         let n: i64 = again
