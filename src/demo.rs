@@ -166,7 +166,7 @@ pub fn build_warehouse(path: &Path, customers: usize, seed: u64) -> Result<Built
         CREATE TABLE raw.crm_customers (
             crm_id VARCHAR PRIMARY KEY, first_name VARCHAR, last_name VARCHAR, email VARCHAR,
             phone_primary VARCHAR, account_id VARCHAR, custom_field JSON, modified_date TIMESTAMPTZ,
-            is_deleted BOOLEAN, extracted_timestamp TIMESTAMPTZ DEFAULT current_timestamp);
+            is_deleted BOOLEAN, _ebb_extracted_at TIMESTAMPTZ);
         ",
         suffix = id_suffix_sql("id15"),
         first = sql_list(FIRST),

@@ -78,6 +78,22 @@ fn demo_builds_the_warehouse_and_previews_every_outbound_model() {
     let exported = std::fs::read_to_string(file).unwrap();
     assert!(exported.lines().count() > 0);
     assert!(line.contains(&format!("sent {}", exported.lines().count())), "{line}");
+    // The inbound model reads every Contact back into raw.crm_customers, after them.
+    assert!(
+        out.contains("ebb run crm_contacts_inbound: succeeded") && out.contains("read 500 from the CRM, written 500"),
+        "{out}"
+    );
+    {
+        let c = duckdb::Connection::open(dir.path().join("warehouse.duckdb")).unwrap();
+        let (n, emails): (i64, i64) = c
+            .query_row(
+                "SELECT count(*), count(email) FROM raw.crm_customers WHERE NOT is_deleted",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((n, emails), (500, 500));
+    }
     // A second run reuses the warehouse, and sends nothing: nothing changed.
     let o = ebb(dir.path(), &["demo"]);
     let again = stdout(&o);
@@ -93,6 +109,11 @@ fn demo_builds_the_warehouse_and_previews_every_outbound_model() {
             "{model}: {again}"
         );
     }
+    // Nor does it read anything new back.
+    assert!(
+        again.contains("ebb run crm_contacts_inbound: succeeded") && again.contains("read 0 from the CRM, written 0"),
+        "{again}"
+    );
     // With the demo gone, its sandbox is too: `validate --connect` says the connection is down.
     let o = ebb(dir.path(), &["validate", "--connect"]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));

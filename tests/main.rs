@@ -13,6 +13,8 @@ mod destination; // the http and file destinations: wire format, retries, limits
 mod engine; // the sync engine on DuckDB without PostgreSQL: the delivery contract, guards, faults, IO off the runtime
 mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
+#[cfg(feature = "duckdb")]
+mod inbound; // inbound runs: Salesforce (the sandbox) into DuckDB and PostgreSQL tables, windows, deletes, faults
 mod map; // the mapping layer on Arrow batches
 mod plan_inbound; // inbound models as compiled: defaults, cursor, fields read; `ebb plan` for them
 mod preview; // `ebb preview` against a real warehouse

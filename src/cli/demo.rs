@@ -97,11 +97,12 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
         if plan.source.query.is_none() {
             writeln!(
                 out,
-                "model {} reads {} `{}` into {}: inbound syncs (CRM → warehouse) are not built yet\n",
+                "model {} reads {} `{}` into table {} (connection `{}`): an inbound sync, run after the outbound models\n",
                 plan.name,
                 plan.source.kind,
                 plan.source.object.as_deref().unwrap_or("?"),
                 plan.destination.table.as_deref().unwrap_or("?"),
+                plan.destination.connection,
             )?;
             continue;
         }
@@ -125,8 +126,28 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
             Err(e) => writeln!(out, "  cannot preview: {e}\n")?,
         }
     }
-    // A real run of every outbound model.
-    let runnable: Vec<&crate::plan::SyncPlan> = report.plans.iter().filter(|p| p.source.query.is_some()).collect();
+    // A real run of every model: the outbound ones, then the inbound ones (which read back
+    // what the outbound ones wrote to the CRM). The demo's sandbox is in this process and
+    // every write to it has returned before an inbound read starts, so nothing is still
+    // being committed there: the inbound runs read up to now (`settle: 0s`), not to 5
+    // seconds ago, or they would leave the Contacts just updated to the next demo.
+    let mut runnable: Vec<crate::plan::SyncPlan> = report
+        .plans
+        .iter()
+        .filter(|p| p.direction() == crate::plan::Direction::Outbound)
+        .cloned()
+        .collect();
+    for p in report
+        .plans
+        .iter()
+        .filter(|p| p.direction() == crate::plan::Direction::Inbound)
+    {
+        let mut p = p.clone();
+        if let Some(read) = p.source.read.as_mut() {
+            read.settle = std::time::Duration::ZERO;
+        }
+        runnable.push(p);
+    }
     let mut failed = false;
     if !runnable.is_empty() {
         let url = spec.state.as_ref().and_then(|s| s.url.clone());
@@ -137,7 +158,15 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
                 failed = true;
             }
             Ok(store) => {
-                for plan in runnable {
+                let mut waited = false;
+                for plan in &runnable {
+                    // A window ends at a whole second: the Contacts the outbound runs just
+                    // updated are read once the second they were stamped in is over.
+                    if plan.direction() == crate::plan::Direction::Inbound && !waited {
+                        waited = true;
+                        let ms = chrono::Utc::now().timestamp_subsec_millis();
+                        std::thread::sleep(std::time::Duration::from_millis(u64::from(1000 - ms.min(999))));
+                    }
                     let progress = crate::engine::Progress::default();
                     let r = rt.block_on(crate::engine::run(
                         &dir,
@@ -148,6 +177,24 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
                         &progress,
                     ));
                     let k = r.counts;
+                    if plan.direction() == crate::plan::Direction::Inbound {
+                        writeln!(
+                            out,
+                            "ebb run {}: {} in {:.2}s: read {} from the CRM, written {}, deleted {}, unchanged {}, invalid {}; {}{}",
+                            plan.name,
+                            r.status.as_str(),
+                            r.elapsed.as_secs_f64(),
+                            k.read,
+                            k.added,
+                            k.removed,
+                            k.unchanged,
+                            k.invalid,
+                            r.notes.join(", "),
+                            r.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                        )?;
+                        failed |= r.status.exit_code() != 0;
+                        continue;
+                    }
                     writeln!(
                         out,
                         "ebb run {}: {} in {:.2}s: read {}, added {}, changed {}, removed {}, unchanged {}, sent {}, confirmed {}{}",
@@ -167,7 +214,7 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
                 }
                 writeln!(
                     out,
-                    "(run `ebb demo` again: nothing changed, so nothing is sent)\n\n\
+                    "(run `ebb demo` again: nothing changed, so nothing is sent, and nothing new is read back)\n\n\
                      where to look: `ebb status` (health of every model), `ebb runs <model>` (history),\n\
                      `ebb errors <model>` (rejected rows with Salesforce's code and message);\n\
                      `ebb sandbox` serves the same local Salesforce API for your own tries.\n"
@@ -202,6 +249,9 @@ fn name_of_duckdb(spec: &crate::config::project::ProjectSpec) -> Option<&str> {
 fn conn_spec<'a>(spec: &'a crate::config::project::ProjectSpec, name: Option<&str>) -> Option<&'a ConnectionSpec> {
     name.and_then(|n| spec.connections.get(n))
 }
+
+/// When the demo's Contacts were created and last modified, as the sandbox seeds them.
+const SEEDED_AT: &str = "2026-01-01T00:00:00Z";
 
 /// Starts the sandbox for connection `name` if its `instance_url` is on this machine,
 /// seeded from the warehouse's customers; `None` for a real org.
@@ -239,6 +289,11 @@ async fn start_sandbox(
             let batch = batch.map_err(|e| e.to_string())?;
             for row in 0..batch.num_rows() {
                 let mut r = serde_json::Map::new();
+                // Stamped as created long ago: the records the demo's models leave alone
+                // are not new to an inbound read of a later demo.
+                for f in ["CreatedDate", "LastModifiedDate"] {
+                    r.insert(f.into(), serde_json::Value::String(SEEDED_AT.into()));
+                }
                 for (i, field) in ["Id", "FirstName", "LastName", "Email"].into_iter().enumerate() {
                     let v =
                         crate::map::value::read(batch.column(i), schema.field(i), row).map_err(|e| e.to_string())?;

@@ -233,9 +233,10 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             let inflight: usize = store.inflight(name).await?.iter().map(|b| b.keys.len()).sum();
             let errors = store.row_error_count(name).await?;
             let holder = store.lock_holder(name).await?;
-            Ok::<_, crate::state::StateError>((last, ok, rows, inflight, errors, holder))
+            let watermark = store.watermark(name).await?;
+            Ok::<_, crate::state::StateError>((last, ok, rows, inflight, errors, holder, watermark))
         });
-        let (last, ok, rows, inflight, errors, holder) = match got {
+        let (last, ok, rows, inflight, errors, holder, watermark) = match got {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("error: {}", shown(&report.secrets, &e.to_string()));
@@ -266,6 +267,13 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             "row_errors": errors,
             "running": running.map(|h| serde_json::json!({"pid": h.pid, "host": h.host, "run_id": h.run_id, "since": h.acquired_at})),
             "next_run_at": next,
+            // Inbound: the watermark, and how far behind the CRM the table is (now − the
+            // newest CRM stamp loaded).
+            "watermark": watermark.as_ref().map(|w| w.watermark.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "inbound_lag": watermark
+                .as_ref()
+                .and_then(|w| w.newest)
+                .map(|t| human_age(now.signed_duration_since(t))),
         }));
     }
     let mut out = std::io::stdout().lock();
@@ -284,6 +292,7 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
         "rows",
         "in flight",
         "errors",
+        "CRM lag",
         "next run",
     ]
     .iter()
@@ -303,6 +312,7 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
                 l["snapshot_rows"].to_string(),
                 l["rows_in_flight"].to_string(),
                 l["row_errors"].to_string(),
+                s(&l["inbound_lag"]),
                 s(&l["next_run_at"]),
             ]
         })

@@ -107,7 +107,7 @@ pub enum Command {
         /// change; send nothing, record nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Send every row, whatever the snapshot says.
+        /// Send every row, whatever the snapshot says (inbound: read every record, whatever the watermark).
         #[arg(long)]
         full_resync: bool,
         /// Run even if the guard refuses (mass change); in insert mode, also re-send rows

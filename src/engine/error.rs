@@ -96,6 +96,9 @@ pub enum RunError {
     /// A batch's task panicked (its rows stay in flight).
     #[error("a batch's task failed (a bug in ebb): {0}")]
     BatchTask(#[source] tokio::task::JoinError),
+    /// An inbound run failed (its message names the model and the connection).
+    #[error(transparent)]
+    Inbound(#[from] super::inbound::InboundError),
     /// Records were left to send with no destination open (a bug in ebb).
     #[error("internal: records to send but no destination")]
     NoDestination,

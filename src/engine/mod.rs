@@ -34,6 +34,7 @@ mod deliver;
 mod diff;
 mod error;
 mod guard;
+pub mod inbound;
 pub mod pool;
 mod run;
 mod snapshot;

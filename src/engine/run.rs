@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 pub struct RunOptions {
     /// Read and diff, send and commit nothing.
     pub dry_run: bool,
-    /// Send every row, whatever the snapshot says.
+    /// Send every row, whatever the snapshot says (inbound: read every record, whatever the watermark).
     pub full_resync: bool,
     /// Run even if the guard refuses; in `insert` mode, re-send rows of an interrupted
     /// batch (a duplicate may result).
@@ -383,6 +383,9 @@ impl<'a> Run<'a> {
 
     async fn execute(&mut self) -> Result<(), RunError> {
         let plan = self.cfg.plan;
+        if plan.direction() == crate::plan::Direction::Inbound {
+            return self.execute_inbound().await;
+        }
         let name = plan.name.clone();
         // A snapshot belongs to one destination; keys an earlier run left in flight are
         // sent again.

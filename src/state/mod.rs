@@ -153,6 +153,63 @@ pub fn snapshot_token_key(model: &str) -> String {
     format!("snapshot:{model}")
 }
 
+/// The `ebb_meta` key of a model's watermark (inbound runs, [`Watermark`]).
+pub fn watermark_key(model: &str) -> String {
+    format!("watermark:{model}")
+}
+
+/// Where an inbound model's reads stand: kept in `ebb_meta` (key `watermark:MODEL`) as a
+/// small JSON object, so that no schema migration was needed (docs/state.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    /// The next run reads records whose cursor is at or after this, less the lookback: the
+    /// upper bound of the last window read whole (not the newest stamp seen).
+    pub watermark: chrono::DateTime<chrono::Utc>,
+    /// The last window read: `[from, to)`, `from` unset on a full read.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// The newest cursor value loaded so far (the CRM's stamp), for the inbound lag.
+    pub newest: Option<chrono::DateTime<chrono::Utc>>,
+    /// The run that set it.
+    pub run_id: i64,
+}
+
+impl Watermark {
+    /// `{"watermark": "…Z", "from": "…Z" | null, "to": "…Z", "newest": "…Z" | null, "run_id": N}`.
+    pub fn to_json(&self) -> String {
+        let t = |d: &chrono::DateTime<chrono::Utc>| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        serde_json::json!({
+            "watermark": t(&self.watermark),
+            "from": self.from.as_ref().map(t),
+            "to": t(&self.to),
+            "newest": self.newest.as_ref().map(t),
+            "run_id": self.run_id,
+        })
+        .to_string()
+    }
+
+    /// Reads [`Watermark::to_json`]'s text; the error says which part is wrong.
+    pub fn from_json(text: &str) -> Result<Watermark, String> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let time = |k: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|d| Some(d.with_timezone(&chrono::Utc)))
+                    .map_err(|e| format!("`{k}`: `{s}`: {e}")),
+                Some(other) => Err(format!("`{k}`: {other} is not a time")),
+            }
+        };
+        Ok(Watermark {
+            watermark: time("watermark")?.ok_or("no `watermark`")?,
+            from: time("from")?,
+            to: time("to")?.ok_or("no `to`")?,
+            newest: time("newest")?,
+            run_id: v.get("run_id").and_then(|r| r.as_i64()).ok_or("no `run_id`")?,
+        })
+    }
+}
+
 /// Who holds a model's run lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockHolder {
@@ -379,6 +436,28 @@ impl StateStore {
     /// run is a full sync. Returns how many snapshot rows were forgotten.
     pub async fn forget(&self, model: &str) -> Result<u64, StateError> {
         dispatch!(self, s => s.forget(model).await)
+    }
+
+    /// The model's watermark (inbound), if a run set one. A value that is not a watermark
+    /// is an error naming the key: reading it as none would read everything again silently.
+    pub async fn watermark(&self, model: &str) -> Result<Option<Watermark>, StateError> {
+        let key = watermark_key(model);
+        let text = dispatch!(self, s => s.meta(&key).await)?;
+        match text {
+            None => Ok(None),
+            Some(t) => Watermark::from_json(&t).map(Some).map_err(|e| {
+                StateError::Query(
+                    self.name(),
+                    format!("`ebb_meta` key `{key}` is not a watermark ({e}); `ebb reset {model}` forgets it"),
+                )
+            }),
+        }
+    }
+
+    /// Sets the model's watermark (one transaction).
+    pub async fn set_watermark(&self, model: &str, w: &Watermark) -> Result<(), StateError> {
+        let text = w.to_json();
+        dispatch!(self, s => s.set_meta(&watermark_key(model), &text).await)
     }
 
     /// The token of the model's snapshot ([`StateWrite::SnapshotToken`]), if one was set.

@@ -3,8 +3,8 @@
 //! [`PgStore::apply`], which commits a run's writes in one transaction.
 
 use super::*;
-use crate::state::snapshot_token_key;
 use crate::state::{hash16, inflight_record, keys_text, InflightBatch, SnapshotEntry, StateError, StateWrite};
+use crate::state::{snapshot_token_key, watermark_key};
 use futures_util::TryStreamExt;
 use std::collections::HashMap;
 use tokio::sync::mpsc;
@@ -299,6 +299,25 @@ impl PgStore {
         Ok(rows.first().and_then(|r| r.get::<_, String>(0).parse().ok()))
     }
 
+    /// The value of an `ebb_meta` key.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        let rows = self
+            .query("SELECT value FROM {s}.ebb_meta WHERE key = $1", &[&key])
+            .await?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    /// Sets an `ebb_meta` key.
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.execute(
+            "INSERT INTO {s}.ebb_meta (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )
+        .await
+        .map(drop)
+    }
+
     pub async fn model_destination(&self, model: &str) -> Result<Option<String>, StateError> {
         let rows = self
             .query("SELECT destination FROM {s}.ebb_models WHERE model = $1", &[&model])
@@ -334,6 +353,11 @@ impl PgStore {
             tx.execute(
                 &self.sql("DELETE FROM {s}.ebb_meta WHERE key = $1"),
                 &[&snapshot_token_key(model)],
+            )
+            .await?;
+            tx.execute(
+                &self.sql("DELETE FROM {s}.ebb_meta WHERE key = $1"),
+                &[&watermark_key(model)],
             )
             .await?;
             tx.commit().await?;

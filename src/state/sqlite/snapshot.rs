@@ -3,8 +3,8 @@
 //! [`SqliteStore::apply`], which commits a run's writes in one transaction.
 
 use super::*;
-use crate::state::snapshot_token_key;
 use crate::state::{hash16, inflight_record, keys_text, InflightBatch, SnapshotEntry, StateError, StateWrite};
+use crate::state::{snapshot_token_key, watermark_key};
 use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 use tokio::sync::mpsc;
@@ -138,6 +138,29 @@ impl SqliteStore {
         Ok(text.and_then(|t| t.parse().ok()))
     }
 
+    /// The value of an `ebb_meta` key.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        let key = key.to_string();
+        self.with(move |c| {
+            c.query_row("SELECT value FROM ebb_meta WHERE key = ?1", params![key], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    /// Sets an `ebb_meta` key.
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO ebb_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
     pub async fn model_destination(&self, model: &str) -> Result<Option<String>, StateError> {
         let model = model.to_string();
         self.with(move |c| {
@@ -176,6 +199,7 @@ impl SqliteStore {
                 "DELETE FROM ebb_meta WHERE key = ?1",
                 params![snapshot_token_key(&model)],
             )?;
+            tx.execute("DELETE FROM ebb_meta WHERE key = ?1", params![watermark_key(&model)])?;
             tx.commit()?;
             Ok(n as u64)
         })
