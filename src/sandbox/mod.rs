@@ -393,12 +393,18 @@ impl Sandbox {
     /// Data-API calls counted against the allocation (not the token endpoint).
     pub fn calls(&self) -> u64 {
         let state = self.shared.lock();
-        state.counts.iter().filter(|(k, _)| *k != "token").map(|(_, v)| v).sum()
+        state
+            .counts
+            .iter()
+            .filter(|(k, _)| *k != "token" && *k != "unavailable")
+            .map(|(_, v)| v)
+            .sum()
     }
 
     /// Requests to one kind of endpoint: `token`, `collections`, `bulk`, `query`,
     /// `describe`, `sobject` (single records), `limits`. Data-API kinds count calls that
-    /// were counted against the allocation; `token` counts every token request.
+    /// were counted against the allocation; `token` counts every token request, and
+    /// `unavailable` the 503s the faults served (not counted against the allocation).
     pub fn calls_to(&self, kind: &str) -> u64 {
         self.shared.lock().counts.get(kind).copied().unwrap_or(0)
     }

@@ -189,25 +189,52 @@ impl Watermark {
     }
 
     /// Reads [`Watermark::to_json`]'s text; the error says which part is wrong.
-    pub fn from_json(text: &str) -> Result<Watermark, String> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let time = |k: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    pub fn from_json(text: &str) -> Result<Watermark, WatermarkError> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| WatermarkError::NotJson(e.to_string()))?;
+        let time = |k: &'static str| -> Result<Option<chrono::DateTime<chrono::Utc>>, WatermarkError> {
             match v.get(k) {
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(serde_json::Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
                     .map(|d| Some(d.with_timezone(&chrono::Utc)))
-                    .map_err(|e| format!("`{k}`: `{s}`: {e}")),
-                Some(other) => Err(format!("`{k}`: {other} is not a time")),
+                    .map_err(|e| WatermarkError::BadTime {
+                        key: k,
+                        value: s.clone(),
+                        reason: e.to_string(),
+                    }),
+                Some(other) => Err(WatermarkError::NotATime {
+                    key: k,
+                    value: other.to_string(),
+                }),
             }
         };
         Ok(Watermark {
-            watermark: time("watermark")?.ok_or("no `watermark`")?,
+            watermark: time("watermark")?.ok_or(WatermarkError::Missing("watermark"))?,
             from: time("from")?,
-            to: time("to")?.ok_or("no `to`")?,
+            to: time("to")?.ok_or(WatermarkError::Missing("to"))?,
             newest: time("newest")?,
-            run_id: v.get("run_id").and_then(|r| r.as_i64()).ok_or("no `run_id`")?,
+            run_id: v
+                .get("run_id")
+                .and_then(|r| r.as_i64())
+                .ok_or(WatermarkError::Missing("run_id"))?,
         })
     }
+}
+
+/// Why a stored watermark cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatermarkError {
+    #[error("{0}")]
+    NotJson(String),
+    #[error("`{key}`: `{value}`: {reason}")]
+    BadTime {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("`{key}`: {value} is not a time")]
+    NotATime { key: &'static str, value: String },
+    #[error("no `{0}`")]
+    Missing(&'static str),
 }
 
 /// Who holds a model's run lock.
