@@ -407,6 +407,12 @@ impl<'a> Run<'a> {
             self.diff.dups.insert(key_hash(&d.key), d);
         }
         let errors = std::mem::take(&mut self.diff.pending_errors);
+        self.replace_invalid(errors).await
+    }
+
+    /// Records this run's invalid rows, replacing earlier runs' (a row fixed since is no
+    /// longer reported: docs/state.md rule 4). Both directions' runs end their read with it.
+    pub(super) async fn replace_invalid(&self, errors: Vec<crate::state::RowErrorEntry>) -> Result<(), RunError> {
         self.ctx
             .write(vec![
                 StateWrite::Errors(errors),

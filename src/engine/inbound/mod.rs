@@ -23,7 +23,7 @@ use crate::map::{column_index, RowMapper};
 use crate::path::FieldPath;
 use crate::plan::{SyncPlan, ValueSource};
 use crate::source::salesforce::{self as sf, Extract, SalesforceSource};
-use crate::state::{RowErrorEntry, StateWrite, Watermark};
+use crate::state::{RowErrorEntry, Watermark};
 use arrow::array::{Array, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, Schema, TimeUnit};
 use chrono::{DateTime, Utc};
@@ -384,15 +384,7 @@ impl Run<'_> {
 
     /// The invalid rows' errors, replacing earlier runs' (as outbound: `ebb errors`).
     async fn record_invalid(&mut self, errors: Vec<RowErrorEntry>) -> Result<(), RunError> {
-        self.ctx
-            .write(vec![
-                StateWrite::Errors(errors),
-                StateWrite::ClearInvalidBefore {
-                    run_id: self.cfg.run_id,
-                },
-            ])
-            .await?;
-        Ok(())
+        self.replace_invalid(errors).await
     }
 }
 

@@ -78,7 +78,16 @@ pub(super) fn open_blocking(path: &std::path::Path, name: &str) -> Result<Connec
     if !missing.is_empty() {
         return Err(foreign(format!("its tables {} are missing", missing.join(", "))));
     }
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+    // A new store is WAL already (the mode is kept in the file): switching takes a lock
+    // that processes opening the store at once would contend for, without waiting.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(|e| foreign(e.to_string()))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.execute_batch("PRAGMA journal_mode = WAL;")
+            .map_err(|e| foreign(e.to_string()))?;
+    }
+    conn.execute_batch("PRAGMA synchronous = NORMAL;")
         .map_err(|e| foreign(e.to_string()))?;
     Ok(conn)
 }
@@ -131,6 +140,8 @@ fn create_file(path: &std::path::Path, name: &str) -> Result<(), StateError> {
     // SQLite's errors or the file system's, shown as they are.
     let built = (|| -> Result<(), Box<dyn std::error::Error>> {
         let conn = Connection::open(&tmp)?;
+        // WAL from the start: the mode is kept in the file, so no opener has to switch it.
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
         create_schema(&conn)?;
         conn.close().map_err(|(_, e)| e)?;
         std::fs::File::open(&tmp).and_then(|f| f.sync_all())?;
