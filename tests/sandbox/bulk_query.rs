@@ -4,21 +4,7 @@ use super::*;
 
 /// Polls query job `id` until it ends; the states seen, in order, and the last JobInfo.
 async fn wait_for_query_job(api: &Api, id: &str) -> (Vec<String>, Value) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut states: Vec<String> = Vec::new();
-    loop {
-        let r = api.call(Method::GET, &format!("jobs/query/{id}"), None).await;
-        assert_eq!(r.status, 200, "{}", r.text);
-        let state = r.json["state"].as_str().unwrap().to_string();
-        if states.last() != Some(&state) {
-            states.push(state.clone());
-        }
-        if ["JobComplete", "Failed", "Aborted"].contains(&state.as_str()) {
-            return (states, r.json);
-        }
-        assert!(Instant::now() < deadline, "the job did not end: {states:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_job_in(api, "query", id).await
 }
 
 async fn create_query_job(api: &Api, operation: &str, query: &str) -> Resp {

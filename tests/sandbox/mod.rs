@@ -182,10 +182,16 @@ async fn close_and_wait(api: &Api, id: &str) -> Value {
 }
 
 async fn wait_for_job(api: &Api, id: &str) -> (Vec<String>, Value) {
+    wait_for_job_in(api, "ingest", id).await
+}
+
+/// Polls job `id` of `kind` (`ingest` or `query`) until it ends; the states seen, in order,
+/// and the last JobInfo.
+async fn wait_for_job_in(api: &Api, kind: &str, id: &str) -> (Vec<String>, Value) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut states: Vec<String> = Vec::new();
     loop {
-        let r = api.call(Method::GET, &format!("jobs/ingest/{id}"), None).await;
+        let r = api.call(Method::GET, &format!("jobs/{kind}/{id}"), None).await;
         assert_eq!(r.status, 200, "{}", r.text);
         let state = r.json["state"].as_str().unwrap().to_string();
         if states.last() != Some(&state) {
