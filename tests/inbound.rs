@@ -13,20 +13,20 @@ use std::path::Path;
 use std::time::Duration;
 
 /// A project with the sandbox as connection `salesforce` and a warehouse, one model.
-struct Inbound {
+pub(crate) struct Inbound {
     dir: tempfile::TempDir,
-    sandbox: Sandbox,
-    rt: tokio::runtime::Runtime,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) rt: tokio::runtime::Runtime,
     /// The PostgreSQL schema of the table and the store, when on PostgreSQL.
-    pg_schema: Option<String>,
+    pub(crate) pg_schema: Option<String>,
 }
 
-const MODEL: &str = "contacts_in";
+pub(crate) const MODEL: &str = "contacts_in";
 
 /// A table row: `crm_id`, `last_name`, `email`, `stamp` as text, `is_deleted`.
 type Row = (String, Option<String>, Option<String>, Option<String>, Option<bool>);
 
-fn model(table: &str, extra_source: &str, on_deleted: &str) -> String {
+pub(crate) fn model(table: &str, extra_source: &str, on_deleted: &str) -> String {
     format!(
         "models:
   - name: {MODEL}
@@ -61,7 +61,7 @@ fn model(table: &str, extra_source: &str, on_deleted: &str) -> String {
 impl Inbound {
     /// `model_yaml` with `{dest}` the destination type; on PostgreSQL (`pg`) the table's
     /// schema and the state store are a schema of their own.
-    fn new(name: &str, model_yaml: &str, pg: bool) -> Inbound {
+    pub(crate) fn new(name: &str, model_yaml: &str, pg: bool) -> Inbound {
         let sandbox = Sandbox::start_in_thread(SandboxConfig {
             query_page_size: 20,
             bulk_step_delay: Duration::from_millis(10),
@@ -121,12 +121,12 @@ impl Inbound {
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// `n` Contacts stamped an hour ago.
-    fn seed(&self, n: usize) -> Vec<String> {
+    pub(crate) fn seed(&self, n: usize) -> Vec<String> {
         let old = (Utc::now() - D::hours(1)).to_rfc3339();
         let records = (0..n)
             .map(|i| {
@@ -171,7 +171,7 @@ impl Inbound {
         ))
     }
 
-    fn ok(&self) -> RunReport {
+    pub(crate) fn ok(&self) -> RunReport {
         let r = self.run(RunOptions::default());
         assert_eq!(r.status, Status::Succeeded, "{:?} {:?}", r.error, r.notes);
         r
@@ -182,7 +182,7 @@ impl Inbound {
     }
 
     /// The table's rows, `crm_id → (last_name, email, stamp text, deleted)`.
-    fn rows(&self, table: &str) -> Vec<Row> {
+    pub(crate) fn rows(&self, table: &str) -> Vec<Row> {
         let sql = |t: &str| {
             format!("SELECT crm_id, last_name, email, CAST(stamp AS VARCHAR), is_deleted FROM {t} ORDER BY crm_id")
         };
@@ -249,7 +249,7 @@ impl Inbound {
         );
     }
 
-    fn drop_pg(&self) {
+    pub(crate) fn drop_pg(&self) {
         if let Some(s) = &self.pg_schema {
             let client = crate::support::pg_client(&self.rt);
             self.rt
@@ -565,6 +565,29 @@ fn a_mirror_reads_everything_every_run() {
     assert_eq!((r.counts.read, r.counts.added, r.counts.unchanged), (12, 0, 12));
     assert_eq!(t.watermark(), None, "no cursor, no watermark");
     assert_eq!(t.rows("raw.contacts").len(), 12);
+}
+
+/// `ebb run` tells an inbound run in the sync log's words (extracted, written, deleted,
+/// skipped), not in the outbound run's (sent, confirmed).
+#[test]
+fn ebb_run_reports_an_inbound_run_in_its_own_words() {
+    let t = Inbound::new("words", &model("raw.contacts", "      api: rest\n", "soft"), false);
+    let ids = t.seed(9);
+    let run = |args: &[&str]| {
+        let out = crate::support::ebb(t.path(), args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = run(&["run", MODEL]);
+    assert!(
+        out.contains("extracted 9  written 9  deleted 0  skipped 0  invalid 0"),
+        "{out}"
+    );
+    assert!(!out.contains("confirmed"), "{out}");
+    t.delete(&ids[0]);
+    next_second();
+    let out = run(&["run", MODEL]);
+    assert!(out.contains("extracted 1  written 0  deleted 1  skipped 0"), "{out}");
 }
 
 /// `ebb run --full-resync` as a process (a count and six pages), killed (SIGKILL) once the

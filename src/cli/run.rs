@@ -235,7 +235,14 @@ fn print_one(r: &RunReport, plan: &SyncPlan, color: bool, secrets: &Scrubber) {
         plan.destination.connection,
         r.elapsed.as_secs_f64()
     ));
-    if r.status != Status::Busy {
+    let inbound = plan.direction() == crate::plan::Direction::Inbound;
+    if r.status != Status::Busy && inbound {
+        // The seed's sync log: extracted, written (upserted or appended), deleted, skipped.
+        s.push_str(&format!(
+            "  extracted {}  written {}  deleted {}  skipped {}  invalid {}  requests {}\n",
+            k.read, k.added, k.removed, k.unchanged, k.invalid, k.api_calls
+        ));
+    } else if r.status != Status::Busy {
         s.push_str(&format!(
             "  read {}  added {}  changed {}  removed {}  unchanged {}  invalid {}\n",
             k.read, k.added, k.changed, k.removed, k.unchanged, k.invalid
