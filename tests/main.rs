@@ -15,6 +15,8 @@ mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
 #[cfg(feature = "duckdb")]
 mod inbound; // inbound runs: Salesforce (the sandbox) into DuckDB and PostgreSQL tables, windows, deletes, faults
+#[cfg(feature = "duckdb")]
+mod inbound_connect; // `validate --connect` on inbound models: the object's fields, the table's columns
 mod map; // the mapping layer on Arrow batches
 mod plan_inbound; // inbound models as compiled: defaults, cursor, fields read; `ebb plan` for them
 mod preview; // `ebb preview` against a real warehouse

@@ -106,6 +106,8 @@ codes! {
     PicklistValue = "E910", Error, "a constant is not a value of a restricted picklist";
     PicklistValues = "W911", Warning, "the query returns values a restricted picklist refuses";
     RequiredFieldUnmapped = "W912", Warning, "a field required to create a record is not mapped";
+    TableIncompatible = "E913", Error, "the destination table exists with columns that cannot hold the model's rows";
+    TableCreated = "N914", Note, "the destination table does not exist yet: the first run creates it";
     // Project (E8xx)
     NoModels = "W801", Warning, "the project has no model files";
     BadModelsDir = "E802", Error, "`models_dir` is not a directory";

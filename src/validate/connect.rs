@@ -28,6 +28,10 @@ pub async fn check(report: &mut Report) {
     let mut sources: HashMap<String, Result<Source, SourceError>> = HashMap::new();
     let mut found = Vec::new();
     for plan in &plans {
+        if plan.direction() == crate::plan::Direction::Inbound {
+            found.extend(super::inbound::check(plan, &project, &report.project_dir).await);
+            continue;
+        }
         let (Some(query), Some(spec)) = (&plan.source.query, project.connections.get(&plan.source.connection)) else {
             continue;
         };

@@ -5,6 +5,7 @@
 //! which is compiling each model into a [`SyncPlan`]. Nothing here touches the network.
 
 pub mod connect;
+mod inbound;
 pub mod project;
 mod salesforce;
 mod schema_check;

@@ -108,7 +108,7 @@ pub fn table_columns(plan: &SyncPlan, schema: &Schema) -> Result<Vec<Column>, In
 }
 
 /// The writer's spec of the plan's table.
-fn table_spec(plan: &SyncPlan, columns: Vec<Column>) -> TableSpec {
+pub fn table_spec(plan: &SyncPlan, columns: Vec<Column>) -> TableSpec {
     let d = &plan.destination;
     TableSpec {
         connection: d.connection.clone(),
