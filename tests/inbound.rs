@@ -152,7 +152,7 @@ impl Inbound {
         self.rt.block_on(StateStore::open(url.as_deref(), self.path())).unwrap()
     }
 
-    fn run(&self, opts: RunOptions) -> RunReport {
+    pub(crate) fn run(&self, opts: RunOptions) -> RunReport {
         let report = ebb::validate::validate(self.path(), &[]).unwrap();
         let plan = report
             .plans
@@ -204,6 +204,26 @@ impl Inbound {
                     .iter()
                     .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
                     .collect()
+            }
+        }
+    }
+
+    /// The table's `crm_id`s.
+    fn keys(&self, table: &str) -> Vec<String> {
+        match &self.pg_schema {
+            None => {
+                let c = duckdb::Connection::open(self.path().join("warehouse.duckdb")).unwrap();
+                let mut st = c.prepare(&format!("SELECT crm_id FROM {table}")).unwrap();
+                st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+            }
+            Some(s) => {
+                let client = crate::support::pg_client(&self.rt);
+                let t = table.replace("raw.", &format!("{s}."));
+                let rows = self
+                    .rt
+                    .block_on(client.query(&format!("SELECT crm_id FROM {t}"), &[]))
+                    .unwrap();
+                rows.iter().map(|r| r.get(0)).collect()
             }
         }
     }
@@ -360,20 +380,138 @@ fn postgres_table_and_store_first_run_then_the_window() {
     t.drop_pg();
 }
 
-#[test]
-fn a_hard_delete_removes_the_row() {
-    let t = Inbound::new("hard", &model("raw.contacts", "", "hard"), false);
+fn hard_delete(t: &Inbound) {
     let ids = t.seed(10);
     t.ok();
     t.delete(&ids[2]);
     next_second();
     let r = t.ok();
     assert_eq!((r.counts.read, r.counts.removed), (1, 1), "{:?}", r.notes);
-    let c = duckdb::Connection::open(t.path().join("warehouse.duckdb")).unwrap();
-    let mut st = c.prepare("SELECT crm_id FROM raw.contacts").unwrap();
-    let rows: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let rows = t.keys("raw.contacts");
     assert_eq!(rows.len(), 9);
     assert!(!rows.contains(&ids[2]));
+    // Read again (a replayed window): the record stays gone.
+    let r = t.run(RunOptions {
+        full_resync: true,
+        ..RunOptions::default()
+    });
+    assert_eq!((r.status, r.counts.read), (Status::Succeeded, 10), "{:?}", r.error);
+    assert_eq!(t.keys("raw.contacts").len(), 9);
+}
+
+#[test]
+fn a_hard_delete_removes_the_row() {
+    hard_delete(&Inbound::new("hard", &model("raw.contacts", "", "hard"), false));
+}
+
+#[test]
+fn a_hard_delete_removes_the_row_on_postgres() {
+    require_postgres!();
+    let t = Inbound::new("hardpg", &model("raw.contacts", "", "hard"), true);
+    hard_delete(&t);
+    t.drop_pg();
+}
+
+/// The third kill point: inside the watermark's commit. The test holds the watermark's row
+/// (`SELECT … FOR UPDATE` on the PostgreSQL store), so the run, once its rows are
+/// committed to the table, blocks in the statement that sets the watermark, and is killed
+/// there (SIGKILL). Whether the statement lands or not, the next run reads the window
+/// again (its lookback covers it) and the table converges without a duplicate.
+#[test]
+fn kill_9_during_the_watermark_commit_then_a_rerun_converges_exactly() {
+    require_postgres!();
+    let t = Inbound::new("wmkill", &model("raw.contacts", "      api: rest\n", "soft"), true);
+    let ids = t.seed(30);
+    t.ok();
+    let before = t.watermark().expect("a watermark after the first run");
+    for id in &ids[..4] {
+        t.update(id, "Moved");
+    }
+    next_second();
+    let schema = format!("{}_state", t.pg_schema.as_deref().unwrap());
+    let holder = crate::support::pg_client(&t.rt);
+    let watcher = crate::support::pg_client(&t.rt);
+    t.rt.block_on(async {
+        holder.batch_execute("BEGIN").await.unwrap();
+        let held = holder
+            .query(
+                &format!("SELECT value FROM {schema}.ebb_meta WHERE key = $1 FOR UPDATE"),
+                &[&format!("watermark:{MODEL}")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 1, "the watermark's row");
+    });
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["run", MODEL])
+        .current_dir(t.path())
+        .env_remove("EBB_PROJECT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Waiting for the row: the run is inside the watermark's statement.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = t.rt.block_on(async {
+            watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                     AND query LIKE '%ebb_meta%' AND datname = current_database()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0)
+        });
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended without waiting for the watermark"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached the watermark"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Its rows are in the table already: the kill lands after the write, in the commit.
+    let moved = t
+        .rows("raw.contacts")
+        .iter()
+        .filter(|r| r.1.as_deref() == Some("Moved"))
+        .count();
+    assert_eq!(moved, 4);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    t.rt.block_on(holder.batch_execute("ROLLBACK")).unwrap();
+
+    // PostgreSQL finishes a statement whose client died once the lock is free (it learns of
+    // the death only when it answers), so the watermark is the old one or the killed run's:
+    // both are right, since the rows it covers were committed before it.
+    let after = t.watermark().unwrap();
+    assert!(after == before || after.run_id > before.run_id, "{after:?}");
+    let r = t.ok();
+    assert_eq!(r.counts.read, 4, "the window is read again: {:?}", r.notes);
+    assert!(t.watermark().unwrap().watermark > before.watermark);
+    let rows = t.rows("raw.contacts");
+    assert_eq!(rows.len(), 30, "no duplicate");
+    let crm: std::collections::BTreeMap<String, Option<String>> = t
+        .sandbox
+        .records("Contact")
+        .into_iter()
+        .map(|r| {
+            (
+                r["Id"].as_str().unwrap().to_string(),
+                r.get("LastName").and_then(|v| v.as_str()).map(String::from),
+            )
+        })
+        .collect();
+    let table: std::collections::BTreeMap<String, Option<String>> = rows.into_iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(table, crm);
+    t.drop_pg();
 }
 
 #[test]
