@@ -690,19 +690,55 @@ fn rows_that_cannot_be_mapped_are_recorded_and_not_written() {
     assert!(t.watermark().is_some());
 }
 
-#[test]
-fn a_mirror_reads_everything_every_run() {
-    let yaml = model("raw.contacts", "", "soft")
-        .replace("      incremental: SystemModstamp\n", "      incremental: off\n")
-        .replace("mode: upsert", "mode: mirror");
-    let t = Inbound::new("mirror", &yaml, false);
-    t.seed(12);
+/// `mode: mirror` reads everything every run; a record deleted and then purged from the
+/// recycle bin (which `queryAll` no longer returns) is found gone by the full read: marked
+/// deleted (`soft`) or removed (`hard`).
+fn mirror(t: &Inbound, hard: bool) {
+    let ids = t.seed(12);
     let r = t.ok();
     assert_eq!((r.counts.read, r.counts.added), (12, 12));
     let r = t.ok();
     assert_eq!((r.counts.read, r.counts.added, r.counts.unchanged), (12, 0, 12));
     assert_eq!(t.watermark(), None, "no cursor, no watermark");
-    assert_eq!(t.rows("raw.contacts").len(), 12);
+    assert_eq!(t.keys("raw.contacts").len(), 12);
+
+    t.delete(&ids[3]);
+    assert_eq!(t.sandbox.empty_recycle_bin("Contact"), 1);
+    let r = t.ok();
+    assert_eq!((r.counts.read, r.counts.removed), (11, 1), "{:?}", r.notes);
+    if hard {
+        let keys = t.keys("raw.contacts");
+        assert_eq!(keys.len(), 11);
+        assert!(!keys.contains(&ids[3]));
+    } else {
+        let rows = t.rows("raw.contacts");
+        assert_eq!(rows.len(), 12);
+        for r in rows {
+            assert_eq!(r.4, Some(r.0 == ids[3]), "{r:?}");
+        }
+    }
+    // Nothing more to find gone.
+    let r = t.ok();
+    assert_eq!((r.counts.read, r.counts.removed), (11, 0), "{:?}", r.notes);
+}
+
+fn mirror_model(on_deleted: &str) -> String {
+    model("raw.contacts", "", on_deleted)
+        .replace("      incremental: SystemModstamp\n", "      incremental: off\n")
+        .replace("mode: upsert", "mode: mirror")
+}
+
+#[test]
+fn a_mirror_reads_everything_every_run_and_marks_purged_records_deleted() {
+    mirror(&Inbound::new("mirror", &mirror_model("soft"), false), false);
+}
+
+#[test]
+fn a_mirror_on_postgres_removes_purged_records_when_hard() {
+    require_postgres!();
+    let t = Inbound::new("mirrorpg", &mirror_model("hard"), true);
+    mirror(&t, true);
+    t.drop_pg();
 }
 
 /// `ebb run` tells an inbound run in the sync log's words (extracted, written, deleted,

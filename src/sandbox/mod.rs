@@ -390,6 +390,26 @@ impl Sandbox {
         seed(&mut state.store, object, records)
     }
 
+    /// Empties the recycle bin of `object`, as Salesforce does after 15 days (or on the
+    /// `emptyRecycleBin()` call): its deleted records leave `queryAll` results too, so only
+    /// a full read can tell they are gone. Returns how many were purged.
+    pub fn empty_recycle_bin(&self, object: &str) -> usize {
+        let mut state = self.shared.lock();
+        let Some(t) = state.store.table(object) else {
+            return 0;
+        };
+        let ids: Vec<String> = state.store.tables[t]
+            .deleted
+            .keys()
+            .filter(|id| !state.store.tables[t].purged.contains(*id))
+            .cloned()
+            .collect();
+        for id in &ids {
+            state.store.purge(t, id);
+        }
+        ids.len()
+    }
+
     /// Data-API calls counted against the allocation (not the token endpoint).
     pub fn calls(&self) -> u64 {
         let state = self.shared.lock();
