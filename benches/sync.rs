@@ -42,7 +42,6 @@
 //!   sink alone (`sync-… --sink` prints its URL), point a kept project's `ebb.yaml` at it,
 //!   and run `sync-… --child DIR customers` under a profiler.
 
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -52,8 +51,10 @@ use std::time::{Duration, Instant};
 mod common;
 #[path = "sync/endpoints.rs"]
 mod endpoints;
-use common::peak_rss;
+#[path = "common/runs.rs"]
+mod runs;
 use endpoints::SinkStats;
+use runs::{env_usize, measure, mib, peer_python, phases, rate};
 
 /// The allocator of the `ebb` binary (src/main.rs), so that runs here are runs as `ebb run`
 /// makes them.
@@ -61,58 +62,6 @@ use endpoints::SinkStats;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH: u64 = 200;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Child: one run of `model` in `project`; prints a JSON line with the run's own seconds,
-/// the peak RSS, the counts and the phase timings.
-fn child(project: &Path, model: &str) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let report = ebb::validate::validate(project, &[]).unwrap();
-    let plan = report
-        .plans
-        .iter()
-        .find(|p| p.name == model)
-        .unwrap_or_else(|| panic!("model {model}: {:?}", report.diagnostics));
-    let spec = report.project.as_ref().unwrap();
-    let url = spec.state.as_ref().and_then(|s| s.url.clone());
-    let started = Instant::now();
-    let r = rt.block_on(async {
-        let store = ebb::state::StateStore::open(url.as_deref(), project).await.unwrap();
-        let progress = ebb::engine::Progress::default();
-        ebb::engine::run(
-            project,
-            spec,
-            &store,
-            plan,
-            &ebb::engine::RunOptions::default(),
-            &progress,
-        )
-        .await
-    });
-    let secs = started.elapsed().as_secs_f64();
-    assert!(
-        matches!(r.status, ebb::engine::Status::Succeeded),
-        "{:?}: {:?}",
-        r.status,
-        r.error
-    );
-    let k = r.counts;
-    println!(
-        "{}",
-        serde_json::json!({
-            "secs": secs, "peak_rss": peak_rss(), "read": k.read, "sent": k.sent, "changed": k.changed,
-            "added": k.added, "removed": k.removed, "calls": k.api_calls,
-            "timings": r.timings.iter().map(|(k, d)| format!("{k} {:.2} s", d.as_secs_f64())).collect::<Vec<_>>(),
-        })
-    );
-}
 
 const COLUMNS: &str = "id, first_name, last_name, email, segment, score, updated_at, active";
 
@@ -310,38 +259,6 @@ struct Outcome {
     detail: String,
 }
 
-/// Runs `cmd`, which prints one JSON line last; `first` tells when the destination saw its
-/// first request.
-fn measure(mut cmd: Command, what: &str, first: impl Fn() -> Option<Instant>) -> (Value, f64, Option<f64>) {
-    let started = Instant::now();
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    let wall = started.elapsed().as_secs_f64();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|_| {
-        panic!(
-            "{what}: no result line (exit {:?})\n{text}\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert!(
-        out.status.success(),
-        "{what} failed (exit {:?}): {v}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let first = first().map(|t| t.saturating_duration_since(started).as_secs_f64());
-    (v, wall, first)
-}
-
-/// ebb's phase timings from a child's result line, as one text.
-fn phases(v: &Value) -> String {
-    v["timings"]
-        .as_array()
-        .map(|t| t.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
-}
-
 fn run_ebb(dir: &Path, sink: &SinkStats) -> Outcome {
     sink.reset();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
@@ -357,27 +274,6 @@ fn run_ebb(dir: &Path, sink: &SinkStats) -> Outcome {
         peak_rss: v["peak_rss"].as_u64().unwrap(),
         detail: phases(&v),
     }
-}
-
-/// The peer's interpreter, after making its venv if need be; `None` when it cannot be had.
-fn peer_python() -> Option<PathBuf> {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer");
-    let python = here.join(".venv/bin/python");
-    let ready = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import duckdb, requests"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ready(&python) {
-        eprintln!("preparing the peer's venv (benches/peer/setup.sh)…");
-        let ok = Command::new(here.join("setup.sh")).status().is_ok_and(|s| s.success());
-        if !ok || !ready(&python) {
-            eprintln!("the peer's venv could not be made: ebb runs alone");
-            return None;
-        }
-    }
-    Some(python)
 }
 
 fn run_peer(
@@ -407,21 +303,6 @@ fn run_peer(
         peak_rss: v["peak_rss"].as_u64().unwrap(),
         detail: String::new(),
     }
-}
-
-fn rate(n: f64, secs: f64) -> String {
-    let r = n / secs;
-    if r >= 1e6 {
-        format!("{:.2}M/s", r / 1e6)
-    } else if r >= 1e3 {
-        format!("{:.1}k/s", r / 1e3)
-    } else {
-        format!("{r:.0}/s")
-    }
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn size_name(rows: usize) -> String {
@@ -534,7 +415,7 @@ impl Results {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
-        child(&PathBuf::from(&args[i + 1]), &args[i + 2]);
+        runs::child(&PathBuf::from(&args[i + 1]), &args[i + 2], &Default::default());
         return;
     }
     if args.iter().any(|a| a == "--sink") {
@@ -558,7 +439,7 @@ fn main() {
     let python = if std::env::var("EBB_BENCH_PEER").as_deref() == Ok("0") {
         None
     } else {
-        peer_python()
+        peer_python("duckdb, requests")
     };
     let api_rows = env_usize("EBB_BENCH_API_ROWS", 20_000);
     let state_kind = if state_url("x").is_some() {
