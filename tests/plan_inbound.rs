@@ -201,7 +201,7 @@ fn plan_shows_the_inbound_example_read_and_write() {
         "  mode:       upsert\n",
         "  on_deleted: soft: the row stays, column `is_deleted` set true\n",
         "  key:        field `Id` → column `crm_id`\n",
-        "  batches:    1000 rows per write\n",
+        "  batches:    50000 rows per write\n",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }

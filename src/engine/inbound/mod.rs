@@ -310,10 +310,23 @@ impl Run<'_> {
             writer.mirror_begin().await.map_err(InboundFailure::Write)?;
         }
         let mut newest_loaded: Option<DateTime<Utc>> = None;
+        let mut spent = Spent::default();
         let mut totals = WriteCounts::default();
-        let mut fields = Vec::new();
-        let mut row_number = 0u64;
-        while let Some(batch) = stream.next().await {
+        let mut m = Mapping {
+            mapper: &mapper,
+            deleted_index,
+            cursor_index,
+            row_number: 0,
+            fields: Vec::new(),
+        };
+        // Each batch is written while the next one is read and mapped: the table's write
+        // runs on a blocking thread, the mapping here, so the two overlap on two cores.
+        let mut next = match stream.next().await {
+            Some(Ok(batch)) => Some(Ok(self.map_batch(&mut m, &batch, errors, &mut spent))),
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        };
+        while let Some(mapped) = next.take() {
             if self.cfg.opts.stopping() {
                 stream.cancel();
                 return Err(InboundFailure::Other(RunError::StoppedReading));
@@ -322,57 +335,92 @@ impl Run<'_> {
                 stream.cancel();
                 return Err(InboundFailure::Other(RunError::LockLost));
             }
-            let batch = batch.map_err(InboundFailure::Read)?;
-            let n = batch.num_rows();
-            self.counts.read += n as i64;
-            self.cfg.progress.read.fetch_add(n as u64, Ordering::Relaxed);
-            let deleted = deleted_index.and_then(|i| batch.column(i).as_any().downcast_ref::<BooleanArray>());
-            let mut rows = Vec::with_capacity(n);
-            for row in 0..n {
-                row_number += 1;
-                let mapped = mapper.key(&batch, row).and_then(|key| {
-                    mapper.map_row_into(&batch, row, &mut fields)?;
-                    Ok(key)
-                });
-                match mapped {
-                    Ok(_) => rows.push(TableRow {
-                        values: fields.drain(..).map(|(_, v)| v).collect(),
-                        deleted: deleted.is_some_and(|d| d.is_valid(row) && d.value(row)),
-                    }),
-                    Err(e) => {
-                        let key = mapper
-                            .key(&batch, row)
-                            .unwrap_or_else(|_| format!("(row {row_number})"));
-                        self.counts.invalid += 1;
-                        errors.push(RowErrorEntry {
-                            key,
-                            run_id: self.cfg.run_id,
-                            kind: "invalid".into(),
-                            code: e.code.into(),
-                            message: e.message,
-                        });
-                    }
+            let (rows, batch_newest) = mapped.map_err(InboundFailure::Read)?;
+            let read_next = async {
+                match stream.next().await {
+                    Some(Ok(batch)) => Some(Ok(self.map_batch(&mut m, &batch, errors, &mut spent))),
+                    Some(Err(e)) => Some(Err(e)),
+                    None => None,
                 }
-            }
-            let batch_newest = newest(&batch, cursor_index);
+            };
             if dry || rows.is_empty() {
                 newest_loaded = newest_loaded.max(batch_newest);
+                next = read_next.await;
                 continue;
             }
             let sent = rows.len() as i64;
+            let writing = Instant::now();
+            let (written, following) = tokio::join!(writer.write(rows, run_start), read_next);
+            spent.write += writing.elapsed();
+            let c = written.map_err(InboundFailure::Write)?;
             self.counts.sent += sent;
-            let c = writer.write(rows, run_start).await.map_err(InboundFailure::Write)?;
             self.counts.confirmed += sent;
             self.cfg.progress.confirmed.fetch_add(sent as u64, Ordering::Relaxed);
             totals += c;
             self.apply_counts(totals);
             newest_loaded = newest_loaded.max(batch_newest);
+            next = following;
         }
         if mirror && !dry {
+            let writing = Instant::now();
             totals += writer.mirror_end(run_start).await.map_err(InboundFailure::Write)?;
+            spent.write += writing.elapsed();
             self.apply_counts(totals);
         }
+        // What the run spent mapping rows, and writing (while the next batch is read and
+        // mapped); the rest of `read_and_write` is waiting for the CRM alone.
+        self.timings.push(("map", spent.map));
+        self.timings.push(("write", spent.write));
         Ok(newest_loaded)
+    }
+
+    /// Maps one batch read to table rows; rows that cannot be mapped are counted invalid
+    /// and their errors kept. Also the newest cursor value of the batch.
+    fn map_batch(
+        &mut self,
+        m: &mut Mapping<'_>,
+        batch: &RecordBatch,
+        errors: &mut Vec<RowErrorEntry>,
+        spent: &mut Spent,
+    ) -> (Vec<TableRow>, Option<DateTime<Utc>>) {
+        let mapping = Instant::now();
+        let n = batch.num_rows();
+        self.counts.read += n as i64;
+        self.cfg.progress.read.fetch_add(n as u64, Ordering::Relaxed);
+        let deleted = m
+            .deleted_index
+            .and_then(|i| batch.column(i).as_any().downcast_ref::<BooleanArray>());
+        let mut rows = Vec::with_capacity(n);
+        for row in 0..n {
+            m.row_number += 1;
+            let mapped = m.mapper.key(batch, row).and_then(|key| {
+                m.mapper.map_row_into(batch, row, &mut m.fields)?;
+                Ok(key)
+            });
+            match mapped {
+                Ok(_) => rows.push(TableRow {
+                    values: m.fields.drain(..).map(|(_, v)| v).collect(),
+                    deleted: deleted.is_some_and(|d| d.is_valid(row) && d.value(row)),
+                }),
+                Err(e) => {
+                    let key = m
+                        .mapper
+                        .key(batch, row)
+                        .unwrap_or_else(|_| format!("(row {})", m.row_number));
+                    self.counts.invalid += 1;
+                    errors.push(RowErrorEntry {
+                        key,
+                        run_id: self.cfg.run_id,
+                        kind: "invalid".into(),
+                        code: e.code.into(),
+                        message: e.message,
+                    });
+                }
+            }
+        }
+        let newest = newest(batch, m.cursor_index);
+        spent.map += mapping.elapsed();
+        (rows, newest)
     }
 
     /// The writer's counts as the run's (docs/state.md, "Inbound models").
@@ -386,6 +434,23 @@ impl Run<'_> {
     async fn record_invalid(&mut self, errors: Vec<RowErrorEntry>) -> Result<(), RunError> {
         self.replace_invalid(errors).await
     }
+}
+
+/// What mapping a batch needs besides the batch: the mapper, where the deleted flag and
+/// the cursor are, the rows mapped so far, a buffer for one row's fields.
+struct Mapping<'a> {
+    mapper: &'a RowMapper,
+    deleted_index: Option<usize>,
+    cursor_index: Option<usize>,
+    row_number: u64,
+    fields: Vec<(&'a str, crate::map::value::Val)>,
+}
+
+/// Time [`Run::pull`] spent on its own work, for the run's phase timings.
+#[derive(Default)]
+struct Spent {
+    map: std::time::Duration,
+    write: std::time::Duration,
 }
 
 /// Where [`Run::pull`] failed: the caller names the model and the connection.
