@@ -442,14 +442,7 @@ fn kill_9_during_the_watermark_commit_then_a_rerun_converges_exactly() {
             .unwrap();
         assert_eq!(held.len(), 1, "the watermark's row");
     });
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["run", MODEL])
-        .current_dir(t.path())
-        .env_remove("EBB_PROJECT")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&t, &[]);
     // Waiting for the row: the run is inside the watermark's statement.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -764,18 +757,24 @@ fn ebb_run_reports_an_inbound_run_in_its_own_words() {
     assert!(out.contains("extracted 1  written 0  deleted 1  skipped 0"), "{out}");
 }
 
-/// `ebb run --full-resync` as a process (a count and six pages), killed (SIGKILL) once the
-/// sandbox has served `pages` query requests since `before` (polled every 2 ms), then
-/// `delay` later.
-fn run_and_kill(t: &Inbound, before: u64, pages: u64, delay: Duration) -> std::process::ExitStatus {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
-        .args(["run", MODEL, "--full-resync"])
+/// `ebb run MODEL ARGS` as a process of its own, its output dropped.
+fn spawn_run(t: &Inbound, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["run", MODEL])
+        .args(args)
         .current_dir(t.path())
         .env_remove("EBB_PROJECT")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// `ebb run --full-resync` as a process (a count and six pages), killed (SIGKILL) once the
+/// sandbox has served `pages` query requests since `before` (polled every 2 ms), then
+/// `delay` later.
+fn run_and_kill(t: &Inbound, before: u64, pages: u64, delay: Duration) -> std::process::ExitStatus {
+    let mut child = spawn_run(t, &["--full-resync"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while t.sandbox.calls_to("query") < before + pages && std::time::Instant::now() < deadline {
         if child.try_wait().unwrap().is_some() {
