@@ -206,23 +206,28 @@ struct Outcome {
     detail: String,
 }
 
-fn run_ebb(dir: &Path, sandbox: &ebb::sandbox::Sandbox) -> Outcome {
+/// Runs one tool's process (which prints its JSON line last) and counts the sandbox's
+/// data calls it made; `detail` says its phases.
+fn run(cmd: Command, what: &str, sandbox: &ebb::sandbox::Sandbox, detail: fn(&Value) -> String) -> Outcome {
     let before = sandbox.calls();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--child", &dir.display().to_string(), MODEL]);
-    let (v, wall, _) = measure(cmd, "ebb", || None);
+    let (v, wall, _) = measure(cmd, what, || None);
     Outcome {
         wall,
         own: v["secs"].as_f64().unwrap(),
         read: v["read"].as_u64().unwrap(),
         calls: sandbox.calls() - before,
         peak_rss: v["peak_rss"].as_u64().unwrap(),
-        detail: phases(&v),
+        detail: detail(&v),
     }
 }
 
+fn run_ebb(dir: &Path, sandbox: &ebb::sandbox::Sandbox) -> Outcome {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--child", &dir.display().to_string(), MODEL]);
+    run(cmd, "ebb", sandbox, phases)
+}
+
 fn run_peer(python: &Path, dir: &Path, sandbox: &ebb::sandbox::Sandbox) -> Outcome {
-    let before = sandbox.calls();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/inbound_peer.py");
     let mut cmd = Command::new(python);
     cmd.arg(script)
@@ -231,19 +236,13 @@ fn run_peer(python: &Path, dir: &Path, sandbox: &ebb::sandbox::Sandbox) -> Outco
         .arg(dir.join("warehouse.duckdb"))
         .arg("--state")
         .arg(dir.join("peer-state.json"));
-    let (v, wall, _) = measure(cmd, "peer", || None);
-    Outcome {
-        wall,
-        own: v["secs"].as_f64().unwrap(),
-        read: v["read"].as_u64().unwrap(),
-        calls: sandbox.calls() - before,
-        peak_rss: v["peak_rss"].as_u64().unwrap(),
-        detail: format!(
+    run(cmd, "peer", sandbox, |v| {
+        format!(
             "query {:.2} s, write {:.2} s",
             v["query_secs"].as_f64().unwrap_or(f64::NAN),
             v["write_secs"].as_f64().unwrap_or(f64::NAN)
-        ),
-    }
+        )
+    })
 }
 
 /// Rows that differ between the two tables (every column but `_ebb_extracted_at`), and
