@@ -18,6 +18,8 @@
 //! - [`config`]: `ebb.yaml` and `models/*.yaml` as serde types, and finding and reading them;
 //! - [`schema`]: the JSON schemas generated from those types;
 //! - [`schedule`], [`transform`]: an interval or cron, and the transforms' grammar;
+//! - [`webhook`]: inbound webhooks without IO: signatures checked on the raw body, a body
+//!   read into events;
 //! - [`plan`]: the compiled, resolved form of a model, and the compiler (no IO);
 //! - [`validate`]: every check of a project, the compiler's and those needing IO, collected
 //!   as diagnostics;
@@ -62,4 +64,5 @@ pub mod source;
 pub mod state;
 pub mod transform;
 pub mod validate;
+pub mod webhook;
 pub mod yaml;

@@ -14,16 +14,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `ebb daemon` and the events it logged.
-struct Daemon {
-    child: Child,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
     lines: Arc<Mutex<Vec<String>>>,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Daemon {
     /// Starts `ebb daemon --listen 127.0.0.1:0 --log-format json ARGS` in `dir` (the format
     /// unless ARGS has one) and waits until it is ready.
-    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         Daemon::spawn(dir, args, env, true)
     }
 
@@ -33,7 +33,7 @@ impl Daemon {
     }
 
     /// Like [`Daemon::spawn`], listening on `listen`.
-    fn spawn_on(listen: &str, dir: &Path, args: &[&str], env: &[(&str, &str)], ready: bool) -> Daemon {
+    pub(crate) fn spawn_on(listen: &str, dir: &Path, args: &[&str], env: &[(&str, &str)], ready: bool) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebb"));
         cmd.args(["daemon", "--listen", listen]);
         if !args.contains(&"--log-format") {
@@ -109,11 +109,11 @@ impl Daemon {
             })
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         self.lines
             .lock()
             .unwrap()
@@ -131,7 +131,13 @@ impl Daemon {
     }
 
     /// Waits until `n` events match `pred`; panics with the log after `timeout`.
-    fn wait_for(&self, what: &str, n: usize, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let found: Vec<Value> = self.events().into_iter().filter(|e| pred(e)).collect();
@@ -148,7 +154,7 @@ impl Daemon {
         }
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args(["-s", sig, &self.child.id().to_string()])
             .status()
@@ -158,7 +164,7 @@ impl Daemon {
     }
 
     /// Waits for the process to exit; `None` if it did not within `timeout`.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -170,11 +176,11 @@ impl Daemon {
         None
     }
 
-    fn get(&self, path: &str, token: Option<&str>) -> Http {
+    pub(crate) fn get(&self, path: &str, token: Option<&str>) -> Http {
         http(&self.addr, "GET", path, token)
     }
 
-    fn post(&self, path: &str, token: Option<&str>) -> Http {
+    pub(crate) fn post(&self, path: &str, token: Option<&str>) -> Http {
         http(&self.addr, "POST", path, token)
     }
 }
@@ -187,14 +193,14 @@ impl Drop for Daemon {
 }
 
 /// An HTTP answer.
-struct Http {
-    status: u16,
-    head: String,
-    body: String,
+pub(crate) struct Http {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: String,
 }
 
 impl Http {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 }

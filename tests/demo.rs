@@ -38,9 +38,38 @@ fn demo_builds_the_warehouse_and_previews_every_outbound_model() {
         "{out}"
     );
     assert!(
-        out.contains("validated 4 models against the warehouse: 0 errors"),
+        out.contains("validated 6 models against the warehouse: 0 errors"),
         "{out}"
     );
+    // The webhook models come with a signed `curl`; the reference library verifies it.
+    let curl: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.contains("curl -i http://127.0.0.1:7878/webhooks/crm_customer_events"))
+        .take(4)
+        .collect();
+    assert_eq!(curl.len(), 4, "{out}");
+    let text = curl.join("\n");
+    let quoted = |name: &str| -> String {
+        let start = text
+            .find(&format!("'{name}: "))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            + name.len()
+            + 3;
+        text[start..start + text[start..].find('\'').unwrap()].to_string()
+    };
+    let body = {
+        let start = text.find("-d '").unwrap() + 4;
+        &text[start..start + text[start..].find('\'').unwrap()]
+    };
+    let mut headers = axum::http::HeaderMap::new();
+    for h in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(h, quoted(h).parse().unwrap());
+    }
+    standardwebhooks::Webhook::new(ebb::cli::DEMO_WEBHOOK_SECRET)
+        .unwrap()
+        .verify(body.as_bytes(), &headers)
+        .expect("the demo's curl carries a valid signature");
+    assert!(body.contains("\"event_type\":\"customer.created\""), "{body}");
     for model in ["customer_segments", "churn_risk", "high_value_export"] {
         assert!(out.contains(&format!("model {model} → ")), "{model} missing:\n{out}");
     }

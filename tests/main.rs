@@ -35,3 +35,4 @@ mod state; // the state store, one suite for SQLite and PostgreSQL
 mod sync; // `ebb run` end to end: the delivery contract, crash safety, faults, both state stores
 #[cfg(feature = "duckdb")]
 mod table; // warehouse tables as a destination: DuckDB and PostgreSQL, upsert/append/mirror, deletes, one DuckDB writer
+mod webhooks; // signed webhooks into `ebb daemon`: signatures by the reference library, the inbox, event-time order, dead letters, replay

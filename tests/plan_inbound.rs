@@ -165,8 +165,18 @@ fn a_mapping_may_read_the_fields_every_read_adds() {
 fn outbound_plans_are_outbound_and_carry_no_inbound_parts() {
     let report = ebb::validate::validate(&repo(), &[]).unwrap();
     for plan in &report.plans {
-        let inbound = plan.name == "crm_contacts_inbound";
+        let webhook = plan.source.webhook.is_some();
+        let inbound = plan.name == "crm_contacts_inbound" || webhook;
         assert_eq!(plan.direction() == Direction::Inbound, inbound, "{}", plan.name);
+        assert_eq!(
+            webhook,
+            ["crm_customer_events", "sandbox_contact_events"].contains(&plan.name.as_str()),
+            "{}",
+            plan.name
+        );
+        if webhook {
+            assert!(plan.source.read.is_none(), "{}", plan.name);
+        }
         if !inbound {
             assert!(plan.source.read.is_none() && plan.source.fields.is_empty());
             assert_eq!(plan.destination.on_deleted, None);

@@ -155,6 +155,7 @@ fn spec(table: &str, mode: Mode, on_deleted: OnDeleted) -> TableSpec {
         deleted_column: DELETED_COLUMN.into(),
         version_column: (mode == Mode::Append).then(|| "modified".into()),
         columns: columns(),
+        delete_by_key: false,
     }
 }
 
@@ -683,6 +684,7 @@ async fn identifiers_that_need_quotes(b: Backend) {
             col("select", ColumnType::Bigint),
             col("a\"b", ColumnType::Text),
         ],
+        delete_by_key: false,
     };
     let mut w = b.open(spec.clone()).await;
     let values = |k: &str, n: i64, t: &str| TableRow {

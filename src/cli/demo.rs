@@ -94,6 +94,26 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
         if errors == 1 { "" } else { "s" }
     )?;
     for plan in &report.plans {
+        if plan.source.webhook.is_some() {
+            writeln!(
+                out,
+                "model {} takes signed webhooks (connection `{}`) into table {}: start `ebb daemon`, then send one:",
+                plan.name,
+                plan.source.connection,
+                plan.destination.table.as_deref().unwrap_or("?"),
+            )?;
+            match webhook_curl(&spec, plan) {
+                Ok(curl) => writeln!(
+                    out,
+                    "{curl}
+  (signed now, valid for 5 minutes; `ebb inbox {}` shows what arrived)
+",
+                    plan.name
+                )?,
+                Err(e) => writeln!(out, "  cannot sign an example: {e}\n")?,
+            }
+            continue;
+        }
         if plan.source.query.is_none() {
             writeln!(
                 out,
@@ -140,7 +160,7 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
     for p in report
         .plans
         .iter()
-        .filter(|p| p.direction() == crate::plan::Direction::Inbound)
+        .filter(|p| p.direction() == crate::plan::Direction::Inbound && p.source.webhook.is_none())
     {
         let mut p = p.clone();
         if let Some(read) = p.source.read.as_mut() {
@@ -229,6 +249,80 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
     )?;
     drop(sandboxes);
     Ok(if errors > 0 || failed { 1 } else { 0 })
+}
+
+/// A `curl` command sending one signed event to a webhook model on the daemon's address.
+fn webhook_curl(spec: &crate::config::project::ProjectSpec, plan: &crate::plan::SyncPlan) -> Result<String, String> {
+    let Some(ConnectionSpec::Webhook(c)) = spec.connections.get(&plan.source.connection) else {
+        return Err(format!(
+            "connection `{}` is not a webhook connection",
+            plan.source.connection
+        ));
+    };
+    if c.signing != crate::config::project::WebhookSigning::Standard {
+        return Err("the demo signs Standard Webhooks only".into());
+    }
+    let secret = crate::config::env::expand_env(&c.secret).map_err(|e| e.to_string())?;
+    let listen = spec
+        .daemon
+        .as_ref()
+        .and_then(|d| d.listen.clone())
+        .unwrap_or_else(|| crate::daemon::DEFAULT_LISTEN.to_string());
+    let now = chrono::Utc::now();
+    let body = sample_event(plan, now).ok_or("the model's paths cannot be filled in")?;
+    let id = format!("msg_demo_{}", now.timestamp_millis());
+    let ts = now.timestamp();
+    let sig = crate::webhook::signature::sign_standard(&secret, &id, ts, body.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "  curl -i http://{listen}/webhooks/{} \\\n    -H 'content-type: application/json' -H 'webhook-id: {id}' \\\n    -H 'webhook-timestamp: {ts}' -H 'webhook-signature: {sig}' \\\n    -d '{body}'",
+        plan.name
+    ))
+}
+
+/// An event the model takes: its first upsert type, and a record with a value of each
+/// field's type (names that say email, phone, first or last name get such values).
+fn sample_event(plan: &crate::plan::SyncPlan, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    use crate::config::model::FieldType;
+    use serde_json::{json, Value};
+    let w = plan.source.webhook.as_ref()?;
+    let rules = &w.rules;
+    let ty = rules
+        .events
+        .iter()
+        .find(|(_, a)| **a == crate::webhook::Action::Upsert)
+        .map(|(t, _)| t.clone())?;
+    let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut record = serde_json::Map::new();
+    for (name, t) in &w.fields {
+        let lower = name.to_ascii_lowercase();
+        let v = match t {
+            _ if *name == plan.destination.key_column => json!("demo-0001"),
+            FieldType::Text if lower.contains("email") => json!(" Ada.Lovelace@Example.com "),
+            FieldType::Text if lower.contains("phone") => json!("(415) 555-0100"),
+            FieldType::Text if lower.contains("first") => json!("ada"),
+            FieldType::Text if lower.contains("last") => json!("LOVELACE"),
+            FieldType::Text => json!("demo"),
+            FieldType::Bigint => json!(1),
+            FieldType::Double => json!(1.5),
+            FieldType::Boolean => json!(true),
+            FieldType::Date => json!(now.format("%Y-%m-%d").to_string()),
+            FieldType::Timestamp => json!(stamp),
+            FieldType::Json => json!({}),
+        };
+        record.insert(name.clone(), v);
+    }
+    let mut event = Value::Object(serde_json::Map::new());
+    if !rules.record.set(&mut event, Value::Object(record)) {
+        return None;
+    }
+    rules.event_type.first()?.set(&mut event, json!(ty));
+    if let Some(p) = &rules.event_time {
+        p.set(&mut event, json!(stamp));
+    }
+    if let Some(p) = &rules.event_id {
+        p.set(&mut event, json!(format!("evt_demo_{}", now.timestamp_millis())));
+    }
+    Some(event.to_string())
 }
 
 /// The project's demo warehouse connection name (`warehouse`, else the first duckdb one).

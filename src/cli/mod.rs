@@ -7,6 +7,7 @@ mod daemon;
 #[cfg(feature = "duckdb")]
 mod demo;
 mod history;
+mod inbox;
 mod plan;
 mod preview;
 mod run;
@@ -144,6 +145,24 @@ pub enum Command {
     },
     /// Forget a model's snapshot: the next run sends every row again.
     Reset { model: String },
+    /// Webhook models' inboxes: events pending, applied and dead letters (all models, or
+    /// one with its newest pending events and dead letters); `ebb inbox replay MODEL
+    /// [EVENT_ID…]` puts dead letters back.
+    #[command(args_conflicts_with_subcommands = true)]
+    Inbox {
+        #[command(subcommand)]
+        action: Option<InboxAction>,
+        /// A webhook model (default: every one, counts only).
+        model: Option<String>,
+        /// The statuses listed: pending, applied, superseded, ignored, dead, rejected,
+        /// replayed (default: pending, dead and rejected).
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<String>,
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
     /// The quickstart: build the demo warehouse (embedded DuckDB, seeded customer data),
     /// check every model against it and show what each would send.
     #[cfg(feature = "duckdb")]
@@ -194,6 +213,15 @@ pub enum Command {
         /// The daily API request allocation.
         #[arg(long, default_value_t = 100_000)]
         daily_limit: u64,
+        /// Send a signed webhook (Standard Webhooks) to this URL for every record created,
+        /// updated or deleted, e.g. `http://127.0.0.1:7878/webhooks/sandbox_contact_events`.
+        #[arg(long, value_name = "URL")]
+        webhook: Option<String>,
+        /// The secret that signs them (`whsec_…`); default: `CRM_WEBHOOK_SECRET`, else the
+        /// example project's demo secret.
+        #[arg(long, value_name = "SECRET", env = "CRM_WEBHOOK_SECRET", hide_env_values = true,
+              default_value = DEMO_WEBHOOK_SECRET, hide_default_value = true)]
+        webhook_secret: String,
     },
     /// Print the JSON schema of model files, or write both schemas to `schemas/`.
     Schema {
@@ -206,6 +234,24 @@ pub enum Command {
         /// Print the project-file schema instead of the model-file schema.
         #[arg(long, conflicts_with_all = ["write", "check"])]
         project_file: bool,
+    },
+}
+
+/// The example project's webhook secret (`ebb.yaml`'s fallback for `CRM_WEBHOOK_SECRET`):
+/// it means nothing anywhere else.
+pub const DEMO_WEBHOOK_SECRET: &str = "whsec_ZWJiLWRlbW8td2ViaG9vay1zZWNyZXQtMDAwMQ==";
+
+/// `ebb inbox` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum InboxAction {
+    /// Put a webhook model's dead letters (all, or those with the given event ids) back in
+    /// its inbox: events that could not be mapped are applied again, refused requests read
+    /// again with the model's current rules.
+    Replay {
+        model: String,
+        event_ids: Vec<String>,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
     },
 }
 
@@ -258,6 +304,22 @@ pub fn run(cli: Cli) -> u8 {
         Command::Errors { model, limit, format } => history::errors(project, &model, limit, format),
         Command::Status { model, format } => history::status(project, model.as_deref(), format),
         Command::Reset { model } => history::reset(project, &model),
+        Command::Inbox {
+            action:
+                Some(InboxAction::Replay {
+                    model,
+                    event_ids,
+                    format,
+                }),
+            ..
+        } => inbox::replay(project, &model, &event_ids, format),
+        Command::Inbox {
+            action: None,
+            model,
+            status,
+            limit,
+            format,
+        } => inbox::show(project, model.as_deref(), &status, limit, format),
         #[cfg(feature = "duckdb")]
         Command::Demo {
             customers,
@@ -280,7 +342,18 @@ pub fn run(cli: Cli) -> u8 {
             objects,
             latency_ms,
             daily_limit,
-        } => sandbox::run(port, objects.as_deref(), latency_ms, daily_limit),
+            webhook,
+            webhook_secret,
+        } => sandbox::run(
+            port,
+            objects.as_deref(),
+            latency_ms,
+            daily_limit,
+            webhook.map(|url| crate::sandbox::WebhookTarget {
+                url,
+                secret: webhook_secret,
+            }),
+        ),
     };
     match result {
         Ok(code) => code,

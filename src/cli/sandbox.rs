@@ -8,8 +8,30 @@ use std::time::Duration;
 
 /// Runs the sandbox on `127.0.0.1:port` (0: any free port). Exit 0 after a graceful stop,
 /// 1 if it cannot listen; an unreadable or invalid objects file is an error (exit 2).
-pub fn run(port: u16, objects: Option<&Path>, latency_ms: u64, daily_limit: u64) -> anyhow::Result<u8> {
+pub fn run(
+    port: u16,
+    objects: Option<&Path>,
+    latency_ms: u64,
+    daily_limit: u64,
+    webhook: Option<crate::sandbox::WebhookTarget>,
+) -> anyhow::Result<u8> {
+    if let Some(w) = &webhook {
+        crate::webhook::Verifier::new(
+            crate::webhook::Scheme::Standard,
+            &[&w.secret],
+            crate::webhook::signature::DEFAULT_TOLERANCE,
+        )
+        .map_err(|e| anyhow::anyhow!("`--webhook-secret`: {e}"))?;
+        if !w.url.starts_with("http://") {
+            anyhow::bail!(
+                "`--webhook {}`: the sandbox sends webhooks over plain http (to this machine)",
+                w.url
+            );
+        }
+    }
+    let target = webhook.as_ref().map(|w| w.url.clone());
     let mut config = SandboxConfig {
+        webhook,
         daily_api_limit: daily_limit,
         faults: Faults {
             latency: Duration::from_millis(latency_ms),
@@ -48,6 +70,9 @@ pub fn run(port: u16, objects: Option<&Path>, latency_ms: u64, daily_limit: u64)
         println!("  client_secret  {client_secret}");
         println!("  objects        {}", names.join(", "));
         println!("  daily limit    {daily_limit} API calls");
+        if let Some(t) = &target {
+            println!("  webhooks       every record written is POSTed to {t}, signed (Standard Webhooks)");
+        }
         println!("Ctrl-C stops it.");
         stop.await;
         eprintln!("ebb sandbox: stopping");

@@ -65,10 +65,12 @@ pub enum ConnectionType {
     Http,
     /// JSON Lines files, one per run.
     File,
+    /// Signed webhooks a CRM sends to `ebb daemon` (`POST /webhooks/{model}`): a source.
+    Webhook,
 }
 
 impl ConnectionType {
-    pub const ALL: [ConnectionType; 7] = [
+    pub const ALL: [ConnectionType; 8] = [
         ConnectionType::Duckdb,
         ConnectionType::Postgres,
         ConnectionType::Snowflake,
@@ -76,6 +78,7 @@ impl ConnectionType {
         ConnectionType::Hubspot,
         ConnectionType::Http,
         ConnectionType::File,
+        ConnectionType::Webhook,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +90,7 @@ impl ConnectionType {
             ConnectionType::Hubspot => "hubspot",
             ConnectionType::Http => "http",
             ConnectionType::File => "file",
+            ConnectionType::Webhook => "webhook",
         }
     }
 
@@ -104,13 +108,13 @@ impl ConnectionType {
     }
 
     pub fn can_be_source(self) -> bool {
-        self.is_warehouse() || self.is_crm()
+        self.is_warehouse() || self.is_crm() || self == ConnectionType::Webhook
     }
 
-    /// Every type: a Snowflake table validates, and `ebb run` says its writer is not built
-    /// yet.
+    /// Every type but `webhook` (events ebb receives): a Snowflake table validates, and
+    /// `ebb run` says its writer is not built yet.
     pub fn can_be_destination(self) -> bool {
-        true
+        self != ConnectionType::Webhook
     }
 }
 
@@ -159,6 +163,97 @@ pub struct SourceSpec {
     /// CRM sources (inbound): which API reads the records. Default: `auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<ReadApi>,
+    /// Webhook sources: what each event type does, e.g. `customer.created: upsert`,
+    /// `customer.deleted: delete`, `customer.viewed: ignore`. An event of a type not listed
+    /// is refused (400) and kept as a dead letter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<BTreeMap<String, EventAction>>,
+    /// Webhook sources: where the event type is in an event. Default: `$.type`, else
+    /// `$.event_type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// Webhook sources: where the event's unique id is, e.g. `$.eventId` (HubSpot). Default:
+    /// the signed message id (`webhook-id` of Standard Webhooks), else a hash of the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// Webhook sources: where the time the change happened is (RFC 3339, or Unix seconds
+    /// or milliseconds), e.g. `$.data.modified_date`. Events of a record are applied in this
+    /// order, whatever their arrival order. Default: the signed timestamp, else the time
+    /// of receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<String>,
+    /// Webhook sources: where the record is in an event. Default: `$.data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// Webhook sources: the type of record fields that are not text, e.g.
+    /// `modified_date: timestamp`, `score: double`. A field not listed is text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<BTreeMap<String, FieldType>>,
+}
+
+/// What an event type of a webhook source does to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventAction {
+    /// The record is inserted, or replaces the row of its key.
+    Upsert,
+    /// The row of the record's key is deleted (or marked deleted, `on_deleted: soft`).
+    Delete,
+    /// Accepted (202) and kept, but changes nothing.
+    Ignore,
+}
+
+impl EventAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventAction::Upsert => "upsert",
+            EventAction::Delete => "delete",
+            EventAction::Ignore => "ignore",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventAction> {
+        match s {
+            "upsert" => Some(EventAction::Upsert),
+            "delete" => Some(EventAction::Delete),
+            "ignore" => Some(EventAction::Ignore),
+            _ => None,
+        }
+    }
+}
+
+/// The type of a field of a webhook record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// Text (numbers and booleans are taken as their text).
+    Text,
+    /// A whole number.
+    Bigint,
+    /// A floating-point number.
+    Double,
+    /// `true` or `false`.
+    Boolean,
+    /// `YYYY-MM-DD`.
+    Date,
+    /// An instant: RFC 3339 text, or Unix seconds or milliseconds.
+    Timestamp,
+    /// Any JSON value, kept as JSON.
+    Json,
+}
+
+impl FieldType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::Text => "text",
+            FieldType::Bigint => "bigint",
+            FieldType::Double => "double",
+            FieldType::Boolean => "boolean",
+            FieldType::Date => "date",
+            FieldType::Timestamp => "timestamp",
+            FieldType::Json => "json",
+        }
+    }
 }
 
 /// The cursor of an inbound read: a field, or `off`.

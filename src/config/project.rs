@@ -61,6 +61,8 @@ pub enum ConnectionSpec {
     Http(HttpConnection),
     /// JSON Lines files in a directory.
     File(FileConnection),
+    /// Signed webhooks sent to `ebb daemon`.
+    Webhook(WebhookConnection),
 }
 
 impl ConnectionSpec {
@@ -73,6 +75,7 @@ impl ConnectionSpec {
             ConnectionSpec::Hubspot(_) => ConnectionType::Hubspot,
             ConnectionSpec::Http(_) => ConnectionType::Http,
             ConnectionSpec::File(_) => ConnectionType::File,
+            ConnectionSpec::Webhook(_) => ConnectionType::Webhook,
         }
     }
 }
@@ -265,6 +268,66 @@ pub struct HttpConnection {
 pub struct FileConnection {
     /// Directory the files are written to, relative to the project.
     pub path: String,
+}
+
+/// Webhooks a sender signs and POSTs to `ebb daemon` at `/webhooks/{model}`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConnection {
+    /// How the sender signs each request.
+    pub signing: WebhookSigning,
+    /// The signing secret, as `${VAR}`: Standard Webhooks `whsec_…`, the HubSpot app's
+    /// client secret, or the shared HMAC key.
+    pub secret: String,
+    /// During a rotation, the secret being replaced, as `${VAR}`: requests signed with
+    /// either are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
+    /// `hmac_sha256`: the header holding the signature, e.g. `X-Signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// `hmac_sha256`: how the signature is written. Default: `hex`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<SignatureEncoding>,
+    /// `hmac_sha256`: text before the signature in the header, e.g. `sha256=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// `hubspot_v3`: the scheme and host the sender calls (HubSpot signs the full URL),
+    /// e.g. `https://hooks.example.com`. Default: `http://` and the request's `Host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// How old (or how far ahead) a signed timestamp may be: `<n>s` or `<n>m`. Default: `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<String>,
+    /// The largest body accepted, in bytes (larger: 413). Default: 1048576 (1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 67108864))]
+    pub max_body_bytes: Option<u32>,
+    /// Events waiting to be applied, per model, beyond which requests are answered 503
+    /// with `Retry-After` (backpressure). Default: 100000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_pending: Option<u32>,
+}
+
+/// A webhook signing scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookSigning {
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`.
+    Standard,
+    /// HubSpot signature v3: `X-HubSpot-Signature-v3`, `X-HubSpot-Request-Timestamp`.
+    HubspotV3,
+    /// HMAC-SHA256 of the body in one header (`header`, `encoding`, `prefix`).
+    HmacSha256,
+}
+
+/// How an `hmac_sha256` signature is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureEncoding {
+    Hex,
+    Base64,
 }
 
 /// `ebb daemon` settings.

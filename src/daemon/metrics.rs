@@ -56,6 +56,13 @@ struct Inner {
     http: BTreeMap<(String, u16), u64>,
     reloads: BTreeMap<&'static str, u64>,
     http_refused: u64,
+    /// Webhook requests by model and answer.
+    webhook_requests: BTreeMap<(String, u16), u64>,
+    /// Webhook events by model and outcome (`stored`, `duplicate`, `applied`, …).
+    webhook_events: BTreeMap<(String, &'static str), u64>,
+    /// Per webhook model: events pending, and the apply lag of its last batch (seconds
+    /// from the receipt of its oldest event to its commit).
+    inbox: BTreeMap<String, (u64, f64)>,
 }
 
 /// What a scrape reports about one model, besides the counters.
@@ -120,6 +127,36 @@ impl Metrics {
     /// Counts a connection closed at once because too many were open.
     pub fn record_http_refused(&self) {
         self.inner().http_refused += 1;
+    }
+
+    /// Counts a webhook request by model and the status it was answered.
+    pub fn record_webhook(&self, model: &str, status: u16) {
+        *self
+            .inner()
+            .webhook_requests
+            .entry((model.to_string(), status))
+            .or_default() += 1;
+    }
+
+    /// Counts webhook events by model and outcome.
+    pub fn record_events(&self, model: &str, outcome: &'static str, n: u64) {
+        if n > 0 {
+            *self
+                .inner()
+                .webhook_events
+                .entry((model.to_string(), outcome))
+                .or_default() += n;
+        }
+    }
+
+    /// A webhook model's inbox: events pending, and the apply lag of its last batch.
+    pub fn set_inbox(&self, model: &str, pending: u64, lag: Option<f64>) {
+        let mut m = self.inner();
+        let e = m.inbox.entry(model.to_string()).or_default();
+        e.0 = pending;
+        if let Some(l) = lag {
+            e.1 = l;
+        }
     }
 
     /// Counts a reload: `accepted` or `rejected`.
@@ -302,6 +339,50 @@ impl Metrics {
                 "ebb_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
                 esc(route)
             );
+        }
+        family(
+            &mut out,
+            "ebb_webhook_requests_total",
+            "counter",
+            "Webhook requests, by model and the status they were answered.",
+        );
+        for ((model, status), n) in &m.webhook_requests {
+            let _ = writeln!(
+                out,
+                "ebb_webhook_requests_total{{model=\"{}\",status=\"{status}\"}} {n}",
+                esc(model)
+            );
+        }
+        family(
+            &mut out,
+            "ebb_webhook_events_total",
+            "counter",
+            "Webhook events, by model and outcome: stored, duplicate (redelivered, stored once), rejected (in a refused request), applied, superseded (older than the table's), ignored, dead (a dead letter).",
+        );
+        for ((model, outcome), n) in &m.webhook_events {
+            let _ = writeln!(
+                out,
+                "ebb_webhook_events_total{{model=\"{}\",outcome=\"{outcome}\"}} {n}",
+                esc(model)
+            );
+        }
+        family(
+            &mut out,
+            "ebb_inbox_pending",
+            "gauge",
+            "Webhook events stored and not applied yet, by model.",
+        );
+        for (model, (pending, _)) in &m.inbox {
+            let _ = writeln!(out, "ebb_inbox_pending{{model=\"{}\"}} {pending}", esc(model));
+        }
+        family(
+            &mut out,
+            "ebb_inbox_apply_lag_seconds",
+            "gauge",
+            "Seconds from the receipt of the oldest event of the last applied batch to its commit, by model.",
+        );
+        for (model, (_, lag)) in &m.inbox {
+            let _ = writeln!(out, "ebb_inbox_apply_lag_seconds{{model=\"{}\"}} {lag:.3}", esc(model));
         }
         out
     }

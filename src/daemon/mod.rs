@@ -9,14 +9,18 @@
 //! - `reload`: validates the project again when a file changes; a change with errors is
 //!   rejected and the previous plan keeps running;
 //! - `watcher`: the loop that polls the files, reloads and reports each load's outcome;
-//! - `server`: `/healthz`, `/readyz`, `/metrics`, `/api/…` (axum), bearer-token auth;
+//! - `server`: `/healthz`, `/readyz`, `/metrics`, `/api/…` (axum), bearer-token auth, and
+//!   `POST /webhooks/{model}` (signed, no token);
+//! - `inbox`: webhook models: their receivers, events stored in grouped transactions, one
+//!   loop per model applying its inbox;
 //! - [`metrics`], [`log`]: Prometheus text and one log line per event.
 //!
 //! The engine ([`crate::engine::run`]) does each run and takes the model's lock in the
 //! state store, so several daemons sharing a PostgreSQL store never run a model twice at
 //! once; a run refused because another daemon holds the lock is rescheduled quietly.
-//! Not here: the run itself (`engine`), the stores (`state`), webhooks.
+//! Not here: the run itself (`engine`), the stores (`state`), signatures (`webhook`).
 
+mod inbox;
 pub mod log;
 pub mod metrics;
 mod reload;
@@ -135,6 +139,11 @@ pub(crate) struct Shared {
     pub http: HttpLimits,
     /// The outcome of the last load of the project files, as `/api/models` shows it.
     pub reload: Mutex<serde_json::Value>,
+    /// Webhook models' receivers, pending counts and the inbox writer.
+    pub(crate) inboxes: inbox::Inboxes,
+    /// Set once the models are in the table (before, a webhook could not be told from a
+    /// model that does not exist).
+    pub(crate) models_loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -215,6 +224,8 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         token,
         http: opts.http,
         reload: Mutex::new(serde_json::Value::Null),
+        inboxes: inbox::Inboxes::default(),
+        models_loaded: std::sync::atomic::AtomicBool::new(false),
     });
     if let (true, Some(why)) = (loopback, shared.token.as_deref().and_then(token_weakness)) {
         log.warn(
@@ -253,6 +264,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
     let store_name = store.name().to_string();
     let _ = shared.store.set(Arc::new(store));
     scheduler::apply(&shared, accepted.project.clone(), accepted.plans.clone()).await;
+    shared.models_loaded.store(true, std::sync::atomic::Ordering::SeqCst);
     {
         let t = shared.table();
         let scheduled = t.models.values().filter(|e| e.plan.schedule.is_some()).count();
@@ -270,6 +282,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         );
     }
     let scheduler_task = tokio::spawn(scheduler::scheduler(shared.clone()));
+    let appliers = tokio::spawn(inbox::appliers(shared.clone()));
     let reload_task = tokio::spawn(reloader(shared.clone(), loader));
 
     let first = signals.recv().await.unwrap_or("end of input");
@@ -281,6 +294,9 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
     reload_task.abort();
     let _ = http_stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    // The webhook appliers end after their batch in progress (events not applied stay
+    // pending in the inbox).
+    let _ = tokio::time::timeout(opts.shutdown_timeout.max(Duration::from_secs(1)), appliers).await;
     match exit {
         Exit::Clean => log.info("stopped", "stopped: every run in progress finished", &[]),
         _ => log.error(

@@ -21,6 +21,9 @@ pub enum RunError {
     /// A read of the state store failed (the snapshot, keys in flight, record ids).
     #[error(transparent)]
     State(#[from] StateError),
+    /// Applying a webhook model's inbox failed (its events stay pending).
+    #[error(transparent)]
+    Webhook(#[from] super::webhook::ApplyError),
     /// The run's writes could not be committed.
     #[error(transparent)]
     Write(#[from] WriteError),

@@ -27,7 +27,9 @@
 //! - `deliver.rs`: the spill cut into batches and the pipeline of batches under way;
 //! - `batch.rs`: one batch, in flight, sent and its answer committed;
 //! - `writer.rs`: the task committing the run's state writes, grouped;
-//! - `error.rs`: [`RunError`], why a run failed or was refused.
+//! - `error.rs`: [`RunError`], why a run failed or was refused;
+//! - [`inbound`]: the inbound run (CRM → table); [`webhook`]: a webhook model's inbox
+//!   applied to its table.
 
 mod batch;
 mod deliver;
@@ -42,6 +44,7 @@ pub mod spill;
 pub mod table;
 #[doc(hidden)]
 pub mod testing;
+pub mod webhook;
 mod writer;
 
 pub use writer::WriteError;

@@ -383,6 +383,9 @@ impl<'a> Run<'a> {
 
     async fn execute(&mut self) -> Result<(), RunError> {
         let plan = self.cfg.plan;
+        if plan.source.kind == crate::config::ConnectionType::Webhook {
+            return self.execute_webhook().await;
+        }
         if plan.direction() == crate::plan::Direction::Inbound {
             return self.execute_inbound().await;
         }

@@ -50,6 +50,52 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
     if let Some(r) = &s.read {
         explain_read(&mut o, r);
     }
+    if let Some(w) = &s.webhook {
+        let _ = writeln!(
+            o,
+            "  endpoint:   POST /webhooks/{} on `ebb daemon` (signed; no API token)",
+            plan.name
+        );
+        let events: Vec<String> = w
+            .rules
+            .events
+            .iter()
+            .map(|(t, a)| format!("{t} → {}", a.as_str()))
+            .collect();
+        let _ = writeln!(o, "  events:     {}", events.join(", "));
+        let paths = |p: &[crate::webhook::EventPath]| p.iter().map(|p| p.text.clone()).collect::<Vec<_>>().join(" or ");
+        let _ = writeln!(o, "  type at:    {}", paths(&w.rules.event_type));
+        let _ = writeln!(
+            o,
+            "  id at:      {}",
+            w.rules
+                .event_id
+                .as_ref()
+                .map_or("the signed message id, else a hash of the event".to_string(), |p| p
+                    .text
+                    .clone())
+        );
+        let _ = writeln!(
+            o,
+            "  time at:    {}",
+            w.rules
+                .event_time
+                .as_ref()
+                .map_or("the signed timestamp, else the time of receipt".to_string(), |p| p
+                    .text
+                    .clone())
+        );
+        let _ = writeln!(o, "  record at:  {}", w.rules.record.text);
+        let fields: Vec<String> = w
+            .fields
+            .iter()
+            .map(|(f, t)| {
+                let added = if s.added_fields.contains(f) { ", added" } else { "" };
+                format!("{f} ({}{added})", t.as_str())
+            })
+            .collect();
+        let _ = writeln!(o, "  fields:     {}", fields.join(", "));
+    }
     let d = &plan.destination;
     let target = d
         .object
@@ -247,6 +293,15 @@ pub fn explain_json(plan: &SyncPlan, now: DateTime<Utc>) -> serde_json::Value {
                 "settle_secs": r.settle.as_secs(),
                 "api": r.api.as_str(),
                 "bulk_threshold": r.bulk_threshold,
+            })),
+            "webhook": s.webhook.as_ref().map(|w| serde_json::json!({
+                "endpoint": format!("/webhooks/{}", plan.name),
+                "events": w.rules.events.iter().map(|(t, a)| (t.clone(), a.as_str())).collect::<std::collections::BTreeMap<_, _>>(),
+                "event_type": w.rules.event_type.iter().map(|p| &p.text).collect::<Vec<_>>(),
+                "event_id": w.rules.event_id.as_ref().map(|p| &p.text),
+                "event_time": w.rules.event_time.as_ref().map(|p| &p.text),
+                "record": w.rules.record.text,
+                "fields": w.fields.iter().map(|(f, t)| serde_json::json!({"name": f, "type": t.as_str()})).collect::<Vec<_>>(),
             })),
         },
         "destination": {

@@ -54,9 +54,10 @@ impl Direction {
 }
 
 impl SyncPlan {
-    /// Inbound when the source is a CRM (Salesforce, HubSpot), outbound otherwise.
+    /// Inbound when the source is a CRM (Salesforce, HubSpot) or a webhook, outbound
+    /// otherwise.
     pub fn direction(&self) -> Direction {
-        if self.source.kind.is_crm() {
+        if self.source.kind.is_crm() || self.source.kind == ConnectionType::Webhook {
             Direction::Inbound
         } else {
             Direction::Outbound
@@ -102,6 +103,17 @@ pub struct SourcePlan {
     pub read: Option<InboundRead>,
     /// The columns the query selects, when statically known.
     pub columns: Option<Vec<String>>,
+    /// Webhook sources: how events are read, and the record's fields with their types.
+    pub webhook: Option<WebhookRead>,
+}
+
+/// How a webhook model reads the events it receives.
+#[derive(Debug, Clone)]
+pub struct WebhookRead {
+    pub rules: crate::webhook::EventRules,
+    /// The record fields read (`fields`, or the mappings' source fields), with their types
+    /// (`types`; text when not listed).
+    pub fields: Vec<(String, crate::config::model::FieldType)>,
 }
 
 /// How a CRM source is read on each run.

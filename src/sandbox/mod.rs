@@ -82,8 +82,10 @@ mod soql;
 mod soql_parse;
 mod store;
 mod value;
+mod webhook;
 
 pub use schema::{default_contact, parse_objects, Field, FieldType, SObject, SeedRecords};
+pub use webhook::WebhookTarget;
 
 use axum::Router;
 use rand::{Rng, SeedableRng};
@@ -162,6 +164,8 @@ pub struct SandboxConfig {
     pub log_requests: bool,
     /// Seed of the fault dice, the tokens and the shuffled Bulk results.
     pub seed: u64,
+    /// Send a signed webhook for every record written (`ebb sandbox --webhook`).
+    pub webhook: Option<WebhookTarget>,
 }
 
 impl Default for SandboxConfig {
@@ -182,6 +186,7 @@ impl Default for SandboxConfig {
             faults: Faults::default(),
             log_requests: false,
             seed: 42,
+            webhook: None,
         }
     }
 }
@@ -289,7 +294,12 @@ impl Sandbox {
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let url = format!("http://{local}");
+        let webhook = config.webhook.clone();
         let shared = Arc::new(build(config, url)?);
+        if let Some(target) = webhook {
+            shared.lock().store.journal = Some(Vec::new());
+            tokio::spawn(webhook::sender(shared.clone(), target));
+        }
         let app: Router = api::router(shared.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);

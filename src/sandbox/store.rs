@@ -76,6 +76,21 @@ pub(crate) enum Access {
 pub(crate) struct Store {
     pub tables: Vec<Table>,
     next_id: u64,
+    /// With `--webhook`: every change since the sender last took them, in order
+    /// (rolled-back changes are taken out again).
+    pub journal: Option<Vec<Change>>,
+}
+
+/// One record written, for `ebb sandbox --webhook`.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    pub table: usize,
+    pub id: String,
+    /// `created`, `updated` or `deleted`.
+    pub kind: &'static str,
+    /// The record after the change (before it, for a delete).
+    pub record: Record,
+    pub at: DateTime<Utc>,
 }
 
 impl Store {
@@ -98,7 +113,11 @@ impl Store {
                 }
             })
             .collect();
-        Store { tables, next_id: 1 }
+        Store {
+            tables,
+            next_id: 1,
+            journal: None,
+        }
     }
 
     /// The table of an object, by name (case-insensitively).
@@ -432,6 +451,23 @@ impl Store {
             (None, None) => {}
         }
         Store::reindex(table, id, before.as_ref(), record.as_ref());
+        if let Some(journal) = self.journal.as_mut() {
+            let change = match (&record, &before) {
+                (Some(r), None) => Some(("created", r.clone())),
+                (Some(r), Some(_)) => Some(("updated", r.clone())),
+                (None, Some(b)) => Some(("deleted", b.clone())),
+                (None, None) => None,
+            };
+            if let Some((kind, record)) = change {
+                journal.push(Change {
+                    table: t,
+                    id: id.to_string(),
+                    kind,
+                    record,
+                    at: now,
+                });
+            }
+        }
         undo.push(Undo {
             table: t,
             id: id.to_string(),
@@ -469,6 +505,11 @@ impl Store {
 
     /// Undoes the changes in `undo`, newest first.
     pub(crate) fn rollback(&mut self, undo: Vec<Undo>) {
+        // The request's changes are the journal's last ones (requests hold the state lock).
+        if let Some(journal) = self.journal.as_mut() {
+            let keep = journal.len().saturating_sub(undo.len());
+            journal.truncate(keep);
+        }
         for u in undo.into_iter().rev() {
             let table = &mut self.tables[u.table];
             let current = match &u.before {

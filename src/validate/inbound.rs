@@ -19,51 +19,20 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// What is wrong with `plan`'s object and table.
 pub(super) async fn check(plan: &SyncPlan, project: &ProjectSpec, dir: &Path) -> Vec<Diagnostic> {
     let connections = &project.connections;
-    let conn = &plan.source.connection;
-    let object = plan.source.object.clone().unwrap_or_default();
-    let source_span = plan.spans.source.clone();
-    let connect_failed = |message: String| {
-        vec![Diagnostic::new(Code::ConnectFailed, source_span.clone(), message)
-            .help("check the connection in ebb.yaml and the variables it reads")]
-    };
-    let Some(ConnectionSpec::Salesforce(spec)) = connections.get(conn) else {
-        return Vec::new(); // `validate` reported it already
-    };
-    let source = match SalesforceSource::new(conn, spec, dir) {
-        Ok(s) => s,
-        Err(e) => return connect_failed(format!("model `{}`: connection `{conn}`: {e}", plan.name)),
-    };
-    let described = match tokio::time::timeout(TIMEOUT, source.describe(&object, &plan.source.fields)).await {
-        Err(_) => {
-            return connect_failed(format!(
-                "model `{}`: connection `{conn}`: no answer to the describe of `{object}` within {} s",
-                plan.name,
-                TIMEOUT.as_secs()
-            ))
+    let schema = if plan.source.webhook.is_some() {
+        // A webhook model's records have the types its `types` give: nothing to describe.
+        match crate::engine::webhook::record_schema(plan) {
+            Some((_, schema)) => schema,
+            None => return Vec::new(),
         }
-        Ok(Ok(d)) => d,
-        Ok(Err(SourceError::Query(m))) => {
-            let (code, help) = if m.contains("has no field") {
-                (
-                    Code::SalesforceFieldMissing,
-                    "fields are matched by API name (custom fields end in `__c`); `ebb plan` lists what the model reads",
-                )
-            } else if m.contains("has no object") {
-                (
-                    Code::SalesforceObjectMissing,
-                    "use the object's API name, and check the integration user can see it",
-                )
-            } else {
-                (
-                    Code::ConnectFailed,
-                    "check the connection in ebb.yaml and the variables it reads",
-                )
-            };
-            return vec![Diagnostic::new(code, source_span, format!("model `{}`: {m}", plan.name)).help(help)];
+    } else {
+        match describe(plan, project, dir).await {
+            Ok(Some(schema)) => schema,
+            Ok(None) => return Vec::new(),
+            Err(d) => return d,
         }
-        Ok(Err(e)) => return connect_failed(format!("model `{}`: connection `{conn}`: {e}", plan.name)),
     };
-    let columns = match table_columns(plan, &described.schema) {
+    let columns = match table_columns(plan, &schema) {
         Ok(c) => c,
         Err(e) => {
             return vec![
@@ -124,4 +93,74 @@ fn table_created(plan: &SyncPlan) -> Diagnostic {
         ),
     )
     .help("its columns come from the object's describe and the transforms (docs/tables.md)")
+}
+
+/// The Arrow schema of the records a CRM source's read returns (the describe of its
+/// object); `None` when the connection is not a Salesforce one (`validate` said so).
+async fn describe(
+    plan: &SyncPlan,
+    project: &ProjectSpec,
+    dir: &Path,
+) -> Result<Option<arrow::datatypes::SchemaRef>, Vec<Diagnostic>> {
+    let connections = &project.connections;
+    let conn = &plan.source.connection;
+    let object = plan.source.object.clone().unwrap_or_default();
+    let source_span = plan.spans.source.clone();
+    let connect_failed = |message: String| {
+        vec![Diagnostic::new(Code::ConnectFailed, source_span.clone(), message)
+            .help("check the connection in ebb.yaml and the variables it reads")]
+    };
+    let Some(ConnectionSpec::Salesforce(spec)) = connections.get(conn) else {
+        return Ok(None); // `validate` reported it already
+    };
+    let source = match SalesforceSource::new(conn, spec, dir) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(connect_failed(format!(
+                "model `{}`: connection `{conn}`: {e}",
+                plan.name
+            )))
+        }
+    };
+    let described = match tokio::time::timeout(TIMEOUT, source.describe(&object, &plan.source.fields)).await {
+        Err(_) => {
+            return Err(connect_failed(format!(
+                "model `{}`: connection `{conn}`: no answer to the describe of `{object}` within {} s",
+                plan.name,
+                TIMEOUT.as_secs()
+            )))
+        }
+        Ok(Ok(d)) => d,
+        Ok(Err(SourceError::Query(m))) => {
+            let (code, help) = if m.contains("has no field") {
+                (
+                    Code::SalesforceFieldMissing,
+                    "fields are matched by API name (custom fields end in `__c`); `ebb plan` lists what the model reads",
+                )
+            } else if m.contains("has no object") {
+                (
+                    Code::SalesforceObjectMissing,
+                    "use the object's API name, and check the integration user can see it",
+                )
+            } else {
+                (
+                    Code::ConnectFailed,
+                    "check the connection in ebb.yaml and the variables it reads",
+                )
+            };
+            return Err(vec![Diagnostic::new(
+                code,
+                source_span,
+                format!("model `{}`: {m}", plan.name),
+            )
+            .help(help)]);
+        }
+        Ok(Err(e)) => {
+            return Err(connect_failed(format!(
+                "model `{}`: connection `{conn}`: {e}",
+                plan.name
+            )))
+        }
+    };
+    Ok(Some(described.schema))
 }

@@ -25,13 +25,15 @@ pub fn check_secrets_and_vars(
         secrets,
         loopback: false,
     };
+    let daemon_on_loopback = daemon_on_loopback(root);
     match &root.value {
         Y::Map(entries) => {
             for e in entries {
                 match (&e.value.value, e.key.as_str()) {
                     (Y::Map(conns), "connections") => {
                         for c in conns {
-                            w.loopback = is_loopback_connection(&c.value);
+                            w.loopback = is_loopback_connection(&c.value)
+                                || (daemon_on_loopback && is_webhook_connection(&c.value));
                             w.walk(&c.value, Some(&c.key), false);
                         }
                         w.loopback = false;
@@ -71,6 +73,36 @@ fn is_loopback_connection(conn: &Node) -> bool {
                     .ok()
                     .is_some_and(|u| u.host().is_some_and(|h| is_loopback(&h)))
         })
+}
+
+/// A `type: webhook` connection: what it guards is the daemon's own listener.
+fn is_webhook_connection(conn: &Node) -> bool {
+    let Y::Map(entries) = &conn.value else { return false };
+    entries
+        .iter()
+        .any(|e| e.key == "type" && matches!(&e.value.value, Y::Str(t) if t == "webhook"))
+}
+
+/// Whether `daemon.listen` is a literal loopback address, or unset (the default,
+/// `127.0.0.1:7878`): then a webhook secret guards an endpoint only this machine reaches,
+/// as a sandbox's credentials do, and may fall back to a written one (the example
+/// project's demo secret).
+fn daemon_on_loopback(root: &Node) -> bool {
+    let Y::Map(entries) = &root.value else { return true };
+    let Some(daemon) = entries.iter().find(|e| e.key == "daemon") else {
+        return true;
+    };
+    let Y::Map(settings) = &daemon.value.value else {
+        return true;
+    };
+    match settings.iter().find(|e| e.key == "listen").map(|e| &e.value.value) {
+        None => true,
+        Some(Y::Str(addr)) => {
+            !env::has_reference(addr) && addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+                || addr.starts_with("localhost:")
+        }
+        Some(_) => false,
+    }
 }
 
 /// Keys whose values are URLs (checked for literal passwords and secret query values).
@@ -413,6 +445,64 @@ pub fn check_project(
                 check_url(&c.url, &at(&p("url")), diags);
                 if let Some(r) = &c.rate_limit {
                     check_rate(r, &at(&p("rate_limit")), diags);
+                }
+            }
+            ConnectionSpec::Webhook(c) => {
+                use crate::config::project::WebhookSigning;
+                let hmac = c.signing == WebhookSigning::HmacSha256;
+                if hmac && c.header.is_none() {
+                    diags.push(
+                        Diagnostic::new(
+                            Code::MissingForType,
+                            key(&["connections", name]),
+                            "`signing: hmac_sha256` needs `header`: the header the sender puts the signature in",
+                        )
+                        .help("e.g. `header: X-Signature`, with `prefix: sha256=` if the value starts with it"),
+                    );
+                }
+                let irrelevant = |field: &'static str, set: bool, why: &str, diags: &mut Vec<Diagnostic>| {
+                    if set {
+                        diags.push(
+                            Diagnostic::new(
+                                Code::IrrelevantField,
+                                key(&p(field)),
+                                format!("`{field}` is ignored: {why}"),
+                            )
+                            .help("remove it"),
+                        );
+                    }
+                };
+                if !hmac {
+                    for (field, set) in [
+                        ("header", c.header.is_some()),
+                        ("encoding", c.encoding.is_some()),
+                        ("prefix", c.prefix.is_some()),
+                    ] {
+                        irrelevant(field, set, "only `signing: hmac_sha256` takes it", diags);
+                    }
+                } else {
+                    irrelevant(
+                        "tolerance",
+                        c.tolerance.is_some(),
+                        "an `hmac_sha256` signature carries no timestamp (the inbox's event ids catch replays)",
+                        diags,
+                    );
+                }
+                if c.signing != WebhookSigning::HubspotV3 {
+                    irrelevant(
+                        "public_url",
+                        c.public_url.is_some(),
+                        "only `signing: hubspot_v3` signs the URL",
+                        diags,
+                    );
+                }
+                if let Some(u) = &c.public_url {
+                    check_url(u, &at(&p("public_url")), diags);
+                }
+                if let Some(t) = c.tolerance.as_ref().filter(|_| !hmac) {
+                    if let Err(e) = crate::schedule::parse_duration(t, "tolerance") {
+                        diags.push(Diagnostic::new(Code::BadDuration, at(&p("tolerance")), e.message).help(e.help));
+                    }
                 }
             }
             ConnectionSpec::Duckdb(_) | ConnectionSpec::File(_) => {}

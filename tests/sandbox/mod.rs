@@ -12,6 +12,7 @@ mod limits; // Sforce-Limit-Info, REQUEST_LIMIT_EXCEEDED, injected faults and la
 mod records; // single records: get, create, update, delete, upsert by external ID
 mod replication; // `updated` and `deleted`
 mod soql; // `query` and `queryAll`
+mod webhook; // `--webhook`: a signed event per record written
 
 use base64::Engine;
 use ebb::sandbox::{Faults, Sandbox, SandboxConfig};

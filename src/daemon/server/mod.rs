@@ -1,6 +1,7 @@
-//! The daemon's HTTP API (axum): `/healthz`, `/readyz`, `/metrics` and `/api/…`.
+//! The daemon's HTTP API (axum): `/healthz`, `/readyz`, `/metrics`, `/api/…`, and
+//! `POST /webhooks/{model}` for signed events (`webhooks`).
 //!
-//! Everything but `/healthz` requires `Authorization: Bearer <daemon.api_token>` when a
+//! Everything but `/healthz` and the webhooks requires `Authorization: Bearer <daemon.api_token>` when a
 //! token is configured (the daemon refuses to listen beyond loopback without one).
 //! Errors are JSON `{"error": "…"}` with the status that fits. This file is the transport:
 //! the accept loop, the limits, the router and its middleware (deadline, auth, counting);
@@ -14,6 +15,7 @@
 //! it is accepted, so `/healthz` answers again as soon as the slow ones time out.
 
 mod routes;
+mod webhooks;
 
 use super::Shared;
 use axum::extract::{MatchedPath, Request, State};
@@ -22,7 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use routes::{healthz, metrics, models, readyz, runs, trigger};
+use routes::{healthz, inbox, metrics, models, readyz, replay, runs, trigger};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -170,9 +172,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/models", get(models))
         .route("/api/runs", get(runs))
         .route("/api/models/{name}/runs", post(trigger))
+        .route("/api/inbox/{name}", get(inbox))
+        .route("/api/inbox/{name}/replay", post(replay))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
     Router::new()
         .route("/healthz", get(healthz))
+        // Signed by the sender: no bearer token; the body limit is the connection's.
+        .route(
+            "/webhooks/{model}",
+            post(webhooks::receive).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .merge(api)
         .route_layer(middleware::from_fn_with_state(shared.http.request_timeout, deadline))
         .route_layer(middleware::from_fn_with_state(shared.clone(), count))

@@ -247,6 +247,17 @@ pub(super) async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<
             Some(e) => Some(e.run.clone()),
         }
     };
+    let webhook = shared
+        .table()
+        .models
+        .get(&name)
+        .is_some_and(|e| !e.removed && e.plan.source.webhook.is_some());
+    if webhook {
+        return error(
+            StatusCode::CONFLICT,
+            format!("model `{name}` is a webhook model: the daemon applies its events as they arrive (`ebb inbox {name}` shows them)"),
+        );
+    }
     match known {
         None => return error(StatusCode::NOT_FOUND, format!("no model named `{name}`")),
         Some(Some(r)) => {
@@ -331,4 +342,122 @@ pub(super) async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<
         }
     }
     (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// The webhook model's plan, or the answer saying why there is none.
+fn webhook_plan(shared: &Shared, name: &str) -> Result<Arc<crate::plan::SyncPlan>, Box<Response>> {
+    let t = shared.table();
+    match t.models.get(name).filter(|e| !e.removed) {
+        Some(e) if e.plan.source.webhook.is_some() => Ok(e.plan.clone()),
+        Some(_) => Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("model `{name}` is not a webhook model"),
+        ))),
+        None => Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("no model named `{name}`"),
+        ))),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct InboxQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/inbox/{model}`: counts, and the newest events of the statuses asked for
+/// (default: pending and dead letters).
+pub(super) async fn inbox(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Query(q): Query<InboxQuery>,
+) -> Response {
+    use crate::state::inbox::InboxStatus;
+    let store = match store(&shared) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    if let Err(r) = webhook_plan(&shared, &name) {
+        return *r;
+    }
+    let mut statuses = Vec::new();
+    for s in q.status.as_deref().unwrap_or("pending,dead,rejected").split(',') {
+        match InboxStatus::parse(s.trim()) {
+            Some(st) => statuses.push(st),
+            None => return error(StatusCode::BAD_REQUEST, format!("`{s}` is not an inbox status")),
+        }
+    }
+    let limit = q.limit.unwrap_or(50).clamp(1, MAX_RUNS);
+    let result = async {
+        store.inbox_init().await?;
+        let c = store.inbox_counts(&name).await?;
+        let events = store.inbox_list(&name, statuses, None, limit).await?;
+        Ok::<_, crate::state::StateError>((c, events))
+    }
+    .await;
+    match result {
+        Ok((c, events)) => {
+            let t = |d: &DateTime<Utc>| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            Json(json!({
+                "model": name,
+                "counts": {
+                    "pending": c.pending, "applied": c.applied, "superseded": c.superseded,
+                    "ignored": c.ignored, "dead": c.dead, "rejected": c.rejected, "replayed": c.replayed,
+                    "oldest_pending": c.oldest_pending.as_ref().map(t),
+                },
+                "events": events.iter().map(|e| json!({
+                    "seq": e.seq, "event_id": e.event_id, "type": e.event_type, "action": e.action,
+                    "status": e.status.as_str(), "event_time": t(&e.event_time), "received": t(&e.received),
+                    "settled": e.settled.as_ref().map(t), "key": e.key,
+                    "reason": e.reason.as_deref().map(crate::redact::text),
+                })).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct ReplayBody {
+    event_ids: Option<Vec<String>>,
+}
+
+/// `POST /api/inbox/{model}/replay` with `{"event_ids": […]}` (or no body: every dead
+/// letter): dead letters back in the inbox.
+pub(super) async fn replay(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Option<Json<ReplayBody>>,
+) -> Response {
+    let store = match store(&shared) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let plan = match webhook_plan(&shared, &name) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let ids = body.and_then(|Json(b)| b.event_ids);
+    match crate::engine::webhook::replay(&store, &plan, ids).await {
+        Ok(r) => {
+            shared.log.info(
+                "inbox_replayed",
+                "dead letters put back in a webhook model's inbox through the API",
+                &[
+                    ("model", json!(name)),
+                    ("requeued", json!(r.requeued)),
+                    ("from_rejected", json!(r.from_rejected)),
+                ],
+            );
+            Json(json!({
+                "model": name, "requeued": r.requeued, "from_rejected": r.from_rejected,
+                "still_rejected": r.still_rejected.iter().map(|(id, why)| json!({"event_id": id, "reason": why})).collect::<Vec<_>>(),
+                "not_found": r.not_found,
+            }))
+            .into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, crate::redact::text(&e.to_string())),
+    }
 }

@@ -416,13 +416,19 @@ fn write(
     counts.deleted = gone;
     counts.skipped += rows - live - gone;
     if deletes > 0 {
-        let present: i64 = conn
-            .query_row(&sql::count_present(r, DELETES), [], |row| row.get(0))
-            .map_err(|e| db(table, &e))?;
-        conn.execute(&sql::delete_keys(r, DELETES), [])
-            .map_err(|e| db(table, &e))?;
-        counts.deleted += present as u64;
-        counts.skipped += deletes - present as u64;
+        let marked = match soft.then(|| sql::mark_deleted(r, DELETES)).flatten() {
+            Some(q) => run(&q)?,
+            None => {
+                let present: i64 = conn
+                    .query_row(&sql::count_present(r, DELETES), [], |row| row.get(0))
+                    .map_err(|e| db(table, &e))?;
+                conn.execute(&sql::delete_keys(r, DELETES), [])
+                    .map_err(|e| db(table, &e))?;
+                present as u64
+            }
+        };
+        counts.deleted += marked;
+        counts.skipped += deletes - marked;
     }
     if mirroring {
         conn.execute(&sql::remember(r, STAGE, SEEN), [])

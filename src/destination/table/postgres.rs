@@ -290,16 +290,22 @@ impl PostgresWriter {
         counts.deleted = gone;
         counts.skipped += rows - live - gone;
         if deletes > 0 {
-            let present: i64 = tx
-                .query_one(&sql::count_present(&r, DELETES), &[])
-                .await
-                .map_err(|e| db(&table, &e))?
-                .get(0);
-            tx.execute(&sql::delete_keys(&r, DELETES), &[])
-                .await
-                .map_err(|e| db(&table, &e))?;
-            counts.deleted += present as u64;
-            counts.skipped += deletes - present as u64;
+            let marked = match soft.then(|| sql::mark_deleted(&r, DELETES)).flatten() {
+                Some(q) => tx.execute(&q, &[&extracted_at]).await.map_err(|e| db(&table, &e))?,
+                None => {
+                    let present: i64 = tx
+                        .query_one(&sql::count_present(&r, DELETES), &[])
+                        .await
+                        .map_err(|e| db(&table, &e))?
+                        .get(0);
+                    tx.execute(&sql::delete_keys(&r, DELETES), &[])
+                        .await
+                        .map_err(|e| db(&table, &e))?;
+                    present as u64
+                }
+            };
+            counts.deleted += marked;
+            counts.skipped += deletes - marked;
         }
         if self.mirroring {
             tx.execute(&sql::remember(&r, STAGE, SEEN), &[])

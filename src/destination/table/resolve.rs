@@ -229,6 +229,19 @@ pub(crate) mod sql {
         )
     }
 
+    /// Marks deleted every row whose key is in `keys_table` and is not marked yet; `$1` is
+    /// the extract time. (Soft deletes by key: the other values stay.)
+    pub fn mark_deleted(r: &Resolved, keys_table: &str) -> Option<String> {
+        let deleted = r.deleted.as_ref()?;
+        Some(format!(
+            "UPDATE {table} SET {deleted} = TRUE, {ex} = CAST($1 AS TIMESTAMPTZ) \
+             WHERE {key} IN (SELECT k FROM {keys_table}) AND {deleted} IS NOT TRUE",
+            table = r.table,
+            key = r.key,
+            ex = r.extracted_at,
+        ))
+    }
+
     /// Remembers the staged keys as written since `mirror_begin`.
     pub fn remember(r: &Resolved, stage: &str, seen: &str) -> String {
         format!("INSERT INTO {seen} (k) SELECT {} FROM {stage}", r.key)

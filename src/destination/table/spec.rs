@@ -53,6 +53,9 @@ pub struct TableSpec {
     pub version_column: Option<String>,
     /// The mapped columns, in the order of [`TableRow::values`].
     pub columns: Vec<Column>,
+    /// A deleted row carries only its key (a webhook's delete event): a soft delete marks
+    /// the table's row deleted and keeps its other values, instead of writing the row.
+    pub delete_by_key: bool,
 }
 
 /// One row to write.

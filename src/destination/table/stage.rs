@@ -9,7 +9,8 @@ use super::*;
 pub(crate) struct Staged {
     /// Rows to insert or upsert (soft-deleted ones among them), staged columns in order.
     pub batch: RecordBatch,
-    /// Keys to delete (hard deletes), as the key column's array.
+    /// Keys to delete (hard deletes) or to mark deleted (soft deletes by key,
+    /// [`TableSpec::delete_by_key`]), as the key column's array.
     pub delete_keys: ArrayRef,
     /// Earlier rows of a key (or key and version) dropped for a later one.
     pub collapsed: u64,
@@ -90,7 +91,7 @@ pub(crate) fn stage(spec: &TableSpec, rows: Vec<TableRow>) -> Result<Staged, Tab
             None => key,
         };
         last.insert(identity, i);
-        hard_deleted.push(spec.on_deleted == OnDeleted::Hard && row.deleted);
+        hard_deleted.push((spec.on_deleted == OnDeleted::Hard || spec.delete_by_key) && row.deleted);
     }
     let mut keep = vec![false; n];
     for &i in last.values() {

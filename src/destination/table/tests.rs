@@ -48,6 +48,7 @@ fn spec(mode: Mode, on_deleted: OnDeleted) -> TableSpec {
                 ty: ColumnType::Bigint,
             },
         ],
+        delete_by_key: false,
     }
 }
 

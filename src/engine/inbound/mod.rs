@@ -129,6 +129,7 @@ pub fn table_spec(plan: &SyncPlan, columns: Vec<Column>) -> TableSpec {
             .unwrap_or_else(|| table::DELETED_COLUMN.to_string()),
         version_column: d.version_column.clone(),
         columns,
+        delete_by_key: plan.source.kind == crate::config::ConnectionType::Webhook,
     }
 }
 

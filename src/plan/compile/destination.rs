@@ -17,8 +17,18 @@ impl Compiler<'_, '_> {
         let d = &spec.destination;
         let kind = d.kind;
         let ctx = self.ctx;
-        let inbound = source.kind.is_crm();
+        let inbound = source.kind.is_crm() || source.kind == ConnectionType::Webhook;
         let table = kind.is_warehouse();
+        if source.kind == ConnectionType::Webhook && !table {
+            self.push(
+                Diagnostic::new(
+                    Code::WrongRole,
+                    ctx.at(&["destination", "type"]),
+                    format!("a webhook source writes its events into a warehouse table, not a {kind} destination"),
+                )
+                .help("use `type: duckdb` or `type: postgres` with `table:`"),
+            );
+        }
         if kind.is_crm() {
             if d.object.is_none() {
                 self.push(
@@ -401,6 +411,10 @@ impl Compiler<'_, '_> {
                 format!("`mode: append` writes table rows; a {kind} destination has no such mode"),
                 "use `upsert`, `update`, `insert`, `mirror` or `delete`".to_string(),
             )),
+            Mode::Mirror | Mode::Append if source.kind == ConnectionType::Webhook => Some((
+                format!("`mode: {}` does not fit a webhook source, which applies each record's newest event", mode.as_str()),
+                "use `mode: upsert` (the default); `customer.deleted`-style events delete rows (`on_deleted`)".to_string(),
+            )),
             Mode::Mirror if source.read.as_ref().is_some_and(|r| r.cursor.is_some()) => Some((
                 format!(
                     "`mode: mirror` deletes rows whose records were not read, but an incremental source reads only records changed since the last run (by `{}`)",
@@ -426,8 +440,8 @@ impl Compiler<'_, '_> {
     /// The model's guard; a model that deletes or clears the records of removed rows gets
     /// default limits on deletes, and a note saying so.
     pub(super) fn guard(&mut self, spec: &ModelSpec, source: &SourcePlan, d: &DestinationPlan) -> Guard {
-        if source.read.as_ref().is_some_and(|r| r.cursor.is_some()) {
-            // An incremental inbound run writes every change it reads and removes nothing
+        if source.read.as_ref().is_some_and(|r| r.cursor.is_some()) || source.kind == ConnectionType::Webhook {
+            // An incremental inbound run (or a webhook model's events) writes every change it reads and removes nothing
             // for not being read: there is no mass change to compare with a snapshot.
             if spec.guard.is_some() {
                 self.irrelevant(

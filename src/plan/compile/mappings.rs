@@ -19,8 +19,10 @@ impl Compiler<'_, '_> {
         source: &SourcePlan,
     ) -> Vec<MappingPlan> {
         // Explicit `fields`, with those every read adds (`Id`, `IsDeleted`, the cursor).
-        let crm_fields: Option<Vec<String>> =
-            (spec.source.kind.is_crm() && spec.source.fields.is_some()).then(|| source.fields.clone());
+        let crm_fields: Option<Vec<String>> = ((spec.source.kind.is_crm()
+            || spec.source.kind == crate::config::ConnectionType::Webhook)
+            && spec.source.fields.is_some())
+        .then(|| source.fields.clone());
         let key = spec.destination.unique_identifier.as_str();
         if !self.ctx.skipped(&["destination", "unique_identifier"]) {
             if let Some(sel) = selection {

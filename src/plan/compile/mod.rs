@@ -135,7 +135,15 @@ impl Compiler<'_, '_> {
         let (source, selection) = self.source(spec, source_conn.clone());
         let mappings = self.mappings(spec, &selection, &source);
         let destination = self.destination(spec, dest_conn.clone(), &source);
-        let schedule = self.schedule(spec);
+        let mut schedule = self.schedule(spec);
+        if spec.source.kind == ConnectionType::Webhook && spec.schedule.is_some() {
+            self.irrelevant(
+                &["schedule"],
+                "`ebb daemon` applies a webhook model's events as they arrive (and `ebb run` applies what is pending)"
+                    .to_string(),
+            );
+            schedule = None;
+        }
         let destination = destination?;
         let guard = self.guard(spec, &source, &destination);
         Some(SyncPlan {

@@ -7,9 +7,10 @@ use crate::config::model::{Incremental, ModelSpec, ReadApi};
 use crate::config::{ConnectionSpec, ConnectionType};
 use crate::diagnostics::{one_of, unique_close_match, Code, Diagnostic, Span};
 use crate::path::FieldPath;
-use crate::plan::{InboundRead, SourcePlan, DEFAULT_LOOKBACK, DEFAULT_SETTLE};
+use crate::plan::{InboundRead, SourcePlan, WebhookRead, DEFAULT_LOOKBACK, DEFAULT_SETTLE};
 use crate::salesforce::client::DEFAULT_BULK_THRESHOLD;
 use crate::schedule;
+use crate::webhook::event::{EventPath, EventRules, DEFAULT_EVENT_TYPE, DEFAULT_RECORD};
 use std::time::Duration;
 
 /// The cursor an inbound read uses in place of `LastModifiedDate`.
@@ -34,7 +35,41 @@ impl Compiler<'_, '_> {
     pub(super) fn source(&mut self, spec: &ModelSpec, connection: String) -> (SourcePlan, Option<Selection>) {
         let s = &spec.source;
         let mut selection = None;
-        if s.kind.is_warehouse() {
+        let webhook = s.kind == ConnectionType::Webhook;
+        if !webhook {
+            for (field, set) in [
+                ("events", s.events.is_some()),
+                ("event_type", s.event_type.is_some()),
+                ("event_id", s.event_id.is_some()),
+                ("event_time", s.event_time.is_some()),
+                ("record", s.record.is_some()),
+                ("types", s.types.is_some()),
+            ] {
+                if set {
+                    self.irrelevant(
+                        &["source", field],
+                        format!("only a webhook source reads events, not a {} source", s.kind),
+                    );
+                }
+            }
+        }
+        if webhook {
+            for (field, set) in [
+                ("query", s.query.is_some()),
+                ("object", s.object.is_some()),
+                ("incremental", s.incremental.is_some()),
+                ("lookback", s.lookback.is_some()),
+                ("settle", s.settle.is_some()),
+                ("api", s.api.is_some()),
+            ] {
+                if set {
+                    self.irrelevant(
+                        &["source", field],
+                        "a webhook source takes the events sent to `/webhooks/<model>`".to_string(),
+                    );
+                }
+            }
+        } else if s.kind.is_warehouse() {
             for (field, set) in [
                 ("object", s.object.is_some()),
                 ("fields", s.fields.is_some()),
@@ -87,6 +122,7 @@ impl Compiler<'_, '_> {
             _ => None,
         };
         let fields = s.fields.clone().unwrap_or_else(|| {
+            // (For a webhook source: the mappings' fields and the key.)
             spec.mappings
                 .iter()
                 .filter_map(|m| m.source.as_deref())
@@ -96,8 +132,25 @@ impl Compiler<'_, '_> {
         let (fields, added_fields) = match &read {
             Some(r) if s.kind == ConnectionType::Salesforce => with_required_fields(fields, r.cursor.as_deref()),
             Some(_) => (fields, Vec::new()),
+            None if webhook => {
+                // Each field once, and the key's field (read whether mapped or not).
+                let mut all: Vec<String> = Vec::with_capacity(fields.len() + 1);
+                for f in fields {
+                    if !all.contains(&f) {
+                        all.push(f);
+                    }
+                }
+                let mut added = Vec::new();
+                let k = &spec.destination.unique_identifier;
+                if !all.contains(k) {
+                    all.push(k.clone());
+                    added.push(k.clone());
+                }
+                (all, added)
+            }
             None => (Vec::new(), Vec::new()),
         };
+        let webhook = webhook.then(|| self.webhook_read(spec, &fields));
         let plan = SourcePlan {
             connection,
             kind: s.kind,
@@ -111,8 +164,69 @@ impl Compiler<'_, '_> {
             },
             read,
             columns,
+            webhook,
         };
         (plan, selection)
+    }
+
+    /// The events of a webhook source: types and actions, the paths into an event, and the
+    /// record's fields with their types.
+    fn webhook_read(&mut self, spec: &ModelSpec, fields: &[String]) -> WebhookRead {
+        let s = &spec.source;
+        if s.events.as_ref().is_none_or(|e| e.is_empty()) {
+            self.push(
+                Diagnostic::new(
+                    Code::MissingForType,
+                    self.ctx.key(&["source"]),
+                    "the webhook source needs `events`: what each event type does",
+                )
+                .help("e.g. `events: {customer.created: upsert, customer.updated: upsert, customer.deleted: delete}`"),
+            );
+        }
+        let mut path = |key: &str, written: Option<&String>, default: &str| -> Option<EventPath> {
+            let text = written.map_or(default, |w| w.as_str());
+            match EventPath::parse(text) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    self.push(
+                        Diagnostic::new(Code::BadPath, self.ctx.at(&["source", key]), why)
+                            .help("a path into the event: `$` is the event, `$.data.id` a key inside it"),
+                    );
+                    None
+                }
+            }
+        };
+        let event_type = match &s.event_type {
+            Some(t) => path("event_type", Some(t), "").into_iter().collect(),
+            None => DEFAULT_EVENT_TYPE
+                .iter()
+                .filter_map(|d| EventPath::parse(d).ok())
+                .collect(),
+        };
+        let event_id = s.event_id.as_ref().and_then(|t| path("event_id", Some(t), ""));
+        let event_time = s.event_time.as_ref().and_then(|t| path("event_time", Some(t), ""));
+        let record = path("record", s.record.as_ref(), DEFAULT_RECORD)
+            .or_else(|| EventPath::parse(DEFAULT_RECORD).ok())
+            .expect("the default record path parses");
+        let types = s.types.clone().unwrap_or_default();
+        WebhookRead {
+            rules: EventRules {
+                events: s.events.clone().unwrap_or_default(),
+                event_type,
+                event_id,
+                event_time,
+                record,
+            },
+            fields: fields
+                .iter()
+                .map(|f| {
+                    (
+                        f.clone(),
+                        types.get(f).copied().unwrap_or(crate::config::model::FieldType::Text),
+                    )
+                })
+                .collect(),
+        }
     }
 
     /// The read of a CRM source: cursor (with the `SystemModstamp` note), window and API.

@@ -31,10 +31,12 @@ pub enum Kind {
     Bool,
     Date,
     DateTime,
+    /// Any JSON value, as its JSON text (webhook records; Salesforce has no such field).
+    Json,
 }
 
 impl Kind {
-    fn data_type(self) -> DataType {
+    pub(crate) fn data_type(self) -> DataType {
         match self {
             Kind::Text => DataType::Utf8,
             Kind::Int => DataType::Int64,
@@ -42,6 +44,7 @@ impl Kind {
             Kind::Bool => DataType::Boolean,
             Kind::Date => DataType::Date32,
             Kind::DateTime => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Kind::Json => DataType::Utf8,
         }
     }
 }

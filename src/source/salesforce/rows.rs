@@ -48,6 +48,9 @@ pub struct Rows {
     before: u64,
     /// Where `Id` is among the columns, to name a record in messages.
     id_column: Option<usize>,
+    /// Webhook records ([`Rows::lenient`]): a missing field is null, text takes numbers
+    /// and booleans, a datetime takes Unix seconds or milliseconds.
+    lenient: bool,
 }
 
 fn new_builder(kind: Kind, capacity: usize) -> Builder {
@@ -58,6 +61,7 @@ fn new_builder(kind: Kind, capacity: usize) -> Builder {
         Kind::Bool => Builder::Bool(BooleanBuilder::with_capacity(capacity)),
         Kind::Date => Builder::Date(Date32Builder::with_capacity(capacity)),
         Kind::DateTime => Builder::DateTime(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC")),
+        Kind::Json => Builder::Text(StringBuilder::with_capacity(capacity, capacity * 32)),
     }
 }
 
@@ -87,7 +91,17 @@ impl Rows {
             schema,
             len: 0,
             before: 0,
+            lenient: false,
         }
+    }
+
+    /// For records not read from Salesforce (webhooks): a field the record lacks is null,
+    /// a text field takes a number or boolean as its text, and a datetime field Unix
+    /// seconds or milliseconds; `id_field` names the record in messages.
+    pub fn lenient(mut self, id_field: Option<&str>) -> Rows {
+        self.lenient = true;
+        self.id_column = id_field.and_then(|f| self.columns.iter().position(|c| c.name == f));
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -122,10 +136,42 @@ impl Rows {
             .and_then(|i| record.get(&self.columns[i].name))
             .and_then(Value::as_str);
         let mut values = Vec::with_capacity(self.columns.len());
+        let mut owned: Vec<(usize, String)> = Vec::new();
         for (i, c) in self.columns.iter().enumerate() {
             let Some(v) = record.get(&c.name) else {
+                if self.lenient {
+                    values.push(None);
+                    continue;
+                }
                 return Err(self.error(id, i, "the record does not carry the field".into()));
             };
+            if self.lenient {
+                let text = match (c.kind, v) {
+                    (_, Value::Null) => None,
+                    (Kind::Json, v) => Some(v.to_string()),
+                    (Kind::Text, Value::Number(n)) => Some(n.to_string()),
+                    (Kind::Text, Value::Bool(b)) => Some(b.to_string()),
+                    _ => None,
+                };
+                if let Some(t) = text {
+                    owned.push((i, t));
+                    values.push(None);
+                    continue;
+                }
+                if let (Kind::DateTime, Value::Number(_)) = (c.kind, v) {
+                    match crate::webhook::parse_time(v) {
+                        Some(t) => values.push(Some(Typed::DateTime(t.timestamp_micros()))),
+                        None => {
+                            return Err(self.error(
+                                id,
+                                i,
+                                format!("{} is not a {}", shorten(&v.to_string()), kind_name(c.kind)),
+                            ))
+                        }
+                    }
+                    continue;
+                }
+            }
             let typed = match (c.kind, v) {
                 (_, Value::Null) => None,
                 (Kind::Text, Value::String(s)) if s.is_empty() => None,
@@ -153,6 +199,9 @@ impl Rows {
             }
             values.push(typed);
         }
+        for (i, t) in &owned {
+            values[*i] = Some(Typed::Text(t));
+        }
         self.append(values);
         Ok(())
     }
@@ -177,7 +226,7 @@ impl Rows {
                 continue;
             }
             let typed = match c.kind {
-                Kind::Text => Some(Typed::Text(cell.as_str())),
+                Kind::Text | Kind::Json => Some(Typed::Text(cell.as_str())),
                 Kind::Int => cell.parse::<i64>().ok().map(Typed::Int),
                 Kind::Float => cell.parse::<f64>().ok().filter(|f| f.is_finite()).map(Typed::Float),
                 Kind::Bool => match cell.as_str() {
@@ -248,6 +297,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Bool => "boolean (`true` or `false`)",
         Kind::Date => "date (YYYY-MM-DD)",
         Kind::DateTime => "datetime (ISO 8601 with an offset)",
+        Kind::Json => "JSON value",
     }
 }
 

@@ -122,6 +122,7 @@ macro_rules! on_writer {
 }
 
 mod connect;
+mod inbox;
 mod runs;
 mod snapshot;
 

@@ -141,7 +141,7 @@ impl PgStore {
     }
 
     /// `text` (with `{s}` replaced) prepared once and reused.
-    async fn prepared(
+    pub(super) async fn prepared(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         text: &str,

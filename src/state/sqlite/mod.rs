@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 mod file;
+mod inbox;
 mod runs;
 mod snapshot;
 
