@@ -37,54 +37,42 @@ impl Compiler<'_, '_> {
         let mut selection = None;
         let webhook = s.kind == ConnectionType::Webhook;
         if !webhook {
-            for (field, set) in [
-                ("events", s.events.is_some()),
-                ("event_type", s.event_type.is_some()),
-                ("event_id", s.event_id.is_some()),
-                ("event_time", s.event_time.is_some()),
-                ("record", s.record.is_some()),
-                ("types", s.types.is_some()),
-            ] {
-                if set {
-                    self.irrelevant(
-                        &["source", field],
-                        format!("only a webhook source reads events, not a {} source", s.kind),
-                    );
-                }
-            }
+            self.irrelevant_source_fields(
+                &[
+                    ("events", s.events.is_some()),
+                    ("event_type", s.event_type.is_some()),
+                    ("event_id", s.event_id.is_some()),
+                    ("event_time", s.event_time.is_some()),
+                    ("record", s.record.is_some()),
+                    ("types", s.types.is_some()),
+                ],
+                &format!("only a webhook source reads events, not a {} source", s.kind),
+            );
         }
         if webhook {
-            for (field, set) in [
-                ("query", s.query.is_some()),
-                ("object", s.object.is_some()),
-                ("incremental", s.incremental.is_some()),
-                ("lookback", s.lookback.is_some()),
-                ("settle", s.settle.is_some()),
-                ("api", s.api.is_some()),
-            ] {
-                if set {
-                    self.irrelevant(
-                        &["source", field],
-                        "a webhook source takes the events sent to `/webhooks/<model>`".to_string(),
-                    );
-                }
-            }
+            self.irrelevant_source_fields(
+                &[
+                    ("query", s.query.is_some()),
+                    ("object", s.object.is_some()),
+                    ("incremental", s.incremental.is_some()),
+                    ("lookback", s.lookback.is_some()),
+                    ("settle", s.settle.is_some()),
+                    ("api", s.api.is_some()),
+                ],
+                "a webhook source takes the events sent to `/webhooks/<model>`",
+            );
         } else if s.kind.is_warehouse() {
-            for (field, set) in [
-                ("object", s.object.is_some()),
-                ("fields", s.fields.is_some()),
-                ("incremental", s.incremental.is_some()),
-                ("lookback", s.lookback.is_some()),
-                ("settle", s.settle.is_some()),
-                ("api", s.api.is_some()),
-            ] {
-                if set {
-                    self.irrelevant(
-                        &["source", field],
-                        format!("a {} source reads rows with `query`", s.kind),
-                    );
-                }
-            }
+            self.irrelevant_source_fields(
+                &[
+                    ("object", s.object.is_some()),
+                    ("fields", s.fields.is_some()),
+                    ("incremental", s.incremental.is_some()),
+                    ("lookback", s.lookback.is_some()),
+                    ("settle", s.settle.is_some()),
+                    ("api", s.api.is_some()),
+                ],
+                &format!("a {} source reads rows with `query`", s.kind),
+            );
             match &s.query {
                 None => self.push(
                     Diagnostic::new(
@@ -167,6 +155,15 @@ impl Compiler<'_, '_> {
             webhook,
         };
         (plan, selection)
+    }
+
+    /// W208 for each `source` field that is set but means nothing to this source, and why.
+    fn irrelevant_source_fields(&mut self, fields: &[(&str, bool)], why: &str) {
+        for (field, set) in fields {
+            if *set {
+                self.irrelevant(&["source", field], why.to_string());
+            }
+        }
     }
 
     /// The events of a webhook source: types and actions, the paths into an event, and the
