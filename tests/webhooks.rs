@@ -666,6 +666,12 @@ fn ebb_run_applies_the_pending_inbox_into_duckdb() {
     let (code, v) = crate::support::run_json(dir.path(), MODEL, &[], &[("CRM_WEBHOOK_SECRET", SECRET)]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["counts"]["read"], 0, "{v}");
+    // `ebb status` tells a webhook model's health by its inbox.
+    let out = crate::support::ebb(dir.path(), &["status", MODEL, "--format", "json"]);
+    let v: Value = serde_json::from_str(crate::support::stdout(&out).trim()).unwrap();
+    assert_eq!(v["health"], "dead letters", "{v}");
+    assert_eq!(v["inbox"]["pending"], 0, "{v}");
+    assert_eq!(v["inbox"]["dead_letters"], 1, "{v}");
 }
 
 /// `validate` checks a webhook model and its connection offline: each problem once, with

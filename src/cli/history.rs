@@ -244,12 +244,33 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             }
         };
         let plan = report.plans.iter().find(|p| &p.name == name);
+        // A webhook model: its inbox (events waiting, dead letters, the oldest waiting).
+        let inbox = match plan.filter(|p| p.source.webhook.is_some()) {
+            Some(p) => match rt.block_on(async {
+                store.inbox_init().await?;
+                store.inbox_counts(&p.name).await
+            }) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("error: {}", shown(&report.secrets, &e.to_string()));
+                    return Ok(1);
+                }
+            },
+            None => None,
+        };
         let next = plan
             .and_then(|p| p.schedule.as_ref())
             .and_then(|s| s.next_after(now))
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         let running = holder.as_ref().filter(|h| !crate::state::holder_is_dead_here(h));
-        let health = engine::health(last.as_ref().map(|r| r.status.as_str()), running.is_some());
+        let health = match &inbox {
+            // A webhook model is applied continuously, not run: its inbox tells its health.
+            Some(c) if c.dead_letters() > 0 => "dead letters",
+            Some(c) if c.oldest_pending.is_some_and(|t| (now - t).num_seconds() > 60) => "behind",
+            Some(c) if c.applied + c.superseded + c.ignored + c.pending == 0 => "no events yet",
+            Some(_) => "healthy",
+            None => engine::health(last.as_ref().map(|r| r.status.as_str()), running.is_some()),
+        };
         let ago = |t: &str| {
             chrono::DateTime::parse_from_rfc3339(t)
                 .ok()
@@ -273,7 +294,12 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             "inbound_lag": watermark
                 .as_ref()
                 .and_then(|w| w.newest)
-                .map(|t| human_age(now.signed_duration_since(t))),
+                .map(|t| human_age(now.signed_duration_since(t)))
+                .or_else(|| inbox.as_ref().and_then(|c| c.oldest_pending).map(|t| human_age(now.signed_duration_since(t)))),
+            "inbox": inbox.as_ref().map(|c| serde_json::json!({
+                "pending": c.pending, "applied": c.applied, "dead_letters": c.dead_letters(),
+                "oldest_pending": c.oldest_pending.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            })),
         }));
     }
     let mut out = std::io::stdout().lock();
@@ -310,8 +336,13 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
                 s(&last["status"]),
                 s(&l["lag"]),
                 l["snapshot_rows"].to_string(),
-                l["rows_in_flight"].to_string(),
-                l["row_errors"].to_string(),
+                // A webhook model's events waiting, and its dead letters.
+                l["inbox"]["pending"]
+                    .as_u64()
+                    .map_or_else(|| l["rows_in_flight"].to_string(), |p| format!("{p} events")),
+                l["inbox"]["dead_letters"]
+                    .as_u64()
+                    .map_or_else(|| l["row_errors"].to_string(), |d| format!("{d} dead")),
                 s(&l["inbound_lag"]),
                 s(&l["next_run_at"]),
             ]
