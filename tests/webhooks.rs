@@ -905,3 +905,74 @@ connections:
     rt.block_on(client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
         .unwrap();
 }
+
+/// While the table cannot be written (a column of the wrong type), events stay pending;
+/// past `max_pending` a request is answered 503 with `Retry-After` and nothing of it is
+/// stored; once the table is fixed the inbox drains by itself and every accepted event is
+/// applied.
+#[test]
+fn a_full_inbox_answers_503_and_drains_once_the_table_can_be_written() {
+    require_postgres!();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = format!("whb_{}", std::process::id());
+    let table = format!("{schema}.customers");
+    let url = crate::source_postgres::url();
+    project(dir.path(), &format!("    type: postgres\n    url: {url}"), &table, "");
+    let ebb_yaml = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap().replace(
+        "    secret: ${CRM_WEBHOOK_SECRET}\n",
+        "    secret: ${CRM_WEBHOOK_SECRET}\n    max_pending: 3\n",
+    );
+    std::fs::write(dir.path().join("ebb.yaml"), ebb_yaml).unwrap();
+    let yaml = model_yaml(&table, "").replace("{dest}", "postgres");
+    std::fs::write(dir.path().join("models/customers.yaml"), yaml).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = crate::support::pg_client(&rt);
+    rt.block_on(client.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+         CREATE TABLE {table} (customer_id text PRIMARY KEY, score boolean)"
+    )))
+    .unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &[],
+        &[("CRM_WEBHOOK_SECRET", SECRET), ("EBB_API_TOKEN", TOKEN)],
+    );
+    for i in 0..3 {
+        let (code, body) = send(
+            &d,
+            &format!("b{i}"),
+            &event("created", &format!("c{i}"), "x@x.com", i, 0),
+        );
+        assert_eq!(code, 202, "{body}");
+    }
+    let (code, body) = send(&d, "b3", &event("created", "c3", "x@x.com", 3, 0));
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("3 events waiting"), "{body}");
+    d.wait_for("the failing write logged", 1, Duration::from_secs(20), |e| {
+        e["event"] == "inbox_failed"
+            && e["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("cannot take these rows"))
+    });
+    let inbox = d.get(&format!("/api/inbox/{MODEL}"), Some(TOKEN)).json();
+    assert_eq!(inbox["counts"]["pending"], 3, "{inbox}");
+    // The table fixed, the applier's next attempt drains the inbox; the refused event is
+    // sent again and accepted.
+    rt.block_on(client.batch_execute(&format!("DROP TABLE {table}")))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (code, _) = send(&d, "b3", &event("created", "c3", "x@x.com", 3, 0));
+        if code == 202 {
+            break;
+        }
+        assert_eq!(code, 503);
+        assert!(Instant::now() < deadline, "the inbox never drained:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let inbox = settled(&d);
+    assert_eq!(inbox["counts"]["applied"], 4, "{inbox}");
+    assert_eq!(pg_rows(&rt, &client, &table).len(), 4);
+    rt.block_on(client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+        .unwrap();
+}
