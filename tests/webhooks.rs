@@ -699,6 +699,8 @@ connections:
       flow: client_credentials
       client_id: x
       client_secret: ${SF_SECRET}
+daemon:
+  allow_ips: [10.0.0.0/33]
 ",
     )
     .unwrap();
@@ -777,6 +779,7 @@ connections:
     has("E701", "ebb.yaml", 6); // a literal secret
     has("W208", "ebb.yaml", 7); // public_url is hubspot_v3's
     has("W208", "ebb.yaml", 8); // hmac_sha256 has no timestamp
+    has("E104", "ebb.yaml", 20); // not a network
     has("E207", "m.yaml", 3); // no `events`
     has("E402", "m.yaml", 6); // `data.modified` is not `$.…`
     has("W208", "m.yaml", 20); // `query` on a webhook source
@@ -975,4 +978,42 @@ fn a_full_inbox_answers_503_and_drains_once_the_table_can_be_written() {
     assert_eq!(pg_rows(&rt, &client, &table).len(), 4);
     rt.block_on(client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
         .unwrap();
+}
+
+/// `daemon.allow_ips`: a connection from elsewhere is closed before any HTTP, webhook or
+/// API alike, and logged; allowed, the same request is answered.
+#[cfg(feature = "duckdb")]
+#[test]
+fn an_address_outside_allow_ips_is_closed_before_any_http() {
+    let dir = tempfile::tempdir().unwrap();
+    project(
+        dir.path(),
+        "    type: duckdb\n    path: warehouse.duckdb",
+        "raw.customers",
+        "",
+    );
+    let yaml = std::fs::read_to_string(dir.path().join("models/customers.yaml"))
+        .unwrap()
+        .replace("{dest}", "duckdb");
+    std::fs::write(dir.path().join("models/customers.yaml"), yaml).unwrap();
+    let with_allow = |list: &str| {
+        let text = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap();
+        let base = text.split("  allow_ips:").next().unwrap().to_string();
+        std::fs::write(dir.path().join("ebb.yaml"), format!("{base}  allow_ips: {list}\n")).unwrap();
+    };
+    let env = [("CRM_WEBHOOK_SECRET", SECRET), ("EBB_API_TOKEN", TOKEN)];
+    let body = event("created", "c1", "a@x.com", 1, 0);
+    with_allow("[10.1.0.0/16]");
+    let d = Daemon::start(dir.path(), &[], &env);
+    let path = format!("/webhooks/{MODEL}");
+    assert_eq!(try_post(&d.addr, &path, &signed(SECRET, "a1", &body), &body), None);
+    assert_eq!(try_post(&d.addr, "/api/models", &[], b""), None);
+    d.wait_for("the refusal logged", 1, Duration::from_secs(10), |e| {
+        e["event"] == "http_connection_not_allowed" && e["peer"] == "127.0.0.1"
+    });
+    drop(d);
+    with_allow("[10.1.0.0/16, 127.0.0.0/8]");
+    let d = Daemon::start(dir.path(), &[], &env);
+    let (code, answer) = post(&d.addr, &path, &signed(SECRET, "a2", &body), &body);
+    assert_eq!(code, 202, "{answer}");
 }

@@ -345,4 +345,9 @@ pub struct DaemonSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 256))]
     pub max_concurrent_runs: Option<u32>,
+    /// Addresses allowed to connect to the HTTP server (API, metrics and webhooks alike):
+    /// CIDRs such as `10.0.0.0/8` or single addresses. A connection from elsewhere is
+    /// closed at once. Default: whoever can reach `listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_ips: Option<Vec<String>>,
 }

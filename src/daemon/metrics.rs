@@ -56,6 +56,7 @@ struct Inner {
     http: BTreeMap<(String, u16), u64>,
     reloads: BTreeMap<&'static str, u64>,
     http_refused: u64,
+    http_not_allowed: u64,
     /// Webhook requests by model and answer.
     webhook_requests: BTreeMap<(String, u16), u64>,
     /// Webhook events by model and outcome (`stored`, `duplicate`, `applied`, …).
@@ -157,6 +158,11 @@ impl Metrics {
         if let Some(l) = lag {
             e.1 = l;
         }
+    }
+
+    /// Counts a connection closed because its address is not in `daemon.allow_ips`.
+    pub fn record_http_not_allowed(&self) {
+        self.inner().http_not_allowed += 1;
     }
 
     /// Counts a reload: `accepted` or `rejected`.
@@ -327,6 +333,13 @@ impl Metrics {
             "Connections to the HTTP API closed at once because too many were open.",
         );
         let _ = writeln!(out, "ebb_http_connections_refused_total {}", m.http_refused);
+        family(
+            &mut out,
+            "ebb_http_connections_not_allowed_total",
+            "counter",
+            "Connections closed at once because their address is not in `daemon.allow_ips`.",
+        );
+        let _ = writeln!(out, "ebb_http_connections_not_allowed_total {}", m.http_not_allowed);
         family(
             &mut out,
             "ebb_http_requests_total",

@@ -20,6 +20,7 @@
 //! once; a run refused because another daemon holds the lock is rescheduled quietly.
 //! Not here: the run itself (`engine`), the stores (`state`), signatures (`webhook`).
 
+pub mod allow;
 mod inbox;
 pub mod log;
 pub mod metrics;
@@ -141,6 +142,8 @@ pub(crate) struct Shared {
     pub reload: Mutex<serde_json::Value>,
     /// Webhook models' receivers, pending counts and the inbox writer.
     pub(crate) inboxes: inbox::Inboxes,
+    /// `daemon.allow_ips`: who may connect (empty: anyone who can reach the listener).
+    pub(crate) allow: Vec<allow::Cidr>,
     /// Set once the models are in the table (before, a webhook could not be told from a
     /// model that does not exist).
     pub(crate) models_loaded: std::sync::atomic::AtomicBool,
@@ -188,7 +191,14 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         listen: None,
         api_token: None,
         max_concurrent_runs: None,
+        allow_ips: None,
     });
+    let allow = settings
+        .allow_ips
+        .iter()
+        .flatten()
+        .map(|c| allow::Cidr::parse(c).map_err(|e| DaemonError::Load(format!("`daemon.allow_ips`: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
     let token = match settings.api_token.as_deref() {
         Some(t) => Some(crate::config::env::expand_env(t).map_err(DaemonError::Token)?).filter(|t| !t.is_empty()),
         None => None,
@@ -226,6 +236,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         reload: Mutex::new(serde_json::Value::Null),
         inboxes: inbox::Inboxes::default(),
         models_loaded: std::sync::atomic::AtomicBool::new(false),
+        allow,
     });
     if let (true, Some(why)) = (loopback, shared.token.as_deref().and_then(token_weakness)) {
         log.warn(
@@ -248,6 +259,14 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         &[
             ("addr", json!(bound.to_string())),
             ("auth", json!(if shared.token.is_some() { "bearer" } else { "none" })),
+            (
+                "allow_ips",
+                json!(if shared.allow.is_empty() {
+                    "any".to_string()
+                } else {
+                    format!("{} networks", shared.allow.len())
+                }),
+            ),
             ("max_connections", json!(shared.http.max_connections)),
             ("header_timeout_secs", json!(shared.http.header_timeout.as_secs_f64())),
             ("request_timeout_secs", json!(shared.http.request_timeout.as_secs_f64())),

@@ -353,6 +353,22 @@ pub fn check_project(
             );
         }
     }
+    for (i, c) in spec
+        .daemon
+        .as_ref()
+        .and_then(|d| d.allow_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if let Err(why) = crate::daemon::allow::Cidr::parse(c) {
+            let idx = i.to_string();
+            diags.push(
+                Diagnostic::new(Code::InvalidValue, at(&["daemon", "allow_ips", idx.as_str()]), why)
+                    .help("e.g. `allow_ips: [10.0.0.0/8, 192.168.1.20]`"),
+            );
+        }
+    }
     for (name, conn) in &spec.connections {
         let p = |field: &'static str| -> Vec<&str> { vec!["connections", name.as_str(), field] };
         match conn {

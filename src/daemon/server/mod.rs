@@ -104,12 +104,30 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut s
         last: None,
         skipped: 0,
     };
+    let mut not_allowed = Throttle {
+        every: Duration::from_secs(10),
+        last: None,
+        skipped: 0,
+    };
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = stop.wait_for(|s| *s) => break,
         };
         let stream = match accepted {
+            Ok((stream, peer)) if !super::allow::allowed(&shared.allow, peer.ip()) => {
+                // Not on `daemon.allow_ips`: closed before any HTTP is read.
+                drop(stream);
+                shared.metrics.record_http_not_allowed();
+                if let Some(skipped) = not_allowed.due() {
+                    shared.log.warn(
+                        "http_connection_not_allowed",
+                        "a connection from an address not in `daemon.allow_ips` was closed",
+                        &[("peer", json!(peer.ip().to_string())), ("since_last", json!(skipped))],
+                    );
+                }
+                continue;
+            }
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors (EMFILE) and the like: wait a little rather than spin.
