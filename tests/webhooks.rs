@@ -177,12 +177,30 @@ fn row(id: &str, email: &str, score: i64, deleted: bool) -> PgRow {
 
 #[test]
 fn signed_events_land_in_the_table_in_event_time_order_whatever_the_arrival() {
+    ordering(false);
+}
+
+/// The same with the inbox in a PostgreSQL state store.
+#[test]
+fn the_same_with_the_inbox_in_a_postgresql_state_store() {
+    ordering(true);
+}
+
+fn ordering(pg_state: bool) {
     require_postgres!();
     let dir = tempfile::tempdir().unwrap();
-    let schema = format!("wh_{}", std::process::id());
+    let schema = format!("wh{}_{}", if pg_state { "p" } else { "" }, std::process::id());
     let table = format!("{schema}.customers");
     let url = crate::source_postgres::url();
     project(dir.path(), &format!("    type: postgres\n    url: {url}"), &table, "");
+    if pg_state {
+        let text = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap();
+        std::fs::write(
+            dir.path().join("ebb.yaml"),
+            format!("{text}state:\n  url: {url}?ebb_schema={schema}_state\n"),
+        )
+        .unwrap();
+    }
     let yaml = std::fs::read_to_string(dir.path().join("models/customers.yaml"))
         .unwrap()
         .replace("{dest}", "postgres");
@@ -355,8 +373,18 @@ fn signed_events_land_in_the_table_in_event_time_order_whatever_the_arrival() {
         "{m}"
     );
     assert!(m.contains(&format!("ebb_inbox_pending{{model=\"{MODEL}\"}} 0")), "{m}");
-    rt.block_on(client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-        .unwrap();
+    drop(d);
+    if pg_state {
+        let n: i64 = rt
+            .block_on(client.query_one(&format!("SELECT count(*) FROM {schema}_state.ebb_inbox"), &[]))
+            .unwrap()
+            .get(0);
+        assert!(n >= 12, "the inbox is in PostgreSQL: {n} events");
+    }
+    rt.block_on(client.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; DROP SCHEMA IF EXISTS {schema}_state CASCADE"
+    )))
+    .unwrap();
 }
 
 /// One event of the durability test.
