@@ -403,6 +403,16 @@ struct Sent {
 /// is each record's newest event.
 #[test]
 fn twenty_thousand_events_survive_a_kill_and_are_applied_once() {
+    survive_a_kill(false);
+}
+
+/// The same with the inbox in a PostgreSQL state store.
+#[test]
+fn twenty_thousand_events_survive_a_kill_with_a_postgresql_inbox() {
+    survive_a_kill(true);
+}
+
+fn survive_a_kill(pg_state: bool) {
     require_postgres!();
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
@@ -411,10 +421,18 @@ fn twenty_thousand_events_survive_a_kill_and_are_applied_once() {
     use std::sync::{Arc, Mutex};
 
     let dir = tempfile::tempdir().unwrap();
-    let schema = format!("whk_{}", std::process::id());
+    let schema = format!("whk{}_{}", if pg_state { "p" } else { "" }, std::process::id());
     let table = format!("{schema}.customers");
     let url = crate::source_postgres::url();
     project(dir.path(), &format!("    type: postgres\n    url: {url}"), &table, "");
+    if pg_state {
+        let text = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap();
+        std::fs::write(
+            dir.path().join("ebb.yaml"),
+            format!("{text}state:\n  url: {url}?ebb_schema={schema}_state\n"),
+        )
+        .unwrap();
+    }
     let yaml = model_yaml(&table, "")
         .replace("{dest}", "postgres")
         .replace("on_deleted: soft", "on_deleted: hard");
@@ -560,15 +578,27 @@ fn twenty_thousand_events_survive_a_kill_and_are_applied_once() {
     drop(d);
 
     // The inbox holds each accepted event once, settled; nothing forged.
-    let conn = rusqlite::Connection::open(dir.path().join(".ebb/state.db")).unwrap();
-    let mut st = conn
-        .prepare("SELECT event_id, status FROM ebb_inbox WHERE model = ?1")
-        .unwrap();
-    let stored: Vec<(String, String)> = st
-        .query_map([MODEL], |r| Ok((r.get(0)?, r.get(1)?)))
+    let stored: Vec<(String, String)> = if pg_state {
+        rt.block_on(client.query(
+            &format!("SELECT event_id, status FROM {schema}_state.ebb_inbox WHERE model = $1"),
+            &[&MODEL],
+        ))
         .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    } else {
+        let conn = rusqlite::Connection::open(dir.path().join(".ebb/state.db")).unwrap();
+        let mut st = conn
+            .prepare("SELECT event_id, status FROM ebb_inbox WHERE model = ?1")
+            .unwrap();
+        let rows = st
+            .query_map([MODEL], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows
+    };
     let ids: BTreeSet<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids.len(), stored.len(), "an event id is stored twice");
     assert_eq!(ids, accepted, "the inbox is exactly the accepted events");
@@ -599,8 +629,10 @@ fn twenty_thousand_events_survive_a_kill_and_are_applied_once() {
         .collect();
     assert_eq!(rows.len(), expected.len());
     assert_eq!(rows, expected);
-    rt.block_on(client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-        .unwrap();
+    rt.block_on(client.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; DROP SCHEMA IF EXISTS {schema}_state CASCADE"
+    )))
+    .unwrap();
 }
 
 /// `ebb run` applies a webhook model's pending events without a daemon: into DuckDB,
