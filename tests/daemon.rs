@@ -716,6 +716,10 @@ fn a_second_signal_exits_at_once_and_the_deadline_bounds_the_wait_losing_nothing
     }
     d.signal("INT");
     d.wait_for("the shutdown", 1, Duration::from_secs(5), |e| e["event"] == "shutdown");
+    // While it drains, webhooks are turned away with a time to come back (a sender retries).
+    let w = d.post("/webhooks/contacts", None);
+    assert_eq!(w.status, 503, "{}", w.body);
+    assert!(w.head.to_ascii_lowercase().contains("retry-after: 10"), "{}", w.head);
     let signalled = Instant::now();
     d.signal("INT");
     let status = d.wait_exit(Duration::from_secs(5));
