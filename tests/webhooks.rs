@@ -186,21 +186,29 @@ fn the_same_with_the_inbox_in_a_postgresql_state_store() {
     ordering(true);
 }
 
-fn ordering(pg_state: bool) {
-    require_postgres!();
-    let dir = tempfile::tempdir().unwrap();
-    let schema = format!("wh{}_{}", if pg_state { "p" } else { "" }, std::process::id());
+/// The project of [`project`] with the table `{schema}.customers` in the test PostgreSQL
+/// (the schema named by `prefix`, the process and `pg_state`), and with `pg_state` the
+/// state store in the schema `{schema}_state`; the schema and the table.
+fn pg_project(dir: &Path, prefix: &str, pg_state: bool) -> (String, String) {
+    let schema = format!("{prefix}{}_{}", if pg_state { "p" } else { "" }, std::process::id());
     let table = format!("{schema}.customers");
     let url = crate::source_postgres::url();
-    project(dir.path(), &format!("    type: postgres\n    url: {url}"), &table, "");
+    project(dir, &format!("    type: postgres\n    url: {url}"), &table, "");
     if pg_state {
-        let text = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap();
+        let text = std::fs::read_to_string(dir.join("ebb.yaml")).unwrap();
         std::fs::write(
-            dir.path().join("ebb.yaml"),
+            dir.join("ebb.yaml"),
             format!("{text}state:\n  url: {url}?ebb_schema={schema}_state\n"),
         )
         .unwrap();
     }
+    (schema, table)
+}
+
+fn ordering(pg_state: bool) {
+    require_postgres!();
+    let dir = tempfile::tempdir().unwrap();
+    let (schema, table) = pg_project(dir.path(), "wh", pg_state);
     let yaml = std::fs::read_to_string(dir.path().join("models/customers.yaml"))
         .unwrap()
         .replace("{dest}", "postgres");
@@ -421,18 +429,7 @@ fn survive_a_kill(pg_state: bool) {
     use std::sync::{Arc, Mutex};
 
     let dir = tempfile::tempdir().unwrap();
-    let schema = format!("whk{}_{}", if pg_state { "p" } else { "" }, std::process::id());
-    let table = format!("{schema}.customers");
-    let url = crate::source_postgres::url();
-    project(dir.path(), &format!("    type: postgres\n    url: {url}"), &table, "");
-    if pg_state {
-        let text = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap();
-        std::fs::write(
-            dir.path().join("ebb.yaml"),
-            format!("{text}state:\n  url: {url}?ebb_schema={schema}_state\n"),
-        )
-        .unwrap();
-    }
+    let (schema, table) = pg_project(dir.path(), "whk", pg_state);
     let yaml = model_yaml(&table, "")
         .replace("{dest}", "postgres")
         .replace("on_deleted: soft", "on_deleted: hard");
