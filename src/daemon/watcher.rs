@@ -40,19 +40,21 @@ pub(super) async fn reloader(shared: Arc<Shared>, loader: Arc<Mutex<Loader>>) {
             continue;
         }
         let (events, accepted) = load(&loader).await;
-        for e in &events {
-            report_event(&shared, e);
-        }
-        record_reload(&shared, &events);
         let any_accepted = events.iter().any(|e| {
             matches!(
                 e,
                 Event::Accepted { .. } | Event::Removed { .. } | Event::ProjectAccepted { .. }
             )
         });
+        // The new plans take over first: once a reload is logged as accepted, it is in
+        // effect (a webhook replayed after it reads the new rules).
         if let (true, Some(a)) = (any_accepted, accepted) {
             scheduler::apply(&shared, a.project, a.plans).await;
         }
+        for e in &events {
+            report_event(&shared, e);
+        }
+        record_reload(&shared, &events);
     }
 }
 
