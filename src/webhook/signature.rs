@@ -128,8 +128,11 @@ pub enum SignatureError {
 pub enum SecretError {
     #[error("the secret is empty")]
     Empty,
-    #[error("a Standard Webhooks secret is `whsec_` followed by base64 (24 to 64 random bytes); this one is not base64: {0}")]
-    NotBase64(String),
+    /// (The decoder's own message is not kept: it quotes the offending byte of the secret.)
+    #[error(
+        "a Standard Webhooks secret is `whsec_` followed by base64 (24 to 64 random bytes); this one is not base64"
+    )]
+    NotBase64,
     #[error("a Standard Webhooks secret should hold at least 16 bytes; this one holds {0}")]
     Short(usize),
 }
@@ -149,7 +152,7 @@ impl Verifier {
                     let b64 = s.strip_prefix("whsec_").unwrap_or(s);
                     let key = base64::engine::general_purpose::STANDARD
                         .decode(b64)
-                        .map_err(|e| SecretError::NotBase64(e.to_string()))?;
+                        .map_err(|_| SecretError::NotBase64)?;
                     if key.len() < 16 {
                         return Err(SecretError::Short(key.len()));
                     }
@@ -665,10 +668,10 @@ mod tests {
 
     #[test]
     fn a_standard_secret_must_be_base64_of_enough_bytes() {
-        assert!(matches!(
-            Verifier::new(Scheme::Standard, &["whsec_not base64!"], DEFAULT_TOLERANCE),
-            Err(SecretError::NotBase64(_))
-        ));
+        let e = Verifier::new(Scheme::Standard, &["whsec_not base64!"], DEFAULT_TOLERANCE).unwrap_err();
+        assert_eq!(e, SecretError::NotBase64);
+        // Nothing of the secret in the message (a decoder names the byte it stopped at).
+        assert!(!e.to_string().contains('!') && !e.to_string().contains("32"), "{e}");
         assert_eq!(
             Verifier::new(Scheme::Standard, &["whsec_AAAA"], DEFAULT_TOLERANCE).unwrap_err(),
             SecretError::Short(3)
