@@ -17,7 +17,9 @@
 //! empty. Then the table is checked: one row per record, each the newest event's values.
 //!
 //! Run: `cargo bench --bench webhooks`. Environment: `EBB_BENCH_WEBHOOK_EVENTS` (default
-//! 50000), `EBB_BENCH_WEBHOOK_SENDERS` (64), `EBB_BENCH_KEEP=1` (keep the directory).
+//! 50000), `EBB_BENCH_WEBHOOK_SENDERS` (64), `EBB_BENCH_WEBHOOK_STATE` (the state store's
+//! URL, e.g. `postgres://…?ebb_schema=bench`; default SQLite), `EBB_BENCH_KEEP=1` (keep the
+//! directory).
 
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -39,9 +41,15 @@ const MODEL: &str = "events_in";
 
 fn project(dir: &Path) {
     std::fs::create_dir_all(dir.join("models")).unwrap();
+    // `EBB_BENCH_WEBHOOK_STATE`: the state store (and so the inbox), e.g. a `postgres://`
+    // URL; default the project's SQLite file.
+    let state = std::env::var("EBB_BENCH_WEBHOOK_STATE")
+        .map(|u| format!("state:\n  url: {u}\n"))
+        .unwrap_or_default();
     std::fs::write(
         dir.join("ebb.yaml"),
-        "version: 1
+        state
+            + "version: 1
 connections:
   hooks:
     type: webhook

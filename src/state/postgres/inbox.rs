@@ -40,39 +40,47 @@ impl PgStore {
         .await)
     }
 
+    /// One statement for all the events (arrays unnested: one round trip, however many).
     /// A second attempt (the connection was lost during the first) finds the events the
     /// first one committed and says they were already there: both are acknowledged alike.
     pub async fn inbox_put(&self, events: Vec<NewEvent>) -> Result<Vec<bool>, StateError> {
         let insert = "INSERT INTO {s}.ebb_inbox (model, event_id, event_type, action, event_time_us, received_ms, status, reason, body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (model, event_id) DO NOTHING";
-        on_writer!(self, |c| async {
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                                  $7::text[], $8::text[], $9::text[])
+             ON CONFLICT (model, event_id) DO NOTHING RETURNING model, event_id";
+        let col = |f: fn(&NewEvent) -> String| events.iter().map(f).collect::<Vec<String>>();
+        let models = col(|e| e.model.clone());
+        let ids = col(|e| e.event_id.clone());
+        let types = col(|e| e.event_type.clone());
+        let actions = col(|e| e.action.clone());
+        let statuses = col(|e| e.status.as_str().to_string());
+        let bodies = col(|e| e.body.clone());
+        let times: Vec<i64> = events.iter().map(|e| e.event_time.timestamp_micros()).collect();
+        let received: Vec<i64> = events.iter().map(|e| e.received.timestamp_millis()).collect();
+        let reasons: Vec<Option<String>> = events.iter().map(|e| e.reason.clone()).collect();
+        let inserted = on_writer!(self, |c| async {
             let tx = c.transaction().await?;
             tx.batch_execute("SET LOCAL synchronous_commit = on").await?;
             let st = self.prepared(&tx, insert).await?;
-            let mut stored = Vec::with_capacity(events.len());
-            for e in &events {
-                let n = tx
-                    .execute(
-                        &st,
-                        &[
-                            &e.model,
-                            &e.event_id,
-                            &e.event_type,
-                            &e.action,
-                            &e.event_time.timestamp_micros(),
-                            &e.received.timestamp_millis(),
-                            &e.status.as_str(),
-                            &e.reason,
-                            &e.body,
-                        ],
-                    )
-                    .await?;
-                stored.push(n == 1);
-            }
+            let rows = tx
+                .query(
+                    &st,
+                    &[
+                        &models, &ids, &types, &actions, &times, &received, &statuses, &reasons, &bodies,
+                    ],
+                )
+                .await?;
             tx.commit().await?;
-            Ok(stored)
+            Ok(rows)
         }
-        .await)
+        .await)?;
+        // The first of the events with an id that was inserted is the stored one.
+        let mut new: std::collections::HashSet<(String, String)> =
+            inserted.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(events
+            .iter()
+            .map(|e| new.remove(&(e.model.clone(), e.event_id.clone())))
+            .collect())
     }
 
     pub async fn inbox_pending(&self, model: &str, limit: i64) -> Result<Vec<InboxEvent>, StateError> {
@@ -146,6 +154,7 @@ impl PgStore {
             .collect())
     }
 
+    /// Two statements (arrays unnested), in one transaction, however many events.
     pub async fn inbox_settle(
         &self,
         model: &str,
@@ -153,22 +162,29 @@ impl PgStore {
         versions: Vec<(String, KeyVersion)>,
         now: i64,
     ) -> Result<(), StateError> {
-        let update =
-            "UPDATE {s}.ebb_inbox SET status = $2, reason = $3, record_key = $4, settled_ms = $5 WHERE seq = $1";
-        let upsert =
-            "INSERT INTO {s}.ebb_inbox_keys (model, key, event_time_us, seq, deleted) VALUES ($1, $2, $3, $4, $5)
+        let update = "UPDATE {s}.ebb_inbox AS i SET status = u.status, reason = u.reason, record_key = u.key,
+                settled_ms = $5
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(seq, status, reason, key)
+             WHERE i.seq = u.seq";
+        let upsert = "INSERT INTO {s}.ebb_inbox_keys (model, key, event_time_us, seq, deleted)
+             SELECT $1::text, * FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], $5::bool[])
              ON CONFLICT (model, key) DO UPDATE SET event_time_us = excluded.event_time_us, seq = excluded.seq,
                 deleted = excluded.deleted";
+        let seqs: Vec<i64> = settled.iter().map(|s| s.seq).collect();
+        let statuses: Vec<&str> = settled.iter().map(|s| s.status.as_str()).collect();
+        let reasons: Vec<Option<&str>> = settled.iter().map(|s| s.reason.as_deref()).collect();
+        let keys: Vec<Option<&str>> = settled.iter().map(|s| s.key.as_deref()).collect();
+        let vkeys: Vec<&str> = versions.iter().map(|(k, _)| k.as_str()).collect();
+        let vtimes: Vec<i64> = versions.iter().map(|(_, v)| v.event_time).collect();
+        let vseqs: Vec<i64> = versions.iter().map(|(_, v)| v.seq).collect();
+        let vdeleted: Vec<bool> = versions.iter().map(|(_, v)| v.deleted).collect();
         on_writer!(self, |c| async {
             let tx = c.transaction().await?;
             let st = self.prepared(&tx, update).await?;
-            for s in &settled {
-                tx.execute(&st, &[&s.seq, &s.status.as_str(), &s.reason, &s.key, &now])
-                    .await?;
-            }
-            let st = self.prepared(&tx, upsert).await?;
-            for (k, v) in &versions {
-                tx.execute(&st, &[&model, k, &v.event_time, &v.seq, &v.deleted]).await?;
+            tx.execute(&st, &[&seqs, &statuses, &reasons, &keys, &now]).await?;
+            if !vkeys.is_empty() {
+                let st = self.prepared(&tx, upsert).await?;
+                tx.execute(&st, &[&model, &vkeys, &vtimes, &vseqs, &vdeleted]).await?;
             }
             tx.commit().await
         }
