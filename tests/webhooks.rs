@@ -633,6 +633,17 @@ fn survive_a_kill(pg_state: bool) {
     .unwrap();
 }
 
+/// The project of [`project`] writing `raw.customers` in the DuckDB file `warehouse.duckdb`.
+#[cfg(feature = "duckdb")]
+fn duckdb_project(dir: &Path) {
+    project(dir, "    type: duckdb\n    path: warehouse.duckdb", "raw.customers", "");
+    std::fs::write(
+        dir.join("models/customers.yaml"),
+        model_yaml("raw.customers", "").replace("{dest}", "duckdb"),
+    )
+    .unwrap();
+}
+
 /// `ebb run` applies a webhook model's pending events without a daemon: into DuckDB,
 /// newest event per record, a delete by key (soft: the row keeps its values), a value that
 /// does not fit its type a dead letter; the second run finds nothing pending.
@@ -641,16 +652,7 @@ fn survive_a_kill(pg_state: bool) {
 fn ebb_run_applies_the_pending_inbox_into_duckdb() {
     use ebb::state::inbox::{InboxStatus, NewEvent};
     let dir = tempfile::tempdir().unwrap();
-    project(
-        dir.path(),
-        "    type: duckdb\n    path: warehouse.duckdb",
-        "raw.customers",
-        "",
-    );
-    let yaml = std::fs::read_to_string(dir.path().join("models/customers.yaml"))
-        .unwrap()
-        .replace("{dest}", "duckdb");
-    std::fs::write(dir.path().join("models/customers.yaml"), yaml).unwrap();
+    duckdb_project(dir.path());
     // What the daemon would have stored.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let now = chrono::Utc::now();
@@ -1044,16 +1046,7 @@ fn a_full_inbox_answers_503_and_drains_once_the_table_can_be_written() {
 #[test]
 fn an_address_outside_allow_ips_is_closed_before_any_http() {
     let dir = tempfile::tempdir().unwrap();
-    project(
-        dir.path(),
-        "    type: duckdb\n    path: warehouse.duckdb",
-        "raw.customers",
-        "",
-    );
-    let yaml = std::fs::read_to_string(dir.path().join("models/customers.yaml"))
-        .unwrap()
-        .replace("{dest}", "duckdb");
-    std::fs::write(dir.path().join("models/customers.yaml"), yaml).unwrap();
+    duckdb_project(dir.path());
     let with_allow = |list: &str| {
         let text = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap();
         let base = text.split("  allow_ips:").next().unwrap().to_string();
