@@ -22,11 +22,11 @@ pub fn run(
             crate::webhook::signature::DEFAULT_TOLERANCE,
         )
         .map_err(|e| anyhow::anyhow!("`--webhook-secret`: {e}"))?;
-        if !w.url.starts_with("http://") {
-            anyhow::bail!(
-                "`--webhook {}`: the sandbox sends webhooks over plain http (to this machine)",
-                w.url
-            );
+        let ok = url::Url::parse(&w.url).is_ok_and(|u| {
+            u.scheme() == "https" || (u.scheme() == "http" && u.host().is_some_and(|h| crate::http::is_loopback(&h)))
+        });
+        if !ok {
+            anyhow::bail!("`--webhook {}`: give an https URL, or http to a loopback host", w.url);
         }
     }
     let target = webhook.as_ref().map(|w| w.url.clone());

@@ -16,12 +16,11 @@ use super::Shared;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where the sandbox sends its events.
 #[derive(Debug, Clone)]
 pub struct WebhookTarget {
-    /// `http://host:port/path` (plain HTTP: the sandbox is for this machine).
+    /// `https://…`, or `http://` to a loopback host (ebb's HTTP client's rule).
     pub url: String,
     /// The Standard Webhooks secret (`whsec_…`).
     pub secret: String,
@@ -31,6 +30,13 @@ const ATTEMPTS: u32 = 5;
 
 /// Takes the journal's changes every 100 ms and sends them, until the process ends.
 pub(crate) async fn sender(shared: Arc<Shared>, target: WebhookTarget) {
+    let client = match crate::http::client() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ebb sandbox: webhooks are not sent: {e}");
+            return;
+        }
+    };
     let mut n: u64 = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -60,7 +66,7 @@ pub(crate) async fn sender(shared: Arc<Shared>, target: WebhookTarget) {
             })
             .to_string();
             let id = format!("msg_sbx_{n}");
-            let outcome = send(&target, &id, &body).await;
+            let outcome = send(&client, &target, &id, &body).await;
             if shared.settings.log_requests {
                 eprintln!("webhook {id} {} {} → {outcome}", c.kind, c.id);
             }
@@ -68,8 +74,9 @@ pub(crate) async fn sender(shared: Arc<Shared>, target: WebhookTarget) {
     }
 }
 
-/// Sends one event with retries; what became of it, for the log.
-async fn send(target: &WebhookTarget, id: &str, body: &str) -> String {
+/// Sends one event with retries (ebb's HTTP client: no redirects, https but to loopback);
+/// what became of it, for the log.
+async fn send(client: &reqwest::Client, target: &WebhookTarget, id: &str, body: &str) -> String {
     let mut wait = Duration::from_millis(200);
     let mut last = String::new();
     for _ in 0..ATTEMPTS {
@@ -78,8 +85,19 @@ async fn send(target: &WebhookTarget, id: &str, body: &str) -> String {
             Ok(s) => s,
             Err(e) => return format!("not sent: the secret: {e}"),
         };
-        match post(&target.url, id, ts, &sig, body).await {
-            Ok((status, retry_after)) => {
+        let sent = client
+            .post(&target.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(body.to_string())
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await;
+        match sent {
+            Ok(r) => {
+                let status = r.status().as_u16();
                 if (200..300).contains(&status) {
                     return status.to_string();
                 }
@@ -87,60 +105,19 @@ async fn send(target: &WebhookTarget, id: &str, body: &str) -> String {
                 if (400..500).contains(&status) && status != 408 && status != 429 {
                     return format!("{status} (not retried)");
                 }
+                let retry_after = r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| crate::destination::http::parse_retry_after(v, chrono::Utc::now()));
                 if let Some(r) = retry_after {
-                    wait = wait.max(Duration::from_secs(r.min(60)));
+                    wait = wait.max(r.min(Duration::from_secs(60)));
                 }
             }
-            Err(e) => last = e,
+            Err(e) => last = crate::diagnostics::root_cause(&e),
         }
         tokio::time::sleep(wait).await;
         wait *= 2;
     }
     format!("{last} (gave up after {ATTEMPTS} attempts)")
-}
-
-/// One HTTP/1.1 POST: the status and `Retry-After` (seconds).
-async fn post(url: &str, id: &str, ts: i64, sig: &str, body: &str) -> Result<(u16, Option<u64>), String> {
-    let u = url::Url::parse(url).map_err(|e| format!("`{url}`: {e}"))?;
-    if u.scheme() != "http" {
-        return Err(format!("`{url}`: the sandbox sends webhooks over plain http only"));
-    }
-    let host = u.host_str().ok_or_else(|| format!("`{url}` has no host"))?;
-    let port = u.port_or_known_default().unwrap_or(80);
-    let path = match u.query() {
-        Some(q) => format!("{}?{q}", u.path()),
-        None => u.path().to_string(),
-    };
-    let connect = tokio::net::TcpStream::connect((host, port));
-    let mut s = tokio::time::timeout(Duration::from_secs(10), connect)
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         webhook-id: {id}\r\nwebhook-timestamp: {ts}\r\nwebhook-signature: {sig}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    let mut limited = s.take(64 * 1024);
-    let read = limited.read_to_end(&mut raw);
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .map_err(|_| "no answer within 30 s".to_string())?
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let mut lines = text.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| "not an HTTP answer".to_string())?;
-    let retry_after = lines.take_while(|l| !l.is_empty()).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("retry-after")
-            .then(|| v.trim().parse().ok())?
-    });
-    Ok((status, retry_after))
 }
