@@ -223,21 +223,28 @@ impl Applier {
         }
         // The newest event of each key in the batch; the others are superseded by it.
         let mut newest: HashMap<String, Candidate> = HashMap::with_capacity(candidates.len());
-        // The newest upsert of each key in the batch: what a soft delete winning over it
-        // marks deleted, when the table does not have the record yet.
+        // The newest of the upserts superseded in the batch, per key: what a soft delete
+        // winning over them marks deleted when the table does not have the record yet
+        // (their rows are moved here, not copied).
         let soft = self.plan.destination.on_deleted != Some(crate::config::model::OnDeleted::Hard);
         let mut upserts: HashMap<String, (i64, i64, TableRow)> = HashMap::new();
-        for c in &candidates {
+        let mut supersede = |c: Candidate, settled: &mut Vec<Settled>| {
+            settled.push(Settled {
+                seq: c.seq,
+                status: InboxStatus::Superseded,
+                reason: None,
+                key: Some(c.key.clone()),
+            });
             if soft && !c.delete && upserts.get(&c.key).is_none_or(|u| (u.0, u.1) < (c.event_time, c.seq)) {
-                upserts.insert(c.key.clone(), (c.event_time, c.seq, c.row.clone()));
+                upserts.insert(c.key, (c.event_time, c.seq, c.row));
             }
-        }
+        };
         for c in candidates {
             match newest.get(&c.key) {
-                Some(n) if (n.event_time, n.seq) > (c.event_time, c.seq) => settled.push(c.superseded()),
+                Some(n) if (n.event_time, n.seq) > (c.event_time, c.seq) => supersede(c, &mut settled),
                 _ => {
                     if let Some(old) = newest.insert(c.key.clone(), c) {
-                        settled.push(old.superseded());
+                        supersede(old, &mut settled);
                     }
                 }
             }
