@@ -75,6 +75,14 @@ struct Throttle {
 }
 
 impl Throttle {
+    fn every(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            skipped: 0,
+        }
+    }
+
     /// `Some(events skipped since the last line)` when a line is due.
     fn due(&mut self) -> Option<u64> {
         let now = Instant::now();
@@ -94,21 +102,9 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut s
     let limits = shared.http;
     let app = router(shared.clone());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut refused = Throttle {
-        every: Duration::from_secs(10),
-        last: None,
-        skipped: 0,
-    };
-    let mut failed = Throttle {
-        every: Duration::from_secs(10),
-        last: None,
-        skipped: 0,
-    };
-    let mut not_allowed = Throttle {
-        every: Duration::from_secs(10),
-        last: None,
-        skipped: 0,
-    };
+    let mut refused = Throttle::every(Duration::from_secs(10));
+    let mut failed = Throttle::every(Duration::from_secs(10));
+    let mut not_allowed = Throttle::every(Duration::from_secs(10));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
