@@ -4,6 +4,8 @@
 mod support;
 
 mod cli; // the `ebb` binary: exit codes, output formats, `plan`, `schema`
+#[cfg(feature = "duckdb")]
+mod conflicts; // two-way fields: conflicts found and decided by each policy, review, resolve, crm_state, kill -9
 mod connect; // `validate --connect` against a real warehouse
 mod daemon; // `ebb daemon`: schedules, hot reload, the HTTP API, signals, two daemons on one store
 #[cfg(feature = "duckdb")]

@@ -307,6 +307,146 @@ async fn suite(store: StateStore) {
     );
 }
 
+/// The conflict tables (docs/conflicts.md): bases, conflicts stored once per fingerprint,
+/// superseded when the values change, resolved with the base set for the next run.
+async fn conflicts_suite(store: &StateStore) {
+    use ebb::state::conflicts::{base_to_text, Base, Conflict, ConflictQuery, ConflictStatus, FieldBase, Side};
+    use serde_json::json;
+    store.conflicts_init().await.unwrap();
+    store.conflicts_init().await.unwrap(); // twice: created once
+    let conflict = |key: &str, w: &str, c: &str, status: ConflictStatus| Conflict {
+        id: 0,
+        model: "two_way".into(),
+        key: key.into(),
+        field: "Email".into(),
+        warehouse_value: json!(w),
+        crm_value: json!(c),
+        warehouse_time: Some("2026-12-03T09:00:00".into()),
+        crm_time: Some("2026-12-03T10:00:00.000+0000".into()),
+        policy: "manual_review".into(),
+        status,
+        winner: None,
+        reason: "policy manual_review".into(),
+        run_id: 1,
+        detected_ms: 1_000,
+        decided_ms: None,
+        decided_by: None,
+    };
+    let mut base = Base::new();
+    base.insert(
+        "Email".into(),
+        FieldBase {
+            w: Some(json!("old@x")),
+            c: Some(json!("old@x")),
+        },
+    );
+    store
+        .apply(
+            "two_way",
+            vec![
+                StateWrite::ConflictBase(vec![("k1".into(), base_to_text(&base))]),
+                StateWrite::Conflicts(vec![conflict("k1", "w@x", "c@x", ConflictStatus::Open)]),
+            ],
+        )
+        .await
+        .unwrap();
+    // Found again by the next run: stored once.
+    store
+        .apply(
+            "two_way",
+            vec![StateWrite::Conflicts(vec![conflict(
+                "k1",
+                "w@x",
+                "c@x",
+                ConflictStatus::Open,
+            )])],
+        )
+        .await
+        .unwrap();
+    let all = |model: &str| ConflictQuery {
+        model: Some(model.into()),
+        limit: 100,
+        ..ConflictQuery::default()
+    };
+    assert_eq!(store.conflicts(all("two_way")).await.unwrap().len(), 1);
+    assert_eq!(store.conflicts_open().await.unwrap(), vec![("two_way".to_string(), 1)]);
+    // The warehouse value changes while held: the old conflict is superseded.
+    store
+        .apply(
+            "two_way",
+            vec![StateWrite::Conflicts(vec![conflict(
+                "k1",
+                "w2@x",
+                "c@x",
+                ConflictStatus::Open,
+            )])],
+        )
+        .await
+        .unwrap();
+    let listed = store.conflicts(all("two_way")).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|c| c.status).collect::<Vec<_>>(),
+        [ConflictStatus::Open, ConflictStatus::Superseded],
+        "newest first"
+    );
+    assert_eq!(listed[0].warehouse_value, json!("w2@x"));
+    assert_eq!(listed[0].crm_time.as_deref(), Some("2026-12-03T10:00:00.000+0000"));
+    // A person takes the CRM's value: the base now holds both sides as they are.
+    let resolved = store
+        .conflict_resolve("two_way", "k1", Side::Crm, "cli:ana", 2_000)
+        .await
+        .unwrap();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].winner, Some(Side::Crm));
+    assert_eq!(resolved[0].decided_by.as_deref(), Some("cli:ana"));
+    let b = store
+        .conflict_bases("two_way", vec!["k1".into(), "k2".into()])
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 1, "k2 was never settled");
+    assert_eq!(b["k1"]["Email"].w, Some(json!("w2@x")));
+    assert_eq!(b["k1"]["Email"].c, Some(json!("c@x")));
+    assert!(store.conflicts_open().await.unwrap().is_empty());
+    let stored = store
+        .conflicts(ConflictQuery {
+            statuses: vec![ConflictStatus::Resolved],
+            ..all("two_way")
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored[0].decided_ms, Some(2_000));
+    // Nothing left to resolve.
+    assert!(store
+        .conflict_resolve("two_way", "k1", Side::Warehouse, "cli:ana", 3_000)
+        .await
+        .unwrap()
+        .is_empty());
+    // A record settled without a conflict supersedes its open ones.
+    store
+        .apply(
+            "two_way",
+            vec![StateWrite::Conflicts(vec![conflict(
+                "k9",
+                "a",
+                "b",
+                ConflictStatus::Open,
+            )])],
+        )
+        .await
+        .unwrap();
+    store
+        .apply(
+            "two_way",
+            vec![StateWrite::ConflictsGone {
+                keys: vec!["k9".into()],
+                now_ms: 4_000,
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(store.conflicts_open().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn sqlite_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -315,6 +455,7 @@ async fn sqlite_store() {
         dir.path().join(".ebb/state.db").is_file(),
         "the default is .ebb/state.db in the project"
     );
+    conflicts_suite(&store).await;
     suite(store).await;
     // Reopening finds the same state.
     let again = StateStore::open(None, dir.path()).await.unwrap();
@@ -337,6 +478,7 @@ async fn postgres_store() {
         .await
         .unwrap();
     let store = StateStore::open(Some(&url), std::path::Path::new(".")).await.unwrap();
+    conflicts_suite(&store).await;
     suite(store).await;
     let again = StateStore::open(Some(&url), std::path::Path::new(".")).await.unwrap();
     assert_eq!(again.snapshot("other").await.unwrap().len(), 1);

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 /// One model name that the project defines, with the store; or the exit code.
-fn one_model(
+pub(super) fn one_model(
     project: Option<PathBuf>,
     model: &str,
 ) -> anyhow::Result<Result<(Report, StateStore, tokio::runtime::Runtime), u8>> {
@@ -258,6 +258,20 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             },
             None => None,
         };
+        // A model with `conflicts`: the rows held for review.
+        let held = match plan.filter(|p| p.conflicts.is_some()) {
+            Some(p) => match rt.block_on(async {
+                store.conflicts_init().await?;
+                store.conflicts_open().await
+            }) {
+                Ok(open) => Some(open.into_iter().find(|(m, _)| *m == p.name).map_or(0, |(_, n)| n)),
+                Err(e) => {
+                    eprintln!("error: {}", shown(&report.secrets, &e.to_string()));
+                    return Ok(1);
+                }
+            },
+            None => None,
+        };
         let next = plan
             .and_then(|p| p.schedule.as_ref())
             .and_then(|s| s.next_after(now))
@@ -269,7 +283,10 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             Some(c) if c.oldest_pending.is_some_and(|t| (now - t).num_seconds() > 60) => "behind",
             Some(c) if c.applied + c.superseded + c.ignored + c.pending == 0 => "no events yet",
             Some(_) => "healthy",
-            None => engine::health(last.as_ref().map(|r| r.status.as_str()), running.is_some()),
+            None => match engine::health(last.as_ref().map(|r| r.status.as_str()), running.is_some()) {
+                "healthy" if held.is_some_and(|n| n > 0) => "conflicts to review",
+                h => h,
+            },
         };
         let ago = |t: &str| {
             chrono::DateTime::parse_from_rfc3339(t)
@@ -296,6 +313,7 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
                 .and_then(|w| w.newest)
                 .map(|t| human_age(now.signed_duration_since(t)))
                 .or_else(|| inbox.as_ref().and_then(|c| c.oldest_pending).map(|t| human_age(now.signed_duration_since(t)))),
+            "conflicts_open": held,
             "inbox": inbox.as_ref().map(|c| serde_json::json!({
                 "pending": c.pending, "applied": c.applied, "dead_letters": c.dead_letters(),
                 "oldest_pending": c.oldest_pending.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
@@ -340,9 +358,11 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
                 l["inbox"]["pending"]
                     .as_u64()
                     .map_or_else(|| l["rows_in_flight"].to_string(), |p| format!("{p} events")),
-                l["inbox"]["dead_letters"]
-                    .as_u64()
-                    .map_or_else(|| l["row_errors"].to_string(), |d| format!("{d} dead")),
+                match (l["inbox"]["dead_letters"].as_u64(), l["conflicts_open"].as_u64()) {
+                    (Some(d), _) => format!("{d} dead"),
+                    (None, Some(h)) if h > 0 => format!("{} + {h} held", l["row_errors"]),
+                    _ => l["row_errors"].to_string(),
+                },
                 s(&l["inbound_lag"]),
                 s(&l["next_run_at"]),
             ]

@@ -3,6 +3,7 @@
 //! Exit codes (docs/delivery.md §2): 0 success; 1 failure (invalid config, a failed run);
 //! 2 bad usage or unreadable project files; 3 a run whose destination rejected rows.
 
+mod conflicts;
 mod daemon;
 #[cfg(feature = "duckdb")]
 mod demo;
@@ -163,6 +164,26 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
     },
+    /// Conflicts of two-way fields (models with `conflicts`): rows held for review and
+    /// the decisions made; `ebb conflicts resolve MODEL KEY --take warehouse|crm` decides a
+    /// held record, `ebb conflicts export` writes every decision into a warehouse table.
+    #[command(args_conflicts_with_subcommands = true)]
+    Conflicts {
+        #[command(subcommand)]
+        action: Option<ConflictsAction>,
+        /// A model with `conflicts` (default: every one).
+        model: Option<String>,
+        /// One record's conflicts.
+        #[arg(long)]
+        key: Option<String>,
+        /// The statuses listed: open, decided, resolved, superseded, or all (default: open).
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<String>,
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
     /// The quickstart: build the demo warehouse (embedded DuckDB, seeded customer data),
     /// check every model against it and show what each would send.
     #[cfg(feature = "duckdb")]
@@ -255,6 +276,34 @@ pub enum InboxAction {
     },
 }
 
+/// `ebb conflicts` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConflictsAction {
+    /// Decide a held record: `--take warehouse` writes the warehouse's values to the CRM,
+    /// `--take crm` keeps the CRM's; the model's next run applies it.
+    Resolve {
+        model: String,
+        key: String,
+        /// `warehouse` or `crm`.
+        #[arg(long)]
+        take: String,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
+    /// Write every conflict and its decision (the seed's `master_source` and
+    /// `resolution_timestamp`) into a warehouse table, upserted by id; created when missing.
+    Export {
+        /// Only this model's.
+        model: Option<String>,
+        /// A DuckDB or PostgreSQL connection of ebb.yaml.
+        #[arg(long)]
+        connection: String,
+        /// `schema.table` or `table`.
+        #[arg(long)]
+        table: String,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
     Human,
@@ -320,6 +369,33 @@ pub fn run(cli: Cli) -> u8 {
             limit,
             format,
         } => inbox::show(project, model.as_deref(), &status, limit, format),
+        Command::Conflicts {
+            action:
+                Some(ConflictsAction::Resolve {
+                    model,
+                    key,
+                    take,
+                    format,
+                }),
+            ..
+        } => conflicts::resolve(project, &model, &key, &take, format),
+        Command::Conflicts {
+            action:
+                Some(ConflictsAction::Export {
+                    model,
+                    connection,
+                    table,
+                }),
+            ..
+        } => conflicts::export(project, model.as_deref(), &connection, &table),
+        Command::Conflicts {
+            action: None,
+            model,
+            key,
+            status,
+            limit,
+            format,
+        } => conflicts::show(project, model.as_deref(), key.as_deref(), &status, limit, format),
         #[cfg(feature = "duckdb")]
         Command::Demo {
             customers,

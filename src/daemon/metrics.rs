@@ -76,6 +76,8 @@ pub struct ModelGauges {
     pub last_success: Option<f64>,
     /// Unix seconds of its next planned start.
     pub next_run: Option<f64>,
+    /// Models with `conflicts`: rows' fields held for review.
+    pub conflicts_open: Option<u64>,
 }
 
 /// The daemon's counters.
@@ -292,6 +294,17 @@ impl Metrics {
         }
         family(
             &mut out,
+            "ebb_conflicts_open",
+            "gauge",
+            "Conflicts held for review (`ebb conflicts`), by model with `conflicts`.",
+        );
+        for g in models {
+            if let Some(n) = g.conflicts_open {
+                let _ = writeln!(out, "ebb_conflicts_open{{model=\"{}\"}} {n}", esc(&g.model));
+            }
+        }
+        family(
+            &mut out,
             "ebb_model_running",
             "gauge",
             "1 while this daemon runs the model.",
@@ -452,6 +465,7 @@ mod tests {
             running: false,
             last_success: Some(1000.0),
             next_run: Some(1060.0),
+            conflicts_open: Some(3),
         }];
         let text = m.render(&g, true, 1042.5);
         for line in [
@@ -476,6 +490,7 @@ mod tests {
             "ebb_reloads_total{result=\"rejected\"} 1",
             "ebb_http_requests_total{route=\"/api/models\",status=\"200\"} 1",
             "ebb_ready 1",
+            "ebb_conflicts_open{model=\"a\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
         }

@@ -193,6 +193,22 @@ impl Destination {
         }
     }
 
+    /// The CRM's current values of `fields` for the records of `keys` (with their record
+    /// id), for the conflict check: a key without a record is missing. Only CRM
+    /// destinations hold records to ask about.
+    pub async fn current(
+        &self,
+        keys: &[&str],
+        fields: &[String],
+    ) -> Result<std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>, SendError> {
+        match self {
+            Destination::Salesforce(d) => d.current(keys, fields).await,
+            _ => Err(SendError::Fatal(
+                "this destination cannot say what its records hold (conflicts need a CRM)".into(),
+            )),
+        }
+    }
+
     /// Whether batches of `op` need the records' destination ids (from the snapshot).
     pub fn wants_record_ids(&self, op: Op) -> bool {
         match self {

@@ -21,6 +21,35 @@ pub struct Failed {
 
 /// Sends `batch` to `dest`, retrying transient errors under `policy`.
 pub async fn deliver(dest: &Destination, batch: &Batch, policy: &RetryPolicy) -> Result<Delivered, Failed> {
+    let mut attempts = 0u64;
+    let outcomes = call(policy, || {
+        attempts += 1;
+        async move {
+            match dest.send(batch).await {
+                Ok(outcomes) if outcomes.len() != batch.records.len() => Err(SendError::Fatal(format!(
+                    "the destination answered {} outcomes for {} records",
+                    outcomes.len(),
+                    batch.records.len()
+                ))),
+                other => other,
+            }
+        }
+    })
+    .await?;
+    Ok(Delivered {
+        outcomes,
+        api_calls: attempts,
+    })
+}
+
+/// Calls `f` until it answers, a fatal error stops it, or the attempts run out, waiting as
+/// `policy` says; for requests that are not a batch's delivery (the conflict check's
+/// lookups).
+pub async fn call<T, F, Fut>(policy: &RetryPolicy, mut f: F) -> Result<T, Failed>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SendError>>,
+{
     let max_attempts = policy.max_attempts.max(1);
     let mut attempts = 0u32;
     loop {
@@ -34,27 +63,14 @@ pub async fn deliver(dest: &Destination, batch: &Batch, policy: &RetryPolicy) ->
             api_calls: u64::from(attempts),
             attempts,
         };
-        match dest.send(batch).await {
-            Ok(outcomes) if outcomes.len() == batch.records.len() => {
-                return Ok(Delivered {
-                    outcomes,
-                    api_calls: u64::from(attempts),
-                })
-            }
-            Ok(outcomes) => {
-                return Err(failed(format!(
-                    "the destination answered {} outcomes for {} records",
-                    outcomes.len(),
-                    batch.records.len()
-                )))
-            }
+        match f().await {
+            Ok(t) => return Ok(t),
             Err(SendError::Fatal(message)) => return Err(failed(message)),
             Err(SendError::Transient { message, retry_after }) => {
                 if attempts >= max_attempts {
                     return Err(failed(message));
                 }
-                let wait = policy.delay(attempts, retry_after, rand::random::<f64>());
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(policy.delay(attempts, retry_after, rand::random::<f64>())).await;
             }
         }
     }

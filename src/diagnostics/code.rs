@@ -83,6 +83,7 @@ codes! {
     UpsertById = "N502", Note, "Salesforce cannot upsert by record `Id`: rows are updated";
     ApiNotApplicable = "E503", Error, "`api` is only for Salesforce destinations";
     DefaultDeleteGuard = "N504", Note, "a model that deletes or clears records gets ebb's default guard on deletes";
+    ConflictSettings = "E505", Error, "`conflicts` settings that cannot work: not a CRM destination, an unmapped field, no modification time for `newest_wins`, or a `crm_state` model that does not cover the fields";
     // Schedules (E6xx)
     BadInterval = "E601", Error, "an interval not of the form hourly|daily|weekly|<n>s|<n>m|<n>h|<n>d";
     BadCron = "E602", Error, "an invalid cron expression";

@@ -74,6 +74,7 @@ impl BatchSender {
         batch_no: i64,
         records: Vec<Spilled>,
         ids: HashMap<String, String>,
+        bases: HashMap<String, String>,
         answered: Answered,
         turn: Turn,
     ) -> BatchResult {
@@ -175,7 +176,17 @@ impl BatchSender {
             }
             result.confirmed = (confirmed.len() + gone.len()) as i64;
             result.rejected = errors.len() as i64;
-            let mut writes = Vec::with_capacity(4);
+            let mut writes = Vec::with_capacity(5);
+            if !bases.is_empty() {
+                // Two-way fields: what the CRM confirmed is what both sides now agree on.
+                let agreed: Vec<(String, String)> = confirmed
+                    .iter()
+                    .filter_map(|(k, _, _)| Some((k.clone(), bases.get(k)?.clone())))
+                    .collect();
+                if !agreed.is_empty() {
+                    writes.push(StateWrite::ConflictBase(agreed));
+                }
+            }
             if !confirmed.is_empty() {
                 writes.push(StateWrite::Confirm {
                     run_id: self.run_id,

@@ -9,6 +9,7 @@
 
 use super::batch::{Answered, BatchResult, BatchSender, Turn};
 use super::error::RunError;
+use super::run::plural;
 use super::run::Run;
 use super::spill::{SpillReader, Spilled};
 use super::table::SnapTable;
@@ -62,6 +63,11 @@ impl<'a> Run<'a> {
                 dest,
                 policy: Arc::new(RetryPolicy::from_env()),
             });
+        // A model with `conflicts` checks each batch against the CRM's values first.
+        let lookup = if dest.is_some() { self.conflict_lookup()? } else { None };
+        if lookup.is_some() {
+            self.cfg.store.conflicts_init().await?;
+        }
         let mut in_flight: tokio::task::JoinSet<BatchResult> = tokio::task::JoinSet::new();
         // A batch holds a place in the pipeline until its answer comes, not until the answer
         // is committed: commits of many batches then group into one transaction while
@@ -134,6 +140,15 @@ impl<'a> Run<'a> {
                     let (Some(dest), Some(sender)) = (dest.as_ref(), sender.as_ref()) else {
                         return Err(RunError::NoDestination);
                     };
+                    let (records, bases) = match (&lookup, records[0].op) {
+                        (Some(lookup), Some(Op::Upsert | Op::Update | Op::Insert)) => {
+                            self.check_conflicts(records, lookup, dest, table).await?
+                        }
+                        _ => (records, HashMap::new()),
+                    };
+                    if records.is_empty() {
+                        continue; // every row held, or settled without a write
+                    }
                     batch_no += 1;
                     if !self.diff.forced.is_empty() {
                         for r in &records {
@@ -173,7 +188,7 @@ impl<'a> Run<'a> {
                             tx
                         },
                     };
-                    in_flight.spawn(sender.clone().send_batch(batch_no, records, ids, answered, turn));
+                    in_flight.spawn(sender.clone().send_batch(batch_no, records, ids, bases, answered, turn));
                     unanswered += 1;
                     // Wait while the pipeline is full: for a batch to be answered, or to end.
                     while unanswered >= pipeline || in_flight.len() >= under_way {
@@ -197,6 +212,17 @@ impl<'a> Run<'a> {
         }
         if self.failure.is_none() && !forget.is_empty() {
             self.forget(forget, table).await?;
+        }
+        let c = self.conflicts;
+        if c.held + c.decided + c.kept > 0 {
+            self.notes.push(format!(
+                "conflicts: {} decided by `{}`, {} held for review, {} left as the CRM has them (`ebb conflicts {}`)",
+                plural(c.decided, "conflict"),
+                plan.conflicts.as_ref().map(|p| p.policy.as_str()).unwrap_or(""),
+                plural(c.held, "row"),
+                plural(c.kept, "row"),
+                plan.name
+            ));
         }
         if let Some(dest) = dest {
             if let Some(calls) = dest.calls() {

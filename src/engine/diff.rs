@@ -135,11 +135,12 @@ impl<'a> Run<'a> {
         };
         let source = Source::open(&plan.source.connection, spec, self.cfg.project_dir).map_err(context)?;
         let mut stream = source.query(query, READ_BATCH).await.map_err(context)?;
-        let mapper = RowMapper::new(plan, stream.schema()).map_err(|missing| RunError::MissingColumns {
-            connection: plan.source.connection.clone(),
-            kind: plan.source.kind,
-            missing,
-        })?;
+        let mapper =
+            RowMapper::new(&with_modified(plan), stream.schema()).map_err(|missing| RunError::MissingColumns {
+                connection: plan.source.connection.clone(),
+                kind: plan.source.kind,
+                missing,
+            })?;
         // Batches are encoded on worker threads and classified here, in order.
         let mut pool = EncodePool::start(Arc::new(mapper), ENCODE_THREADS);
         let mut cx = Classify::default();
@@ -438,4 +439,28 @@ fn key_payload(plan: &SyncPlan, key: &str, clear: bool) -> String {
     }
     fields.sort_by(|a, b| a.0.cmp(b.0));
     RowMapper::to_json_object(&fields).unwrap_or_default()
+}
+
+/// The plan the rows are encoded with: a model with `conflicts.source_modified` carries
+/// each row's modification time in its payload, under [`crate::plan::MODIFIED_FIELD`], for
+/// the conflict check, which takes it out before anything is sent. (A row whose only
+/// change is its modification time is then checked again, and writes nothing new.)
+fn with_modified(plan: &SyncPlan) -> std::borrow::Cow<'_, SyncPlan> {
+    let Some(column) = plan.conflicts.as_ref().and_then(|c| c.source_modified.clone()) else {
+        return std::borrow::Cow::Borrowed(plan);
+    };
+    let mut p = plan.clone();
+    let span = p.spans.source.clone();
+    p.mappings.push(crate::plan::MappingPlan {
+        destination: crate::plan::MODIFIED_FIELD.to_string(),
+        value: crate::plan::ValueSource::Path(crate::path::FieldPath::Simple {
+            column,
+            steps: Vec::new(),
+        }),
+        transforms: Vec::new(),
+        source_span: span.clone(),
+        transform_spans: Vec::new(),
+        destination_span: span,
+    });
+    std::borrow::Cow::Owned(p)
 }

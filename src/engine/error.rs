@@ -102,6 +102,10 @@ pub enum RunError {
     /// An inbound run failed (its message names the model and the connection).
     #[error(transparent)]
     Inbound(#[from] super::inbound::InboundError),
+    /// The conflict check could not read the CRM's current values (from the CRM or the
+    /// `crm_state` table); nothing of the batch was sent.
+    #[error("model `{model}`: the conflict check cannot read the CRM's values: {why}; nothing of the batch was sent")]
+    Conflicts { model: String, why: String },
     /// Records were left to send with no destination open (a bug in ebb).
     #[error("internal: records to send but no destination")]
     NoDestination,

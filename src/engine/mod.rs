@@ -32,6 +32,7 @@
 //!   applied to its table.
 
 mod batch;
+pub mod conflict;
 mod deliver;
 mod diff;
 mod error;

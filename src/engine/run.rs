@@ -356,6 +356,8 @@ pub(super) struct Run<'a> {
     pub(super) token: u64,
     /// The snapshot's token when it was loaded, and whether it came from the table file.
     pub(super) loaded: (Option<u64>, bool),
+    /// What the conflict checks found (models with `conflicts`).
+    pub(super) conflicts: super::conflict::ConflictCounts,
 }
 
 impl<'a> Run<'a> {
@@ -374,6 +376,7 @@ impl<'a> Run<'a> {
             timings: Vec::new(),
             token: rand::random::<u64>() | 1,
             loaded: (None, false),
+            conflicts: Default::default(),
         }
     }
 

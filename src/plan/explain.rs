@@ -192,6 +192,32 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
     if g.is_set() {
         let _ = writeln!(o, "guard:        {}", g.describe().join(", "));
     }
+    if let Some(c) = &plan.conflicts {
+        let _ = writeln!(
+            o,
+            "conflicts:    {} on {}{}",
+            c.policy.as_str(),
+            c.fields.join(", "),
+            if c.fields_defaulted {
+                " (every mapped field)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            o,
+            "  times:      warehouse `{}`, CRM `{}`",
+            c.source_modified.as_deref().unwrap_or("-"),
+            c.destination_modified
+        );
+        let _ = match &c.crm_state {
+            Some(s) => writeln!(o, "  CRM values: table {} of `{}` (no API calls)", s.table, s.model),
+            None => writeln!(
+                o,
+                "  CRM values: one SOQL query per 200 keys, for the rows about to be written"
+            ),
+        };
+    }
     o
 }
 
@@ -339,5 +365,14 @@ pub fn explain_json(plan: &SyncPlan, now: DateTime<Utc>) -> serde_json::Value {
                 .chain(plan.guard.default_max_delete_ratio.then_some("max_delete_ratio"))
                 .collect::<Vec<_>>(),
         },
+        "conflicts": plan.conflicts.as_ref().map(|c| serde_json::json!({
+            "policy": c.policy.as_str(),
+            "fields": c.fields,
+            "source_modified": c.source_modified,
+            "destination_modified": c.destination_modified,
+            "crm_state": c.crm_state.as_ref().map(|s| serde_json::json!({
+                "model": s.model, "table": s.table, "key_column": s.key_column,
+            })),
+        })),
     })
 }

@@ -30,6 +30,8 @@ pub struct SyncPlan {
     pub mappings: Vec<MappingPlan>,
     pub schedule: Option<Schedule>,
     pub guard: Guard,
+    /// Two-way fields and their conflict policy (outbound models into a CRM).
+    pub conflicts: Option<ConflictPlan>,
     /// Where the parts of the model are written, for diagnostics found later (e.g. by
     /// `validate --connect`).
     pub spans: PlanSpans,
@@ -190,6 +192,52 @@ pub struct MappingPlan {
 pub enum ValueSource {
     Path(FieldPath),
     Constant(serde_json::Value),
+}
+
+/// The destination field under which the engine carries a row's modification time
+/// (`conflicts.source_modified`) from the diff to the conflict check; it is never sent.
+pub const MODIFIED_FIELD: &str = "$ebb_modified";
+
+/// Two-way fields of an outbound model and how their conflicts are decided
+/// (docs/conflicts.md).
+#[derive(Debug, Clone)]
+pub struct ConflictPlan {
+    pub policy: crate::config::model::ConflictPolicy,
+    /// The two-way destination fields, in mapping order.
+    pub fields: Vec<String>,
+    /// `fields` was left out: every mapped field but the key.
+    pub fields_defaulted: bool,
+    /// The source column of the row's modification time.
+    pub source_modified: Option<String>,
+    /// The CRM field of the record's modification time.
+    pub destination_modified: String,
+    /// The inbound model named by `crm_state`, as written.
+    pub crm_state_model: Option<String>,
+    /// Where `crm_state` reads the CRM's values; set when the project's models are linked
+    /// (`plan::compile::conflicts::link`).
+    pub crm_state: Option<CrmState>,
+    /// Where `crm_state` is written in the model file.
+    pub crm_state_span: Option<Span>,
+    /// Where `source_modified` and `destination_modified` are written (else `conflicts`).
+    pub source_modified_span: Span,
+    pub destination_modified_span: Span,
+}
+
+/// An inbound model's table read as the CRM's current values.
+#[derive(Debug, Clone)]
+pub struct CrmState {
+    pub model: String,
+    /// The table's connection and the table.
+    pub connection: String,
+    pub table: String,
+    /// The column holding the outbound model's key field.
+    pub key_column: String,
+    /// (two-way field, column) for every two-way field.
+    pub columns: Vec<(String, String)>,
+    /// The column of `destination_modified`.
+    pub modified_column: Option<String>,
+    /// The column set on a soft-deleted record.
+    pub deleted_column: Option<String>,
 }
 
 /// Mass-change limits.

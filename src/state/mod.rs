@@ -10,6 +10,7 @@
 
 mod watermark;
 pub use watermark::{Watermark, WatermarkError};
+pub mod conflicts;
 pub mod inbox;
 mod postgres;
 mod sqlite;
@@ -149,6 +150,14 @@ pub enum StateWrite {
     /// Every transaction that changes the snapshot carries one, so a copy of the snapshot
     /// kept elsewhere (the engine's table file) is known current when the tokens agree.
     SnapshotToken(u64),
+    /// What both sides of these records' two-way fields last agreed on (key, the base's
+    /// JSON text, [`conflicts::base_to_text`]).
+    ConflictBase(Vec<(String, String)>),
+    /// Conflicts found: each is stored once (by its fingerprint); an open conflict of the
+    /// same record and field with other values is superseded.
+    Conflicts(Vec<conflicts::Conflict>),
+    /// These records were settled without a conflict: their open conflicts are superseded.
+    ConflictsGone { keys: Vec<String>, now_ms: i64 },
 }
 
 /// The `ebb_meta` key of a model's snapshot token.
@@ -252,6 +261,46 @@ impl StateStore {
     /// Creates the webhook inbox's tables when missing ([`inbox`]).
     pub async fn inbox_init(&self) -> Result<(), StateError> {
         dispatch!(self, s => s.inbox_init().await)
+    }
+
+    /// Creates the conflict tables when missing ([`conflicts`]).
+    pub async fn conflicts_init(&self) -> Result<(), StateError> {
+        dispatch!(self, s => s.conflicts_init().await)
+    }
+
+    /// What both sides last agreed on for the two-way fields of `keys` (keys never settled
+    /// are missing).
+    pub async fn conflict_bases(
+        &self,
+        model: &str,
+        keys: Vec<String>,
+    ) -> Result<HashMap<String, conflicts::Base>, StateError> {
+        dispatch!(self, s => s.conflict_bases(model, keys).await)
+    }
+
+    /// Conflicts matching `q`, newest first.
+    pub async fn conflicts(&self, q: conflicts::ConflictQuery) -> Result<Vec<conflicts::Conflict>, StateError> {
+        dispatch!(self, s => s.conflicts(q).await)
+    }
+
+    /// Per model, its open conflicts (held records' fields).
+    pub async fn conflicts_open(&self) -> Result<Vec<(String, u64)>, StateError> {
+        dispatch!(self, s => s.conflicts_open().await)
+    }
+
+    /// A person's decision on the open conflicts of one record, in one transaction: they
+    /// become `resolved` with `take` as the winner, and the record's base is set so the next
+    /// run applies it ([`conflicts::resolve_base`]). Returns the conflicts resolved (none:
+    /// the record has no open conflict).
+    pub async fn conflict_resolve(
+        &self,
+        model: &str,
+        key: &str,
+        take: conflicts::Side,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<Vec<conflicts::Conflict>, StateError> {
+        dispatch!(self, s => s.conflict_resolve(model, key, take, by, now_ms).await)
     }
 
     /// Stores events in one transaction; for each, whether it is new (`false`: an event of

@@ -373,6 +373,20 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
         let mut k = keep.into_iter();
         report.plans.retain(|_| k.next().unwrap_or(true));
     }
+    // `conflicts.crm_state` names another model: checked once every model has its plan.
+    let linked = crate::plan::compile::conflicts::link(&mut report.plans);
+    if !linked.is_empty() {
+        let failed: Vec<String> = linked.iter().map(|(n, _)| n.clone()).collect();
+        for (name, d) in linked {
+            if let Some((_, _, bucket)) = names
+                .iter()
+                .find(|(n, s, _)| *n == name && s.file.path == d.span.file.path)
+            {
+                buckets[*bucket].push(d);
+            }
+        }
+        report.plans.retain(|p| !failed.contains(&p.name));
+    }
     for mut b in buckets {
         b.sort_by_key(|d| (d.span.line, d.span.col));
         report.diagnostics.extend(b);

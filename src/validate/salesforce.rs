@@ -234,6 +234,50 @@ pub async fn check(
         }
     }
 
+    // Two-way fields: the CRM's modification time must be a time; the warehouse's too.
+    if let Some(c) = &plan.conflicts {
+        match field(&c.destination_modified) {
+            None => out.push(unknown_field(
+                &c.destination_modified,
+                object,
+                &names,
+                c.destination_modified_span.clone(),
+            )),
+            Some(f) if !matches!(f["type"].as_str(), Some("datetime" | "date")) => out.push(
+                Diagnostic::new(
+                    Code::SalesforceTypeMismatch,
+                    c.destination_modified_span.clone(),
+                    format!(
+                        "`{object}.{}` is a {} field, not a date or time: it cannot say which side changed last",
+                        c.destination_modified,
+                        f["type"].as_str().unwrap_or("?")
+                    ),
+                )
+                .help("name the record's modification time, e.g. `LastModifiedDate`"),
+            ),
+            _ => {}
+        }
+        if let (Some(col), Some(schema)) = (&c.source_modified, schema) {
+            if let Some(i) = crate::map::column_index(schema, col) {
+                use arrow::datatypes::DataType as T;
+                let ty = schema.field(i).data_type();
+                if !matches!(
+                    ty,
+                    T::Timestamp(..) | T::Date32 | T::Date64 | T::Utf8 | T::LargeUtf8 | T::Utf8View
+                ) {
+                    out.push(
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            c.source_modified_span.clone(),
+                            format!("column `{col}` is {ty}, not a date or time"),
+                        )
+                        .help("name the column holding each row's modification time (a TIMESTAMP)"),
+                    );
+                }
+            }
+        }
+    }
+
     // Fields a record cannot be created without.
     if creates {
         let mapped: Vec<String> = plan

@@ -14,6 +14,7 @@
 //! most `max_connections` are open at once; a connection past the cap is closed as soon as
 //! it is accepted, so `/healthz` answers again as soon as the slow ones time out.
 
+mod conflicts;
 mod routes;
 mod webhooks;
 
@@ -188,6 +189,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/models/{name}/runs", post(trigger))
         .route("/api/inbox/{name}", get(inbox))
         .route("/api/inbox/{name}/replay", post(replay))
+        .route("/api/conflicts", get(conflicts::list))
+        .route("/api/conflicts/{name}/resolve", post(conflicts::resolve))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
     Router::new()
         .route("/healthz", get(healthz))

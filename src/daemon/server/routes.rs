@@ -54,7 +54,7 @@ fn unix(t: &str) -> Option<f64> {
 }
 
 pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let names: Vec<(String, bool, bool, Option<f64>)> = {
+    let names: Vec<(String, bool, bool, Option<f64>, bool)> = {
         let t = shared.table();
         t.models
             .iter()
@@ -65,12 +65,22 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
                     e.plan.schedule.is_some(),
                     e.run.as_ref().is_some_and(|r| r.started_at.is_some()),
                     e.next.map(|f| f.at.timestamp_millis() as f64 / 1000.0),
+                    e.plan.conflicts.is_some(),
                 )
             })
             .collect()
     };
+    // Open conflicts, when a model has `conflicts` (the tables exist once one has).
+    let open: std::collections::HashMap<String, u64> = match shared.store.get() {
+        Some(s) if names.iter().any(|n| n.4) => match s.conflicts_init().await {
+            Ok(()) => s.conflicts_open().await.unwrap_or_default().into_iter().collect(),
+            Err(_) => Default::default(),
+        },
+        _ => Default::default(),
+    };
     let mut gauges = Vec::with_capacity(names.len());
-    for (model, scheduled, running, next_run) in names {
+    for (model, scheduled, running, next_run, conflicts) in names {
+        let conflicts_open = conflicts.then(|| open.get(&model).copied().unwrap_or(0));
         let last_success = match shared.store.get() {
             Some(s) => s
                 .last_completed(&model)
@@ -86,6 +96,7 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             running,
             last_success,
             next_run,
+            conflicts_open,
         });
     }
     let now = Utc::now().timestamp_millis() as f64 / 1000.0;

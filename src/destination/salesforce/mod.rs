@@ -380,14 +380,40 @@ impl SalesforceDestination {
 
     /// The Ids of the records whose key field holds `keys`, by SOQL (chunks of 200 keys).
     pub async fn lookup_ids(&self, keys: &[&str]) -> Result<HashMap<String, String>, SendError> {
+        Ok(self
+            .current(keys, &[])
+            .await?
+            .into_iter()
+            .filter_map(|(k, r)| Some((k, r.get("Id")?.as_str()?.to_string())))
+            .collect())
+    }
+
+    /// The records whose key field holds `keys`, with `Id` and `fields`, by SOQL: one query
+    /// per 200 keys (and its further pages, if Salesforce cuts the answer). A key without a
+    /// record is missing from the map.
+    pub async fn current(
+        &self,
+        keys: &[&str],
+        fields: &[String],
+    ) -> Result<HashMap<String, serde_json::Map<String, serde_json::Value>>, SendError> {
         let mut found = HashMap::new();
+        let mut select = vec!["Id".to_string()];
+        if self.key_field != "Id" {
+            select.push(self.key_field.clone());
+        }
+        for f in fields {
+            if !select.iter().any(|s| s.eq_ignore_ascii_case(f)) {
+                select.push(f.clone());
+            }
+        }
         for chunk in keys.chunks(200) {
             if chunk.is_empty() {
                 continue;
             }
             let list: Vec<String> = chunk.iter().map(|k| soql_quote(k)).collect();
             let soql = format!(
-                "SELECT Id, {f} FROM {o} WHERE {f} IN ({})",
+                "SELECT {} FROM {o} WHERE {f} IN ({})",
+                select.join(", "),
                 list.join(","),
                 f = self.key_field,
                 o = self.object
@@ -409,8 +435,10 @@ impl SalesforceDestination {
                         serde_json::Value::Null => continue,
                         other => other.to_string(),
                     };
-                    if let Some(id) = r["Id"].as_str() {
-                        found.insert(key, id.to_string());
+                    if let Some(o) = r.as_object() {
+                        let mut o = o.clone();
+                        o.remove("attributes");
+                        found.insert(key, o);
                     }
                 }
                 match page["nextRecordsUrl"].as_str() {

@@ -9,6 +9,7 @@
 //! (with the query analysis in [`sql`]), `mappings`, `destination` (and the guard), and
 //! `schedule`.
 
+pub mod conflicts;
 mod destination;
 mod mappings;
 mod schedule;
@@ -146,6 +147,7 @@ impl Compiler<'_, '_> {
         }
         let destination = destination?;
         let guard = self.guard(spec, &source, &destination);
+        let conflicts = self.conflicts(spec, &source, selection.as_ref(), &mappings, &destination);
         Some(SyncPlan {
             name: spec.name.clone(),
             description: spec.description.clone(),
@@ -155,6 +157,7 @@ impl Compiler<'_, '_> {
             mappings,
             schedule,
             guard,
+            conflicts,
             spans: PlanSpans {
                 source: if spec.source.connection.is_some() {
                     self.ctx.at(&["source", "connection"])

@@ -121,6 +121,7 @@ macro_rules! on_writer {
     }};
 }
 
+mod conflicts;
 mod connect;
 mod inbox;
 mod runs;

@@ -285,6 +285,9 @@ impl PgStore {
                     Box::pin(self.apply_one(tx, model, &StateWrite::Inflight(b.clone()))).await?;
                 }
             }
+            StateWrite::ConflictBase(_) | StateWrite::Conflicts(_) | StateWrite::ConflictsGone { .. } => {
+                self.apply_conflicts(tx, model, w).await?;
+            }
         }
         Ok(())
     }

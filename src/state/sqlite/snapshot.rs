@@ -279,6 +279,9 @@ fn apply_one(tx: &rusqlite::Transaction, model: &str, w: &StateWrite) -> rusqlit
                 apply_one(tx, model, &StateWrite::Inflight(b.clone()))?;
             }
         }
+        StateWrite::ConflictBase(_) | StateWrite::Conflicts(_) | StateWrite::ConflictsGone { .. } => {
+            super::conflicts::apply_conflicts(tx, model, w)?;
+        }
     }
     Ok(())
 }
