@@ -338,7 +338,9 @@ fn manual_review_holds_the_row_changed_on_both_sides_until_a_person_decides() {
     let o = t.resolve("C1", "crm");
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 
-    // Both sides change C2's Phone; resolved for the CRM: the next run leaves the CRM alone.
+    // Both sides change C2's Phone; resolved for the CRM: the CRM's value is written back to
+    // the inbound model's table at once, and the next run leaves the CRM alone.
+    t.run(IN);
     t.crm_edit("C2", json!({"Phone": "+1 555 7772"}));
     t.sql(&format!(
         "UPDATE dp.customers SET phone = '+1 555 8882', modified_date = '{}' WHERE customer_id = 'C2'",
@@ -346,7 +348,23 @@ fn manual_review_holds_the_row_changed_on_both_sides_until_a_person_decides() {
     ));
     t.run(OUT);
     assert_eq!(t.contact("C2")["Phone"], json!("+1 555 7772"));
-    assert!(t.resolve("C2", "crm").status.success());
+    let o = t.resolve("C2", "crm");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("written back to `raw.crm_contacts` (1 row)"),
+        "{}",
+        stderr(&o)
+    );
+    let c = duckdb::Connection::open(t.path().join("warehouse.duckdb")).unwrap();
+    let phone: String = c
+        .query_row(
+            "SELECT phone FROM raw.crm_contacts WHERE warehouse_id = 'C2'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(c);
+    assert_eq!(phone, "+1 555 7772");
     let calls = t.sandbox.calls_to("collections");
     let s = t.run(OUT);
     assert_eq!(

@@ -895,3 +895,56 @@ async fn throughput() {
         b.done().await;
     }
 }
+
+// --- set_where (a person's decision written back) ------------------------------------
+
+async fn set_where_casts_text_to_each_columns_type(b: Backend) {
+    let t = b.table("contacts_set");
+    let mut w = b.open(spec(&t, Mode::Upsert, OnDeleted::Soft)).await;
+    w.write((0..3).map(|i| row(i, 0)).collect(), at(1)).await.unwrap();
+    let n = w
+        .set_where(
+            "id",
+            "c0001",
+            vec![
+                ("name".into(), Some("Set".into())),
+                ("amount".into(), Some("12.50".into())),
+                ("modified".into(), Some("2026-11-28T11:00:00Z".into())),
+                ("active".into(), None),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        b.rows(&format!(
+            "SELECT id, name, amount, modified, active FROM {t} ORDER BY id"
+        ))
+        .await,
+        [
+            ["c0000", "Name 0", "0.00", "2026-11-28T10:00:00Z", "true"],
+            ["c0001", "Set", "12.50", "2026-11-28T11:00:00Z", "NULL"],
+            ["c0002", "Name 2", "2.00", "2026-11-28T10:00:00Z", "true"],
+        ]
+    );
+    // No such row: nothing changes; no such column: an error naming it.
+    assert_eq!(w.set_where("id", "zzz", vec![("name".into(), None)]).await.unwrap(), 0);
+    let e = w
+        .set_where("id", "c0001", vec![("nope".into(), None)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no column `nope`"), "{e}");
+    b.done().await;
+}
+
+#[tokio::test]
+async fn duckdb_set_where_casts_text_to_each_columns_type() {
+    set_where_casts_text_to_each_columns_type(Backend::duckdb()).await;
+}
+
+#[tokio::test]
+async fn postgres_set_where_casts_text_to_each_columns_type() {
+    require_postgres!();
+    set_where_casts_text_to_each_columns_type(Backend::postgres("set").await).await;
+}

@@ -212,14 +212,51 @@ pub fn resolve(project: Option<PathBuf>, model: &str, key: &str, take: &str, for
         eprintln!("error: record `{key}` of `{model}` has no open conflict (`ebb conflicts {model}` lists them)");
         return Ok(1);
     }
+    // `--take crm`: the CRM's value written back to the inbound model's table, if any.
+    let plan = report.plans.iter().find(|p| p.name == model).expect("checked above");
+    let written = match (report.project.as_ref(), side) {
+        (Some(project), Side::Crm) => rt.block_on(crate::engine::conflict::write_back(
+            plan,
+            project,
+            &report.project_dir,
+            &resolved,
+        )),
+        _ => Ok(None),
+    };
     let mut out = std::io::stdout().lock();
     if format == PlanFormat::Json {
         for c in &resolved {
             writeln!(out, "{}", c.to_json())?;
         }
-        return Ok(0);
+    } else {
+        print_resolved(&mut out, model, key, side, &resolved)?;
     }
-    for c in &resolved {
+    match written {
+        Ok(Some((table, n))) => eprintln!(
+            "the CRM's value written back to `{table}` ({n} row{})",
+            if n == 1 { "" } else { "s" }
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            // The decision stands; only the write-back failed.
+            eprintln!(
+                "warning: the decision is recorded, but writing the CRM's value back to the inbound model's table failed: {}",
+                shown(&report.secrets, &e)
+            );
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
+fn print_resolved(
+    out: &mut impl Write,
+    model: &str,
+    key: &str,
+    side: Side,
+    resolved: &[Conflict],
+) -> std::io::Result<()> {
+    for c in resolved {
         let kept = match side {
             Side::Warehouse => short(&c.warehouse_value),
             Side::Crm => short(&c.crm_value),
@@ -236,10 +273,9 @@ pub fn resolve(project: Option<PathBuf>, model: &str, key: &str, take: &str, for
         "the next run of `{model}` applies it ({})",
         match side {
             Side::Warehouse => "the warehouse's value is written to the CRM",
-            Side::Crm => "the CRM keeps its value; the inbound model brings it to the warehouse",
+            Side::Crm => "the CRM keeps its value",
         }
-    )?;
-    Ok(0)
+    )
 }
 
 /// The columns of an export, in [`export_row`]'s order.

@@ -404,6 +404,72 @@ async fn table_records(source: &Source, s: &CrmState, keys: &[&str]) -> Result<H
     Ok(out)
 }
 
+/// A person's `--take crm` written back to the warehouse: each resolved field's CRM value
+/// set in the inbound model's table (`write_back`) on the record's row, so the warehouse
+/// holds the decided value before the inbound model's next run. Returns the table and
+/// the rows changed, or `None` when the model has no such table.
+pub async fn write_back(
+    plan: &crate::plan::SyncPlan,
+    project: &crate::config::project::ProjectSpec,
+    project_dir: &std::path::Path,
+    resolved: &[Conflict],
+) -> Result<Option<(String, u64)>, String> {
+    use crate::destination::table::types::ColumnType;
+    use crate::destination::table::{Column, Mode, OnDeleted, TableSpec, TableWriter};
+    let Some(state) = plan.conflicts.as_ref().and_then(|c| c.write_back.as_ref()) else {
+        return Ok(None);
+    };
+    let values: Vec<(String, Option<String>)> = resolved
+        .iter()
+        .filter(|c| c.winner == Some(Side::Crm))
+        .filter_map(|c| {
+            let (_, column) = state.columns.iter().find(|(f, _)| *f == c.field)?;
+            let text = match &c.crm_value {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            };
+            Some((column.clone(), text))
+        })
+        .collect();
+    let Some(key) = resolved.first().map(|c| c.key.clone()).filter(|_| !values.is_empty()) else {
+        return Ok(None);
+    };
+    let spec = project
+        .connections
+        .get(&state.connection)
+        .ok_or_else(|| format!("connection `{}` is not defined", state.connection))?;
+    let column = |name: &str| Column {
+        name: name.to_string(),
+        ty: ColumnType::Text,
+    };
+    let table_spec = TableSpec {
+        connection: state.connection.clone(),
+        table: state.table.clone(),
+        key: state.key_column.clone(),
+        mode: Mode::Upsert,
+        on_deleted: OnDeleted::Hard,
+        deleted_column: crate::destination::table::DELETED_COLUMN.into(),
+        version_column: None,
+        columns: std::iter::once(column(&state.key_column))
+            .chain(values.iter().map(|(c, _)| column(c)))
+            .collect(),
+        delete_by_key: false,
+    };
+    let mut w = TableWriter::open(table_spec, spec, project_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    if w.check().await.map_err(|e| e.to_string())? == crate::destination::table::TableCheck::Missing {
+        // The inbound model has not run yet: its first run brings the CRM's value.
+        return Ok(Some((state.table.clone(), 0)));
+    }
+    let n = w
+        .set_where(&state.key_column, &key, values)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some((state.table.clone(), n)))
+}
+
 /// What a run's conflict checks counted.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct ConflictCounts {
@@ -547,6 +613,7 @@ mod tests {
             destination_modified: "LastModifiedDate".into(),
             crm_state_model: None,
             crm_state: None,
+            write_back: None,
             crm_state_span: None,
             source_modified_span: span.clone(),
             destination_modified_span: span,

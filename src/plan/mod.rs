@@ -218,6 +218,10 @@ pub struct ConflictPlan {
     pub crm_state: Option<CrmState>,
     /// Where `crm_state` is written in the model file.
     pub crm_state_span: Option<Span>,
+    /// The inbound model's table a person's `--take crm` is written back to: the
+    /// `crm_state` model's, else the one inbound model of the object that maps the key
+    /// field (set when the models are linked); only the fields it maps.
+    pub write_back: Option<CrmState>,
     /// Where `source_modified` and `destination_modified` are written (else `conflicts`).
     pub source_modified_span: Span,
     pub destination_modified_span: Span,

@@ -118,6 +118,17 @@ pub(super) async fn resolve(
             format!("record `{}` of `{name}` has no open conflict", body.key),
         ),
         Ok(resolved) => {
+            // `take: crm`: the CRM's value written back to the inbound model's table.
+            let found = {
+                let t = shared.table();
+                t.models.get(&name).map(|e| (e.plan.clone(), t.project.clone()))
+            };
+            let written = match (found, take) {
+                (Some((plan, project)), Side::Crm) => {
+                    crate::engine::conflict::write_back(&plan, &project, &shared.dir, &resolved).await
+                }
+                _ => Ok(None),
+            };
             shared.log.info(
                 "conflict_resolved",
                 "a held record's conflicts resolved through the API; the next run applies the decision",
@@ -133,6 +144,11 @@ pub(super) async fn resolve(
                 "key": body.key,
                 "take": take.as_str(),
                 "resolved": resolved.iter().map(|c| c.to_json()).collect::<Vec<_>>(),
+                "written_back": match &written {
+                    Ok(Some((table, rows))) => json!({"table": table, "rows": rows}),
+                    Ok(None) => json!(null),
+                    Err(e) => json!({"error": crate::redact::text(e)}),
+                },
             }))
             .into_response()
         }

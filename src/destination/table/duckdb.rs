@@ -131,6 +131,53 @@ impl DuckdbWriter {
         .await
     }
 
+    /// `UPDATE … SET` `values` (text, cast to each column's type; `None`: null) on the rows
+    /// whose `key_column` reads `key` as text. Returns how many rows changed.
+    pub async fn set_where(
+        &mut self,
+        key_column: String,
+        key: String,
+        values: Vec<(String, Option<String>)>,
+    ) -> Result<u64, TableError> {
+        self.run(move |w| {
+            let table = w.spec.table.clone();
+            let conn = w.lease.conn();
+            let schema = match &w.name.schema {
+                Some(s) => s.clone(),
+                None => conn
+                    .query_row("SELECT current_schema()", [], |r| r.get::<_, String>(0))
+                    .map_err(|e| db(&table, &e))?,
+            };
+            let mut types = std::collections::HashMap::new();
+            let mut st = conn
+                .prepare(
+                    "SELECT column_name, data_type FROM information_schema.columns
+                     WHERE table_schema = ? AND table_name = ?",
+                )
+                .map_err(|e| db(&table, &e))?;
+            let rows = st
+                .query_map(duckdb::params![schema, w.name.table], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(|e| db(&table, &e))?;
+            for r in rows {
+                let (c, t) = r.map_err(|e| db(&table, &e))?;
+                types.insert(c.to_ascii_lowercase(), t);
+            }
+            let (sql, params) =
+                super::set_sql(&schema, &w.name.table, &types, &key_column, key, values, |_| "?".into()).map_err(
+                    |message| TableError::Database {
+                        table: table.clone(),
+                        message,
+                    },
+                )?;
+            conn.execute(&sql, duckdb::params_from_iter(params.iter()))
+                .map(|n| n as u64)
+                .map_err(|e| db(&table, &e))
+        })
+        .await
+    }
+
     pub async fn mirror_begin(&mut self) -> Result<(), TableError> {
         self.run(|w| {
             w.ensure()?;

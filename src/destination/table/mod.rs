@@ -125,6 +125,23 @@ impl TableWriter {
         }
     }
 
+    /// Sets columns of the rows whose `key_column` holds `key` (as text): each value is
+    /// text cast to the column's type, `None` is null. The rows changed. For a person's
+    /// decision written back to an inbound model's table (`ebb conflicts resolve`).
+    pub async fn set_where(
+        &mut self,
+        key_column: &str,
+        key: &str,
+        values: Vec<(String, Option<String>)>,
+    ) -> Result<u64, TableError> {
+        let (k, key) = (key_column.to_string(), key.to_string());
+        match self {
+            #[cfg(feature = "duckdb")]
+            TableWriter::Duckdb(w) => w.set_where(k, key, values).await,
+            TableWriter::Postgres(w) => w.set_where(k, key, values).await,
+        }
+    }
+
     /// Starts a full read whose rows replace the table (mode `mirror`).
     pub async fn mirror_begin(&mut self) -> Result<(), TableError> {
         match self {
@@ -143,4 +160,45 @@ impl TableWriter {
             TableWriter::Postgres(w) => w.mirror_end(extracted_at).await,
         }
     }
+}
+
+/// The `UPDATE` of [`TableWriter::set_where`] and its parameters (the values, then the
+/// key): `mark(n)` writes the n-th placeholder; `types` maps lowercase column names to
+/// their SQL types.
+#[allow(clippy::type_complexity)]
+pub(crate) fn set_sql(
+    schema: &str,
+    table: &str,
+    types: &HashMap<String, String>,
+    key_column: &str,
+    key: String,
+    values: Vec<(String, Option<String>)>,
+    mark: impl Fn(usize) -> String,
+) -> Result<(String, Vec<Option<String>>), String> {
+    let mut sets = Vec::new();
+    let mut params = Vec::new();
+    for (column, value) in values {
+        let Some(ty) = types.get(&column.to_ascii_lowercase()) else {
+            return Err(format!("the table has no column `{column}`"));
+        };
+        sets.push(format!(
+            "{} = CAST({} AS {ty})",
+            quote_ident(&column),
+            mark(params.len() + 1)
+        ));
+        params.push(value);
+    }
+    if !types.contains_key(&key_column.to_ascii_lowercase()) {
+        return Err(format!("the table has no column `{key_column}`"));
+    }
+    let sql = format!(
+        "UPDATE {}.{} SET {} WHERE CAST({} AS VARCHAR) = {}",
+        quote_ident(schema),
+        quote_ident(table),
+        sets.join(", "),
+        quote_ident(key_column),
+        mark(params.len() + 1)
+    );
+    params.push(Some(key));
+    Ok((sql, params))
 }

@@ -124,6 +124,46 @@ impl PostgresWriter {
         Ok(r)
     }
 
+    /// `UPDATE … SET` `values` (text, cast to each column's type; `None`: null) on the rows
+    /// whose `key_column` reads `key` as text. Returns how many rows changed.
+    pub async fn set_where(
+        &mut self,
+        key_column: String,
+        key: String,
+        values: Vec<(String, Option<String>)>,
+    ) -> Result<u64, TableError> {
+        let table = self.spec.table.clone();
+        let schema = self.schema().await?;
+        let rows = self
+            .client
+            .query(
+                "SELECT column_name::text, format_type(a.atttypid, a.atttypmod)
+                 FROM information_schema.columns c
+                 JOIN pg_attribute a ON a.attrelid = format('%I.%I', c.table_schema, c.table_name)::regclass
+                      AND a.attname = c.column_name
+                 WHERE c.table_schema = $1 AND c.table_name = $2",
+                &[&schema, &self.name.table],
+            )
+            .await
+            .map_err(|e| db(&table, &e))?;
+        let types = rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0).to_ascii_lowercase(), r.get::<_, String>(1)))
+            .collect();
+        let (sql, params) = super::set_sql(&schema, &self.name.table, &types, &key_column, key, values, |n| {
+            format!("${n}::text")
+        })
+        .map_err(|message| TableError::Database {
+            table: table.clone(),
+            message,
+        })?;
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        self.client.execute(&sql, &params).await.map_err(|e| db(&table, &e))
+    }
+
     async fn schema(&self) -> Result<String, TableError> {
         match &self.name.schema {
             Some(s) => Ok(s.clone()),

@@ -120,6 +120,7 @@ impl Compiler<'_, '_> {
             destination_modified,
             crm_state_model: c.crm_state.clone(),
             crm_state: None,
+            write_back: None,
             crm_state_span: c.crm_state.as_ref().map(|_| ctx.at(&["conflicts", "crm_state"])),
             source_modified_span: ctx.at(&["conflicts", "source_modified"]),
             destination_modified_span: ctx.at(&["conflicts", "destination_modified"]),
@@ -138,6 +139,16 @@ pub fn link(plans: &mut [SyncPlan]) -> Vec<(String, Diagnostic)> {
     for p in plans.iter_mut() {
         let Some(c) = p.conflicts.as_mut() else { continue };
         let (Some(name), Some(at)) = (c.crm_state_model.clone(), c.crm_state_span.clone()) else {
+            // No `crm_state`: the one inbound model of the object mapping the key, if any,
+            // takes the values a person decides for the CRM.
+            let object = p.destination.object.as_deref();
+            let mut candidates = inbound.iter().zip(&names).filter_map(|(s, n)| {
+                let (src, o) = s.as_ref()?;
+                (Some(o.as_str()) == object && src.column_of(&p.destination.key_field).is_some()).then_some((src, n))
+            });
+            if let (Some((src, n)), None) = (candidates.next(), candidates.next()) {
+                c.write_back = Some(src.state(n, &p.destination.key_field, &c.fields, &c.destination_modified));
+            }
             continue;
         };
         let mut fail = |msg: String, help: String| {
@@ -195,19 +206,9 @@ pub fn link(plans: &mut [SyncPlan]) -> Vec<(String, Diagnostic)> {
             );
             continue;
         }
-        c.crm_state = Some(CrmState {
-            model: name.clone(),
-            connection: src.connection.clone(),
-            table: src.table.clone(),
-            key_column: src.column_of(&p.destination.key_field).unwrap_or_default(),
-            columns: c
-                .fields
-                .iter()
-                .map(|f| (f.clone(), src.column_of(f).unwrap_or_default()))
-                .collect(),
-            modified_column: src.column_of(&c.destination_modified),
-            deleted_column: src.deleted_column.clone(),
-        });
+        let state = src.state(&name, &p.destination.key_field, &c.fields, &c.destination_modified);
+        c.write_back = Some(state.clone());
+        c.crm_state = Some(state);
     }
     out
 }
@@ -250,6 +251,23 @@ impl CrmStateSource {
             },
             p.source.object.clone()?,
         ))
+    }
+
+    /// The table as `model`'s CRM state: the key field's column and those of the `fields`
+    /// it maps.
+    fn state(&self, model: &str, key_field: &str, fields: &[String], modified: &str) -> CrmState {
+        CrmState {
+            model: model.to_string(),
+            connection: self.connection.clone(),
+            table: self.table.clone(),
+            key_column: self.column_of(key_field).unwrap_or_default(),
+            columns: fields
+                .iter()
+                .filter_map(|f| Some((f.clone(), self.column_of(f)?)))
+                .collect(),
+            modified_column: self.column_of(modified),
+            deleted_column: self.deleted_column.clone(),
+        }
     }
 
     fn column_of(&self, field: &str) -> Option<String> {
