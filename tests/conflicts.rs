@@ -287,6 +287,14 @@ fn manual_review_holds_the_row_changed_on_both_sides_until_a_person_decides() {
     t.first_sync();
     assert!(t.decisions().is_empty(), "records created by ebb conflict with nothing");
     diverge(&t, -60);
+    // A dry run shows the rows as they would be sent, without the check's modification time.
+    let (code, dry) = run_json(t.path(), OUT, &["--dry-run"], &[]);
+    assert_eq!(code, 0, "{dry:#}");
+    let shown = dry.to_string();
+    assert!(
+        shown.contains("two@warehouse.com") && !shown.contains("$ebb_modified"),
+        "{dry:#}"
+    );
     let s = t.run(OUT);
     one_sided_changes_sync_normally(&t);
     // C1 is held: the CRM keeps its value, the review queue has both values and times.

@@ -283,8 +283,8 @@ impl<'a> Run<'a> {
                     self.diff.deletes += 1;
                 }
                 match class {
-                    Class::Added => self.sample("added", || payload.to_string()),
-                    Class::Changed => self.sample("changed", || payload.to_string()),
+                    Class::Added => self.sample("added", || shown_payload(payload)),
+                    Class::Changed => self.sample("changed", || shown_payload(payload)),
                     _ => {}
                 }
                 if !self.cfg.opts.dry_run {
@@ -463,4 +463,19 @@ fn with_modified(plan: &SyncPlan) -> std::borrow::Cow<'_, SyncPlan> {
         destination_span: span,
     });
     std::borrow::Cow::Owned(p)
+}
+
+/// A payload as a dry run shows it: without the modification time a model with
+/// `conflicts` carries for its check (it is never sent).
+fn shown_payload(payload: &str) -> String {
+    if !payload.contains(crate::plan::MODIFIED_FIELD) {
+        return payload.to_string();
+    }
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(payload) {
+        Ok(mut o) => {
+            o.remove(crate::plan::MODIFIED_FIELD);
+            serde_json::Value::Object(o).to_string()
+        }
+        Err(_) => payload.to_string(),
+    }
 }
