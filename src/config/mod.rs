@@ -1,6 +1,7 @@
 //! The config format: project file and model files as written (`*Spec` types), how they
 //! are found and loaded, and `${VAR}` references.
 
+pub mod conflicts;
 pub mod env;
 pub mod files;
 pub mod model;

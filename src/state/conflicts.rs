@@ -13,8 +13,9 @@
 //!   the policy; `resolved` by a person; `superseded`: the values changed before anyone
 //!   decided), the winner and when and by whom it was decided.
 
+use super::StateError;
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Where a conflict stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -219,6 +220,44 @@ pub fn resolve_base(base: &mut Base, conflicts: &[Conflict], take: Side) {
                 e.c = Some(c.crm_value.clone());
             }
         }
+    }
+}
+
+impl super::StateStore {
+    /// Creates the conflict tables when missing ([`conflicts`]).
+    pub async fn conflicts_init(&self) -> Result<(), StateError> {
+        dispatch!(self, s => s.conflicts_init().await)
+    }
+
+    /// What both sides last agreed on for the two-way fields of `keys` (keys never settled
+    /// are missing).
+    pub async fn conflict_bases(&self, model: &str, keys: Vec<String>) -> Result<HashMap<String, Base>, StateError> {
+        dispatch!(self, s => s.conflict_bases(model, keys).await)
+    }
+
+    /// Conflicts matching `q`, newest first.
+    pub async fn conflicts(&self, q: ConflictQuery) -> Result<Vec<Conflict>, StateError> {
+        dispatch!(self, s => s.conflicts(q).await)
+    }
+
+    /// Per model, its open conflicts (held records' fields).
+    pub async fn conflicts_open(&self) -> Result<Vec<(String, u64)>, StateError> {
+        dispatch!(self, s => s.conflicts_open().await)
+    }
+
+    /// A person's decision on the open conflicts of one record, in one transaction: they
+    /// become `resolved` with `take` as the winner, and the record's base is set so the next
+    /// run applies it ([`resolve_base`]). Returns the conflicts resolved (none:
+    /// the record has no open conflict).
+    pub async fn conflict_resolve(
+        &self,
+        model: &str,
+        key: &str,
+        take: Side,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<Vec<Conflict>, StateError> {
+        dispatch!(self, s => s.conflict_resolve(model, key, take, by, now_ms).await)
     }
 }
 

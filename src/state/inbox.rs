@@ -9,7 +9,9 @@
 //! sequence number of the newest event applied, and whether it deleted the record).
 //! docs/webhooks.md describes the statuses an event goes through.
 
+use super::StateError;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 
 /// Where an event of the inbox stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -156,6 +158,71 @@ impl InboxCounts {
     /// Dead letters: events that could not be mapped and refused requests.
     pub fn dead_letters(&self) -> u64 {
         self.dead + self.rejected
+    }
+}
+
+impl super::StateStore {
+    /// Creates the webhook inbox's tables when missing ([`inbox`]).
+    pub async fn inbox_init(&self) -> Result<(), StateError> {
+        dispatch!(self, s => s.inbox_init().await)
+    }
+
+    /// Stores events in one transaction; for each, whether it is new (`false`: an event of
+    /// the same model and id is there already, and nothing was written).
+    pub async fn inbox_put(&self, events: Vec<NewEvent>) -> Result<Vec<bool>, StateError> {
+        dispatch!(self, s => s.inbox_put(events).await)
+    }
+
+    /// The oldest pending events of `model`, in order of arrival.
+    pub async fn inbox_pending(&self, model: &str, limit: i64) -> Result<Vec<InboxEvent>, StateError> {
+        dispatch!(self, s => s.inbox_pending(model, limit).await)
+    }
+
+    /// The newest events of `model` in one of `statuses` (and with one of `ids`), newest first.
+    pub async fn inbox_list(
+        &self,
+        model: &str,
+        statuses: Vec<InboxStatus>,
+        ids: Option<Vec<String>>,
+        limit: i64,
+    ) -> Result<Vec<InboxEvent>, StateError> {
+        dispatch!(self, s => s.inbox_list(model, statuses, ids, limit).await)
+    }
+
+    /// The newest event applied to each of `keys` that has one.
+    pub async fn inbox_versions(
+        &self,
+        model: &str,
+        keys: Vec<String>,
+    ) -> Result<HashMap<String, KeyVersion>, StateError> {
+        dispatch!(self, s => s.inbox_versions(model, keys).await)
+    }
+
+    /// Settles applied events and records the keys' new versions, in one transaction.
+    pub async fn inbox_settle(
+        &self,
+        model: &str,
+        settled: Vec<Settled>,
+        versions: Vec<(String, KeyVersion)>,
+    ) -> Result<(), StateError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        dispatch!(self, s => s.inbox_settle(model, settled, versions, now).await)
+    }
+
+    /// How many events of `model` stand where.
+    pub async fn inbox_counts(&self, model: &str) -> Result<InboxCounts, StateError> {
+        dispatch!(self, s => s.inbox_counts(model).await)
+    }
+
+    /// Sets the status of events of `model` by sequence number (replay); how many changed.
+    pub async fn inbox_set_status(&self, model: &str, seqs: Vec<i64>, status: InboxStatus) -> Result<u64, StateError> {
+        dispatch!(self, s => s.inbox_set_status(model, seqs, status).await)
+    }
+
+    /// Deletes settled events received before `before_ms` (dead letters and pending events
+    /// stay); how many.
+    pub async fn inbox_purge(&self, before_ms: i64) -> Result<u64, StateError> {
+        dispatch!(self, s => s.inbox_purge(before_ms).await)
     }
 }
 

@@ -8,6 +8,16 @@
 //! several daemons). The schema is versioned; migrations run on open, and a store written
 //! by a newer ebb is refused rather than misread.
 
+/// Calls the backend's method of the same name (`$s` is the backend).
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            $crate::state::StateStore::Sqlite($s) => $e,
+            $crate::state::StateStore::Postgres($s) => $e,
+        }
+    };
+}
+
 mod watermark;
 pub use watermark::{Watermark, WatermarkError};
 pub mod conflicts;
@@ -214,15 +224,6 @@ pub enum StateStore {
     Postgres(Box<postgres::PgStore>),
 }
 
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            StateStore::Sqlite($s) => $e,
-            StateStore::Postgres($s) => $e,
-        }
-    };
-}
-
 impl StateStore {
     /// Opens (creating and migrating as needed) the store at `url`, or the default one.
     pub async fn open(url: Option<&str>, project_dir: &Path) -> Result<StateStore, StateError> {
@@ -256,114 +257,6 @@ impl StateStore {
     /// The schema version of the store.
     pub async fn schema_version(&self) -> Result<i64, StateError> {
         dispatch!(self, s => s.schema_version().await)
-    }
-
-    /// Creates the webhook inbox's tables when missing ([`inbox`]).
-    pub async fn inbox_init(&self) -> Result<(), StateError> {
-        dispatch!(self, s => s.inbox_init().await)
-    }
-
-    /// Creates the conflict tables when missing ([`conflicts`]).
-    pub async fn conflicts_init(&self) -> Result<(), StateError> {
-        dispatch!(self, s => s.conflicts_init().await)
-    }
-
-    /// What both sides last agreed on for the two-way fields of `keys` (keys never settled
-    /// are missing).
-    pub async fn conflict_bases(
-        &self,
-        model: &str,
-        keys: Vec<String>,
-    ) -> Result<HashMap<String, conflicts::Base>, StateError> {
-        dispatch!(self, s => s.conflict_bases(model, keys).await)
-    }
-
-    /// Conflicts matching `q`, newest first.
-    pub async fn conflicts(&self, q: conflicts::ConflictQuery) -> Result<Vec<conflicts::Conflict>, StateError> {
-        dispatch!(self, s => s.conflicts(q).await)
-    }
-
-    /// Per model, its open conflicts (held records' fields).
-    pub async fn conflicts_open(&self) -> Result<Vec<(String, u64)>, StateError> {
-        dispatch!(self, s => s.conflicts_open().await)
-    }
-
-    /// A person's decision on the open conflicts of one record, in one transaction: they
-    /// become `resolved` with `take` as the winner, and the record's base is set so the next
-    /// run applies it ([`conflicts::resolve_base`]). Returns the conflicts resolved (none:
-    /// the record has no open conflict).
-    pub async fn conflict_resolve(
-        &self,
-        model: &str,
-        key: &str,
-        take: conflicts::Side,
-        by: &str,
-        now_ms: i64,
-    ) -> Result<Vec<conflicts::Conflict>, StateError> {
-        dispatch!(self, s => s.conflict_resolve(model, key, take, by, now_ms).await)
-    }
-
-    /// Stores events in one transaction; for each, whether it is new (`false`: an event of
-    /// the same model and id is there already, and nothing was written).
-    pub async fn inbox_put(&self, events: Vec<inbox::NewEvent>) -> Result<Vec<bool>, StateError> {
-        dispatch!(self, s => s.inbox_put(events).await)
-    }
-
-    /// The oldest pending events of `model`, in order of arrival.
-    pub async fn inbox_pending(&self, model: &str, limit: i64) -> Result<Vec<inbox::InboxEvent>, StateError> {
-        dispatch!(self, s => s.inbox_pending(model, limit).await)
-    }
-
-    /// The newest events of `model` in one of `statuses` (and with one of `ids`), newest first.
-    pub async fn inbox_list(
-        &self,
-        model: &str,
-        statuses: Vec<inbox::InboxStatus>,
-        ids: Option<Vec<String>>,
-        limit: i64,
-    ) -> Result<Vec<inbox::InboxEvent>, StateError> {
-        dispatch!(self, s => s.inbox_list(model, statuses, ids, limit).await)
-    }
-
-    /// The newest event applied to each of `keys` that has one.
-    pub async fn inbox_versions(
-        &self,
-        model: &str,
-        keys: Vec<String>,
-    ) -> Result<HashMap<String, inbox::KeyVersion>, StateError> {
-        dispatch!(self, s => s.inbox_versions(model, keys).await)
-    }
-
-    /// Settles applied events and records the keys' new versions, in one transaction.
-    pub async fn inbox_settle(
-        &self,
-        model: &str,
-        settled: Vec<inbox::Settled>,
-        versions: Vec<(String, inbox::KeyVersion)>,
-    ) -> Result<(), StateError> {
-        let now = chrono::Utc::now().timestamp_millis();
-        dispatch!(self, s => s.inbox_settle(model, settled, versions, now).await)
-    }
-
-    /// How many events of `model` stand where.
-    pub async fn inbox_counts(&self, model: &str) -> Result<inbox::InboxCounts, StateError> {
-        dispatch!(self, s => s.inbox_counts(model).await)
-    }
-
-    /// Sets the status of events of `model` by sequence number (replay); how many changed.
-    pub async fn inbox_set_status(
-        &self,
-        model: &str,
-        seqs: Vec<i64>,
-        status: inbox::InboxStatus,
-    ) -> Result<u64, StateError> {
-        dispatch!(self, s => s.inbox_set_status(model, seqs, status).await)
-    }
-
-    /// Deletes settled events received before `before_ms` (dead letters and pending events
-    /// stay); how many.
-    pub async fn inbox_purge(&self, before_ms: i64) -> Result<u64, StateError> {
-        dispatch!(self, s => s.inbox_purge(before_ms).await)
     }
 
     /// Records the start of a run; returns its id.
