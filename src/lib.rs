@@ -36,6 +36,8 @@
 //! - [`state`]: snapshots, run history and row errors (SQLite or PostgreSQL);
 //! - [`engine`]: one run of one model: diff against the snapshot, deliver, record; why a
 //!   run failed is an [`engine::RunError`];
+//! - [`alerts`]: conditions over each model's health, notified to Slack, PagerDuty and
+//!   webhooks when they start and stop holding;
 //!
 //! Programs:
 //! - [`daemon`]: `ebb daemon`: schedules, hot reload, the HTTP API, graceful shutdown;
@@ -43,6 +45,7 @@
 //! - `demo` (with the `duckdb` feature): the demo warehouse, seeded customer data;
 //! - [`cli`]: the `ebb` command.
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod daemon;

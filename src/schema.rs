@@ -44,9 +44,14 @@ fn generate<T: schemars::JsonSchema>(id: &str) -> Value {
     v
 }
 
-/// Removes the `null` alternative schemars adds to `Option` fields.
+/// The `$comment` of a schema whose `null` is meant (see [`strip_null`]).
+pub const NULL_MEANT: &str = "null is a value here";
+
+/// Removes the `null` alternative schemars adds to `Option` fields (a missing key is
+/// written by leaving it out), except where a schema says null is a value ([`NULL_MEANT`]).
 fn strip_null(v: &mut Value) {
     match v {
+        Value::Object(o) if o.get("$comment").and_then(Value::as_str) == Some(NULL_MEANT) => {}
         Value::Object(o) => {
             if let Some(Value::Array(types)) = o.get_mut("type") {
                 types.retain(|t| t != "null");

@@ -3,6 +3,7 @@
 //! Exit codes (docs/delivery.md §2): 0 success; 1 failure (invalid config, a failed run);
 //! 2 bad usage or unreadable project files; 3 a run whose destination rejected rows.
 
+mod alerts;
 mod conflicts;
 mod daemon;
 #[cfg(feature = "duckdb")]
@@ -164,6 +165,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
     },
+    /// Alerts of ebb.yaml: per alert and model, whether it fires, the figure now, since
+    /// when, and what could not be delivered; `ebb alerts test [NAME]` sends a test
+    /// notification through each channel.
+    #[command(args_conflicts_with_subcommands = true)]
+    Alerts {
+        #[command(subcommand)]
+        action: Option<AlertsAction>,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+        format: PlanFormat,
+    },
     /// Conflicts of two-way fields (models with `conflicts`): rows held for review and
     /// the decisions made; `ebb conflicts resolve MODEL KEY --take warehouse|crm` decides a
     /// held record, `ebb conflicts export` writes every decision into a warehouse table.
@@ -276,6 +287,13 @@ pub enum InboxAction {
     },
 }
 
+/// `ebb alerts` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AlertsAction {
+    /// Send a test notification through every channel of an alert (or of every alert).
+    Test { name: Option<String> },
+}
+
 /// `ebb conflicts` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ConflictsAction {
@@ -369,6 +387,11 @@ pub fn run(cli: Cli) -> u8 {
             limit,
             format,
         } => inbox::show(project, model.as_deref(), &status, limit, format),
+        Command::Alerts {
+            action: Some(AlertsAction::Test { name }),
+            ..
+        } => alerts::test(project, name.as_deref()),
+        Command::Alerts { action: None, format } => alerts::show(project, format),
         Command::Conflicts {
             action:
                 Some(ConflictsAction::Resolve {

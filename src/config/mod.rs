@@ -1,6 +1,7 @@
 //! The config format: project file and model files as written (`*Spec` types), how they
 //! are found and loaded, and `${VAR}` references.
 
+pub mod alerts;
 pub mod conflicts;
 pub mod env;
 pub mod files;
@@ -17,7 +18,14 @@ pub const PROJECT_FILE: &str = "ebb.yaml";
 pub fn is_secret_key(key: &str) -> bool {
     matches!(
         key,
-        "client_secret" | "password" | "token" | "private_key" | "secret" | "refresh_token" | "api_token"
+        "client_secret"
+            | "password"
+            | "token"
+            | "private_key"
+            | "secret"
+            | "refresh_token"
+            | "api_token"
+            | "routing_key"
     ) || key.ends_with("_secret")
         || key.ends_with("_password")
 }

@@ -31,6 +31,13 @@ pub struct ProjectSpec {
     /// Settings of `ebb daemon`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon: Option<DaemonSpec>,
+    /// Conditions on the models' health that notify someone when they start and stop
+    /// holding (`ebb daemon` evaluates them; docs/alerts.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Vec<crate::config::alerts::AlertSpec>>,
+    /// The channels alerts go to: Slack, PagerDuty, webhooks, email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<crate::config::alerts::NotificationsSpec>,
 }
 
 /// The state store.

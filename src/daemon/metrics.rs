@@ -64,6 +64,10 @@ struct Inner {
     /// Per webhook model: events pending, and the apply lag of its last batch (seconds
     /// from the receipt of its oldest event to its commit).
     inbox: BTreeMap<String, (u64, f64)>,
+    /// Alert notifications by channel (`slack:name`) and result (`delivered`, `failed`).
+    alert_sends: BTreeMap<(String, &'static str), u64>,
+    /// Per (alert, model): whether it fires.
+    alerts_firing: BTreeMap<(String, String), bool>,
 }
 
 /// What a scrape reports about one model, besides the counters.
@@ -120,6 +124,17 @@ impl Metrics {
             .entry(r.model.clone())
             .or_default()
             .observe(r.elapsed.as_secs_f64());
+    }
+
+    /// Records an alert notification: whether the alert fires for the model now, and
+    /// per channel whether it was delivered.
+    pub fn record_alert(&self, alert: &str, model: &str, firing: bool, results: &[(String, Option<String>)]) {
+        let mut m = self.inner();
+        m.alerts_firing.insert((alert.to_string(), model.to_string()), firing);
+        for (channel, error) in results {
+            let result = if error.is_none() { "delivered" } else { "failed" };
+            *m.alert_sends.entry((channel.clone(), result)).or_default() += 1;
+        }
     }
 
     /// Counts an HTTP request to the daemon by route (the matched pattern) and status.
@@ -409,6 +424,34 @@ impl Metrics {
         );
         for (model, (_, lag)) in &m.inbox {
             let _ = writeln!(out, "ebb_inbox_apply_lag_seconds{{model=\"{}\"}} {lag:.3}", esc(model));
+        }
+        family(
+            &mut out,
+            "ebb_alert_firing",
+            "gauge",
+            "1 while an alert fires for a model (as of its last notification).",
+        );
+        for ((alert, model), firing) in &m.alerts_firing {
+            let _ = writeln!(
+                out,
+                "ebb_alert_firing{{alert=\"{}\",model=\"{}\"}} {}",
+                esc(alert),
+                esc(model),
+                u8::from(*firing)
+            );
+        }
+        family(
+            &mut out,
+            "ebb_alert_notifications_total",
+            "counter",
+            "Alert notifications by channel and result (`delivered`, or `failed` after the retries).",
+        );
+        for ((channel, result), n) in &m.alert_sends {
+            let _ = writeln!(
+                out,
+                "ebb_alert_notifications_total{{channel=\"{}\",result=\"{result}\"}} {n}",
+                esc(channel)
+            );
         }
         out
     }

@@ -20,6 +20,7 @@
 //! once; a run refused because another daemon holds the lock is rescheduled quietly.
 //! Not here: the run itself (`engine`), the stores (`state`), signatures (`webhook`).
 
+mod alerts;
 pub mod allow;
 mod inbox;
 pub mod log;
@@ -129,6 +130,8 @@ pub(crate) struct Shared {
     table: Mutex<scheduler::Table>,
     /// Wakes the scheduler (a run ended, a model changed).
     pub wake: Notify,
+    /// Wakes the alert loop (a run ended).
+    pub alerts_wake: Notify,
     /// Run tasks alive.
     pub active: watch::Sender<usize>,
     pub permits: Arc<Semaphore>,
@@ -226,6 +229,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
             models: Default::default(),
         }),
         wake: Notify::new(),
+        alerts_wake: Notify::new(),
         active: watch::Sender::new(0),
         permits: Arc::new(Semaphore::new(max_runs)),
         runner: runner::Runner::new(max_runs)
@@ -303,6 +307,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
     let scheduler_task = tokio::spawn(scheduler::scheduler(shared.clone()));
     let appliers = tokio::spawn(inbox::appliers(shared.clone()));
     let reload_task = tokio::spawn(reloader(shared.clone(), loader));
+    let alerts_task = tokio::spawn(alerts::alerts(shared.clone()));
 
     let first = signals.recv().await.unwrap_or("end of input");
     let exit = drain(&shared, first, opts.shutdown_timeout, &mut signals).await;
@@ -311,6 +316,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
     }
     scheduler_task.abort();
     reload_task.abort();
+    alerts_task.abort();
     let _ = http_stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     // The webhook appliers end after their batch in progress (events not applied stay

@@ -375,6 +375,7 @@ async fn run_one(shared: &Arc<Shared>, name: &str) {
         started(&shared.log, name, &running, report.run_id);
     }
     shared.metrics.record_run(&report);
+    shared.alerts_wake.notify_one();
     let next = finish(shared, name, &report);
     finished(&shared.log, &report, running.trigger, next);
     shared.wake.notify_one();

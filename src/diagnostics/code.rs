@@ -112,6 +112,12 @@ codes! {
     // Project (E8xx)
     NoModels = "W801", Warning, "the project has no model files";
     BadModelsDir = "E802", Error, "`models_dir` is not a directory";
+    BadCondition = "E803", Error, "an alert condition that does not parse or names an unknown metric";
+    UnknownChannel = "E804", Error, "an alert notifies a channel not declared under `notifications:` (or nobody)";
+    DuplicateAlert = "E805", Error, "two alerts share a name";
+    UnknownModel = "E806", Error, "an alert's `models:` names a model the project does not have";
+    SlackComment = "N807", Note, "`slack: #channel` reads as an empty value (YAML comment): the default Slack channel is used";
+    EmailNotBuilt = "W808", Warning, "an alert notifies by email, whose delivery is not built yet";
 }
 
 impl Serialize for Code {

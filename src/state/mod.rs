@@ -421,6 +421,16 @@ impl StateStore {
         dispatch!(self, s => s.set_meta(&watermark_key(model), &text).await)
     }
 
+    /// An alert's state for one model (`ebb_meta` key `alert:NAME:MODEL`, JSON).
+    pub async fn alert_state(&self, alert: &str, model: &str) -> Result<Option<String>, StateError> {
+        dispatch!(self, s => s.meta(&format!("alert:{alert}:{model}")).await)
+    }
+
+    /// Sets an alert's state for one model.
+    pub async fn set_alert_state(&self, alert: &str, model: &str, json: &str) -> Result<(), StateError> {
+        dispatch!(self, s => s.set_meta(&format!("alert:{alert}:{model}"), json).await)
+    }
+
     /// The token of the model's snapshot ([`StateWrite::SnapshotToken`]), if one was set.
     pub async fn snapshot_token(&self, model: &str) -> Result<Option<u64>, StateError> {
         dispatch!(self, s => s.snapshot_token(model).await)

@@ -4,6 +4,7 @@
 //! parse stops there), JSON schema (shape and types, at YAML positions), then semantics,
 //! which is compiling each model into a [`SyncPlan`]. Nothing here touches the network.
 
+mod alerts;
 pub mod connect;
 mod inbound;
 pub mod project;
@@ -158,6 +159,7 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
 
     // ebb.yaml
     let mut project: Option<ProjectSpec> = None;
+    let mut alert_scopes = Vec::new();
     match unreadable.map_or_else(|| yaml::parse(&pfile), Err) {
         Err(d) => buckets[0].push(d),
         Ok((mut root, ds)) => {
@@ -175,6 +177,7 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
                 match from_value_repairing::<ProjectSpec>(root.to_json(), &bad) {
                     Ok(spec) => {
                         project::check_project(&spec, &root, &pfile, project_dir, &mut buckets[0]);
+                        alert_scopes = alerts::check(&spec, &root, &pfile, &mut buckets[0]);
                         project = Some(spec);
                     }
                     Err(e) if bad.is_empty() => buckets[0].push(Diagnostic::new(
@@ -373,6 +376,9 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
         let mut k = keep.into_iter();
         report.plans.retain(|_| k.next().unwrap_or(true));
     }
+    // Alerts scoped to models: checked once the model names are known.
+    let known: Vec<&str> = names.iter().map(|(n, _, _)| n.as_str()).collect();
+    buckets[0].extend(alerts::check_scopes(&alert_scopes, &known));
     // `conflicts.crm_state` names another model: checked once every model has its plan.
     let linked = crate::plan::compile::conflicts::link(&mut report.plans);
     if !linked.is_empty() {

@@ -1,0 +1,450 @@
+//! Alerts (docs/alerts.md) through `ebb daemon` to in-process fakes of a Slack incoming
+//! webhook, the PagerDuty Events API v2 and a generic webhook, over real HTTP: a lag alert
+//! fires once, repeats at its interval and resolves once; a failure-rate alert triggers and
+//! resolves in PagerDuty with one `dedup_key`; a channel that is down is retried and
+//! reported; `ebb alerts test`; and the seed's `alerts:` block validates as written.
+
+use crate::daemon::Daemon;
+use crate::support::{ebb, stderr, stdout};
+use axum::extract::{Path as AxPath, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Requests the fakes received: (channel, body).
+type Seen = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// The fakes: `/slack/{name}` (200 `ok`; `broken` answers 503), `/pagerduty` (202 as the
+/// Events API does), `/hook` (200).
+struct Fakes {
+    seen: Seen,
+    base: String,
+}
+
+async fn slack(
+    State(seen): State<Seen>,
+    AxPath(name): AxPath<String>,
+    Json(body): Json<Value>,
+) -> (StatusCode, String) {
+    seen.lock().unwrap().push((format!("slack:{name}"), body));
+    if name == "broken" {
+        (StatusCode::SERVICE_UNAVAILABLE, "no_service".into())
+    } else {
+        (StatusCode::OK, "ok".into())
+    }
+}
+
+async fn pagerduty(State(seen): State<Seen>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    let ok = body["routing_key"].as_str().is_some_and(|k| k.len() == 32)
+        && matches!(body["event_action"].as_str(), Some("trigger" | "resolve"))
+        && (body["event_action"] == "resolve"
+            || (body["payload"]["summary"].is_string()
+                && body["payload"]["source"].is_string()
+                && matches!(
+                    body["payload"]["severity"].as_str(),
+                    Some("critical" | "error" | "warning" | "info")
+                )));
+    let key = body["dedup_key"].clone();
+    seen.lock().unwrap().push(("pagerduty".into(), body));
+    if ok {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({"status": "success", "message": "Event processed", "dedup_key": key})),
+        )
+    } else {
+        (StatusCode::BAD_REQUEST, Json(json!({"status": "invalid event"})))
+    }
+}
+
+async fn hook(State(seen): State<Seen>, Json(body): Json<Value>) -> StatusCode {
+    seen.lock().unwrap().push(("webhook".into(), body));
+    StatusCode::OK
+}
+
+impl Fakes {
+    fn start() -> Fakes {
+        let seen: Seen = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let app = Router::new()
+                    .route("/slack/{name}", post(slack))
+                    .route("/pagerduty", post(pagerduty))
+                    .route("/hook", post(hook))
+                    .with_state(s);
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                axum::serve(l, app).await.unwrap();
+            });
+        });
+        Fakes {
+            seen,
+            base: format!("http://{}", rx.recv().unwrap()),
+        }
+    }
+
+    fn seen(&self, channel: &str) -> Vec<Value> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _)| c == channel)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    /// The Slack texts of `channel` that mention `alert`.
+    fn texts(&self, channel: &str, alert: &str) -> Vec<String> {
+        self.seen(channel)
+            .iter()
+            .filter_map(|b| b["text"].as_str().map(str::to_string))
+            .filter(|t| t.contains(alert))
+            .collect()
+    }
+
+    fn wait(&self, what: &str, timeout: Duration, done: impl Fn(&Fakes) -> bool) {
+        let start = Instant::now();
+        while !done(self) {
+            assert!(
+                start.elapsed() < timeout,
+                "waited {timeout:?} for {what}; seen: {:#?}",
+                self.seen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+const ROUTING_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// A project: DuckDB warehouse, a file destination, models `orders` (its table exists) and
+/// `flaky` (its table does not, yet); alerts to the fakes.
+fn project(f: &Fakes, alerts: &str) -> tempfile::TempDir {
+    // The routing key is a secret: read from the environment, as a user's would be.
+    std::env::set_var("EBB_TEST_PD_KEY", ROUTING_KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let base = &f.base;
+    std::fs::write(
+        dir.path().join("ebb.yaml"),
+        format!(
+            "version: 1
+connections:
+  warehouse:
+    type: duckdb
+    path: warehouse.duckdb
+  exports:
+    type: file
+    path: exports
+notifications:
+  status_url: http://127.0.0.1:7878/
+  slack:
+    ops: {{url: \"${{EBB_TEST_SLACK_OPS:-{base}/slack/ops}}\"}}
+    broken: {{url: \"${{EBB_TEST_SLACK_BROKEN:-{base}/slack/broken}}\"}}
+  pagerduty:
+    oncall: {{routing_key: \"${{EBB_TEST_PD_KEY}}\", url: {base}/pagerduty}}
+  webhook:
+    audit: {{url: {base}/hook}}
+alerts:
+{alerts}"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    for (name, table) in [("orders", "orders"), ("flaky", "flaky_rows")] {
+        std::fs::write(
+            dir.path().join(format!("models/{name}.yaml")),
+            format!(
+                "models:
+  - name: {name}
+    source:
+      type: duckdb
+      query: SELECT id, amount FROM {table}
+    destination:
+      type: file
+      unique_identifier: id
+    mappings:
+      - source: amount
+        destination: amount
+"
+            ),
+        )
+        .unwrap();
+    }
+    let c = duckdb::Connection::open(dir.path().join("warehouse.duckdb")).unwrap();
+    c.execute_batch("CREATE TABLE orders AS SELECT range AS id, range * 2 AS amount FROM range(10)")
+        .unwrap();
+    dir
+}
+
+fn run(dir: &Path, model: &str) -> i32 {
+    let o = ebb(dir, &["run", model]);
+    let code = o.status.code().unwrap_or(-1);
+    if code != 0 {
+        eprintln!("ebb run {model}: exit {code}\n{}{}", stdout(&o), stderr(&o));
+    }
+    code
+}
+
+#[test]
+fn the_seeds_alerts_block_validates_as_written_and_mistakes_are_placed() {
+    let f = Fakes::start();
+    let seed = "  - name: crm_sync_delay
+    condition: lag_minutes > 60
+    severity: high
+    notification:
+      - email: data-team@company.com
+      - slack: #data-alerts
+    
+  - name: sync_failure_rate
+    condition: failure_rate > 0.05
+    severity: critical
+    notification:
+      - pagerduty: data-oncall
+";
+    let dir = project(&f, seed);
+    // The seed's channels, declared once.
+    let text = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap().replace(
+        "notifications:\n",
+        "notifications:\n  email: {smtp_host: smtp.company.com, from: ebb@company.com, password: \"${SMTP_PASSWORD:-}\"}\n",
+    );
+    let text = text
+        .replace("    ops: {url:", "    default: {url:")
+        .replace("    oncall: {routing_key:", "    data-oncall: {routing_key:");
+    std::fs::write(dir.path().join("ebb.yaml"), &text).unwrap();
+    let o = ebb(dir.path(), &["validate"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    // Said, not refused: `#data-alerts` is a YAML comment; email cannot be sent yet.
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        said.contains("N807") && said.contains("`#data-alerts` is a YAML comment"),
+        "{said}"
+    );
+    assert!(said.contains("W808"), "{said}");
+
+    // An unknown metric, at its column, with "did you mean"; an undeclared channel.
+    let bad = text
+        .replace("condition: lag_minutes > 60", "condition: lag_minute > 60")
+        .replace("- pagerduty: data-oncall", "- pagerduty: data-on-call");
+    std::fs::write(dir.path().join("ebb.yaml"), &bad).unwrap();
+    let o = ebb(dir.path(), &["validate", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let errors: Vec<(String, u64, u64, String)> = report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "error")
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap().to_string(),
+                d["line"].as_u64().unwrap(),
+                d["column"].as_u64().unwrap(),
+                d["help"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() as u64 + 1;
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(
+        (errors[0].0.as_str(), errors[0].1, errors[0].2),
+        ("E803", line_of("lag_minute > 60"), 16)
+    );
+    assert!(errors[0].3.contains("did you mean `lag_minutes`?"), "{}", errors[0].3);
+    assert_eq!(
+        (errors[1].0.as_str(), errors[1].1, errors[1].2),
+        ("E804", line_of("data-on-call"), 20)
+    );
+    assert!(errors[1].3.contains("did you mean `data-oncall`?"), "{}", errors[1].3);
+}
+
+#[test]
+fn a_lag_alert_fires_once_repeats_and_resolves_once_and_failures_reach_pagerduty() {
+    let f = Fakes::start();
+    let dir = project(
+        &f,
+        "  - name: orders_lag
+    condition: lag_minutes > 0.1
+    severity: critical
+    repeat: 1s
+    models: [orders]
+    notification:
+      - slack: ops
+  - name: flaky_failures
+    condition: failure_rate > 0.05
+    severity: critical
+    models: [flaky]
+    notification:
+      - pagerduty: oncall
+  - name: flaky_down
+    condition: consecutive_failures >= 1
+    models: [flaky]
+    notification:
+      - slack: broken
+      - webhook: audit
+",
+    );
+    let p = dir.path();
+    assert_eq!(run(p, "orders"), 0);
+    assert_eq!(run(p, "flaky"), 1, "its table does not exist");
+    let d = Daemon::start(p, &[], &[("EBB_RETRY_BASE_MS", "5"), ("EBB_RETRY_MAX_ATTEMPTS", "3")]);
+
+    // The failing model: PagerDuty triggered; the broken Slack channel tried 3 times and
+    // reported, the webhook told.
+    f.wait("the PagerDuty trigger", Duration::from_secs(20), |f| {
+        !f.seen("pagerduty").is_empty()
+    });
+    let trigger = f.seen("pagerduty")[0].clone();
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["dedup_key"], "ebb:flaky_failures:flaky");
+    assert_eq!(trigger["payload"]["severity"], "critical");
+    assert_eq!(trigger["payload"]["component"], "flaky");
+    f.wait("the audit webhook", Duration::from_secs(10), |f| {
+        !f.seen("webhook").is_empty()
+    });
+    let hook = &f.seen("webhook")[0];
+    assert_eq!(
+        (hook["alert"].as_str(), hook["state"].as_str()),
+        (Some("flaky_down"), Some("firing"))
+    );
+    assert_eq!(f.seen("slack:broken").len(), 3, "retried, then given up");
+    let logged = d.wait_for("alert_undelivered", 1, Duration::from_secs(10), |e| {
+        e["event"] == "alert_undelivered"
+    });
+    assert_eq!(logged[0]["alert"], "flaky_down", "{:#}", logged[0]);
+    let o = ebb(p, &["alerts", "--format", "json"]);
+    let states: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let down = states.iter().find(|s| s["alert"] == "flaky_down").unwrap();
+    assert_eq!(down["state"], "firing");
+    assert!(
+        down["undelivered"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("slack:broken: after 3 attempts: HTTP 503"),
+        "{down:#}"
+    );
+    let metrics = d.get("/metrics", None).body;
+    for line in [
+        "ebb_alert_notifications_total{channel=\"slack:broken\",result=\"failed\"} 1",
+        "ebb_alert_notifications_total{channel=\"webhook:audit\",result=\"delivered\"} 1",
+        "ebb_alert_firing{alert=\"flaky_down\",model=\"flaky\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line} in {metrics}");
+    }
+
+    // The lag alert: fires once the last success is 6 s old, again every second, and
+    // resolves at the next run.
+    f.wait("the lag alert", Duration::from_secs(20), |f| {
+        f.texts("slack:ops", "orders_lag")
+            .iter()
+            .any(|t| t.starts_with("STILL FIRING"))
+    });
+    let texts = f.texts("slack:ops", "orders_lag");
+    assert!(
+        texts[0].starts_with("FIRING [critical] orders_lag on orders: lag_minutes = "),
+        "{texts:?}"
+    );
+    assert_eq!(texts.iter().filter(|t| t.starts_with("FIRING")).count(), 1);
+    let body = &f.seen("slack:ops")[0];
+    assert_eq!(body["blocks"][0]["type"], "section");
+    assert!(body["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("<http://127.0.0.1:7878/|status page>"));
+    assert_eq!(run(p, "orders"), 0);
+    f.wait("the lag alert's resolution", Duration::from_secs(10), |f| {
+        f.texts("slack:ops", "orders_lag")
+            .iter()
+            .any(|t| t.starts_with("RESOLVED"))
+    });
+
+    // The failing model fixed: `flaky_down` resolves at its first success; the failure
+    // rate falls under 0.05 after 20 good runs, and PagerDuty gets the resolve.
+    let c = duckdb::Connection::open(p.join("warehouse.duckdb")).unwrap();
+    c.execute_batch("CREATE TABLE flaky_rows AS SELECT range AS id, range AS amount FROM range(3)")
+        .unwrap();
+    drop(c);
+    assert_eq!(run(p, "flaky"), 0);
+    f.wait("flaky_down resolved", Duration::from_secs(10), |f| {
+        f.seen("webhook").iter().any(|h| h["state"] == "resolved")
+    });
+    for _ in 0..19 {
+        assert_eq!(run(p, "flaky"), 0);
+    }
+    f.wait("the PagerDuty resolve", Duration::from_secs(10), |f| {
+        f.seen("pagerduty").iter().any(|e| e["event_action"] == "resolve")
+    });
+    let pd = f.seen("pagerduty");
+    assert_eq!(pd.len(), 2, "one trigger, one resolve: {pd:#?}");
+    assert_eq!(pd[1]["dedup_key"], trigger["dedup_key"]);
+    // Resolved once: later evaluations send nothing more.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(f.seen("pagerduty").len(), 2);
+    assert_eq!(
+        f.texts("slack:ops", "orders_lag")
+            .iter()
+            .filter(|t| t.starts_with("RESOLVED"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn alerts_test_sends_through_every_channel_and_reports_the_ones_down() {
+    let f = Fakes::start();
+    let dir = project(
+        &f,
+        "  - name: all_channels
+    condition: consecutive_failures > 2
+    notification:
+      - slack: ops
+      - pagerduty: oncall
+      - webhook: audit
+",
+    );
+    let o = ebb(dir.path(), &["alerts", "test"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    for t in ["slack:ops", "pagerduty:oncall", "webhook:audit"] {
+        assert!(
+            stdout(&o).contains(&format!("all_channels: test sent to {t}")),
+            "{}",
+            stdout(&o)
+        );
+    }
+    let pd = f.seen("pagerduty");
+    assert_eq!(
+        pd.iter()
+            .map(|e| e["event_action"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["trigger", "resolve"],
+        "a test opens and closes its incident"
+    );
+    assert_eq!(pd[0]["dedup_key"], "ebb:test:all_channels");
+    assert!(f.texts("slack:ops", "all_channels")[0].starts_with("TEST"));
+    // A channel that is down: exit 1, and which one.
+    let text = std::fs::read_to_string(dir.path().join("ebb.yaml"))
+        .unwrap()
+        .replace("      - slack: ops", "      - slack: broken");
+    std::fs::write(dir.path().join("ebb.yaml"), text).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["alerts", "test", "all_channels"])
+        .current_dir(dir.path())
+        .env("EBB_RETRY_BASE_MS", "5")
+        .env("EBB_RETRY_MAX_ATTEMPTS", "2")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("all_channels: slack:broken FAILED: after 2 attempts: HTTP 503"),
+        "{}",
+        stdout(&o)
+    );
+}
