@@ -331,6 +331,20 @@ fn a_lag_alert_fires_once_repeats_and_resolves_once_and_failures_reach_pagerduty
             .starts_with("slack:broken: after 3 attempts: HTTP 503"),
         "{down:#}"
     );
+    let o = ebb(p, &["status", "flaky", "--format", "json"]);
+    let status: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        status["alerts_firing"],
+        json!(["flaky_failures", "flaky_down"]),
+        "{status:#}"
+    );
+    assert!(
+        status["alerts_undelivered"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("flaky_down: slack:broken:"),
+        "{status:#}"
+    );
     let metrics = d.get("/metrics", None).body;
     for line in [
         "ebb_alert_notifications_total{channel=\"slack:broken\",result=\"failed\"} 1",

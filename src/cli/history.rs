@@ -272,6 +272,27 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             },
             None => None,
         };
+        // Alerts firing for the model, and what could not be delivered.
+        let mut firing = Vec::new();
+        let mut undelivered = Vec::new();
+        if let Some(project) = report.project.as_ref() {
+            for a in crate::alerts::eval::Alert::compile(project)
+                .iter()
+                .filter(|a| a.watches(name))
+            {
+                let st = rt
+                    .block_on(store.alert_state(&a.spec.name, name))
+                    .ok()
+                    .flatten()
+                    .and_then(|t| serde_json::from_str::<crate::alerts::eval::AlertState>(&t).ok());
+                if let Some(st) = st {
+                    if st.firing {
+                        firing.push(a.spec.name.clone());
+                    }
+                    undelivered.extend(st.undelivered.iter().map(|u| format!("{}: {u}", a.spec.name)));
+                }
+            }
+        }
         let next = plan
             .and_then(|p| p.schedule.as_ref())
             .and_then(|s| s.next_after(now))
@@ -314,6 +335,8 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
                 .map(|t| human_age(now.signed_duration_since(t)))
                 .or_else(|| inbox.as_ref().and_then(|c| c.oldest_pending).map(|t| human_age(now.signed_duration_since(t)))),
             "conflicts_open": held,
+            "alerts_firing": firing,
+            "alerts_undelivered": undelivered,
             "inbox": inbox.as_ref().map(|c| serde_json::json!({
                 "pending": c.pending, "applied": c.applied, "dead_letters": c.dead_letters(),
                 "oldest_pending": c.oldest_pending.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
