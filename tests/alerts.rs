@@ -462,3 +462,55 @@ fn alerts_test_sends_through_every_channel_and_reports_the_ones_down() {
         stdout(&o)
     );
 }
+
+#[test]
+fn status_the_api_and_the_metrics_show_one_lag_against_the_models_thresholds() {
+    let f = Fakes::start();
+    let dir = project(
+        &f,
+        "  - name: quiet
+    condition: consecutive_failures > 100
+    notification:
+      - webhook: audit
+",
+    );
+    let p = dir.path();
+    let model = std::fs::read_to_string(p.join("models/orders.yaml")).unwrap();
+    std::fs::write(
+        p.join("models/orders.yaml"),
+        format!("{model}    health:\n      warning: 1s\n      critical: 1h\n"),
+    )
+    .unwrap();
+    assert_eq!(run(p, "orders"), 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = ebb(p, &["status", "orders", "--format", "json"]);
+    let status: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(status["lag_health"], "WARNING", "{status:#}");
+    assert_eq!(status["health"], "lag warning");
+    let lag = status["lag_minutes"].as_f64().unwrap();
+    assert!(lag > 0.02 && lag < 1.0, "{lag}");
+    // The model that never ran has no lag yet.
+    let o = ebb(p, &["status", "flaky", "--format", "json"]);
+    let flaky: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(flaky["lag_health"], "UNKNOWN");
+    let d = Daemon::start(p, &[], &[]);
+    let models = d.get("/api/models", None).json();
+    let orders = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "orders")
+        .unwrap();
+    assert_eq!(orders["lag_health"], "WARNING");
+    let api_lag = orders["lag_minutes"].as_f64().unwrap();
+    assert!(api_lag >= lag && api_lag < lag + 1.0, "{api_lag} vs {lag}");
+    let metrics = d.get("/metrics", None).body;
+    let secs: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ebb_lag_seconds{model=\"orders\"} "))
+        .unwrap_or_else(|| panic!("no ebb_lag_seconds for orders in {metrics}"))
+        .parse()
+        .unwrap();
+    assert!(secs >= lag * 60.0 && secs < lag * 60.0 + 60.0, "{secs} vs {lag} min");
+    assert!(!metrics.contains("ebb_lag_seconds{model=\"flaky\"}"), "{metrics}");
+}

@@ -68,18 +68,12 @@ pub async fn figures(
             }
         }
     }
-    // Lag: how far behind the destination is.
+    if let Some(lag) = lag_minutes(store, plan, now).await? {
+        out.insert(Metric::LagMinutes, lag);
+    }
     if plan.source.webhook.is_some() {
-        store.inbox_init().await?;
         let c = store.inbox_counts(model).await?;
         out.insert(Metric::DeadLetters, c.dead_letters() as f64);
-        out.insert(Metric::LagMinutes, c.oldest_pending.map_or(0.0, |t| minutes(now - t)));
-    } else if plan.direction() == Direction::Inbound {
-        if let Some(newest) = store.watermark(model).await?.and_then(|w| w.newest) {
-            out.insert(Metric::LagMinutes, minutes(now - newest));
-        }
-    } else if let Some(t) = store.last_completed(model).await?.as_ref().and_then(ended) {
-        out.insert(Metric::LagMinutes, minutes(now - t));
     }
     if plan.conflicts.is_some() {
         store.conflicts_init().await?;
@@ -90,4 +84,30 @@ pub async fn figures(
         );
     }
     Ok(out)
+}
+
+/// How far behind the destination is, in minutes: outbound, since the end of the last
+/// successful run; inbound, since the newest CRM stamp loaded; a webhook model, the age of
+/// its oldest pending event (0 with none). `None` before anything was confirmed. What
+/// `ebb status`, `/api/models`, `ebb_lag_seconds` and alerts all show.
+pub async fn lag_minutes(store: &StateStore, plan: &SyncPlan, now: DateTime<Utc>) -> Result<Option<f64>, StateError> {
+    let model = &plan.name;
+    if plan.source.webhook.is_some() {
+        store.inbox_init().await?;
+        let c = store.inbox_counts(model).await?;
+        return Ok(Some(c.oldest_pending.map_or(0.0, |t| minutes(now - t))));
+    }
+    if plan.direction() == Direction::Inbound {
+        return Ok(store
+            .watermark(model)
+            .await?
+            .and_then(|w| w.newest)
+            .map(|n| minutes(now - n)));
+    }
+    Ok(store
+        .last_completed(model)
+        .await?
+        .as_ref()
+        .and_then(ended)
+        .map(|t| minutes(now - t)))
 }

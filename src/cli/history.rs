@@ -272,6 +272,16 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             },
             None => None,
         };
+        // The lag and its level (the model's `health` thresholds), as the API, the metrics
+        // and alerts have them.
+        let lag_minutes = match plan {
+            Some(p) => rt
+                .block_on(crate::alerts::figures::lag_minutes(&store, p, now))
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let lag_health = plan.map(|p| p.health.level(lag_minutes));
         // Alerts firing for the model, and what could not be delivered.
         let mut firing = Vec::new();
         let mut undelivered = Vec::new();
@@ -306,6 +316,8 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
             Some(_) => "healthy",
             None => match engine::health(last.as_ref().map(|r| r.status.as_str()), running.is_some()) {
                 "healthy" if held.is_some_and(|n| n > 0) => "conflicts to review",
+                "healthy" if lag_health == Some("CRITICAL") => "lag critical",
+                "healthy" if lag_health == Some("WARNING") => "lag warning",
                 h => h,
             },
         };
@@ -335,6 +347,8 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
                 .map(|t| human_age(now.signed_duration_since(t)))
                 .or_else(|| inbox.as_ref().and_then(|c| c.oldest_pending).map(|t| human_age(now.signed_duration_since(t)))),
             "conflicts_open": held,
+            "lag_minutes": lag_minutes,
+            "lag_health": lag_health,
             "alerts_firing": firing,
             "alerts_undelivered": undelivered,
             "inbox": inbox.as_ref().map(|c| serde_json::json!({

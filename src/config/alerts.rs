@@ -179,3 +179,17 @@ pub struct EmailSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
 }
+
+/// A model's lag thresholds: past `warning` its health is WARNING, past `critical`
+/// CRITICAL (the seed's integration health: inbound 30m and 60m, outbound 60m and 120m by
+/// default).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    /// Lag past which the model is WARNING, e.g. `30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// Lag past which the model is CRITICAL, e.g. `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<String>,
+}

@@ -47,6 +47,10 @@ pub struct ModelSpec {
     /// that delete or clear records: see `max_deletes` and `max_delete_ratio`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardSpec>,
+    /// Lag thresholds of the model's health (`ebb status`, the API, metrics, alerts):
+    /// `{warning: 30m, critical: 1h}`. Default: inbound 30m and 60m, outbound 60m and 120m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::config::alerts::HealthSpec>,
     /// Outbound models into a CRM: fields that also flow back (the CRM can change them),
     /// and who wins when both sides changed one since ebb last confirmed it
     /// (docs/conflicts.md). Without it, the warehouse's value is written (`warehouse_wins`).

@@ -82,6 +82,8 @@ pub struct ModelGauges {
     pub next_run: Option<f64>,
     /// Models with `conflicts`: rows' fields held for review.
     pub conflicts_open: Option<u64>,
+    /// How far behind the destination is, seconds (`alerts::figures::lag_minutes`).
+    pub lag: Option<f64>,
 }
 
 /// The daemon's counters.
@@ -188,7 +190,7 @@ impl Metrics {
     }
 
     /// The text of a scrape at `now` (Unix seconds).
-    pub fn render(&self, models: &[ModelGauges], ready: bool, now: f64) -> String {
+    pub fn render(&self, models: &[ModelGauges], ready: bool) -> String {
         let m = self.inner();
         let mut out = String::with_capacity(4096);
         family(&mut out, "ebb_up", "gauge", "1 while the daemon runs.");
@@ -280,16 +282,11 @@ impl Metrics {
             &mut out,
             "ebb_lag_seconds",
             "gauge",
-            "Seconds since the last completed run, by model (absent before the first one).",
+            "How far behind the destination is, by model: outbound, since the last completed run; inbound, since the newest CRM change loaded; webhook models, the oldest pending event's age (absent before anything was confirmed). The same figure as `ebb status` and alerts.",
         );
         for g in models {
-            if let Some(t) = g.last_success {
-                let _ = writeln!(
-                    out,
-                    "ebb_lag_seconds{{model=\"{}\"}} {:.3}",
-                    esc(&g.model),
-                    (now - t).max(0.0)
-                );
+            if let Some(t) = g.lag {
+                let _ = writeln!(out, "ebb_lag_seconds{{model=\"{}\"}} {t:.3}", esc(&g.model));
             }
         }
         family(
@@ -509,8 +506,9 @@ mod tests {
             last_success: Some(1000.0),
             next_run: Some(1060.0),
             conflicts_open: Some(3),
+            lag: Some(42.5),
         }];
-        let text = m.render(&g, true, 1042.5);
+        let text = m.render(&g, true);
         for line in [
             "# TYPE ebb_runs_total counter",
             "ebb_runs_total{model=\"a\",status=\"succeeded\"} 2",

@@ -192,6 +192,12 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
     if g.is_set() {
         let _ = writeln!(o, "guard:        {}", g.describe().join(", "));
     }
+    let _ = writeln!(
+        o,
+        "health:       WARNING past {} of lag, CRITICAL past {}",
+        humantime_short(plan.health.warning),
+        humantime_short(plan.health.critical)
+    );
     if let Some(c) = &plan.conflicts {
         let _ = writeln!(
             o,
@@ -365,6 +371,10 @@ pub fn explain_json(plan: &SyncPlan, now: DateTime<Utc>) -> serde_json::Value {
                 .chain(plan.guard.default_max_delete_ratio.then_some("max_delete_ratio"))
                 .collect::<Vec<_>>(),
         },
+        "health": {
+            "warning_secs": plan.health.warning.as_secs(),
+            "critical_secs": plan.health.critical.as_secs(),
+        },
         "conflicts": plan.conflicts.as_ref().map(|c| serde_json::json!({
             "policy": c.policy.as_str(),
             "fields": c.fields,
@@ -375,4 +385,21 @@ pub fn explain_json(plan: &SyncPlan, now: DateTime<Utc>) -> serde_json::Value {
             })),
         })),
     })
+}
+
+/// `90m` → `1h30m`, `45s` → `45s`.
+fn humantime_short(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if sec > 0 || out.is_empty() {
+        out.push_str(&format!("{sec}s"));
+    }
+    out
 }

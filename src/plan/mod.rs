@@ -32,6 +32,8 @@ pub struct SyncPlan {
     pub guard: Guard,
     /// Two-way fields and their conflict policy (outbound models into a CRM).
     pub conflicts: Option<ConflictPlan>,
+    /// Lag thresholds of the model's health.
+    pub health: Health,
     /// Where the parts of the model are written, for diagnostics found later (e.g. by
     /// `validate --connect`).
     pub spans: PlanSpans,
@@ -194,6 +196,40 @@ pub enum ValueSource {
     Constant(serde_json::Value),
 }
 
+/// Lag thresholds: past `warning` a model is WARNING, past `critical` CRITICAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub warning: std::time::Duration,
+    pub critical: std::time::Duration,
+}
+
+impl Health {
+    /// The seed's defaults: inbound 30 and 60 minutes, outbound 60 and 120.
+    pub fn default_for(direction: Direction) -> Health {
+        let m = |n: u64| std::time::Duration::from_secs(n * 60);
+        match direction {
+            Direction::Inbound => Health {
+                warning: m(30),
+                critical: m(60),
+            },
+            Direction::Outbound => Health {
+                warning: m(60),
+                critical: m(120),
+            },
+        }
+    }
+
+    /// `HEALTHY`, `WARNING` or `CRITICAL` for a lag in minutes (`UNKNOWN` without one).
+    pub fn level(&self, lag_minutes: Option<f64>) -> &'static str {
+        match lag_minutes {
+            None => "UNKNOWN",
+            Some(l) if l * 60.0 > self.critical.as_secs_f64() => "CRITICAL",
+            Some(l) if l * 60.0 > self.warning.as_secs_f64() => "WARNING",
+            Some(_) => "HEALTHY",
+        }
+    }
+}
+
 /// The destination field under which the engine carries a row's modification time
 /// (`conflicts.source_modified`) from the diff to the conflict check; it is never sent.
 pub const MODIFIED_FIELD: &str = "$ebb_modified";
@@ -316,5 +352,22 @@ impl Guard {
             ));
         }
         parts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seeds_thresholds_by_direction() {
+        let inbound = Health::default_for(Direction::Inbound);
+        assert_eq!(inbound.level(Some(30.0)), "HEALTHY");
+        assert_eq!(inbound.level(Some(31.0)), "WARNING");
+        assert_eq!(inbound.level(Some(61.0)), "CRITICAL");
+        let outbound = Health::default_for(Direction::Outbound);
+        assert_eq!(outbound.level(Some(61.0)), "WARNING");
+        assert_eq!(outbound.level(Some(121.0)), "CRITICAL");
+        assert_eq!(outbound.level(None), "UNKNOWN");
     }
 }

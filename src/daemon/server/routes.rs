@@ -54,7 +54,9 @@ fn unix(t: &str) -> Option<f64> {
 }
 
 pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let names: Vec<(String, bool, bool, Option<f64>, bool)> = {
+    /// A model: name, scheduled, running, next run, plan.
+    type Listed = (String, bool, bool, Option<f64>, Arc<crate::plan::SyncPlan>);
+    let names: Vec<Listed> = {
         let t = shared.table();
         t.models
             .iter()
@@ -65,22 +67,31 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
                     e.plan.schedule.is_some(),
                     e.run.as_ref().is_some_and(|r| r.started_at.is_some()),
                     e.next.map(|f| f.at.timestamp_millis() as f64 / 1000.0),
-                    e.plan.conflicts.is_some(),
+                    e.plan.clone(),
                 )
             })
             .collect()
     };
     // Open conflicts, when a model has `conflicts` (the tables exist once one has).
     let open: std::collections::HashMap<String, u64> = match shared.store.get() {
-        Some(s) if names.iter().any(|n| n.4) => match s.conflicts_init().await {
+        Some(s) if names.iter().any(|n| n.4.conflicts.is_some()) => match s.conflicts_init().await {
             Ok(()) => s.conflicts_open().await.unwrap_or_default().into_iter().collect(),
             Err(_) => Default::default(),
         },
         _ => Default::default(),
     };
     let mut gauges = Vec::with_capacity(names.len());
-    for (model, scheduled, running, next_run, conflicts) in names {
-        let conflicts_open = conflicts.then(|| open.get(&model).copied().unwrap_or(0));
+    let now = Utc::now();
+    for (model, scheduled, running, next_run, plan) in names {
+        let conflicts_open = plan.conflicts.is_some().then(|| open.get(&model).copied().unwrap_or(0));
+        let lag = match shared.store.get() {
+            Some(s) => crate::alerts::figures::lag_minutes(s, &plan, now)
+                .await
+                .ok()
+                .flatten()
+                .map(|m| m * 60.0),
+            None => None,
+        };
         let last_success = match shared.store.get() {
             Some(s) => s
                 .last_completed(&model)
@@ -97,10 +108,10 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             last_success,
             next_run,
             conflicts_open,
+            lag,
         });
     }
-    let now = Utc::now().timestamp_millis() as f64 / 1000.0;
-    let text = shared.metrics.render(&gauges, shared.not_ready().is_none(), now);
+    let text = shared.metrics.render(&gauges, shared.not_ready().is_none());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
@@ -196,6 +207,16 @@ pub(super) async fn models(State(shared): State<Arc<Shared>>) -> Response {
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| (now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0);
         m["health"] = json!(health);
+        // The lag and its level, as `ebb status`, the metrics and alerts have them.
+        let plan = shared.table().models.get(&name).map(|e| e.plan.clone());
+        if let Some(plan) = plan {
+            let minutes = crate::alerts::figures::lag_minutes(&store, &plan, now)
+                .await
+                .ok()
+                .flatten();
+            m["lag_minutes"] = json!(minutes);
+            m["lag_health"] = json!(plan.health.level(minutes));
+        }
         m["last_run"] = last.map(run_json).unwrap_or(Value::Null);
         m["last_success_at"] = json!(success_at);
         m["lag_secs"] = json!(lag);

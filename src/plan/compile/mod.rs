@@ -148,6 +148,12 @@ impl Compiler<'_, '_> {
         let destination = destination?;
         let guard = self.guard(spec, &source, &destination);
         let conflicts = self.conflicts(spec, &source, selection.as_ref(), &mappings, &destination);
+        let direction = if source.kind.is_crm() || source.kind == ConnectionType::Webhook {
+            super::Direction::Inbound
+        } else {
+            super::Direction::Outbound
+        };
+        let health = self.health(spec, direction);
         Some(SyncPlan {
             name: spec.name.clone(),
             description: spec.description.clone(),
@@ -158,6 +164,7 @@ impl Compiler<'_, '_> {
             schedule,
             guard,
             conflicts,
+            health,
             spans: PlanSpans {
                 source: if spec.source.connection.is_some() {
                     self.ctx.at(&["source", "connection"])
@@ -298,6 +305,36 @@ impl Compiler<'_, '_> {
             }
         }
         name.unwrap_or(kind.as_str()).to_string()
+    }
+
+    /// The model's lag thresholds, with the direction's defaults.
+    fn health(&mut self, spec: &ModelSpec, direction: super::Direction) -> super::Health {
+        let mut h = super::Health::default_for(direction);
+        let Some(given) = &spec.health else { return h };
+        for (key, text, slot) in [
+            ("warning", &given.warning, &mut h.warning),
+            ("critical", &given.critical, &mut h.critical),
+        ] {
+            if let Some(t) = text {
+                match crate::schedule::parse_duration(t, key) {
+                    Ok(d) => *slot = d,
+                    Err(e) => self.push(
+                        Diagnostic::new(Code::BadDuration, self.ctx.at(&["health", key]), e.message).help(e.help),
+                    ),
+                }
+            }
+        }
+        if h.warning >= h.critical {
+            self.push(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    self.ctx.key(&["health"]),
+                    "`warning` must be shorter than `critical`",
+                )
+                .help("e.g. `health: {warning: 30m, critical: 1h}`"),
+            );
+        }
+        h
     }
 
     fn irrelevant(&mut self, path: &[&str], why: String) {
