@@ -17,7 +17,8 @@
 //! The file format and what it compiles to:
 //! - [`config`]: `ebb.yaml` and `models/*.yaml` as serde types, and finding and reading them;
 //! - [`schema`]: the JSON schemas generated from those types;
-//! - [`schedule`], [`transform`]: an interval or cron, and the transforms' grammar;
+//! - [`schedule`], [`transform`], [`time`]: an interval or cron, the transforms' grammar,
+//!   times as CRMs write them;
 //! - [`webhook`]: inbound webhooks without IO: signatures checked on the raw body, a body
 //!   read into events;
 //! - [`plan`]: the compiled, resolved form of a model, and the compiler (no IO);
@@ -65,6 +66,7 @@ pub mod schedule;
 pub mod schema;
 pub mod source;
 pub mod state;
+pub mod time;
 pub mod transform;
 pub mod validate;
 pub mod webhook;

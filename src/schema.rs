@@ -4,6 +4,7 @@
 //! differ from what the types generate. Optional fields are written without `null` in
 //! their type: a key written with no value is a mistake the analyst should hear about.
 
+use crate::config::alerts::NULL_MEANT;
 use crate::config::{ModelFile, ProjectSpec};
 use schemars::generate::SchemaSettings;
 use serde_json::Value;
@@ -43,9 +44,6 @@ fn generate<T: schemars::JsonSchema>(id: &str) -> Value {
     }
     v
 }
-
-/// The `$comment` of a schema whose `null` is meant (see [`strip_null`]).
-pub const NULL_MEANT: &str = "null is a value here";
 
 /// Removes the `null` alternative schemars adds to `Option` fields (a missing key is
 /// written by leaving it out), except where a schema says null is a value ([`NULL_MEANT`]).

@@ -241,7 +241,7 @@ pub fn resolve(project: Option<PathBuf>, model: &str, key: &str, take: &str, for
             // The decision stands; only the write-back failed.
             eprintln!(
                 "warning: the decision is recorded, but writing the CRM's value back to the inbound model's table failed: {}",
-                shown(&report.secrets, &e)
+                shown(&report.secrets, &e.to_string())
             );
             return Ok(1);
         }

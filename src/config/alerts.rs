@@ -90,11 +90,15 @@ pub enum Target {
     Email(#[schemars(description = "An email address (delivery is not built yet).")] String),
 }
 
+/// The `$comment` of a schema whose `null` is meant: the schema generator keeps its null
+/// (elsewhere it drops the null schemars adds to `Option` fields).
+pub const NULL_MEANT: &str = "null is a value here";
+
 /// `"string"` or `null`.
 fn string_or_null(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": ["string", "null"],
-        "$comment": crate::schema::NULL_MEANT,
+        "$comment": NULL_MEANT,
         "description": "A channel of `notifications.slack`, or empty for the default one."
     })
 }

@@ -21,7 +21,6 @@
 //! Not here: the run itself (`engine`), the stores (`state`), signatures (`webhook`).
 
 mod alerts;
-pub mod allow;
 mod inbox;
 pub mod log;
 pub mod metrics;
@@ -146,7 +145,7 @@ pub(crate) struct Shared {
     /// Webhook models' receivers, pending counts and the inbox writer.
     pub(crate) inboxes: inbox::Inboxes,
     /// `daemon.allow_ips`: who may connect (empty: anyone who can reach the listener).
-    pub(crate) allow: Vec<allow::Cidr>,
+    pub(crate) allow: Vec<crate::http::allow::Cidr>,
     /// Set once the models are in the table (before, a webhook could not be told from a
     /// model that does not exist).
     pub(crate) models_loaded: std::sync::atomic::AtomicBool,
@@ -200,7 +199,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         .allow_ips
         .iter()
         .flatten()
-        .map(|c| allow::Cidr::parse(c).map_err(|e| DaemonError::Load(format!("`daemon.allow_ips`: {e}"))))
+        .map(|c| crate::http::allow::Cidr::parse(c).map_err(|e| DaemonError::Load(format!("`daemon.allow_ips`: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let token = match settings.api_token.as_deref() {
         Some(t) => Some(crate::config::env::expand_env(t).map_err(DaemonError::Token)?).filter(|t| !t.is_empty()),

@@ -104,8 +104,13 @@ pub enum RunError {
     Inbound(#[from] super::inbound::InboundError),
     /// The conflict check could not read the CRM's current values (from the CRM or the
     /// `crm_state` table); nothing of the batch was sent.
-    #[error("model `{model}`: the conflict check cannot read the CRM's values: {why}; nothing of the batch was sent")]
-    Conflicts { model: String, why: String },
+    #[error(
+        "model `{model}`: the conflict check cannot read the CRM's values: {source}; nothing of the batch was sent"
+    )]
+    Conflicts {
+        model: String,
+        source: super::conflict::ConflictError,
+    },
     /// Records were left to send with no destination open (a bug in ebb).
     #[error("internal: records to send but no destination")]
     NoDestination,

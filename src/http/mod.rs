@@ -22,6 +22,7 @@
 //! layer today, the Salesforce source too), and a rate limit is a property of the
 //! connection, whichever direction the data flows.
 
+pub mod allow;
 pub mod limit;
 pub mod retry;
 

@@ -361,7 +361,7 @@ pub fn check_project(
         .flatten()
         .enumerate()
     {
-        if let Err(why) = crate::daemon::allow::Cidr::parse(c) {
+        if let Err(why) = crate::http::allow::Cidr::parse(c) {
             let idx = i.to_string();
             diags.push(
                 Diagnostic::new(Code::InvalidValue, at(&["daemon", "allow_ips", idx.as_str()]), why)

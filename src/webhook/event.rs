@@ -275,26 +275,7 @@ fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
-/// An RFC 3339 time (or Salesforce's `…+0000`), or a Unix time: milliseconds when above
-/// 10^11 (past 5138 in seconds), else seconds.
-pub fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
-    match v {
-        Value::String(s) => crate::source::salesforce::rows::parse_datetime(s).or_else(|| {
-            let n: f64 = s.trim().parse().ok()?;
-            unix(n)
-        }),
-        Value::Number(n) => unix(n.as_f64()?),
-        _ => None,
-    }
-}
-
-fn unix(n: f64) -> Option<DateTime<Utc>> {
-    if !n.is_finite() || n < 0.0 {
-        return None;
-    }
-    let ms = if n > 1e11 { n } else { n * 1000.0 };
-    DateTime::from_timestamp_millis(ms as i64)
-}
+pub use crate::time::parse_time;
 
 /// At most `n` characters of a value, for a message.
 fn shorten(s: &str, n: usize) -> String {

@@ -4,7 +4,7 @@
 //! The rest of the path lives with the layer it belongs to: the daemon's listener answers
 //! `POST /webhooks/{model}` (`daemon::server::webhooks`), the state store keeps the inbox
 //! ([`crate::state::inbox`]), and the engine applies pending events to the model's table
-//! ([`crate::engine::webhook`]). docs/webhooks.md is the user's view of all of it.
+//! (`engine::webhook`). docs/webhooks.md is the user's view of all of it.
 
 pub mod event;
 pub mod signature;

@@ -147,7 +147,7 @@ pub(super) async fn resolve(
                 "written_back": match &written {
                     Ok(Some((table, rows))) => json!({"table": table, "rows": rows}),
                     Ok(None) => json!(null),
-                    Err(e) => json!({"error": crate::redact::text(e)}),
+                    Err(e) => json!({"error": crate::redact::text(&e.to_string())}),
                 },
             }))
             .into_response()

@@ -112,7 +112,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut s
             _ = stop.wait_for(|s| *s) => break,
         };
         let stream = match accepted {
-            Ok((stream, peer)) if !super::allow::allowed(&shared.allow, peer.ip()) => {
+            Ok((stream, peer)) if !crate::http::allow::allowed(&shared.allow, peer.ip()) => {
                 // Not on `daemon.allow_ips`: closed before any HTTP is read.
                 drop(stream);
                 shared.metrics.record_http_not_allowed();

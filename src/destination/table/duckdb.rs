@@ -165,12 +165,7 @@ impl DuckdbWriter {
                 types.insert(c.to_ascii_lowercase(), t);
             }
             let (sql, params) =
-                super::set_sql(&schema, &w.name.table, &types, &key_column, key, values, |_| "?".into()).map_err(
-                    |message| TableError::Database {
-                        table: table.clone(),
-                        message,
-                    },
-                )?;
+                super::set_sql(&schema, &w.name.table, &types, &key_column, key, values, |_| "?".into())?;
             conn.execute(&sql, duckdb::params_from_iter(params.iter()))
                 .map(|n| n as u64)
                 .map_err(|e| db(&table, &e))

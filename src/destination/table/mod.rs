@@ -174,12 +174,16 @@ pub(crate) fn set_sql(
     key: String,
     values: Vec<(String, Option<String>)>,
     mark: impl Fn(usize) -> String,
-) -> Result<(String, Vec<Option<String>>), String> {
+) -> Result<(String, Vec<Option<String>>), TableError> {
+    let missing = |column: &str| TableError::Database {
+        table: format!("{schema}.{table}"),
+        message: format!("the table has no column `{column}`"),
+    };
     let mut sets = Vec::new();
     let mut params = Vec::new();
     for (column, value) in values {
         let Some(ty) = types.get(&column.to_ascii_lowercase()) else {
-            return Err(format!("the table has no column `{column}`"));
+            return Err(missing(&column));
         };
         sets.push(format!(
             "{} = CAST({} AS {ty})",
@@ -189,7 +193,7 @@ pub(crate) fn set_sql(
         params.push(value);
     }
     if !types.contains_key(&key_column.to_ascii_lowercase()) {
-        return Err(format!("the table has no column `{key_column}`"));
+        return Err(missing(key_column));
     }
     let sql = format!(
         "UPDATE {}.{} SET {} WHERE CAST({} AS VARCHAR) = {}",

@@ -152,10 +152,6 @@ impl PostgresWriter {
             .collect();
         let (sql, params) = super::set_sql(&schema, &self.name.table, &types, &key_column, key, values, |n| {
             format!("${n}::text")
-        })
-        .map_err(|message| TableError::Database {
-            table: table.clone(),
-            message,
         })?;
         let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
             .iter()

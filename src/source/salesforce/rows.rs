@@ -14,7 +14,7 @@ use arrow::array::{
 };
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -71,15 +71,7 @@ fn parse_date(s: &str) -> Option<i32> {
     i32::try_from((d - epoch).num_days()).ok()
 }
 
-/// A Salesforce datetime: REST's `…000+0000`, Bulk's `…000Z`, or any RFC 3339 form.
-pub(crate) fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
-        return Some(d.with_timezone(&Utc));
-    }
-    DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
-}
+pub(crate) use crate::time::parse_datetime;
 
 impl Rows {
     pub fn new(object: &str, columns: &[Column], schema: SchemaRef, capacity: usize) -> Rows {
@@ -159,7 +151,7 @@ impl Rows {
                     continue;
                 }
                 if let (Kind::DateTime, Value::Number(_)) = (c.kind, v) {
-                    match crate::webhook::parse_time(v) {
+                    match crate::time::parse_time(v) {
                         Some(t) => values.push(Some(Typed::DateTime(t.timestamp_micros()))),
                         None => {
                             return Err(self.error(

@@ -30,7 +30,7 @@ use super::writer::write_via;
 use crate::config::model::ConflictPolicy;
 use crate::destination::Destination;
 use crate::http::retry::RetryPolicy;
-use crate::plan::{ConflictPlan, CrmState, MODIFIED_FIELD};
+use crate::plan::{ConflictPlan, MODIFIED_FIELD};
 use crate::source::Source;
 use crate::state::conflicts::{base_to_text, Base, Conflict, ConflictStatus, FieldBase, Side};
 use crate::state::StateWrite;
@@ -38,6 +38,10 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+mod crm;
+pub(super) use crm::Lookup;
+pub use crm::{write_back, ConflictError};
 
 /// The CRM's side of one record.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -253,7 +257,7 @@ fn time_text(v: &Value) -> String {
 /// A modification time: RFC 3339, Salesforce's `…+0000`, a time without a zone (UTC), a
 /// date (midnight UTC), or Unix seconds or milliseconds.
 pub fn parse_time(v: &Value) -> Option<DateTime<Utc>> {
-    if let Some(t) = crate::webhook::parse_time(v) {
+    if let Some(t) = crate::time::parse_time(v) {
         return Some(t);
     }
     let s = v.as_str()?.trim();
@@ -301,173 +305,6 @@ pub fn same(a: &Value, b: &Value) -> bool {
         }
         _ => a == b,
     }
-}
-
-/// Where the CRM's current values are read.
-pub(super) enum Lookup {
-    /// The `crm_state` model's table.
-    Table { source: Box<Source>, state: CrmState },
-    /// The CRM itself (one SOQL query per 200 keys).
-    Api,
-}
-
-/// Quotes an identifier for DuckDB and PostgreSQL (`schema.table` quoted part by part).
-fn ident(name: &str) -> String {
-    name.split('.')
-        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-impl Lookup {
-    /// The CRM's records of `keys` (a key without a record is missing).
-    async fn records(
-        &self,
-        plan: &ConflictPlan,
-        dest: &Destination,
-        keys: &[&str],
-        policy: &RetryPolicy,
-    ) -> Result<HashMap<String, CrmRecord>, String> {
-        match self {
-            Lookup::Api => {
-                let mut fields = plan.fields.clone();
-                fields.push(plan.destination_modified.clone());
-                let fields = &fields;
-                let found = crate::destination::retry::call(policy, move || dest.current(keys, fields))
-                    .await
-                    .map_err(|e| e.message)?;
-                Ok(found
-                    .into_iter()
-                    .map(|(k, values)| {
-                        let modified = values
-                            .iter()
-                            .find(|(f, _)| f.eq_ignore_ascii_case(&plan.destination_modified))
-                            .map(|(_, v)| v.clone());
-                        (k, CrmRecord { values, modified })
-                    })
-                    .collect())
-            }
-            Lookup::Table { source, state } => table_records(source, state, keys).await.map_err(|e| {
-                format!(
-                    "reading `{}` (crm_state `{}`): {e}; `ebb run {}` creates and refreshes it",
-                    state.table, state.model, state.model
-                )
-            }),
-        }
-    }
-}
-
-async fn table_records(source: &Source, s: &CrmState, keys: &[&str]) -> Result<HashMap<String, CrmRecord>, String> {
-    let mut out = HashMap::new();
-    let mut cols = vec![format!("CAST({} AS VARCHAR)", ident(&s.key_column))];
-    cols.extend(s.columns.iter().map(|(_, c)| ident(c)));
-    if let Some(m) = &s.modified_column {
-        cols.push(ident(m));
-    }
-    for chunk in keys.chunks(200) {
-        let list: Vec<String> = chunk.iter().map(|k| literal(k)).collect();
-        let mut sql = format!(
-            "SELECT {} FROM {} WHERE CAST({} AS VARCHAR) IN ({})",
-            cols.join(", "),
-            ident(&s.table),
-            ident(&s.key_column),
-            list.join(", ")
-        );
-        if let Some(d) = &s.deleted_column {
-            sql.push_str(&format!(" AND NOT COALESCE({}, FALSE)", ident(d)));
-        }
-        let mut stream = source.query(&sql, 1000).await.map_err(|e| e.to_string())?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| e.to_string())?;
-            let schema = batch.schema();
-            let cell = |col: usize, row: usize| -> Value {
-                crate::map::value::read(batch.column(col), schema.field(col), row)
-                    .ok()
-                    .and_then(|v| v.to_json().ok())
-                    .unwrap_or(Value::Null)
-            };
-            for row in 0..batch.num_rows() {
-                let Value::String(key) = cell(0, row) else { continue };
-                let mut values = Map::new();
-                for (i, (field, _)) in s.columns.iter().enumerate() {
-                    values.insert(field.clone(), cell(i + 1, row));
-                }
-                let modified = s.modified_column.as_ref().map(|_| cell(s.columns.len() + 1, row));
-                out.insert(key, CrmRecord { values, modified });
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// A person's `--take crm` written back to the warehouse: each resolved field's CRM value
-/// set in the inbound model's table (`write_back`) on the record's row, so the warehouse
-/// holds the decided value before the inbound model's next run. Returns the table and
-/// the rows changed, or `None` when the model has no such table.
-pub async fn write_back(
-    plan: &crate::plan::SyncPlan,
-    project: &crate::config::project::ProjectSpec,
-    project_dir: &std::path::Path,
-    resolved: &[Conflict],
-) -> Result<Option<(String, u64)>, String> {
-    use crate::destination::table::types::ColumnType;
-    use crate::destination::table::{Column, Mode, OnDeleted, TableSpec, TableWriter};
-    let Some(state) = plan.conflicts.as_ref().and_then(|c| c.write_back.as_ref()) else {
-        return Ok(None);
-    };
-    let values: Vec<(String, Option<String>)> = resolved
-        .iter()
-        .filter(|c| c.winner == Some(Side::Crm))
-        .filter_map(|c| {
-            let (_, column) = state.columns.iter().find(|(f, _)| *f == c.field)?;
-            let text = match &c.crm_value {
-                Value::Null => None,
-                Value::String(s) => Some(s.clone()),
-                other => Some(other.to_string()),
-            };
-            Some((column.clone(), text))
-        })
-        .collect();
-    let Some(key) = resolved.first().map(|c| c.key.clone()).filter(|_| !values.is_empty()) else {
-        return Ok(None);
-    };
-    let spec = project
-        .connections
-        .get(&state.connection)
-        .ok_or_else(|| format!("connection `{}` is not defined", state.connection))?;
-    let column = |name: &str| Column {
-        name: name.to_string(),
-        ty: ColumnType::Text,
-    };
-    let table_spec = TableSpec {
-        connection: state.connection.clone(),
-        table: state.table.clone(),
-        key: state.key_column.clone(),
-        mode: Mode::Upsert,
-        on_deleted: OnDeleted::Hard,
-        deleted_column: crate::destination::table::DELETED_COLUMN.into(),
-        version_column: None,
-        columns: std::iter::once(column(&state.key_column))
-            .chain(values.iter().map(|(c, _)| column(c)))
-            .collect(),
-        delete_by_key: false,
-    };
-    let mut w = TableWriter::open(table_spec, spec, project_dir)
-        .await
-        .map_err(|e| e.to_string())?;
-    if w.check().await.map_err(|e| e.to_string())? == crate::destination::table::TableCheck::Missing {
-        // The inbound model has not run yet: its first run brings the CRM's value.
-        return Ok(Some((state.table.clone(), 0)));
-    }
-    let n = w
-        .set_where(&state.key_column, &key, values)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(Some((state.table.clone(), n)))
 }
 
 /// What a run's conflict checks counted.
@@ -526,9 +363,9 @@ impl<'a> Run<'a> {
         let crm = lookup
             .records(cp, dest, &keys, &RetryPolicy::from_env())
             .await
-            .map_err(|why| RunError::Conflicts {
+            .map_err(|source| RunError::Conflicts {
                 model: plan.name.clone(),
-                why,
+                source,
             })?;
         let bases = self
             .cfg
