@@ -126,6 +126,60 @@ impl Fakes {
 
 const ROUTING_KEY: &str = "0123456789abcdef0123456789abcdef";
 
+/// A mail (envelope sender, recipients, the DATA as received).
+type Mail = (String, Vec<String>, String);
+
+/// An SMTP server on loopback speaking the protocol's plain dialogue (RFC 5321: greeting,
+/// EHLO, MAIL, RCPT, DATA ending with a lone dot, QUIT), keeping every mail it accepts.
+fn smtp_server() -> (u16, Arc<Mutex<Vec<Mail>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let kept = mails.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut out) = conn else { continue };
+            let mut r = BufReader::new(out.try_clone().unwrap());
+            let (mut from, mut to) = (String::new(), Vec::new());
+            let _ = out.write_all(b"220 fake.smtp ESMTP\r\n");
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                let up = line.to_ascii_uppercase();
+                let reply: &[u8] = if up.starts_with("EHLO") || up.starts_with("HELO") {
+                    b"250-fake.smtp\r\n250 8BITMIME\r\n"
+                } else if up.starts_with("MAIL FROM:") {
+                    from = line[10..].trim().to_string();
+                    b"250 OK\r\n"
+                } else if up.starts_with("RCPT TO:") {
+                    to.push(line[8..].trim().to_string());
+                    b"250 OK\r\n"
+                } else if up.starts_with("DATA") {
+                    let _ = out.write_all(b"354 end with <CRLF>.<CRLF>\r\n");
+                    let mut data = String::new();
+                    let mut l2 = String::new();
+                    while r.read_line(&mut l2).unwrap_or(0) > 0 && l2 != ".\r\n" {
+                        data.push_str(&l2);
+                        l2.clear();
+                    }
+                    kept.lock().unwrap().push((from.clone(), std::mem::take(&mut to), data));
+                    b"250 OK queued\r\n"
+                } else if up.starts_with("QUIT") {
+                    let _ = out.write_all(b"221 bye\r\n");
+                    break;
+                } else if up.starts_with("RSET") || up.starts_with("NOOP") {
+                    b"250 OK\r\n"
+                } else {
+                    b"502 not implemented\r\n"
+                };
+                let _ = out.write_all(reply);
+                line.clear();
+            }
+        }
+    });
+    (port, mails)
+}
+
 /// A project: DuckDB warehouse, a file destination, models `orders` (its table exists) and
 /// `flaky` (its table does not, yet); alerts to the fakes.
 fn project(f: &Fakes, alerts: &str) -> tempfile::TempDir {
@@ -222,13 +276,12 @@ fn the_seeds_alerts_block_validates_as_written_and_mistakes_are_placed() {
     std::fs::write(dir.path().join("ebb.yaml"), &text).unwrap();
     let o = ebb(dir.path(), &["validate"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    // Said, not refused: `#data-alerts` is a YAML comment; email cannot be sent yet.
+    // Said, not refused: `#data-alerts` is a YAML comment.
     let said = format!("{}{}", stdout(&o), stderr(&o));
     assert!(
         said.contains("N807") && said.contains("`#data-alerts` is a YAML comment"),
         "{said}"
     );
-    assert!(said.contains("W808"), "{said}");
 
     // An unknown metric, at its column, with "did you mean"; an undeclared channel.
     let bad = text
@@ -422,11 +475,30 @@ fn alerts_test_sends_through_every_channel_and_reports_the_ones_down() {
       - slack: ops
       - pagerduty: oncall
       - webhook: audit
+      - email: data-team@company.com
 ",
     );
+    let (port, mails) = smtp_server();
+    let text = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap().replace(
+        "notifications:\n",
+        &format!("notifications:\n  email: {{smtp_host: 127.0.0.1, smtp_port: {port}, from: ebb@company.com}}\n"),
+    );
+    std::fs::write(dir.path().join("ebb.yaml"), text).unwrap();
     let o = ebb(dir.path(), &["alerts", "test"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    for t in ["slack:ops", "pagerduty:oncall", "webhook:audit"] {
+    let sent = mails.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (from, to, data) = &sent[0];
+    assert_eq!(from, "<ebb@company.com>");
+    assert_eq!(to, &["<data-team@company.com>".to_string()]);
+    assert!(data.contains("Subject: TEST [high] all_channels on (test)"), "{data}");
+    assert!(data.contains("condition: consecutive_failures > 2"), "{data}");
+    for t in [
+        "slack:ops",
+        "pagerduty:oncall",
+        "webhook:audit",
+        "email:data-team@company.com",
+    ] {
         assert!(
             stdout(&o).contains(&format!("all_channels: test sent to {t}")),
             "{}",

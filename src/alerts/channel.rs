@@ -1,8 +1,8 @@
 //! Sending a notification: Slack incoming webhooks (text and blocks), PagerDuty Events API
 //! v2 (trigger and resolve with a stable `dedup_key`), generic JSON webhooks. A 429, a 5xx
 //! or a connection error is retried under the retry policy; what still fails is returned,
-//! for the daemon to log, count and show. Email is declared in the format but its delivery
-//! is not built yet: it fails with a message saying so.
+//! for the daemon to log, count and show. Email goes over SMTP (lettre): STARTTLS, or
+//! implicit TLS on port 465; plain only to a server on loopback.
 
 use crate::config::alerts::{NotificationsSpec, Severity, Target};
 use crate::config::env::expand_env;
@@ -178,6 +178,69 @@ async fn post(http: &reqwest::Client, url: &str, headers: &[(String, String)], b
     }
 }
 
+/// Sends `msg` by email to `to` through the SMTP server `e`: STARTTLS on its port (587
+/// unless set), implicit TLS on 465, no TLS only to a server on loopback. Credentials are
+/// never sent over a connection that did not become encrypted (lettre refuses to).
+async fn email(e: &crate::config::alerts::EmailSpec, to: &str, msg: &Message) -> Result<(), SendError> {
+    use lettre::message::header::ContentType;
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+    let fatal = |m: String| SendError::Fatal(format!("email to {to}: {m}"));
+    let host = expand(&e.smtp_host).map_err(fatal)?;
+    let port = e.smtp_port.unwrap_or(587);
+    let loopback = crate::http::is_loopback_host(&host);
+    let mut b = if port == 465 {
+        AsyncSmtpTransport::<Tokio1Executor>::relay(&host).map_err(|x| fatal(x.to_string()))?
+    } else if loopback {
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+    } else {
+        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host).map_err(|x| fatal(x.to_string()))?
+    }
+    .port(port)
+    .timeout(Some(std::time::Duration::from_secs(30)));
+    if let Some(user) = &e.username {
+        let password = e.password.as_deref().map(expand).transpose().map_err(fatal)?;
+        b = b.credentials(Credentials::new(
+            expand(user).map_err(fatal)?,
+            password.unwrap_or_default(),
+        ));
+    }
+    let mut body = format!("{}\n\n", msg.summary());
+    body.push_str(&format!(
+        "alert:     {}\nmodel:     {}\nseverity:  {}\ncondition: {}\nvalue:     {}\nthreshold: {}\nsince:     {}\n",
+        msg.alert,
+        msg.model,
+        msg.severity.as_str(),
+        msg.condition,
+        msg.value_text(),
+        msg.threshold,
+        msg.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    ));
+    if let Some(u) = &msg.status_url {
+        body.push_str(&format!("\nstatus page: {u}\n"));
+    }
+    let mail = lettre::Message::builder()
+        .from(
+            expand(&e.from)
+                .map_err(fatal)?
+                .parse()
+                .map_err(|x| fatal(format!("`from`: {x}")))?,
+        )
+        .to(to.parse().map_err(|x| fatal(format!("`{to}`: {x}")))?)
+        .subject(msg.summary())
+        .header(ContentType::TEXT_PLAIN)
+        .body(body)
+        .map_err(|x| fatal(x.to_string()))?;
+    match b.build().send(mail).await {
+        Ok(_) => Ok(()),
+        Err(x) if x.is_permanent() => Err(fatal(x.to_string())),
+        Err(x) => Err(SendError::Transient {
+            message: format!("email to {to}: {x}"),
+            retry_after: None,
+        }),
+    }
+}
+
 fn expand(s: &str) -> Result<String, String> {
     expand_env(s).map_err(|e| e.to_string())
 }
@@ -228,9 +291,15 @@ pub async fn send(
                 .collect::<Result<Vec<_>, String>>()?;
             attempt(expand(&w.url)?, headers, msg.webhook()).await
         }
-        Target::Email(address) => Err(format!(
-            "email to {address}: email delivery is not built yet; use slack, pagerduty or webhook"
-        )),
+        Target::Email(address) => {
+            let e = n
+                .email
+                .as_ref()
+                .ok_or_else(|| "no SMTP server under `notifications.email`".to_string())?;
+            crate::destination::retry::call(policy, || email(e, address, msg))
+                .await
+                .map_err(|f| f.message)
+        }
     }
 }
 

@@ -87,7 +87,7 @@ pub enum Target {
     /// A webhook of `notifications.webhook`.
     Webhook(#[schemars(description = "A webhook of `notifications.webhook`.")] String),
     /// An email address, sent through `notifications.email`.
-    Email(#[schemars(description = "An email address (delivery is not built yet).")] String),
+    Email(#[schemars(description = "An email address, sent through `notifications.email`.")] String),
 }
 
 /// The `$comment` of a schema whose `null` is meant: the schema generator keeps its null
@@ -165,7 +165,8 @@ pub struct WebhookChannel {
     pub headers: BTreeMap<String, String>,
 }
 
-/// An SMTP server (email delivery is not built yet; docs/alerts.md).
+/// An SMTP server: STARTTLS on its port (587 unless set), implicit TLS on 465, no TLS only
+/// to a server on loopback.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailSpec {

@@ -117,7 +117,6 @@ codes! {
     DuplicateAlert = "E805", Error, "two alerts share a name";
     UnknownModel = "E806", Error, "an alert's `models:` names a model the project does not have";
     SlackComment = "N807", Note, "`slack: #channel` reads as an empty value (YAML comment): the default Slack channel is used";
-    EmailNotBuilt = "W808", Warning, "an alert notifies by email, whose delivery is not built yet";
 }
 
 impl Serialize for Code {

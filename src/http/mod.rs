@@ -45,6 +45,15 @@ pub fn is_loopback(host: &url::Host<&str>) -> bool {
     }
 }
 
+/// Whether a host name or address as written (`127.0.0.1`, `localhost`, `::1`) is loopback.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    match h.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => is_loopback(&url::Host::Domain(h)),
+    }
+}
+
 /// The HTTP client could not be built (its TLS configuration failed).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client: {0}")]

@@ -178,17 +178,7 @@ pub fn check(
                             )
                             .help("declare `notifications: {email: {smtp_host: smtp.company.com, from: ebb@company.com, password: ${SMTP_PASSWORD}}}`"),
                         );
-                    } else {
-                        diags.push(
-                            Diagnostic::new(
-                                Code::EmailNotBuilt,
-                                here.clone(),
-                                format!("email to `{address}` is accepted, but this ebb cannot send email yet: the notification will be reported undelivered"),
-                            )
-                            .help("notify a Slack channel, PagerDuty or a webhook as well"),
-                        );
-                    }
-                    if n.email.is_some() && !address.contains('@') {
+                    } else if !address.contains('@') {
                         diags.push(Diagnostic::new(
                             Code::InvalidValue,
                             here.clone(),
