@@ -586,3 +586,130 @@ fn status_the_api_and_the_metrics_show_one_lag_against_the_models_thresholds() {
     assert!(secs >= lag * 60.0 && secs < lag * 60.0 + 60.0, "{secs} vs {lag} min");
     assert!(!metrics.contains("ebb_lag_seconds{model=\"flaky\"}"), "{metrics}");
 }
+
+/// Chromium for the status page test: on CI (or with `EBB_REQUIRE_CHROMIUM`) its absence
+/// fails the test; elsewhere the test is skipped with one loud line.
+fn chromium() -> Option<String> {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        let found = std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if found {
+            return Some(c.to_string());
+        }
+    }
+    let required = ["EBB_REQUIRE_CHROMIUM", "CI"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false"));
+    assert!(
+        !required,
+        "Chromium is required here (CI or EBB_REQUIRE_CHROMIUM) but none is installed"
+    );
+    eprintln!("\nSKIPPING the status page test: no chromium installed (apt-get install chromium)\n");
+    None
+}
+
+/// Runs headless Chromium on `url` with `args` (`--dump-dom`, `--screenshot=…`).
+fn headless(chrome: &str, url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(chrome)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium runs")
+}
+
+#[test]
+fn the_status_page_shows_every_model_its_health_and_a_mark_per_run_in_a_browser() {
+    let Some(chrome) = chromium() else { return };
+    let f = Fakes::start();
+    let dir = project(
+        &f,
+        "  - name: quiet
+    condition: consecutive_failures > 100
+    notification:
+      - webhook: audit
+",
+    );
+    let p = dir.path();
+    for _ in 0..3 {
+        assert_eq!(run(p, "orders"), 0);
+    }
+    assert_eq!(run(p, "flaky"), 1);
+    // Behind a token: a browser logs in with HTTP Basic.
+    let token = "st4tus-page-t0ken-0123456789abcdefXYZ";
+    let text = std::fs::read_to_string(p.join("ebb.yaml")).unwrap();
+    std::fs::write(
+        p.join("ebb.yaml"),
+        format!("{text}daemon:\n  api_token: ${{EBB_TEST_PAGE_TOKEN}}\n"),
+    )
+    .unwrap();
+    let d = Daemon::start(p, &[], &[("EBB_TEST_PAGE_TOKEN", token)]);
+    assert_eq!(d.get("/", None).status, 401, "the page is behind the token");
+    let page = |auth: &str| {
+        let url = format!("http://{}/", d.addr);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let r = ebb::http::client()
+                .unwrap()
+                .get(url)
+                .basic_auth("me", Some(auth))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.headers().get("content-type").cloned())
+        })
+    };
+    assert_eq!(page("wrong").0, 401);
+    let (status, kind) = page(token);
+    assert_eq!(
+        status, 200,
+        "a browser's HTTP Basic login: any user, the token as the password"
+    );
+    assert_eq!(kind.unwrap(), "text/html; charset=utf-8");
+    drop(d);
+    // Headless Chromium sends no credentials from a URL: the page of a daemon without a
+    // token (loopback) is what the browser renders.
+    std::fs::write(p.join("ebb.yaml"), &text).unwrap();
+    let d = Daemon::start(p, &[], &[]);
+    let url = format!("http://{}/", d.addr);
+    let o = headless(&chrome, &url, &["--dump-dom", "--virtual-time-budget=2000"]);
+    let dom = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        dom.contains("<h1>ebb status</h1>"),
+        "{dom}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for (model, health, marks) in [("orders", "healthy", 3), ("flaky", "failing", 1)] {
+        let row_at = dom
+            .find(&format!("id=\"row-{model}\""))
+            .unwrap_or_else(|| panic!("no row for {model}: {dom}"));
+        let row = &dom[row_at..row_at + dom[row_at..].find("</tr>").unwrap()];
+        assert!(row.contains(&format!(">{health}<")), "{model}: {row}");
+        let sec_at = dom.find(&format!("id=\"model-{model}\"")).unwrap();
+        let sec = &dom[sec_at..sec_at + dom[sec_at..].find("</section>").unwrap()];
+        assert_eq!(sec.matches("<rect class=\"run").count(), marks, "{model}: {sec}");
+    }
+    assert!(dom.contains("rect class=\"run failed\""), "{dom}");
+    // A screenshot, for a person to look at.
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&out);
+    let o = headless(
+        &chrome,
+        &url,
+        &[&format!("--screenshot={}", out.display()), "--window-size=1200,900"],
+    );
+    let png = std::fs::read(&out).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    eprintln!("status page screenshot: {}", out.display());
+}

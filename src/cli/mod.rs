@@ -210,7 +210,7 @@ pub enum Command {
         rebuild: bool,
     },
     /// Run every model on its schedule, with an HTTP API (`/healthz`, `/readyz`, `/metrics`,
-    /// `/api/models`, `/api/runs`), hot reload of model files and graceful shutdown
+    /// `/api/models`, `/api/runs`), a status page at `/`, alerts, hot reload of model files and graceful shutdown
     /// (SIGTERM/SIGINT: runs in progress finish their batches; a second signal exits at once).
     Daemon {
         /// Address of the HTTP server, overriding `daemon.listen` (port 0: any free port;

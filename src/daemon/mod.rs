@@ -9,8 +9,9 @@
 //! - `reload`: validates the project again when a file changes; a change with errors is
 //!   rejected and the previous plan keeps running;
 //! - `watcher`: the loop that polls the files, reloads and reports each load's outcome;
-//! - `server`: `/healthz`, `/readyz`, `/metrics`, `/api/…` (axum), bearer-token auth, and
-//!   `POST /webhooks/{model}` (signed, no token);
+//! - `server`: `/healthz`, `/readyz`, `/metrics`, `/api/…` (axum), the status page at `/`,
+//!   bearer-token (or HTTP Basic) auth, and `POST /webhooks/{model}` (signed, no token);
+//! - `alerts`: the alert loop (after each run and every minute);
 //! - `inbox`: webhook models: their receivers, events stored in grouped transactions, one
 //!   loop per model applying its inbox;
 //! - [`metrics`], [`log`]: Prometheus text and one log line per event.

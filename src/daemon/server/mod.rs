@@ -15,6 +15,7 @@
 //! it is accepted, so `/healthz` answers again as soon as the slow ones time out.
 
 mod conflicts;
+mod page;
 mod routes;
 mod webhooks;
 
@@ -189,6 +190,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/models/{name}/runs", post(trigger))
         .route("/api/inbox/{name}", get(inbox))
         .route("/api/inbox/{name}/replay", post(replay))
+        .route("/", get(page::status_page))
         .route("/api/conflicts", get(conflicts::list))
         .route("/api/conflicts/{name}/resolve", post(conflicts::resolve))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
@@ -232,12 +234,19 @@ async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
     let Some(token) = shared.token.as_deref() else {
         return next.run(req).await;
     };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let header_value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // `Bearer <token>`, or for a browser (the status page) HTTP Basic with the token as
+    // the password and any user name.
+    let given: Option<String> = header_value.and_then(|v| {
+        if let Some(b) = v.strip_prefix("Bearer ") {
+            return Some(b.trim().to_string());
+        }
+        let basic = v.strip_prefix("Basic ")?;
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(basic.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        text.split_once(':').map(|(_, p)| p.to_string())
+    });
     match given {
         Some(g) if same(g.as_bytes(), token.as_bytes()) => next.run(req).await,
         _ => {
@@ -245,8 +254,10 @@ async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token: send `Authorization: Bearer <daemon.api_token>`",
             );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"ebb\", Bearer"),
+            );
             r
         }
     }
