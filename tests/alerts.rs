@@ -239,6 +239,18 @@ alerts:
     dir
 }
 
+/// The project with one alert that never fires.
+fn quiet_project(f: &Fakes) -> tempfile::TempDir {
+    project(
+        f,
+        "  - name: quiet
+    condition: consecutive_failures > 100
+    notification:
+      - webhook: audit
+",
+    )
+}
+
 fn run(dir: &Path, model: &str) -> i32 {
     let o = ebb(dir, &["run", model]);
     let code = o.status.code().unwrap_or(-1);
@@ -291,20 +303,7 @@ fn the_seeds_alerts_block_validates_as_written_and_mistakes_are_placed() {
     let o = ebb(dir.path(), &["validate", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1));
     let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let errors: Vec<(String, u64, u64, String)> = report["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["severity"] == "error")
-        .map(|d| {
-            (
-                d["code"].as_str().unwrap().to_string(),
-                d["line"].as_u64().unwrap(),
-                d["column"].as_u64().unwrap(),
-                d["help"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
+    let errors = crate::support::json_errors(&report);
     let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() as u64 + 1;
     assert_eq!(errors.len(), 2, "{errors:#?}");
     assert_eq!(
@@ -538,14 +537,7 @@ fn alerts_test_sends_through_every_channel_and_reports_the_ones_down() {
 #[test]
 fn status_the_api_and_the_metrics_show_one_lag_against_the_models_thresholds() {
     let f = Fakes::start();
-    let dir = project(
-        &f,
-        "  - name: quiet
-    condition: consecutive_failures > 100
-    notification:
-      - webhook: audit
-",
-    );
+    let dir = quiet_project(&f);
     let p = dir.path();
     let model = std::fs::read_to_string(p.join("models/orders.yaml")).unwrap();
     std::fs::write(
@@ -630,14 +622,7 @@ fn headless(chrome: &str, url: &str, args: &[&str]) -> std::process::Output {
 fn the_status_page_shows_every_model_its_health_and_a_mark_per_run_in_a_browser() {
     let Some(chrome) = chromium() else { return };
     let f = Fakes::start();
-    let dir = project(
-        &f,
-        "  - name: quiet
-    condition: consecutive_failures > 100
-    notification:
-      - webhook: audit
-",
-    );
+    let dir = quiet_project(&f);
     let p = dir.path();
     for _ in 0..3 {
         assert_eq!(run(p, "orders"), 0);

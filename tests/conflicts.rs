@@ -185,20 +185,11 @@ connections:
         let url = self.sandbox.url();
         let status = self.rt.block_on(async {
             let http = ebb::http::client().unwrap();
-            let token: Value = http
-                .post(format!("{url}/services/oauth2/token"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body("grant_type=client_credentials&client_id=ebb-sandbox&client_secret=ebb-sandbox")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let token = crate::support::sandbox_token(&http, &url).await;
             http.patch(format!(
                 "{url}/services/data/v62.0/sobjects/Contact/Warehouse_Id__c/{key}"
             ))
-            .bearer_auth(token["access_token"].as_str().unwrap())
+            .bearer_auth(&token)
             .json(&fields)
             .send()
             .await
@@ -654,18 +645,9 @@ fn validate_connect_checks_both_modification_times() {
     let o = ebb(t.path(), &["validate", "--connect", "--format", "json"]);
     let text = stdout(&o);
     let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    let found: Vec<(String, u64, u64)> = report["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["severity"] == "error")
-        .map(|d| {
-            (
-                d["code"].as_str().unwrap().to_string(),
-                d["line"].as_u64().unwrap(),
-                d["column"].as_u64().unwrap(),
-            )
-        })
+    let found: Vec<(String, u64, u64)> = crate::support::json_errors(&report)
+        .into_iter()
+        .map(|(c, l, col, _)| (c, l, col))
         .collect();
     assert_eq!(found, vec![("E904".into(), 16, 24), ("E909".into(), 17, 29)], "{text}");
 }

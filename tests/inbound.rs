@@ -233,19 +233,10 @@ impl Inbound {
         let url = self.sandbox.url();
         self.rt.block_on(async {
             let http = ebb::http::client().unwrap();
-            let token: Value = http
-                .post(format!("{url}/services/oauth2/token"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body("grant_type=client_credentials&client_id=ebb-sandbox&client_secret=ebb-sandbox")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let token = crate::support::sandbox_token(&http, &url).await;
             let mut req = http
                 .request(method, format!("{url}/services/data/v62.0/{path}"))
-                .bearer_auth(token["access_token"].as_str().unwrap());
+                .bearer_auth(&token);
             if let Some(b) = body {
                 req = req.json(&b);
             }

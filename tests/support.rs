@@ -170,3 +170,36 @@ pub fn pg_client(rt: &tokio::runtime::Runtime) -> tokio_postgres::Client {
         client
     })
 }
+
+/// An access token of the sandbox at `url` (client credentials of the example project).
+pub async fn sandbox_token(http: &reqwest::Client, url: &str) -> String {
+    let token: serde_json::Value = http
+        .post(format!("{url}/services/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&client_id=ebb-sandbox&client_secret=ebb-sandbox")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    token["access_token"].as_str().expect("a token").to_string()
+}
+
+/// The errors of a `validate --format json` report: (code, line, column, help).
+pub fn json_errors(report: &serde_json::Value) -> Vec<(String, u64, u64, String)> {
+    report["diagnostics"]
+        .as_array()
+        .expect("a diagnostics list")
+        .iter()
+        .filter(|d| d["severity"] == "error")
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap_or("").to_string(),
+                d["line"].as_u64().unwrap_or(0),
+                d["column"].as_u64().unwrap_or(0),
+                d["help"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}

@@ -76,12 +76,10 @@ pub fn show(project: Option<PathBuf>, format: PlanFormat) -> anyhow::Result<u8> 
         }
     }
     if format == PlanFormat::Json {
-        for l in &lines {
-            writeln!(out, "{l}")?;
-        }
+        super::json_lines(&mut out, &lines)?;
         return Ok(0);
     }
-    let header: Vec<String> = [
+    let header = super::header(&[
         "alert",
         "model",
         "severity",
@@ -90,14 +88,11 @@ pub fn show(project: Option<PathBuf>, format: PlanFormat) -> anyhow::Result<u8> 
         "condition",
         "since",
         "undelivered",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let rows: Vec<Vec<String>> = lines
         .iter()
         .map(|l| {
-            let s = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+            let s = super::cell;
             vec![
                 s(&l["alert"]),
                 s(&l["model"]),

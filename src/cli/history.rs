@@ -359,12 +359,10 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
     }
     let mut out = std::io::stdout().lock();
     if format == PlanFormat::Json {
-        for l in &lines {
-            writeln!(out, "{l}")?;
-        }
+        super::json_lines(&mut out, &lines)?;
         return Ok(0);
     }
-    let header: Vec<String> = [
+    let header = super::header(&[
         "model",
         "health",
         "last run",
@@ -375,14 +373,11 @@ pub fn status(project: Option<PathBuf>, model: Option<&str>, format: PlanFormat)
         "errors",
         "CRM lag",
         "next run",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let rows: Vec<Vec<String>> = lines
         .iter()
         .map(|l| {
-            let s = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+            let s = super::cell;
             let last = &l["last_run"];
             vec![
                 s(&l["model"]),

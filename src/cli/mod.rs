@@ -498,6 +498,24 @@ fn project_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// A plain text table, columns padded to their widest cell; with `max_cell`, longer cells
 /// are cut with `…`.
+/// A table's header from its column names.
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// A JSON line per value (`--format json` of a listing).
+fn json_lines(out: &mut impl std::io::Write, lines: &[serde_json::Value]) -> std::io::Result<()> {
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    Ok(())
+}
+
+/// A JSON string as a cell, `-` for anything else.
+fn cell(v: &serde_json::Value) -> String {
+    v.as_str().map(str::to_string).unwrap_or_else(|| "-".into())
+}
+
 fn text_table(header: &[String], rows: &[Vec<String>], max_cell: Option<usize>) -> String {
     // Cells hold data (row keys, messages from a destination): escaped, they cannot drive
     // the terminal or break the table's lines.

@@ -261,6 +261,19 @@ impl super::StateStore {
     }
 }
 
+/// Open conflicts as a person's decision leaves them.
+pub(crate) fn resolved(open: Vec<Conflict>, take: Side, by: &str, now_ms: i64) -> Vec<Conflict> {
+    open.into_iter()
+        .map(|c| Conflict {
+            status: ConflictStatus::Resolved,
+            winner: Some(take),
+            decided_ms: Some(now_ms),
+            decided_by: Some(by.to_string()),
+            ..c
+        })
+        .collect()
+}
+
 /// The DDL of both tables; `s` is the schema prefix (`""` or `"name."`).
 pub(crate) fn conflicts_ddl(s: &str, serial: &str) -> String {
     format!(

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::state::conflicts::{
-    base_from_text, base_to_text, conflicts_ddl, resolve_base, value_of, Base, Conflict, ConflictQuery, ConflictStatus,
-    Side, CONFLICT_COLUMNS,
+    base_from_text, base_to_text, conflicts_ddl, resolve_base, resolved, value_of, Base, Conflict, ConflictQuery,
+    ConflictStatus, Side, CONFLICT_COLUMNS,
 };
 use crate::state::StateWrite;
 
@@ -116,15 +116,8 @@ impl PgStore {
 
     pub async fn conflicts_init(&self) -> Result<(), StateError> {
         let ddl = conflicts_ddl(&format!("{}.", self.schema), "BIGSERIAL PRIMARY KEY");
-        let lock_key = format!("ebb conflicts {}", self.schema);
-        on_writer!(self, |c| async {
-            let tx = c.transaction().await?;
-            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key])
-                .await?;
-            tx.batch_execute(&ddl).await?;
-            tx.commit().await
-        }
-        .await)
+        self.create_if_missing(&ddl, &format!("ebb conflicts {}", self.schema))
+            .await
     }
 
     pub async fn conflict_bases(&self, model: &str, keys: Vec<String>) -> Result<HashMap<String, Base>, StateError> {
@@ -205,15 +198,6 @@ impl PgStore {
             Ok(open)
         }
         .await)?;
-        Ok(open
-            .into_iter()
-            .map(|c| Conflict {
-                status: ConflictStatus::Resolved,
-                winner: Some(take),
-                decided_ms: Some(now_ms),
-                decided_by: Some(by.to_string()),
-                ..c
-            })
-            .collect())
+        Ok(resolved(open, take, by, now_ms))
     }
 }

@@ -29,15 +29,8 @@ fn event(r: &Row) -> InboxEvent {
 impl PgStore {
     pub async fn inbox_init(&self) -> Result<(), StateError> {
         let ddl = inbox_ddl(&format!("{}.", self.schema), "BIGSERIAL PRIMARY KEY");
-        let lock_key = format!("ebb inbox {}", self.schema);
-        on_writer!(self, |c| async {
-            let tx = c.transaction().await?;
-            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key])
-                .await?;
-            tx.batch_execute(&ddl).await?;
-            tx.commit().await
-        }
-        .await)
+        self.create_if_missing(&ddl, &format!("ebb inbox {}", self.schema))
+            .await
     }
 
     /// One statement for all the events (arrays unnested: one round trip, however many).

@@ -201,6 +201,19 @@ impl PgStore {
         on_writer!(self, |c| c.query(&sql, params).await)
     }
 
+    /// Runs `ddl` (tables created if missing) with other processes doing the same taking
+    /// turns: an advisory lock on `lock_key` within the transaction.
+    async fn create_if_missing(&self, ddl: &str, lock_key: &str) -> Result<(), StateError> {
+        on_writer!(self, |c| async {
+            let tx = c.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock_key])
+                .await?;
+            tx.batch_execute(ddl).await?;
+            tx.commit().await
+        }
+        .await)
+    }
+
     async fn execute(&self, text: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StateError> {
         let sql = self.sql(text);
         on_writer!(self, |c| c.execute(&sql, params).await)

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::state::conflicts::{
-    base_from_text, base_to_text, conflicts_ddl, resolve_base, value_of, Base, Conflict, ConflictQuery, ConflictStatus,
-    Side, CONFLICT_COLUMNS,
+    base_from_text, base_to_text, conflicts_ddl, resolve_base, resolved, value_of, Base, Conflict, ConflictQuery,
+    ConflictStatus, Side, CONFLICT_COLUMNS,
 };
 use crate::state::StateWrite;
 use rusqlite::{params, params_from_iter, TransactionBehavior};
@@ -189,16 +189,7 @@ impl SqliteStore {
                 params![model, key, take.as_str(), now_ms, by],
             )?;
             tx.commit()?;
-            Ok(open
-                .into_iter()
-                .map(|c| Conflict {
-                    status: ConflictStatus::Resolved,
-                    winner: Some(take),
-                    decided_ms: Some(now_ms),
-                    decided_by: Some(by.clone()),
-                    ..c
-                })
-                .collect())
+            Ok(resolved(open, take, &by, now_ms))
         })
         .await
     }
