@@ -698,3 +698,63 @@ fn the_status_page_shows_every_model_its_health_and_a_mark_per_run_in_a_browser(
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
     eprintln!("status page screenshot: {}", out.display());
 }
+
+#[test]
+fn named_tokens_have_roles_and_a_refusal_is_logged() {
+    let f = Fakes::start();
+    let dir = quiet_project(&f);
+    let p = dir.path();
+    let text = std::fs::read_to_string(p.join("ebb.yaml")).unwrap();
+    std::fs::write(
+        p.join("ebb.yaml"),
+        format!(
+            "{text}daemon:
+  api_token: ${{EBB_TEST_ADMIN_TOKEN}}
+  tokens:
+    - {{name: grafana, token: \"${{EBB_TEST_VIEWER_TOKEN}}\", role: viewer}}
+    - {{name: oncall, token: \"${{EBB_TEST_OPERATOR_TOKEN}}\", role: operator}}
+"
+        ),
+    )
+    .unwrap();
+    let (admin, viewer, operator) = ("admin-token-1", "viewer-token-2", "operator-token-3");
+    let d = Daemon::start(
+        p,
+        &[],
+        &[
+            ("EBB_TEST_ADMIN_TOKEN", admin),
+            ("EBB_TEST_VIEWER_TOKEN", viewer),
+            ("EBB_TEST_OPERATOR_TOKEN", operator),
+        ],
+    );
+    assert_eq!(d.get("/api/models", Some("nope")).status, 401);
+    for t in [viewer, operator, admin] {
+        assert_eq!(d.get("/api/models", Some(t)).status, 200, "every role reads");
+        assert_eq!(d.get("/", Some(t)).status, 200, "and sees the status page");
+    }
+    let refused = d.post("/api/models/orders/runs", Some(viewer));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("token `grafana` is a viewer: POST /api/models/orders/runs needs operator"),
+        "{}",
+        refused.body
+    );
+    let logged = d.wait_for("forbidden", 1, Duration::from_secs(5), |e| e["event"] == "forbidden");
+    assert_eq!(
+        (logged[0]["token"].as_str(), logged[0]["needs"].as_str()),
+        (Some("grafana"), Some("operator"))
+    );
+    let ran = d.post("/api/models/orders/runs", Some(operator));
+    assert!(
+        (200..300).contains(&ran.status),
+        "an operator triggers runs: {} {}",
+        ran.status,
+        ran.body
+    );
+    // Past the role check, the request is the endpoint's to answer (here: no conflicts).
+    assert_eq!(d.post("/api/conflicts/orders/resolve", Some(operator)).status / 100, 4);
+    assert_ne!(d.post("/api/conflicts/orders/resolve", Some(operator)).status, 403);
+    assert_ne!(d.post("/api/models/orders/runs", Some(admin)).status, 403);
+}

@@ -357,4 +357,42 @@ pub struct DaemonSpec {
     /// closed at once. Default: whoever can reach `listen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_ips: Option<Vec<String>>,
+    /// Named API tokens, each with a role: `viewer` (read the API and the status page),
+    /// `operator` (also trigger runs, replay dead letters, resolve conflicts), `admin`
+    /// (everything). `api_token` keeps working as an admin token named `api_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<TokenSpec>>,
+}
+
+/// A named API token and what it may do.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// Who holds it, as logged and recorded (`token:NAME`), e.g. `grafana`.
+    pub name: String,
+    /// The token, as `${VAR}`.
+    pub token: String,
+    pub role: Role,
+}
+
+/// What a token may do; each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read: the API's GETs, `/metrics`, the status page.
+    Viewer,
+    /// Also act: trigger runs, replay dead letters, resolve conflicts.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
 }

@@ -140,6 +140,8 @@ pub(crate) struct Shared {
     /// `true` once shutting down: no new runs.
     pub stop: watch::Sender<bool>,
     pub token: Option<String>,
+    /// Every API token with its name and role (`api_token` is an admin named so).
+    pub(crate) callers: Vec<server::Caller>,
     pub http: HttpLimits,
     /// The outcome of the last load of the project files, as `/api/models` shows it.
     pub reload: Mutex<serde_json::Value>,
@@ -195,6 +197,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         api_token: None,
         max_concurrent_runs: None,
         allow_ips: None,
+        tokens: None,
     });
     let allow = settings
         .allow_ips
@@ -206,12 +209,35 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         Some(t) => Some(crate::config::env::expand_env(t).map_err(DaemonError::Token)?).filter(|t| !t.is_empty()),
         None => None,
     };
+    // Every token the API takes: `api_token` (admin), then the named ones.
+    let mut callers: Vec<server::Caller> = token
+        .iter()
+        .map(|t| server::Caller {
+            name: "api_token".into(),
+            secret: t.clone(),
+            role: crate::config::project::Role::Admin,
+        })
+        .collect();
+    for t in settings.tokens.iter().flatten() {
+        let secret = crate::config::env::expand_env(&t.token).map_err(DaemonError::Token)?;
+        if !secret.is_empty() {
+            callers.push(server::Caller {
+                name: t.name.clone(),
+                secret,
+                role: t.role,
+            });
+        }
+    }
     let listen = opts
         .listen
         .clone()
         .or(settings.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let (listener, loopback) = bind(&listen, token.as_deref()).await?;
+    let weakest = callers
+        .iter()
+        .map(|c| c.secret.as_str())
+        .find(|t| token_weakness(t).is_some());
+    let (listener, loopback) = bind(&listen, weakest.or(callers.first().map(|c| c.secret.as_str()))).await?;
     let bound = listener
         .local_addr()
         .map_err(|e| DaemonError::Listen(listen.clone(), e.to_string()))?;
@@ -236,6 +262,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
             .map_err(|e| DaemonError::Load(format!("cannot start the run threads: {e}")))?,
         stop: watch::Sender::new(false),
         token,
+        callers,
         http: opts.http,
         reload: Mutex::new(serde_json::Value::Null),
         inboxes: inbox::Inboxes::default(),
@@ -262,7 +289,15 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         &format!("HTTP API on http://{bound}"),
         &[
             ("addr", json!(bound.to_string())),
-            ("auth", json!(if shared.token.is_some() { "bearer" } else { "none" })),
+            ("auth", json!(if shared.callers.is_empty() { "none" } else { "bearer" })),
+            (
+                "tokens",
+                json!(shared
+                    .callers
+                    .iter()
+                    .map(|c| format!("{} ({})", c.name, c.role.as_str()))
+                    .collect::<Vec<_>>()),
+            ),
             (
                 "allow_ips",
                 json!(if shared.allow.is_empty() {

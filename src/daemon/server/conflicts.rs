@@ -92,8 +92,10 @@ pub(super) struct ResolveBody {
 pub(super) async fn resolve(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
+    who: Option<axum::Extension<super::Who>>,
     Json(body): Json<ResolveBody>,
 ) -> Response {
+    let by = who.map_or_else(|| "api".to_string(), |w| w.0 .0.clone());
     let Some(store) = shared.store.get().cloned() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the state store is not open yet");
     };
@@ -109,7 +111,7 @@ pub(super) async fn resolve(
     let now = chrono::Utc::now().timestamp_millis();
     let result = async {
         store.conflicts_init().await?;
-        store.conflict_resolve(&name, &body.key, take, "api", now).await
+        store.conflict_resolve(&name, &body.key, take, &by, now).await
     }
     .await;
     match result {

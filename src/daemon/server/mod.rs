@@ -230,10 +230,48 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let Some(token) = shared.token.as_deref() else {
+/// An API token the daemon takes: its name (logged, and recorded as who decided), the
+/// secret, and its role.
+#[derive(Clone)]
+pub(crate) struct Caller {
+    pub name: String,
+    pub secret: String,
+    pub role: crate::config::project::Role,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Caller({}, {})", self.name, self.role.as_str())
+    }
+}
+
+/// Who made a request, for the handlers: `token:NAME`, or `api` on a daemon without
+/// tokens.
+#[derive(Clone, Debug)]
+pub(crate) struct Who(pub String);
+
+/// The role a request needs: reading is a viewer's; triggering runs, replaying dead letters
+/// and resolving conflicts an operator's; anything else an admin's.
+fn needs(method: &axum::http::Method, path: &str) -> crate::config::project::Role {
+    use crate::config::project::Role;
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        return Role::Viewer;
+    }
+    let operator = (path.starts_with("/api/models/") && path.ends_with("/runs"))
+        || (path.starts_with("/api/inbox/") && path.ends_with("/replay"))
+        || (path.starts_with("/api/conflicts/") && path.ends_with("/resolve"));
+    if operator {
+        Role::Operator
+    } else {
+        Role::Admin
+    }
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    if shared.callers.is_empty() {
+        req.extensions_mut().insert(Who("api".into()));
         return next.run(req).await;
-    };
+    }
     let header_value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     // `Bearer <token>`, or for a browser (the status page) HTTP Basic with the token as
     // the password and any user name.
@@ -247,16 +285,57 @@ async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Re
         let text = String::from_utf8(decoded).ok()?;
         text.split_once(':').map(|(_, p)| p.to_string())
     });
-    match given {
-        Some(g) if same(g.as_bytes(), token.as_bytes()) => next.run(req).await,
-        _ => {
+    // Every token is compared (in constant time), whichever matches.
+    let caller = given.as_deref().and_then(|g| {
+        let mut found = None;
+        for c in &shared.callers {
+            if same(g.as_bytes(), c.secret.as_bytes()) && found.is_none() {
+                found = Some(c.clone());
+            }
+        }
+        found
+    });
+    match caller {
+        Some(c) => {
+            let needed = needs(req.method(), req.uri().path());
+            if c.role < needed {
+                shared.log.warn(
+                    "forbidden",
+                    "a token's role does not allow the request: refused (403)",
+                    &[
+                        ("token", json!(c.name)),
+                        ("role", json!(c.role.as_str())),
+                        ("needs", json!(needed.as_str())),
+                        ("method", json!(req.method().as_str())),
+                        ("path", json!(req.uri().path())),
+                    ],
+                );
+                return error(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "token `{}` is a {}: {} {} needs {}",
+                        c.name,
+                        c.role.as_str(),
+                        req.method(),
+                        req.uri().path(),
+                        needed.as_str()
+                    ),
+                );
+            }
+            req.extensions_mut().insert(Who(format!("token:{}", c.name)));
+            next.run(req).await
+        }
+        None => {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token: send `Authorization: Bearer <daemon.api_token>`",
             );
-            r.headers_mut().insert(
+            // Two challenges: a bearer token for programs, HTTP Basic for a browser.
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r.headers_mut().append(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"ebb\", Bearer"),
+                HeaderValue::from_static("Basic realm=\"ebb\""),
             );
             r
         }
