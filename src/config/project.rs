@@ -372,6 +372,7 @@ pub struct TokenSpec {
     pub name: String,
     /// The token, as `${VAR}`.
     pub token: String,
+    /// `viewer`, `operator` or `admin`.
     pub role: Role,
 }
 
