@@ -1068,3 +1068,50 @@ fn an_address_outside_allow_ips_is_closed_before_any_http() {
     let (code, answer) = post(&d.addr, &path, &signed(SECRET, "a2", &body), &body);
     assert_eq!(code, 202, "{answer}");
 }
+
+/// `daemon.trusted_proxies`: a connection from a trusted proxy is checked request by
+/// request against the client `X-Forwarded-For` names, whose rightmost untrusted address
+/// is believed (a spoofed entry on the left is not).
+#[cfg(feature = "duckdb")]
+#[test]
+fn behind_a_trusted_proxy_allow_ips_checks_the_forwarded_client() {
+    let dir = tempfile::tempdir().unwrap();
+    duckdb_project(dir.path());
+    let text = std::fs::read_to_string(dir.path().join("ebb.yaml")).unwrap();
+    let base = text.split("  allow_ips:").next().unwrap().to_string();
+    std::fs::write(
+        dir.path().join("ebb.yaml"),
+        format!("{base}  allow_ips: [203.0.113.0/24]\n  trusted_proxies: [127.0.0.1]\n"),
+    )
+    .unwrap();
+    let env = [("CRM_WEBHOOK_SECRET", SECRET), ("EBB_API_TOKEN", TOKEN)];
+    let d = Daemon::start(dir.path(), &[], &env);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = |xff: Option<&str>| {
+        rt.block_on(async {
+            let mut req = ebb::http::client().unwrap().get(format!("http://{}/healthz", d.addr));
+            if let Some(x) = xff {
+                req = req.header("x-forwarded-for", x);
+            }
+            req.send().await.unwrap().status().as_u16()
+        })
+    };
+    assert_eq!(status(Some("203.0.113.7")), 200, "an allowed client through the proxy");
+    assert_eq!(
+        status(Some("203.0.113.7, 198.51.100.2")),
+        403,
+        "the rightmost untrusted hop is the client"
+    );
+    assert_eq!(
+        status(Some("198.51.100.2, 203.0.113.7")),
+        200,
+        "a spoofed left entry changes nothing"
+    );
+    assert_eq!(status(None), 403, "no header: the proxy itself, not allowed");
+    d.wait_for("the refusal logged", 1, Duration::from_secs(10), |e| {
+        e["event"] == "http_request_not_allowed" && e["client"] == "198.51.100.2"
+    });
+}

@@ -357,6 +357,11 @@ pub struct DaemonSpec {
     /// closed at once. Default: whoever can reach `listen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_ips: Option<Vec<String>>,
+    /// Reverse proxies in front of the daemon (CIDRs): for a connection from one of them,
+    /// `allow_ips` is checked against the client `X-Forwarded-For` names (the rightmost
+    /// address that is not a trusted proxy), request by request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Named API tokens, each with a role: `viewer` (read the API and the status page),
     /// `operator` (also trigger runs, replay dead letters, resolve conflicts), `admin`
     /// (everything). `api_token` keeps working as an admin token named `api_token`.

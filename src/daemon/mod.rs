@@ -149,6 +149,9 @@ pub(crate) struct Shared {
     pub(crate) inboxes: inbox::Inboxes,
     /// `daemon.allow_ips`: who may connect (empty: anyone who can reach the listener).
     pub(crate) allow: Vec<crate::http::allow::Cidr>,
+    /// `daemon.trusted_proxies`: connections from them are checked request by request,
+    /// against the client `X-Forwarded-For` names.
+    pub(crate) trusted: Vec<crate::http::allow::Cidr>,
     /// Set once the models are in the table (before, a webhook could not be told from a
     /// model that does not exist).
     pub(crate) models_loaded: std::sync::atomic::AtomicBool,
@@ -197,6 +200,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         api_token: None,
         max_concurrent_runs: None,
         allow_ips: None,
+        trusted_proxies: None,
         tokens: None,
     });
     let allow = settings
@@ -204,6 +208,14 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         .iter()
         .flatten()
         .map(|c| crate::http::allow::Cidr::parse(c).map_err(|e| DaemonError::Load(format!("`daemon.allow_ips`: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let trusted = settings
+        .trusted_proxies
+        .iter()
+        .flatten()
+        .map(|c| {
+            crate::http::allow::Cidr::parse(c).map_err(|e| DaemonError::Load(format!("`daemon.trusted_proxies`: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let token = match settings.api_token.as_deref() {
         Some(t) => Some(crate::config::env::expand_env(t).map_err(DaemonError::Token)?).filter(|t| !t.is_empty()),
@@ -268,6 +280,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         inboxes: inbox::Inboxes::default(),
         models_loaded: std::sync::atomic::AtomicBool::new(false),
         allow,
+        trusted,
     });
     if let (true, Some(why)) = (loopback, shared.token.as_deref().and_then(token_weakness)) {
         log.warn(

@@ -60,6 +60,24 @@ pub fn allowed(list: &[Cidr], ip: IpAddr) -> bool {
     list.is_empty() || list.iter().any(|c| c.contains(ip))
 }
 
+/// The client of a request that came through `peer`: `peer` itself unless it is a
+/// trusted proxy; then the rightmost address of `X-Forwarded-For` that is not one (a
+/// client can put anything on the left of the list, only the proxies' own additions on
+/// the right are to be believed). `None`: the header names no address to believe.
+pub fn client(peer: IpAddr, trusted: &[Cidr], forwarded_for: &[&str]) -> Option<IpAddr> {
+    if !trusted.iter().any(|c| c.contains(peer)) {
+        return Some(peer);
+    }
+    let mut hops: Vec<&str> = forwarded_for.iter().flat_map(|h| h.split(',')).map(str::trim).collect();
+    while let Some(hop) = hops.pop() {
+        let ip: IpAddr = hop.trim_start_matches('[').split(']').next()?.parse().ok()?;
+        if !trusted.iter().any(|c| c.contains(ip)) {
+            return Some(ip);
+        }
+    }
+    Some(peer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +107,28 @@ mod tests {
         assert!(Cidr::parse("10.0.0.0/33").unwrap_err().contains("0 to 32"));
         assert!(Cidr::parse("fd00::/129").unwrap_err().contains("0 to 128"));
         assert!(Cidr::parse("office").unwrap_err().contains("not an IP address"));
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_client_is_the_rightmost_untrusted_hop() {
+        let proxies = [Cidr::parse("10.0.0.0/8").unwrap()];
+        let peer = ip("10.0.0.5");
+        assert_eq!(
+            client(ip("203.0.113.9"), &proxies, &["198.51.100.1"]),
+            Some(ip("203.0.113.9")),
+            "not a proxy: its own address"
+        );
+        assert_eq!(
+            client(peer, &proxies, &["198.51.100.1, 203.0.113.7"]),
+            Some(ip("203.0.113.7")),
+            "a spoofed left entry is not believed"
+        );
+        assert_eq!(
+            client(peer, &proxies, &["203.0.113.7", "10.0.0.9"]),
+            Some(ip("203.0.113.7")),
+            "proxies skipped, headers joined"
+        );
+        assert_eq!(client(peer, &proxies, &[]), Some(peer), "no header: the proxy itself");
+        assert_eq!(client(peer, &proxies, &["not-an-ip"]), None);
     }
 }

@@ -353,20 +353,19 @@ pub fn check_project(
             );
         }
     }
-    for (i, c) in spec
-        .daemon
-        .as_ref()
-        .and_then(|d| d.allow_ips.as_ref())
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        if let Err(why) = crate::http::allow::Cidr::parse(c) {
-            let idx = i.to_string();
-            diags.push(
-                Diagnostic::new(Code::InvalidValue, at(&["daemon", "allow_ips", idx.as_str()]), why)
-                    .help("e.g. `allow_ips: [10.0.0.0/8, 192.168.1.20]`"),
-            );
+    for key in ["allow_ips", "trusted_proxies"] {
+        let list = spec.daemon.as_ref().and_then(|d| match key {
+            "allow_ips" => d.allow_ips.as_ref(),
+            _ => d.trusted_proxies.as_ref(),
+        });
+        for (i, c) in list.into_iter().flatten().enumerate() {
+            if let Err(why) = crate::http::allow::Cidr::parse(c) {
+                let idx = i.to_string();
+                diags.push(
+                    Diagnostic::new(Code::InvalidValue, at(&["daemon", key, idx.as_str()]), why)
+                        .help(format!("e.g. `{key}: [10.0.0.0/8, 192.168.1.20]`")),
+                );
+            }
         }
     }
     for (name, conn) in &spec.connections {

@@ -112,8 +112,11 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut s
             r = listener.accept() => r,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let stream = match accepted {
-            Ok((stream, peer)) if !crate::http::allow::allowed(&shared.allow, peer.ip()) => {
+        let (stream, peer) = match accepted {
+            Ok((stream, peer))
+                if !crate::http::allow::allowed(&shared.allow, peer.ip())
+                    && !shared.trusted.iter().any(|c| c.contains(peer.ip())) =>
+            {
                 // Not on `daemon.allow_ips`: closed before any HTTP is read.
                 drop(stream);
                 shared.metrics.record_http_not_allowed();
@@ -126,7 +129,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut s
                 }
                 continue;
             }
-            Ok((stream, _)) => stream,
+            Ok((stream, peer)) => (stream, peer.ip()),
             Err(e) => {
                 // Out of file descriptors (EMFILE) and the like: wait a little rather than spin.
                 if let Some(skipped) = failed.due() {
@@ -156,7 +159,8 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut s
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The handlers see the connection's peer (for `trusted_proxies`).
+        let service = hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(Peer(peer))));
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -204,7 +208,48 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(api)
         .route_layer(middleware::from_fn_with_state(shared.http.request_timeout, deadline))
         .route_layer(middleware::from_fn_with_state(shared.clone(), count))
+        .layer(middleware::from_fn_with_state(shared.clone(), forwarded))
         .with_state(shared)
+}
+
+/// The address a connection came from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub std::net::IpAddr);
+
+/// For a connection from a trusted proxy, `daemon.allow_ips` checked against the client
+/// `X-Forwarded-For` names (403 when it is not allowed, or names no address to believe).
+async fn forwarded(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let Some(Peer(peer)) = req.extensions().get::<Peer>().copied() else {
+        return next.run(req).await;
+    };
+    if shared.trusted.is_empty() || !shared.trusted.iter().any(|c| c.contains(peer)) {
+        return next.run(req).await;
+    }
+    let hops: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let client = crate::http::allow::client(peer, &shared.trusted, &hops);
+    match client {
+        Some(ip) if crate::http::allow::allowed(&shared.allow, ip) => next.run(req).await,
+        _ => {
+            shared.metrics.record_http_not_allowed();
+            shared.log.warn(
+                "http_request_not_allowed",
+                "a request through a trusted proxy from an address not in `daemon.allow_ips` was refused (403)",
+                &[
+                    ("proxy", json!(peer.to_string())),
+                    ("client", json!(client.map(|c| c.to_string()))),
+                ],
+            );
+            error(
+                StatusCode::FORBIDDEN,
+                "your address is not allowed (`daemon.allow_ips`)",
+            )
+        }
+    }
 }
 
 /// Answers 503 when a request takes longer than `request_timeout`.
