@@ -24,6 +24,10 @@ pub enum Transform {
     ParseJson,
     /// Hex SHA-256 of the value (for hashed identifiers).
     Sha256,
+    /// Hex HMAC-SHA256 of the value under the key in this environment variable (default
+    /// `EBB_HASH_KEY`): a pseudonym that stays joinable and that nobody without the key
+    /// can reverse by hashing guesses.
+    Hash(String),
     /// Round a number to `n` decimal places.
     Round(u32),
     /// Map `[from_min, from_max]` linearly onto `[to_min, to_max]`.
@@ -50,6 +54,7 @@ pub const SIGNATURES: &[(&str, &str)] = &[
     ("phone", "phone"),
     ("parse_json", "parse_json"),
     ("sha256", "sha256"),
+    ("hash", "hash | hash(KEY_VARIABLE)"),
     ("round", "round(n)"),
     ("scale", "scale(from_min, from_max, to_min, to_max)"),
     ("date", "date(format)"),
@@ -98,7 +103,12 @@ pub enum TransformErrorKind {
     DateFormat(String),
     #[error("`truncate` takes a length of at least 1, found `{0}`")]
     TruncateLength(String),
+    #[error("`hash` takes the name of the environment variable holding its key (`EBB_HASH_KEY`), found `{0}`")]
+    HashKeyVariable(String),
 }
+
+/// The environment variable of `hash`'s key unless it names another.
+pub const DEFAULT_HASH_KEY: &str = "EBB_HASH_KEY";
 
 fn plural_s(n: &usize) -> &'static str {
     if *n == 1 {
@@ -213,6 +223,22 @@ impl Transform {
             "phone" => simple(Transform::Phone, &args),
             "parse_json" => simple(Transform::ParseJson, &args),
             "sha256" => simple(Transform::Sha256, &args),
+            "hash" => {
+                if args.is_empty() {
+                    return Ok(Transform::Hash(DEFAULT_HASH_KEY.into()));
+                }
+                arity(1, &args)?;
+                let var = args[0].raw().to_string();
+                let ok = !var.is_empty()
+                    && !var.starts_with(|c: char| c.is_ascii_digit())
+                    && var
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                if !ok {
+                    return Err(err(lead, TransformErrorKind::HashKeyVariable(var)));
+                }
+                Ok(Transform::Hash(var))
+            }
             "round" => {
                 arity(1, &args)?;
                 let n = number(&args[0], "the number of decimal places")?;
@@ -339,6 +365,8 @@ impl fmt::Display for Transform {
             Transform::Phone => f.write_str("phone"),
             Transform::ParseJson => f.write_str("parse_json"),
             Transform::Sha256 => f.write_str("sha256"),
+            Transform::Hash(v) if v == DEFAULT_HASH_KEY => f.write_str("hash"),
+            Transform::Hash(v) => write!(f, "hash({v})"),
             Transform::Round(n) => write!(f, "round({n})"),
             Transform::Scale {
                 from_min,

@@ -758,3 +758,48 @@ fn named_tokens_have_roles_and_a_refusal_is_logged() {
     assert_ne!(d.post("/api/conflicts/orders/resolve", Some(operator)).status, 403);
     assert_ne!(d.post("/api/models/orders/runs", Some(admin)).status, 403);
 }
+
+#[test]
+fn a_hash_transform_pseudonymises_with_the_key_from_the_environment() {
+    let f = Fakes::start();
+    let dir = quiet_project(&f);
+    let p = dir.path();
+    std::fs::write(
+        p.join("models/orders.yaml"),
+        "models:
+  - name: orders
+    source:
+      type: duckdb
+      query: SELECT id, amount FROM orders
+    destination:
+      type: file
+      unique_identifier: id
+    mappings:
+      - source: id
+        destination: pid
+        transform: hash(EBB_TEST_HASH_KEY_E2E)
+",
+    )
+    .unwrap();
+    std::env::set_var("EBB_TEST_HASH_KEY_E2E", "e2e-k3y");
+    assert_eq!(run(p, "orders"), 0);
+    let exported: Vec<Value> = std::fs::read_dir(p.join("exports"))
+        .unwrap()
+        .flat_map(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // python3 -c "import hmac,hashlib;print(hmac.new(b'e2e-k3y',b'3',hashlib.sha256).hexdigest())"
+    let expected = "b044c364a5a45d15cdc52681691d6275e2338669d6572450b4517bbf516753fa";
+    assert!(
+        exported.iter().any(|r| r.to_string().contains(expected)),
+        "{exported:#?}"
+    );
+    assert!(
+        !exported.iter().any(|r| r.to_string().contains("\"pid\":3")),
+        "no clear value"
+    );
+}

@@ -55,6 +55,15 @@ impl Transform {
                 let digest = sha2::Sha256::digest(v.as_text().unwrap_or_default().as_bytes());
                 Val::Str(digest.iter().map(|b| format!("{b:02x}")).collect())
             }
+            Transform::Hash(var) => {
+                use hmac::{KeyInit, Mac};
+                let key = std::env::var(var).ok().filter(|k| !k.is_empty());
+                let key = key.ok_or_else(|| ApplyError::NoHashKey(var.clone()))?;
+                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes())
+                    .map_err(|_| ApplyError::NoHashKey(var.clone()))?;
+                mac.update(v.as_text().unwrap_or_default().as_bytes());
+                Val::Str(mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect())
+            }
             Transform::Round(n) => round(v, *n)?,
             Transform::Scale {
                 from_min,
@@ -170,6 +179,28 @@ fn parse_date_text(s: &str) -> Option<NaiveDateTime> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn hash_is_the_keyed_hmac_python_computes_and_needs_its_key() {
+        // python3 -c "import hmac,hashlib;print(hmac.new(b'k3y',b'ada@example.com',hashlib.sha256).hexdigest())"
+        std::env::set_var("EBB_TEST_HASH_KEY_UNIT", "k3y");
+        let t = Transform::parse("hash(EBB_TEST_HASH_KEY_UNIT)").unwrap();
+        let h = t.apply(Val::Str("ada@example.com".into())).unwrap();
+        assert_eq!(
+            h,
+            Val::Str("9ae450d30547cff6a7c4c006e3e511196b21c4a45597b35b57519c5672b313d0".into())
+        );
+        let missing = Transform::parse("hash(EBB_TEST_HASH_KEY_NEVER_SET)").unwrap();
+        let e = missing.apply(Val::Str("x".into())).unwrap_err().to_string();
+        assert!(e.contains("`EBB_TEST_HASH_KEY_NEVER_SET` is not set"), "{e}");
+        assert_eq!(
+            Transform::parse("hash").unwrap(),
+            Transform::Hash("EBB_HASH_KEY".into())
+        );
+        assert_eq!(Transform::parse("hash").unwrap().to_string(), "hash");
+        assert!(Transform::parse("hash(my key)").is_err());
+    }
+
     use super::*;
 
     fn apply(t: &str, v: Val) -> Result<Val, ApplyError> {

@@ -49,6 +49,9 @@ pub enum ApplyError {
     NotADate(String),
     #[error("`round`: `{0}` is not a number")]
     NotANumber(String),
+    /// `hash`'s key variable is not set (or empty): no row can be pseudonymised.
+    #[error("`hash`: its key `{0}` is not set in the environment")]
+    NoHashKey(String),
 }
 
 /// Why a row cannot be sent, and where: the typed cause of a [`RowError`].

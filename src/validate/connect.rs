@@ -150,7 +150,7 @@ fn signature(t: &Transform) -> (&'static [Kind], Option<Kind>) {
         Transform::Round(_) | Transform::Scale { .. } => (&[Number, Any], Some(Number)),
         Transform::Date(_) => (&[Date, Timestamp, Text, Any], Some(Text)),
         Transform::ParseJson => (&[Text, Json, Any], Some(Json)),
-        Transform::Phone | Transform::Sha256 => (&[Text, Number, Any], Some(Text)),
+        Transform::Phone | Transform::Sha256 | Transform::Hash(_) => (&[Text, Number, Any], Some(Text)),
         Transform::Default(_) => (&[Text, Number, Bool, Date, Timestamp, Json, Binary, Any], None),
     }
 }

@@ -147,6 +147,7 @@ impl ColumnType {
             | Transform::Trim
             | Transform::Phone
             | Transform::Sha256
+            | Transform::Hash(_)
             | Transform::Date(_)
             | Transform::Truncate(_) => ColumnType::Text,
             Transform::ParseJson => ColumnType::Json,

@@ -180,6 +180,28 @@ impl Compiler<'_, '_> {
         let mut ok = true;
         for (j, t) in list.iter().enumerate() {
             match Transform::parse(t) {
+                Ok(Transform::Hash(var)) => {
+                    // The key is read at run time; say now when it is not there.
+                    if std::env::var(&var).map(|v| v.is_empty()).unwrap_or(true) {
+                        let jj = j.to_string();
+                        let path: Vec<&str> = if many {
+                            vec![base[0], base[1], "transform", &jj]
+                        } else {
+                            vec![base[0], base[1], "transform"]
+                        };
+                        self.push(
+                            Diagnostic::new(
+                                Code::UnsetVariable,
+                                self.ctx.at(&path),
+                                format!("`hash` reads its key from `{var}`, which is not set"),
+                            )
+                            .help(format!(
+                                "set it before `ebb run` (`export {var}=…`, a long random secret); without it every row is invalid"
+                            )),
+                        );
+                    }
+                    out.push(Transform::Hash(var));
+                }
                 Ok(t) => out.push(t),
                 Err(e) => {
                     ok = false;
