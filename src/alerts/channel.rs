@@ -151,6 +151,16 @@ impl Message {
 /// POSTs `body` to `url` with `headers`; 2xx is delivered, 429/5xx/network errors are
 /// transient, anything else fatal.
 async fn post(http: &reqwest::Client, url: &str, headers: &[(String, String)], body: &Value) -> Result<(), SendError> {
+    // Over https, or plain http to loopback only (validate says so too).
+    let parsed = url::Url::parse(url).map_err(|e| SendError::Fatal(format!("not a URL: {e}")))?;
+    let loopback = parsed.host().is_some_and(|h| crate::http::is_loopback(&h));
+    if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+        return Err(SendError::Fatal(format!(
+            "{}://{}…: alerts go over https (plain http only to loopback)",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or("")
+        )));
+    }
     let mut req = http.post(url).json(body);
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());

@@ -38,6 +38,24 @@ pub fn check(
     let at = |path: &[String]| -> Span { root.deepest(path).0.pos.in_file(file) };
     let p = |parts: &[&str]| -> Vec<String> { parts.iter().map(|s| s.to_string()).collect() };
     let n = spec.notifications.clone().unwrap_or_default();
+    // Alerts travel over https (plain http only to loopback), as every URL of the project;
+    // a URL whose variables leave it empty here is not set in this environment.
+    let mut url = |u: &str, path: Vec<String>| {
+        if env::expand_env(u).is_ok_and(|t| !t.is_empty()) {
+            super::project::check_url(u, &at(&path), diags);
+        }
+    };
+    for (name, c) in &n.slack {
+        url(&c.url, p(&["notifications", "slack", name, "url"]));
+    }
+    for (name, c) in &n.pagerduty {
+        if let Some(u) = &c.url {
+            url(u, p(&["notifications", "pagerduty", name, "url"]));
+        }
+    }
+    for (name, c) in &n.webhook {
+        url(&c.url, p(&["notifications", "webhook", name, "url"]));
+    }
     for (name, c) in &n.slack {
         if !env::has_reference(&c.url) {
             diags.push(

@@ -538,7 +538,7 @@ pub fn models_dir_inside(project_dir: &Path, dir: &str) -> bool {
     }
 }
 
-fn check_url(raw: &str, span: &Span, diags: &mut Vec<Diagnostic>) {
+pub(super) fn check_url(raw: &str, span: &Span, diags: &mut Vec<Diagnostic>) {
     // A URL built from variables is checked with their values, but messages show it as
     // written: the values may be secrets (a token in the path, a password).
     let expanded = env::has_reference(raw);
