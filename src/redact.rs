@@ -201,8 +201,60 @@ pub fn escape_userinfo(s: &str) -> String {
     )
 }
 
+/// A personal value as ebb shows it: an email's first letter and domain (`j***@x.com`),
+/// else the first character and `***`; nothing of a short value.
+pub fn mask(text: &str) -> String {
+    let first: String = text.chars().take(1).collect();
+    match text.rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => format!("{first}***@{domain}"),
+        _ if text.chars().count() > 3 => format!("{first}***"),
+        _ => "***".into(),
+    }
+}
+
+/// A JSON value masked ([`mask`]); null stays null.
+pub fn mask_json(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Null => serde_json::Value::Null,
+        serde_json::Value::String(s) => serde_json::Value::String(mask(s)),
+        other => serde_json::Value::String(mask(&other.to_string())),
+    }
+}
+
+/// A JSON object's text with the fields in `pii` masked; other text as it is.
+pub fn mask_fields(object: &str, pii: &[&str]) -> String {
+    if pii.is_empty() {
+        return object.to_string();
+    }
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(object) {
+        Ok(mut o) => {
+            for f in pii {
+                if let Some(v) = o.get_mut(*f) {
+                    *v = mask_json(v);
+                }
+            }
+            serde_json::Value::Object(o).to_string()
+        }
+        Err(_) => object.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn personal_values_are_masked() {
+        assert_eq!(mask("ada@example.com"), "a***@example.com");
+        assert_eq!(mask("+1 555 0100"), "+***");
+        assert_eq!(mask("Ada"), "***");
+        assert_eq!(mask_json(&serde_json::json!(12345)), serde_json::json!("1***"));
+        assert_eq!(mask_json(&serde_json::Value::Null), serde_json::Value::Null);
+        assert_eq!(
+            mask_fields(r#"{"Email":"ada@x.com","Name":"Ada"}"#, &["Email"]),
+            r#"{"Email":"a***@x.com","Name":"Ada"}"#
+        );
+    }
+
     use super::*;
 
     #[test]

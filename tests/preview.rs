@@ -154,3 +154,34 @@ fn preview_of_a_missing_duckdb_file_says_how_to_build_it() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn pii_fields_are_masked_in_previews_and_dry_runs_unless_asked() {
+    require_postgres!();
+    let dir = project(&crate::source_postgres::url(), QUERY);
+    let model = dir.path().join("models/m.yaml");
+    let text = std::fs::read_to_string(&model).unwrap().replace(
+        "        destination: Email\n        transform: [trim, lower]\n",
+        "        destination: Email\n        transform: [trim, lower]\n        pii: true\n",
+    );
+    std::fs::write(&model, text).unwrap();
+    let o = ebb(dir.path(), &["preview", "contacts", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let first: serde_json::Value = serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    assert_eq!(first["record"]["Email"], "a***@example.com");
+    assert_eq!(first["record"]["Name"], "Ada Lovelace", "only pii fields are masked");
+    let o = ebb(dir.path(), &["preview", "contacts"]);
+    assert!(
+        stdout(&o).contains("a***@example.com") && !stdout(&o).contains("ada@example.com"),
+        "{}",
+        stdout(&o)
+    );
+    let o = ebb(dir.path(), &["preview", "contacts", "--format", "json", "--show-pii"]);
+    assert!(stdout(&o).contains("\"Email\":\"ada@example.com\""), "{}", stdout(&o));
+    let o = ebb(dir.path(), &["run", "contacts", "--dry-run", "--format", "json"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("a***@example.com") && !out.contains("ada@example.com"),
+        "{out}"
+    );
+}

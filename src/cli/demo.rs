@@ -139,7 +139,7 @@ pub fn run(project: Option<PathBuf>, customers: usize, seed: u64, rebuild: bool,
         )?;
         match super::preview::fetch(&report, plan, &dir, 3) {
             Ok((batches, mapper)) => {
-                let (table, _, _) = super::preview::human_table(plan, &batches, &mapper);
+                let (table, _, _) = super::preview::human_table(plan, &batches, &mapper, false);
                 out.write_all(table.as_bytes())?;
                 writeln!(out)?;
             }

@@ -96,6 +96,9 @@ pub enum Command {
         /// `human` (a table) or `json` (one object per line).
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
+        /// Show the values of `pii: true` fields instead of masking them.
+        #[arg(long)]
+        show_pii: bool,
     },
     /// Run models once: read, diff against what the destination confirmed, send only the
     /// changes. Exit 0 on success, 1 if a run failed or was refused, 3 if the destination
@@ -346,7 +349,12 @@ pub fn run(cli: Cli) -> u8 {
             connect,
         } => validate::run(project, &paths, format, deny_warnings, connect, color),
         Command::Plan { models, format } => plan::run(project, &models, format, color),
-        Command::Preview { model, limit, format } => preview::run(project, &model, limit, format, color),
+        Command::Preview {
+            model,
+            limit,
+            format,
+            show_pii,
+        } => preview::run(project, &model, limit, format, show_pii, color),
         Command::Run {
             models,
             all,

@@ -9,7 +9,14 @@ use arrow::record_batch::RecordBatch;
 use std::io::Write;
 use std::path::PathBuf;
 
-pub fn run(project: Option<PathBuf>, model: &str, limit: usize, format: PlanFormat, color: bool) -> anyhow::Result<u8> {
+pub fn run(
+    project: Option<PathBuf>,
+    model: &str,
+    limit: usize,
+    format: PlanFormat,
+    show_pii: bool,
+    color: bool,
+) -> anyhow::Result<u8> {
     let dir = super::project_dir(project)?;
     let report = crate::validate::validate(&dir, &[])?;
     let known = report.model_names();
@@ -49,12 +56,13 @@ pub fn run(project: Option<PathBuf>, model: &str, limit: usize, format: PlanForm
     let mut out = std::io::stdout().lock();
     match format {
         PlanFormat::Json => {
-            for line in json_lines(&batches, &mapper) {
+            let pii = if show_pii { Vec::new() } else { plan.pii_fields() };
+            for line in json_lines(&batches, &mapper, &pii) {
                 writeln!(out, "{line}")?;
             }
         }
         PlanFormat::Human => {
-            let (table, rows, invalid) = human_table(plan, &batches, &mapper);
+            let (table, rows, invalid) = human_table(plan, &batches, &mapper, show_pii);
             out.write_all(table.as_bytes())?;
             writeln!(
                 out,
@@ -67,7 +75,7 @@ pub fn run(project: Option<PathBuf>, model: &str, limit: usize, format: PlanForm
 }
 
 /// Each row as `{"key": …, "record": {…}}`, or `{"key": …, "invalid": {"code", "message"}}`.
-fn json_lines(batches: &[RecordBatch], mapper: &RowMapper) -> Vec<String> {
+fn json_lines(batches: &[RecordBatch], mapper: &RowMapper, pii: &[&str]) -> Vec<String> {
     let mut lines = Vec::new();
     for batch in batches {
         for row in 0..batch.num_rows() {
@@ -75,7 +83,8 @@ fn json_lines(batches: &[RecordBatch], mapper: &RowMapper) -> Vec<String> {
             let record = key
                 .clone()
                 .and_then(|_| mapper.map_row(batch, row))
-                .and_then(|f| RowMapper::to_json_object(&f));
+                .and_then(|f| RowMapper::to_json_object(&f))
+                .map(|r| crate::redact::mask_fields(&r, pii));
             lines.push(match record {
                 Ok(record) => format!(
                     "{{\"key\":{},\"record\":{record}}}",
@@ -92,7 +101,13 @@ fn json_lines(batches: &[RecordBatch], mapper: &RowMapper) -> Vec<String> {
 
 /// The rows as a table (key, then each destination field), with the number of rows and of
 /// invalid rows.
-pub(crate) fn human_table(plan: &SyncPlan, batches: &[RecordBatch], mapper: &RowMapper) -> (String, usize, usize) {
+pub(crate) fn human_table(
+    plan: &SyncPlan,
+    batches: &[RecordBatch],
+    mapper: &RowMapper,
+    show_pii: bool,
+) -> (String, usize, usize) {
+    let pii = if show_pii { Vec::new() } else { plan.pii_fields() };
     let mut table: Vec<Vec<String>> = Vec::new();
     let mut invalid = 0;
     for batch in batches {
@@ -100,9 +115,13 @@ pub(crate) fn human_table(plan: &SyncPlan, batches: &[RecordBatch], mapper: &Row
             let key = mapper.key(batch, row);
             let mut cells = vec![key.clone().unwrap_or_else(|_| "∅".into())];
             match key.and_then(|_| mapper.map_row(batch, row)) {
-                Ok(f) => cells.extend(f.iter().map(|(_, v)| {
+                Ok(f) => cells.extend(f.iter().map(|(name, v)| {
                     let mut s = String::new();
                     match v.write_json(&mut s) {
+                        Ok(()) if pii.contains(name) => match serde_json::from_str(&s) {
+                            Ok(j) => crate::redact::mask_json(&j).to_string(),
+                            Err(_) => "\"***\"".into(),
+                        },
                         Ok(()) => s,
                         Err(e) => format!("<{e}>"),
                     }

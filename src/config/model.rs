@@ -461,6 +461,10 @@ pub struct MappingSpec {
     /// `date(format)`, `truncate(n)`, `default(value)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<Transforms>,
+    /// The field holds personal data: its values are masked (`j***@x.com`) wherever ebb
+    /// shows rows (`ebb preview` unless `--show-pii`, dry-run samples, `ebb demo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<bool>,
 }
 
 /// One transform or a list of them.

@@ -283,8 +283,14 @@ impl<'a> Run<'a> {
                     self.diff.deletes += 1;
                 }
                 match class {
-                    Class::Added => self.sample("added", || shown_payload(payload)),
-                    Class::Changed => self.sample("changed", || shown_payload(payload)),
+                    Class::Added => {
+                        let plan = self.cfg.plan;
+                        self.sample("added", || shown_payload(plan, payload))
+                    }
+                    Class::Changed => {
+                        let plan = self.cfg.plan;
+                        self.sample("changed", || shown_payload(plan, payload))
+                    }
                     _ => {}
                 }
                 if !self.cfg.opts.dry_run {
@@ -461,21 +467,24 @@ fn with_modified(plan: &SyncPlan) -> std::borrow::Cow<'_, SyncPlan> {
         source_span: span.clone(),
         transform_spans: Vec::new(),
         destination_span: span,
+        pii: false,
     });
     std::borrow::Cow::Owned(p)
 }
 
-/// A payload as a dry run shows it: without the modification time a model with
-/// `conflicts` carries for its check (it is never sent).
-fn shown_payload(payload: &str) -> String {
-    if !payload.contains(crate::plan::MODIFIED_FIELD) {
-        return payload.to_string();
+/// A payload as a dry run shows it: `pii` fields masked, and without the modification time
+/// a model with `conflicts` carries for its check (it is never sent).
+fn shown_payload(plan: &SyncPlan, payload: &str) -> String {
+    let pii = plan.pii_fields();
+    let shown = crate::redact::mask_fields(payload, &pii);
+    if !shown.contains(crate::plan::MODIFIED_FIELD) {
+        return shown;
     }
-    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(payload) {
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&shown) {
         Ok(mut o) => {
             o.remove(crate::plan::MODIFIED_FIELD);
             serde_json::Value::Object(o).to_string()
         }
-        Err(_) => payload.to_string(),
+        Err(_) => shown,
     }
 }

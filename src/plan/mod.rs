@@ -187,6 +187,19 @@ pub struct MappingPlan {
     pub transform_spans: Vec<Span>,
     /// Where the mapping's `destination` is written.
     pub destination_span: Span,
+    /// `pii: true`: its values are masked wherever ebb shows rows.
+    pub pii: bool,
+}
+
+impl SyncPlan {
+    /// The destination fields marked `pii: true`.
+    pub fn pii_fields(&self) -> Vec<&str> {
+        self.mappings
+            .iter()
+            .filter(|m| m.pii)
+            .map(|m| m.destination.as_str())
+            .collect()
+    }
 }
 
 /// Where a mapped value comes from.

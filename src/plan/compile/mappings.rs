@@ -167,6 +167,7 @@ impl Compiler<'_, '_> {
                     source_span: self.ctx.at(&[base[0], base[1], value_key]),
                     transform_spans,
                     destination_span: self.ctx.at(&[base[0], base[1], "destination"]),
+                    pii: m.pii == Some(true),
                 });
             }
         }
