@@ -226,7 +226,12 @@ pub fn resolve_base(base: &mut Base, conflicts: &[Conflict], take: Side) {
 impl super::StateStore {
     /// Creates the conflict tables when missing ([`conflicts`]).
     pub async fn conflicts_init(&self) -> Result<(), StateError> {
-        dispatch!(self, s => s.conflicts_init().await)
+        if self.created_already("conflicts") {
+            return Ok(());
+        }
+        dispatch!(self, s => s.conflicts_init().await)?;
+        self.mark_created("conflicts");
+        Ok(())
     }
 
     /// What both sides last agreed on for the two-way fields of `keys` (keys never settled

@@ -164,7 +164,12 @@ impl InboxCounts {
 impl super::StateStore {
     /// Creates the webhook inbox's tables when missing ([`inbox`]).
     pub async fn inbox_init(&self) -> Result<(), StateError> {
-        dispatch!(self, s => s.inbox_init().await)
+        if self.created_already("inbox") {
+            return Ok(());
+        }
+        dispatch!(self, s => s.inbox_init().await)?;
+        self.mark_created("inbox");
+        Ok(())
     }
 
     /// Stores events in one transaction; for each, whether it is new (`false`: an event of

@@ -254,6 +254,19 @@ impl StateStore {
         crate::redact::text(dispatch!(self, s => s.name()))
     }
 
+    /// Whether this store created (or found) its `what` tables already: the status page,
+    /// `/metrics` and the alert loop ask on every call, and the DDL (with PostgreSQL's
+    /// advisory lock) need not run more than once per open store.
+    fn created_already(&self, what: &'static str) -> bool {
+        let created = dispatch!(self, s => &s.created);
+        created.lock().unwrap_or_else(|p| p.into_inner()).contains(what)
+    }
+
+    fn mark_created(&self, what: &'static str) {
+        let created = dispatch!(self, s => &s.created);
+        created.lock().unwrap_or_else(|p| p.into_inner()).insert(what);
+    }
+
     /// The schema version of the store.
     pub async fn schema_version(&self) -> Result<i64, StateError> {
         dispatch!(self, s => s.schema_version().await)

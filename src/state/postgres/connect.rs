@@ -97,6 +97,7 @@ impl PgStore {
             statement_timeout,
             schema,
             name,
+            created: std::sync::Mutex::default(),
         };
         store.migrate().await?;
         Ok(store)

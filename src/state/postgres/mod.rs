@@ -67,6 +67,8 @@ pub struct PgStore {
     statements: std::sync::Mutex<HashMap<String, tokio_postgres::Statement>>,
     /// How long a transaction or statement of the store may wait for the server.
     statement_timeout: Option<Duration>,
+    /// Lazily created tables known to exist ([`super::StateStore::inbox_init`]).
+    pub(super) created: std::sync::Mutex<std::collections::HashSet<&'static str>>,
 }
 
 fn q(name: &str) -> impl Fn(tokio_postgres::Error) -> StateError + '_ {

@@ -26,6 +26,8 @@ pub struct SqliteStore {
     /// database).
     reader: Option<Arc<Mutex<Connection>>>,
     name: String,
+    /// Lazily created tables known to exist ([`super::StateStore::inbox_init`]).
+    pub(super) created: Mutex<std::collections::HashSet<&'static str>>,
 }
 
 impl SqliteStore {
@@ -51,6 +53,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             reader,
             name,
+            created: Mutex::default(),
         })
     }
 
