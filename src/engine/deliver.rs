@@ -9,8 +9,7 @@
 
 use super::batch::{Answered, BatchResult, BatchSender, Turn};
 use super::error::RunError;
-use super::run::plural;
-use super::run::Run;
+use super::run::{plural, Run};
 use super::spill::{SpillReader, Spilled};
 use super::table::SnapTable;
 use super::ERROR_CHUNK;
