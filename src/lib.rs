@@ -49,6 +49,7 @@
 pub mod alerts;
 pub mod cli;
 pub mod config;
+pub mod crypt;
 pub mod daemon;
 #[cfg(feature = "duckdb")]
 pub mod demo;
@@ -56,6 +57,7 @@ pub mod destination;
 pub mod diagnostics;
 pub mod engine;
 pub mod http;
+pub mod logging;
 pub mod map;
 pub mod path;
 pub mod plan;

@@ -221,6 +221,31 @@ pub fn mask_json(v: &serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// `text` with each value of the fields in `pii` of the JSON object `payload` masked where
+/// it appears: a destination's message quoting the value it refused (Salesforce's
+/// `Email: invalid email address: …`) is kept without it. Values under 3 characters are
+/// left (they would mask unrelated text, and say little).
+pub fn mask_quoted(text: &str, payload: &str, pii: &[&str]) -> String {
+    if pii.is_empty() {
+        return text.to_string();
+    }
+    let Ok(o) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(payload) else {
+        return text.to_string();
+    };
+    let mut out = text.to_string();
+    for f in pii {
+        let value = match o.get(*f) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => continue,
+            Some(other) => other.to_string(),
+        };
+        if value.chars().count() >= 3 && out.contains(&value) {
+            out = out.replace(&value, &mask(&value));
+        }
+    }
+    out
+}
+
 /// A JSON object's text with the fields in `pii` masked; other text as it is.
 pub fn mask_fields(object: &str, pii: &[&str]) -> String {
     if pii.is_empty() {
@@ -253,6 +278,18 @@ mod tests {
             mask_fields(r#"{"Email":"ada@x.com","Name":"Ada"}"#, &["Email"]),
             r#"{"Email":"a***@x.com","Name":"Ada"}"#
         );
+    }
+
+    #[test]
+    fn a_destination_quoting_a_personal_value_is_kept_without_it() {
+        let payload = r#"{"Email":"ada@@example.com","Phone":12345678,"Name":"Ada Lovelace"}"#;
+        let said = "Email: invalid email address: ada@@example.com (Phone 12345678, Ada Lovelace)";
+        assert_eq!(
+            mask_quoted(said, payload, &["Email", "Phone"]),
+            "Email: invalid email address: a***@example.com (Phone 1***, Ada Lovelace)"
+        );
+        assert_eq!(mask_quoted(said, payload, &[]), said);
+        assert_eq!(mask_quoted(said, "not json", &["Email"]), said);
     }
 
     use super::*;

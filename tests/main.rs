@@ -5,11 +5,14 @@ mod support;
 
 #[cfg(feature = "duckdb")]
 mod alerts; // alerts through `ebb daemon` to fakes of Slack, PagerDuty and a webhook; `ebb alerts test`; the seed's block
+mod alerts_email; // alert mail over STARTTLS and implicit TLS to an SMTP server with an openssl-made certificate
+mod certs; // an authority and a server certificate made by `openssl`, for TLS tests
 mod cli; // the `ebb` binary: exit codes, output formats, `plan`, `schema`
 #[cfg(feature = "duckdb")]
 mod conflicts; // two-way fields: conflicts found and decided by each policy, review, resolve, crm_state, kill -9
 mod connect; // `validate --connect` against a real warehouse
 mod daemon; // `ebb daemon`: schedules, hot reload, the HTTP API, signals, two daemons on one store
+mod daemon_tls; // `daemon.tls`: HTTPS checked by curl and openssl s_client, TLS 1.1 refused
 #[cfg(feature = "duckdb")]
 mod demo; // `ebb demo`: the quickstart
 mod destination; // the http and file destinations: wire format, retries, limits, files
@@ -21,7 +24,11 @@ mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column
 mod inbound; // inbound runs: Salesforce (the sandbox) into DuckDB and PostgreSQL tables, windows, deletes, faults
 #[cfg(feature = "duckdb")]
 mod inbound_connect; // `validate --connect` on inbound models: the object's fields, the table's columns
+#[cfg(feature = "duckdb")]
+mod logging; // the log: a retry inside a run carries its model and run_id; EBB_LOG; no secret in a line
 mod map; // the mapping layer on Arrow batches
+#[cfg(feature = "duckdb")]
+mod pii; // a planted personal value nowhere in clear: output, API, page, log, state files (sealed); key rotation
 mod plan_inbound; // inbound models as compiled: defaults, cursor, fields read; `ebb plan` for them
 mod preview; // `ebb preview` against a real warehouse
 mod salesforce; // the Salesforce destination against the sandbox: collections, Bulk 2.0, tokens, limits, --connect

@@ -10,9 +10,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const MODEL: &str = "crm_customers";
-const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const MODEL: &str = "crm_customers";
+pub(crate) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
 /// A project: the webhook connection `crm_events` (Standard Webhooks, secret from
 /// `CRM_WEBHOOK_SECRET`), a warehouse, and the model taking `customer.*` events into
@@ -137,7 +137,7 @@ fn send(d: &Daemon, id: &str, body: &[u8]) -> (u16, String) {
 }
 
 /// Waits until `/api/inbox/{MODEL}` says nothing is pending; its answer.
-fn settled(d: &Daemon) -> Value {
+pub(crate) fn settled(d: &Daemon) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = d.get(&format!("/api/inbox/{MODEL}?status=pending,dead,rejected"), Some(TOKEN));
@@ -635,7 +635,7 @@ fn survive_a_kill(pg_state: bool) {
 
 /// The project of [`project`] writing `raw.customers` in the DuckDB file `warehouse.duckdb`.
 #[cfg(feature = "duckdb")]
-fn duckdb_project(dir: &Path) {
+pub(crate) fn duckdb_project(dir: &Path) {
     project(dir, "    type: duckdb\n    path: warehouse.duckdb", "raw.customers", "");
     std::fs::write(
         dir.join("models/customers.yaml"),

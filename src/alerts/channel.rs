@@ -189,25 +189,49 @@ async fn post(http: &reqwest::Client, url: &str, headers: &[(String, String)], b
 }
 
 /// Sends `msg` by email to `to` through the SMTP server `e`: STARTTLS on its port (587
-/// unless set), implicit TLS on 465, no TLS only to a server on loopback. Credentials are
-/// never sent over a connection that did not become encrypted (lettre refuses to).
-async fn email(e: &crate::config::alerts::EmailSpec, to: &str, msg: &Message) -> Result<(), SendError> {
+/// unless set), implicit TLS on 465, no TLS only to a server on loopback (docs/alerts.md);
+/// TLS 1.2 at least, the certificate verified against the system's roots and `ca_file`.
+/// Credentials are never sent over a connection that did not become encrypted (lettre
+/// refuses to).
+async fn email(
+    e: &crate::config::alerts::EmailSpec,
+    project_dir: &std::path::Path,
+    to: &str,
+    msg: &Message,
+) -> Result<(), SendError> {
+    use crate::config::alerts::EmailTls;
     use lettre::message::header::ContentType;
     use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters, TlsVersion};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
     let fatal = |m: String| SendError::Fatal(format!("email to {to}: {m}"));
     let host = expand(&e.smtp_host).map_err(fatal)?;
-    let port = e.smtp_port.unwrap_or(587);
     let loopback = crate::http::is_loopback_host(&host);
-    let mut b = if port == 465 {
-        AsyncSmtpTransport::<Tokio1Executor>::relay(&host).map_err(|x| fatal(x.to_string()))?
-    } else if loopback {
-        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
-    } else {
-        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host).map_err(|x| fatal(x.to_string()))?
+    let (port, tls) = e.transport(loopback);
+    if tls == EmailTls::None && !loopback {
+        return Err(fatal(format!(
+            "`tls: none` to `{host}`: mail and credentials would cross the network in clear; only a server on loopback may be reached without TLS"
+        )));
     }
-    .port(port)
-    .timeout(Some(std::time::Duration::from_secs(30)));
+    let mut params_builder = TlsParameters::builder(host.clone()).set_min_tls_version(TlsVersion::Tlsv12);
+    if let Some(f) = &e.ca_file {
+        let path = project_dir.join(expand(f).map_err(fatal)?);
+        let pem = std::fs::read(&path).map_err(|x| fatal(format!("`ca_file` {}: {x}", path.display())))?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|x| fatal(format!("`ca_file` {}: not a PEM certificate: {x}", path.display())))?;
+        params_builder = params_builder.add_root_certificate(cert);
+    }
+    let params = |p: lettre::transport::smtp::client::TlsParametersBuilder| -> Result<TlsParameters, SendError> {
+        p.build_rustls().map_err(|x| fatal(x.to_string()))
+    };
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+        .tls(match tls {
+            EmailTls::Starttls => Tls::Required(params(params_builder)?),
+            EmailTls::Implicit => Tls::Wrapper(params(params_builder)?),
+            EmailTls::None => Tls::None,
+        })
+        .port(port)
+        .timeout(Some(std::time::Duration::from_secs(30)));
     if let Some(user) = &e.username {
         let password = e.password.as_deref().map(expand).transpose().map_err(fatal)?;
         b = b.credentials(Credentials::new(
@@ -258,6 +282,7 @@ fn expand(s: &str) -> Result<String, String> {
 /// Sends `msg` to `target`, retrying under `policy`. The error says what failed.
 pub async fn send(
     http: &reqwest::Client,
+    dir: &std::path::Path,
     n: &NotificationsSpec,
     target: &Target,
     msg: &Message,
@@ -306,7 +331,7 @@ pub async fn send(
                 .email
                 .as_ref()
                 .ok_or_else(|| "no SMTP server under `notifications.email`".to_string())?;
-            crate::destination::retry::call(policy, || email(e, address, msg))
+            crate::destination::retry::call(policy, || email(e, dir, address, msg))
                 .await
                 .map_err(|f| f.message)
         }

@@ -133,6 +133,7 @@ pub struct Sent {
 /// Sends `msg` to every target of `alert`.
 pub async fn notify(
     http: &reqwest::Client,
+    dir: &std::path::Path,
     n: &NotificationsSpec,
     alert: &Alert,
     msg: Message,
@@ -140,7 +141,7 @@ pub async fn notify(
 ) -> Sent {
     let mut results = Vec::new();
     for t in &alert.spec.notification {
-        let r = channel::send(http, n, t, &msg, policy).await.err();
+        let r = channel::send(http, dir, n, t, &msg, policy).await.err();
         results.push((channel::target_name(n, t), r));
     }
     Sent { message: msg, results }
@@ -179,6 +180,7 @@ pub async fn evaluate(
     plans: &[Arc<SyncPlan>],
     store: &StateStore,
     http: &reqwest::Client,
+    dir: &std::path::Path,
     now: DateTime<Utc>,
 ) -> Result<Vec<Sent>, StateError> {
     let alerts = Alert::compile(project);
@@ -207,7 +209,7 @@ pub async fn evaluate(
             if let Some(kind) = kind {
                 let since = DateTime::from_timestamp_millis(next.since_ms).unwrap_or(now);
                 let msg = message(project, alert, &plan.name, kind, shown, since, now);
-                let s = notify(http, &n, alert, msg, &policy).await;
+                let s = notify(http, dir, &n, alert, msg, &policy).await;
                 next.undelivered = s
                     .results
                     .iter()

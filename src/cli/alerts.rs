@@ -141,7 +141,7 @@ pub fn test(project: Option<PathBuf>, name: Option<&str>) -> anyhow::Result<u8> 
     let mut failed = false;
     for a in &alerts {
         let msg = message(spec, a, "(test)", Kind::Test, None, now, now);
-        let sent = rt.block_on(notify(&http, &n, a, msg, &policy));
+        let sent = rt.block_on(notify(&http, &dir, &n, a, msg, &policy));
         for (target, error) in sent.results {
             match error {
                 None => println!("{}: test sent to {target}", a.spec.name),

@@ -62,6 +62,21 @@ fn short(v: &serde_json::Value) -> String {
 }
 
 /// `ebb conflicts [MODEL] [--status …] [--key KEY]`.
+/// The conflicts as ebb shows them: values of personal fields (`pii: true`) masked.
+fn masked(report: &crate::validate::Report, list: &[Conflict]) -> Vec<Conflict> {
+    list.iter()
+        .map(|c| {
+            let pii = report
+                .plans
+                .iter()
+                .find(|p| p.name == c.model)
+                .map(|p| p.pii_fields())
+                .unwrap_or_default();
+            c.shown(&pii)
+        })
+        .collect()
+}
+
 pub fn show(
     project: Option<PathBuf>,
     model: Option<&str>,
@@ -103,6 +118,7 @@ pub fn show(
             return Ok(1);
         }
     };
+    let list = masked(&report, &list);
     let mut out = std::io::stdout().lock();
     if format == PlanFormat::Json {
         for c in &list {
@@ -223,13 +239,14 @@ pub fn resolve(project: Option<PathBuf>, model: &str, key: &str, take: &str, for
         )),
         _ => Ok(None),
     };
+    let display = masked(&report, &resolved);
     let mut out = std::io::stdout().lock();
     if format == PlanFormat::Json {
-        for c in &resolved {
+        for c in &display {
             writeln!(out, "{}", c.to_json())?;
         }
     } else {
-        print_resolved(&mut out, model, key, side, &resolved)?;
+        print_resolved(&mut out, model, key, side, &display)?;
     }
     match written {
         Ok(Some((table, n))) => eprintln!(
@@ -355,7 +372,7 @@ pub fn export(project: Option<PathBuf>, model: Option<&str>, connection: &str, t
     let spec = spec.clone();
     let result = rt.block_on(async {
         store.conflicts_init().await.map_err(|e| e.to_string())?;
-        let list = store.conflicts(q).await.map_err(|e| e.to_string())?;
+        let list = masked(&report, &store.conflicts(q).await.map_err(|e| e.to_string())?);
         let table_spec = TableSpec {
             connection: connection.to_string(),
             table: table.to_string(),

@@ -1,7 +1,6 @@
 //! `ebb daemon`: the process around [`crate::daemon::run`]: the runtime, the signals and
 //! the exit code.
 
-use crate::daemon::log::{Level, LogFormat, Logger};
 use crate::daemon::{DaemonError, DaemonOptions};
 use crate::diagnostics::render;
 use std::path::PathBuf;
@@ -9,13 +8,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-pub fn run(
-    project: Option<PathBuf>,
-    listen: Option<String>,
-    shutdown_timeout: f64,
-    log_format: LogFormat,
-    log_level: Level,
-) -> anyhow::Result<u8> {
+pub fn run(project: Option<PathBuf>, listen: Option<String>, shutdown_timeout: f64) -> anyhow::Result<u8> {
     let dir = super::project_dir(project)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (tx, rx) = mpsc::channel(4);
@@ -40,7 +33,6 @@ pub fn run(
         project_dir: dir,
         listen,
         shutdown_timeout: Duration::from_secs_f64(shutdown_timeout.max(0.0)),
-        log: Logger::new(log_format, log_level),
         http: crate::daemon::HttpLimits::from_env(|k| std::env::var(k).ok()),
     };
     let result = rt.block_on(crate::daemon::run(opts, rx));

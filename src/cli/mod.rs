@@ -10,6 +10,7 @@ mod daemon;
 mod demo;
 mod history;
 mod inbox;
+mod keys;
 mod plan;
 mod preview;
 mod run;
@@ -168,6 +169,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
         format: PlanFormat,
     },
+    /// The encryption key of the values kept at rest (`EBB_ENCRYPTION_KEY`): make one, or
+    /// seal everything anew under a new one.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Alerts of ebb.yaml: per alert and model, whether it fires, the figure now, since
     /// when, and what could not be delivered; `ebb alerts test [NAME]` sends a test
     /// notification through each channel.
@@ -226,11 +233,11 @@ pub enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 25.0)]
         shutdown_timeout: f64,
         /// `human` (a timestamped line per event) or `json` (an object per line).
-        #[arg(long, value_enum, default_value_t = crate::daemon::log::LogFormat::Human)]
-        log_format: crate::daemon::log::LogFormat,
+        #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Human)]
+        log_format: crate::logging::LogFormat,
         /// The least important events logged.
-        #[arg(long, value_enum, default_value_t = crate::daemon::log::Level::Info)]
-        log_level: crate::daemon::log::Level,
+        #[arg(long, value_enum, default_value_t = crate::logging::Level::Info)]
+        log_level: crate::logging::Level,
     },
     /// A local Salesforce-compatible API (OAuth, REST, sObject Collections, Bulk API 2.0,
     /// SOQL) to sync into without an org; serves until Ctrl-C, one log line per request.
@@ -297,6 +304,21 @@ pub enum AlertsAction {
     Test { name: Option<String> },
 }
 
+/// `ebb keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Print a new key for `EBB_ENCRYPTION_KEY` (`ID:BASE64` of 32 random bytes).
+    Generate {
+        /// The key's id (default: `kYYYYMMDD`).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Seal every value the state store keeps (webhook bodies, conflict values) anew under
+    /// `EBB_ENCRYPTION_KEY`; the old keys stay needed (in `EBB_ENCRYPTION_KEYS_OLD`) until
+    /// it has run.
+    Rotate,
+}
+
 /// `ebb conflicts` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ConflictsAction {
@@ -334,6 +356,17 @@ pub enum PlanFormat {
 /// Parses the process arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon logs what its flags say; every other command only what goes wrong beyond
+    // what it prints itself (a retried request, say), unless `EBB_LOG` asks for more.
+    let (format, level) = match &cli.command {
+        Command::Daemon {
+            log_format, log_level, ..
+        } => (*log_format, *log_level),
+        _ => (crate::logging::LogFormat::Human, crate::logging::Level::Warn),
+    };
+    if let Some(why) = crate::logging::init(format, level) {
+        tracing::warn!(event = "log_filter_invalid", "{why}");
+    }
     ExitCode::from(run(cli))
 }
 
@@ -400,6 +433,12 @@ pub fn run(cli: Cli) -> u8 {
             ..
         } => alerts::test(project, name.as_deref()),
         Command::Alerts { action: None, format } => alerts::show(project, format),
+        Command::Keys {
+            action: KeysAction::Generate { id },
+        } => keys::generate(id.as_deref()),
+        Command::Keys {
+            action: KeysAction::Rotate,
+        } => keys::rotate(project),
         Command::Conflicts {
             action:
                 Some(ConflictsAction::Resolve {
@@ -436,9 +475,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Daemon {
             listen,
             shutdown_timeout,
-            log_format,
-            log_level,
-        } => daemon::run(project, listen, shutdown_timeout, log_format, log_level),
+            ..
+        } => daemon::run(project, listen, shutdown_timeout),
         Command::Schema {
             write,
             check,

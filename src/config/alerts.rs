@@ -183,6 +183,44 @@ pub struct EmailSpec {
     /// As `${VAR}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// How the connection is encrypted: `starttls` (a plain connection upgraded before
+    /// anything else is said; the default), `implicit` (TLS from the first byte; the
+    /// default on port 465) or `none` (only to a server on loopback, and the default
+    /// there). TLS 1.2 at least; the server's certificate must verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EmailTls>,
+    /// A PEM file of certificate authorities trusted besides the system's (a private
+    /// relay's CA), relative to the project directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+/// How an SMTP connection is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailTls {
+    /// Plain, then `STARTTLS` (RFC 3207) before the mail or any credential.
+    Starttls,
+    /// TLS from the first byte (RFC 8314).
+    Implicit,
+    /// No encryption: only to a server on loopback.
+    None,
+}
+
+impl EmailSpec {
+    /// The port and encryption used: as set, else 587 with STARTTLS (465: implicit TLS;
+    /// a loopback server: none).
+    pub fn transport(&self, loopback: bool) -> (u16, EmailTls) {
+        let port = self.smtp_port.unwrap_or(587);
+        let tls = self.tls.unwrap_or(if port == 465 {
+            EmailTls::Implicit
+        } else if loopback {
+            EmailTls::None
+        } else {
+            EmailTls::Starttls
+        });
+        (port, tls)
+    }
 }
 
 /// A model's lag thresholds: past `warning` its health is WARNING, past `critical`

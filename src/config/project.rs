@@ -338,7 +338,7 @@ pub enum SignatureEncoding {
 }
 
 /// `ebb daemon` settings.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonSpec {
     /// Address of the HTTP server (`/healthz`, `/readyz`, `/metrics`, `/api/…`, `/webhooks/…`).
@@ -367,6 +367,22 @@ pub struct DaemonSpec {
     /// (everything). `api_token` keeps working as an admin token named `api_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Vec<TokenSpec>>,
+    /// Serve HTTPS (TLS 1.2 or 1.3) with this certificate and key. Without it the daemon
+    /// speaks plain HTTP: for loopback, or behind a proxy that terminates TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServeTlsSpec>,
+}
+
+/// The daemon's certificate and key.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServeTlsSpec {
+    /// PEM file of the certificate chain, the server's certificate first; relative to the
+    /// project directory.
+    pub cert_file: String,
+    /// PEM file of its private key (PKCS#8, PKCS#1 or SEC1); relative to the project
+    /// directory. Keep it readable by the daemon's user only.
+    pub key_file: String,
 }
 
 /// A named API token and what it may do.

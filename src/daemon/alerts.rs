@@ -15,11 +15,7 @@ pub(crate) async fn alerts(shared: Arc<Shared>) {
     let http = match crate::http::client() {
         Ok(h) => h,
         Err(e) => {
-            shared.log.error(
-                "alerts_unavailable",
-                "no HTTP client for alert notifications",
-                &[("error", json!(e.to_string()))],
-            );
+            tracing::error!(event = "alerts_unavailable", error = %e, "no HTTP client for alert notifications");
             return;
         }
     };
@@ -43,7 +39,7 @@ pub(crate) async fn alerts(shared: Arc<Shared>) {
             .map_or(EVERY, |r| r.min(EVERY))
             .max(Duration::from_secs(1));
         if let (false, Some(store)) = (compiled.is_empty(), shared.store.get()) {
-            match evaluate(&project, &plans, store, &http, chrono::Utc::now()).await {
+            match evaluate(&project, &plans, store, &http, &shared.dir, chrono::Utc::now()).await {
                 Ok(sent) => {
                     for s in sent {
                         let m = &s.message;
@@ -54,29 +50,38 @@ pub(crate) async fn alerts(shared: Arc<Shared>) {
                             .iter()
                             .filter_map(|(t, e)| e.as_ref().map(|e| format!("{t}: {}", crate::redact::text(e))))
                             .collect();
-                        let fields = [
-                            ("alert", json!(m.alert)),
-                            ("model", json!(m.model)),
-                            ("state", json!(m.kind.as_str())),
-                            ("value", json!(m.value)),
-                            ("channels", json!(s.results.iter().map(|(t, _)| t).collect::<Vec<_>>())),
-                            ("undelivered", json!(failed)),
-                        ];
+                        let channels = json!(s.results.iter().map(|(t, _)| t).collect::<Vec<_>>()).to_string();
+                        let undelivered = json!(failed).to_string();
                         if failed.is_empty() {
-                            shared.log.info("alert_notified", &m.summary(), &fields);
+                            tracing::info!(
+                                event = "alert_notified",
+                                alert = %m.alert,
+                                model = %m.model,
+                                state = m.kind.as_str(),
+                                value = m.value,
+                                json.channels = %channels,
+                                "{}",
+                                m.summary()
+                            );
                         } else {
-                            shared.log.error(
-                                "alert_undelivered",
-                                &format!("{} (not delivered to every channel)", m.summary()),
-                                &fields,
+                            tracing::error!(
+                                event = "alert_undelivered",
+                                alert = %m.alert,
+                                model = %m.model,
+                                state = m.kind.as_str(),
+                                value = m.value,
+                                json.channels = %channels,
+                                json.undelivered = %undelivered,
+                                "{} (not delivered to every channel)",
+                                m.summary()
                             );
                         }
                     }
                 }
-                Err(e) => shared.log.warn(
-                    "alerts_failed",
-                    "the alerts could not be evaluated; trying again at the next tick",
-                    &[("error", json!(crate::redact::text(&e.to_string())))],
+                Err(e) => tracing::warn!(
+                    event = "alerts_failed",
+                    error = %e,
+                    "the alerts could not be evaluated; trying again at the next tick"
                 ),
             }
         }

@@ -18,7 +18,6 @@ use crate::state::lock::{self, LEASE};
 use crate::state::{LockOutcome, StateStore};
 use crate::webhook::signature::{Encoding, DEFAULT_TOLERANCE};
 use crate::webhook::{EventRules, Scheme, Verifier};
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -305,10 +304,11 @@ async fn apply_loop(shared: Arc<Shared>, model: String) {
     let wake = shared.inboxes.wake(&model);
     let mut stop = shared.stop.subscribe();
     if let Err(e) = store.inbox_init().await {
-        shared.log.error(
-            "inbox_failed",
-            "cannot create the webhook inbox in the state store",
-            &[("model", json!(model)), ("error", json!(e.to_string()))],
+        tracing::error!(
+            event = "inbox_failed",
+            model = %model,
+            error = %e,
+            "cannot create the webhook inbox in the state store"
         );
     }
     let me = lock::me(0);
@@ -335,7 +335,7 @@ async fn apply_loop(shared: Arc<Shared>, model: String) {
                     continue;
                 }
                 Err(e) => {
-                    log_failure(&shared, &model, "cannot take the model's lock", &e.to_string());
+                    log_failure(&model, "cannot take the model's lock", &e.to_string());
                     pause(&mut stop, &wake, backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
@@ -349,7 +349,7 @@ async fn apply_loop(shared: Arc<Shared>, model: String) {
                     applier = None;
                     continue;
                 }
-                Err(e) => log_failure(&shared, &model, "cannot renew the model's lock", &e.to_string()),
+                Err(e) => log_failure(&model, "cannot renew the model's lock", &e.to_string()),
             }
         }
         if !counted {
@@ -373,7 +373,7 @@ async fn apply_loop(shared: Arc<Shared>, model: String) {
             match Applier::open(&plan.0, &plan.1, &shared.dir).await {
                 Ok(a) => applier = Some((plan.0.clone(), a)),
                 Err(e) => {
-                    log_failure(&shared, &model, "cannot open the model's table", &e.to_string());
+                    log_failure(&model, "cannot open the model's table", &e.to_string());
                     pause(&mut stop, &wake, backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
@@ -396,14 +396,12 @@ async fn apply_loop(shared: Arc<Shared>, model: String) {
                     .map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
                 m.set_inbox(&model, left, lag);
                 if done.dead > 0 {
-                    shared.log.warn(
-                        "webhook_dead_letters",
-                        "webhook events could not be applied and were kept as dead letters",
-                        &[
-                            ("model", json!(model)),
-                            ("dead", json!(done.dead)),
-                            ("see", json!(format!("ebb inbox {model}"))),
-                        ],
+                    tracing::warn!(
+                        event = "webhook_dead_letters",
+                        model = %model,
+                        dead = done.dead,
+                        see = %format!("ebb inbox {model}"),
+                        "webhook events could not be applied and were kept as dead letters"
                     );
                 }
             }
@@ -412,13 +410,13 @@ async fn apply_loop(shared: Arc<Shared>, model: String) {
                     next_purge = Instant::now() + PURGE_EVERY;
                     let before = chrono::Utc::now().timestamp_millis() - KEEP_SETTLED.as_millis() as i64;
                     match store.inbox_purge(before).await {
-                        Ok(n) if n > 0 => shared.log.info(
-                            "inbox_purged",
-                            "settled webhook events older than 7 days removed from the inbox",
-                            &[("events", json!(n))],
+                        Ok(n) if n > 0 => tracing::info!(
+                            event = "inbox_purged",
+                            events = n,
+                            "settled webhook events older than 7 days removed from the inbox"
                         ),
                         Ok(_) => {}
-                        Err(e) => log_failure(&shared, &model, "cannot purge the inbox", &e.to_string()),
+                        Err(e) => log_failure(&model, "cannot purge the inbox", &e.to_string()),
                     }
                 }
                 let since = *idle_since.get_or_insert_with(Instant::now);
@@ -431,7 +429,6 @@ async fn apply_loop(shared: Arc<Shared>, model: String) {
             }
             Err(e) => {
                 log_failure(
-                    &shared,
                     &model,
                     "applying the inbox failed; its events stay pending",
                     &e.to_string(),
@@ -457,10 +454,6 @@ async fn pause(stop: &mut tokio::sync::watch::Receiver<bool>, wake: &Notify, d: 
     }
 }
 
-fn log_failure(shared: &Shared, model: &str, what: &str, error: &str) {
-    shared.log.error(
-        "inbox_failed",
-        what,
-        &[("model", json!(model)), ("error", json!(crate::redact::text(error)))],
-    );
+fn log_failure(model: &str, what: &str, error: &str) {
+    tracing::error!(event = "inbox_failed", model, error, "{what}");
 }

@@ -14,7 +14,7 @@
 //! - `alerts`: the alert loop (after each run and every minute);
 //! - `inbox`: webhook models: their receivers, events stored in grouped transactions, one
 //!   loop per model applying its inbox;
-//! - [`metrics`], [`log`]: Prometheus text and one log line per event.
+//! - [`metrics`]: Prometheus text; the log is `tracing` ([`crate::logging`]).
 //!
 //! The engine ([`crate::engine::run`]) does each run and takes the model's lock in the
 //! state store, so several daemons sharing a PostgreSQL store never run a model twice at
@@ -23,20 +23,19 @@
 
 mod alerts;
 mod inbox;
-pub mod log;
 pub mod metrics;
 mod reload;
 mod runner;
 mod scheduler;
 mod server;
 pub mod timing;
+mod tls;
 mod watcher;
 
 pub use server::HttpLimits;
 
 use crate::config::project::DaemonSpec;
 use crate::state::{StateError, StateStore};
-use log::Logger;
 use reload::{Event, Loader};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -69,7 +68,6 @@ pub struct DaemonOptions {
     pub listen: Option<String>,
     /// How long in-flight runs get to finish their batches after a shutdown signal.
     pub shutdown_timeout: Duration,
-    pub log: Logger,
     /// Timeouts and the connection cap of the HTTP server.
     pub http: HttpLimits,
 }
@@ -119,12 +117,13 @@ pub enum DaemonError {
     WeakToken(String, String),
     #[error("{0}")]
     Store(StateError),
+    #[error("`daemon.tls`: {0}")]
+    Tls(String),
 }
 
 /// What the parts of the daemon share.
 pub(crate) struct Shared {
     pub dir: PathBuf,
-    pub log: Logger,
     pub metrics: metrics::Metrics,
     pub store: OnceLock<Arc<StateStore>>,
     table: Mutex<scheduler::Table>,
@@ -152,6 +151,8 @@ pub(crate) struct Shared {
     /// `daemon.trusted_proxies`: connections from them are checked request by request,
     /// against the client `X-Forwarded-For` names.
     pub(crate) trusted: Vec<crate::http::allow::Cidr>,
+    /// `daemon.tls`: connections are HTTPS.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// Set once the models are in the table (before, a webhook could not be told from a
     /// model that does not exist).
     pub(crate) models_loaded: std::sync::atomic::AtomicBool,
@@ -178,7 +179,6 @@ impl Shared {
 /// closed channel counts as one). The first signal stops new runs and lets the runs in
 /// progress finish their batches, up to `shutdown_timeout`; a second one ends at once.
 pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>) -> Result<Exit, DaemonError> {
-    let log = opts.log.clone();
     let dir = opts.project_dir.clone();
     // The project, as the daemon starts: ebb.yaml must validate; bad model files are
     // rejected (and logged) while the others run.
@@ -195,14 +195,14 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
             .unwrap_or_else(|| DaemonError::Load("the project could not be loaded".into())));
     };
     let project = accepted.project.clone();
-    let settings = project.daemon.clone().unwrap_or(DaemonSpec {
-        listen: None,
-        api_token: None,
-        max_concurrent_runs: None,
-        allow_ips: None,
-        trusted_proxies: None,
-        tokens: None,
-    });
+    crate::crypt::Keys::global().map_err(|e| DaemonError::Load(e.to_string()))?;
+    let settings: DaemonSpec = project.daemon.clone().unwrap_or_default();
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(|t| tls::acceptor(&dir, t))
+        .transpose()
+        .map_err(DaemonError::Tls)?;
     let allow = settings
         .allow_ips
         .iter()
@@ -259,7 +259,6 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         .max(1) as usize;
     let shared = Arc::new(Shared {
         dir: dir.clone(),
-        log: log.clone(),
         metrics: metrics::Metrics::default(),
         store: OnceLock::new(),
         table: Mutex::new(scheduler::Table {
@@ -281,12 +280,14 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
         models_loaded: std::sync::atomic::AtomicBool::new(false),
         allow,
         trusted,
+        tls,
     });
     if let (true, Some(why)) = (loopback, shared.token.as_deref().and_then(token_weakness)) {
-        log.warn(
-            "api_token_weak",
-            "`daemon.api_token` is weak; the daemon listens on loopback only, but a strong token is needed to listen beyond it",
-            &[("why", json!(why)), ("min_chars", json!(MIN_TOKEN_CHARS))],
+        tracing::warn!(
+            event = "api_token_weak",
+            why = %why,
+            min_chars = MIN_TOKEN_CHARS,
+            "`daemon.api_token` is weak; the daemon listens on loopback only, but a strong token is needed to listen beyond it"
         );
     }
     for e in &events {
@@ -297,35 +298,36 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
     // HTTP first, so that /healthz answers while the store opens.
     let (http_stop, http_stopped) = watch::channel(false);
     let server = tokio::spawn(server::serve(listener, shared.clone(), http_stopped));
-    log.info(
-        "listening",
-        &format!("HTTP API on http://{bound}"),
-        &[
-            ("addr", json!(bound.to_string())),
-            ("auth", json!(if shared.callers.is_empty() { "none" } else { "bearer" })),
-            (
-                "tokens",
-                json!(shared
-                    .callers
-                    .iter()
-                    .map(|c| format!("{} ({})", c.name, c.role.as_str()))
-                    .collect::<Vec<_>>()),
-            ),
-            (
-                "allow_ips",
-                json!(if shared.allow.is_empty() {
-                    "any".to_string()
-                } else {
-                    format!("{} networks", shared.allow.len())
-                }),
-            ),
-            ("max_connections", json!(shared.http.max_connections)),
-            ("header_timeout_secs", json!(shared.http.header_timeout.as_secs_f64())),
-            ("request_timeout_secs", json!(shared.http.request_timeout.as_secs_f64())),
-        ],
+    let tokens = json!(shared
+        .callers
+        .iter()
+        .map(|c| format!("{} ({})", c.name, c.role.as_str()))
+        .collect::<Vec<_>>());
+    tracing::info!(
+        event = "listening",
+        addr = %bound,
+        auth = if shared.callers.is_empty() { "none" } else { "bearer" },
+        json.tokens = %tokens,
+        tls = shared.tls.is_some(),
+        allow_ips = %if shared.allow.is_empty() {
+            "any".to_string()
+        } else {
+            format!("{} networks", shared.allow.len())
+        },
+        max_connections = shared.http.max_connections,
+        header_timeout_secs = shared.http.header_timeout.as_secs_f64(),
+        request_timeout_secs = shared.http.request_timeout.as_secs_f64(),
+        "HTTP API on {}://{bound}",
+        if shared.tls.is_some() { "https" } else { "http" }
     );
+    if !loopback && shared.tls.is_none() && shared.trusted.is_empty() {
+        tracing::warn!(
+            event = "plain_http",
+            "the API listens beyond loopback over plain HTTP: tokens and answers cross the network in clear; set `daemon.tls` or put a TLS-terminating proxy in front (`daemon.trusted_proxies`)"
+        );
+    }
     let url = project.state.as_ref().and_then(|s| s.url.clone());
-    let store = match open_store(&log, url.as_deref(), &dir, &mut signals).await {
+    let store = match open_store(url.as_deref(), &dir, &mut signals).await {
         Ok(Some(store)) => store,
         other => {
             let _ = http_stop.send(true);
@@ -339,17 +341,15 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
     {
         let t = shared.table();
         let scheduled = t.models.values().filter(|e| e.plan.schedule.is_some()).count();
-        log.info(
-            "ready",
-            "ready: models scheduled",
-            &[
-                ("project", json!(dir.display().to_string())),
-                ("state", json!(store_name)),
-                ("models", json!(t.models.len())),
-                ("scheduled", json!(scheduled)),
-                ("on_demand", json!(t.models.len() - scheduled)),
-                ("max_concurrent_runs", json!(max_runs)),
-            ],
+        tracing::info!(
+            event = "ready",
+            project = %dir.display(),
+            state = %store_name,
+            models = t.models.len(),
+            scheduled,
+            on_demand = t.models.len() - scheduled,
+            max_concurrent_runs = max_runs,
+            "ready: models scheduled"
         );
     }
     let scheduler_task = tokio::spawn(scheduler::scheduler(shared.clone()));
@@ -371,11 +371,11 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
     // pending in the inbox).
     let _ = tokio::time::timeout(opts.shutdown_timeout.max(Duration::from_secs(1)), appliers).await;
     match exit {
-        Exit::Clean => log.info("stopped", "stopped: every run in progress finished", &[]),
-        _ => log.error(
-            "stopped",
-            "deadline reached with runs in progress: exiting; their unconfirmed batches are sent again by the next run",
-            &[("runs_in_progress", json!(*shared.active.borrow()))],
+        Exit::Clean => tracing::info!(event = "stopped", "stopped: every run in progress finished"),
+        _ => tracing::error!(
+            event = "stopped",
+            runs_in_progress = *shared.active.borrow(),
+            "deadline reached with runs in progress: exiting; their unconfirmed batches are sent again by the next run"
         ),
     }
     Ok(exit)
@@ -426,7 +426,6 @@ async fn bind(listen: &str, token: Option<&str>) -> Result<(tokio::net::TcpListe
 /// Opens the state store, trying again while it cannot be reached; `None` if a signal
 /// came first. A store that is not ebb's, or is newer, is an error at once.
 async fn open_store(
-    log: &Logger,
     url: Option<&str>,
     dir: &std::path::Path,
     signals: &mut mpsc::Receiver<&'static str>,
@@ -435,7 +434,7 @@ async fn open_store(
         let outcome = tokio::select! {
             r = StateStore::open(url, dir) => Some(r),
             sig = signals.recv() => {
-                log.info("shutdown", "signal before the state store opened: exiting", &[("signal", json!(sig))]);
+                tracing::info!(event = "shutdown", signal = sig, "signal before the state store opened: exiting");
                 None
             }
         };
@@ -443,19 +442,17 @@ async fn open_store(
             None => return Ok(None),
             Some(Ok(s)) => return Ok(Some(s)),
             Some(Err(e @ (StateError::Newer { .. } | StateError::Foreign(..)))) => return Err(DaemonError::Store(e)),
-            Some(Err(e)) => log.error(
-                "store_unavailable",
-                "cannot open the state store; trying again",
-                &[
-                    ("error", json!(e.to_string())),
-                    ("retry_in_secs", json!(STORE_RETRY.as_secs())),
-                ],
+            Some(Err(e)) => tracing::error!(
+                event = "store_unavailable",
+                error = %e,
+                retry_in_secs = STORE_RETRY.as_secs(),
+                "cannot open the state store; trying again"
             ),
         }
         tokio::select! {
             () = tokio::time::sleep(STORE_RETRY) => {}
             sig = signals.recv() => {
-                log.info("shutdown", "signal before the state store opened: exiting", &[("signal", json!(sig))]);
+                tracing::info!(event = "shutdown", signal = sig, "signal before the state store opened: exiting");
                 return Ok(None);
             }
         }
@@ -475,14 +472,12 @@ async fn drain(shared: &Shared, signal: &str, deadline: Duration, signals: &mut 
         }
         running.len()
     };
-    shared.log.info(
-        "shutdown",
-        "shutting down: no new runs; runs in progress finish their batches (a second signal exits at once)",
-        &[
-            ("signal", json!(signal)),
-            ("runs_in_progress", json!(in_progress)),
-            ("deadline_secs", json!(deadline.as_secs_f64())),
-        ],
+    tracing::info!(
+        event = "shutdown",
+        signal,
+        runs_in_progress = in_progress,
+        deadline_secs = deadline.as_secs_f64(),
+        "shutting down: no new runs; runs in progress finish their batches (a second signal exits at once)"
     );
     let mut active = shared.active.subscribe();
     tokio::select! {
@@ -491,10 +486,10 @@ async fn drain(shared: &Shared, signal: &str, deadline: Duration, signals: &mut 
         }
         // (A closed channel disables this branch.)
         Some(sig) = signals.recv() => {
-            shared.log.warn(
-                "shutdown_now",
-                "second signal: exiting at once; batches not yet confirmed are sent again by the next run",
-                &[("signal", json!(sig))],
+            tracing::warn!(
+                event = "shutdown_now",
+                signal = sig,
+                "second signal: exiting at once; batches not yet confirmed are sent again by the next run"
             );
             Exit::Interrupted
         }

@@ -8,7 +8,6 @@
 //! engine (which takes the model's lock in the state store, so daemons sharing a store
 //! never run a model twice at once) and plans the next start from the outcome.
 
-use super::log::Logger;
 use super::runner::Job;
 use super::timing::{self, Fire, FireKind};
 use super::Shared;
@@ -16,7 +15,6 @@ use crate::config::ProjectSpec;
 use crate::engine::{self, Progress, RunOptions, RunReport, Status};
 use crate::plan::SyncPlan;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -112,10 +110,10 @@ pub async fn apply(shared: &Arc<Shared>, project: Arc<ProjectSpec>, plans: Vec<A
                 })
                 .collect(),
             Err(e) => {
-                shared.log.warn(
-                    "store_error",
-                    "cannot read the last runs: models are scheduled from now",
-                    &[("error", json!(e.to_string()))],
+                tracing::warn!(
+                    event = "store_error",
+                    error = %e,
+                    "cannot read the last runs: models are scheduled from now"
                 );
                 HashMap::new()
             }
@@ -181,16 +179,11 @@ pub async fn apply(shared: &Arc<Shared>, project: Arc<ProjectSpec>, plans: Vec<A
         }
     }
     for name in overdue {
-        shared.log.info(
-            "overdue",
-            "model overdue (a slot passed while no daemon ran it): it runs once now",
-            &[
-                ("model", json!(name)),
-                (
-                    "last_started_at",
-                    json!(last_started.get(&name).map(|t| t.to_rfc3339())),
-                ),
-            ],
+        tracing::info!(
+            event = "overdue",
+            model = %name,
+            last_started_at = last_started.get(&name).map(|t| t.to_rfc3339()).as_deref(),
+            "model overdue (a slot passed while no daemon ran it): it runs once now"
         );
     }
     shared.wake.notify_one();
@@ -364,7 +357,7 @@ async fn run_one(shared: &Arc<Shared>, name: &str) {
         r = &mut done => r,
         id = find_id => {
             set_run_id(shared, name, id);
-            started(&shared.log, name, &running, Some(id));
+            started(name, &running, Some(id));
             announced = true;
             done.await
         }
@@ -372,12 +365,12 @@ async fn run_one(shared: &Arc<Shared>, name: &str) {
     let report = outcome.unwrap_or_else(|_| lost("the run ended abnormally (a bug in ebb): see the log above"));
     drop(permit);
     if !announced && report.run_id.is_some() {
-        started(&shared.log, name, &running, report.run_id);
+        started(name, &running, report.run_id);
     }
     shared.metrics.record_run(&report);
     shared.alerts_wake.notify_one();
     let next = finish(shared, name, &report);
-    finished(&shared.log, &report, running.trigger, next);
+    finished(&report, running.trigger, next);
     shared.wake.notify_one();
 }
 
@@ -420,71 +413,70 @@ fn finish(shared: &Shared, name: &str, report: &RunReport) -> Option<Fire> {
 
 /// Logs the start of a run once its id is known (for a quick run, when it ended; the
 /// `started_at` field says when it began).
-fn started(log: &Logger, model: &str, running: &Running, run_id: Option<i64>) {
-    log.info(
-        "run_started",
-        "run started",
-        &[
-            ("model", json!(model)),
-            ("run_id", json!(run_id)),
-            ("trigger", json!(running.trigger.as_str())),
-            (
-                "started_at",
-                json!(running
-                    .started_at
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
-            ),
-        ],
+fn started(model: &str, running: &Running, run_id: Option<i64>) {
+    tracing::info!(
+        event = "run_started",
+        model,
+        run_id,
+        trigger = running.trigger.as_str(),
+        started_at = running
+            .started_at
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .as_deref(),
+        "run started"
     );
 }
 
-fn finished(log: &Logger, r: &RunReport, trigger: Trigger, next: Option<Fire>) {
+fn finished(r: &RunReport, trigger: Trigger, next: Option<Fire>) {
     let next_at = next.map(|f| f.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     if r.status == Status::Busy {
         // Another daemon sharing the store runs it: not news.
-        log.debug(
-            "run_busy",
-            "model busy: another process runs it; rescheduled",
-            &[
-                ("model", json!(r.model)),
-                ("detail", json!(r.error)),
-                ("next_run_at", json!(next_at)),
-            ],
+        tracing::debug!(
+            event = "run_busy",
+            model = %r.model,
+            detail = r.error.as_deref(),
+            next_run_at = next_at.as_deref(),
+            "model busy: another process runs it; rescheduled"
         );
         return;
     }
     let c = r.counts;
-    let mut fields: Vec<(&str, Value)> = vec![
-        ("model", json!(r.model)),
-        ("run_id", json!(r.run_id)),
-        ("status", json!(r.status.as_str())),
-        ("trigger", json!(trigger.as_str())),
-        ("elapsed_ms", json!(r.elapsed.as_millis() as u64)),
-        ("read", json!(c.read)),
-        ("added", json!(c.added)),
-        ("changed", json!(c.changed)),
-        ("removed", json!(c.removed)),
-        ("unchanged", json!(c.unchanged)),
-        ("invalid", json!(c.invalid)),
-        ("sent", json!(c.sent)),
-        ("confirmed", json!(c.confirmed)),
-        ("rejected", json!(c.rejected)),
-        ("api_calls", json!(c.api_calls)),
-        ("error", json!(r.error)),
-    ];
-    if !r.notes.is_empty() {
-        fields.push(("notes", json!(r.notes.join("; "))));
+    let notes = (!r.notes.is_empty()).then(|| r.notes.join("; "));
+    let retry = next.and_then(|f| match f.kind {
+        FireKind::Retry { attempt } => Some(attempt),
+        _ => None,
+    });
+    // One event at the level the outcome deserves (`tracing` levels are constants).
+    macro_rules! run_finished {
+        ($level:ident) => {
+            tracing::$level!(
+                event = "run_finished",
+                model = %r.model,
+                run_id = r.run_id,
+                status = r.status.as_str(),
+                trigger = trigger.as_str(),
+                elapsed_ms = r.elapsed.as_millis() as u64,
+                read = c.read,
+                added = c.added,
+                changed = c.changed,
+                removed = c.removed,
+                unchanged = c.unchanged,
+                invalid = c.invalid,
+                sent = c.sent,
+                confirmed = c.confirmed,
+                rejected = c.rejected,
+                api_calls = c.api_calls,
+                error = r.error.as_deref(),
+                notes = notes.as_deref(),
+                next_run_at = next_at.as_deref(),
+                retry,
+                "run finished"
+            )
+        };
     }
-    if let Some(f) = next {
-        fields.push(("next_run_at", json!(next_at)));
-        if let FireKind::Retry { attempt } = f.kind {
-            fields.push(("retry", json!(attempt)));
-        }
+    match r.status {
+        Status::Succeeded | Status::DryRun => run_finished!(info),
+        Status::Partial | Status::Aborted | Status::Busy => run_finished!(warn),
+        Status::Failed => run_finished!(error),
     }
-    let level = match r.status {
-        Status::Succeeded | Status::DryRun => super::log::Level::Info,
-        Status::Partial | Status::Aborted | Status::Busy => super::log::Level::Warn,
-        Status::Failed => super::log::Level::Error,
-    };
-    log.log(level, "run_finished", "run finished", &fields);
 }

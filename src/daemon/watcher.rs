@@ -3,7 +3,6 @@
 //! metrics, and the record `/api/models` shows. What a load accepts or rejects is decided
 //! in `reload`; this is when loads happen and how their outcome is reported.
 
-use super::log;
 use super::reload::{self, diagnostic_json, one_line, Event, Loader};
 use super::{scheduler, Shared, RELOAD_POLL};
 use serde_json::json;
@@ -89,115 +88,104 @@ pub(super) fn record_reload(shared: &Shared, events: &[Event]) {
     if events.is_empty() && !last.is_null() && last["result"] != "accepted" {
         // (An edit undone: nothing to apply, but the errors reported before are gone.)
         shared.metrics.record_reload("accepted");
-        shared
-            .log
-            .info("reload_accepted", "the project validates again: nothing to change", &[]);
+        tracing::info!(
+            event = "reload_accepted",
+            "the project validates again: nothing to change"
+        );
     }
-    *last = log::redacted(&value);
+    *last = crate::logging::redacted(&value);
 }
 
 /// Logs one event of a load and counts it in the reload metrics.
 pub(super) fn report_event(shared: &Shared, e: &Event) {
-    let log = &shared.log;
-    let json_format = log.format == log::LogFormat::Json;
+    // An array in JSON lines; one readable line in human ones.
     let diagnostics = |ds: &[crate::diagnostics::Diagnostic]| {
-        if json_format {
-            json!(ds.iter().map(diagnostic_json).collect::<Vec<_>>())
+        if crate::logging::json_output() {
+            json!(ds.iter().map(diagnostic_json).collect::<Vec<_>>()).to_string()
         } else {
-            json!(ds.iter().map(one_line).collect::<Vec<_>>().join("; "))
+            json!(ds.iter().map(one_line).collect::<Vec<_>>().join("; ")).to_string()
         }
     };
     match e {
         Event::Accepted {
             file,
             models,
-            added,
             warnings,
+            added,
         } => {
             shared.metrics.record_reload("accepted");
-            log.info(
-                "reload_accepted",
+            tracing::info!(
+                event = "reload_accepted",
+                file = %file.display(),
+                models = %models.join(","),
+                warnings = *warnings,
+                "{}",
                 if *added {
                     "model file loaded"
                 } else {
                     "model file changed: new version loaded"
-                },
-                &[
-                    ("file", json!(file.display().to_string())),
-                    ("models", json!(models.join(","))),
-                    ("warnings", json!(warnings)),
-                ],
+                }
             );
         }
         Event::Rejected {
             file,
-            diagnostics: ds,
             kept,
+            diagnostics: ds,
         } => {
             shared.metrics.record_reload("rejected");
-            log.error(
-                "reload_rejected",
+            tracing::error!(
+                event = "reload_rejected",
+                file = %file.display(),
+                kept = %kept.join(","),
+                json.diagnostics = %diagnostics(ds),
+                "{}",
                 if kept.is_empty() {
                     "model file rejected: it has errors and is not loaded"
                 } else {
                     "model file rejected: it has errors; its models keep their previous plans"
-                },
-                &[
-                    ("file", json!(file.display().to_string())),
-                    ("kept", json!(kept.join(","))),
-                    ("diagnostics", diagnostics(ds)),
-                ],
+                }
             );
         }
         Event::Removed { file, models } => {
             shared.metrics.record_reload("accepted");
-            log.info(
-                "reload_removed",
-                "model file removed: its models stop after any run in progress",
-                &[
-                    ("file", json!(file.display().to_string())),
-                    ("models", json!(models.join(","))),
-                ],
+            tracing::info!(
+                event = "reload_removed",
+                file = %file.display(),
+                models = %models.join(","),
+                "model file removed: its models stop after any run in progress"
             );
         }
         Event::ProjectAccepted { restart_needed } => {
             shared.metrics.record_reload("accepted");
-            log.info("reload_accepted", "ebb.yaml changed: new version loaded", &[]);
+            tracing::info!(event = "reload_accepted", "ebb.yaml changed: new version loaded");
             if !restart_needed.is_empty() {
-                log.warn(
-                    "restart_needed",
-                    "ebb.yaml changed settings that apply only after a restart of the daemon",
-                    &[("settings", json!(restart_needed.join(",")))],
+                tracing::warn!(
+                    event = "restart_needed",
+                    settings = %restart_needed.join(","),
+                    "ebb.yaml changed settings that apply only after a restart of the daemon"
                 );
             }
         }
         Event::ProjectRejected { diagnostics: ds } => {
             shared.metrics.record_reload("rejected");
-            log.error(
-                "reload_rejected",
-                "ebb.yaml rejected: it has errors; nothing changes",
-                &[("diagnostics", diagnostics(ds))],
+            tracing::error!(
+                event = "reload_rejected",
+                json.diagnostics = %diagnostics(ds),
+                "ebb.yaml rejected: it has errors; nothing changes"
             );
         }
         Event::Unreadable { error } => {
             shared.metrics.record_reload("rejected");
-            log.error(
-                "reload_rejected",
-                "the project cannot be read; nothing changes",
-                &[("error", json!(error))],
-            );
+            tracing::error!(event = "reload_rejected", error = %error, "the project cannot be read; nothing changes");
         }
-        Event::Held { files } => log.warn(
-            "reload_held",
-            "the project has errors: no change is applied until they are fixed; every model keeps its previous plan",
-            &[(
-                "changed",
-                json!(files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")),
-            )],
+        Event::Held { files } => tracing::warn!(
+            event = "reload_held",
+            changed = %files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            "the project has errors: no change is applied until they are fixed; every model keeps its previous plan"
         ),
     }
 }

@@ -70,7 +70,17 @@ where
                 if attempts >= max_attempts {
                     return Err(failed(message));
                 }
-                tokio::time::sleep(policy.delay(attempts, retry_after, rand::random::<f64>())).await;
+                let delay = policy.delay(attempts, retry_after, rand::random::<f64>());
+                tracing::warn!(
+                    event = "request_retried",
+                    attempt = attempts,
+                    max_attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    retry_after_ms = retry_after.map(|d| d.as_millis() as u64),
+                    cause = %message,
+                    "a request failed and is sent again"
+                );
+                tokio::time::sleep(delay).await;
             }
         }
     }

@@ -153,6 +153,7 @@ impl BatchSender {
             let mut errors = Vec::new();
             let mut snapshot = Vec::new();
             let keep_ids = self.keeps_record_ids();
+            let pii = self.plan.pii_fields();
             for ((r, o), (hash, kh)) in records.iter().zip(delivered.outcomes).zip(hashes) {
                 match o {
                     Outcome::Confirmed { record_id } => {
@@ -170,7 +171,7 @@ impl BatchSender {
                         run_id: self.run_id,
                         kind: "rejected".into(),
                         code,
-                        message,
+                        message: crate::redact::mask_quoted(&message, &r.payload, &pii),
                     }),
                 }
             }

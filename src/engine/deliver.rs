@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 /// Batches under way (awaiting their answer or its commit), per place in the pipeline, at
 /// most: when commits fall behind, answers wait in memory, a few at a time.
@@ -187,7 +188,12 @@ impl<'a> Run<'a> {
                             tx
                         },
                     };
-                    in_flight.spawn(sender.clone().send_batch(batch_no, records, ids, bases, answered, turn));
+                    in_flight.spawn(
+                        sender
+                            .clone()
+                            .send_batch(batch_no, records, ids, bases, answered, turn)
+                            .in_current_span(),
+                    );
                     unanswered += 1;
                     // Wait while the pipeline is full: for a batch to be answered, or to end.
                     while unanswered >= pipeline || in_flight.len() >= under_way {

@@ -142,7 +142,8 @@ pub fn destination_identity(plan: &SyncPlan) -> String {
     )
 }
 
-/// Runs `plan` once.
+/// Runs `plan` once, in a `run` span carrying `model` and (once the run is recorded)
+/// `run_id`, so that everything logged on its way says which run it belongs to.
 /// The future is `Send`, so a daemon can spawn it on a multi-threaded runtime.
 pub async fn run(
     project_dir: &Path,
@@ -152,8 +153,29 @@ pub async fn run(
     opts: &RunOptions,
     progress: &Progress,
 ) -> RunReport {
+    use tracing::Instrument;
+    // At error level, so that its fields reach every event that is enabled, whatever the filter.
+    let span = tracing::error_span!("run", model = %plan.name, run_id = tracing::field::Empty);
+    run_in_span(project_dir, project, store, plan, opts, progress)
+        .instrument(span)
+        .await
+}
+
+async fn run_in_span(
+    project_dir: &Path,
+    project: &ProjectSpec,
+    store: &StateStore,
+    plan: &SyncPlan,
+    opts: &RunOptions,
+    progress: &Progress,
+) -> RunReport {
     let started = Instant::now();
     let mut report = RunReport::new(&plan.name);
+    // A key that does not parse: nothing is kept in clear that should have been sealed.
+    if let Err(e) = crate::crypt::Keys::global() {
+        report.error = Some(e.to_string());
+        return report;
+    }
     if opts.dry_run {
         let mut run = Run::new(
             RunConfig {
@@ -221,6 +243,7 @@ pub async fn run(
         }
     };
     report.run_id = Some(run_id);
+    tracing::Span::current().record("run_id", run_id);
     progress.run_id.store(run_id, Ordering::SeqCst);
     me.run_id = run_id;
     // Record the run id with the lock (same holder: re-entrant).

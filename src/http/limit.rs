@@ -51,6 +51,10 @@ pub struct Limits {
     successes: std::sync::atomic::AtomicUsize,
 }
 
+/// Waits for the rate window at least this long are logged (at debug: shorter ones are
+/// the limit doing its job many times a second).
+const LOGGED_WAIT: Duration = Duration::from_secs(1);
+
 /// Successful requests, at the lowered concurrency, before a slot is given back.
 const RAISE_AFTER: usize = 8;
 
@@ -119,6 +123,11 @@ impl Limits {
                 slot.forget();
             }
             self.successes.store(0, SeqCst);
+            tracing::info!(
+                event = "concurrency_lowered",
+                max_concurrency = self.current.load(SeqCst),
+                "the server answered that too many requests are in flight: one fewer at a time until requests succeed again"
+            );
         }
     }
 
@@ -177,6 +186,7 @@ impl Limits {
             };
         };
         let w = &self.window;
+        let asked = Instant::now();
         loop {
             let answered = w.answered.notified();
             let wait_until = {
@@ -191,6 +201,16 @@ impl Limits {
                 // Answered entries older than the window may sit behind in-flight ones.
                 entries.retain(|e| e.at.is_none_or(|t| now.duration_since(t) < window));
                 if entries.len() < n as usize {
+                    let waited = now.duration_since(asked);
+                    if waited >= LOGGED_WAIT {
+                        tracing::debug!(
+                            event = "rate_limit_wait",
+                            waited_ms = waited.as_millis() as u64,
+                            rate_limit = n,
+                            window_secs = window.as_secs(),
+                            "a request waited for room in its connection's rate_limit"
+                        );
+                    }
                     let id = w.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     entries.push_back(Entry { id, at: None });
                     return Permit {

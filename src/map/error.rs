@@ -54,6 +54,18 @@ pub enum ApplyError {
     NoHashKey(String),
 }
 
+impl ApplyError {
+    /// The error with the value it quotes masked ([`crate::redact::mask`]): for a `pii`
+    /// field, whose values never reach a message in clear.
+    pub fn masked(self) -> ApplyError {
+        match self {
+            ApplyError::NotADate(v) => ApplyError::NotADate(crate::redact::mask(&v)),
+            ApplyError::NotANumber(v) => ApplyError::NotANumber(crate::redact::mask(&v)),
+            other => other,
+        }
+    }
+}
+
 /// Why a row cannot be sent, and where: the typed cause of a [`RowError`].
 #[derive(Debug, thiserror::Error)]
 pub enum RowCause {

@@ -46,6 +46,8 @@ struct FieldMap {
     destination: String,
     source: Src,
     transforms: Vec<Transform>,
+    /// `pii: true`: a value quoted in an error is masked.
+    pii: bool,
 }
 
 impl FieldMap {
@@ -54,7 +56,7 @@ impl FieldMap {
         for t in &self.transforms {
             v = t.apply(v).map_err(|cause| RowCause::Transform {
                 field: self.destination.clone(),
-                cause,
+                cause: if self.pii { cause.masked() } else { cause },
             })?;
         }
         Ok(v)
@@ -152,6 +154,7 @@ impl RowMapper {
                 destination: m.destination.clone(),
                 source,
                 transforms: m.transforms.clone(),
+                pii: m.pii,
             });
         }
         let mut names_json: Vec<String> = fields

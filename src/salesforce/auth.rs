@@ -219,6 +219,7 @@ impl Auth {
             return Ok(t.clone());
         }
         let t = self.fetch().await?;
+        tracing::debug!(event = "token_fetched", connection = %self.connection, "Salesforce access token fetched");
         *cur = Some(t.clone());
         Ok(t)
     }
@@ -232,6 +233,11 @@ impl Auth {
                 return Ok(t.clone());
             }
         }
+        tracing::info!(
+            event = "token_renewed",
+            connection = %self.connection,
+            "the Salesforce access token was refused (expired or revoked): fetching a new one"
+        );
         let t = self.fetch().await?;
         *cur = Some(t.clone());
         Ok(t)

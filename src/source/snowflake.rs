@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How long the whole statement may run before ebb gives up.
 const STATEMENT_TIMEOUT_SECS: u64 = 3600;
@@ -208,6 +209,12 @@ impl SnowflakeSource {
             };
             if transient {
                 attempt += 1;
+                tracing::warn!(
+                    event = "request_retried",
+                    attempt,
+                    delay_ms = backoff(attempt).as_millis() as u64,
+                    "a Snowflake SQL API request failed transiently and is sent again"
+                );
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
@@ -284,34 +291,37 @@ impl SnowflakeSource {
         let (sender, mut stream) = channel(schema.clone());
         let this = Arc::clone(self);
         let sql = sql.to_string();
-        let task = tokio::spawn(async move {
-            let first = to_batch(&schema, &kinds, rs.data.unwrap_or_default());
-            let failed = first.is_err();
-            if !sender.send(first).await || failed {
-                return;
-            }
-            super::fault::after_batch(&sql, 1);
-            for n in 1..partitions {
-                if sender.is_cancelled() {
+        let task = tokio::spawn(
+            async move {
+                let first = to_batch(&schema, &kinds, rs.data.unwrap_or_default());
+                let failed = first.is_err();
+                if !sender.send(first).await || failed {
                     return;
                 }
-                let url = format!("{}/api/v2/statements/{handle}?partition={n}", this.base);
-                let item = match this.send(this.client.get(&url)).await {
-                    Ok((s, text)) if s.as_u16() == 200 => match serde_json::from_str::<Partition>(&text) {
-                        Ok(p) => to_batch(&schema, &kinds, p.data),
-                        Err(e) => Err(SourceError::Query(format!("partition {n} cannot be read: {e}"))),
-                    },
-                    Ok((s, text)) => Err(SourceError::Query(format!("partition {n}: {}", api_message(&text, s)))),
-                    Err(e) => Err(e),
-                };
-                let failed = item.is_err();
-                if !sender.send(item).await || failed {
-                    return;
+                super::fault::after_batch(&sql, 1);
+                for n in 1..partitions {
+                    if sender.is_cancelled() {
+                        return;
+                    }
+                    let url = format!("{}/api/v2/statements/{handle}?partition={n}", this.base);
+                    let item = match this.send(this.client.get(&url)).await {
+                        Ok((s, text)) if s.as_u16() == 200 => match serde_json::from_str::<Partition>(&text) {
+                            Ok(p) => to_batch(&schema, &kinds, p.data),
+                            Err(e) => Err(SourceError::Query(format!("partition {n} cannot be read: {e}"))),
+                        },
+                        Ok((s, text)) => Err(SourceError::Query(format!("partition {n}: {}", api_message(&text, s)))),
+                        Err(e) => Err(e),
+                    };
+                    let failed = item.is_err();
+                    if !sender.send(item).await || failed {
+                        return;
+                    }
+                    super::fault::after_batch(&sql, n as u64 + 1);
                 }
-                super::fault::after_batch(&sql, n as u64 + 1);
+                sender.end().await;
             }
-            sender.end().await;
-        });
+            .in_current_span(),
+        );
         stream.set_producer(Producer::Task(task));
         Ok(stream)
     }

@@ -119,6 +119,21 @@ impl Conflict {
         format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
     }
 
+    /// The conflict as ebb shows it: both values masked ([`crate::redact::mask_json`]) when
+    /// its field is one of `pii` (`pii: true` mappings).
+    pub fn shown(&self, pii: &[&str]) -> Conflict {
+        let mut c = self.clone();
+        if pii.contains(&c.field.as_str()) {
+            let mask = |v: &Value| match v.as_str() {
+                Some(t) if t.starts_with(UNREADABLE) => v.clone(),
+                _ => crate::redact::mask_json(v),
+            };
+            c.warehouse_value = mask(&c.warehouse_value);
+            c.crm_value = mask(&c.crm_value);
+        }
+        c
+    }
+
     /// The conflict as JSON (for `--format json`, the API and exports).
     pub fn to_json(&self) -> Value {
         serde_json::json!({
@@ -166,8 +181,39 @@ pub struct FieldBase {
 /// Per two-way field, what both sides last agreed on.
 pub type Base = BTreeMap<String, FieldBase>;
 
-/// A base as the JSON text kept in `ebb_conflict_base`.
+/// The associated data of sealed values ([`crate::crypt`]): the column each belongs in.
+pub(crate) const VALUE: &str = "ebb_conflicts.value";
+pub(crate) const BASE: &str = "ebb_conflict_base.fields";
+
+/// `text` sealed for `column` under `EBB_ENCRYPTION_KEY` when one is set. (A key that does
+/// not parse stops runs and the daemon before anything is written: see
+/// [`crate::crypt::Keys::global`].)
+fn seal(column: &str, text: String) -> String {
+    match crate::crypt::Keys::global() {
+        Ok(k) => k.seal(column, &text),
+        Err(_) => text,
+    }
+}
+
+/// The text sealed in `text`, or why it does not open.
+fn open(column: &str, text: &str) -> Result<String, crate::crypt::CryptError> {
+    crate::crypt::Keys::global()?.open(column, text)
+}
+
+/// How a value that does not open reads (then why, then `)`): it holds nothing personal.
+const UNREADABLE: &str = "(not readable: ";
+
+/// A conflict's value as kept in `ebb_conflicts` (sealed JSON text).
+pub(crate) fn value_text(v: &Value) -> String {
+    seal(VALUE, v.to_string())
+}
+
+/// A base as the JSON text kept in `ebb_conflict_base` (sealed).
 pub fn base_to_text(b: &Base) -> String {
+    seal(BASE, base_json(b))
+}
+
+fn base_json(b: &Base) -> String {
     let mut o = Map::new();
     for (f, fb) in b {
         let mut e = Map::new();
@@ -184,8 +230,13 @@ pub fn base_to_text(b: &Base) -> String {
 
 /// A base from its JSON text; text that is not one (a damaged row) is an empty base: every
 /// field is then treated as never settled, which can only find more conflicts, not fewer.
+/// So is one sealed under a key this ebb does not hold (never drop a key before `ebb keys
+/// rotate` has sealed everything anew).
 pub fn base_from_text(t: &str) -> Base {
-    let Ok(Value::Object(o)) = serde_json::from_str::<Value>(t) else {
+    let Ok(t) = open(BASE, t) else {
+        return Base::new();
+    };
+    let Ok(Value::Object(o)) = serde_json::from_str::<Value>(&t) else {
         return Base::new();
     };
     o.into_iter()
@@ -299,8 +350,13 @@ pub(crate) const CONFLICT_COLUMNS: &str = "id, model, key, field, warehouse_valu
      crm_time, policy, status, winner, reason, run_id, detected_ms, decided_ms, decided_by";
 
 /// Reads a stored value's JSON text (text that is not JSON is kept as a string).
+/// A sealed one is opened; one that does not open reads as a string saying why.
 pub(crate) fn value_of(t: &str) -> Value {
-    serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string()))
+    let t = match open(VALUE, t) {
+        Ok(t) => t,
+        Err(e) => return Value::String(format!("{UNREADABLE}{e})")),
+    };
+    serde_json::from_str(&t).unwrap_or(Value::String(t))
 }
 
 /// A filter on the conflicts listed.

@@ -174,13 +174,18 @@ impl super::StateStore {
 
     /// Stores events in one transaction; for each, whether it is new (`false`: an event of
     /// the same model and id is there already, and nothing was written).
-    pub async fn inbox_put(&self, events: Vec<NewEvent>) -> Result<Vec<bool>, StateError> {
+    /// Bodies are sealed under `EBB_ENCRYPTION_KEY` when one is set ([`crate::crypt`]).
+    pub async fn inbox_put(&self, mut events: Vec<NewEvent>) -> Result<Vec<bool>, StateError> {
+        let keys = crate::crypt::Keys::global()?;
+        for e in &mut events {
+            e.body = keys.seal(BODY, &e.body);
+        }
         dispatch!(self, s => s.inbox_put(events).await)
     }
 
     /// The oldest pending events of `model`, in order of arrival.
     pub async fn inbox_pending(&self, model: &str, limit: i64) -> Result<Vec<InboxEvent>, StateError> {
-        dispatch!(self, s => s.inbox_pending(model, limit).await)
+        opened(dispatch!(self, s => s.inbox_pending(model, limit).await)?)
     }
 
     /// The newest events of `model` in one of `statuses` (and with one of `ids`), newest first.
@@ -191,7 +196,7 @@ impl super::StateStore {
         ids: Option<Vec<String>>,
         limit: i64,
     ) -> Result<Vec<InboxEvent>, StateError> {
-        dispatch!(self, s => s.inbox_list(model, statuses, ids, limit).await)
+        opened(dispatch!(self, s => s.inbox_list(model, statuses, ids, limit).await)?)
     }
 
     /// The newest event applied to each of `keys` that has one.
@@ -229,6 +234,18 @@ impl super::StateStore {
     pub async fn inbox_purge(&self, before_ms: i64) -> Result<u64, StateError> {
         dispatch!(self, s => s.inbox_purge(before_ms).await)
     }
+}
+
+/// The associated data of a sealed event body: the column it belongs in.
+pub(crate) const BODY: &str = "ebb_inbox.body";
+
+/// Events with their bodies opened.
+fn opened(mut events: Vec<InboxEvent>) -> Result<Vec<InboxEvent>, StateError> {
+    let keys = crate::crypt::Keys::global()?;
+    for e in &mut events {
+        e.body = keys.open(BODY, &e.body)?;
+    }
+    Ok(events)
 }
 
 /// The DDL of the inbox tables; `{s}` is the schema prefix (empty for SQLite), `serial` the

@@ -22,6 +22,8 @@ mod watermark;
 pub use watermark::{Watermark, WatermarkError};
 pub mod conflicts;
 pub mod inbox;
+mod seal;
+pub use seal::Resealed;
 mod postgres;
 mod sqlite;
 
@@ -68,6 +70,8 @@ pub enum StateError {
     Foreign(String, String),
     #[error("the state store {} failed: {}", crate::redact::text(.0), crate::redact::text(.1))]
     Query(String, String),
+    #[error(transparent)]
+    Crypt(#[from] crate::crypt::CryptError),
     #[error(
         "the state store {store} holds a corrupt in-flight record of model `{model}` (run {run_id}, batch {batch}): \
          {why}; which rows it held, and so which rows must be sent again, is unknown: `ebb reset {model}` makes \

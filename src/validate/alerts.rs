@@ -56,6 +56,20 @@ pub fn check(
     for (name, c) in &n.webhook {
         url(&c.url, p(&["notifications", "webhook", name, "url"]));
     }
+    if let Some(e) = &n.email {
+        let host = env::expand_env(&e.smtp_host).unwrap_or_default();
+        let loopback = crate::http::is_loopback_host(&host);
+        if !host.is_empty() && e.transport(loopback).1 == crate::config::alerts::EmailTls::None && !loopback {
+            diags.push(
+                Diagnostic::new(
+                    Code::InsecureUrl,
+                    at(&p(&["notifications", "email", "tls"])),
+                    format!("`tls: none` to `{host}`: mail and the SMTP password would cross the network in clear"),
+                )
+                .help("use `tls: starttls` (port 587) or `tls: implicit` (port 465); only a server on loopback may be reached without TLS"),
+            );
+        }
+    }
     for (name, c) in &n.slack {
         if !env::has_reference(&c.url) {
             diags.push(

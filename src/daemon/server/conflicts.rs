@@ -21,6 +21,17 @@ pub(super) struct ConflictsQuery {
     limit: Option<i64>,
 }
 
+/// The conflicts as JSON, values of personal fields (`pii: true`) masked.
+fn shown(shared: &Shared, list: &[crate::state::conflicts::Conflict]) -> Vec<serde_json::Value> {
+    let t = shared.table();
+    list.iter()
+        .map(|c| {
+            let pii = t.models.get(&c.model).map(|e| e.plan.pii_fields()).unwrap_or_default();
+            c.shown(&pii).to_json()
+        })
+        .collect()
+}
+
 /// Whether `name` is a model of the daemon with `conflicts`.
 fn conflict_model(shared: &Shared, name: &str) -> Result<(), Box<Response>> {
     let t = shared.table();
@@ -76,7 +87,7 @@ pub(super) async fn list(State(shared): State<Arc<Shared>>, Query(q): Query<Conf
     match result {
         Ok((open, list)) => Json(json!({
             "open": open.iter().map(|(m, n)| (m.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
-            "conflicts": list.iter().map(|c| c.to_json()).collect::<Vec<_>>(),
+            "conflicts": shown(&shared, &list),
         }))
         .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -131,21 +142,19 @@ pub(super) async fn resolve(
                 }
                 _ => Ok(None),
             };
-            shared.log.info(
-                "conflict_resolved",
-                "a held record's conflicts resolved through the API; the next run applies the decision",
-                &[
-                    ("model", json!(name)),
-                    ("key", json!(body.key)),
-                    ("take", json!(take.as_str())),
-                    ("fields", json!(resolved.len())),
-                ],
+            tracing::info!(
+                event = "conflict_resolved",
+                model = %name,
+                key = %body.key,
+                take = take.as_str(),
+                fields = resolved.len(),
+                "a held record's conflicts resolved through the API; the next run applies the decision"
             );
             Json(json!({
                 "model": name,
                 "key": body.key,
                 "take": take.as_str(),
-                "resolved": resolved.iter().map(|c| c.to_json()).collect::<Vec<_>>(),
+                "resolved": shown(&shared, &resolved),
                 "written_back": match &written {
                     Ok(Some((table, rows))) => json!({"table": table, "rows": rows}),
                     Ok(None) => json!(null),

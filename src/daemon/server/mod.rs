@@ -100,7 +100,6 @@ impl Throttle {
 /// Serves the API on `listener` until `stop` turns `true`, then lets the requests in
 /// progress finish (the caller bounds the wait).
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
     let limits = shared.http;
     let app = router(shared.clone());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -121,10 +120,11 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut s
                 drop(stream);
                 shared.metrics.record_http_not_allowed();
                 if let Some(skipped) = not_allowed.due() {
-                    shared.log.warn(
-                        "http_connection_not_allowed",
-                        "a connection from an address not in `daemon.allow_ips` was closed",
-                        &[("peer", json!(peer.ip().to_string())), ("since_last", json!(skipped))],
+                    tracing::warn!(
+                        event = "http_connection_not_allowed",
+                        peer = %peer.ip(),
+                        since_last = skipped,
+                        "a connection from an address not in `daemon.allow_ips` was closed"
                     );
                 }
                 continue;
@@ -133,10 +133,11 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut s
             Err(e) => {
                 // Out of file descriptors (EMFILE) and the like: wait a little rather than spin.
                 if let Some(skipped) = failed.due() {
-                    shared.log.error(
-                        "http_accept_failed",
-                        "cannot accept a connection",
-                        &[("error", json!(e.to_string())), ("since_last", json!(skipped))],
+                    tracing::error!(
+                        event = "http_accept_failed",
+                        error = %e,
+                        since_last = skipped,
+                        "cannot accept a connection"
                     );
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -147,13 +148,11 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut s
             drop(stream);
             shared.metrics.record_http_refused();
             if let Some(skipped) = refused.due() {
-                shared.log.warn(
-                    "http_connection_refused",
-                    "too many connections open: a new one was closed at once",
-                    &[
-                        ("max_connections", json!(limits.max_connections)),
-                        ("since_last", json!(skipped)),
-                    ],
+                tracing::warn!(
+                    event = "http_connection_refused",
+                    max_connections = limits.max_connections,
+                    since_last = skipped,
+                    "too many connections open: a new one was closed at once"
                 );
             }
             continue;
@@ -161,27 +160,56 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut s
         let _ = stream.set_nodelay(true);
         // The handlers see the connection's peer (for `trusted_proxies`).
         let service = hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(Peer(peer))));
-        let mut stop = stop.clone();
+        let stop = stop.clone();
+        let tls = shared.tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let stopping = tokio::select! {
-                _ = conn.as_mut() => false,
-                r = stop.wait_for(|s| *s) => r.is_ok(),
-            };
-            if stopping {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+            match tls {
+                None => serve_connection(stream, service, limits, stop).await,
+                // The handshake within the header timeout: a client that opens a connection
+                // and says nothing holds a slot no longer than one that sends no headers.
+                Some(acceptor) => match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_connection(tls, service, limits, stop).await,
+                    Ok(Err(e)) => tracing::debug!(
+                        event = "tls_handshake_failed",
+                        %peer,
+                        error = %e,
+                        "a TLS handshake failed (an old TLS version, an untrusted certificate, plain HTTP on the HTTPS port)"
+                    ),
+                    Err(_) => tracing::debug!(event = "tls_handshake_failed", %peer, "a TLS handshake timed out"),
+                },
             }
         });
     }
     drop(listener);
     // Every connection gives its slot back when it ends.
     let _ = slots.acquire_many(limits.max_connections as u32).await;
+}
+
+/// Serves one connection (plain or TLS) until it ends; when `stop` turns `true`, lets the
+/// request in progress finish and closes.
+async fn serve_connection<I>(
+    io: I,
+    service: hyper_util::service::TowerToHyperService<Router>,
+    limits: HttpLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let stopping = tokio::select! {
+        _ = conn.as_mut() => false,
+        r = stop.wait_for(|s| *s) => r.is_ok(),
+    };
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
 }
 
 /// The routes, with authentication and request counting.
@@ -236,13 +264,11 @@ async fn forwarded(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
         Some(ip) if crate::http::allow::allowed(&shared.allow, ip) => next.run(req).await,
         _ => {
             shared.metrics.record_http_not_allowed();
-            shared.log.warn(
-                "http_request_not_allowed",
-                "a request through a trusted proxy from an address not in `daemon.allow_ips` was refused (403)",
-                &[
-                    ("proxy", json!(peer.to_string())),
-                    ("client", json!(client.map(|c| c.to_string()))),
-                ],
+            tracing::warn!(
+                event = "http_request_not_allowed",
+                proxy = %peer,
+                client = client.map(|c| c.to_string()).as_deref(),
+                "a request through a trusted proxy from an address not in `daemon.allow_ips` was refused (403)"
             );
             error(
                 StatusCode::FORBIDDEN,
@@ -344,16 +370,14 @@ async fn auth(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
         Some(c) => {
             let needed = needs(req.method(), req.uri().path());
             if c.role < needed {
-                shared.log.warn(
-                    "forbidden",
-                    "a token's role does not allow the request: refused (403)",
-                    &[
-                        ("token", json!(c.name)),
-                        ("role", json!(c.role.as_str())),
-                        ("needs", json!(needed.as_str())),
-                        ("method", json!(req.method().as_str())),
-                        ("path", json!(req.uri().path())),
-                    ],
+                tracing::warn!(
+                    event = "forbidden",
+                    token = %c.name,
+                    role = c.role.as_str(),
+                    needs = needed.as_str(),
+                    method = req.method().as_str(),
+                    path = req.uri().path(),
+                    "a token's role does not allow the request: refused (403)"
                 );
                 return error(
                     StatusCode::FORBIDDEN,

@@ -152,7 +152,8 @@ async fn section(store: &StateStore, plan: &SyncPlan, out: &mut String) -> Resul
         let _ = write!(out, "<h3>Open conflicts ({})</h3>", open.len());
         if !open.is_empty() {
             out.push_str("<ul class=\"conflicts\">");
-            for c in &open {
+            let pii = plan.pii_fields();
+            for c in open.iter().map(|c| c.shown(&pii)) {
                 let _ = write!(
                     out,
                     "<li><code>{}</code> {}: warehouse {} · CRM {} ({})</li>",

@@ -323,11 +323,7 @@ pub(super) async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<
         e.run = Some(r);
         at
     };
-    shared.log.info(
-        "run_requested",
-        "run requested through the API",
-        &[("model", json!(name))],
-    );
+    tracing::info!(event = "run_requested", model = %name, "run requested through the API");
     scheduler::spawn_run(&shared, &name);
     // Answer with the run's id when it is known soon (a free permit and a quick lock).
     // A run waiting for a concurrency permit is answered `queued` at once.
@@ -474,14 +470,12 @@ pub(super) async fn replay(
     let ids = body.and_then(|Json(b)| b.event_ids);
     match crate::engine::webhook::replay(&store, &plan, ids).await {
         Ok(r) => {
-            shared.log.info(
-                "inbox_replayed",
-                "dead letters put back in a webhook model's inbox through the API",
-                &[
-                    ("model", json!(name)),
-                    ("requeued", json!(r.requeued)),
-                    ("from_rejected", json!(r.from_rejected)),
-                ],
+            tracing::info!(
+                event = "inbox_replayed",
+                model = %name,
+                requeued = r.requeued,
+                from_rejected = r.from_rejected,
+                "dead letters put back in a webhook model's inbox through the API"
             );
             Json(json!({
                 "model": name, "requeued": r.requeued, "from_rejected": r.from_rejected,

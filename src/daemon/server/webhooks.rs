@@ -74,10 +74,11 @@ async fn handle(shared: &Arc<Shared>, model: &str, req: Request) -> (Response, b
             )
         }
         Err(NoReceiver::Config(why)) => {
-            shared.log.error(
-                "webhook_misconfigured",
-                "a webhook model cannot receive events: its connection cannot be used",
-                &[("model", json!(model)), ("error", json!(crate::redact::text(&why)))],
+            tracing::error!(
+                event = "webhook_misconfigured",
+                model = %model,
+                error = %why,
+                "a webhook model cannot receive events: its connection cannot be used"
             );
             return (
                 retry_after(
@@ -158,10 +159,11 @@ async fn handle(shared: &Arc<Shared>, model: &str, req: Request) -> (Response, b
     let verified = match receiver.verifier.verify(signed, &parts.headers, now) {
         Ok(v) => v,
         Err(why) => {
-            shared.log.warn(
-                "webhook_unauthorized",
-                "a webhook request was refused: its signature does not verify",
-                &[("model", json!(model)), ("why", json!(why.to_string()))],
+            tracing::warn!(
+                event = "webhook_unauthorized",
+                model = %model,
+                why = %why,
+                "a webhook request was refused: its signature does not verify"
             );
             return (
                 error(
@@ -206,10 +208,11 @@ async fn handle(shared: &Arc<Shared>, model: &str, req: Request) -> (Response, b
                 reason: Some(why.to_string()),
             };
             if let Err(e) = shared.inboxes.put(&store, model, vec![dead]).await {
-                shared.log.error(
-                    "inbox_failed",
-                    "a refused webhook body could not be kept as a dead letter",
-                    &[("model", json!(model)), ("error", json!(crate::redact::text(&e)))],
+                tracing::error!(
+                    event = "inbox_failed",
+                    model = %model,
+                    error = %e,
+                    "a refused webhook body could not be kept as a dead letter"
                 );
             }
             shared.metrics.record_events(model, "rejected", 1);
@@ -246,10 +249,11 @@ async fn handle(shared: &Arc<Shared>, model: &str, req: Request) -> (Response, b
             )
         }
         Err(e) => {
-            shared.log.error(
-                "inbox_failed",
-                "webhook events could not be stored; the sender was told to retry",
-                &[("model", json!(model)), ("error", json!(crate::redact::text(&e)))],
+            tracing::error!(
+                event = "inbox_failed",
+                model = %model,
+                error = %e,
+                "webhook events could not be stored; the sender was told to retry"
             );
             (
                 retry_after(

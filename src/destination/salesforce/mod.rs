@@ -231,6 +231,13 @@ impl SalesforceDestination {
                 }
             }
             if !again.is_empty() {
+                tracing::info!(
+                    event = "records_retried",
+                    object = %self.object,
+                    records = again.len(),
+                    attempt,
+                    "records Salesforce could not lock are sent again"
+                );
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
             todo = again;

@@ -122,6 +122,14 @@ async fn run(
                 options.job_timeout.as_secs()
             )));
         }
+        tracing::debug!(
+            event = "bulk_job_polled",
+            job = %id,
+            object,
+            state = info["state"].as_str().unwrap_or(""),
+            next_poll_ms = wait.as_millis() as u64,
+            "Bulk API 2.0 query job not complete yet"
+        );
         tokio::time::sleep(wait).await;
         wait = wait.mul_f64(1.5).min(options.poll_max);
     }
@@ -157,7 +165,16 @@ async fn run(
                             "{what}: after {attempts} attempts: {message}"
                         )));
                     }
-                    tokio::time::sleep(policy.delay(attempts, None, rand::random::<f64>())).await;
+                    let delay = policy.delay(attempts, None, rand::random::<f64>());
+                    tracing::warn!(
+                        event = "request_retried",
+                        what = %what,
+                        attempt = attempts,
+                        delay_ms = delay.as_millis() as u64,
+                        cause = %message,
+                        "a Bulk API 2.0 results page failed and is read again from where it broke off"
+                    );
+                    tokio::time::sleep(delay).await;
                 }
             }
         };

@@ -49,6 +49,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Which API a read uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,14 +212,17 @@ impl SalesforceSource {
         };
         let (tx, mut stream) = crate::source::channel(described.schema.clone());
         let extract = extract.clone();
-        let handle = tokio::spawn(async move {
-            let result = if bulk {
-                bulk::read(&ctx, &described, &query.select, &extract, &tx).await
-            } else {
-                rest::read(&ctx, &described, &query.select, &extract, &tx).await
-            };
-            finish(tx, result).await;
-        });
+        let handle = tokio::spawn(
+            async move {
+                let result = if bulk {
+                    bulk::read(&ctx, &described, &query.select, &extract, &tx).await
+                } else {
+                    rest::read(&ctx, &described, &query.select, &extract, &tx).await
+                };
+                finish(tx, result).await;
+            }
+            .in_current_span(),
+        );
         stream.set_producer(Producer::Task(handle));
         Ok(stream)
     }
@@ -277,7 +281,16 @@ impl Ctx {
                             "{what}: after {attempts} attempts: {message}"
                         )));
                     }
-                    tokio::time::sleep(policy.delay(attempts, retry_after, rand::random::<f64>())).await;
+                    let delay = policy.delay(attempts, retry_after, rand::random::<f64>());
+                    tracing::warn!(
+                        event = "request_retried",
+                        what,
+                        attempt = attempts,
+                        delay_ms = delay.as_millis() as u64,
+                        cause = %message,
+                        "a Salesforce read failed and is sent again"
+                    );
+                    tokio::time::sleep(delay).await;
                 }
             }
         }

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::state::conflicts::{
-    base_from_text, base_to_text, conflicts_ddl, resolve_base, resolved, value_of, Base, Conflict, ConflictQuery,
-    ConflictStatus, Side, CONFLICT_COLUMNS,
+    base_from_text, base_to_text, conflicts_ddl, resolve_base, resolved, value_of, value_text, Base, Conflict,
+    ConflictQuery, ConflictStatus, Side, CONFLICT_COLUMNS,
 };
 use crate::state::StateWrite;
 
@@ -82,8 +82,8 @@ impl PgStore {
                             &c.key,
                             &c.field,
                             &fp,
-                            &c.warehouse_value.to_string(),
-                            &c.crm_value.to_string(),
+                            &value_text(&c.warehouse_value),
+                            &value_text(&c.crm_value),
                             &c.warehouse_time,
                             &c.crm_time,
                             &c.policy,

@@ -221,3 +221,55 @@ impl PgStore {
         .await
     }
 }
+
+impl PgStore {
+    /// Every row's ids and text of a sealed column ([`crate::state::seal`]).
+    pub(crate) async fn sealed_texts(
+        &self,
+        col: &'static crate::state::seal::SealedColumn,
+    ) -> Result<Vec<(Vec<String>, String)>, StateError> {
+        let n = col.ids.len();
+        let sql = format!(
+            "SELECT {}, {} FROM {{s}}.{}",
+            crate::state::seal::id_list(col),
+            col.column,
+            col.table
+        );
+        let rows = self.query(&sql, &[]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| ((0..n).map(|i| r.get::<_, String>(i)).collect(), r.get::<_, String>(n)))
+            .collect())
+    }
+
+    /// Puts each new text in place of the old one, where the row still holds the old one.
+    pub(crate) async fn swap_texts(
+        &self,
+        col: &'static crate::state::seal::SealedColumn,
+        swaps: Vec<crate::state::seal::Swap>,
+    ) -> Result<(), StateError> {
+        let wheres: Vec<String> = col
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| format!("CAST({id} AS TEXT) = ${}", i + 3))
+            .collect();
+        let sql = self.sql(&format!(
+            "UPDATE {{s}}.{} SET {c} = $1 WHERE {c} = $2 AND {}",
+            col.table,
+            wheres.join(" AND "),
+            c = col.column
+        ));
+        on_writer!(self, |c| async {
+            let tx = c.transaction().await?;
+            let st = tx.prepare(&sql).await?;
+            for (ids, old, new) in &swaps {
+                let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![new, old];
+                args.extend(ids.iter().map(|i| i as &(dyn tokio_postgres::types::ToSql + Sync)));
+                tx.execute(&st, &args).await?;
+            }
+            tx.commit().await
+        }
+        .await)
+    }
+}

@@ -212,3 +212,62 @@ impl SqliteStore {
         .await
     }
 }
+
+impl SqliteStore {
+    /// Every row's ids and text of a sealed column ([`crate::state::seal`]).
+    pub(crate) async fn sealed_texts(
+        &self,
+        col: &'static crate::state::seal::SealedColumn,
+    ) -> Result<Vec<(Vec<String>, String)>, StateError> {
+        self.with(move |c| {
+            let n = col.ids.len();
+            let sql = format!(
+                "SELECT {}, {} FROM {}",
+                crate::state::seal::id_list(col),
+                col.column,
+                col.table
+            );
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map([], |r| {
+                let ids = (0..n)
+                    .map(|i| r.get::<_, String>(i))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok((ids, r.get::<_, String>(n)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Puts each new text in place of the old one, where the row still holds the old one.
+    pub(crate) async fn swap_texts(
+        &self,
+        col: &'static crate::state::seal::SealedColumn,
+        swaps: Vec<crate::state::seal::Swap>,
+    ) -> Result<(), StateError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let wheres: Vec<String> = col
+                    .ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| format!("CAST({id} AS TEXT) = ?{}", i + 3))
+                    .collect();
+                let mut st = tx.prepare(&format!(
+                    "UPDATE {} SET {c} = ?1 WHERE {c} = ?2 AND {}",
+                    col.table,
+                    wheres.join(" AND "),
+                    c = col.column
+                ))?;
+                for (ids, old, new) in &swaps {
+                    let mut args: Vec<&dyn rusqlite::ToSql> = vec![new, old];
+                    args.extend(ids.iter().map(|i| i as &dyn rusqlite::ToSql));
+                    st.execute(args.as_slice())?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+}

@@ -198,7 +198,13 @@ pub async fn send(d: &SalesforceDestination, batch: &Batch) -> Result<Vec<Outcom
         let state = info["state"].as_str().unwrap_or("").to_string();
         match state.as_str() {
             "JobComplete" | "Failed" | "Aborted" => break (state, info),
-            "Open" | "UploadComplete" | "InProgress" => {}
+            "Open" | "UploadComplete" | "InProgress" => tracing::debug!(
+                event = "bulk_job_polled",
+                job = %job_path,
+                state = %state,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "Bulk API 2.0 ingest job not complete yet"
+            ),
             // Not a job's state (docs/salesforce-protocol.md §4): waiting on it would wait
             // an hour for nothing.
             _ => {
