@@ -9,7 +9,7 @@
 //! in `EBB_ENCRYPTION_KEYS_OLD` (`ID:BASE64,…`), run `ebb keys rotate` (every value sealed
 //! anew under the new key), then drop the old ones.
 //!
-//! Without a key, values are kept in clear (and `ebb status` says so); text that is not
+//! Without a key, values are kept in clear (the daemon warns: `values_in_clear`); text that is not
 //! sealed opens as itself, so a store written before a key was set keeps working and
 //! `ebb keys rotate` seals it.
 

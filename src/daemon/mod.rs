@@ -351,6 +351,16 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
             max_concurrent_runs = max_runs,
             "ready: models scheduled"
         );
+        let keeps_values = t
+            .models
+            .values()
+            .any(|e| e.plan.conflicts.is_some() || e.plan.source.kind == crate::config::model::ConnectionType::Webhook);
+        if keeps_values && crate::crypt::Keys::global().is_ok_and(|k| k.current_id().is_none()) {
+            tracing::warn!(
+                event = "values_in_clear",
+                "webhook bodies and conflict values are kept in the state store in clear: set `EBB_ENCRYPTION_KEY` (`ebb keys generate`) to seal them"
+            );
+        }
     }
     let scheduler_task = tokio::spawn(scheduler::scheduler(shared.clone()));
     let appliers = tokio::spawn(inbox::appliers(shared.clone()));
