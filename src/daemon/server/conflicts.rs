@@ -131,6 +131,14 @@ pub(super) async fn resolve(
                 }
                 _ => Ok(None),
             };
+            let entry = crate::audit::conflict_resolved(
+                by.clone(),
+                &name,
+                &body.key,
+                take.as_str(),
+                resolved.iter().map(|c| c.field.clone()).collect(),
+            );
+            super::audit::record(&shared, entry).await;
             shared.log.info(
                 "conflict_resolved",
                 "a held record's conflicts resolved through the API; the next run applies the decision",
