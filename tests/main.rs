@@ -5,6 +5,7 @@ mod support;
 
 #[cfg(feature = "duckdb")]
 mod alerts; // alerts through `ebb daemon` to fakes of Slack, PagerDuty and a webhook; `ebb alerts test`; the seed's block
+mod audit; // the audit log (batches, admin actions, refused requests, verify) and retention (`ebb purge`), both stores
 mod cli; // the `ebb` binary: exit codes, output formats, `plan`, `schema`
 #[cfg(feature = "duckdb")]
 mod conflicts; // two-way fields: conflicts found and decided by each policy, review, resolve, crm_state, kill -9
