@@ -315,6 +315,50 @@ fn a_changed_deleted_or_reordered_audit_row_fails_verify_postgres() {
     tampering_is_caught(|| Backend::postgres("tamper"));
 }
 
+/// Four stores on one database (as four daemons would be) append at once: one linear chain.
+fn concurrent_appends_keep_one_chain(b: Backend) {
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (url, dir) = (b.url(), b.dir().to_path_buf());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let store = rt.block_on(StateStore::open(url.as_deref(), &dir)).unwrap();
+                for i in 0..25 {
+                    let e = NewAudit::new(format!("os:t{t}"), Action::Reset).model(format!("m{i}"));
+                    rt.block_on(store.audit_append(e)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let ok = b.verify();
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("100 entries verified"), "{}", stdout(&ok));
+}
+
+#[test]
+fn concurrent_appends_keep_one_chain_sqlite() {
+    let b = Backend::sqlite();
+    // The store exists before the writers race to open it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    drop(b.store(&rt));
+    concurrent_appends_keep_one_chain(b);
+}
+
+#[test]
+fn concurrent_appends_keep_one_chain_postgres() {
+    require_postgres!();
+    let b = Backend::postgres("concurrent");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    drop(b.store(&rt));
+    concurrent_appends_keep_one_chain(b);
+}
+
 /// RFC 3339 text `days` ago, as the store keeps run times.
 fn days_ago(days: i64) -> String {
     (chrono::Utc::now() - chrono::Duration::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
