@@ -246,6 +246,10 @@ async fn forwarded(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
                     ("client", json!(client.map(|c| c.to_string()))),
                 ],
             );
+            let detail =
+                json!({ "proxy": peer.to_string(), "client": client.map(|c| c.to_string()), "rule": "allow_ips" });
+            let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+            audit::refused(&shared, StatusCode::FORBIDDEN, None, &method, &path, detail).await;
             error(
                 StatusCode::FORBIDDEN,
                 "your address is not allowed (`daemon.allow_ips`)",
