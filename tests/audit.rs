@@ -317,6 +317,8 @@ fn a_changed_deleted_or_reordered_audit_row_fails_verify_postgres() {
 
 /// Four stores on one database (as four daemons would be) append at once: one linear chain.
 fn concurrent_appends_keep_one_chain(b: Backend) {
+    // The store exists before the writers race to open it.
+    drop(b.store(&tokio::runtime::Runtime::new().unwrap()));
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let (url, dir) = (b.url(), b.dir().to_path_buf());
@@ -343,20 +345,13 @@ fn concurrent_appends_keep_one_chain(b: Backend) {
 
 #[test]
 fn concurrent_appends_keep_one_chain_sqlite() {
-    let b = Backend::sqlite();
-    // The store exists before the writers race to open it.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    drop(b.store(&rt));
-    concurrent_appends_keep_one_chain(b);
+    concurrent_appends_keep_one_chain(Backend::sqlite());
 }
 
 #[test]
 fn concurrent_appends_keep_one_chain_postgres() {
     require_postgres!();
-    let b = Backend::postgres("concurrent");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    drop(b.store(&rt));
-    concurrent_appends_keep_one_chain(b);
+    concurrent_appends_keep_one_chain(Backend::postgres("concurrent"));
 }
 
 /// RFC 3339 text `days` ago, as the store keeps run times.
