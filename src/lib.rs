@@ -34,7 +34,10 @@
 //!   and why a row cannot be sent (typed causes behind each row error's stable code);
 //! - [`destination`]: where records are delivered (Salesforce, an HTTP endpoint, files), with
 //!   per-connection limits and retries;
-//! - [`state`]: snapshots, run history and row errors (SQLite or PostgreSQL);
+//! - [`audit`]: the audit log's entries, actors, key hashes and hash chain (no IO; the
+//!   state store keeps them);
+//! - [`state`]: snapshots, run history, row errors, the audit log and retention (SQLite or
+//!   PostgreSQL);
 //! - [`engine`]: one run of one model: diff against the snapshot, deliver, record; why a
 //!   run failed is an [`engine::RunError`];
 //! - [`alerts`]: conditions over each model's health, notified to Slack, PagerDuty and
@@ -47,6 +50,7 @@
 //! - [`cli`]: the `ebb` command.
 
 pub mod alerts;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crypt;

@@ -331,7 +331,12 @@ fn manual_review_holds_the_row_changed_on_both_sides_until_a_person_decides() {
     assert!(t.conflicts("open").is_empty());
     let resolved = t.conflicts("resolved");
     assert_eq!(resolved[0]["master_source"], "DATA_PLATFORM");
-    assert!(resolved[0]["decided_by"].as_str().unwrap().starts_with("cli:"));
+    assert!(resolved[0]["decided_by"].as_str().unwrap().starts_with("os:"));
+    let audit = stdout(&ebb(t.path(), &["audit", "--action", "conflict_resolved"]));
+    assert!(
+        audit.contains("\"actor\":\"os:") && audit.contains("\"take\":\"warehouse\""),
+        "{audit}"
+    );
     assert!(resolved[0]["resolution_timestamp"].is_string());
     // A record without an open conflict cannot be resolved.
     let o = t.resolve("C1", "crm");

@@ -293,6 +293,22 @@ fn incremental_story(t: &Inbound) {
     assert_eq!(Some(w1.run_id), r.run_id);
     let rows = t.rows("raw.contacts");
     assert_eq!(rows.len(), 45);
+    // Each batch written to the table is in the audit log, keys hashed.
+    let q = ebb::audit::AuditQuery {
+        action: Some("write".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    let writes = t.rt.block_on(t.store().audit_list(&q)).unwrap();
+    let counts: i64 = writes.iter().map(|w| w.count.unwrap_or(0)).sum();
+    assert_eq!(counts, 45, "{writes:?}");
+    assert!(
+        writes
+            .iter()
+            .all(|w| w.destination.as_deref().is_some_and(|d| d.contains("contacts"))),
+        "{writes:?}"
+    );
+    assert!(!writes.iter().any(|w| w.keys.contains(&ids[0])), "no key in clear");
     assert!(rows.iter().all(|r| r
         .2
         .as_deref()

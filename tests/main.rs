@@ -6,6 +6,7 @@ mod support;
 #[cfg(feature = "duckdb")]
 mod alerts; // alerts through `ebb daemon` to fakes of Slack, PagerDuty and a webhook; `ebb alerts test`; the seed's block
 mod alerts_email; // alert mail over STARTTLS and implicit TLS to an SMTP server with an openssl-made certificate
+mod audit; // the audit log (batches, admin actions, refused requests, verify) and retention (`ebb purge`), both stores
 mod certs; // an authority and a server certificate made by `openssl`, for TLS tests
 mod cli; // the `ebb` binary: exit codes, output formats, `plan`, `schema`
 #[cfg(feature = "duckdb")]

@@ -238,6 +238,12 @@ fn a_planted_personal_value_is_nowhere_in_clear() {
         "{}",
         stdout(&o)
     );
+    // The rotations are in the audit log, with who ran them.
+    let o = ebb_env(dir, &["audit", "--action", "keys_rotated"], &k2, "");
+    let rotations: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rotations.len(), 2, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(rotations[0]["detail"]["key_id"], "k2", "{:?}", rotations[0]);
+    assert!(rotations[0]["actor"].as_str().unwrap().starts_with("os:"));
     // Without the key the values do not open, and say so (nothing else breaks).
     let o = ebb_env(dir, &["conflicts", "contacts_out", "--format", "json"], "", "");
     assert!(

@@ -363,6 +363,22 @@ fn ordering(pg_state: bool) {
     let v: Value = serde_json::from_str(crate::support::stdout(&out).trim()).unwrap();
     assert_eq!(v["counts"]["pending"], 0, "{v}");
     assert_eq!(v["counts"]["dead"], 1, "{v}");
+    // The audit log holds the reload, the replay with its token, and the table writes.
+    let out = crate::support::ebb(dir.path(), &["audit"]);
+    let entries: Vec<Value> = crate::support::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |a: &str| entries.iter().filter(|e| e["action"] == a).collect::<Vec<_>>();
+    assert_eq!(of("config_reloaded")[0]["actor"], "daemon", "{entries:?}");
+    assert_eq!(of("inbox_replayed")[0]["actor"], "token:api_token", "{entries:?}");
+    assert_eq!(of("inbox_replayed")[0]["detail"]["from_rejected"], 1);
+    let written: i64 = of("write").iter().map(|e| e["count"].as_i64().unwrap()).sum();
+    assert_eq!(
+        Some(written),
+        v["counts"]["applied"].as_i64(),
+        "one key per event applied: {entries:?}"
+    );
     // The metrics count answers by code.
     let m = d.get("/metrics", Some(TOKEN)).body;
     assert!(

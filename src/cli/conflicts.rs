@@ -12,14 +12,6 @@ use crate::state::conflicts::{Conflict, ConflictQuery, ConflictStatus, Side};
 use std::io::Write;
 use std::path::PathBuf;
 
-/// Who decides from the command line: the OS user.
-fn cli_user() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
-}
-
 fn statuses(list: &[String]) -> Result<Vec<ConflictStatus>, String> {
     if list.iter().any(|s| s == "all") {
         return Ok(Vec::new());
@@ -215,7 +207,9 @@ pub fn resolve(project: Option<PathBuf>, model: &str, key: &str, take: &str, for
     let now = chrono::Utc::now().timestamp_millis();
     let got = rt.block_on(async {
         store.conflicts_init().await?;
-        store.conflict_resolve(model, key, side, &cli_user(), now).await
+        store
+            .conflict_resolve(model, key, side, &crate::audit::cli_actor(), now)
+            .await
     });
     let resolved = match got {
         Ok(r) => r,
@@ -227,6 +221,16 @@ pub fn resolve(project: Option<PathBuf>, model: &str, key: &str, take: &str, for
     if resolved.is_empty() {
         eprintln!("error: record `{key}` of `{model}` has no open conflict (`ebb conflicts {model}` lists them)");
         return Ok(1);
+    }
+    let entry = crate::audit::conflict_resolved(
+        crate::audit::cli_actor(),
+        model,
+        key,
+        side.as_str(),
+        resolved.iter().map(|c| c.field.clone()).collect(),
+    );
+    if let Err(code) = super::audit::record(&rt, &store, &report.secrets, entry) {
+        return Ok(code);
     }
     // `--take crm`: the CRM's value written back to the inbound model's table, if any.
     let plan = report.plans.iter().find(|p| p.name == model).expect("checked above");

@@ -193,6 +193,12 @@ pub fn reset(project: Option<PathBuf>, model: &str) -> anyhow::Result<u8> {
     }
     match rt.block_on(store.forget(model)) {
         Ok(n) => {
+            let entry = crate::audit::NewAudit::new(crate::audit::cli_actor(), crate::audit::Action::Reset)
+                .model(model)
+                .detail(serde_json::json!({ "snapshot_rows": n }));
+            if let Err(code) = super::audit::record(&rt, &store, &report.secrets, entry) {
+                return Ok(code);
+            }
             println!(
                 "forgot {} of `{model}`'s snapshot: the next run sends every row again",
                 plural(n as i64, "row")

@@ -222,6 +222,7 @@ pub fn replay(project: Option<PathBuf>, model: &str, ids: &[String], format: Pla
     };
     let plan = &plans[0];
     let ids = (!ids.is_empty()).then(|| ids.to_vec());
+    let asked = ids.as_ref().map(Vec::len);
     let r = match rt.block_on(crate::engine::webhook::replay(&store, plan, ids)) {
         Ok(r) => r,
         Err(e) => {
@@ -229,6 +230,15 @@ pub fn replay(project: Option<PathBuf>, model: &str, ids: &[String], format: Pla
             return Ok(1);
         }
     };
+    let entry = crate::audit::NewAudit::new(crate::audit::cli_actor(), crate::audit::Action::InboxReplayed)
+        .model(model)
+        .detail(serde_json::json!({
+            "event_ids": asked, "requeued": r.requeued, "from_rejected": r.from_rejected,
+            "not_found": r.not_found.len(),
+        }));
+    if let Err(code) = super::audit::record(&rt, &store, &report.secrets, entry) {
+        return Ok(code);
+    }
     let mut out = std::io::stdout().lock();
     if format == PlanFormat::Json {
         writeln!(

@@ -38,6 +38,14 @@ pub fn rotate(project: Option<PathBuf>) -> anyhow::Result<u8> {
     };
     match rt.block_on(store.reseal(keys)) {
         Ok(r) => {
+            let entry = crate::audit::NewAudit::new(crate::audit::cli_actor(), crate::audit::Action::KeysRotated)
+                .detail(serde_json::json!({
+                    "key_id": current,
+                    "sealed": r.columns.iter().map(|(c, n, _)| (c.clone(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+                }));
+            if let Err(code) = super::audit::record(&rt, &store, &report.secrets, entry) {
+                return Ok(code);
+            }
             for (column, sealed, already) in &r.columns {
                 println!("{column}: {sealed} sealed anew under `{current}`, {already} already under it");
             }
@@ -49,7 +57,6 @@ pub fn rotate(project: Option<PathBuf>) -> anyhow::Result<u8> {
                 "error: {} (nothing was lost: the values already sealed anew stay readable under `{current}`)",
                 crate::redact::text(&e.to_string())
             );
-            let _ = report;
             Ok(1)
         }
     }

@@ -4,6 +4,7 @@
 //! 2 bad usage or unreadable project files; 3 a run whose destination rejected rows.
 
 mod alerts;
+mod audit;
 mod conflicts;
 mod daemon;
 #[cfg(feature = "duckdb")]
@@ -16,6 +17,7 @@ mod preview;
 mod run;
 mod sandbox;
 mod schema;
+mod table;
 mod validate;
 
 use crate::diagnostics::render::Format;
@@ -23,6 +25,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use table::{cell, header, json_lines, text_table};
 
 /// ebb: declarative reverse ETL. Warehouse rows to CRM objects, described in YAML.
 #[derive(Debug, Parser)]
@@ -151,6 +154,32 @@ pub enum Command {
     },
     /// Forget a model's snapshot: the next run sends every row again.
     Reset { model: String },
+    /// The audit log as JSON lines, oldest first: every change ebb made outside itself and
+    /// every administrative action, with who did it; `ebb audit verify` checks its chain.
+    #[command(args_conflicts_with_subcommands = true)]
+    Audit {
+        #[command(subcommand)]
+        action: Option<AuditAction>,
+        /// Entries at or after this time: RFC 3339 (`2025-01-31T08:00:00Z`), a date
+        /// (`2025-01-31`, UTC) or a duration back from now (`90m`, `24h`, `7d`).
+        #[arg(long, value_name = "TIME|DURATION")]
+        since: Option<String>,
+        /// One model's entries.
+        #[arg(long)]
+        model: Option<String>,
+        /// One action's entries: write, run_triggered, reset, conflict_resolved,
+        /// inbox_replayed, config_reloaded, purge, api_refused.
+        #[arg(long = "action", value_name = "ACTION")]
+        action_name: Option<String>,
+    },
+    /// Remove what `retention:` no longer keeps (run history, row errors, webhook events,
+    /// conflicts, audit entries) and print the rows removed per table; the purge itself
+    /// is audited.
+    Purge {
+        /// Count what would go; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Webhook models' inboxes: events pending, applied and dead letters (all models, or
     /// one with its newest pending events and dead letters); `ebb inbox replay MODEL
     /// [EVENT_ID…]` puts dead letters back.
@@ -297,6 +326,15 @@ pub enum InboxAction {
     },
 }
 
+/// `ebb audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Recompute the audit log's hash chain: exit 0 with the number of entries when it is
+    /// intact, 1 naming the first entry where it breaks (a field changed, an entry
+    /// deleted, entries reordered).
+    Verify,
+}
+
 /// `ebb alerts` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AlertsAction {
@@ -412,6 +450,17 @@ pub fn run(cli: Cli) -> u8 {
         Command::Errors { model, limit, format } => history::errors(project, &model, limit, format),
         Command::Status { model, format } => history::status(project, model.as_deref(), format),
         Command::Reset { model } => history::reset(project, &model),
+        Command::Audit {
+            action: Some(AuditAction::Verify),
+            ..
+        } => audit::verify(project),
+        Command::Audit {
+            action: None,
+            since,
+            model,
+            action_name,
+        } => audit::show(project, since.as_deref(), model, action_name),
+        Command::Purge { dry_run } => audit::purge(project, dry_run),
         Command::Inbox {
             action:
                 Some(InboxAction::Replay {
@@ -540,63 +589,4 @@ fn project_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         }
         None => Ok(crate::config::files::find_project(&std::env::current_dir()?)?),
     }
-}
-
-/// A plain text table, columns padded to their widest cell; with `max_cell`, longer cells
-/// are cut with `…`.
-/// A table's header from its column names.
-fn header(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-/// A JSON line per value (`--format json` of a listing).
-fn json_lines(out: &mut impl std::io::Write, lines: &[serde_json::Value]) -> std::io::Result<()> {
-    for l in lines {
-        writeln!(out, "{l}")?;
-    }
-    Ok(())
-}
-
-/// A JSON string as a cell, `-` for anything else.
-fn cell(v: &serde_json::Value) -> String {
-    v.as_str().map(str::to_string).unwrap_or_else(|| "-".into())
-}
-
-fn text_table(header: &[String], rows: &[Vec<String>], max_cell: Option<usize>) -> String {
-    // Cells hold data (row keys, messages from a destination): escaped, they cannot drive
-    // the terminal or break the table's lines.
-    let cut = |s: &str| -> String {
-        let safe = crate::diagnostics::terminal_safe(s, false);
-        let s: &str = &safe;
-        match max_cell {
-            Some(max) if s.chars().count() > max => s.chars().take(max - 1).collect::<String>() + "…",
-            _ => s.to_string(),
-        }
-    };
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(cut(c).chars().count());
-            }
-        }
-    }
-    let line = |cells: &[String]| -> String {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let c = cut(c);
-                let w = widths.get(i).copied().unwrap_or(0);
-                format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count())))
-            })
-            .collect();
-        parts.join("  ").trim_end().to_string() + "\n"
-    };
-    let mut s = line(header);
-    s.push_str(&line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
-    for r in rows {
-        s.push_str(&line(r));
-    }
-    s
 }

@@ -121,6 +121,16 @@ pub fn run(
         let Some(plan) = report.plans.iter().find(|p| &p.name == name) else {
             continue;
         };
+        if !opts.dry_run {
+            let entry = crate::audit::NewAudit::new(crate::audit::cli_actor(), crate::audit::Action::RunTriggered)
+                .model(name.clone())
+                .detail(serde_json::json!({
+                    "via": "cli", "full_resync": opts.full_resync, "force": opts.force,
+                }));
+            if let Err(code) = super::audit::record(&rt, &store, &report.secrets, entry) {
+                return Ok(code);
+            }
+        }
         let progress = Arc::new(Progress::default());
         let bar = tty.then(|| progress_bar(name, progress.clone()));
         let r = rt.block_on(engine::run(&report.project_dir, spec, &store, plan, &opts, &progress));

@@ -7,6 +7,7 @@ pub mod env;
 pub mod files;
 pub mod model;
 pub mod project;
+pub mod retention;
 
 pub use model::{ConnectionType, MappingSpec, Mode, ModelFile, ModelSpec, OnRemoved};
 pub use project::{ConnectionSpec, ProjectSpec};

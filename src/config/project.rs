@@ -38,6 +38,10 @@ pub struct ProjectSpec {
     /// The channels alerts go to: Slack, PagerDuty, webhooks, email.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<crate::config::alerts::NotificationsSpec>,
+    /// How long the state store keeps what ebb records; older rows are purged once a day by
+    /// `ebb daemon` and on demand by `ebb purge` (docs/state.md, "Retention").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::config::retention::RetentionSpec>,
 }
 
 /// The state store.

@@ -22,6 +22,7 @@
 //! Not here: the run itself (`engine`), the stores (`state`), signatures (`webhook`).
 
 mod alerts;
+mod audit;
 mod inbox;
 pub mod metrics;
 mod reload;
@@ -366,6 +367,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
     let appliers = tokio::spawn(inbox::appliers(shared.clone()));
     let reload_task = tokio::spawn(reloader(shared.clone(), loader));
     let alerts_task = tokio::spawn(alerts::alerts(shared.clone()));
+    let purge_task = tokio::spawn(audit::purger(shared.clone()));
 
     let first = signals.recv().await.unwrap_or("end of input");
     let exit = drain(&shared, first, opts.shutdown_timeout, &mut signals).await;
@@ -375,6 +377,7 @@ pub async fn run(opts: DaemonOptions, mut signals: mpsc::Receiver<&'static str>)
     scheduler_task.abort();
     reload_task.abort();
     alerts_task.abort();
+    purge_task.abort();
     let _ = http_stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     // The webhook appliers end after their batch in progress (events not applied stay

@@ -54,6 +54,7 @@ pub(super) async fn reloader(shared: Arc<Shared>, loader: Arc<Mutex<Loader>>) {
             report_event(&shared, e);
         }
         record_reload(&shared, &events);
+        super::audit::reloaded(&shared, &events).await;
     }
 }
 

@@ -117,6 +117,7 @@ codes! {
     DuplicateAlert = "E805", Error, "two alerts share a name";
     UnknownModel = "E806", Error, "an alert's `models:` names a model the project does not have";
     SlackComment = "N807", Note, "`slack: #channel` reads as an empty value (YAML comment): the default Slack channel is used";
+    BadRetention = "E809", Error, "a `retention` period not of the form <n>d|<n>w|<n>h (at least a day) or `forever`";
 }
 
 impl Serialize for Code {

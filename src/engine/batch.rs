@@ -9,6 +9,7 @@
 use super::error::RunError;
 use super::spill::Spilled;
 use super::writer::{write_via, WriteError, WriteRequest};
+use crate::audit::{Action, KeyHasher, NewAudit};
 use crate::config::Mode;
 use crate::destination::retry;
 use crate::destination::{Batch, Destination, Op, Outcome, Record};
@@ -27,6 +28,8 @@ pub(super) struct BatchSender {
     pub(super) writer: mpsc::Sender<WriteRequest>,
     pub(super) dest: Arc<Destination>,
     pub(super) policy: Arc<RetryPolicy>,
+    /// Hashes the keys of the audit log's entries.
+    pub(super) hasher: Arc<KeyHasher>,
 }
 
 /// Says, when dropped, that a batch was answered (or will never be): its place in the
@@ -61,6 +64,39 @@ impl BatchSender {
         let removed_deleted = d.mode == Mode::Mirror || d.on_removed == crate::config::OnRemoved::Delete;
         (matches!(d.mode, Mode::Update | Mode::Delete) || removed_deleted)
             && (self.dest.wants_record_ids(Op::Update) || self.dest.wants_record_ids(Op::Delete))
+    }
+
+    /// The audit entry of a batch's confirmed records (none confirmed: nothing changed
+    /// outside ebb, no entry). Committed with the answer, so the log holds exactly the
+    /// batches recorded as done.
+    fn audit_entry(
+        &self,
+        op: Op,
+        batch_no: i64,
+        confirmed: &[(String, [u8; 16], Option<String>)],
+        gone: &[String],
+    ) -> Option<NewAudit> {
+        let count = confirmed.len() + gone.len();
+        if count == 0 {
+            return None;
+        }
+        let d = &self.plan.destination;
+        let keys = confirmed
+            .iter()
+            .map(|(k, _, _)| k.as_str())
+            .chain(gone.iter().map(String::as_str));
+        let mut e = NewAudit::new(crate::audit::ENGINE_ACTOR, Action::Write)
+            .model(self.plan.name.clone())
+            .run(self.run_id)
+            .detail(serde_json::json!({ "batch": batch_no, "key_hash": self.hasher.scheme() }));
+        e.destination = Some(match d.object.as_deref().or(d.table.as_deref()) {
+            Some(o) => format!("{}/{o}", d.connection),
+            None => d.connection.clone(),
+        });
+        e.operation = Some(op.as_str().to_string());
+        e.count = Some(count as i64);
+        e.keys = self.hasher.hash_all(keys);
+        Some(e)
     }
 
     async fn write(&self, writes: Vec<StateWrite>) -> Result<(), WriteError> {
@@ -188,6 +224,7 @@ impl BatchSender {
                     writes.push(StateWrite::ConflictBase(agreed));
                 }
             }
+            let audit = self.audit_entry(op, batch_no, &confirmed, &gone);
             if !confirmed.is_empty() {
                 writes.push(StateWrite::Confirm {
                     run_id: self.run_id,
@@ -199,6 +236,9 @@ impl BatchSender {
             }
             if !errors.is_empty() {
                 writes.push(StateWrite::Errors(errors));
+            }
+            if let Some(entry) = audit {
+                writes.push(StateWrite::Audit(entry));
             }
             writes.push(StateWrite::Settle {
                 run_id: self.run_id,

@@ -62,6 +62,7 @@ impl<'a> Run<'a> {
                 writer,
                 dest,
                 policy: Arc::new(RetryPolicy::from_env()),
+                hasher: Arc::new(crate::audit::KeyHasher::from_env()),
             });
         // A model with `conflicts` checks each batch against the CRM's values first.
         let lookup = if dest.is_some() { self.conflict_lookup()? } else { None };

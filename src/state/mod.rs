@@ -20,11 +20,13 @@ macro_rules! dispatch {
 
 mod watermark;
 pub use watermark::{Watermark, WatermarkError};
+pub mod audit;
 pub mod conflicts;
 pub mod inbox;
 mod seal;
 pub use seal::Resealed;
 mod postgres;
+pub mod retention;
 mod sqlite;
 
 pub use postgres::ConnectError;
@@ -172,6 +174,9 @@ pub enum StateWrite {
     Conflicts(Vec<conflicts::Conflict>),
     /// These records were settled without a conflict: their open conflicts are superseded.
     ConflictsGone { keys: Vec<String>, now_ms: i64 },
+    /// An entry of the audit log ([`crate::audit`]), appended in the same transaction as
+    /// the change it records.
+    Audit(crate::audit::NewAudit),
 }
 
 /// The `ebb_meta` key of a model's snapshot token.
@@ -364,6 +369,9 @@ impl StateStore {
                     }
                 }
             }
+        }
+        if writes.iter().any(|w| matches!(w, StateWrite::Audit(_))) {
+            self.audit_init().await?;
         }
         dispatch!(self, s => s.apply(model, writes).await)
     }

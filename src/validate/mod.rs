@@ -8,6 +8,7 @@ mod alerts;
 pub mod connect;
 mod inbound;
 pub mod project;
+mod retention;
 mod salesforce;
 mod schema_check;
 
@@ -178,6 +179,7 @@ pub fn validate(project_dir: &Path, only: &[PathBuf]) -> Result<Report, LoadErro
                     Ok(spec) => {
                         project::check_project(&spec, &root, &pfile, project_dir, &mut buckets[0]);
                         alert_scopes = alerts::check(&spec, &root, &pfile, &mut buckets[0]);
+                        retention::check(&spec, &root, &pfile, &mut buckets[0]);
                         project = Some(spec);
                     }
                     Err(e) if bad.is_empty() => buckets[0].push(Diagnostic::new(

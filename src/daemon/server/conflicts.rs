@@ -142,6 +142,14 @@ pub(super) async fn resolve(
                 }
                 _ => Ok(None),
             };
+            let entry = crate::audit::conflict_resolved(
+                by.clone(),
+                &name,
+                &body.key,
+                take.as_str(),
+                resolved.iter().map(|c| c.field.clone()).collect(),
+            );
+            super::audit::record(&shared, entry).await;
             tracing::info!(
                 event = "conflict_resolved",
                 model = %name,

@@ -14,6 +14,7 @@
 //! most `max_connections` are open at once; a connection past the cap is closed as soon as
 //! it is accepted, so `/healthz` answers again as soon as the slow ones time out.
 
+mod audit;
 mod conflicts;
 mod page;
 mod routes;
@@ -225,6 +226,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(page::status_page))
         .route("/api/conflicts", get(conflicts::list))
         .route("/api/conflicts/{name}/resolve", post(conflicts::resolve))
+        .route("/api/audit", get(audit::list))
         .route_layer(middleware::from_fn_with_state(shared.clone(), auth));
     Router::new()
         .route("/healthz", get(healthz))
@@ -270,6 +272,10 @@ async fn forwarded(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
                 client = client.map(|c| c.to_string()).as_deref(),
                 "a request through a trusted proxy from an address not in `daemon.allow_ips` was refused (403)"
             );
+            let detail =
+                json!({ "proxy": peer.to_string(), "client": client.map(|c| c.to_string()), "rule": "allow_ips" });
+            let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+            audit::refused(&shared, StatusCode::FORBIDDEN, None, &method, &path, detail).await;
             error(
                 StatusCode::FORBIDDEN,
                 "your address is not allowed (`daemon.allow_ips`)",
@@ -321,10 +327,14 @@ impl std::fmt::Debug for Caller {
 #[derive(Clone, Debug)]
 pub(crate) struct Who(pub String);
 
-/// The role a request needs: reading is a viewer's; triggering runs, replaying dead letters
-/// and resolving conflicts an operator's; anything else an admin's.
+/// The role a request needs: reading is a viewer's (but the audit log is an admin's);
+/// triggering runs, replaying dead letters and resolving conflicts an operator's; anything
+/// else an admin's.
 fn needs(method: &axum::http::Method, path: &str) -> crate::config::project::Role {
     use crate::config::project::Role;
+    if path == "/api/audit" {
+        return Role::Admin;
+    }
     if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
         return Role::Viewer;
     }
@@ -379,6 +389,16 @@ async fn auth(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
                     path = req.uri().path(),
                     "a token's role does not allow the request: refused (403)"
                 );
+                let detail = json!({ "role": c.role.as_str(), "needs": needed.as_str() });
+                audit::refused(
+                    &shared,
+                    StatusCode::FORBIDDEN,
+                    Some(&c.name),
+                    req.method().as_str(),
+                    req.uri().path(),
+                    detail,
+                )
+                .await;
                 return error(
                     StatusCode::FORBIDDEN,
                     format!(
@@ -395,6 +415,17 @@ async fn auth(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -
             next.run(req).await
         }
         None => {
+            let peer = req.extensions().get::<Peer>().map(|p| p.0.to_string());
+            let detail = json!({ "peer": peer, "credentials": if given.is_some() { "wrong" } else { "missing" } });
+            audit::refused(
+                &shared,
+                StatusCode::UNAUTHORIZED,
+                None,
+                req.method().as_str(),
+                req.uri().path(),
+                detail,
+            )
+            .await;
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token: send `Authorization: Bearer <daemon.api_token>`",

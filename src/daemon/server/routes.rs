@@ -257,7 +257,11 @@ pub(super) async fn runs(State(shared): State<Arc<Shared>>, Query(q): Query<Runs
     Json(json!({ "runs": all.iter().map(run_json).collect::<Vec<_>>() })).into_response()
 }
 
-pub(super) async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+pub(super) async fn trigger(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    who: Option<axum::Extension<super::Who>>,
+) -> Response {
     let store = match store(&shared) {
         Ok(s) => s,
         Err(r) => return *r,
@@ -324,6 +328,10 @@ pub(super) async fn trigger(State(shared): State<Arc<Shared>>, Path(name): Path<
         at
     };
     tracing::info!(event = "run_requested", model = %name, "run requested through the API");
+    let entry = crate::audit::NewAudit::new(super::audit::actor(who.as_deref()), crate::audit::Action::RunTriggered)
+        .model(name.clone())
+        .detail(json!({ "via": "api" }));
+    super::audit::record(&shared, entry).await;
     scheduler::spawn_run(&shared, &name);
     // Answer with the run's id when it is known soon (a free permit and a quick lock).
     // A run waiting for a concurrency permit is answered `queued` at once.
@@ -457,6 +465,7 @@ pub(super) struct ReplayBody {
 pub(super) async fn replay(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
+    who: Option<axum::Extension<super::Who>>,
     body: Option<Json<ReplayBody>>,
 ) -> Response {
     let store = match store(&shared) {
@@ -468,8 +477,17 @@ pub(super) async fn replay(
         Err(r) => return *r,
     };
     let ids = body.and_then(|Json(b)| b.event_ids);
+    let asked = ids.as_ref().map(Vec::len);
     match crate::engine::webhook::replay(&store, &plan, ids).await {
         Ok(r) => {
+            let entry =
+                crate::audit::NewAudit::new(super::audit::actor(who.as_deref()), crate::audit::Action::InboxReplayed)
+                    .model(name.clone())
+                    .detail(json!({
+                        "event_ids": asked, "requeued": r.requeued, "from_rejected": r.from_rejected,
+                        "not_found": r.not_found.len(),
+                    }));
+            super::audit::record(&shared, entry).await;
             tracing::info!(
                 event = "inbox_replayed",
                 model = %name,

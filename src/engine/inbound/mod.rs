@@ -319,6 +319,7 @@ impl Run<'_> {
             cursor_index,
             row_number: 0,
             fields: Vec::new(),
+            hasher: crate::audit::KeyHasher::from_env(),
         };
         // Each batch is written while the next one is read and mapped: the table's write
         // runs on a blocking thread, the mapping here, so the two overlap on two cores.
@@ -336,7 +337,7 @@ impl Run<'_> {
                 stream.cancel();
                 return Err(InboundFailure::Other(RunError::LockLost));
             }
-            let (rows, batch_newest) = mapped.map_err(InboundFailure::Read)?;
+            let (rows, keys, batch_newest) = mapped.map_err(InboundFailure::Read)?;
             let read_next = async {
                 match stream.next().await {
                     Some(Ok(batch)) => Some(Ok(self.map_batch(&mut m, &batch, errors, &mut spent))),
@@ -354,6 +355,13 @@ impl Run<'_> {
             let (written, following) = tokio::join!(writer.write(rows, run_start), read_next);
             spent.write += writing.elapsed();
             let c = written.map_err(InboundFailure::Write)?;
+            // The table is another system: its commit and the audit entry cannot share a
+            // transaction, so the entry follows the commit (a crash between them loses it;
+            // the next run writes the rows again, and that is recorded).
+            let op = plan.destination.mode.as_str();
+            self.audit_table_write_op(op, keys.len() as i64, keys, &m.hasher)
+                .await
+                .map_err(InboundFailure::Other)?;
             self.counts.sent += sent;
             self.counts.confirmed += sent;
             self.cfg.progress.confirmed.fetch_add(sent as u64, Ordering::Relaxed);
@@ -364,8 +372,15 @@ impl Run<'_> {
         }
         if mirror && !dry {
             let writing = Instant::now();
-            totals += writer.mirror_end(run_start).await.map_err(InboundFailure::Write)?;
+            let ended = writer.mirror_end(run_start).await.map_err(InboundFailure::Write)?;
+            totals += ended;
             spent.write += writing.elapsed();
+            if ended.deleted > 0 {
+                // Rows of records gone from the CRM: their keys are not read back.
+                self.audit_table_write_op("delete", ended.deleted as i64, Vec::new(), &m.hasher)
+                    .await
+                    .map_err(InboundFailure::Other)?;
+            }
             self.apply_counts(totals);
         }
         // What the run spent mapping rows, and writing (while the next batch is read and
@@ -383,7 +398,7 @@ impl Run<'_> {
         batch: &RecordBatch,
         errors: &mut Vec<RowErrorEntry>,
         spent: &mut Spent,
-    ) -> (Vec<TableRow>, Option<DateTime<Utc>>) {
+    ) -> (Vec<TableRow>, Vec<String>, Option<DateTime<Utc>>) {
         let mapping = Instant::now();
         let n = batch.num_rows();
         self.counts.read += n as i64;
@@ -392,6 +407,7 @@ impl Run<'_> {
             .deleted_index
             .and_then(|i| batch.column(i).as_any().downcast_ref::<BooleanArray>());
         let mut rows = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(n);
         for row in 0..n {
             m.row_number += 1;
             let mapped = m.mapper.key(batch, row).and_then(|key| {
@@ -399,10 +415,13 @@ impl Run<'_> {
                 Ok(key)
             });
             match mapped {
-                Ok(_) => rows.push(TableRow {
-                    values: m.fields.drain(..).map(|(_, v)| v).collect(),
-                    deleted: deleted.is_some_and(|d| d.is_valid(row) && d.value(row)),
-                }),
+                Ok(key) => {
+                    keys.push(m.hasher.hash(&key));
+                    rows.push(TableRow {
+                        values: m.fields.drain(..).map(|(_, v)| v).collect(),
+                        deleted: deleted.is_some_and(|d| d.is_valid(row) && d.value(row)),
+                    })
+                }
                 Err(e) => {
                     let key = m
                         .mapper
@@ -421,7 +440,31 @@ impl Run<'_> {
         }
         let newest = newest(batch, m.cursor_index);
         spent.map += mapping.elapsed();
-        (rows, newest)
+        (rows, keys, newest)
+    }
+
+    /// Records one batch written to the model's table in the audit log.
+    async fn audit_table_write_op(
+        &self,
+        op: &str,
+        count: i64,
+        keys: Vec<String>,
+        hasher: &crate::audit::KeyHasher,
+    ) -> Result<(), RunError> {
+        use crate::audit::{Action, NewAudit, ENGINE_ACTOR};
+        let d = &self.cfg.plan.destination;
+        let mut e = NewAudit::new(ENGINE_ACTOR, Action::Write)
+            .model(self.cfg.plan.name.clone())
+            .run(self.cfg.run_id)
+            .detail(serde_json::json!({ "key_hash": hasher.scheme() }));
+        e.destination = Some(match d.table.as_deref() {
+            Some(t) => format!("{}/{t}", d.connection),
+            None => d.connection.clone(),
+        });
+        e.operation = Some(op.to_string());
+        e.count = Some(count);
+        e.keys = keys;
+        Ok(self.cfg.store.audit_append(e).await?)
     }
 
     /// The writer's counts as the run's (docs/state.md, "Inbound models").
@@ -445,6 +488,8 @@ struct Mapping<'a> {
     cursor_index: Option<usize>,
     row_number: u64,
     fields: Vec<(&'a str, crate::map::value::Val)>,
+    /// Hashes the keys of the rows written, for the audit log.
+    hasher: crate::audit::KeyHasher,
 }
 
 /// Time [`Run::pull`] spent on its own work, for the run's phase timings.

@@ -342,11 +342,46 @@ impl Applier {
                 _ => {}
             }
         }
+        let audit = self.audit_entry(&new_versions);
         store
             .inbox_settle(&model, settled, new_versions)
             .await
             .map_err(self.store_err())?;
+        // The table is another system: the entry follows its commit.
+        if let Some(entry) = audit {
+            store.audit_append(entry).await.map_err(self.store_err())?;
+        }
         Ok(out)
+    }
+
+    /// The audit entry of the events written to the table (none: no entry).
+    fn audit_entry(&self, applied: &[(String, KeyVersion)]) -> Option<crate::audit::NewAudit> {
+        if applied.is_empty() {
+            return None;
+        }
+        let hasher = crate::audit::KeyHasher::from_env();
+        let deletes = applied.iter().filter(|(_, v)| v.deleted).count();
+        let d = &self.plan.destination;
+        let mut e = crate::audit::NewAudit::new(crate::audit::ENGINE_ACTOR, crate::audit::Action::Write)
+            .model(self.plan.name.clone())
+            .detail(serde_json::json!({
+                "source": "webhook", "deletes": deletes, "key_hash": hasher.scheme(),
+            }));
+        e.destination = Some(match d.table.as_deref() {
+            Some(t) => format!("{}/{t}", d.connection),
+            None => d.connection.clone(),
+        });
+        e.operation = Some(
+            match (deletes, applied.len() - deletes) {
+                (0, _) => "upsert",
+                (_, 0) => "delete",
+                _ => "upsert_delete",
+            }
+            .to_string(),
+        );
+        e.count = Some(applied.len() as i64);
+        e.keys = hasher.hash_all(applied.iter().map(|(k, _)| k.as_str()));
+        Some(e)
     }
 
     fn write_err(&self, e: TableError) -> ApplyError {

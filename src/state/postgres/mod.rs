@@ -123,6 +123,7 @@ macro_rules! on_writer {
     }};
 }
 
+mod audit;
 mod conflicts;
 mod connect;
 mod inbox;

@@ -288,6 +288,7 @@ impl PgStore {
             StateWrite::ConflictBase(_) | StateWrite::Conflicts(_) | StateWrite::ConflictsGone { .. } => {
                 self.apply_conflicts(tx, model, w).await?;
             }
+            StateWrite::Audit(e) => self.audit_append_in(tx, e).await?,
         }
         Ok(())
     }

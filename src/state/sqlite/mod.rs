@@ -12,6 +12,7 @@ use rusqlite::Connection;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+mod audit;
 mod conflicts;
 mod file;
 mod inbox;

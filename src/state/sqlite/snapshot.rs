@@ -117,8 +117,15 @@ impl SqliteStore {
 
     pub async fn apply(&self, model: &str, writes: Vec<StateWrite>) -> Result<(), StateError> {
         let model = model.to_string();
+        // An audit entry reads the last row before it writes: the transaction takes the
+        // write lock first, so processes sharing the file append in turn.
+        let audited = writes.iter().any(|w| matches!(w, StateWrite::Audit(_)));
         self.with(move |c| {
-            let tx = c.transaction()?;
+            let tx = if audited {
+                c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?
+            } else {
+                c.transaction()?
+            };
             for w in &writes {
                 apply_one(&tx, &model, w)?;
             }
@@ -282,6 +289,7 @@ fn apply_one(tx: &rusqlite::Transaction, model: &str, w: &StateWrite) -> rusqlit
         StateWrite::ConflictBase(_) | StateWrite::Conflicts(_) | StateWrite::ConflictsGone { .. } => {
             super::conflicts::apply_conflicts(tx, model, w)?;
         }
+        StateWrite::Audit(e) => super::audit::append_in(tx, e)?,
     }
     Ok(())
 }
