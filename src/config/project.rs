@@ -117,7 +117,10 @@ pub struct DuckdbConnection {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConnection {
-    /// Connection URL, `postgres://user:${PASSWORD}@host:5432/db?sslmode=require`.
+    /// Connection URL, `postgres://user:${PASSWORD}@host:5432/db?sslmode=require`. `sslmode`:
+    /// `disable`, `prefer` (default), `require` (encrypted, certificate not verified),
+    /// `verify-ca`, `verify-full` (verified against `sslrootcert=FILE`, else the system's
+    /// authorities; `verify-full` also checks the host name).
     pub url: String,
     /// Rows fetched per round trip of the streaming cursor. Default: 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -28,6 +28,8 @@ const EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// A PostgreSQL warehouse.
 pub struct PostgresSource {
     config: tokio_postgres::Config,
+    /// The TLS connector the URL's `sslmode` asks for.
+    tls: super::postgres_tls::MakeRustls,
     fetch_size: usize,
     /// `host:port/db`, for messages (never the password).
     target: String,
@@ -37,6 +39,7 @@ impl PostgresSource {
     pub fn new(c: &PostgresConnection) -> Result<Self, SourceError> {
         let url =
             crate::redact::escape_userinfo(&env::expand_env(&c.url).map_err(|e| SourceError::Connect(e.to_string()))?);
+        let (url, tls) = super::postgres_tls::from_url(&url).map_err(SourceError::Connect)?;
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| SourceError::Connect(format!("invalid PostgreSQL URL: {e}")))?;
@@ -54,12 +57,13 @@ impl PostgresSource {
         Ok(PostgresSource {
             target: format!("{host}:{port}/{db}"),
             config,
+            tls,
             fetch_size: c.fetch_size.map(|n| n as usize).unwrap_or(DEFAULT_FETCH),
         })
     }
 
     async fn connect(&self) -> Result<Client, SourceError> {
-        let connecting = self.config.connect(super::postgres_tls::MakeRustls::new());
+        let connecting = self.config.connect(self.tls.clone());
         let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Err(_) => {
                 return Err(SourceError::Connect(format!(

@@ -3,7 +3,11 @@
 //! `sslmode` follows libpq: `disable` never uses TLS; `prefer` (the default) uses it when
 //! the server offers it; `require` insists on an encrypted connection but, like libpq,
 //! does not verify the server's certificate (managed databases often present one signed
-//! by a private CA). Certificate verification (`verify-full`) is not available yet.
+//! by a private CA); `verify-ca` insists and verifies that the certificate chains to a
+//! trusted authority; `verify-full` also that it names the host connected to. The
+//! authorities are those of `sslrootcert=FILE` (PEM) when given, else the system's.
+//! tokio-postgres knows neither `verify-*` nor `sslrootcert`: [`from_url`] takes them out
+//! of the URL and gives the connector they ask for.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -34,6 +38,143 @@ impl MakeRustls {
         MakeRustls {
             config: Arc::new(config),
         }
+    }
+}
+
+impl Default for MakeRustls {
+    fn default() -> Self {
+        MakeRustls::new()
+    }
+}
+
+impl MakeRustls {
+    /// A connector that verifies the server's certificate against the authorities in the
+    /// PEM file `root` (else the system's), and its name unless `any_name`.
+    pub fn verifying(root: Option<&str>, any_name: bool) -> Result<MakeRustls, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier: Arc<dyn ServerCertVerifier> = match root {
+            Some(path) => {
+                use rustls::pki_types::pem::PemObject;
+                let mut roots = rustls::RootCertStore::empty();
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("`sslrootcert={path}`: {e}"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("`sslrootcert={path}` is not a PEM file of certificates: {e}"))?;
+                if certs.is_empty() {
+                    return Err(format!("`sslrootcert={path}` holds no certificate"));
+                }
+                for c in certs {
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("`sslrootcert={path}`: not an authority's certificate: {e}"))?;
+                }
+                rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| format!("`sslrootcert={path}`: {e}"))?
+            }
+            None => Arc::new(
+                rustls_platform_verifier::Verifier::new(provider.clone())
+                    .map_err(|e| format!("the system's certificate authorities: {e}"))?,
+            ),
+        };
+        let verifier: Arc<dyn ServerCertVerifier> = if any_name {
+            Arc::new(AnyName(verifier))
+        } else {
+            verifier
+        };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(MakeRustls {
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// `url` as tokio-postgres takes it (`sslmode=verify-full|verify-ca` become `require`,
+/// `sslrootcert` goes), and the connector the URL asks for. A URL without either is
+/// returned as it is, with the default connector.
+pub fn from_url(url: &str) -> Result<(String, MakeRustls), String> {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return Ok((url.to_string(), MakeRustls::new()));
+    };
+    let mut mode = None;
+    let mut root = None;
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter_map(|(k, v)| match k.as_ref() {
+            "sslmode" if v == "verify-full" || v == "verify-ca" => {
+                mode = Some(v.to_string());
+                Some(("sslmode".to_string(), "require".to_string()))
+            }
+            "sslrootcert" => {
+                root = Some(v.to_string());
+                None
+            }
+            _ => Some((k.into_owned(), v.into_owned())),
+        })
+        .collect();
+    if mode.is_none() && root.is_none() {
+        return Ok((url.to_string(), MakeRustls::new()));
+    }
+    parsed.set_query(None);
+    if !pairs.is_empty() {
+        parsed.query_pairs_mut().extend_pairs(pairs);
+    }
+    let tls = match mode.as_deref() {
+        Some(m) => MakeRustls::verifying(root.as_deref(), m == "verify-ca")?,
+        // (`sslrootcert` without a verifying mode: libpq ignores it too.)
+        None => MakeRustls::new(),
+    };
+    Ok((parsed.to_string(), tls))
+}
+
+/// `verify-ca`: the chain must verify; the name on the certificate is not checked.
+#[derive(Debug)]
+struct AnyName(Arc<dyn ServerCertVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self.0.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+            // (webpki checks the chain before the name: failing on the name, the chain held.)
+            Err(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 

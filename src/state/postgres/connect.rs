@@ -55,14 +55,11 @@ impl PgStore {
         // Unquoted, PostgreSQL folds the name to lower case; the catalog holds it so.
         let schema = schema.to_ascii_lowercase();
         let name = format!("`{}` (schema `{schema}`)", crate::redact::url(parsed.as_str()));
-        let mut config: tokio_postgres::Config =
-            parsed
-                .as_str()
-                .trim_end_matches('?')
-                .parse()
-                .map_err(|e: tokio_postgres::Error| {
-                    StateError::Open(format!("{name}: {}", crate::redact::text(&e.to_string())))
-                })?;
+        let (text, tls) = crate::source::postgres_tls::from_url(parsed.as_str().trim_end_matches('?'))
+            .map_err(|e| StateError::Open(format!("{name}: {e}")))?;
+        let mut config: tokio_postgres::Config = text.parse().map_err(|e: tokio_postgres::Error| {
+            StateError::Open(format!("{name}: {}", crate::redact::text(&e.to_string())))
+        })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -87,10 +84,11 @@ impl PgStore {
             store: name.clone(),
             source,
         };
-        let client = connect(&config, true).await.map_err(connect_failed)?;
-        let reader = connect(&config, false).await.map_err(connect_failed)?;
+        let client = connect(&config, &tls, true).await.map_err(connect_failed)?;
+        let reader = connect(&config, &tls, false).await.map_err(connect_failed)?;
         let store = PgStore {
             config,
+            tls,
             client: tokio::sync::Mutex::new(client),
             reader: std::sync::Mutex::new(Arc::new(reader)),
             statements: std::sync::Mutex::new(HashMap::new()),
@@ -249,11 +247,15 @@ impl ConnectError {
 /// wait for the server's disk: a commit is durable against a crash of ebb (the server has
 /// it) as SQLite's WAL is, and a 5,000-batch run does not pay 10,000 fsyncs; the run lock
 /// keeps synchronous commits (see `lock`).
-pub(super) async fn connect(config: &tokio_postgres::Config, writer: bool) -> Result<Client, ConnectError> {
+pub(super) async fn connect(
+    config: &tokio_postgres::Config,
+    tls: &crate::source::postgres_tls::MakeRustls,
+    writer: bool,
+) -> Result<Client, ConnectError> {
     let limit = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
     let ready = async {
         let (client, conn) = config
-            .connect(crate::source::postgres_tls::MakeRustls::new())
+            .connect(tls.clone())
             .await
             .map_err(|e| ConnectError::failed(&e))?;
         tokio::spawn(async move {

@@ -55,6 +55,8 @@ pub struct PgStore {
     /// How to connect again when a connection is lost (the server restarted, or the
     /// connection was terminated).
     config: tokio_postgres::Config,
+    /// The TLS connector the URL's `sslmode` asks for.
+    tls: crate::source::postgres_tls::MakeRustls,
     /// One connection; the lock keeps a transaction's statements together when several
     /// tasks use the store.
     client: tokio::sync::Mutex<Client>,
@@ -160,7 +162,7 @@ impl PgStore {
         let mut last = None;
         for wait in std::iter::once(Duration::ZERO).chain(RECONNECT_BACKOFF) {
             tokio::time::sleep(wait).await;
-            match connect(&self.config, writer).await {
+            match connect(&self.config, &self.tls, writer).await {
                 Ok(c) => return Ok(c),
                 Err(e) => last = Some(e),
             }
