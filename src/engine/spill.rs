@@ -5,6 +5,10 @@
 //! The file is written and read on threads of its own, never on the async runtime: a slow
 //! disk holds the run back (through bounded channels) but never stalls the tasks beside it,
 //! such as the run lock's heartbeat. Records cross in chunks of about [`CHUNK`] bytes.
+//!
+//! With `EBB_ENCRYPTION_KEY` set (values at rest are sealed), each chunk is sealed with
+//! AES-256-GCM under a key of the run's own: random, held in memory only, so the file is
+//! unreadable once the run has ended, even when a crash left it behind ([`SpillKey`]).
 
 use super::testing;
 use crate::destination::Op;
@@ -32,8 +36,95 @@ pub struct Spilled {
     pub payload: String,
 }
 
+/// A run's key for its spill file: each chunk sealed under its number as the nonce (a
+/// key is never used for two files, so a nonce never repeats under it).
+struct SpillKey(ring::aead::LessSafeKey);
+
+impl SpillKey {
+    fn new() -> std::io::Result<SpillKey> {
+        use ring::rand::SecureRandom;
+        let mut raw = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut raw)
+            .map_err(|_| std::io::Error::other("no random bytes for the spill file's key"))?;
+        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &raw)
+            .map_err(|_| std::io::Error::other("the spill file's key"))?;
+        Ok(SpillKey(ring::aead::LessSafeKey::new(key)))
+    }
+
+    fn nonce(n: u64) -> ring::aead::Nonce {
+        let mut b = [0u8; 12];
+        b[4..].copy_from_slice(&n.to_le_bytes());
+        ring::aead::Nonce::assume_unique_for_key(b)
+    }
+
+    /// Chunk `n` as written: its sealed length, then the sealed bytes.
+    fn seal(&self, n: u64, mut chunk: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        self.0
+            .seal_in_place_append_tag(Self::nonce(n), ring::aead::Aad::empty(), &mut chunk)
+            .map_err(|_| std::io::Error::other("sealing a spill chunk"))?;
+        let mut frame = Vec::with_capacity(4 + chunk.len());
+        frame.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&chunk);
+        Ok(frame)
+    }
+}
+
+/// The spill file's bytes as written: plain, or chunk by chunk opened.
+enum Input {
+    Plain(BufReader<File>),
+    Sealed {
+        file: BufReader<File>,
+        key: Arc<SpillKey>,
+        next: u64,
+        plain: Vec<u8>,
+        at: usize,
+    },
+}
+
+impl Read for Input {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Input::Plain(f) => f.read(out),
+            Input::Sealed {
+                file,
+                key,
+                next,
+                plain,
+                at,
+            } => {
+                if *at == plain.len() {
+                    let mut n = [0u8; 4];
+                    match file.read_exact(&mut n) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
+                        Err(e) => return Err(e),
+                    }
+                    let mut frame = vec![0u8; u32::from_le_bytes(n) as usize];
+                    file.read_exact(&mut frame)?;
+                    let opened = key
+                        .0
+                        .open_in_place(SpillKey::nonce(*next), ring::aead::Aad::empty(), &mut frame)
+                        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "the spill file is damaged"))?
+                        .len();
+                    frame.truncate(opened);
+                    *next += 1;
+                    *plain = frame;
+                    *at = 0;
+                }
+                let n = out.len().min(plain.len() - *at);
+                out[..n].copy_from_slice(&plain[*at..*at + n]);
+                *at += n;
+                Ok(n)
+            }
+        }
+    }
+}
+
 pub struct SpillWriter {
     model: String,
+    /// The file's key, when it is sealed.
+    key: Option<Arc<SpillKey>>,
     buf: Vec<u8>,
     count: u64,
     /// Chunks to the writer thread; `None` once it has stopped.
@@ -73,7 +164,14 @@ fn stopped(what: &str) -> std::io::Error {
 
 impl SpillWriter {
     /// A new spill file in the system's temporary directory, written by a thread of its own.
+    /// A new spill file, sealed when `EBB_ENCRYPTION_KEY` is set.
     pub async fn create(model: &str) -> std::io::Result<SpillWriter> {
+        let sealed = crate::crypt::Keys::global().is_ok_and(|k| k.current_id().is_some());
+        SpillWriter::create_as(model, sealed).await
+    }
+
+    async fn create_as(model: &str, sealed: bool) -> std::io::Result<SpillWriter> {
+        let key = if sealed { Some(Arc::new(SpillKey::new()?)) } else { None };
         let path = std::env::temp_dir().join(format!(
             "ebb-{model}-{}-{:016x}.spill",
             std::process::id(),
@@ -87,14 +185,21 @@ impl SpillWriter {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUED);
         let (done_tx, done_rx) = oneshot::channel();
         let name = model.to_string();
+        let sealing = key.clone();
         std::thread::Builder::new()
             .name("ebb-spill-write".into())
             .spawn(move || {
                 let mut file = file;
                 let mut result = Ok(());
+                let mut n = 0u64;
                 while let Some(chunk) = rx.blocking_recv() {
                     testing::io_point(&name, "spill_write");
-                    if let Err(e) = file.write_all(&chunk) {
+                    let written = match &sealing {
+                        Some(k) => k.seal(n, chunk).and_then(|frame| file.write_all(&frame)),
+                        None => file.write_all(&chunk),
+                    };
+                    n += 1;
+                    if let Err(e) = written {
                         result = Err(e);
                         break;
                     }
@@ -103,6 +208,7 @@ impl SpillWriter {
             })?;
         Ok(SpillWriter {
             model: model.to_string(),
+            key,
             buf: Vec::with_capacity(CHUNK + 4096),
             count: 0,
             chunks: Some(tx),
@@ -170,7 +276,7 @@ impl SpillWriter {
         self.hand_over().await?;
         self.chunks = None; // the writer thread ends once it has written what it holds
         self.ended().await?;
-        SpillReader::open(self.model.clone(), self.guard.clone())
+        SpillReader::open(self.model.clone(), self.guard.clone(), self.key.clone())
     }
 }
 
@@ -206,7 +312,7 @@ pub struct SpillReader {
 }
 
 impl SpillReader {
-    fn open(model: String, guard: Arc<Remove>) -> std::io::Result<SpillReader> {
+    fn open(model: String, guard: Arc<Remove>, key: Option<Arc<SpillKey>>) -> std::io::Result<SpillReader> {
         let path = guard.0.clone();
         let (tx, rx) = mpsc::channel::<Chunk>(QUEUED);
         std::thread::Builder::new()
@@ -214,7 +320,16 @@ impl SpillReader {
             .spawn(move || {
                 let mut input = match File::open(&path) {
                     Ok(f) => RecordReader {
-                        input: BufReader::with_capacity(CHUNK, f),
+                        input: match key {
+                            None => Input::Plain(BufReader::with_capacity(CHUNK, f)),
+                            Some(key) => Input::Sealed {
+                                file: BufReader::with_capacity(CHUNK, f),
+                                key,
+                                next: 0,
+                                plain: Vec::new(),
+                                at: 0,
+                            },
+                        },
                     },
                     Err(e) => {
                         let _ = tx.blocking_send(Chunk::Failed(e));
@@ -286,7 +401,7 @@ impl SpillReader {
 
 /// Reads records from the file, on the reader thread.
 struct RecordReader {
-    input: BufReader<File>,
+    input: Input,
 }
 
 impl RecordReader {
@@ -330,7 +445,17 @@ mod tests {
 
     #[tokio::test]
     async fn records_come_back_in_order_and_the_file_goes() {
-        let mut w = SpillWriter::create("t").await.unwrap();
+        records_come_back(false).await;
+    }
+
+    /// Sealed: the same records come back, and the file holds none of them in clear.
+    #[tokio::test]
+    async fn a_sealed_spill_file_holds_nothing_in_clear() {
+        records_come_back(true).await;
+    }
+
+    async fn records_come_back(sealed: bool) {
+        let mut w = SpillWriter::create_as("t", sealed).await.unwrap();
         let path = w.guard.0.clone();
         w.push(Some(Op::Upsert), 1, [1; 16], "k1", r#"{"a":1}"#).await.unwrap();
         w.push(None, 2, [2; 16], "k2", r#"{"Id":"k2"}"#).await.unwrap();
@@ -342,7 +467,14 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(w.count(), 602);
+        w.push(Some(Op::Upsert), 9, [9; 16], "k9", r#"{"Email":"spill.planted@x.com"}"#)
+            .await
+            .unwrap();
         let mut r = w.finish().await.unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let clear = |t: &str| bytes.windows(t.len()).any(|w| w == t.as_bytes());
+        assert_eq!(clear("spill.planted@x.com"), !sealed);
+        assert_eq!(clear("xxxxxxxxxxxxxxxx"), !sealed);
         let a = r.next_record().await.unwrap().unwrap();
         assert_eq!(
             (a.op, a.key_hash, a.key.as_str(), a.payload.as_str()),
@@ -354,6 +486,8 @@ mod tests {
             let c = r.next_record().await.unwrap().unwrap();
             assert_eq!((c.key_hash, c.key, c.payload.len()), (10 + i, i.to_string(), 4000));
         }
+        let last = r.next_record().await.unwrap().unwrap();
+        assert_eq!(last.payload, r#"{"Email":"spill.planted@x.com"}"#);
         assert!(r.next_record().await.unwrap().is_none());
         assert!(r.next_record().await.unwrap().is_none());
         drop(r);
