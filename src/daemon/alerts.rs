@@ -52,29 +52,27 @@ pub(crate) async fn alerts(shared: Arc<Shared>) {
                             .collect();
                         let channels = json!(s.results.iter().map(|(t, _)| t).collect::<Vec<_>>()).to_string();
                         let undelivered = json!(failed).to_string();
+                        // One event at the level the outcome deserves (`tracing` levels are constants).
+                        macro_rules! notified {
+                            ($level:ident, $event:literal, $suffix:literal) => {
+                                tracing::$level!(
+                                    event = $event,
+                                    alert = %m.alert,
+                                    model = %m.model,
+                                    state = m.kind.as_str(),
+                                    value = m.value,
+                                    json.channels = %channels,
+                                    json.undelivered = %undelivered,
+                                    "{}{}",
+                                    m.summary(),
+                                    $suffix
+                                )
+                            };
+                        }
                         if failed.is_empty() {
-                            tracing::info!(
-                                event = "alert_notified",
-                                alert = %m.alert,
-                                model = %m.model,
-                                state = m.kind.as_str(),
-                                value = m.value,
-                                json.channels = %channels,
-                                "{}",
-                                m.summary()
-                            );
+                            notified!(info, "alert_notified", "");
                         } else {
-                            tracing::error!(
-                                event = "alert_undelivered",
-                                alert = %m.alert,
-                                model = %m.model,
-                                state = m.kind.as_str(),
-                                value = m.value,
-                                json.channels = %channels,
-                                json.undelivered = %undelivered,
-                                "{} (not delivered to every channel)",
-                                m.summary()
-                            );
+                            notified!(error, "alert_undelivered", " (not delivered to every channel)");
                         }
                     }
                 }
