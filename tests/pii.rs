@@ -267,6 +267,14 @@ fn webhook_bodies_are_sealed_in_the_inbox() {
     // (`TOKEN` is the project's API token, read by `settled`.)
     let dir = tempfile::tempdir().unwrap();
     duckdb_project(dir.path());
+    // `score` is personal here: a value of it quoted in a dead letter's reason is masked.
+    let models = dir.path().join("models/customers.yaml");
+    let text = std::fs::read_to_string(&models).unwrap().replace(
+        "      - source: score\n        destination: score\n",
+        "      - source: score\n        destination: score\n        pii: true\n",
+    );
+    assert!(text.contains("pii: true"));
+    std::fs::write(&models, text).unwrap();
     let key = ebb::crypt::generate("w1");
     let d = Daemon::start(
         dir.path(),
@@ -286,9 +294,19 @@ fn webhook_bodies_are_sealed_in_the_inbox() {
     .to_string()
     .into_bytes();
     assert_eq!(post(&d.addr, &path, &signed(SECRET, "e2", &bad), &bad).0, 400);
+    // A score that is not a whole number: a dead letter once applied.
+    let odd = serde_json::json!({"event_type": "customer.created",
+        "data": {"id": "c3", "email": "odd.planted.q4@pii.example", "score": 12345.5,
+                 "modified_date": "2026-12-01T10:00:00Z"}})
+    .to_string()
+    .into_bytes();
+    assert_eq!(post(&d.addr, &path, &signed(SECRET, "e3", &odd), &odd).0, 202);
     let v = crate::webhooks::settled(&d);
     assert_eq!(v["counts"]["applied"], 1, "{v}");
     assert_eq!(v["counts"]["rejected"], 1, "{v}");
+    assert_eq!(v["counts"]["dead"], 1, "{v}");
+    let text = v.to_string();
+    assert!(text.contains("field `score`: 1***") && !text.contains("12345.5"), "{v}");
     drop(d);
     let db = duckdb::Connection::open(dir.path().join("warehouse.duckdb")).unwrap();
     let email: String = db
@@ -299,7 +317,7 @@ fn webhook_bodies_are_sealed_in_the_inbox() {
     assert_eq!(email, "inbox.planted.q4@pii.example");
     let files = state_bytes(dir.path());
     for (name, bytes) in &files {
-        for v in ["inbox.planted.q4", "dead.planted.q4"] {
+        for v in ["inbox.planted.q4", "dead.planted.q4", "odd.planted.q4", "12345.5"] {
             assert!(!contains(bytes, v), "{name} holds `{v}` in clear");
         }
     }

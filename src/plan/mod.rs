@@ -200,6 +200,19 @@ impl SyncPlan {
             .map(|m| m.destination.as_str())
             .collect()
     }
+
+    /// The source columns read by mappings marked `pii: true` (a webhook's record fields,
+    /// an inbound object's fields).
+    pub fn pii_sources(&self) -> Vec<&str> {
+        self.mappings
+            .iter()
+            .filter(|m| m.pii)
+            .filter_map(|m| match &m.value {
+                ValueSource::Path(p) => p.column(),
+                ValueSource::Constant(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// Where a mapped value comes from.

@@ -404,6 +404,7 @@ impl Applier {
         )
         .lenient(Some(key_field.as_str()));
         let mut dead = Vec::new();
+        let pii = self.plan.pii_sources();
         let mut taken: Vec<&InboxEvent> = Vec::with_capacity(pending.len());
         for e in pending {
             match Action::parse(&e.action) {
@@ -427,7 +428,16 @@ impl Applier {
             };
             match rows.push_json(record) {
                 Ok(()) => taken.push(e),
-                Err(err) => dead.push((e.seq, field_error(err))),
+                // (A `pii` field's value quoted in the reason is masked: dead letters are
+                // shown by `ebb inbox`, the API and the status page.)
+                Err(err) => dead.push((
+                    e.seq,
+                    crate::redact::mask_quoted(
+                        &field_error(err),
+                        &serde_json::Value::Object(record.clone()).to_string(),
+                        &pii,
+                    ),
+                )),
             }
         }
         let mut out = Vec::with_capacity(taken.len());
