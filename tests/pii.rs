@@ -202,6 +202,12 @@ fn a_planted_personal_value_is_nowhere_in_clear() {
         assert_clean(path, &r.body);
     }
     assert!(d.get("/", None).body.contains("w***@pii.example"));
+    // A run through the daemon too: its log holds none of them either.
+    assert_eq!(d.post("/api/models/contacts_out/runs", None).status, 202);
+    d.wait_for("the run", 1, std::time::Duration::from_secs(30), |e| {
+        e["event"] == "run_finished" && e["model"] == "contacts_out"
+    });
+    assert_clean("the daemon's log", &d.log());
     drop(d);
 
     // 5. The state store's files: sealed, not in clear.
