@@ -258,7 +258,11 @@ fn a_planted_personal_value_is_nowhere_in_clear() {
         stdout(&o),
         stderr(&o)
     );
-    // A key that does not parse stops a run before anything is written.
+    // A key that does not parse stops a command that reads the store, and a run, before
+    // anything is read or written.
+    let o = ebb_env(dir, &["conflicts", "contacts_out"], "k3:short", "");
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("EBB_ENCRYPTION_KEY"), "{}", stderr(&o));
     let o = ebb_env(dir, &["run", "contacts_out"], "k3:short", "");
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("EBB_ENCRYPTION_KEY") || stdout(&o).contains("EBB_ENCRYPTION_KEY"));

@@ -27,6 +27,11 @@ pub(super) fn one_model(
         );
         return Ok(Err(2));
     }
+    // A key that does not parse: nothing is read or written that it should open or seal.
+    if let Err(e) = crate::crypt::Keys::global() {
+        eprintln!("error: {e}");
+        return Ok(Err(2));
+    }
     let rt = runtime()?;
     match rt.block_on(open_store(&report)) {
         Ok(store) => Ok(Ok((report, store, rt))),
