@@ -7,12 +7,13 @@
 //! one stops the run. Requests on one connection share its concurrency and rate limits
 //! ([`crate::http::limit`]), whichever model sends them.
 //!
-//! Destinations now: `http` (a generic JSON webhook) and `file` (JSON Lines, one file per
-//! run). [`table`] writes warehouse tables (DuckDB, PostgreSQL) for inbound syncs; it has
+//! Destinations now: `http` (a generic JSON webhook), `file` (JSON Lines, one file per
+//! run), `salesforce` and `hubspot`. [`table`] writes warehouse tables (DuckDB, PostgreSQL) for inbound syncs; it has
 //! its own interface (rows of typed values, one transaction per call), not `Batch`.
 
 pub mod file;
 pub mod http;
+pub mod hubspot;
 pub mod retry;
 pub mod salesforce;
 pub mod table;
@@ -144,6 +145,7 @@ pub enum Destination {
     Http(http::HttpDestination),
     File(file::FileDestination),
     Salesforce(Box<salesforce::SalesforceDestination>),
+    Hubspot(Box<hubspot::HubspotDestination>),
 }
 
 impl Destination {
@@ -180,6 +182,11 @@ impl Destination {
             ConnectionSpec::Salesforce(c) => Ok(Destination::Salesforce(Box::new(
                 salesforce::SalesforceDestination::new(&d.connection, c, project_dir, d)?,
             ))),
+            ConnectionSpec::Hubspot(c) => Ok(Destination::Hubspot(Box::new(hubspot::HubspotDestination::new(
+                &d.connection,
+                c,
+                d,
+            )?))),
             _ => Destination::open(&d.connection, spec, project_dir, &plan.name, run_id).await,
         }
     }
@@ -213,6 +220,7 @@ impl Destination {
     pub fn wants_record_ids(&self, op: Op) -> bool {
         match self {
             Destination::Salesforce(d) => d.wants_record_ids(op),
+            Destination::Hubspot(d) => d.wants_record_ids(op),
             _ => false,
         }
     }
@@ -222,6 +230,7 @@ impl Destination {
     pub fn calls(&self) -> Option<u64> {
         match self {
             Destination::Salesforce(d) => Some(d.calls.load(std::sync::atomic::Ordering::Relaxed)),
+            Destination::Hubspot(d) => Some(d.calls.load(std::sync::atomic::Ordering::Relaxed)),
             _ => None,
         }
     }
@@ -243,6 +252,7 @@ impl Destination {
             Destination::Http(d) => d.max_concurrency(),
             Destination::File(_) => 1,
             Destination::Salesforce(d) => d.max_concurrency(),
+            Destination::Hubspot(d) => d.max_concurrency(),
         }
     }
 
@@ -258,13 +268,14 @@ impl Destination {
             Destination::Http(d) => d.send(batch).await,
             Destination::File(d) => d.send(batch).await,
             Destination::Salesforce(d) => d.send(batch).await,
+            Destination::Hubspot(d) => d.send(batch).await,
         }
     }
 
     /// Ends the run's delivery (the file destination flushes and closes its file).
     pub async fn finish(&self) -> Result<(), file::FileError> {
         match self {
-            Destination::Http(_) | Destination::Salesforce(_) => Ok(()),
+            Destination::Http(_) | Destination::Salesforce(_) | Destination::Hubspot(_) => Ok(()),
             Destination::File(d) => d.finish().await,
         }
     }
