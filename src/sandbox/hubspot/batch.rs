@@ -382,7 +382,7 @@ pub(crate) async fn read(
     body: Bytes,
 ) -> Result<Response, HubError> {
     let started = chrono::Utc::now();
-    let archived = query.get("archived").is_some_and(|a| a == "true");
+    let archived = super::list::archived(query.get("archived").map(String::as_str))?;
     let state = hub.lock();
     let t = state.store.index(&object)?;
     let batch = parse(&body, |i| Ok(i.id()))?;

@@ -6,7 +6,6 @@ use super::{Hub, HubError};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 const DEFAULT_LIMIT: usize = 10;
@@ -15,9 +14,10 @@ const MAX_LIMIT: usize = 100;
 pub(crate) async fn list(
     State(hub): State<Arc<Hub>>,
     Path(object): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, HubError> {
-    let limit = match query.get("limit") {
+    let get = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v);
+    let limit = match get("limit") {
         None => DEFAULT_LIMIT,
         Some(l) => l
             .parse::<usize>()
@@ -26,19 +26,18 @@ pub(crate) async fn list(
             .ok_or_else(|| HubError::validation(format!("limit `{l}` is not a positive integer")))?
             .min(MAX_LIMIT),
     };
-    let after: u64 = match query.get("after") {
+    let after: u64 = match get("after") {
         None => 0,
         Some(a) => a
             .parse()
             .map_err(|_| HubError::validation(format!("after `{a}` is not a valid paging cursor")))?,
     };
-    let archived = match query.get("archived").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => return Err(HubError::validation(format!("archived `{other}` is not true or false"))),
-    };
-    let wanted: Option<Vec<String>> = query.get("properties").map(|p| {
-        p.split(',')
+    let archived = archived(get("archived").map(String::as_str))?;
+    // `properties=a,b` or `properties=a&properties=b`, as the official clients send them.
+    let mut listed = pairs.iter().filter(|(k, _)| k == "properties").peekable();
+    let wanted: Option<Vec<String>> = listed.peek().is_some().then(|| {
+        listed
+            .flat_map(|(_, v)| v.split(','))
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(String::from)
@@ -67,4 +66,14 @@ pub(crate) async fn list(
         }});
     }
     Ok(Json(body))
+}
+
+/// `archived=true|false`, whatever its case (clients send Python's `True`); absent, false.
+pub(crate) fn archived(value: Option<&str>) -> Result<bool, HubError> {
+    match value {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(other) => Err(HubError::validation(format!("archived `{other}` is not true or false"))),
+    }
 }
