@@ -1,12 +1,13 @@
 //! The records of each object type, by numeric id. A write keeps `hs_object_id`,
 //! `createdate` and the object's last-modified properties; unique properties
-//! (`hasUniqueValue`) are held unique among the records not archived.
+//! (`hasUniqueValue`) are held unique among the records not archived, through an index
+//! (value → record), so that a write costs the same with 100,000 records as with 10.
 
 use super::schema::{object_types, ObjectType};
 use super::{timestamp, HubError};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 pub(crate) struct Record {
     pub props: BTreeMap<String, String>,
@@ -18,6 +19,8 @@ pub(crate) struct Record {
 pub(crate) struct Store {
     types: Vec<ObjectType>,
     tables: Vec<BTreeMap<u64, Record>>,
+    /// Per table: unique property → value → the record not archived that holds it.
+    unique: Vec<HashMap<String, HashMap<String, u64>>>,
     next_id: u64,
 }
 
@@ -31,9 +34,11 @@ impl Store {
     pub(crate) fn new() -> Store {
         let types = object_types();
         let tables = types.iter().map(|_| BTreeMap::new()).collect();
+        let unique = types.iter().map(|_| HashMap::new()).collect();
         Store {
             types,
             tables,
+            unique,
             next_id: 1001,
         }
     }
@@ -64,10 +69,7 @@ impl Store {
             let id = value.parse().ok()?;
             return self.tables[t].get(&id).filter(|r| r.archived.is_none()).map(|_| id);
         }
-        self.tables[t]
-            .iter()
-            .find(|(_, r)| r.archived.is_none() && r.props.get(prop).is_some_and(|v| v == value))
-            .map(|(id, _)| *id)
+        self.unique[t].get(prop).and_then(|values| values.get(value)).copied()
     }
 
     fn check_unique(&self, t: usize, id: Option<u64>, props: &[(String, String)]) -> Result<(), Conflict> {
@@ -126,6 +128,15 @@ impl Store {
             return;
         };
         for (name, value) in props {
+            if self.types[t].property(name).is_some_and(|p| p.unique) {
+                let index = self.unique[t].entry(name.clone()).or_default();
+                if let Some(old) = record.props.get(name) {
+                    index.remove(old);
+                }
+                if !value.is_empty() {
+                    index.insert(value.clone(), id);
+                }
+            }
             if value.is_empty() {
                 record.props.remove(name);
             } else {
@@ -142,6 +153,11 @@ impl Store {
     pub(crate) fn archive(&mut self, t: usize, id: u64, now: DateTime<Utc>) {
         if let Some(r) = self.tables[t].get_mut(&id).filter(|r| r.archived.is_none()) {
             r.archived = Some(now);
+            for (name, values) in &mut self.unique[t] {
+                if let Some(v) = r.props.get(name) {
+                    values.remove(v);
+                }
+            }
         }
     }
 
