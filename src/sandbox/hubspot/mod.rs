@@ -8,7 +8,9 @@
 //!
 //! - `GET properties/{objectType}`: the property schema ([`schema`]);
 //! - `POST objects/{objectType}/batch/{upsert,create,update,archive,read}` ([`batch`]);
-//! - `GET objects/{objectType}` with `limit`, `after`, `archived`, `properties` ([`list`]).
+//! - `GET objects/{objectType}` with `limit`, `after`, `archived`, `properties` ([`list`]);
+//! - `POST objects/{objectType}/search`: filters, sorts, paging, the 10,000-result cap
+//!   ([`search`]).
 //!
 //! Objects are `contacts` and `companies`. Every answer carries the
 //! `X-HubSpot-RateLimit-*` headers of a rolling 10-second window and a daily count
@@ -18,6 +20,7 @@ mod batch;
 mod limits;
 mod list;
 mod schema;
+mod search;
 mod store;
 
 use axum::extract::{Request, State};
@@ -203,6 +206,7 @@ pub(crate) fn router(hub: &HubSpot) -> Router {
         .route("/crm/v3/objects/{object}/batch/update", post(batch::update))
         .route("/crm/v3/objects/{object}/batch/archive", post(batch::archive))
         .route("/crm/v3/objects/{object}/batch/read", post(batch::read))
+        .route("/crm/v3/objects/{object}/search", post(search::search))
         .route("/crm/v3/{*rest}", axum::routing::any(not_found))
         .route_layer(axum::middleware::from_fn_with_state(hub.0.clone(), gate))
         .route_layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
