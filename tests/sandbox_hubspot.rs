@@ -369,6 +369,11 @@ async fn hubspot_duplicate_ids_or_more_than_100_inputs_reject_the_whole_call() {
         .await
         .unwrap();
     assert_eq!(bad_json.status(), 400);
+
+    // Bodies are bounded (4 MiB).
+    let huge = json!({"inputs": [{"properties": {"firstname": "x".repeat(5 << 20)}}]});
+    let r = hub.post("/crm/v3/objects/contacts/batch/create", huge).await;
+    assert_eq!(r.status, 413, "{}", r.text);
 }
 
 #[tokio::test]
