@@ -514,6 +514,25 @@ async fn hubspot_rate_limit_headers_count_down_and_429_names_its_policy() {
     assert_eq!(daily.json["policyName"], "DAILY");
     assert_eq!(daily.json["message"], "You have reached your daily limit.");
     assert_eq!(daily.header("x-hubspot-ratelimit-daily-remaining"), 0);
+
+    // Searches have a per-second limit of their own.
+    hub.sandbox.hubspot().set_daily(0, 1000);
+    hub.sandbox.hubspot().set_search_per_second(2);
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = hub.post("/crm/v3/objects/contacts/search", json!({})).await;
+        if r.status == 429 {
+            assert_eq!(r.json["policyName"], "SECONDLY", "{}", r.text);
+            assert_eq!(r.json["message"], "You have reached your secondly limit.");
+        }
+        statuses.push(r.status);
+    }
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(statuses, [200, 200, 429]);
+        let other = hub.get("/crm/v3/objects/contacts").await;
+        assert_eq!(other.status, 200, "only searches are limited per second");
+    }
 }
 
 #[tokio::test]

@@ -1,16 +1,19 @@
 //! The private-app rate limits: a rolling 10-second window and a daily count (per UTC
 //! day), reported in `X-HubSpot-RateLimit-*` headers and enforced with a 429 whose
-//! `policyName` says which one was hit (`TEN_SECONDLY_ROLLING` or `DAILY`).
+//! `policyName` says which one was hit (`TEN_SECONDLY_ROLLING` or `DAILY`). The search
+//! endpoints have their own limit besides, a number per second (`SECONDLY`), as HubSpot's.
 
 use super::HubError;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(10);
+const SECOND: Duration = Duration::from_secs(1);
 
 /// The limit a refused request hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Policy {
+    Secondly,
     TenSecondlyRolling,
     Daily,
 }
@@ -18,6 +21,7 @@ pub(crate) enum Policy {
 impl Policy {
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Policy::Secondly => "SECONDLY",
             Policy::TenSecondlyRolling => "TEN_SECONDLY_ROLLING",
             Policy::Daily => "DAILY",
         }
@@ -26,6 +30,7 @@ impl Policy {
     /// The word in the message: "You have reached your {word} limit."
     pub(crate) fn word(self) -> &'static str {
         match self {
+            Policy::Secondly => "secondly",
             Policy::TenSecondlyRolling => "ten_secondly_rolling",
             Policy::Daily => "daily",
         }
@@ -39,22 +44,30 @@ pub(crate) struct Limits {
     daily_max: u64,
     daily_used: u64,
     day: chrono::NaiveDate,
+    search_max: u64,
+    /// When each counted search request of the last second arrived, oldest first.
+    searches: VecDeque<Instant>,
 }
 
 impl Limits {
-    pub(crate) fn new(ten_second_max: u64, daily_max: u64) -> Limits {
+    pub(crate) fn new(ten_second_max: u64, daily_max: u64, search_max: u64) -> Limits {
         Limits {
             ten_second_max,
             window: VecDeque::new(),
             daily_max,
             daily_used: 0,
             day: chrono::Utc::now().date_naive(),
+            search_max,
+            searches: VecDeque::new(),
         }
     }
 
     fn roll(&mut self, now: Instant) {
         while self.window.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
             self.window.pop_front();
+        }
+        while self.searches.front().is_some_and(|t| now.duration_since(*t) >= SECOND) {
+            self.searches.pop_front();
         }
         let today = chrono::Utc::now().date_naive();
         if today != self.day {
@@ -64,8 +77,8 @@ impl Limits {
     }
 
     /// Counts one request, or refuses it (not counted) with the policy it hit: the daily
-    /// count first, then the window.
-    pub(crate) fn admit(&mut self) -> Result<(), HubError> {
+    /// count first, then the window, then (for a search) the search's second.
+    pub(crate) fn admit(&mut self, search: bool) -> Result<(), HubError> {
         let now = Instant::now();
         self.roll(now);
         if self.daily_used >= self.daily_max {
@@ -90,6 +103,15 @@ impl Limits {
                 policy: Policy::TenSecondlyRolling,
                 retry_after,
             });
+        }
+        if search && self.searches.len() as u64 >= self.search_max {
+            return Err(HubError::RateLimited {
+                policy: Policy::Secondly,
+                retry_after: 1,
+            });
+        }
+        if search {
+            self.searches.push_back(now);
         }
         self.window.push_back(now);
         self.daily_used += 1;
@@ -123,6 +145,10 @@ impl Limits {
         self.daily_max = max;
     }
 
+    pub(crate) fn set_search_per_second(&mut self, max: u64) {
+        self.search_max = max;
+    }
+
     pub(crate) fn set_ten_second_limit(&mut self, max: u64) {
         self.ten_second_max = max;
     }
@@ -134,10 +160,10 @@ mod tests {
 
     #[test]
     fn hubspot_window_refuses_past_its_max_and_daily_comes_first() {
-        let mut l = Limits::new(2, 10);
-        assert!(l.admit().is_ok());
-        assert!(l.admit().is_ok());
-        match l.admit() {
+        let mut l = Limits::new(2, 10, 1);
+        assert!(l.admit(false).is_ok());
+        assert!(l.admit(false).is_ok());
+        match l.admit(false) {
             Err(HubError::RateLimited { policy, retry_after }) => {
                 assert_eq!(policy, Policy::TenSecondlyRolling);
                 assert!((1..=10).contains(&retry_after));
@@ -145,9 +171,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(l.daily_used(), 2, "a refused request is not counted");
+        let mut s = Limits::new(10, 10, 1);
+        assert!(s.admit(true).is_ok());
+        assert!(s.admit(false).is_ok(), "other requests are not searches");
+        assert!(matches!(
+            s.admit(true),
+            Err(HubError::RateLimited {
+                policy: Policy::Secondly,
+                ..
+            })
+        ));
         l.set_daily(10, 10);
         assert!(matches!(
-            l.admit(),
+            l.admit(false),
             Err(HubError::RateLimited {
                 policy: Policy::Daily,
                 ..
