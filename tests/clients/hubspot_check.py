@@ -6,7 +6,7 @@ Usage: hubspot_check.py SANDBOX_URL TOKEN
 The client's `host` (its Configuration.host) is pointed at the sandbox; everything else is
 as the client builds it. Each step asserts what HubSpot answers, through the client's own
 models (so a body that does not fit them fails here); the first failure exits 1 with the
-step and the reason. `tests/sandbox_hubspot.rs` runs this script.
+step and the reason. `tests/sandbox_hubspot/client.rs` runs this script.
 """
 
 import sys
