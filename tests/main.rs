@@ -37,6 +37,7 @@ mod roles; // every role (viewer, operator, admin, none) against every endpoint 
 mod salesforce; // the Salesforce destination against the sandbox: collections, Bulk 2.0, tokens, limits, --connect
 mod sandbox; // `ebb sandbox`: the local Salesforce-compatible API's wire protocol over real HTTP, one module per part of src/sandbox/
 mod sandbox_client; // `ebb sandbox` driven by an independent client (simple-salesforce, Python)
+mod sandbox_hubspot; // the sandbox's HubSpot CRM v3 API over real HTTP: auth, properties, batch upsert/create/update/archive/read, 207, listing, rate limits
 mod schema; // schemas/ is what the types generate
 mod sink; // an in-process webhook speaking the http destination's protocol, with faults
 mod snowflake_server; // an in-process Snowflake SQL API v2 server

@@ -70,6 +70,11 @@ pub fn run(
         println!("  client_secret  {client_secret}");
         println!("  objects        {}", names.join(", "));
         println!("  daily limit    {daily_limit} API calls");
+        println!(
+            "  hubspot        {}/crm/v3/ (Authorization: Bearer {})",
+            sandbox.url(),
+            sandbox.hubspot().token()
+        );
         if let Some(t) = &target {
             println!("  webhooks       every record written is POSTed to {t}, signed (Standard Webhooks)");
         }

@@ -1,5 +1,6 @@
 //! What the sandbox serves ([`SandboxConfig`]) and the faults it injects ([`Faults`]).
 
+use super::hubspot::HubSpotConfig;
 use super::schema::{default_contact, parse_objects, SObject, SeedRecords};
 use super::webhook::WebhookTarget;
 use std::collections::BTreeMap;
@@ -75,6 +76,8 @@ pub struct SandboxConfig {
     pub seed: u64,
     /// Send a signed webhook for every record written (`ebb sandbox --webhook`).
     pub webhook: Option<WebhookTarget>,
+    /// The HubSpot API's token and rate limits.
+    pub hubspot: HubSpotConfig,
 }
 
 impl Default for SandboxConfig {
@@ -96,6 +99,7 @@ impl Default for SandboxConfig {
             log_requests: false,
             seed: 42,
             webhook: None,
+            hubspot: HubSpotConfig::default(),
         }
     }
 }

@@ -27,6 +27,9 @@
 //! jobs and malformed query answers. Inspection
 //! methods let tests see the records, the calls per endpoint, and the requests in flight.
 //!
+//! The same server also serves a HubSpot-compatible CRM v3 API under `/crm/v3/`
+//! ([`hubspot`], reached through [`Sandbox::hubspot`]).
+//!
 //! # Objects
 //!
 //! By default the sandbox has one object, `Contact` (key prefix `003`), modelled on the
@@ -74,6 +77,7 @@ mod bulk_query;
 mod collections;
 mod config;
 mod csv;
+pub mod hubspot;
 mod id;
 mod records;
 mod render;
@@ -86,6 +90,7 @@ mod value;
 mod webhook;
 
 pub use config::{Faults, SandboxConfig};
+pub use hubspot::{HubSpot, HubSpotConfig};
 pub use schema::{default_contact, parse_objects, Field, FieldType, SObject, SeedRecords};
 pub use webhook::WebhookTarget;
 
@@ -180,6 +185,7 @@ pub struct Sandbox {
     addr: std::net::SocketAddr,
     stop: Arc<Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
     done: tokio::sync::watch::Receiver<bool>,
+    hubspot: HubSpot,
 }
 
 impl Sandbox {
@@ -191,12 +197,13 @@ impl Sandbox {
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let url = format!("http://{local}");
         let webhook = config.webhook.clone();
+        let hubspot = HubSpot::new(config.hubspot.clone());
         let shared = Arc::new(build(config, url)?);
         if let Some(target) = webhook {
             shared.lock().store.journal = Some(Vec::new());
             tokio::spawn(webhook::sender(shared.clone(), target));
         }
-        let app: Router = api::router(shared.clone());
+        let app: Router = hubspot::router(&hubspot).fallback_service(api::router(shared.clone()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -215,6 +222,7 @@ impl Sandbox {
             addr: local,
             stop: Arc::new(Mutex::new(Some(stop_tx))),
             done: done_rx,
+            hubspot,
         })
     }
 
@@ -272,6 +280,11 @@ impl Sandbox {
     /// `http://127.0.0.1:PORT`: the instance URL (and the token endpoint's host).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The HubSpot API served beside the Salesforce one.
+    pub fn hubspot(&self) -> &HubSpot {
+        &self.hubspot
     }
 
     /// The records of `object` in creation order: `Id` and the fields that hold a value

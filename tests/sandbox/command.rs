@@ -34,13 +34,19 @@ fn ebb_sandbox_serves_the_token_endpoint_and_stops_on_ctrl_c() {
         }
     };
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    for _ in 0..3 {
+    for _ in 0..6 {
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         printed.push_str(&line);
     }
     assert!(
         printed.contains("client_id      ebb-sandbox") && printed.contains("client_secret  ebb-sandbox"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!(
+            "hubspot        {url}/crm/v3/ (Authorization: Bearer pat-na1-ebb-sandbox)"
+        )),
         "{printed}"
     );
     let rt = tokio::runtime::Builder::new_current_thread()
