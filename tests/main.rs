@@ -22,6 +22,8 @@ mod engine; // the sync engine on DuckDB without PostgreSQL: the delivery contra
 mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
 #[cfg(feature = "duckdb")]
+mod hubspot; // the hubspot destination against the sandbox: batches of 100, 207 matched to rows, case-duplicate keys split, archive, the daily limit
+#[cfg(feature = "duckdb")]
 mod inbound; // inbound runs: Salesforce (the sandbox) into DuckDB and PostgreSQL tables, windows, deletes, faults
 #[cfg(feature = "duckdb")]
 mod inbound_connect; // `validate --connect` on inbound models: the object's fields, the table's columns

@@ -21,7 +21,7 @@
 //! `Retry-After`); `DAILY` stops the run (the next one resumes). 5xx and connection errors
 //! are retried, 401/403 and other 4xx stop the run.
 
-use super::{Batch, OpenError, Op, Outcome, SendError};
+use super::{Batch, Op, OpenError, Outcome, SendError};
 use crate::config::env::expand_env;
 use crate::config::project::HubspotConnection;
 use crate::http::limit::Limits;
@@ -78,7 +78,10 @@ impl HubspotDestination {
             .ok_or_else(|| OpenError::setting(name, "the model names no HubSpot object (`destination.object`)"))?;
         let rate = match &c.rate_limit {
             Some(text) => Some(crate::http::limit::parse_rate(text).ok_or_else(|| {
-                OpenError::setting(name, format!("`rate_limit: {text}` is not a rate limit (write e.g. `19/second`)"))
+                OpenError::setting(
+                    name,
+                    format!("`rate_limit: {text}` is not a rate limit (write e.g. `19/second`)"),
+                )
             })?),
             None => None,
         };
@@ -184,7 +187,10 @@ impl HubspotDestination {
             inputs.push(Value::Object(input));
         }
         let answer = self
-            .call(&format!("objects/{}/batch/{verb}", self.object), json!({ "inputs": inputs }))
+            .call(
+                &format!("objects/{}/batch/{verb}", self.object),
+                json!({ "inputs": inputs }),
+            )
             .await?;
         self.settle(&answer, outcomes);
         Ok(())
@@ -222,8 +228,11 @@ impl HubspotDestination {
         let known: Vec<usize> = (0..ids.len()).filter(|i| ids[*i].is_some()).collect();
         for chunk in known.chunks(MAX_INPUTS) {
             let inputs: Vec<Value> = chunk.iter().map(|&i| json!({ "id": ids[i] })).collect();
-            self.call(&format!("objects/{}/batch/archive", self.object), json!({ "inputs": inputs }))
-                .await?;
+            self.call(
+                &format!("objects/{}/batch/archive", self.object),
+                json!({ "inputs": inputs }),
+            )
+            .await?;
             // HubSpot answers 204 whatever the ids: an id already archived is gone too.
             for &i in chunk {
                 outcomes[i] = Some(Outcome::Confirmed { record_id: None });
@@ -245,7 +254,10 @@ impl HubspotDestination {
         }
         for e in answer["errors"].as_array().into_iter().flatten() {
             let code = e["category"].as_str().unwrap_or("error").to_string();
-            let message = e["message"].as_str().unwrap_or("rejected without a message").to_string();
+            let message = e["message"]
+                .as_str()
+                .unwrap_or("rejected without a message")
+                .to_string();
             for t in e["context"]["objectWriteTraceId"].as_array().into_iter().flatten() {
                 if let Some(i) = row(t) {
                     outcomes[i] = Some(Outcome::Rejected {
@@ -295,7 +307,9 @@ impl HubspotDestination {
         if !status.is_success() {
             let text = crate::http::read_prefix(response, crate::http::ERROR_ANSWER_CAP).await;
             let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let said = answer["message"].as_str().map_or_else(|| text.chars().take(300).collect(), str::to_string);
+            let said = answer["message"]
+                .as_str()
+                .map_or_else(|| text.chars().take(300).collect(), str::to_string);
             let message = format!("{target}: HTTP {status}: {said}");
             return Err(match status.as_u16() {
                 429 => match answer["policyName"].as_str() {

@@ -1,0 +1,190 @@
+//! The `hubspot` destination against the sandbox's HubSpot API over real HTTP: batch
+//! upserts of 100 (calls exact), a 207 matched to its row, two keys that differ only in
+//! case never in one call, nothing sent when nothing changed, archived when removed, and
+//! the daily limit stopping a run that the next one resumes.
+
+use crate::support::{run_json, stderr, stdout};
+use ebb::sandbox::{Sandbox, SandboxConfig};
+use std::path::Path;
+
+fn project(sandbox: &Sandbox) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ebb.yaml"),
+        format!(
+            "version: 1
+connections:
+  warehouse:
+    type: duckdb
+    path: warehouse.duckdb
+  hubspot:
+    type: hubspot
+    token: ${{EBB_TEST_HUBSPOT_TOKEN}}
+    base_url: {}
+",
+            sandbox.url()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    std::fs::write(
+        dir.path().join("models/contacts.yaml"),
+        "models:
+  - name: contacts_hs
+    source:
+      type: duckdb
+      query: SELECT email, first_name, ltv FROM customers
+    destination:
+      type: hubspot
+      object: contacts
+      unique_identifier: email
+      on_removed: delete
+    mappings:
+      - source: email
+        destination: email
+      - source: first_name
+        destination: firstname
+      - source: ltv
+        destination: ltv
+",
+    )
+    .unwrap();
+    sql(
+        dir.path(),
+        "CREATE TABLE customers AS
+           SELECT 'c' || range || '@x.com' AS email, 'Name ' || range AS first_name, (range * 10)::VARCHAR AS ltv
+           FROM range(250)",
+    );
+    dir
+}
+
+fn sql(dir: &Path, sql: &str) {
+    let c = duckdb::Connection::open(dir.join("warehouse.duckdb")).unwrap();
+    c.execute_batch(sql).unwrap();
+}
+
+fn run(dir: &Path, token: &str) -> (i32, serde_json::Value) {
+    run_json(dir, "contacts_hs", &[], &[("EBB_TEST_HUBSPOT_TOKEN", token)])
+}
+
+fn live(sandbox: &Sandbox) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    sandbox
+        .hubspot()
+        .records("contacts")
+        .into_iter()
+        .filter(|r| r["archived"] != true)
+        .collect()
+}
+
+#[test]
+fn contacts_are_upserted_in_batches_of_100_and_rejections_are_matched_to_their_rows() {
+    let sandbox = Sandbox::start_in_thread(SandboxConfig::default());
+    let token = sandbox.hubspot().token();
+    let p = project(&sandbox);
+    let dir = p.path();
+
+    // 250 contacts: three calls.
+    let (code, s) = run(dir, &token);
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(
+        (s["counts"]["confirmed"].as_i64(), s["counts"]["api_calls"].as_i64()),
+        (Some(250), Some(3)),
+        "{s:#}"
+    );
+    let records = live(&sandbox);
+    assert_eq!(records.len(), 250);
+    let c7 = records.iter().find(|r| r["email"] == "c7@x.com").unwrap();
+    assert_eq!(
+        (c7["firstname"].as_str(), c7["ltv"].as_str()),
+        (Some("Name 7"), Some("70")),
+        "{c7:?}"
+    );
+
+    // Nothing changed: nothing sent.
+    let (code, s) = run(dir, &token);
+    assert_eq!((code, s["counts"]["api_calls"].as_i64()), (0, Some(0)), "{s:#}");
+
+    // One value HubSpot refuses (ltv is a number property), and two keys differing only in
+    // case: a 207 matched to its row; the second address in a call of its own.
+    sql(
+        dir,
+        "UPDATE customers SET ltv = 'lots' WHERE email = 'c3@x.com';
+         UPDATE customers SET first_name = 'Changed' WHERE email = 'c4@x.com';
+         INSERT INTO customers VALUES ('New@x.com', 'Upper', '1'), ('new@x.com', 'Lower', '2');",
+    );
+    let (code, s) = run(dir, &token);
+    assert_eq!(code, 3, "{s:#}");
+    assert_eq!(s["counts"]["rejected"], 1, "{s:#}");
+    assert_eq!(s["counts"]["confirmed"], 3, "{s:#}");
+    assert_eq!(
+        s["counts"]["api_calls"], 2,
+        "the repeated address went in a call of its own: {s:#}"
+    );
+    let o = crate::support::ebb(dir, &["errors", "contacts_hs", "--format", "json"]);
+    let errors = stdout(&o);
+    assert!(
+        errors.contains("c3@x.com") && errors.contains("VALIDATION_ERROR"),
+        "{errors}"
+    );
+    assert!(!errors.contains("c4@x.com"), "{errors}");
+    let records = live(&sandbox);
+    let c4 = records.iter().find(|r| r["email"] == "c4@x.com").unwrap();
+    assert_eq!(c4["firstname"], "Changed");
+    for e in ["New@x.com", "new@x.com"] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["email"].as_str().is_some_and(|m| m.eq_ignore_ascii_case(e))),
+            "{e}"
+        );
+    }
+
+    // Removed rows are archived (by the record ids the upserts returned).
+    sql(dir, "DELETE FROM customers WHERE email IN ('c0@x.com', 'c1@x.com'); UPDATE customers SET ltv = '30' WHERE email = 'c3@x.com'");
+    let (code, s) = run(dir, &token);
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(s["counts"]["removed"], 2, "{s:#}");
+    let records = live(&sandbox);
+    assert!(records
+        .iter()
+        .all(|r| r["email"] != "c0@x.com" && r["email"] != "c1@x.com"));
+    assert!(records.iter().any(|r| r["email"] == "c3@x.com" && r["ltv"] == "30"));
+}
+
+#[test]
+fn the_daily_limit_stops_a_run_and_the_next_one_resumes() {
+    let sandbox = Sandbox::start_in_thread(SandboxConfig::default());
+    let token = sandbox.hubspot().token();
+    let p = project(&sandbox);
+    let dir = p.path();
+    // Two calls left today: two of the three batches (in flight together, either two),
+    // then the limit.
+    sandbox.hubspot().set_daily(0, 2);
+    let (code, s) = run(dir, &token);
+    assert_eq!(code, 1, "{s:#}");
+    let confirmed = s["counts"]["confirmed"].as_u64().unwrap();
+    assert!(confirmed == 150 || confirmed == 200, "{s:#}");
+    assert!(s["error"].as_str().unwrap_or("").contains("daily"), "{s:#}");
+    assert_eq!(live(&sandbox).len() as u64, confirmed);
+    // A new day: the rest, and only the rest, in one call.
+    sandbox.hubspot().set_daily(0, 1000);
+    let (code, s) = run(dir, &token);
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(s["counts"]["sent"].as_u64(), Some(250 - confirmed), "{s:#}");
+    assert_eq!(s["counts"]["api_calls"], 1, "{s:#}");
+    assert_eq!(live(&sandbox).len(), 250);
+    // A wrong token: the run stops at once, saying so.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["run", "contacts_hs", "--full-resync"])
+        .current_dir(dir)
+        .env("EBB_TEST_HUBSPOT_TOKEN", "pat-wrong")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        format!("{}{}", stdout(&o), stderr(&o)).contains("401"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}
