@@ -188,3 +188,77 @@ fn the_daily_limit_stops_a_run_and_the_next_one_resumes() {
         stderr(&o)
     );
 }
+
+#[test]
+fn validate_connect_checks_the_objects_properties() {
+    let sandbox = Sandbox::start_in_thread(SandboxConfig::default());
+    let token = sandbox.hubspot().token();
+    let p = project(&sandbox);
+    let dir = p.path();
+    let validate = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+            .args(["validate", "--connect", "--format", "json"])
+            .current_dir(dir)
+            .env("EBB_TEST_HUBSPOT_TOKEN", &token)
+            .output()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(stdout(&o).trim()).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&o), stderr(&o)));
+        v["diagnostics"]
+            .as_array()
+            .expect("a diagnostics list")
+            .iter()
+            .filter(|d| d["severity"] == "error")
+            .map(|d| {
+                let text = |k: &str| d[k].as_str().unwrap_or("").to_string();
+                (text("code"), d["line"].as_u64().unwrap_or(0), text("message"))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(validate(), vec![], "the model fits the object");
+    let model = dir.join("models/contacts.yaml");
+    let text = std::fs::read_to_string(&model).unwrap();
+    // A property that does not exist (with a suggestion), a read-only one, a key property
+    // whose values are not unique, a constant that is not an enumeration's option.
+    std::fs::write(
+        &model,
+        text.replace("destination: firstname", "destination: first_name")
+            .replace("      unique_identifier: email\n", "      unique_identifier: email\n      external_id_field: lastname\n")
+            + "      - source: first_name\n        destination: lastname\n      - constant: nope\n        destination: lifecyclestage\n      - source: ltv\n        destination: hs_object_id\n",
+    )
+    .unwrap();
+    let found = validate();
+    let codes: Vec<&str> = found.iter().map(|(c, _, _)| c.as_str()).collect();
+    assert_eq!(codes, ["E916"; 4], "{found:#?}");
+    let messages: Vec<&str> = found.iter().map(|(_, _, m)| m.as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("no property `first_name`")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("`contacts.lastname` does not hold unique values")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("`nope` is not an option of `contacts.lifecyclestage`")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("`contacts.hs_object_id` is read-only")),
+        "{messages:?}"
+    );
+    // An object HubSpot does not have.
+    std::fs::write(&model, text.replace("object: contacts", "object: contactz")).unwrap();
+    let found = validate();
+    assert_eq!(
+        found.iter().map(|(c, _, _)| c.as_str()).collect::<Vec<_>>(),
+        ["E915"],
+        "{found:#?}"
+    );
+}

@@ -109,6 +109,8 @@ codes! {
     RequiredFieldUnmapped = "W912", Warning, "a field required to create a record is not mapped";
     TableIncompatible = "E913", Error, "the destination table exists with columns that cannot hold the model's rows";
     TableCreated = "N914", Note, "the destination table does not exist yet: the first run creates it";
+    HubspotObjectMissing = "E915", Error, "the HubSpot object does not exist or the token cannot see it";
+    HubspotPropertyInvalid = "E916", Error, "a mapped HubSpot property does not exist, is read-only, or (the key) is not unique";
     // Project (E8xx)
     NoModels = "W801", Warning, "the project has no model files";
     BadModelsDir = "E802", Error, "`models_dir` is not a directory";

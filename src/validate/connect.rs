@@ -49,6 +49,11 @@ pub async fn check(report: &mut Report) {
                 ))),
             },
         };
+        if plan.destination.kind == crate::config::ConnectionType::Hubspot {
+            if let Some(dspec) = project.connections.get(&plan.destination.connection) {
+                found.extend(super::hubspot::check(plan, dspec).await);
+            }
+        }
         if plan.destination.kind == crate::config::ConnectionType::Salesforce {
             if let Some(dspec) = project.connections.get(&plan.destination.connection) {
                 let described = schema.as_ref().ok();

@@ -6,6 +6,7 @@
 
 mod alerts;
 pub mod connect;
+mod hubspot;
 mod inbound;
 pub mod project;
 mod retention;
