@@ -262,3 +262,32 @@ fn validate_connect_checks_the_objects_properties() {
         "{found:#?}"
     );
 }
+
+/// Over the ten-second window: HubSpot's 429 `TEN_SECONDLY_ROLLING` is waited out (its
+/// `Retry-After`) and retried; every row lands, and the calls count the retry.
+#[test]
+fn the_ten_second_limit_is_waited_out() {
+    let sandbox = Sandbox::start_in_thread(SandboxConfig::default());
+    let token = sandbox.hubspot().token();
+    let p = project(&sandbox);
+    sandbox.hubspot().set_ten_second_limit(2);
+    let started = std::time::Instant::now();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["run", "contacts_hs", "--format", "json"])
+        .current_dir(p.path())
+        .env("EBB_TEST_HUBSPOT_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(live(&sandbox).len(), 250);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let calls = v["runs"][0]["counts"]["api_calls"].as_u64().unwrap();
+    assert!(calls >= 4, "three batches and at least one refused call: {v:#}");
+    // The refusal is logged as a retry, with HubSpot's reason.
+    assert!(
+        stderr(&o).contains("a request failed and is sent again") && stderr(&o).contains("429"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+}
