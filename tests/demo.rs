@@ -18,12 +18,14 @@ fn example_project() -> tempfile::TempDir {
     dir
 }
 
-/// Points the project's `salesforce` connection at `url`.
+/// Points the project's `salesforce` and `hubspot` connections at the sandbox at `url`.
 fn point_at(dir: &std::path::Path, url: &str) {
-    let project = std::fs::read_to_string(dir.join("ebb.yaml")).unwrap();
-    let start = project.find("instance_url: ").unwrap() + "instance_url: ".len();
-    let end = start + project[start..].find([' ', '\n']).unwrap();
-    let project = format!("{}{url}{}", &project[..start], &project[end..]);
+    let mut project = std::fs::read_to_string(dir.join("ebb.yaml")).unwrap();
+    for setting in ["instance_url: ", "base_url: "] {
+        let start = project.find(setting).unwrap() + setting.len();
+        let end = start + project[start..].find([' ', '\n']).unwrap();
+        project = format!("{}{url}{}", &project[..start], &project[end..]);
+    }
     std::fs::write(dir.join("ebb.yaml"), project).unwrap();
 }
 
@@ -38,7 +40,7 @@ fn demo_builds_the_warehouse_and_previews_every_outbound_model() {
         "{out}"
     );
     assert!(
-        out.contains("validated 6 models against the warehouse: 0 errors"),
+        out.contains("validated 7 models against the warehouse: 0 errors"),
         "{out}"
     );
     // The webhook models come with a signed `curl`; the reference library verifies it.
@@ -70,7 +72,12 @@ fn demo_builds_the_warehouse_and_previews_every_outbound_model() {
         .verify(body.as_bytes(), &headers)
         .expect("the demo's curl carries a valid signature");
     assert!(body.contains("\"event_type\":\"customer.created\""), "{body}");
-    for model in ["customer_segments", "churn_risk", "high_value_export"] {
+    for model in [
+        "customer_segments",
+        "churn_risk",
+        "high_value_export",
+        "hubspot_contacts",
+    ] {
         assert!(out.contains(&format!("model {model} → ")), "{model} missing:\n{out}");
     }
     assert!(out.contains("Customer_Segment__c  LTV__c   Upsell_Score__c"), "{out}");
@@ -89,6 +96,22 @@ fn demo_builds_the_warehouse_and_previews_every_outbound_model() {
         assert!(line.starts_with(&format!("ebb run {model}: succeeded")), "{line}");
         assert!(!line.contains("confirmed 0"), "{line}");
     }
+    // The same customers land in the sandbox's HubSpot API, one contact per flagged one.
+    let flagged: u64 = out
+        .lines()
+        .next()
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the flagged count in {out}"));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("ebb run hubspot_contacts: "))
+        .unwrap_or_else(|| panic!("no run of hubspot_contacts:\n{out}"));
+    assert!(
+        line.starts_with("ebb run hubspot_contacts: succeeded") && line.contains(&format!("confirmed {flagged}")),
+        "{line}"
+    );
     // The file export really runs: one JSON Lines file with every high-value customer.
     let line = out
         .lines()
