@@ -64,13 +64,37 @@ struct PutRequest {
 /// A receiver and the plan and project it was built from.
 type Built = (Arc<SyncPlan>, Arc<ProjectSpec>, Arc<Receiver>);
 
+/// The pending counts, and the stores of events under way: a count read from the store
+/// while events were being stored may hold them already (and they are about to be added),
+/// so it replaces the running count only if no store overlapped the read
+/// ([`Inboxes::set_pending_if`]).
+#[derive(Default)]
+struct Pending {
+    counts: HashMap<String, u64>,
+    /// Stores begun so far.
+    begun: u64,
+    /// Stores begun and not yet counted.
+    under_way: u64,
+}
+
+/// Ends a store of events that did not get to count itself.
+struct UnderWay<'a>(Option<&'a Inboxes>);
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.0 {
+            i.counts().under_way -= 1;
+        }
+    }
+}
+
 /// What the daemon keeps for webhook models.
 #[derive(Default)]
 pub(crate) struct Inboxes {
     receivers: Mutex<HashMap<String, Built>>,
     /// Events pending per model, as this daemon counts them (read from the store when its
     /// applier starts, then kept up to date).
-    pending: Mutex<HashMap<String, u64>>,
+    pending: Mutex<Pending>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
     writer: OnceLock<mpsc::Sender<PutRequest>>,
 }
@@ -98,26 +122,35 @@ impl Inboxes {
     }
 
     pub fn pending(&self, model: &str) -> u64 {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(model)
-            .copied()
-            .unwrap_or(0)
+        self.counts().counts.get(model).copied().unwrap_or(0)
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn add_pending(&self, model: &str, n: i64) -> u64 {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let e = p.entry(model.to_string()).or_default();
+        let mut p = self.counts();
+        let e = p.counts.entry(model.to_string()).or_default();
         *e = (*e as i64 + n).max(0) as u64;
         *e
     }
 
-    fn set_pending(&self, model: &str, n: u64) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(model.to_string(), n);
+    /// A mark to read a count from the store after: `None` while events are being stored.
+    fn mark(&self) -> Option<u64> {
+        let p = self.counts();
+        (p.under_way == 0).then_some(p.begun)
+    }
+
+    /// Sets the pending count of `model` to `n`, read from the store after `mark`, unless a
+    /// store of events overlapped the read; whether it was set.
+    fn set_pending_if(&self, model: &str, n: u64, mark: Option<u64>) -> bool {
+        let mut p = self.counts();
+        if mark != Some(p.begun) || p.under_way > 0 {
+            return false;
+        }
+        p.counts.insert(model.to_string(), n);
+        true
     }
 
     fn wake(&self, model: &str) -> Arc<Notify> {
@@ -142,13 +175,32 @@ impl Inboxes {
             .iter()
             .filter(|e| e.status == crate::state::inbox::InboxStatus::Pending)
             .count();
-        tx.send(PutRequest { events, reply })
-            .await
-            .map_err(|_| "the inbox writer stopped".to_string())?;
-        let stored = answer.await.map_err(|_| "the inbox writer stopped".to_string())??;
+        {
+            let mut p = self.counts();
+            p.begun += 1;
+            p.under_way += 1;
+        }
+        // (A request dropped while its events are stored ends its store too.)
+        let mut guard = UnderWay(Some(self));
+        let sent = tx.send(PutRequest { events, reply }).await;
+        let stored = match sent {
+            Ok(()) => answer.await.map_err(|_| "the inbox writer stopped".to_string()),
+            Err(_) => Err("the inbox writer stopped".to_string()),
+        }
+        .and_then(|r| r);
+        {
+            // Counted in the same step as the store ends, so no read of the store sees
+            // the events without this count having them, or the other way round.
+            let mut p = self.counts();
+            guard.0 = None;
+            p.under_way -= 1;
+            if let (Ok(stored), true) = (&stored, pending > 0) {
+                let new = stored.iter().filter(|s| **s).count() as u64;
+                *p.counts.entry(model.to_string()).or_default() += new;
+            }
+        }
+        let stored = stored?;
         if pending > 0 {
-            let new = stored.iter().filter(|s| **s).count();
-            self.add_pending(model, new as i64);
             self.wake(model).notify_one();
         }
         Ok(stored)
@@ -353,10 +405,12 @@ async fn apply_loop(shared: Arc<Shared>, model: String) {
             }
         }
         if !counted {
+            let since = shared.inboxes.mark();
             if let Ok(c) = store.inbox_counts(&model).await {
-                shared.inboxes.set_pending(&model, c.pending);
-                shared.metrics.set_inbox(&model, c.pending, None);
-                counted = true;
+                if shared.inboxes.set_pending_if(&model, c.pending, since) {
+                    shared.metrics.set_inbox(&model, c.pending, None);
+                    counted = true;
+                }
             }
         }
         let plan = {
@@ -381,6 +435,7 @@ async fn apply_loop(shared: Arc<Shared>, model: String) {
             }
         }
         let Some((_, a)) = applier.as_mut() else { continue };
+        let stored_before = shared.inboxes.mark();
         match a.apply_batch(&store, DEFAULT_BATCH).await {
             Ok(done) if done.events > 0 => {
                 backoff = Duration::from_secs(1);
@@ -423,8 +478,9 @@ async fn apply_loop(shared: Arc<Shared>, model: String) {
                 if since.elapsed() >= IDLE_CLOSE {
                     applier = None;
                 }
-                shared.inboxes.set_pending(&model, 0);
-                shared.metrics.set_inbox(&model, 0, None);
+                if shared.inboxes.set_pending_if(&model, 0, stored_before) {
+                    shared.metrics.set_inbox(&model, 0, None);
+                }
                 pause(&mut stop, &wake, POLL).await;
             }
             Err(e) => {
