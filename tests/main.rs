@@ -35,6 +35,7 @@ mod pii; // a planted personal value nowhere in clear: output, API, page, log, s
 mod plan_inbound; // inbound models as compiled: defaults, cursor, fields read; `ebb plan` for them
 mod postgres_tls; // sslmode=verify-full|verify-ca against a PostgreSQL cluster of the test's own with an openssl-made certificate
 mod preview; // `ebb preview` against a real warehouse
+mod py_client; // the independent Python clients: their venvs, required under CI, and running a check script
 mod roles; // every role (viewer, operator, admin, none) against every endpoint of the daemon; refusals audited
 mod salesforce; // the Salesforce destination against the sandbox: collections, Bulk 2.0, tokens, limits, --connect
 mod sandbox; // `ebb sandbox`: the local Salesforce-compatible API's wire protocol over real HTTP, one module per part of src/sandbox/

@@ -10,52 +10,21 @@
 //! fails under CI (`CI` set) or with `EBB_REQUIRE_PY_CLIENT` set, and otherwise says once
 //! on stderr how to install it and passes.
 
+use crate::py_client::{run_check, PyClient};
 use ebb::sandbox::{Sandbox, SandboxConfig};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const INSTALL: &str =
-    "python3 -m venv $HOME/.cache/ebb-py && $HOME/.cache/ebb-py/bin/pip install simple-salesforce==1.12.10";
-
-/// The interpreter that has simple-salesforce, or why there is none.
-fn python() -> Result<PathBuf, String> {
-    let path = match std::env::var_os("EBB_TEST_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let home = std::env::var_os("HOME").ok_or("HOME is not set")?;
-            Path::new(&home).join(".cache/ebb-py/bin/python")
-        }
-    };
-    let probe = Command::new(&path)
-        .args(["-c", "import simple_salesforce"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match probe {
-        Ok(s) if s.success() => Ok(path),
-        Ok(_) => Err(format!("{} cannot import simple_salesforce", path.display())),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
+const CLIENT: PyClient = PyClient {
+    env: "EBB_TEST_PYTHON",
+    venv: ".cache/ebb-py",
+    module: "simple_salesforce",
+    install: "python3 -m venv $HOME/.cache/ebb-py && $HOME/.cache/ebb-py/bin/pip install simple-salesforce==1.12.10",
+};
 
 #[test]
 fn simple_salesforce_works_against_the_sandbox() {
-    let python = match python() {
-        Ok(p) => p,
-        Err(why) => {
-            let required = std::env::var_os("CI").is_some() || std::env::var_os("EBB_REQUIRE_PY_CLIENT").is_some();
-            if required {
-                panic!("the Python client is required here (CI or EBB_REQUIRE_PY_CLIENT) and missing: {why}; install: {INSTALL}");
-            }
-            // Written past libtest's capture, so that a skipped check is seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED simple_salesforce_works_against_the_sandbox: {why}; install it with: {INSTALL}"
-            );
-            return;
-        }
+    let Some(python) = CLIENT.python("simple_salesforce_works_against_the_sandbox") else {
+        return;
     };
     let sandbox = Sandbox::start_in_thread(SandboxConfig {
         // Small pages, so that query_all follows nextRecordsUrl.
@@ -63,52 +32,11 @@ fn simple_salesforce_works_against_the_sandbox() {
         bulk_step_delay: Duration::from_millis(20),
         ..SandboxConfig::default()
     });
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/simple_salesforce_check.py");
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .args([sandbox.url().as_str(), "ebb-sandbox", "ebb-sandbox"])
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    // Read as it comes, so that a full pipe never stalls the script.
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    let (status, stdout, stderr) = run_check(
+        &python,
+        "simple_salesforce_check.py",
+        &[sandbox.url().as_str(), "ebb-sandbox", "ebb-sandbox"],
     );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the simple-salesforce check did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
     assert!(
         status.success(),
         "the simple-salesforce check failed ({status}):\n{stdout}\n{stderr}"
