@@ -26,6 +26,8 @@
 //!   as diagnostics;
 //!
 //! Running a plan:
+//! - [`hubspot`]: the HubSpot connection layer both directions share: token, limits,
+//!   requests and how their failures are sorted;
 //! - [`salesforce`]: the Salesforce connection layer both directions share: OAuth tokens,
 //!   one connection's limits, call counting and requests;
 //! - [`source`]: warehouses streaming a query's rows as Arrow batches, and Salesforce
@@ -61,6 +63,7 @@ pub mod destination;
 pub mod diagnostics;
 pub mod engine;
 pub mod http;
+pub mod hubspot;
 pub mod logging;
 pub mod map;
 pub mod path;

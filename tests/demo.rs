@@ -40,7 +40,7 @@ fn demo_builds_the_warehouse_and_previews_every_outbound_model() {
         "{out}"
     );
     assert!(
-        out.contains("validated 7 models against the warehouse: 0 errors"),
+        out.contains("validated 8 models against the warehouse: 0 errors"),
         "{out}"
     );
     // The webhook models come with a signed `curl`; the reference library verifies it.

@@ -23,6 +23,7 @@ mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
 #[cfg(feature = "duckdb")]
 mod hubspot; // the hubspot destination against the sandbox: batches of 100, 207 matched to rows, case-duplicate keys split, archive, the daily limit
+mod hubspot_inbound; // HubSpot as an inbound source into DuckDB: list then search windows, archived records, past 10,000 by keyset, the daily limit mid-pull
 #[cfg(feature = "duckdb")]
 mod inbound; // inbound runs: Salesforce (the sandbox) into DuckDB and PostgreSQL tables, windows, deletes, faults
 #[cfg(feature = "duckdb")]

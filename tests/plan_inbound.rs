@@ -166,7 +166,7 @@ fn outbound_plans_are_outbound_and_carry_no_inbound_parts() {
     let report = ebb::validate::validate(&repo(), &[]).unwrap();
     for plan in &report.plans {
         let webhook = plan.source.webhook.is_some();
-        let inbound = plan.name == "crm_contacts_inbound" || webhook;
+        let inbound = ["crm_contacts_inbound", "hubspot_contacts_inbound"].contains(&plan.name.as_str()) || webhook;
         assert_eq!(plan.direction() == Direction::Inbound, inbound, "{}", plan.name);
         assert_eq!(
             webhook,
@@ -241,4 +241,43 @@ fn plan_json_of_the_inbound_example() {
     assert_eq!(p["destination"]["deleted_column"], "is_deleted");
     assert_eq!(p["destination"]["deleted_column_added"], false);
     assert_eq!(p["destination"]["key_field"], "crm_id");
+}
+
+#[test]
+fn a_hubspot_source_reads_by_hs_lastmodifieddate_and_adds_id_archived_and_the_cursor() {
+    let m = "models:
+  - name: hs_in
+    source:
+      type: hubspot
+      object: contacts
+      fields: [email]
+      api: bulk
+    destination:
+      type: postgres
+      connection: analytics_pg
+      table: raw.hs_contacts
+      unique_identifier: id
+    mappings:
+      - source: id
+        destination: hubspot_id
+      - source: email
+        destination: email
+      - source: archived
+        destination: gone
+";
+    let (plan, diags) = compile(m);
+    let plan = plan.unwrap_or_else(|| panic!("{diags:#?}"));
+    assert_eq!(plan.direction(), Direction::Inbound);
+    let read = plan.source.read.as_ref().unwrap();
+    assert_eq!(read.cursor.as_deref(), Some("hs_lastmodifieddate"));
+    assert!(!read.cursor_defaulted, "no SystemModstamp note for HubSpot");
+    assert_eq!(plan.source.fields, ["email", "id", "archived", "hs_lastmodifieddate"]);
+    assert_eq!(plan.source.added_fields, ["id", "archived", "hs_lastmodifieddate"]);
+    // `archived` mapped: that column is the deleted one, no `is_deleted` added.
+    assert_eq!(plan.destination.deleted_column.as_deref(), Some("gone"));
+    // `api` means nothing to HubSpot, and says so.
+    let w: Vec<_> = diags.iter().filter(|d| d.code == Code::IrrelevantField).collect();
+    assert_eq!(w.len(), 1, "{diags:#?}");
+    assert!(w[0].message.contains("search API"), "{}", w[0].message);
+    assert!(!diags.iter().any(|d| d.severity == Severity::Error), "{diags:#?}");
 }

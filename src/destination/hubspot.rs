@@ -22,85 +22,45 @@
 //! are retried, 401/403 and other 4xx stop the run.
 
 use super::{Batch, Op, OpenError, Outcome, SendError};
-use crate::config::env::expand_env;
 use crate::config::project::HubspotConnection;
-use crate::http::limit::Limits;
+use crate::hubspot::{CallError, Conn};
 use crate::plan::DestinationPlan;
-use reqwest::StatusCode;
+use reqwest::Method;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Inputs a batch call takes.
 pub const MAX_INPUTS: usize = 100;
-/// Requests in flight unless the connection says otherwise.
-const DEFAULT_MAX_CONCURRENCY: usize = 4;
-const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An open HubSpot connection writing one object.
 #[derive(Debug)]
 pub struct HubspotDestination {
-    name: String,
-    base: String,
-    token: String,
+    conn: Arc<Conn>,
     object: String,
     id_property: String,
-    max_concurrency: usize,
-    limits: Arc<Limits>,
-    client: reqwest::Client,
     /// Requests made, retries and lookups included.
     pub calls: AtomicU64,
 }
 
 impl HubspotDestination {
     pub fn new(name: &str, c: &HubspotConnection, plan: &DestinationPlan) -> Result<Self, OpenError> {
-        let token = expand_env(&c.token).map_err(|e| OpenError::setting(name, format!("`token`: {e}")))?;
-        if token.is_empty() {
-            return Err(OpenError::setting(name, "`token` is empty"));
-        }
-        let base = match &c.base_url {
-            Some(u) => expand_env(u).map_err(|e| OpenError::setting(name, format!("`base_url`: {e}")))?,
-            None => "https://api.hubapi.com".to_string(),
-        };
-        let url = reqwest::Url::parse(&base).map_err(|e| OpenError::setting(name, format!("`base_url`: {e}")))?;
-        let loopback = url.host().is_some_and(|h| crate::http::is_loopback(&h));
-        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-            return Err(OpenError::setting(
-                name,
-                format!("`base_url` {base} must be https (plain http only on loopback)"),
-            ));
-        }
+        let conn = Conn::shared(name, c).map_err(|e| OpenError::setting(name, e.why))?;
         let object = plan
             .object
             .clone()
             .ok_or_else(|| OpenError::setting(name, "the model names no HubSpot object (`destination.object`)"))?;
-        let rate = match &c.rate_limit {
-            Some(text) => Some(crate::http::limit::parse_rate(text).ok_or_else(|| {
-                OpenError::setting(
-                    name,
-                    format!("`rate_limit: {text}` is not a rate limit (write e.g. `19/second`)"),
-                )
-            })?),
-            None => None,
-        };
-        let max_concurrency = c.max_concurrency.map_or(DEFAULT_MAX_CONCURRENCY, |n| n.max(1) as usize);
         Ok(HubspotDestination {
-            name: name.to_string(),
-            base: base.trim_end_matches('/').to_string(),
-            token,
+            conn,
             object,
             id_property: plan.key_field.clone(),
-            max_concurrency,
-            limits: Limits::shared(name, rate, max_concurrency),
-            client: crate::http::client().map_err(|e| OpenError::setting(name, e.to_string()))?,
             calls: AtomicU64::new(0),
         })
     }
 
     pub fn max_concurrency(&self) -> usize {
-        self.max_concurrency
+        self.conn.max_concurrency
     }
 
     /// Deletes need the records' HubSpot ids.
@@ -271,83 +231,13 @@ impl HubspotDestination {
 
     /// One POST to `{base}/crm/v3/{path}`; the answer's JSON (`null` for a 204).
     async fn call(&self, path: &str, body: Value) -> Result<Value, SendError> {
-        let url = format!("{}/crm/v3/{path}", self.base);
-        let target = format!("POST /crm/v3/{path} (connection `{}`)", self.name);
-        let mut permit = self.limits.acquire().await;
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let response = self
-            .client
-            .post(&url)
-            .bearer_auth(&self.token)
-            .timeout(TIMEOUT)
-            .json(&body)
-            .send()
+        self.conn
+            .call(&self.calls, Method::POST, path, Some(&body))
             .await
-            .map_err(|e| SendError::Transient {
-                message: format!("{target} failed: {}", e.without_url()),
-                retry_after: None,
-            })?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        if status.is_redirection() {
-            return Err(SendError::Fatal(format!(
-                "{target} answered {}",
-                crate::http::redirect_message(status, response.headers())
-            )));
-        }
-        if status == StatusCode::NO_CONTENT {
-            self.limits.succeeded();
-            return Ok(Value::Null);
-        }
-        if !status.is_success() {
-            let text = crate::http::read_prefix(response, crate::http::ERROR_ANSWER_CAP).await;
-            let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let said = answer["message"]
-                .as_str()
-                .map_or_else(|| text.chars().take(300).collect(), str::to_string);
-            let message = format!("{target}: HTTP {status}: {said}");
-            return Err(match status.as_u16() {
-                429 => match answer["policyName"].as_str() {
-                    Some("DAILY") => SendError::Fatal(format!(
-                        "{message} (the daily allocation is spent: the run stops; the next one resumes)"
-                    )),
-                    _ => {
-                        if answer["policyName"].is_null() {
-                            self.limits.too_many(&mut permit);
-                        }
-                        SendError::Transient {
-                            message,
-                            retry_after: retry_after.or(Some(Duration::from_secs(1))),
-                        }
-                    }
-                },
-                s if s >= 500 => SendError::Transient { message, retry_after },
-                _ => SendError::Fatal(message),
-            });
-        }
-        let text = crate::http::read_text(response, crate::http::DATA_ANSWER_CAP)
-            .await
-            .map_err(|e| {
-                let message = format!("{target}: HTTP {status}, but {e}");
-                if e.is_transient() {
-                    SendError::Transient {
-                        message,
-                        retry_after: None,
-                    }
-                } else {
-                    SendError::Fatal(message)
-                }
-            })?;
-        self.limits.succeeded();
-        serde_json::from_str(&text).map_err(|e| {
-            SendError::Fatal(format!(
-                "{target}: HTTP {status} with an answer that is not JSON ({e}); nothing is confirmed"
-            ))
-        })
+            .map_err(|e| match e {
+                CallError::Transient { message, retry_after } => SendError::Transient { message, retry_after },
+                daily @ CallError::Daily(_) => SendError::Fatal(daily.to_string()),
+                CallError::Fatal(message) => SendError::Fatal(message),
+            })
     }
 }

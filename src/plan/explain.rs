@@ -48,7 +48,7 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
         let _ = writeln!(o, "  fields:     {}", fields.join(", "));
     }
     if let Some(r) = &s.read {
-        explain_read(&mut o, r);
+        explain_read(&mut o, r, s.kind == crate::config::ConnectionType::Hubspot);
     }
     if let Some(w) = &s.webhook {
         let _ = writeln!(
@@ -228,7 +228,7 @@ pub fn explain(plan: &SyncPlan, now: DateTime<Utc>) -> String {
 }
 
 /// The cursor, the window and the read API of a CRM source.
-fn explain_read(o: &mut String, r: &InboundRead) {
+fn explain_read(o: &mut String, r: &InboundRead, hubspot: bool) {
     match &r.cursor {
         Some(c) if r.cursor_defaulted => {
             let _ = writeln!(
@@ -253,6 +253,13 @@ fn explain_read(o: &mut String, r: &InboundRead) {
             duration_text(r.lookback),
             duration_text(r.settle)
         );
+    }
+    if hubspot {
+        let _ = writeln!(
+            o,
+            "  read api:   search (200 a page, keyset on hs_object_id past 10,000) for a window; list (100 a page) for everything; list `archived=true` for archived records"
+        );
+        return;
     }
     let rule = match r.api {
         ReadApi::Auto => format!(

@@ -12,6 +12,7 @@
 pub mod duckdb;
 #[cfg(feature = "duckdb")]
 pub mod duckdb_files;
+pub mod hubspot;
 pub mod postgres;
 pub(crate) mod postgres_tls;
 pub mod salesforce;

@@ -19,7 +19,7 @@ pub async fn check(plan: &SyncPlan, spec: &ConnectionSpec) -> Vec<Diagnostic> {
     let Some(object) = d.object.as_deref() else {
         return Vec::new();
     };
-    let properties = match properties(c, object).await {
+    let properties = match properties(&d.connection, c, object).await {
         Ok(Some(p)) => p,
         Ok(None) => {
             return vec![Diagnostic::new(
@@ -38,9 +38,8 @@ pub async fn check(plan: &SyncPlan, spec: &ConnectionSpec) -> Vec<Diagnostic> {
             .help("check the connection in ebb.yaml, its token and the variables it reads")]
         }
     };
-    let names: Vec<&str> = properties.iter().filter_map(|p| p["name"].as_str()).collect();
-    let find = |name: &str| properties.iter().find(|p| p["name"].as_str() == Some(name));
-    let read_only = |p: &Value| p["modificationMetadata"]["readOnlyValue"].as_bool() == Some(true);
+    let names: Vec<&str> = properties.iter().map(|p| p.name.as_str()).collect();
+    let find = |name: &str| properties.iter().find(|p| p.name == name);
     let mut out = Vec::new();
     let missing = |name: &str, span| {
         let help = match crate::diagnostics::unique_close_match(name, names.iter().copied()) {
@@ -56,7 +55,7 @@ pub async fn check(plan: &SyncPlan, spec: &ConnectionSpec) -> Vec<Diagnostic> {
     };
     match find(&d.key_field) {
         None => out.push(missing(&d.key_field, plan.spans.key_field.clone())),
-        Some(p) if d.mode != crate::config::Mode::Insert && p["hasUniqueValue"].as_bool() != Some(true) => out.push(
+        Some(p) if d.mode != crate::config::Mode::Insert && !p.unique => out.push(
             Diagnostic::new(
                 Code::HubspotPropertyInvalid,
                 plan.spans.key_field.clone(),
@@ -77,7 +76,7 @@ pub async fn check(plan: &SyncPlan, spec: &ConnectionSpec) -> Vec<Diagnostic> {
             out.push(missing(&m.destination, m.destination_span.clone()));
             continue;
         };
-        if read_only(p) {
+        if p.read_only {
             out.push(
                 Diagnostic::new(
                     Code::HubspotPropertyInvalid,
@@ -88,18 +87,13 @@ pub async fn check(plan: &SyncPlan, spec: &ConnectionSpec) -> Vec<Diagnostic> {
             );
             continue;
         }
-        if let (Some("enumeration"), ValueSource::Constant(v)) = (p["type"].as_str(), &m.value) {
+        if let ("enumeration", ValueSource::Constant(v)) = (p.kind.as_str(), &m.value) {
             let text = match v {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let options: Vec<&str> = p["options"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|o| o["value"].as_str())
-                .collect();
-            if !options.contains(&text.as_str()) {
+            let options = &p.options;
+            if !options.contains(&text) {
                 out.push(
                     Diagnostic::new(
                         Code::HubspotPropertyInvalid,
@@ -115,38 +109,13 @@ pub async fn check(plan: &SyncPlan, spec: &ConnectionSpec) -> Vec<Diagnostic> {
 }
 
 /// The object's properties; `None` when HubSpot has no such object.
-async fn properties(c: &HubspotConnection, object: &str) -> Result<Option<Vec<Value>>, String> {
-    let token = crate::config::env::expand_env(&c.token).map_err(|e| format!("`token`: {e}"))?;
-    let base = match &c.base_url {
-        Some(u) => crate::config::env::expand_env(u).map_err(|e| format!("`base_url`: {e}"))?,
-        None => "https://api.hubapi.com".into(),
-    };
-    let url = format!("{}/crm/v3/properties/{object}", base.trim_end_matches('/'));
-    let client = crate::http::client().map_err(|e| e.to_string())?;
-    let response = client
-        .get(&url)
-        .bearer_auth(token)
-        .timeout(std::time::Duration::from_secs(30))
-        .send()
+pub(crate) async fn properties(
+    name: &str,
+    c: &HubspotConnection,
+    object: &str,
+) -> Result<Option<Vec<crate::hubspot::Property>>, String> {
+    let conn = crate::hubspot::Conn::shared(name, c).map_err(|e| e.why)?;
+    conn.properties(&std::sync::atomic::AtomicU64::new(0), object)
         .await
-        .map_err(|e| e.without_url().to_string())?;
-    let status = response.status();
-    if status.as_u16() == 404 {
-        return Ok(None);
-    }
-    if !status.is_success() {
-        let text = crate::http::read_prefix(response, crate::http::ERROR_ANSWER_CAP).await;
-        let said: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        return Err(format!(
-            "HTTP {status}: {}",
-            said["message"]
-                .as_str()
-                .unwrap_or(&text.chars().take(300).collect::<String>())
-        ));
-    }
-    let text = crate::http::read_text(response, crate::http::DATA_ANSWER_CAP)
-        .await
-        .map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("the properties are not JSON: {e}"))?;
-    Ok(Some(v["results"].as_array().cloned().unwrap_or_default()))
+        .map_err(|e| e.to_string())
 }

@@ -9,6 +9,7 @@ use crate::destination::table::{TableCheck, TableWriter};
 use crate::diagnostics::{Code, Diagnostic};
 use crate::engine::inbound::{table_columns, table_spec};
 use crate::plan::SyncPlan;
+use crate::source::hubspot::HubspotSource;
 use crate::source::salesforce::SalesforceSource;
 use crate::source::SourceError;
 use std::path::Path;
@@ -96,7 +97,8 @@ fn table_created(plan: &SyncPlan) -> Diagnostic {
 }
 
 /// The Arrow schema of the records a CRM source's read returns (the describe of its
-/// object); `None` when the connection is not a Salesforce one (`validate` said so).
+/// object); `None` when the connection is not a Salesforce or HubSpot one (`validate`
+/// said so).
 async fn describe(
     plan: &SyncPlan,
     project: &ProjectSpec,
@@ -110,28 +112,35 @@ async fn describe(
         vec![Diagnostic::new(Code::ConnectFailed, source_span.clone(), message)
             .help("check the connection in ebb.yaml and the variables it reads")]
     };
-    let Some(ConnectionSpec::Salesforce(spec)) = connections.get(conn) else {
-        return Ok(None); // `validate` reported it already
+    let timed_out = || {
+        connect_failed(format!(
+            "model `{}`: connection `{conn}`: no answer to the describe of `{object}` within {} s",
+            plan.name,
+            TIMEOUT.as_secs()
+        ))
     };
-    let source = match SalesforceSource::new(conn, spec, dir) {
-        Ok(s) => s,
-        Err(e) => {
-            return Err(connect_failed(format!(
-                "model `{}`: connection `{conn}`: {e}",
-                plan.name
-            )))
+    let described = match connections.get(conn) {
+        Some(ConnectionSpec::Salesforce(spec)) => {
+            let source = SalesforceSource::new(conn, spec, dir)
+                .map_err(|e| connect_failed(format!("model `{}`: connection `{conn}`: {e}", plan.name)))?;
+            tokio::time::timeout(TIMEOUT, source.describe(&object, &plan.source.fields))
+                .await
+                .map_err(|_| timed_out())?
+                .map(|d| d.schema)
         }
+        Some(ConnectionSpec::Hubspot(spec)) => {
+            let source = HubspotSource::new(conn, spec)
+                .map_err(|e| connect_failed(format!("model `{}`: connection `{conn}`: {e}", plan.name)))?;
+            tokio::time::timeout(TIMEOUT, source.describe(&object, &plan.source.fields))
+                .await
+                .map_err(|_| timed_out())?
+                .map(|d| d.schema)
+        }
+        _ => return Ok(None), // `validate` reported it already
     };
-    let described = match tokio::time::timeout(TIMEOUT, source.describe(&object, &plan.source.fields)).await {
-        Err(_) => {
-            return Err(connect_failed(format!(
-                "model `{}`: connection `{conn}`: no answer to the describe of `{object}` within {} s",
-                plan.name,
-                TIMEOUT.as_secs()
-            )))
-        }
-        Ok(Ok(d)) => d,
-        Ok(Err(SourceError::Query(m))) => {
+    let schema = match described {
+        Ok(schema) => schema,
+        Err(SourceError::Query(m)) => {
             let (code, help) = if m.contains("has no field") {
                 (
                     Code::SalesforceFieldMissing,
@@ -141,6 +150,16 @@ async fn describe(
                 (
                     Code::SalesforceObjectMissing,
                     "use the object's API name, and check the integration user can see it",
+                )
+            } else if m.contains("has no property") {
+                (
+                    Code::HubspotPropertyInvalid,
+                    "properties are named by their internal names (`firstname`, `hs_lastmodifieddate`); `ebb plan` lists what the model reads",
+                )
+            } else if m.contains("HubSpot has no object") {
+                (
+                    Code::HubspotObjectMissing,
+                    "objects are named in the plural and lower case (`contacts`, `companies`, `deals`), custom ones by their `p_…` name",
                 )
             } else {
                 (
@@ -155,12 +174,12 @@ async fn describe(
             )
             .help(help)]);
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             return Err(connect_failed(format!(
                 "model `{}`: connection `{conn}`: {e}",
                 plan.name
             )))
         }
     };
-    Ok(Some(described.schema))
+    Ok(Some(schema))
 }

@@ -22,6 +22,7 @@ use crate::destination::table::{self, Column, TableRow, TableSpec, TableWriter, 
 use crate::map::{column_index, RowMapper};
 use crate::path::FieldPath;
 use crate::plan::{SyncPlan, ValueSource};
+use crate::source::hubspot::{self as hs, HubspotSource};
 use crate::source::salesforce::{self as sf, Extract, SalesforceSource};
 use crate::state::{RowErrorEntry, Watermark};
 use arrow::array::{Array, BooleanArray, RecordBatch};
@@ -35,14 +36,15 @@ use window::Window;
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
     #[error(
-        "model `{model}`: the source is not a Salesforce connection (`{connection}`); only Salesforce reads are built"
+        "model `{model}`: the source is not a Salesforce or HubSpot connection (`{connection}`); only their reads are built"
     )]
-    NotSalesforce { model: String, connection: String },
-    #[error("model `{model}`: reading `{object}` from `{connection}` (salesforce): {source}")]
+    NotCrm { model: String, connection: String },
+    #[error("model `{model}`: reading `{object}` from `{connection}` ({kind}): {source}")]
     Read {
         model: String,
         object: String,
         connection: String,
+        kind: &'static str,
         source: crate::source::SourceError,
     },
     #[error("model `{model}`: the records of `{object}` read from `{connection}` lack {what}")]
@@ -158,20 +160,24 @@ impl Run<'_> {
         let model = plan.name.clone();
         let conn_name = plan.source.connection.clone();
         let object = plan.source.object.clone().unwrap_or_default();
-        let read = plan.source.read.clone().ok_or_else(|| InboundError::NotSalesforce {
+        let read = plan.source.read.clone().ok_or_else(|| InboundError::NotCrm {
             model: model.clone(),
             connection: conn_name.clone(),
         })?;
-        let sf_conn = match self.cfg.project.connections.get(&conn_name) {
-            Some(ConnectionSpec::Salesforce(c)) => c,
+        let conn_spec = match self.cfg.project.connections.get(&conn_name) {
+            Some(c @ (ConnectionSpec::Salesforce(_) | ConnectionSpec::Hubspot(_))) => c,
             Some(_) => {
-                return Err(InboundError::NotSalesforce {
+                return Err(InboundError::NotCrm {
                     model,
                     connection: conn_name,
                 }
                 .into())
             }
             None => return Err(RunError::NoConnection(conn_name)),
+        };
+        let kind = match conn_spec {
+            ConnectionSpec::Hubspot(_) => "hubspot",
+            _ => "salesforce",
         };
         let dest_name = plan.destination.connection.clone();
         if !self.cfg.project.connections.contains_key(&dest_name) {
@@ -181,6 +187,7 @@ impl Run<'_> {
             model: model.clone(),
             object: object.clone(),
             connection: conn_name.clone(),
+            kind,
             source,
         };
         let write_err = |source| InboundError::Write {
@@ -202,24 +209,42 @@ impl Run<'_> {
 
         // The read.
         let phase = Instant::now();
-        let source = SalesforceSource::new(&conn_name, sf_conn, self.cfg.project_dir).map_err(read_err)?;
-        let extract = Extract {
-            object: object.clone(),
-            fields: plan.source.fields.clone(),
-            cursor: read.cursor.clone(),
-            from: window.from,
-            to: window.to,
-            include_deleted: true,
-            api: match read.api {
-                crate::config::model::ReadApi::Auto => sf::ReadApi::Auto,
-                crate::config::model::ReadApi::Rest => sf::ReadApi::Rest,
-                crate::config::model::ReadApi::Bulk => sf::ReadApi::Bulk,
-            },
-            batch_rows: (plan.destination.batch_size as usize).max(1),
+        let batch_rows = (plan.destination.batch_size as usize).max(1);
+        let reader = match conn_spec {
+            ConnectionSpec::Hubspot(c) => Reader::Hubspot(
+                HubspotSource::new(&conn_name, c).map_err(read_err)?,
+                hs::Extract {
+                    object: object.clone(),
+                    fields: plan.source.fields.clone(),
+                    cursor: read.cursor.clone(),
+                    from: window.from,
+                    to: window.to,
+                    include_archived: true,
+                    batch_rows,
+                },
+            ),
+            ConnectionSpec::Salesforce(c) => Reader::Salesforce(
+                SalesforceSource::new(&conn_name, c, self.cfg.project_dir).map_err(read_err)?,
+                Extract {
+                    object: object.clone(),
+                    fields: plan.source.fields.clone(),
+                    cursor: read.cursor.clone(),
+                    from: window.from,
+                    to: window.to,
+                    include_deleted: true,
+                    api: match read.api {
+                        crate::config::model::ReadApi::Auto => sf::ReadApi::Auto,
+                        crate::config::model::ReadApi::Rest => sf::ReadApi::Rest,
+                        crate::config::model::ReadApi::Bulk => sf::ReadApi::Bulk,
+                    },
+                    batch_rows,
+                },
+            ),
+            _ => unreachable!("matched above"),
         };
         let mut errors = Vec::new();
-        let result = self.pull(&source, &extract, &read, run_start, &mut errors).await;
-        self.counts.api_calls = source.calls() as i64;
+        let result = self.pull(&reader, &read, run_start, &mut errors).await;
+        self.counts.api_calls = reader.calls() as i64;
         self.timings.push(("read_and_write", phase.elapsed()));
         let newest_loaded = match result {
             Ok(n) => n,
@@ -264,27 +289,26 @@ impl Run<'_> {
     /// Reads the window and writes each batch; the newest cursor value loaded.
     async fn pull(
         &mut self,
-        source: &SalesforceSource,
-        extract: &Extract,
+        reader: &Reader,
         read: &crate::plan::InboundRead,
         run_start: DateTime<Utc>,
         errors: &mut Vec<RowErrorEntry>,
     ) -> Result<Option<DateTime<Utc>>, InboundFailure> {
         let plan = self.cfg.plan;
-        let mut stream = source.read(extract).await.map_err(InboundFailure::Read)?;
+        let mut stream = reader.read().await.map_err(InboundFailure::Read)?;
         let schema = stream.schema();
         let mapper = RowMapper::new(plan, schema.clone()).map_err(|missing| {
             InboundFailure::Other(
                 InboundError::Columns {
                     model: plan.name.clone(),
-                    object: extract.object.clone(),
+                    object: plan.source.object.clone().unwrap_or_default(),
                     connection: plan.source.connection.clone(),
                     what: missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
                 }
                 .into(),
             )
         })?;
-        let deleted_index = column_index(&schema, "IsDeleted");
+        let deleted_index = column_index(&schema, reader.deleted_field());
         let cursor_index = read.cursor.as_deref().and_then(|c| column_index(&schema, c));
         let columns = table_columns(plan, &schema).map_err(|e| InboundFailure::Other(e.into()))?;
         let mut writer = TableWriter::open(
@@ -477,6 +501,36 @@ impl Run<'_> {
     /// The invalid rows' errors, replacing earlier runs' (as outbound: `ebb errors`).
     async fn record_invalid(&mut self, errors: Vec<RowErrorEntry>) -> Result<(), RunError> {
         self.replace_invalid(errors).await
+    }
+}
+
+/// The CRM read of a run, with what it reads.
+enum Reader {
+    Salesforce(SalesforceSource, Extract),
+    Hubspot(HubspotSource, hs::Extract),
+}
+
+impl Reader {
+    async fn read(&self) -> Result<crate::source::BatchStream, crate::source::SourceError> {
+        match self {
+            Reader::Salesforce(s, e) => s.read(e).await,
+            Reader::Hubspot(s, e) => s.read(e).await,
+        }
+    }
+
+    fn calls(&self) -> u64 {
+        match self {
+            Reader::Salesforce(s, _) => s.calls(),
+            Reader::Hubspot(s, _) => s.calls(),
+        }
+    }
+
+    /// The field saying a record is deleted.
+    fn deleted_field(&self) -> &'static str {
+        match self {
+            Reader::Salesforce(..) => "IsDeleted",
+            Reader::Hubspot(..) => hs::ARCHIVED_FIELD,
+        }
     }
 }
 

@@ -273,10 +273,18 @@ impl Compiler<'_, '_> {
             }
         }
         let on_deleted = (table && inbound).then(|| d.on_deleted.unwrap_or(OnDeleted::Soft));
+        // The field saying a record is deleted: HubSpot's `archived`, else `IsDeleted`.
+        let deleted_field = if source.kind == ConnectionType::Hubspot {
+            "archived"
+        } else {
+            "IsDeleted"
+        };
         let deleted_mapping = spec.mappings.iter().find(|m| {
-            m.source
-                .as_deref()
-                .is_some_and(|s| s.eq_ignore_ascii_case("IsDeleted") || s.eq_ignore_ascii_case("$.IsDeleted"))
+            m.source.as_deref().is_some_and(|s| {
+                s.eq_ignore_ascii_case(deleted_field)
+                    || s.strip_prefix("$.")
+                        .is_some_and(|s| s.eq_ignore_ascii_case(deleted_field))
+            })
         });
         let (deleted_column, deleted_column_added) = match (on_deleted, deleted_mapping) {
             (Some(OnDeleted::Soft), Some(m)) => (Some(m.destination.clone()), false),
@@ -301,11 +309,11 @@ impl Compiler<'_, '_> {
                         Code::DuplicateDestination,
                         ctx.at(&["mappings", &i.to_string(), "destination"]),
                         format!(
-                            "column `{}` is also where `on_deleted: soft` marks deleted records, as `IsDeleted` is not mapped",
+                            "column `{}` is also where `on_deleted: soft` marks deleted records, as `{deleted_field}` is not mapped",
                             spec.mappings[i].destination
                         ),
                     )
-                    .help("map `IsDeleted` to the deleted column of your choice, rename this column, or use `on_deleted: hard`"),
+                    .help(format!("map `{deleted_field}` to the deleted column of your choice, rename this column, or use `on_deleted: hard`")),
                 );
             }
         }

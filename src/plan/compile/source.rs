@@ -18,6 +18,24 @@ pub const SYSTEM_MODSTAMP: &str = "SystemModstamp";
 /// Fields every Salesforce read needs: the record's identity and whether it is deleted.
 pub const ALWAYS_READ: [&str; 2] = ["Id", "IsDeleted"];
 
+/// The cursor of a HubSpot read unless the model names another.
+pub const HUBSPOT_CURSOR: &str = "hs_lastmodifieddate";
+/// Fields every HubSpot read needs: the record's id and whether it is archived.
+pub const HUBSPOT_ALWAYS_READ: [&str; 2] = ["id", "archived"];
+
+/// `fields` plus `id`, `archived` and the cursor when missing (HubSpot's property names
+/// are compared exactly); returns the full list and the added ones.
+pub fn with_hubspot_fields(mut fields: Vec<String>, cursor: Option<&str>) -> (Vec<String>, Vec<String>) {
+    let mut added = Vec::new();
+    for f in HUBSPOT_ALWAYS_READ.into_iter().chain(cursor) {
+        if !fields.iter().any(|x| x == f) {
+            fields.push(f.to_string());
+            added.push(f.to_string());
+        }
+    }
+    (fields, added)
+}
+
 /// `fields` plus `Id`, `IsDeleted` and the cursor when missing (compared without case, as
 /// Salesforce does); returns the full list and the added ones.
 pub fn with_required_fields(mut fields: Vec<String>, cursor: Option<&str>) -> (Vec<String>, Vec<String>) {
@@ -85,6 +103,13 @@ impl Compiler<'_, '_> {
                 Some(q) => selection = self.query(q, s.kind),
             }
         } else if s.kind.is_crm() {
+            if s.kind == ConnectionType::Hubspot && s.api.is_some() {
+                self.irrelevant(
+                    &["source", "api"],
+                    "a HubSpot source reads a window through the search API and everything through the list endpoint"
+                        .to_string(),
+                );
+            }
             if s.query.is_some() {
                 self.irrelevant(
                     &["source", "query"],
@@ -119,6 +144,7 @@ impl Compiler<'_, '_> {
         });
         let (fields, added_fields) = match &read {
             Some(r) if s.kind == ConnectionType::Salesforce => with_required_fields(fields, r.cursor.as_deref()),
+            Some(r) if s.kind == ConnectionType::Hubspot => with_hubspot_fields(fields, r.cursor.as_deref()),
             Some(_) => (fields, Vec::new()),
             None if webhook => {
                 // Each field once, and the key's field (read whether mapped or not).
@@ -236,7 +262,9 @@ impl Compiler<'_, '_> {
             Some(Incremental::Field(f)) if !salesforce || !f.eq_ignore_ascii_case("LastModifiedDate") => {
                 (Some(f.clone()), false)
             }
-            // HubSpot's cursor is not settled yet: it reads what is written, else everything.
+            // HubSpot: `hs_lastmodifieddate`, which every object has (contacts' older
+            // `lastmodifieddate` too, but not companies' or deals').
+            None if s.kind == ConnectionType::Hubspot => (Some(HUBSPOT_CURSOR.to_string()), false),
             None if !salesforce => (None, false),
             _ => (Some(SYSTEM_MODSTAMP.to_string()), true),
         };

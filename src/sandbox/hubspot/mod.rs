@@ -200,6 +200,38 @@ impl HubSpot {
         self.0.lock().limits.set_search_per_second(max);
     }
 
+    /// Writes `props` to the record of `object` with id `id` (a new record when `None`),
+    /// stamped `at` (its last-modified properties take that time, as a write committed
+    /// late would give), without the API's checks or limits; the record's id. For tests and
+    /// seeding.
+    pub fn write_at(
+        &self,
+        object: &str,
+        id: Option<u64>,
+        props: &[(&str, &str)],
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, String> {
+        let mut state = self.0.lock();
+        let t = state.store.index(object).map_err(|e| e.to_string())?;
+        let props: Vec<(String, String)> = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let conflict = |c: store::Conflict| format!("`{}` is held by record {}", c.property, c.existing);
+        match id {
+            None => state.store.create(t, &props, at).map_err(conflict),
+            Some(id) => match state.store.update(t, id, &props, at).map_err(conflict)? {
+                true => Ok(id),
+                false => Err(format!("{object} has no record {id} that is not archived")),
+            },
+        }
+    }
+
+    /// Archives record `id` of `object` as `batch/archive` would, at `at`.
+    pub fn archive_at(&self, object: &str, id: u64, at: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
+        let mut state = self.0.lock();
+        let t = state.store.index(object).map_err(|e| e.to_string())?;
+        state.store.archive(t, id, at);
+        Ok(())
+    }
+
     /// Sets the requests allowed in any rolling 10 seconds.
     pub fn set_ten_second_limit(&self, max: u64) {
         self.0.lock().limits.set_ten_second_limit(max);

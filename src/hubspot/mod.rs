@@ -1,0 +1,10 @@
+//! The HubSpot connection layer both directions share: credentials, one connection's
+//! limits, requests and how their failures are sorted ([`client::Conn`]). The destination
+//! (`destination::hubspot`) writes through it, the source (`source::hubspot`) reads.
+
+pub(crate) mod auth;
+pub mod client;
+pub mod properties;
+
+pub use client::{CallError, Conn, ConnectionError};
+pub use properties::Property;
