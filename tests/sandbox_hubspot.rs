@@ -1,13 +1,15 @@
 //! The sandbox's HubSpot CRM v3 API (`src/sandbox/hubspot/`) over real HTTP: auth, the
 //! property schema, the batch endpoints (upsert, create, update, archive, read) with 207
 //! multi-status, listing with paging and `archived=true`, search, and the rate limits.
-//! Search and the official Python client are in modules of their own.
+//! Search, OAuth (with the faults, deals and the custom object) and the official Python
+//! client are in modules of their own.
 
 use ebb::sandbox::{HubSpotConfig, Sandbox, SandboxConfig};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-mod client; // hubspot-api-client, the official Python client, against the sandbox
+mod client; // hubspot-api-client, the official Python client, against the sandbox (its OAuth token call too)
+mod oauth; // POST /oauth/v1/token, access tokens and their expiry, the faults, deals and the custom object
 mod search; // POST objects/{type}/search: filters, sorts, paging, the 10,000-result cap
 
 const TOKEN: &str = "pat-na1-ebb-sandbox";

@@ -284,6 +284,9 @@ pub enum Command {
         /// The daily API request allocation.
         #[arg(long, default_value_t = 100_000)]
         daily_limit: u64,
+        /// How long the HubSpot API's OAuth access tokens live, in seconds (HubSpot's: 1800).
+        #[arg(long, default_value_t = 1800, value_name = "SECS")]
+        hubspot_token_lifetime: u64,
         /// Send a signed webhook (Standard Webhooks) to this URL for every record created,
         /// updated or deleted, e.g. `http://127.0.0.1:7878/webhooks/sandbox_contact_events`.
         #[arg(long, value_name = "URL")]
@@ -536,6 +539,7 @@ pub fn run(cli: Cli) -> u8 {
             objects,
             latency_ms,
             daily_limit,
+            hubspot_token_lifetime,
             webhook,
             webhook_secret,
         } => sandbox::run(
@@ -543,6 +547,7 @@ pub fn run(cli: Cli) -> u8 {
             objects.as_deref(),
             latency_ms,
             daily_limit,
+            hubspot_token_lifetime,
             webhook.map(|url| crate::sandbox::WebhookTarget {
                 url,
                 secret: webhook_secret,

@@ -13,6 +13,7 @@ pub fn run(
     objects: Option<&Path>,
     latency_ms: u64,
     daily_limit: u64,
+    hubspot_token_lifetime_secs: u64,
     webhook: Option<crate::sandbox::WebhookTarget>,
 ) -> anyhow::Result<u8> {
     if let Some(w) = &webhook {
@@ -38,6 +39,11 @@ pub fn run(
             ..Faults::default()
         },
         log_requests: true,
+        hubspot: crate::sandbox::HubSpotConfig {
+            latency: Duration::from_millis(latency_ms),
+            access_token_lifetime: Duration::from_secs(hubspot_token_lifetime_secs.max(1)),
+            ..Default::default()
+        },
         ..SandboxConfig::default()
     };
     if let Some(path) = objects {
@@ -74,6 +80,11 @@ pub fn run(
             "  hubspot        {}/crm/v3/ (Authorization: Bearer {})",
             sandbox.url(),
             sandbox.hubspot().token()
+        );
+        let (hs_id, hs_secret, hs_refresh) = sandbox.hubspot().oauth_app();
+        println!(
+            "  hubspot oauth  {}/oauth/v1/token (client_id {hs_id}, client_secret {hs_secret}, refresh_token {hs_refresh}; access tokens live {hubspot_token_lifetime_secs} s)",
+            sandbox.url()
         );
         if let Some(t) = &target {
             println!("  webhooks       every record written is POSTed to {t}, signed (Standard Webhooks)");

@@ -412,7 +412,7 @@ pub(crate) async fn read(
             "status": "error",
             "category": "OBJECT_NOT_FOUND",
             "message": format!("Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.",
-                if state.store.ty(t).name == "companies" { "COMPANY" } else { "CONTACT" }),
+                state.store.ty(t).singular),
             "context": {"ids": missing},
             "errors": [],
             "links": {},

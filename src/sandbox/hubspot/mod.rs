@@ -2,9 +2,11 @@
 //! (../shared/reference/crm-apis.md §6 and inbound-and-alerts.md §2 hold the facts it
 //! follows). It owns the server side only.
 //!
-//! Served under `/crm/v3/`, each request with `Authorization: Bearer <token>` (the
-//! private-app token of [`HubSpotConfig::token`], `pat-na1-ebb-sandbox` by default; 401
-//! `INVALID_AUTHENTICATION` otherwise):
+//! Served under `/crm/v3/`, each request with `Authorization: Bearer <token>`: the
+//! private-app token of [`HubSpotConfig::token`] (`pat-na1-ebb-sandbox` by default), or an
+//! access token `POST /oauth/v1/token` issued for the app's refresh token ([`oauth`]); 401
+//! `INVALID_AUTHENTICATION` otherwise, `EXPIRED_AUTHENTICATION` for an access token past
+//! its life:
 //!
 //! - `GET properties/{objectType}`: the property schema ([`schema`]);
 //! - `POST objects/{objectType}/batch/{upsert,create,update,archive,read}` ([`batch`]);
@@ -12,14 +14,18 @@
 //! - `POST objects/{objectType}/search`: filters, sorts, paging, the 10,000-result cap
 //!   ([`search`]).
 //!
-//! Objects are `contacts` and `companies`. Every answer carries the
+//! Objects are `contacts`, `companies`, `deals` and the custom object `p_subscriptions`
+//! (`2-1234567`) ([`schema`]). Every answer carries the
 //! `X-HubSpot-RateLimit-*` headers of a rolling 10-second window and a daily count
 //! ([`limits`]), and searches a per-second limit of their own; a request past any of them
-//! is 429 with its `policyName` and is not counted.
+//! is 429 with its `policyName` and is not counted. Faults for tests, on the [`HubSpot`]
+//! handle: latency on every request, every access token expired at once, 503 from the
+//! token endpoint.
 
 mod batch;
 mod limits;
 mod list;
+mod oauth;
 mod schema;
 mod search;
 mod store;
@@ -32,6 +38,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 pub use schema::{PropType, Property};
 
@@ -52,6 +59,20 @@ pub struct HubSpotConfig {
     /// Search requests allowed per second, besides the other limits (default 5; HubSpot
     /// documents 4 and 5 in different places).
     pub search_per_second: u64,
+    /// The OAuth app's client id (default `ebb-sandbox-hubspot`).
+    pub client_id: String,
+    /// The OAuth app's client secret (default `ebb-sandbox-hubspot-secret`).
+    pub client_secret: String,
+    /// The refresh token the token endpoint accepts (default `ebb-sandbox-hubspot-refresh`).
+    pub refresh_token: String,
+    /// How long an issued access token lives (default 30 minutes, as HubSpot's).
+    pub access_token_lifetime: Duration,
+    /// Each refresh answers a new refresh token and forgets the one used (default off:
+    /// HubSpot answers the same one).
+    pub rotate_refresh_tokens: bool,
+    /// Added to every request (the token endpoint's too): half before it is handled, half
+    /// before the answer leaves.
+    pub latency: Duration,
 }
 
 impl Default for HubSpotConfig {
@@ -61,6 +82,12 @@ impl Default for HubSpotConfig {
             ten_second_limit: 190,
             daily_limit: 1_000_000,
             search_per_second: 5,
+            client_id: "ebb-sandbox-hubspot".into(),
+            client_secret: "ebb-sandbox-hubspot-secret".into(),
+            refresh_token: "ebb-sandbox-hubspot-refresh".into(),
+            access_token_lifetime: Duration::from_secs(1800),
+            rotate_refresh_tokens: false,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -73,6 +100,11 @@ pub(crate) enum HubError {
     NoCredentials,
     #[error("The access token provided is not valid.")]
     BadToken,
+    #[error("The OAuth token used to make this call expired {ago} second(s) ago.")]
+    Expired {
+        ago: u64,
+        at: chrono::DateTime<chrono::Utc>,
+    },
     #[error("You have reached your {} limit.", policy.word())]
     RateLimited { policy: limits::Policy, retry_after: u64 },
     #[error("{message}")]
@@ -109,6 +141,11 @@ impl IntoResponse for HubError {
         let status = match &self {
             HubError::NoCredentials | HubError::BadToken => {
                 body["category"] = json!("INVALID_AUTHENTICATION");
+                StatusCode::UNAUTHORIZED
+            }
+            HubError::Expired { at, .. } => {
+                body["category"] = json!("EXPIRED_AUTHENTICATION");
+                body["context"] = json!({"expire time": [timestamp(*at)]});
                 StatusCode::UNAUTHORIZED
             }
             HubError::RateLimited { policy, .. } => {
@@ -148,6 +185,8 @@ pub(crate) struct Hub {
 pub(crate) struct HubState {
     pub store: store::Store,
     pub limits: limits::Limits,
+    pub oauth: oauth::OAuth,
+    pub latency: Duration,
 }
 
 impl Hub {
@@ -165,13 +204,64 @@ pub struct HubSpot(Arc<Hub>);
 impl HubSpot {
     pub(crate) fn new(config: HubSpotConfig) -> HubSpot {
         let limits = limits::Limits::new(config.ten_second_limit, config.daily_limit, config.search_per_second);
+        let oauth = oauth::OAuth::new(
+            &config.refresh_token,
+            config.access_token_lifetime,
+            config.rotate_refresh_tokens,
+        );
+        let latency = config.latency;
         HubSpot(Arc::new(Hub {
             config,
             state: Mutex::new(HubState {
                 store: store::Store::new(),
                 limits,
+                oauth,
+                latency,
             }),
         }))
+    }
+
+    /// The OAuth app's client id, client secret and refresh token the token endpoint
+    /// accepts.
+    pub fn oauth_app(&self) -> (String, String, String) {
+        let c = &self.0.config;
+        (c.client_id.clone(), c.client_secret.clone(), c.refresh_token.clone())
+    }
+
+    /// Token requests answered so far (`POST /oauth/v1/token`, granted or not).
+    pub fn token_requests(&self) -> u64 {
+        self.0.lock().oauth.requests
+    }
+
+    /// Access tokens issued so far.
+    pub fn tokens_issued(&self) -> usize {
+        self.0.lock().oauth.issued()
+    }
+
+    /// API requests refused with 401 so far (no token, an unknown or an expired one).
+    pub fn unauthorized(&self) -> u64 {
+        self.0.lock().oauth.unauthorized
+    }
+
+    /// Fault: every access token issued so far expires now (the next request with one is
+    /// 401 `EXPIRED_AUTHENTICATION`).
+    pub fn expire_tokens(&self) {
+        self.0.lock().oauth.expire_all();
+    }
+
+    /// Sets how long the access tokens issued from now on live.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.0.lock().oauth.lifetime = lifetime;
+    }
+
+    /// Fault: the next `n` token requests are answered 503.
+    pub fn fail_token_requests(&self, n: u64) {
+        self.0.lock().oauth.unavailable_next = n;
+    }
+
+    /// Fault: latency added to every request from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.0.lock().latency = latency;
     }
 
     /// The private-app token the API accepts.
@@ -179,8 +269,9 @@ impl HubSpot {
         self.0.config.token.clone()
     }
 
-    /// The records of `object_type` (`contacts`, `companies`) by id, archived ones
-    /// included: `id`, `archived` and the properties that hold a value.
+    /// The records of `object_type` (`contacts`, `companies`, `deals`, `p_subscriptions`,
+    /// or an `objectTypeId`) by id, archived ones included: `id`, `archived` and the
+    /// properties that hold a value.
     pub fn records(&self, object_type: &str) -> Vec<Map<String, Value>> {
         self.0.lock().store.dump(object_type)
     }
@@ -238,7 +329,8 @@ impl HubSpot {
     }
 }
 
-/// The routes under `/crm/v3/`, each behind [`gate`]. Other paths are not matched here.
+/// The routes under `/crm/v3/`, each behind [`gate`], and the token endpoint. Other paths
+/// are not matched here.
 pub(crate) fn router(hub: &HubSpot) -> Router {
     Router::new()
         .route("/crm/v3/properties/{object}", get(schema::list_properties))
@@ -251,6 +343,7 @@ pub(crate) fn router(hub: &HubSpot) -> Router {
         .route("/crm/v3/objects/{object}/search", post(search::search))
         .route("/crm/v3/{*rest}", axum::routing::any(not_found))
         .route_layer(axum::middleware::from_fn_with_state(hub.0.clone(), gate))
+        .route("/oauth/v1/token", post(oauth::token))
         .route_layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(hub.0.clone())
 }
@@ -259,21 +352,39 @@ async fn not_found() -> HubError {
     HubError::NotFound
 }
 
-/// Auth, then the daily count, then the 10-second window; every answer gets the
+/// Latency, auth, then the daily count, then the 10-second window; every answer gets the
 /// `X-HubSpot-RateLimit-*` headers as they stand after the request.
 async fn gate(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
+    let latency = hub.lock().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency / 2).await;
+    }
     let bearer = request
         .headers()
         .get("authorization")
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::trim);
-    let refused = match bearer {
-        None => Some(HubError::NoCredentials),
-        Some(t) if t != hub.config.token => Some(HubError::BadToken),
-        Some(_) => {
-            let search = request.method() == axum::http::Method::POST && request.uri().path().ends_with("/search");
-            hub.lock().limits.admit(search).err()
+    let refused = {
+        let mut state = hub.lock();
+        let judged = match bearer {
+            None => Some(HubError::NoCredentials),
+            Some(t) if t == hub.config.token => None,
+            Some(t) => match state.oauth.judge(t) {
+                oauth::Judged::Valid => None,
+                oauth::Judged::Unknown => Some(HubError::BadToken),
+                oauth::Judged::Expired(ago, at) => Some(HubError::Expired { ago, at }),
+            },
+        };
+        match judged {
+            Some(e) => {
+                state.oauth.unauthorized += 1;
+                Some(e)
+            }
+            None => {
+                let search = request.method() == axum::http::Method::POST && request.uri().path().ends_with("/search");
+                state.limits.admit(search).err()
+            }
         }
     };
     let mut response = match refused {
@@ -283,6 +394,9 @@ async fn gate(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Resp
     let headers = hub.lock().limits.headers();
     for (name, value) in headers {
         response.headers_mut().insert(name, HeaderValue::from(value));
+    }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency - latency / 2).await;
     }
     response
 }

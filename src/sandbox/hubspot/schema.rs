@@ -1,5 +1,8 @@
-//! The property schema of `contacts` and `companies`, checking a value against a
-//! property, and `GET /crm/v3/properties/{objectType}` in HubSpot's shape.
+//! The property schema of `contacts`, `companies`, `deals` and one custom object
+//! (`subscriptions`, served as `p_subscriptions` and by its `objectTypeId` `2-1234567`, as
+//! HubSpot names custom objects), checking a value against a property, and
+//! `GET /crm/v3/properties/{objectType}` in HubSpot's shape. The standard objects answer to
+//! their `objectTypeId` too (`0-1`, `0-2`, `0-3`).
 //!
 //! Values travel as strings. A number is any finite decimal; a date is `YYYY-MM-DD` or
 //! the epoch milliseconds of a UTC midnight (stored as `YYYY-MM-DD`); a datetime is RFC
@@ -83,10 +86,19 @@ const fn options(mut prop: Property, options: &'static [&'static str]) -> Proper
     prop
 }
 
-/// An object type: its properties, which of them are returned when none are asked for,
-/// and which hold the last-modified time.
+/// An object type: its names, its properties, which of them are returned when none are
+/// asked for, and which hold the creation and last-modified times.
 pub(crate) struct ObjectType {
     pub name: &'static str,
+    /// The other names a path may use: the `objectTypeId`, a custom object's `p_` name.
+    pub aliases: &'static [&'static str],
+    /// The upper-case singular HubSpot's messages use (`CONTACT`).
+    pub singular: &'static str,
+    /// The properties' `groupName`.
+    pub group: &'static str,
+    /// The read-only property that holds the creation time (`hs_createdate` on custom
+    /// objects).
+    pub created: &'static str,
     pub properties: Vec<Property>,
     pub defaults: &'static [&'static str],
     pub modified: &'static [&'static str],
@@ -121,6 +133,10 @@ fn contacts() -> ObjectType {
     use PropType::*;
     ObjectType {
         name: "contacts",
+        aliases: &["0-1"],
+        singular: "CONTACT",
+        group: "contactinformation",
+        created: "createdate",
         properties: vec![
             read_only(unique(p("hs_object_id", "Record ID", Number))),
             unique(p("email", "Email", String)),
@@ -154,6 +170,10 @@ fn companies() -> ObjectType {
     use PropType::*;
     ObjectType {
         name: "companies",
+        aliases: &["0-2"],
+        singular: "COMPANY",
+        group: "companyinformation",
+        created: "createdate",
         properties: vec![
             read_only(unique(p("hs_object_id", "Record ID", Number))),
             unique(p("domain", "Company Domain Name", String)),
@@ -171,9 +191,82 @@ fn companies() -> ObjectType {
     }
 }
 
+const DEAL_STAGES: &[&str] = &[
+    "appointmentscheduled",
+    "qualifiedtobuy",
+    "presentationscheduled",
+    "decisionmakerboughtin",
+    "contractsent",
+    "closedwon",
+    "closedlost",
+];
+
+fn deals() -> ObjectType {
+    use PropType::*;
+    ObjectType {
+        name: "deals",
+        aliases: &["0-3"],
+        singular: "DEAL",
+        group: "dealinformation",
+        created: "createdate",
+        properties: vec![
+            read_only(unique(p("hs_object_id", "Record ID", Number))),
+            p("dealname", "Deal Name", String),
+            p("amount", "Amount", Number),
+            options(p("dealstage", "Deal Stage", Enumeration), DEAL_STAGES),
+            p("closedate", "Close Date", Datetime),
+            options(p("pipeline", "Pipeline", Enumeration), &["default"]),
+            unique(p("warehouse_id", "Warehouse ID", String)),
+            read_only(p("createdate", "Create Date", Datetime)),
+            read_only(p("hs_lastmodifieddate", "Last Modified Date", Datetime)),
+        ],
+        defaults: &[
+            "amount",
+            "closedate",
+            "createdate",
+            "dealname",
+            "dealstage",
+            "hs_lastmodifieddate",
+            "hs_object_id",
+            "pipeline",
+        ],
+        modified: &["hs_lastmodifieddate"],
+    }
+}
+
+/// The custom object: created in an account with `POST /crm/v3/schemas` as `subscriptions`.
+fn subscriptions() -> ObjectType {
+    use PropType::*;
+    ObjectType {
+        name: "p_subscriptions",
+        aliases: &["2-1234567"],
+        singular: "P_SUBSCRIPTIONS",
+        group: "subscriptions_information",
+        created: "hs_createdate",
+        properties: vec![
+            read_only(unique(p("hs_object_id", "Record ID", Number))),
+            unique(p("subscription_id", "Subscription ID", String)),
+            options(
+                p("plan", "Plan", Enumeration),
+                &["Starter", "Professional", "Enterprise"],
+            ),
+            p("mrr", "Monthly Recurring Revenue", Number),
+            options(
+                p("status", "Status", Enumeration),
+                &["trialing", "active", "past_due", "canceled"],
+            ),
+            p("started_on", "Started On", Date),
+            read_only(p("hs_createdate", "Object create date/time", Datetime)),
+            read_only(p("hs_lastmodifieddate", "Object last modified date/time", Datetime)),
+        ],
+        defaults: &["hs_createdate", "hs_lastmodifieddate", "hs_object_id"],
+        modified: &["hs_lastmodifieddate"],
+    }
+}
+
 /// The object types served, in order.
 pub(crate) fn object_types() -> Vec<ObjectType> {
-    vec![contacts(), companies()]
+    vec![contacts(), companies(), deals(), subscriptions()]
 }
 
 /// Why a value does not fit a property: HubSpot's error `code` and its message.
@@ -266,7 +359,7 @@ pub(crate) fn parse_datetime(text: &str) -> Option<chrono::DateTime<chrono::Utc>
 }
 
 /// A property as `GET /crm/v3/properties/{objectType}` lists it.
-fn property_json(object: &str, prop: &Property, order: usize, epoch: &str) -> Value {
+fn property_json(object: &ObjectType, prop: &Property, order: usize, epoch: &str) -> Value {
     let options: Vec<Value> = prop
         .options
         .iter()
@@ -279,14 +372,14 @@ fn property_json(object: &str, prop: &Property, order: usize, epoch: &str) -> Va
         "type": prop.kind.name(),
         "fieldType": prop.kind.field_type(),
         "description": "",
-        "groupName": if object == "contacts" { "contactinformation" } else { "companyinformation" },
+        "groupName": object.group,
         "options": options,
         "displayOrder": order,
         "calculated": false,
         "externalOptions": false,
         "hasUniqueValue": prop.unique,
         "hidden": false,
-        "hubspotDefined": !prop.name.contains('_') || prop.name.starts_with("hs_"),
+        "hubspotDefined": prop.name.starts_with("hs_") || (!object.name.starts_with("p_") && !prop.name.contains('_')),
         "modificationMetadata": {
             "archivable": !prop.read_only,
             "readOnlyDefinition": prop.read_only,
@@ -311,7 +404,7 @@ pub(crate) async fn list_properties(
         .properties
         .iter()
         .enumerate()
-        .map(|(i, p)| property_json(t.name, p, i, &epoch))
+        .map(|(i, p)| property_json(t, p, i, &epoch))
         .collect();
     Ok(Json(json!({ "results": results })))
 }

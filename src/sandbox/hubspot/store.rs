@@ -1,5 +1,6 @@
-//! The records of each object type, by numeric id. A write keeps `hs_object_id`,
-//! `createdate` and the object's last-modified properties; unique properties
+//! The records of each object type, by numeric id. A write keeps `hs_object_id`, the
+//! creation property (`createdate`, `hs_createdate` on the custom object) and the object's
+//! last-modified properties; unique properties
 //! (`hasUniqueValue`) are held unique among the records not archived, through an index
 //! (value → record), so that a write costs the same with 100,000 records as with 10.
 
@@ -43,11 +44,12 @@ impl Store {
         }
     }
 
-    /// The index of an object type, or HubSpot's 404 for a name it does not know.
+    /// The index of an object type by any of its names, or HubSpot's 404 for a name it
+    /// does not know.
     pub(crate) fn index(&self, name: &str) -> Result<usize, HubError> {
         self.types
             .iter()
-            .position(|t| t.name.eq_ignore_ascii_case(name))
+            .position(|t| t.name.eq_ignore_ascii_case(name) || t.aliases.iter().any(|a| a.eq_ignore_ascii_case(name)))
             .ok_or_else(|| HubError::UnknownObject(name.to_string()))
     }
 
@@ -100,7 +102,7 @@ impl Store {
             archived: None,
         };
         record.props.insert("hs_object_id".into(), id.to_string());
-        record.props.insert("createdate".into(), timestamp(now));
+        record.props.insert(self.types[t].created.into(), timestamp(now));
         self.tables[t].insert(id, record);
         self.write(t, id, props, now);
         Ok(id)
@@ -169,7 +171,7 @@ impl Store {
         };
         let ty = &self.types[t];
         let mut props = Map::new();
-        let always = ["hs_object_id", "createdate"]
+        let always = ["hs_object_id", ty.created]
             .into_iter()
             .chain(ty.modified.iter().copied());
         match wanted {
