@@ -232,12 +232,27 @@ pub enum SalesforceAuthFlow {
     RefreshToken,
 }
 
-/// A HubSpot account.
+/// A HubSpot account, reached with a private app's token (`token`) or through a public
+/// app's OAuth refresh token (`client_id`, `client_secret`, `refresh_token`): exactly one
+/// of the two.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HubspotConnection {
-    /// Private-app access token, as `${VAR}`.
-    pub token: String,
+    /// Private-app access token, as `${VAR}`. Not with the OAuth settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// OAuth: the app's client id, as `${VAR}`; with `client_secret` and `refresh_token`
+    /// instead of `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// OAuth: the app's client secret, as `${VAR}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// OAuth: the refresh token the app's installation gave, as `${VAR}`. ebb exchanges it
+    /// at `{base_url}/oauth/v1/token` for access tokens (30 minutes each), renewed before
+    /// they expire and when HubSpot refuses one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     /// API base URL. Default: `https://api.hubapi.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,

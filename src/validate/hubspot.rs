@@ -1,4 +1,6 @@
-//! `validate --connect` for a model whose destination is HubSpot: the object's properties
+//! HubSpot's checks. Offline, a connection's credentials: a private app's `token` or the
+//! three OAuth settings, exactly one of the two ([`check_auth`]). With `validate --connect`,
+//! for a model whose destination is HubSpot: the object's properties
 //! (`GET /crm/v3/properties/{object}`) against the mappings. The object must exist; every
 //! mapped property must exist and be writable (HubSpot's `modificationMetadata`); the key
 //! property (`idProperty`) must hold unique values for an upsert or update to match on it;
@@ -9,6 +11,37 @@ use crate::config::ConnectionSpec;
 use crate::diagnostics::{Code, Diagnostic};
 use crate::plan::{SyncPlan, ValueSource};
 use serde_json::Value;
+
+/// E207 at the connection's key unless it gives `token` alone or `client_id`,
+/// `client_secret` and `refresh_token` together.
+pub(super) fn check_auth(c: &HubspotConnection, at: crate::diagnostics::Span, diags: &mut Vec<Diagnostic>) {
+    let oauth = [
+        ("client_id", c.client_id.is_some()),
+        ("client_secret", c.client_secret.is_some()),
+        ("refresh_token", c.refresh_token.is_some()),
+    ];
+    let missing: Vec<String> = oauth
+        .iter()
+        .filter(|(_, set)| !set)
+        .map(|(f, _)| format!("`{f}`"))
+        .collect();
+    let (message, help) = match (c.token.is_some(), missing.len()) {
+        (true, 3) | (false, 0) => return,
+        (true, _) => (
+            "a hubspot connection takes `token` or the OAuth settings, not both".to_string(),
+            "keep `token: ${HUBSPOT_TOKEN}` for a private app, or `client_id`, `client_secret` and `refresh_token` for a public app's OAuth".to_string(),
+        ),
+        (false, 3) => (
+            "a hubspot connection needs `token` or the OAuth settings".to_string(),
+            "add `token: ${HUBSPOT_TOKEN}` (a private app), or `client_id: ${HUBSPOT_CLIENT_ID}`, `client_secret: ${HUBSPOT_CLIENT_SECRET}` and `refresh_token: ${HUBSPOT_REFRESH_TOKEN}` (OAuth)".to_string(),
+        ),
+        (false, _) => (
+            format!("the OAuth settings need {} as well", missing.join(" and ")),
+            "a refresh token is exchanged with the app's `client_id` and `client_secret`: give all three".to_string(),
+        ),
+    };
+    diags.push(Diagnostic::new(Code::MissingForType, at, message).help(help));
+}
 
 /// The checks of one plan whose destination is HubSpot.
 pub async fn check(plan: &SyncPlan, spec: &ConnectionSpec) -> Vec<Diagnostic> {

@@ -449,6 +449,7 @@ pub fn check_project(
                 }
             }
             ConnectionSpec::Hubspot(c) => {
+                super::hubspot::check_auth(c, key(&["connections", name]), diags);
                 if let Some(u) = &c.base_url {
                     check_url(u, &at(&p("base_url")), diags);
                 }
