@@ -25,6 +25,8 @@ mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column
 mod hubspot; // the hubspot destination against the sandbox: batches of 100, 207 matched to rows, case-duplicate keys split, archive, the daily limit
 mod hubspot_inbound; // HubSpot as an inbound source into DuckDB: list then search windows, archived records, past 10,000 by keyset, the daily limit mid-pull
 #[cfg(feature = "duckdb")]
+mod hubspot_oauth; // a hubspot connection over an OAuth refresh token: one token for concurrent batches, expiry mid-run renewed, renewal before lapse, a refused refresh token; deals and the custom object
+#[cfg(feature = "duckdb")]
 mod inbound; // inbound runs: Salesforce (the sandbox) into DuckDB and PostgreSQL tables, windows, deletes, faults
 #[cfg(feature = "duckdb")]
 mod inbound_connect; // `validate --connect` on inbound models: the object's fields, the table's columns
@@ -41,7 +43,7 @@ mod roles; // every role (viewer, operator, admin, none) against every endpoint 
 mod salesforce; // the Salesforce destination against the sandbox: collections, Bulk 2.0, tokens, limits, --connect
 mod sandbox; // `ebb sandbox`: the local Salesforce-compatible API's wire protocol over real HTTP, one module per part of src/sandbox/
 mod sandbox_client; // `ebb sandbox` driven by an independent client (simple-salesforce, Python)
-mod sandbox_hubspot; // the sandbox's HubSpot CRM v3 API over real HTTP: auth, properties, batch upsert/create/update/archive/read, 207, listing, rate limits
+mod sandbox_hubspot; // the sandbox's HubSpot CRM v3 API over real HTTP: auth and OAuth tokens, properties, batch upsert/create/update/archive/read, 207, listing, rate limits, faults, deals and a custom object
 mod schema; // schemas/ is what the types generate
 mod sink; // an in-process webhook speaking the http destination's protocol, with faults
 mod snowflake_server; // an in-process Snowflake SQL API v2 server
