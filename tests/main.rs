@@ -24,6 +24,7 @@ mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column
 #[cfg(feature = "duckdb")]
 mod hubspot; // the hubspot destination against the sandbox: batches of 100, 207 matched to rows, case-duplicate keys split, archive, the daily limit
 mod hubspot_inbound; // HubSpot as an inbound source into DuckDB: list then search windows, archived records, past 10,000 by keyset, the daily limit mid-pull
+mod hubspot_modes; // the hubspot destination's update and insert modes, and the search API's SECONDLY 429 met by an inbound read
 #[cfg(feature = "duckdb")]
 mod hubspot_oauth; // a hubspot connection over an OAuth refresh token: one token for concurrent batches, expiry mid-run renewed, renewal before lapse, a refused refresh token; deals and the custom object
 #[cfg(feature = "duckdb")]
