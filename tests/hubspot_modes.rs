@@ -176,7 +176,8 @@ fn the_search_apis_secondly_limit_is_waited_out() {
     let at = Utc::now() - D::seconds(30);
     for i in 0..1_000 {
         let email = format!("s{i}@x.com");
-        hub.write_at("contacts", None, &[("email", email.as_str())], at).unwrap();
+        hub.write_at("contacts", None, &[("email", email.as_str())], at)
+            .unwrap();
     }
     hub.set_search_per_second(1);
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
@@ -201,4 +202,83 @@ fn the_search_apis_secondly_limit_is_waited_out() {
     let c = duckdb::Connection::open(dir.join("warehouse.duckdb")).unwrap();
     let n: i64 = c.query_row("SELECT count(*) FROM hs", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 1_000);
+}
+
+/// `validate --connect`: a column whose values are not all options of an enumeration, and a
+/// boolean mapped to a date property, are reported where they are mapped.
+#[test]
+fn validate_connect_checks_types_and_the_values_a_column_gives_an_enumeration() {
+    let sandbox = Sandbox::start_in_thread(SandboxConfig::default());
+    let token = sandbox.hubspot().token();
+    let model = "models:
+  - name: m
+    source:
+      type: duckdb
+      query: SELECT email, segment, active FROM customers
+    destination:
+      type: hubspot
+      object: contacts
+      unique_identifier: email
+    mappings:
+      - source: email
+        destination: email
+      - source: segment
+        destination: customer_segment
+      - source: active
+        destination: last_activity_date
+";
+    let p = project(&sandbox, model);
+    let dir = p.path();
+    sql(
+        dir,
+        "CREATE TABLE customers AS SELECT * FROM (VALUES
+           ('a@x.com', 'SMB', true), ('b@x.com', 'Enterprise', false), ('c@x.com', 'Bogus', true))
+           t(email, segment, active)",
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["validate", "--connect"])
+        .current_dir(dir)
+        .env("EBB_TEST_HUBSPOT_TOKEN", &token)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("the query returns values that are not options of `contacts.customer_segment`: `Bogus`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("models/m.yaml:13:17"),
+        "the segment mapping's line: {text}"
+    );
+    assert!(
+        text.contains("models/m.yaml:15:17"),
+        "the boolean mapping's line: {text}"
+    );
+    assert!(
+        text.contains("`contacts.last_activity_date` is a date property, but this mapping gives"),
+        "{text}"
+    );
+    assert_eq!(text.matches("E916").count(), 2, "{text}");
+    // Fixed in the query: no error.
+    sql(dir, "UPDATE customers SET segment = 'SMB' WHERE segment = 'Bogus'");
+    std::fs::write(
+        dir.join("models/m.yaml"),
+        model.replace("destination: last_activity_date", "destination: firstname"),
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .args(["validate", "--connect"])
+        .current_dir(dir)
+        .env("EBB_TEST_HUBSPOT_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
 }

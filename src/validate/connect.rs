@@ -51,7 +51,7 @@ pub async fn check(report: &mut Report) {
         };
         if plan.destination.kind == crate::config::ConnectionType::Hubspot {
             if let Some(dspec) = project.connections.get(&plan.destination.connection) {
-                found.extend(super::hubspot::check(plan, dspec).await);
+                found.extend(super::hubspot::check(plan, dspec, schema.as_ref().ok(), source.as_ref().ok()).await);
             }
         }
         if plan.destination.kind == crate::config::ConnectionType::Salesforce {

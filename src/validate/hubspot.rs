@@ -4,13 +4,36 @@
 //! (`GET /crm/v3/properties/{object}`) against the mappings. The object must exist; every
 //! mapped property must exist and be writable (HubSpot's `modificationMetadata`); the key
 //! property (`idProperty`) must hold unique values for an upsert or update to match on it;
-//! a constant written to an enumeration must be one of its options.
+//! the value a mapping gives must fit the property's type (a boolean does not go into a date);
+//! a constant, or the values the query's column gives (up to 1,000 distinct), written to an
+//! enumeration must be among its options.
 
+use super::connect::{mapped_kind, Kind};
+use super::salesforce::{distinct, illegal, transformed};
 use crate::config::project::HubspotConnection;
 use crate::config::ConnectionSpec;
 use crate::diagnostics::{Code, Diagnostic};
+use crate::map::value::Val;
+use crate::path::FieldPath;
 use crate::plan::{SyncPlan, ValueSource};
 use serde_json::Value;
+
+/// What a property of HubSpot type `hs` takes, if a value of `kind` does not fit it.
+fn incompatible(kind: Kind, hs: &str) -> Option<&'static str> {
+    use Kind::*;
+    let (fits, want): (&[Kind], &str) = match hs {
+        "bool" | "boolean" => (&[Bool, Text, Any], "true or false"),
+        "number" => (&[Number, Text, Any], "a number"),
+        "date" => (
+            &[Date, Timestamp, Text, Any],
+            "a date (sent as the epoch milliseconds of its UTC midnight)",
+        ),
+        "datetime" => (&[Timestamp, Date, Text, Any], "a date-time"),
+        "enumeration" => (&[Text, Number, Bool, Any], "one of its options"),
+        _ => return None,
+    };
+    (!fits.contains(&kind)).then_some(want)
+}
 
 /// E207 at the connection's key unless it gives `token` alone or `client_id`,
 /// `client_secret` and `refresh_token` together.
@@ -43,8 +66,15 @@ pub(super) fn check_auth(c: &HubspotConnection, at: crate::diagnostics::Span, di
     diags.push(Diagnostic::new(Code::MissingForType, at, message).help(help));
 }
 
-/// The checks of one plan whose destination is HubSpot.
-pub async fn check(plan: &SyncPlan, spec: &ConnectionSpec) -> Vec<Diagnostic> {
+/// The checks of one plan whose destination is HubSpot; `schema` is the query's columns
+/// and `source` the warehouse, when they could be reached (for types and for the values
+/// a column gives an enumeration).
+pub async fn check(
+    plan: &SyncPlan,
+    spec: &ConnectionSpec,
+    schema: Option<&arrow::datatypes::SchemaRef>,
+    source: Option<&crate::source::Source>,
+) -> Vec<Diagnostic> {
     let ConnectionSpec::Hubspot(c) = spec else {
         return Vec::new();
     };
@@ -120,23 +150,80 @@ pub async fn check(plan: &SyncPlan, spec: &ConnectionSpec) -> Vec<Diagnostic> {
             );
             continue;
         }
-        if let ("enumeration", ValueSource::Constant(v)) = (p.kind.as_str(), &m.value) {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            let options = &p.options;
-            if !options.contains(&text) {
-                out.push(
-                    Diagnostic::new(
-                        Code::HubspotPropertyInvalid,
-                        m.source_span.clone(),
-                        format!("`{text}` is not an option of `{object}.{}`", m.destination),
-                    )
-                    .help(format!("its options: {}", options.join(", "))),
-                );
-            }
+        // Types: what the mapping produces against what the property takes.
+        let kind = match &m.value {
+            ValueSource::Constant(v) => Some(match v {
+                Value::String(_) => Kind::Text,
+                Value::Number(_) => Kind::Number,
+                Value::Bool(_) => Kind::Bool,
+                _ => Kind::Any,
+            }),
+            ValueSource::Path(_) => schema.and_then(|s| mapped_kind(m, s)),
+        };
+        if let Some(want) = kind.and_then(|k| incompatible(k, &p.kind)) {
+            out.push(
+                Diagnostic::new(
+                    Code::HubspotPropertyInvalid,
+                    m.source_span.clone(),
+                    format!(
+                        "`{object}.{}` is a {} property, but this mapping gives {}",
+                        m.destination,
+                        p.kind,
+                        kind.map_or("a value", Kind::words)
+                    ),
+                )
+                .help(format!(
+                    "convert the value in the query or with a transform: the property takes {want}"
+                )),
+            );
+            continue;
         }
+        if p.kind != "enumeration" {
+            continue;
+        }
+        let legal: Vec<&str> = p.options.iter().map(String::as_str).collect();
+        let (bad, constant) = match &m.value {
+            ValueSource::Constant(v) => (
+                transformed(m, Val::from_json(v.clone()))
+                    .map(|t| illegal(&legal, [t]))
+                    .unwrap_or_default(),
+                true,
+            ),
+            ValueSource::Path(FieldPath::Simple { column, steps }) if steps.is_empty() => {
+                // The column as the warehouse spells it (Snowflake upper-cases).
+                let actual = schema
+                    .and_then(|s| crate::map::column_index(s, column).map(|i| s.field(i).name().clone()))
+                    .unwrap_or_else(|| column.clone());
+                match (source, &plan.source.query) {
+                    (Some(source), Some(query)) => {
+                        let values = distinct(source, query, &actual).await;
+                        (
+                            illegal(&legal, values.into_iter().filter_map(|v| transformed(m, v))),
+                            false,
+                        )
+                    }
+                    _ => (Vec::new(), false),
+                }
+            }
+            _ => (Vec::new(), false),
+        };
+        if bad.is_empty() {
+            continue;
+        }
+        let list: Vec<String> = bad.iter().take(5).map(|b| format!("`{b}`")).collect();
+        let message = if constant {
+            format!("{} is not an option of `{object}.{}`", list.join(", "), m.destination)
+        } else {
+            format!(
+                "the query returns values that are not options of `{object}.{}`: {}; those rows will be rejected",
+                m.destination,
+                list.join(", ")
+            )
+        };
+        out.push(
+            Diagnostic::new(Code::HubspotPropertyInvalid, m.source_span.clone(), message)
+                .help(format!("its options: {}", legal.join(", "))),
+        );
     }
     out
 }

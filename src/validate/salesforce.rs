@@ -339,14 +339,14 @@ fn incompatible(kind: Kind, sf: &str) -> Option<&'static str> {
 }
 
 /// The text a value becomes after the mapping's transforms (`None` for null or failure).
-fn transformed(m: &crate::plan::MappingPlan, mut v: Val) -> Option<String> {
+pub(super) fn transformed(m: &crate::plan::MappingPlan, mut v: Val) -> Option<String> {
     for t in &m.transforms {
         v = t.apply(v).ok()?;
     }
     v.as_text()
 }
 
-fn illegal(legal: &[&str], values: impl IntoIterator<Item = String>) -> Vec<String> {
+pub(super) fn illegal(legal: &[&str], values: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut bad: Vec<String> = values.into_iter().filter(|v| !legal.contains(&v.as_str())).collect();
     bad.sort();
     bad.dedup();
@@ -354,7 +354,7 @@ fn illegal(legal: &[&str], values: impl IntoIterator<Item = String>) -> Vec<Stri
 }
 
 /// The distinct non-null values of `column` in the query's result (at most 1,000).
-async fn distinct(source: &Source, query: &str, column: &str) -> Vec<Val> {
+pub(super) async fn distinct(source: &Source, query: &str, column: &str) -> Vec<Val> {
     let sql = format!(
         "SELECT DISTINCT q.\"{}\" FROM ({}) AS q WHERE q.\"{}\" IS NOT NULL LIMIT {DISTINCT_LIMIT}",
         column.replace('"', "\"\""),
