@@ -276,3 +276,71 @@ fn rows_or_none(dir: &Path) -> Option<usize> {
         .ok()
         .map(|n| n as usize)
 }
+
+/// The same reads into the real PostgreSQL (table and state store in a schema of the
+/// test's own): the first run lists, an edit and an archive arrive by the window.
+#[test]
+fn into_postgres_the_first_run_lists_and_the_next_reads_the_window() {
+    require_postgres!();
+    let sandbox = Sandbox::start_in_thread(SandboxConfig::default());
+    let token = sandbox.hubspot().token();
+    let ids = seed(&sandbox, 120, Utc::now() - D::hours(2));
+    let p = project(&sandbox, FIELDS);
+    let dir = p.path();
+    let schema = format!("hs_in_{}", std::process::id());
+    let url = crate::source_postgres::url();
+    let yaml = std::fs::read_to_string(dir.join("ebb.yaml"))
+        .unwrap()
+        .replace(
+            "  warehouse:\n    type: duckdb\n    path: warehouse.duckdb\n",
+            &format!("  warehouse:\n    type: postgres\n    url: {url}\n"),
+        )
+        .replace(
+            "version: 1\n",
+            &format!("version: 1\nstate:\n  url: {url}?ebb_schema={schema}_state\n"),
+        );
+    std::fs::write(dir.join("ebb.yaml"), yaml).unwrap();
+    let model = std::fs::read_to_string(dir.join("models/contacts.yaml"))
+        .unwrap()
+        .replace("type: duckdb", "type: postgres")
+        .replace("table: raw.hs_contacts", &format!("table: {schema}.hs_contacts"));
+    std::fs::write(dir.join("models/contacts.yaml"), model).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = crate::support::pg_client(&rt);
+    let rows = || -> Vec<(String, Option<String>, Option<bool>)> {
+        rt.block_on(client.query(
+            &format!("SELECT hs_id, first_name, is_deleted FROM {schema}.hs_contacts ORDER BY hs_id::bigint"),
+            &[],
+        ))
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    };
+
+    let (code, s) = run(dir, &token, &[]);
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(s["counts"]["read"], 120, "{s:#}");
+    assert_eq!(rows().len(), 120);
+
+    let hub = sandbox.hubspot();
+    hub.write_at(
+        "contacts",
+        Some(ids[0]),
+        &[("firstname", "LIN")],
+        Utc::now() - D::seconds(20),
+    )
+    .unwrap();
+    hub.archive_at("contacts", ids[1], Utc::now() - D::seconds(20)).unwrap();
+    let (code, s) = run(dir, &token, &[]);
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(s["counts"]["read"], 2, "{s:#}");
+    let all = rows();
+    assert_eq!(all.len(), 120);
+    assert_eq!(all[0], (ids[0].to_string(), Some("Lin".to_string()), Some(false)));
+    assert_eq!(all[1].2, Some(true));
+    rt.block_on(client.batch_execute(&format!(
+        "DROP SCHEMA {schema} CASCADE; DROP SCHEMA IF EXISTS {schema}_state CASCADE"
+    )))
+    .unwrap();
+}
