@@ -15,28 +15,10 @@ const MODEL: &str = "contacts_from_hs";
 /// The project; `first` is the property read for the first name (in `fields` and its
 /// mapping).
 fn project(sandbox: &Sandbox, first: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ebb.yaml"),
-        format!(
-            "version: 1
-connections:
-  warehouse:
-    type: duckdb
-    path: warehouse.duckdb
-  hubspot:
-    type: hubspot
-    token: ${{EBB_TEST_HUBSPOT_TOKEN}}
-    base_url: {}
-",
-            sandbox.url()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("models")).unwrap();
-    std::fs::write(
-        dir.path().join("models/contacts.yaml"),
-        format!(
+    crate::support::hubspot_project(
+        &sandbox.url(),
+        "contacts.yaml",
+        &format!(
             "models:
   - name: {MODEL}
     source:
@@ -66,8 +48,6 @@ connections:
 "
         ),
     )
-    .unwrap();
-    dir
 }
 
 const FIELDS: &str = "firstname";

@@ -9,27 +9,7 @@ use ebb::sandbox::{Sandbox, SandboxConfig};
 use std::path::Path;
 
 fn project(sandbox: &Sandbox, model: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ebb.yaml"),
-        format!(
-            "version: 1
-connections:
-  warehouse:
-    type: duckdb
-    path: warehouse.duckdb
-  hubspot:
-    type: hubspot
-    token: ${{EBB_TEST_HUBSPOT_TOKEN}}
-    base_url: {}
-",
-            sandbox.url()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("models")).unwrap();
-    std::fs::write(dir.path().join("models/m.yaml"), model).unwrap();
-    dir
+    crate::support::hubspot_project(&sandbox.url(), "m.yaml", model)
 }
 
 fn outbound(mode: &str) -> String {

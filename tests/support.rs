@@ -203,3 +203,29 @@ pub fn json_errors(report: &serde_json::Value) -> Vec<(String, u64, u64, String)
         })
         .collect()
 }
+
+/// A project of a DuckDB `warehouse` (`warehouse.duckdb`) and the sandbox at `url` as
+/// connection `hubspot` (its token read from `EBB_TEST_HUBSPOT_TOKEN`), with `model` as
+/// `models/{file}`.
+pub fn hubspot_project(url: &str, file: &str, model: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ebb.yaml"),
+        format!(
+            "version: 1
+connections:
+  warehouse:
+    type: duckdb
+    path: warehouse.duckdb
+  hubspot:
+    type: hubspot
+    token: ${{EBB_TEST_HUBSPOT_TOKEN}}
+    base_url: {url}
+"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    std::fs::write(dir.path().join("models").join(file), model).unwrap();
+    dir
+}

@@ -5,7 +5,8 @@
 //! cannot park a run for hours).
 //!
 //! It lives in the HTTP layer because both directions retry: the destinations'
-//! `deliver` (in `destination::retry`) and the Salesforce reader's requests use one policy.
+//! `deliver` (in `destination::retry`) and the Salesforce and HubSpot readers' requests
+//! ([`RetryPolicy::run`]) use one policy.
 //!
 //! Two environment variables tune the policy of [`RetryPolicy::from_env`], mostly so tests
 //! need not wait for real backoffs:
@@ -70,6 +71,53 @@ impl RetryPolicy {
             None => jittered,
         }
     }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the attempts run out, waiting
+    /// [`RetryPolicy::delay`] between two (logged as `request_retried`, with `reader`
+    /// naming who reads: "a HubSpot read"). The error is `what: why`, and says how many
+    /// attempts were made when they ran out.
+    pub async fn run<T, E, F, Fut>(&self, reader: &str, what: &str, mut attempt: F) -> Result<T, String>
+    where
+        E: Into<Failed>,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match attempt().await.map_err(Into::into) {
+                Ok(v) => return Ok(v),
+                Err(Failed::Final(m)) => return Err(format!("{what}: {m}")),
+                Err(Failed::Transient { message, retry_after }) => {
+                    if attempts >= self.max_attempts.max(1) {
+                        return Err(format!("{what}: after {attempts} attempts: {message}"));
+                    }
+                    let delay = self.delay(attempts, retry_after, rand::random::<f64>());
+                    tracing::warn!(
+                        event = "request_retried",
+                        what,
+                        attempt = attempts,
+                        delay_ms = delay.as_millis() as u64,
+                        cause = %message,
+                        "{reader} failed and is sent again"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// How an attempt of [`RetryPolicy::run`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failed {
+    /// Worth another attempt, after at least `retry_after` when the server said so.
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Not worth another attempt.
+    Final(String),
 }
 
 #[cfg(test)]

@@ -44,6 +44,17 @@ pub enum CallError {
     Fatal(String),
 }
 
+impl From<CallError> for crate::http::retry::Failed {
+    fn from(e: CallError) -> Self {
+        use crate::http::retry::Failed;
+        match e {
+            CallError::Transient { message, retry_after } => Failed::Transient { message, retry_after },
+            daily @ CallError::Daily(_) => Failed::Final(daily.to_string()),
+            CallError::Fatal(m) => Failed::Final(m),
+        }
+    }
+}
+
 /// Why a connection cannot be opened: a setting, named.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("connection `{connection}` (hubspot): {why}")]

@@ -60,6 +60,16 @@ pub enum CallError {
     Fatal(String),
 }
 
+impl From<CallError> for crate::http::retry::Failed {
+    fn from(e: CallError) -> Self {
+        use crate::http::retry::Failed;
+        match e {
+            CallError::Transient { message, retry_after } => Failed::Transient { message, retry_after },
+            CallError::Fatal(m) => Failed::Final(m),
+        }
+    }
+}
+
 /// A successful (2xx or 300) answer.
 pub struct Answer {
     pub status: StatusCode,

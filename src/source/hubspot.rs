@@ -445,37 +445,15 @@ impl Ctx {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the retries run out.
-    async fn retry<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, SourceError>
+    async fn retry<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, SourceError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, CallError>>,
     {
-        let mut attempts = 0u32;
-        loop {
-            attempts += 1;
-            match attempt().await {
-                Ok(v) => return Ok(v),
-                Err(e @ CallError::Daily(_)) => return Err(SourceError::Query(format!("{what}: {e}"))),
-                Err(CallError::Fatal(m)) => return Err(SourceError::Query(format!("{what}: {m}"))),
-                Err(CallError::Transient { message, retry_after }) => {
-                    if attempts >= self.retry.max_attempts.max(1) {
-                        return Err(SourceError::Query(format!(
-                            "{what}: after {attempts} attempts: {message}"
-                        )));
-                    }
-                    let delay = self.retry.delay(attempts, retry_after, rand::random::<f64>());
-                    tracing::warn!(
-                        event = "request_retried",
-                        what,
-                        attempt = attempts,
-                        delay_ms = delay.as_millis() as u64,
-                        cause = %message,
-                        "a HubSpot read failed and is sent again"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
+        self.retry
+            .run("a HubSpot read", what, attempt)
+            .await
+            .map_err(SourceError::Query)
     }
 }
 

@@ -131,6 +131,20 @@ impl Kind {
         }
     }
 
+    /// What a mapping gives: a constant's kind, else its column's after the transforms
+    /// (`None` when the column is not in `schema`).
+    pub(super) fn given(m: &crate::plan::MappingPlan, schema: Option<&SchemaRef>) -> Option<Kind> {
+        match &m.value {
+            crate::plan::ValueSource::Constant(v) => Some(match v {
+                serde_json::Value::String(_) => Kind::Text,
+                serde_json::Value::Number(_) => Kind::Number,
+                serde_json::Value::Bool(_) => Kind::Bool,
+                _ => Kind::Any,
+            }),
+            crate::plan::ValueSource::Path(_) => schema.and_then(|s| mapped_kind(m, s)),
+        }
+    }
+
     pub(super) fn words(self) -> &'static str {
         match self {
             Kind::Text => "text",

@@ -8,7 +8,7 @@
 //! a constant, or the values the query's column gives (up to 1,000 distinct), written to an
 //! enumeration must be among its options.
 
-use super::connect::{mapped_kind, Kind};
+use super::connect::Kind;
 use super::salesforce::{distinct, illegal, transformed};
 use crate::config::project::HubspotConnection;
 use crate::config::ConnectionSpec;
@@ -16,7 +16,6 @@ use crate::diagnostics::{Code, Diagnostic};
 use crate::map::value::Val;
 use crate::path::FieldPath;
 use crate::plan::{SyncPlan, ValueSource};
-use serde_json::Value;
 
 /// What a property of HubSpot type `hs` takes, if a value of `kind` does not fit it.
 fn incompatible(kind: Kind, hs: &str) -> Option<&'static str> {
@@ -151,15 +150,7 @@ pub async fn check(
             continue;
         }
         // Types: what the mapping produces against what the property takes.
-        let kind = match &m.value {
-            ValueSource::Constant(v) => Some(match v {
-                Value::String(_) => Kind::Text,
-                Value::Number(_) => Kind::Number,
-                Value::Bool(_) => Kind::Bool,
-                _ => Kind::Any,
-            }),
-            ValueSource::Path(_) => schema.and_then(|s| mapped_kind(m, s)),
-        };
+        let kind = Kind::given(m, schema);
         if let Some(want) = kind.and_then(|k| incompatible(k, &p.kind)) {
             out.push(
                 Diagnostic::new(

@@ -5,7 +5,7 @@
 //! picklists are legal (constants always; column values by reading the distinct values the
 //! query returns), and fields required to create a record are mapped.
 
-use super::connect::{mapped_kind, Kind};
+use super::connect::Kind;
 use crate::config::project::ConnectionSpec;
 use crate::config::Mode;
 use crate::diagnostics::{Code, Diagnostic};
@@ -150,15 +150,7 @@ pub async fn check(
         }
         let sf_type = f["type"].as_str().unwrap_or("");
         // Types: what the mapping produces against what the field takes.
-        let kind = match &m.value {
-            ValueSource::Constant(v) => Some(match v {
-                Value::String(_) => Kind::Text,
-                Value::Number(_) => Kind::Number,
-                Value::Bool(_) => Kind::Bool,
-                _ => Kind::Any,
-            }),
-            ValueSource::Path(_) => schema.and_then(|s| mapped_kind(m, s)),
-        };
+        let kind = Kind::given(m, schema);
         if let Some(kind) = kind {
             if let Some(want) = incompatible(kind, sf_type) {
                 out.push(
