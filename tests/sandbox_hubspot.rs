@@ -22,6 +22,20 @@ struct Resp {
 }
 
 impl Resp {
+    /// The status, headers and body of an answer (its JSON, or null).
+    async fn read(r: reqwest::Response) -> Resp {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            json,
+            text,
+        }
+    }
+
     fn header(&self, name: &str) -> u64 {
         self.headers
             .get(name)
@@ -53,17 +67,7 @@ impl Hub {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            status,
-            headers,
-            json,
-            text,
-        }
+        Resp::read(req.send().await.unwrap()).await
     }
 
     async fn get(&self, path: &str) -> Resp {

@@ -19,16 +19,7 @@ impl Hub {
             .send()
             .await
             .unwrap();
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            status,
-            headers,
-            json,
-            text,
-        }
+        Resp::read(r).await
     }
 
     async fn refresh(&self) -> Resp {
