@@ -3,7 +3,9 @@
 //! record, the next searches only its window, archived records are soft-deleted, a record
 //! stamped late inside the lookback is read, a window of more than 10,000 records that all
 //! share one stamp is read whole by keyset paging, the daily limit mid-pull leaves the
-//! watermark for the next run, and a property the object lacks is a clear error.
+//! watermark for the next run, a property the object lacks is a clear error, and answers
+//! that break the protocol (cursors in a circle, no `results`, a value not of its type) end
+//! the read with one.
 
 use crate::support::{run_json, stderr, stdout};
 use chrono::{Duration as D, Utc};
@@ -15,11 +17,13 @@ const MODEL: &str = "contacts_from_hs";
 /// The project; `first` is the property read for the first name (in `fields` and its
 /// mapping).
 fn project(sandbox: &Sandbox, first: &str) -> tempfile::TempDir {
-    crate::support::hubspot_project(
-        &sandbox.url(),
-        "contacts.yaml",
-        &format!(
-            "models:
+    crate::support::hubspot_project(&sandbox.url(), "contacts.yaml", &model(first))
+}
+
+/// The model, reading property `first` for the first name.
+fn model(first: &str) -> String {
+    format!(
+        "models:
   - name: {MODEL}
     source:
       type: hubspot
@@ -46,7 +50,6 @@ fn project(sandbox: &Sandbox, first: &str) -> tempfile::TempDir {
       - source: hs_lastmodifieddate
         destination: modified_at
 "
-        ),
     )
 }
 
@@ -323,4 +326,86 @@ fn into_postgres_the_first_run_lists_and_the_next_reads_the_window() {
         "DROP SCHEMA {schema} CASCADE; DROP SCHEMA IF EXISTS {schema}_state CASCADE"
     )))
     .unwrap();
+}
+
+/// A list answer for a request's `after`.
+type Page = fn(Option<&str>) -> serde_json::Value;
+
+/// A server that speaks HubSpot's shape but not its protocol, answering the list endpoint
+/// with `page`: given the request's `after`, the answer.
+fn hostile(page: Page) -> String {
+    use axum::extract::Query;
+    use axum::routing::get;
+    use serde_json::json;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new()
+                .route(
+                    "/crm/v3/properties/{object}",
+                    get(|| async {
+                        axum::Json(json!({"results": [
+                            {"name": "email", "type": "string"},
+                            {"name": "firstname", "type": "string"},
+                            {"name": "ltv", "type": "number"},
+                            {"name": "last_activity_date", "type": "date"},
+                            {"name": "hs_lastmodifieddate", "type": "datetime"},
+                            {"name": "hs_object_id", "type": "number"},
+                        ]}))
+                    }),
+                )
+                .route(
+                    "/crm/v3/objects/{object}",
+                    get(
+                        move |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                            axum::Json(page(q.get("after").map(String::as_str)))
+                        },
+                    ),
+                );
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+/// Answers that break the protocol end the read with a clear error naming the model, and
+/// bounded: cursors that go round in a circle, a page without `results`, a value that is
+/// not of its property's type. Nothing is written.
+#[test]
+fn answers_that_break_the_protocol_end_the_read_with_a_clear_error() {
+    use serde_json::json;
+    let cases: [(Page, &str); 3] = [
+        (
+            |after| {
+                // A → B → A → …
+                let next = if after == Some("A") { "B" } else { "A" };
+                json!({"results": [{"id": "1", "archived": false, "properties": {"email": "a@x.com"}}],
+                       "paging": {"next": {"after": next}}})
+            },
+            "answered the paging cursor `A` a second time",
+        ),
+        (|_| json!({"status": "COMPLETE"}), "has no `results` list"),
+        (
+            |_| {
+                json!({"results": [{"id": "7", "archived": false, "properties": {
+                    "email": "a@x.com", "ltv": "lots", "hs_lastmodifieddate": "2024-01-31T09:30:00Z"}}]})
+            },
+            "field `ltv`: `lots` is not a number",
+        ),
+    ];
+    for (page, says) in cases {
+        let url = hostile(page);
+        let p = crate::support::hubspot_project(&url, "contacts.yaml", &model(FIELDS));
+        let (code, s) = run(p.path(), "pat-anything", &[]);
+        assert_eq!(code, 1, "{s:#}");
+        let error = s["error"].as_str().unwrap_or("");
+        assert!(error.contains(MODEL) && error.contains(says), "{says}: {s:#}");
+        assert_eq!(rows_or_none(p.path()).unwrap_or(0), 0, "nothing written: {s:#}");
+    }
 }

@@ -405,6 +405,8 @@ impl Ctx {
     ) -> Result<(), SourceError> {
         let properties = Self::wanted(extract).join(",");
         let mut after: Option<String> = None;
+        // Every cursor answered: one seen twice would page in a circle.
+        let mut seen = std::collections::HashSet::new();
         loop {
             if tx.is_cancelled() {
                 return Err(SourceError::Cancelled);
@@ -432,11 +434,12 @@ impl Ctx {
                 self.push(d, r, rows, extract.batch_rows, tx).await?;
             }
             match answer["paging"]["next"]["after"].as_str() {
-                Some(next) if after.as_deref() != Some(next) => after = Some(next.to_string()),
-                Some(_) => {
+                Some(next) if seen.insert(next.to_string()) => after = Some(next.to_string()),
+                Some(next) => {
                     return Err(SourceError::Query(format!(
-                        "listing `{}` answered the same `paging.next.after` twice; the answer is not what the protocol says",
-                        extract.object
+                        "listing `{}` answered the paging cursor `{}` a second time, so the pages would go round for ever; the answer is not what the protocol says",
+                        extract.object,
+                        next.chars().take(40).collect::<String>()
                     )))
                 }
                 None => return Ok(()),
