@@ -47,6 +47,8 @@ pub(crate) struct Limits {
     search_max: u64,
     /// When each counted search request of the last second arrived, oldest first.
     searches: VecDeque<Instant>,
+    /// Requests refused with a 429 so far, whatever the policy.
+    refused: u64,
 }
 
 impl Limits {
@@ -59,6 +61,7 @@ impl Limits {
             day: chrono::Utc::now().date_naive(),
             search_max,
             searches: VecDeque::new(),
+            refused: 0,
         }
     }
 
@@ -79,6 +82,14 @@ impl Limits {
     /// Counts one request, or refuses it (not counted) with the policy it hit: the daily
     /// count first, then the window, then (for a search) the search's second.
     pub(crate) fn admit(&mut self, search: bool) -> Result<(), HubError> {
+        let refused = self.check(search);
+        if refused.is_err() {
+            self.refused += 1;
+        }
+        refused
+    }
+
+    fn check(&mut self, search: bool) -> Result<(), HubError> {
         let now = Instant::now();
         self.roll(now);
         if self.daily_used >= self.daily_max {
@@ -136,6 +147,10 @@ impl Limits {
         ]
     }
 
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused
+    }
+
     pub(crate) fn daily_used(&self) -> u64 {
         self.daily_used
     }
@@ -171,6 +186,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(l.daily_used(), 2, "a refused request is not counted");
+        assert_eq!(l.refused(), 1, "but it is counted as refused");
         let mut s = Limits::new(10, 10, 1);
         assert!(s.admit(true).is_ok());
         assert!(s.admit(false).is_ok(), "other requests are not searches");

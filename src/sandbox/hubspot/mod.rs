@@ -281,6 +281,12 @@ impl HubSpot {
         self.0.lock().limits.daily_used()
     }
 
+    /// Requests refused with a 429 so far (any policy); refused requests are not in
+    /// [`HubSpot::calls`].
+    pub fn refused(&self) -> u64 {
+        self.0.lock().limits.refused()
+    }
+
     /// Sets the daily count: `used` requests of `max` today.
     pub fn set_daily(&self, used: u64, max: u64) {
         self.0.lock().limits.set_daily(used, max);

@@ -4,9 +4,10 @@
 //! `GET /crm/v3/properties/{objectType}` in HubSpot's shape. The standard objects answer to
 //! their `objectTypeId` too (`0-1`, `0-2`, `0-3`).
 //!
-//! Values travel as strings. A number is any finite decimal; a date is `YYYY-MM-DD` or
-//! the epoch milliseconds of a UTC midnight (stored as `YYYY-MM-DD`); a datetime is RFC
-//! 3339 or epoch milliseconds (stored as `…T…Z` with milliseconds); an enumeration value
+//! Values travel as strings. A number is any finite decimal; a date is `YYYY-MM-DD` or a
+//! UTC midnight as epoch milliseconds or RFC 3339 (stored as `YYYY-MM-DD`; another time of
+//! day is refused, `INVALID_DATE`, as HubSpot refuses it); a datetime is RFC 3339 or epoch
+//! milliseconds (stored as `…T…Z` with milliseconds); an enumeration value
 //! must be one of its options. An empty string clears any property.
 
 use super::{timestamp, Hub, HubError};
@@ -317,12 +318,7 @@ pub(crate) fn check(object: &ObjectType, name: &str, value: &Value) -> Result<St
             Ok(n) if n.is_finite() => Ok(text.trim().to_string()),
             _ => Err(invalid("INVALID_INTEGER", format!("{text} was not a valid number."))),
         },
-        PropType::Date => parse_date(&text).ok_or_else(|| {
-            invalid(
-                "INVALID_DATE",
-                format!("{text} is not a valid date: give YYYY-MM-DD or the epoch milliseconds of a UTC midnight"),
-            )
-        }),
+        PropType::Date => parse_date(&text).map_err(|m| invalid("INVALID_DATE", m)),
         PropType::Datetime => parse_datetime(&text)
             .map(timestamp)
             .ok_or_else(|| invalid("INVALID_DATETIME", format!("{text} is not a valid datetime"))),
@@ -342,13 +338,30 @@ pub(crate) fn check(object: &ObjectType, name: &str, value: &Value) -> Result<St
     }
 }
 
-fn parse_date(text: &str) -> Option<String> {
+/// A date property's value: `YYYY-MM-DD`, or a time that is a UTC midnight (epoch
+/// milliseconds or ISO 8601), stored as `YYYY-MM-DD`. Any other time is refused as HubSpot
+/// refuses it: `1706693415000 is at 9:30:15.0 UTC, not midnight!`.
+fn parse_date(text: &str) -> Result<String, String> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Some(d.format("%Y-%m-%d").to_string());
+        return Ok(d.format("%Y-%m-%d").to_string());
     }
-    let millis: i64 = text.parse().ok()?;
-    let t = chrono::DateTime::from_timestamp_millis(millis)?;
-    (millis % 86_400_000 == 0).then(|| t.format("%Y-%m-%d").to_string())
+    let Some(t) = parse_datetime(text) else {
+        return Err(format!(
+            "{text} is not a valid date: give YYYY-MM-DD or the epoch milliseconds of a UTC midnight"
+        ));
+    };
+    let millis = t.timestamp_millis();
+    if millis.rem_euclid(86_400_000) != 0 {
+        use chrono::Timelike;
+        return Err(format!(
+            "{millis} is at {}:{}:{}.{} UTC, not midnight!",
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.timestamp_subsec_millis()
+        ));
+    }
+    Ok(t.format("%Y-%m-%d").to_string())
 }
 
 pub(crate) fn parse_datetime(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -427,9 +440,33 @@ mod tests {
             Ok("2024-02-29".into())
         );
         assert_eq!(
-            check(&c, "last_activity_date", &json!("1709164800001"))
+            check(&c, "last_activity_date", &json!("1709164800001")),
+            Err(Invalid {
+                property: "last_activity_date".into(),
+                code: "INVALID_DATE",
+                message: "1709164800001 is at 0:0:0.1 UTC, not midnight!".into()
+            })
+        );
+        assert_eq!(
+            check(&c, "last_activity_date", &json!("2024-01-31T09:30:15Z"))
+                .unwrap_err()
+                .message,
+            "1706693415000 is at 9:30:15.0 UTC, not midnight!"
+        );
+        assert_eq!(
+            check(&c, "last_activity_date", &json!("2024-02-29T00:00:00Z")),
+            Ok("2024-02-29".into()),
+            "a UTC midnight, however written"
+        );
+        assert_eq!(
+            check(&c, "last_activity_date", &json!("2024-02-29T00:00:00+01:00"))
                 .unwrap_err()
                 .code,
+            "INVALID_DATE",
+            "midnight elsewhere is not midnight UTC"
+        );
+        assert_eq!(
+            check(&c, "last_activity_date", &json!("soon")).unwrap_err().code,
             "INVALID_DATE"
         );
         assert_eq!(
