@@ -3,12 +3,14 @@
 //! one account's allocation).
 //!
 //! Every request goes through [`Conn::call`], which waits for the connection's concurrency
-//! slot and rate window, adds the token, and sorts failures: 429 `SECONDLY` and
+//! slot and configured `rate_limit`, then for room in the account's rate window as HubSpot
+//! reports it on every answer ([`super::pace`]), adds the token, and sorts failures: 429 `SECONDLY` and
 //! `TEN_SECONDLY_ROLLING` (or without a policy), 5xx, timeouts and connection errors are
 //! transient (retried by the caller after `Retry-After`); 429 `DAILY` is [`CallError::Daily`]
 //! (the run stops, the next one resumes); 401/403, other 4xx, redirects and answers that
 //! are not JSON are fatal. Nothing of the token reaches a message.
 
+use super::pace::{Pace, Report};
 use crate::config::env::expand_env;
 use crate::config::project::HubspotConnection;
 use crate::http::limit::Limits;
@@ -69,6 +71,8 @@ pub struct Conn {
     base: String,
     auth: super::auth::Auth,
     limits: Arc<Limits>,
+    /// The account's rate window, from the `X-HubSpot-RateLimit-*` headers of the answers.
+    pace: Pace,
     client: reqwest::Client,
     pub max_concurrency: usize,
 }
@@ -133,6 +137,7 @@ impl Conn {
             auth: super::auth::Auth::new(name, c, &base, client.clone()).map_err(setting)?,
             base,
             limits: Limits::shared(name, rate, max_concurrency),
+            pace: Pace::default(),
             client,
             max_concurrency,
         })
@@ -184,6 +189,7 @@ impl Conn {
     ) -> Result<Result<Value, CallError>, Unauthorized> {
         let url = format!("{}/crm/v3/{path}", self.base);
         let mut permit = self.limits.acquire().await;
+        let mut ticket = self.pace.start().await;
         calls.fetch_add(1, Ordering::Relaxed);
         let mut request = self
             .client
@@ -203,6 +209,7 @@ impl Conn {
             }
         };
         let status = response.status();
+        let report = Report::from_headers(response.headers());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -214,6 +221,9 @@ impl Conn {
                 "{target} answered {}",
                 crate::http::redirect_message(status, response.headers())
             ))));
+        }
+        if status != StatusCode::TOO_MANY_REQUESTS {
+            ticket.answered(report);
         }
         if status == StatusCode::NO_CONTENT {
             self.limits.succeeded();
@@ -231,14 +241,25 @@ impl Conn {
             }
             return Ok(Err(match status.as_u16() {
                 429 => match answer["policyName"].as_str() {
-                    Some("DAILY") => CallError::Daily(message),
+                    Some("DAILY") => {
+                        ticket.answered(report);
+                        CallError::Daily(message)
+                    }
                     policy => {
+                        let retry_after = retry_after.unwrap_or(Duration::from_secs(1));
                         if policy.is_none() {
                             self.limits.too_many(&mut permit);
                         }
+                        // The search endpoints' second is theirs alone: only its caller waits.
+                        let hold = if policy == Some("SECONDLY") {
+                            Duration::ZERO
+                        } else {
+                            retry_after
+                        };
+                        ticket.refused(report, hold);
                         CallError::Transient {
                             message,
-                            retry_after: retry_after.or(Some(Duration::from_secs(1))),
+                            retry_after: Some(retry_after),
                         }
                     }
                 },
