@@ -1,7 +1,8 @@
 //! The `hubspot` destination against the sandbox's HubSpot API over real HTTP: batch
 //! upserts of 100 (calls exact), a 207 matched to its row, two keys that differ only in
-//! case never in one call, nothing sent when nothing changed, archived when removed, and
-//! the daily limit stopping a run that the next one resumes.
+//! case never in one call, nothing sent when nothing changed, archived when removed, the
+//! daily limit stopping a run that the next one resumes, a run paced by the rate-limit
+//! headers without refusals, and dates sent as HubSpot keeps them.
 
 use crate::support::{run_json, stderr, stdout};
 use ebb::sandbox::{Sandbox, SandboxConfig};
@@ -263,15 +264,37 @@ fn validate_connect_checks_the_objects_properties() {
     );
 }
 
-/// Over the ten-second window: HubSpot's 429 `TEN_SECONDLY_ROLLING` is waited out (its
-/// `Retry-After`) and retried; every row lands, and the calls count the retry.
+/// Spends `n` requests of the sandbox's window from outside ebb (another integration on
+/// the account).
+fn spend(sandbox: &Sandbox, n: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = ebb::http::client().unwrap();
+        for _ in 0..n {
+            let r = http
+                .get(format!("{}/crm/v3/properties/contacts", sandbox.url()))
+                .bearer_auth(sandbox.hubspot().token())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    });
+}
+
+/// Someone else spent the ten-second window: HubSpot's 429 `TEN_SECONDLY_ROLLING` is
+/// waited out (its `Retry-After`) and retried; every row lands, and the calls count the
+/// retry.
 #[test]
 fn the_ten_second_limit_is_waited_out() {
     let sandbox = Sandbox::start_in_thread(SandboxConfig::default());
     let token = sandbox.hubspot().token();
     let p = project(&sandbox);
-    sandbox.hubspot().set_ten_second_limit(2);
-    let started = std::time::Instant::now();
+    sandbox.hubspot().set_ten_second_limit(3);
+    spend(&sandbox, 3);
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_ebb"))
         .args(["run", "contacts_hs", "--format", "json"])
         .current_dir(p.path())
@@ -283,11 +306,130 @@ fn the_ten_second_limit_is_waited_out() {
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     let calls = v["runs"][0]["counts"]["api_calls"].as_u64().unwrap();
     assert!(calls >= 4, "three batches and at least one refused call: {v:#}");
+    assert!(sandbox.hubspot().refused() >= 1);
     // The refusal is logged as a retry, with HubSpot's reason.
     assert!(
         stderr(&o).contains("a request failed and is sent again") && stderr(&o).contains("429"),
         "{}",
         stderr(&o)
     );
-    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+}
+
+/// At a limit of 10 requests per 10 seconds, 2,500 contacts (25 calls: three windows) are
+/// paced by the `X-HubSpot-RateLimit-*` headers: not one request refused, and the run
+/// takes about what the limit allows (20 seconds: 10 at once, 10 more 10 s later, then 5),
+/// not a storm of retries.
+#[test]
+fn a_run_is_paced_by_the_rate_limit_headers_without_refusals() {
+    let sandbox = Sandbox::start_in_thread(SandboxConfig::default());
+    let token = sandbox.hubspot().token();
+    let p = project(&sandbox);
+    sql(
+        p.path(),
+        "INSERT INTO customers SELECT 'm' || range || '@x.com', 'More ' || range, '1' FROM range(2250)",
+    );
+    sandbox.hubspot().set_ten_second_limit(10);
+    let started = std::time::Instant::now();
+    let (code, s) = run(p.path(), &token);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(
+        (s["counts"]["confirmed"].as_i64(), s["counts"]["api_calls"].as_i64()),
+        (Some(2500), Some(25)),
+        "{s:#}"
+    );
+    assert_eq!(sandbox.hubspot().refused(), 0, "requests were refused: {s:#}");
+    assert_eq!(live(&sandbox).len(), 2500);
+    // Not a timing test: the limit cannot be beaten (≥ 20 s), and a generous bound catches
+    // a run that waits whole windows it need not (or backs off after refusals).
+    assert!(took >= std::time::Duration::from_secs(20), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(45), "{took:?}");
+}
+
+/// Dates go as HubSpot keeps them: a `date` property gets the midnight UTC of its day in
+/// epoch milliseconds, a `datetime` its epoch milliseconds; a time of day bound for a
+/// `date` property rejects its row, saying why. The property types cost one call, made
+/// because values needed them.
+#[test]
+fn dates_are_sent_as_hubspot_keeps_them_and_a_time_of_day_rejects_its_row() {
+    let sandbox = Sandbox::start_in_thread(SandboxConfig::default());
+    let token = sandbox.hubspot().token();
+    let p = project(&sandbox);
+    let dir = p.path();
+    std::fs::write(
+        dir.join("models/dated.yaml"),
+        "models:
+  - name: dated_hs
+    source:
+      type: duckdb
+      query: SELECT email, seen_on, seen_at, updated_at FROM dated
+    destination:
+      type: hubspot
+      object: contacts
+      unique_identifier: email
+    mappings:
+      - source: email
+        destination: email
+      - source: seen_on
+        destination: last_activity_date
+      - source: seen_at
+        destination: company
+      - source: updated_at
+        destination: last_update
+",
+    )
+    .unwrap();
+    sql(
+        dir,
+        "CREATE TABLE dated AS
+           SELECT 'd' || range || '@x.com' AS email, DATE '2024-01-01' + range::INT AS seen_on,
+                  TIMESTAMP '2024-01-01 00:00:00' + to_days(range::INT) AS seen_at,
+                  TIMESTAMP '2024-01-31 09:30:15' + to_seconds(range) AS updated_at
+           FROM range(150);
+         -- One row's day given as a timestamp with a time of day.
+         ALTER TABLE dated ALTER seen_on TYPE VARCHAR;
+         UPDATE dated SET seen_on = '2024-02-03T09:30:00Z' WHERE email = 'd7@x.com';",
+    );
+    let (code, s) = run_json(dir, "dated_hs", &[], &[("EBB_TEST_HUBSPOT_TOKEN", &token)]);
+    assert_eq!(code, 3, "a row was rejected: {s:#}");
+    assert_eq!(
+        (
+            s["counts"]["confirmed"].as_i64(),
+            s["counts"]["rejected"].as_i64(),
+            s["counts"]["api_calls"].as_i64()
+        ),
+        (Some(149), Some(1), Some(3)),
+        "two upserts and the properties: {s:#}"
+    );
+    let records = live(&sandbox);
+    let d2 = records.iter().find(|r| r["email"] == "d2@x.com").unwrap();
+    assert_eq!(
+        (
+            d2["last_activity_date"].as_str(),
+            d2["last_update"].as_str(),
+            d2["company"].as_str()
+        ),
+        (
+            Some("2024-01-03"),
+            Some("2024-01-31T09:30:17.000Z"),
+            Some("2024-01-03T00:00:00")
+        ),
+        "a text property keeps the warehouse's text: {d2:?}"
+    );
+    assert!(records.iter().all(|r| r["email"] != "d7@x.com"));
+    let o = crate::support::ebb(dir, &["errors", "dated_hs", "--format", "json"]);
+    let errors = stdout(&o);
+    assert!(
+        errors.contains("d7@x.com")
+            && errors.contains("INVALID_DATE")
+            && errors.contains("`last_activity_date` is a HubSpot date property"),
+        "{errors}"
+    );
+    // Fixed in the warehouse: the row goes, its date as a day.
+    sql(dir, "UPDATE dated SET seen_on = '2024-02-03' WHERE email = 'd7@x.com'");
+    let (code, s) = run_json(dir, "dated_hs", &[], &[("EBB_TEST_HUBSPOT_TOKEN", &token)]);
+    assert_eq!((code, s["counts"]["confirmed"].as_i64()), (0, Some(1)), "{s:#}");
+    let records = live(&sandbox);
+    let d7 = records.iter().find(|r| r["email"] == "d7@x.com").unwrap();
+    assert_eq!(d7["last_activity_date"], "2024-02-03");
 }

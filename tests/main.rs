@@ -22,7 +22,7 @@ mod engine; // the sync engine on DuckDB without PostgreSQL: the delivery contra
 mod examples; // every model in models/ and the seed's example validate
 mod fixtures; // tests/fixtures/invalid*: one problem each, code and line:column exact
 #[cfg(feature = "duckdb")]
-mod hubspot; // the hubspot destination against the sandbox: batches of 100, 207 matched to rows, case-duplicate keys split, archive, the daily limit
+mod hubspot; // the hubspot destination against the sandbox: batches of 100, 207 matched to rows, case-duplicate keys split, archive, the daily limit, pacing by the rate-limit headers, dates
 mod hubspot_inbound; // HubSpot as an inbound source into DuckDB: list then search windows, archived records, past 10,000 by keyset, the daily limit mid-pull
 mod hubspot_modes; // the hubspot destination's update and insert modes, and the search API's SECONDLY 429 met by an inbound read
 #[cfg(feature = "duckdb")]
