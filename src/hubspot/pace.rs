@@ -291,7 +291,7 @@ impl State {
             .count();
         let used = r.max.saturating_sub(r.remaining) as usize;
         let others = used.saturating_sub(ours);
-        self.others = (others > 0).then(|| (others as u32, now + r.interval));
+        self.others = (others > 0).then_some((others as u32, now + r.interval));
     }
 }
 
