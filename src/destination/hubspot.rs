@@ -33,7 +33,9 @@
 //! its `errors` name (`context.objectWriteTraceId`) with their category and message.
 //! 429 with `policyName` `SECONDLY` or `TEN_SECONDLY_ROLLING` is retried (after its
 //! `Retry-After`); `DAILY` stops the run (the next one resumes). 5xx and connection errors
-//! are retried, 401/403 and other 4xx stop the run.
+//! are retried; a 401 over OAuth is sent again once with a new access token; 401/403 and
+//! other 4xx otherwise stop the run. Requests go through the connection layer
+//! ([`crate::hubspot::Conn`]: credentials, limits, pacing by HubSpot's rate-limit headers).
 
 use super::{Batch, Op, OpenError, Outcome, SendError};
 use crate::config::project::HubspotConnection;

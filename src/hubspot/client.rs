@@ -160,9 +160,8 @@ impl Conn {
         );
         let mut replayed = false;
         loop {
-            let token = self.auth.token(calls).await?;
-            match self.once(calls, &method, path, body, &token, &target).await {
-                Err(Unauthorized(message)) if !replayed && self.auth.renewable() => {
+            match self.once(calls, &method, path, body, &target).await {
+                Err(Unauthorized { token, .. }) if !replayed && self.auth.renewable() => {
                     self.auth.stale(&token);
                     replayed = true;
                     tracing::info!(
@@ -170,9 +169,8 @@ impl Conn {
                         connection = %self.name,
                         "HubSpot refused the access token; a new one is fetched"
                     );
-                    let _ = message;
                 }
-                Err(Unauthorized(message)) => return Err(CallError::Fatal(message)),
+                Err(Unauthorized { message, .. }) => return Err(CallError::Fatal(message)),
                 Ok(r) => return r,
             }
         }
@@ -184,17 +182,22 @@ impl Conn {
         method: &Method,
         path: &str,
         body: Option<&Value>,
-        token: &str,
         target: &str,
     ) -> Result<Result<Value, CallError>, Unauthorized> {
         let url = format!("{}/crm/v3/{path}", self.base);
         let mut permit = self.limits.acquire().await;
         let mut ticket = self.pace.start().await;
+        // The token is asked for once the request may go: requests waiting for a slot
+        // when a token lapses then all get the renewed one, not a 401 each.
+        let token = match self.auth.token(calls).await {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
         calls.fetch_add(1, Ordering::Relaxed);
         let mut request = self
             .client
             .request(method.clone(), &url)
-            .bearer_auth(token)
+            .bearer_auth(&token)
             .timeout(TIMEOUT);
         if let Some(b) = body {
             request = request.json(b);
@@ -237,7 +240,7 @@ impl Conn {
                 .map_or_else(|| text.chars().take(300).collect(), str::to_string);
             let message = crate::redact::text(&format!("{target}: HTTP {status}: {said}"));
             if status == StatusCode::UNAUTHORIZED {
-                return Err(Unauthorized(message));
+                return Err(Unauthorized { message, token });
             }
             return Ok(Err(match status.as_u16() {
                 429 => match answer["policyName"].as_str() {
@@ -288,4 +291,8 @@ impl Conn {
 }
 
 /// A 401, with its message: replayed with a new token when the connection can get one.
-struct Unauthorized(String);
+struct Unauthorized {
+    message: String,
+    /// The token refused.
+    token: String,
+}
