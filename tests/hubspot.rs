@@ -9,27 +9,9 @@ use ebb::sandbox::{Sandbox, SandboxConfig};
 use std::path::Path;
 
 fn project(sandbox: &Sandbox) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ebb.yaml"),
-        format!(
-            "version: 1
-connections:
-  warehouse:
-    type: duckdb
-    path: warehouse.duckdb
-  hubspot:
-    type: hubspot
-    token: ${{EBB_TEST_HUBSPOT_TOKEN}}
-    base_url: {}
-",
-            sandbox.url()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("models")).unwrap();
-    std::fs::write(
-        dir.path().join("models/contacts.yaml"),
+    let dir = crate::support::hubspot_project(
+        &sandbox.url(),
+        "contacts.yaml",
         "models:
   - name: contacts_hs
     source:
@@ -48,8 +30,7 @@ connections:
       - source: ltv
         destination: ltv
 ",
-    )
-    .unwrap();
+    );
     sql(
         dir.path(),
         "CREATE TABLE customers AS
