@@ -73,6 +73,7 @@ pub mod salesforce;
 pub mod sandbox;
 pub mod schedule;
 pub mod schema;
+pub mod snowflake;
 pub mod source;
 pub mod state;
 pub mod time;

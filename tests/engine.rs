@@ -699,6 +699,7 @@ async fn a_snowflake_reader_that_panics_part_way_ends_with_an_error_not_the_end(
                 .map(|p| (0..3).map(|r| vec![Some((p * 10 + r).to_string())]).collect())
                 .collect(),
             async_polls: 0,
+            stats: None,
         },
     );
     let spec = ebb::config::project::ConnectionSpec::Snowflake(ebb::config::project::SnowflakeConnection {

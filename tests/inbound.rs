@@ -1,5 +1,5 @@
 //! Inbound runs (`src/engine/inbound/`): Salesforce (the sandbox, over real HTTP) into a
-//! DuckDB file or the real PostgreSQL, through `engine::run` as `ebb run` calls it: the
+//! DuckDB file, the real PostgreSQL or Snowflake (the SQL API test server), through `engine::run` as `ebb run` calls it: the
 //! first run loads everything, the next reads only its window, deletes (soft and hard),
 //! late commits within the lookback, replays without duplicates, REST and Bulk alike,
 //! faults mid-pull, and a bad field that commits nothing.
@@ -19,6 +19,16 @@ pub(crate) struct Inbound {
     pub(crate) rt: tokio::runtime::Runtime,
     /// The PostgreSQL schema of the table and the store, when on PostgreSQL.
     pub(crate) pg_schema: Option<String>,
+    /// The Snowflake SQL API server, when the warehouse is Snowflake.
+    sf: Option<crate::snowflake_server::Server>,
+}
+
+/// The warehouse an inbound test writes to.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Warehouse {
+    Duckdb,
+    Postgres,
+    Snowflake,
 }
 
 pub(crate) const MODEL: &str = "contacts_in";
@@ -62,14 +72,50 @@ impl Inbound {
     /// `model_yaml` with `{dest}` the destination type; on PostgreSQL (`pg`) the table's
     /// schema and the state store are a schema of their own.
     pub(crate) fn new(name: &str, model_yaml: &str, pg: bool) -> Inbound {
+        Inbound::on(
+            name,
+            model_yaml,
+            if pg { Warehouse::Postgres } else { Warehouse::Duckdb },
+        )
+    }
+
+    /// `model_yaml` into `warehouse`; Snowflake's tables are upper case (`RAW.CONTACTS`).
+    pub(crate) fn on(name: &str, model_yaml: &str, warehouse: Warehouse) -> Inbound {
+        let pg = warehouse == Warehouse::Postgres;
         let sandbox = Sandbox::start_in_thread(SandboxConfig {
             query_page_size: 20,
             bulk_step_delay: Duration::from_millis(10),
             ..SandboxConfig::default()
         });
         let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sf = (warehouse == Warehouse::Snowflake).then(|| {
+            rt.block_on(crate::snowflake_server::Server::start_postgres(
+                "XY12345",
+                "EBB_SYNC",
+                crate::table_snowflake::KEY,
+                &format!("inbound_{name}"),
+            ))
+        });
         let pg_schema = pg.then(|| format!("inb_{name}_{}", std::process::id()));
         let (warehouse, state, dest) = match &pg_schema {
+            None if sf.is_some() => {
+                let key = dir.path().join("sf.p8");
+                std::fs::write(&key, crate::table_snowflake::KEY).unwrap();
+                (
+                    format!(
+                        "type: snowflake\n    account: xy12345.eu-central-1\n    user: ebb_sync\n    \
+                         private_key_path: sf.p8\n    database: ANALYTICS\n    schema: PUBLIC\n    url: {}",
+                        sf.as_ref().map(|s| s.url.clone()).unwrap_or_default()
+                    ),
+                    String::new(),
+                    "snowflake",
+                )
+            }
             Some(s) => {
                 let url = crate::source_postgres::url();
                 (
@@ -108,16 +154,12 @@ impl Inbound {
             None => yaml,
         };
         std::fs::write(dir.path().join("models/m.yaml"), yaml).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
         Inbound {
             dir,
             sandbox,
             rt,
             pg_schema,
+            sf,
         }
     }
 
@@ -186,6 +228,20 @@ impl Inbound {
         let sql = |t: &str| {
             format!("SELECT crm_id, last_name, email, CAST(stamp AS VARCHAR), is_deleted FROM {t} ORDER BY crm_id")
         };
+        if let Some(client) = self.snowflake_db() {
+            let sql = format!(
+                "SELECT \"CRM_ID\", \"LAST_NAME\", \"EMAIL\", CAST(\"STAMP\" AS VARCHAR), \"IS_DELETED\" FROM {} \
+                 ORDER BY \"CRM_ID\"",
+                upper(table)
+            );
+            return self
+                .rt
+                .block_on(client.query(&sql, &[]))
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                .collect();
+        }
         match &self.pg_schema {
             None => {
                 let c = duckdb::Connection::open(self.path().join("warehouse.duckdb")).unwrap();
@@ -210,6 +266,11 @@ impl Inbound {
 
     /// The table's `crm_id`s.
     fn keys(&self, table: &str) -> Vec<String> {
+        if let Some(client) = self.snowflake_db() {
+            let sql = format!("SELECT \"CRM_ID\" FROM {}", upper(table));
+            let rows = self.rt.block_on(client.query(&sql, &[])).unwrap();
+            return rows.iter().map(|r| r.get(0)).collect();
+        }
         match &self.pg_schema {
             None => {
                 let c = duckdb::Connection::open(self.path().join("warehouse.duckdb")).unwrap();
@@ -226,6 +287,22 @@ impl Inbound {
                 rows.iter().map(|r| r.get(0)).collect()
             }
         }
+    }
+
+    /// A connection to the Snowflake server's database, when on Snowflake.
+    fn snowflake_db(&self) -> Option<tokio_postgres::Client> {
+        let url = self.sf.as_ref()?.database_url();
+        Some(self.rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client
+        }))
+    }
+
+    /// Runs `sql` on the Snowflake server's database directly (behind ebb's back).
+    pub(crate) fn snowflake_sql(&self, sql: &str) {
+        let client = self.snowflake_db().expect("a Snowflake warehouse");
+        self.rt.block_on(client.batch_execute(sql)).unwrap();
     }
 
     /// A data-API call to the sandbox with a fresh token.
@@ -270,6 +347,15 @@ impl Inbound {
                 .unwrap();
         }
     }
+}
+
+/// `raw.contacts` as Snowflake stores it: `"RAW"."CONTACTS"`.
+fn upper(table: &str) -> String {
+    table
+        .split('.')
+        .map(|p| format!("\"{}\"", p.to_ascii_uppercase()))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Sleeps past the current second: a window ends at a whole second.
@@ -404,6 +490,33 @@ fn hard_delete(t: &Inbound) {
     });
     assert_eq!((r.status, r.counts.read), (Status::Succeeded, 10), "{:?}", r.error);
     assert_eq!(t.keys("raw.contacts").len(), 9);
+}
+
+/// The same story into Snowflake: the SQL API writer, its tables upper case.
+#[test]
+fn snowflake_table_first_run_then_the_window() {
+    require_postgres!();
+    let t = Inbound::on("sf", &model("raw.contacts", "", "soft"), Warehouse::Snowflake);
+    incremental_story(&t);
+}
+
+#[test]
+fn a_hard_delete_removes_the_row_on_snowflake() {
+    require_postgres!();
+    hard_delete(&Inbound::on(
+        "sfhard",
+        &model("raw.contacts", "", "hard"),
+        Warehouse::Snowflake,
+    ));
+}
+
+#[test]
+fn a_mirror_on_snowflake_marks_purged_records_deleted() {
+    require_postgres!();
+    mirror(
+        &Inbound::on("sfmirror", &mirror_model("soft"), Warehouse::Snowflake),
+        false,
+    );
 }
 
 #[test]

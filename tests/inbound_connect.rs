@@ -1,8 +1,8 @@
 //! `ebb validate --connect` on inbound models: the object described (a field it lacks is
 //! E906), the table checked against the columns a run would write (E913 when it cannot
-//! hold them, N914 when it does not exist yet), on DuckDB and PostgreSQL.
+//! hold them, N914 when it does not exist yet), on DuckDB, PostgreSQL and Snowflake.
 
-use crate::inbound::{model, Inbound};
+use crate::inbound::{model, Inbound, Warehouse};
 use crate::support::{ebb, stdout};
 
 /// (exit code, [(code, message)]) of `validate --connect --format json`.
@@ -48,11 +48,28 @@ fn table_story(t: &Inbound, alter: &dyn Fn(&str)) {
     alter("ALTER TABLE {t} DROP COLUMN email");
     let (code, found) = connect(t);
     assert_eq!((code, codes(&found)), (1, vec!["E913"]), "{found:?}");
-    assert!(found[0].1.contains("`email`"), "{found:?}");
+    assert!(found[0].1.to_lowercase().contains("`email`"), "{found:?}");
     alter("ALTER TABLE {t} ADD COLUMN email BOOLEAN");
     let (code, found) = connect(t);
     assert_eq!((code, codes(&found)), (1, vec!["E913"]), "{found:?}");
-    assert!(found[0].1.contains("`email`"), "{found:?}");
+    assert!(found[0].1.to_lowercase().contains("`email`"), "{found:?}");
+}
+
+#[test]
+fn validate_connect_checks_an_inbound_table_on_snowflake() {
+    require_postgres!();
+    let t = Inbound::on(
+        "sfconnect",
+        &model("raw.contacts", "      api: rest\n", "soft"),
+        Warehouse::Snowflake,
+    );
+    table_story(&t, &|sql| {
+        // Behind ebb's back, on the server's database: Snowflake's names are upper case.
+        t.snowflake_sql(
+            &sql.replace("{t}", "\"RAW\".\"CONTACTS\"")
+                .replace("COLUMN email", "COLUMN \"EMAIL\""),
+        );
+    });
 }
 
 #[test]

@@ -47,6 +47,7 @@ mod sandbox_client; // `ebb sandbox` driven by an independent client (simple-sal
 mod sandbox_hubspot; // the sandbox's HubSpot CRM v3 API over real HTTP: auth and OAuth tokens, properties, batch upsert/create/update/archive/read, 207, listing, rate limits, faults, deals and a custom object
 mod schema; // schemas/ is what the types generate
 mod sink; // an in-process webhook speaking the http destination's protocol, with faults
+mod snowflake_pg; // that server's execution of statements on a PostgreSQL database of its own, held to the SQL API's rules
 mod snowflake_server; // an in-process Snowflake SQL API v2 server
 #[cfg(feature = "duckdb")]
 mod source_duckdb; // the DuckDB source against a real embedded database
@@ -56,5 +57,6 @@ mod source_snowflake; // the Snowflake source against that server
 mod state; // the state store, one suite for SQLite and PostgreSQL
 mod sync; // `ebb run` end to end: the delivery contract, crash safety, faults, both state stores
 #[cfg(feature = "duckdb")]
-mod table; // warehouse tables as a destination: DuckDB and PostgreSQL, upsert/append/mirror, deletes, one DuckDB writer
+mod table; // warehouse tables as a destination: DuckDB, PostgreSQL and Snowflake, upsert/append/mirror, deletes, one DuckDB writer
+mod table_snowflake; // Snowflake tables: upper-case names, Snowflake's types, requests under 1 MB, one transaction a write, hostile values
 mod webhooks; // signed webhooks into `ebb daemon`: signatures by the reference library, the inbox, event-time order, dead letters, replay

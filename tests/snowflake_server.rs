@@ -23,12 +23,16 @@ pub struct Canned {
     pub partitions: Vec<Vec<Vec<Option<String>>>>,
     /// Answer 202 this many times before the result is ready.
     pub async_polls: usize,
+    /// DML counts (`numRowsInserted`, …), as Snowflake adds them to a DML result.
+    pub stats: Option<Value>,
 }
 
 #[derive(Default)]
 pub struct Log {
     /// Every request: method and path with query.
     pub requests: Vec<String>,
+    /// Every submitted statement text's size in bytes.
+    pub sizes: Vec<usize>,
 }
 
 struct Inner {
@@ -42,6 +46,10 @@ struct Inner {
     raw: std::collections::VecDeque<crate::sink::Raw>,
     /// The `statementStatusUrl` 202 answers give, instead of the statement's own.
     status_url: Option<String>,
+    /// Statements without a canned answer run here (tests/snowflake_pg.rs).
+    pg: Option<Arc<crate::snowflake_pg::Backend>>,
+    /// Every statement text run on `pg`, in order.
+    ran: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -53,6 +61,22 @@ pub struct Server {
 impl Server {
     /// Starts a server that accepts JWTs for `ACCOUNT.USER` signed with `key_pem`.
     pub async fn start(account: &str, user: &str, key_pem: &str) -> Server {
+        Server::start_with(account, user, key_pem, None).await
+    }
+
+    /// A server that runs the statements it has no canned answer for on a PostgreSQL
+    /// database of its own (`tag` names it), as Snowflake would (tests/snowflake_pg.rs).
+    pub async fn start_postgres(account: &str, user: &str, key_pem: &str, tag: &str) -> Server {
+        let backend = crate::snowflake_pg::Backend::create(tag).await;
+        Server::start_with(account, user, key_pem, Some(Arc::new(backend))).await
+    }
+
+    async fn start_with(
+        account: &str,
+        user: &str,
+        key_pem: &str,
+        pg: Option<Arc<crate::snowflake_pg::Backend>>,
+    ) -> Server {
         let key = rsa::PrivateKey::from_pkcs8_pem(key_pem).unwrap();
         let fp = ebb::source::snowflake::public_key_fingerprint(&key).unwrap();
         let inner = Arc::new(Mutex::new(Inner {
@@ -64,6 +88,8 @@ impl Server {
             log: Log::default(),
             raw: Default::default(),
             status_url: None,
+            pg,
+            ran: Vec::new(),
         }));
         let app = Router::new()
             .route("/api/v2/statements", post(submit))
@@ -95,6 +121,27 @@ impl Server {
 
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().unwrap().log.requests.clone()
+    }
+
+    /// The size of every submitted statement text, in bytes.
+    pub fn statement_sizes(&self) -> Vec<usize> {
+        self.inner.lock().unwrap().log.sizes.clone()
+    }
+
+    /// The statements run on the PostgreSQL backend, in order.
+    pub fn ran(&self) -> Vec<String> {
+        self.inner.lock().unwrap().ran.clone()
+    }
+
+    /// The backend's database URL (for a test to look at the tables directly).
+    pub fn database_url(&self) -> String {
+        self.inner
+            .lock()
+            .unwrap()
+            .pg
+            .as_ref()
+            .map(|b| b.url.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -157,6 +204,7 @@ fn result_set(handle: &str, canned: &Canned) -> Value {
             "partitionInfo": partition_info,
         },
         "data": canned.partitions.first().cloned().unwrap_or_default(),
+        "stats": canned.stats,
     })
 }
 
@@ -166,6 +214,20 @@ async fn submit(
     headers: HeaderMap,
     body: Json<Value>,
 ) -> Response {
+    match answer(&inner, &q, &headers, &body) {
+        Ok(r) => r,
+        Err((pg, handle)) => run_on_postgres(&inner, &pg, &body, handle).await,
+    }
+}
+
+/// The answer from canned results, or the backend to run the statement on (and its handle).
+#[allow(clippy::result_large_err)] // a test server: the answer is the response itself
+fn answer(
+    inner: &Arc<Mutex<Inner>>,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Result<Response, (Arc<crate::snowflake_pg::Backend>, String)> {
     let mut s = inner.lock().unwrap();
     s.log.requests.push(format!(
         "POST /api/v2/statements?requestId={}",
@@ -173,15 +235,16 @@ async fn submit(
     ));
     if s.fail_next_with_429 > 0 {
         s.fail_next_with_429 -= 1;
-        return error(StatusCode::TOO_MANY_REQUESTS, "000429", "Too many requests.");
+        return Ok(error(StatusCode::TOO_MANY_REQUESTS, "000429", "Too many requests."));
     }
     if let Some(raw) = s.raw.pop_front() {
-        return raw.response(Default::default());
+        return Ok(raw.response(Default::default()));
     }
-    if let Err(r) = authorize(&s, &headers) {
-        return r;
+    if let Err(r) = authorize(&s, headers) {
+        return Ok(r);
     }
     let statement = body["statement"].as_str().unwrap_or("").to_string();
+    s.log.sizes.push(statement.len());
     let handle = format!(
         "01b{:013x}-0000-0000-0000-{:012x}",
         s.handles.len(),
@@ -196,15 +259,23 @@ async fn submit(
             row_type: c.row_type.clone(),
             partitions: vec![vec![]],
             async_polls: 0,
+            stats: None,
         });
-    let Some(canned) = described.or_else(|| s.results.get(&statement).cloned()) else {
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"code": "002003", "sqlState": "42S02",
-                "message": "SQL compilation error:\nObject 'MISSING' does not exist or not authorized.",
-                "statementHandle": handle, "createdOn": 1_700_000_000_000u64})),
-        )
-            .into_response();
+    let found = described.or_else(|| s.results.get(&statement).cloned());
+    let canned = match found {
+        Some(c) => c,
+        None => {
+            let Some(pg) = s.pg.clone() else {
+                return Ok((
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(json!({"code": "002003", "sqlState": "42S02",
+                        "message": "SQL compilation error:\nObject 'MISSING' does not exist or not authorized.",
+                        "statementHandle": handle, "createdOn": 1_700_000_000_000u64})),
+                )
+                    .into_response());
+            };
+            return Err((pg, handle));
+        }
     };
     if canned.async_polls > 0 {
         // This answer is the first 202.
@@ -214,15 +285,87 @@ async fn submit(
             .status_url
             .clone()
             .unwrap_or_else(|| format!("/api/v2/statements/{handle}"));
-        return (
+        return Ok((
             StatusCode::ACCEPTED,
             Json(json!({"code": "333334", "message": "Asynchronous execution in progress. Use provided query id to perform query monitoring and management.",
                 "statementHandle": handle, "statementStatusUrl": status_url})),
         )
-            .into_response();
+            .into_response());
     }
     let body = result_set(&handle, &canned);
     s.handles.insert(handle, (canned, 0));
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// Runs the request on the PostgreSQL backend: one answer, or for a multi-statement
+/// request the handles of its statements, each answered by its own result.
+async fn run_on_postgres(
+    inner: &Arc<Mutex<Inner>>,
+    pg: &crate::snowflake_pg::Backend,
+    body: &Value,
+    handle: String,
+) -> Response {
+    let statement = body["statement"].as_str().unwrap_or("");
+    let params = &body["parameters"];
+    let count = ["multi_statement_count", "MULTI_STATEMENT_COUNT"]
+        .iter()
+        .find_map(|k| match &params[*k] {
+            Value::String(s) => s.parse().ok(),
+            Value::Number(n) => n.as_u64().map(|n| n as usize),
+            _ => None,
+        })
+        .unwrap_or(1);
+    let mut binds: Vec<(usize, Option<String>)> = body["bindings"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, v["value"].as_str().map(str::to_string))))
+                .collect()
+        })
+        .unwrap_or_default();
+    binds.sort_by_key(|(k, _)| *k);
+    let binds: Vec<Option<String>> = binds.into_iter().map(|(_, v)| v).collect();
+    let answers = pg.run(statement, count, &binds, body["schema"].as_str()).await;
+    let mut s = inner.lock().unwrap();
+    s.ran.extend(crate::snowflake_pg::split(statement));
+    let answers = match answers {
+        Ok(a) => a,
+        Err(r) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"code": r.code, "sqlState": r.sql_state, "message": r.message,
+                    "statementHandle": handle, "createdOn": 1_700_000_000_000u64})),
+            )
+                .into_response()
+        }
+    };
+    let canned = |a: crate::snowflake_pg::Answer| Canned {
+        row_type: a.row_type,
+        partitions: vec![a.rows],
+        async_polls: 0,
+        stats: a.stats,
+    };
+    if count == 1 {
+        let c = canned(answers.into_iter().next().expect("one statement, one answer"));
+        let body = result_set(&handle, &c);
+        s.handles.insert(handle, (c, 0));
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    let mut handles = Vec::new();
+    for (i, a) in answers.into_iter().enumerate() {
+        let h = format!("01c{}{i:04x}", &handle[3..handle.len() - 4]);
+        s.handles.insert(h.clone(), (canned(a), 0));
+        handles.push(h);
+    }
+    let parent = Canned {
+        row_type: vec![json!({"name": "multiple statement execution", "type": "text", "nullable": false})],
+        partitions: vec![vec![vec![Some("Multiple statements executed successfully.".into())]]],
+        async_polls: 0,
+        stats: None,
+    };
+    let mut body = result_set(&handle, &parent);
+    body["statementHandles"] = json!(handles);
+    s.handles.insert(handle, (parent, 0));
     (StatusCode::OK, Json(body)).into_response()
 }
 

@@ -66,6 +66,7 @@ fn all_types() -> Canned {
             vec![s("2"), None, None, None, None, None, None, None, None, None, None, None],
         ]],
         async_polls: 0,
+        stats: None,
     }
 }
 
@@ -148,6 +149,7 @@ async fn every_partition_is_fetched_in_order() {
             row_type,
             partitions,
             async_polls: 2,
+            stats: None,
         },
     );
     let src = source(&srv.url, KEY);
@@ -306,6 +308,7 @@ async fn preview_over_snowflake_maps_rows_and_reports_errors_in_one_sentence() {
             ],
             partitions: vec![vec![vec![s("1"), s("1234567.89"), s("{\"upsell\": 0.7}")]]],
             async_polls: 1,
+            stats: None,
         },
     );
     let o = run(&["preview", "scores", "--format", "json"]).await.unwrap();

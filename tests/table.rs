@@ -1,8 +1,9 @@
 //! Warehouse tables as a destination (`destination::table`): a real DuckDB file in a
 //! temporary directory and the real PostgreSQL (skipped with one loud line when absent,
-//! unless required; see `support::postgres`). Each behaviour runs on both warehouses; the
-//! table is read back through ebb's own sources, which on DuckDB also shows the source and
-//! the writer sharing one instance of the file.
+//! unless required; see `support::postgres`), and Snowflake through the in-process SQL API
+//! server executing on a PostgreSQL database of its own (tests/snowflake_pg.rs). Each
+//! behaviour runs on every warehouse; the table is read back through ebb's own sources,
+//! which on DuckDB also shows the source and the writer sharing one instance of the file.
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use ebb::config::project::{ConnectionSpec, DuckdbConnection, PostgresConnection};
@@ -22,6 +23,8 @@ struct Backend {
     /// The schema the test's tables go into.
     schema: String,
     pg: Option<tokio_postgres::Client>,
+    /// Snowflake: the SQL API server (its database is PostgreSQL's).
+    sf: Option<crate::snowflake_server::Server>,
 }
 
 impl Backend {
@@ -36,6 +39,31 @@ impl Backend {
             dir: tempfile::tempdir().unwrap(),
             schema: "raw".into(),
             pg: None,
+            sf: None,
+        }
+    }
+
+    /// Snowflake through the SQL API server. Table names are quoted (kept as written), so
+    /// the tests' own SQL finds them unquoted on the server's PostgreSQL; the upper-case
+    /// names of unquoted ones are in tests/table_snowflake.rs.
+    async fn snowflake(tag: &str) -> Backend {
+        let server = crate::snowflake_server::Server::start_postgres(
+            "XY12345",
+            "EBB_SYNC",
+            crate::table_snowflake::KEY,
+            &format!("table_{tag}"),
+        )
+        .await;
+        let (client, conn) = tokio_postgres::connect(&server.database_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Backend {
+            connection: crate::table_snowflake::connection(&server.url),
+            dir: tempfile::tempdir().unwrap(),
+            schema: "raw".into(),
+            pg: Some(client),
+            sf: Some(server),
         }
     }
 
@@ -53,6 +81,7 @@ impl Backend {
             dir: tempfile::tempdir().unwrap(),
             schema,
             pg: Some(client),
+            sf: None,
         }
     }
 
@@ -61,7 +90,10 @@ impl Backend {
     }
 
     fn table(&self, name: &str) -> String {
-        format!("{}.{name}", self.schema)
+        match &self.sf {
+            Some(_) => format!("\"{}\".\"{name}\"", self.schema),
+            None => format!("{}.{name}", self.schema),
+        }
     }
 
     /// Runs DDL or DML directly (DuckDB: only while no writer has the file open).
@@ -112,6 +144,9 @@ impl Backend {
     }
 
     async fn done(self) {
+        if self.sf.is_some() {
+            return;
+        }
         if let Some(c) = &self.pg {
             c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.schema))
                 .await
@@ -353,6 +388,12 @@ async fn postgres_upsert_is_idempotent() {
     upsert_is_idempotent(Backend::postgres("upsert").await).await;
 }
 
+#[tokio::test]
+async fn snowflake_upsert_is_idempotent() {
+    require_postgres!();
+    upsert_is_idempotent(Backend::snowflake("upsert").await).await;
+}
+
 // --- append --------------------------------------------------------------------------
 
 async fn append_keeps_versions_and_a_replay_adds_none(b: Backend) {
@@ -399,6 +440,12 @@ async fn duckdb_append_keeps_versions_and_a_replay_adds_none() {
 async fn postgres_append_keeps_versions_and_a_replay_adds_none() {
     require_postgres!();
     append_keeps_versions_and_a_replay_adds_none(Backend::postgres("append").await).await;
+}
+
+#[tokio::test]
+async fn snowflake_append_keeps_versions_and_a_replay_adds_none() {
+    require_postgres!();
+    append_keeps_versions_and_a_replay_adds_none(Backend::snowflake("append").await).await;
 }
 
 // --- deletes -------------------------------------------------------------------------
@@ -463,6 +510,12 @@ async fn postgres_soft_and_hard_deletes() {
     soft_and_hard_deletes(Backend::postgres("deletes").await).await;
 }
 
+#[tokio::test]
+async fn snowflake_soft_and_hard_deletes() {
+    require_postgres!();
+    soft_and_hard_deletes(Backend::snowflake("deletes").await).await;
+}
+
 // --- mirror --------------------------------------------------------------------------
 
 async fn mirror_removes_unseen_keys_only_at_its_end(b: Backend) {
@@ -511,6 +564,12 @@ async fn postgres_mirror_removes_unseen_keys_only_at_its_end() {
     mirror_removes_unseen_keys_only_at_its_end(Backend::postgres("mirror").await).await;
 }
 
+#[tokio::test]
+async fn snowflake_mirror_removes_unseen_keys_only_at_its_end() {
+    require_postgres!();
+    mirror_removes_unseen_keys_only_at_its_end(Backend::snowflake("mirror").await).await;
+}
+
 // --- failures ------------------------------------------------------------------------
 
 async fn a_failing_row_commits_nothing(b: Backend) {
@@ -553,6 +612,12 @@ async fn duckdb_a_failing_row_commits_nothing() {
 async fn postgres_a_failing_row_commits_nothing() {
     require_postgres!();
     a_failing_row_commits_nothing(Backend::postgres("failing").await).await;
+}
+
+#[tokio::test]
+async fn snowflake_a_failing_row_commits_nothing() {
+    require_postgres!();
+    a_failing_row_commits_nothing(Backend::snowflake("failing").await).await;
 }
 
 /// A statement the database refuses after the rows were staged rolls the call back: a
@@ -732,7 +797,7 @@ async fn postgres_identifiers_that_need_quotes() {
 // --- connections ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn snowflake_and_read_only_connections_are_refused() {
+async fn a_snowflake_connection_without_its_key_and_a_read_only_one_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let sf: ConnectionSpec = serde_json::from_value(serde_json::json!({
         "type": "snowflake", "account": "xy12345", "user": "u", "private_key_path": "k.pem"
@@ -741,9 +806,10 @@ async fn snowflake_and_read_only_connections_are_refused() {
     let e = TableWriter::open(spec("raw.t", Mode::Upsert, OnDeleted::Soft), &sf, dir.path())
         .await
         .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "connection `w`: writing tables to a snowflake connection is not built yet"
+    let e = e.to_string();
+    assert!(
+        e.starts_with("connection `w`: authentication failed: cannot read the private key `") && e.contains("k.pem"),
+        "{e}"
     );
     let ro = ConnectionSpec::Duckdb(DuckdbConnection {
         path: "w.duckdb".into(),
@@ -857,6 +923,104 @@ async fn duckdb_a_writer_waits_for_the_process_s_own_read_only_queries() {
     let _ = Path::new("");
 }
 
+// --- a first load into DuckDB: the key deferred ----------------------------------------
+
+/// The table's primary-key columns and its comment, read with a connection of its own.
+fn duckdb_key_and_comment(b: &Backend, table: &str) -> (Vec<String>, Option<String>) {
+    let c = duckdb::Connection::open(b.path()).unwrap();
+    let keys: Vec<String> = c
+        .prepare(&format!(
+            "SELECT unnest(constraint_column_names) FROM duckdb_constraints() \
+             WHERE table_name = '{table}' AND constraint_type = 'PRIMARY KEY'"
+        ))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let comment = c
+        .query_row(
+            &format!("SELECT comment FROM duckdb_tables() WHERE table_name = '{table}'"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    (keys, comment)
+}
+
+#[tokio::test]
+async fn duckdb_a_first_load_defers_the_key_and_adds_it_at_the_end() {
+    let b = Backend::duckdb();
+    let t = b.table("first");
+    let mut w = b.open(spec(&t, Mode::Upsert, OnDeleted::Soft)).await;
+    w.defer_key();
+    w.ensure().await.unwrap();
+    assert_eq!(w.check().await.unwrap(), TableCheck::Compatible);
+    // Three writes; the third repeats keys of the first, one changed, one not, and
+    // soft-deletes one: those go through the merge.
+    let c1 = w.write((0..100).map(|i| row(i, 0)).collect(), at(1)).await.unwrap();
+    let c2 = w.write((100..200).map(|i| row(i, 0)).collect(), at(1)).await.unwrap();
+    let c3 = w
+        .write(vec![row(5, 9), row(6, 0), deleted(row(7, 0)), row(200, 0)], at(2))
+        .await
+        .unwrap();
+    assert_eq!((c1.upserted, c2.upserted), (100, 100));
+    assert_eq!(
+        c3,
+        WriteCounts {
+            upserted: 2,
+            deleted: 1,
+            skipped: 1,
+            ..Default::default()
+        }
+    );
+    drop(w);
+    let (keys, comment) = duckdb_key_and_comment(&b, "first");
+    assert!(keys.is_empty(), "no key during the load: {keys:?}");
+    assert_eq!(comment.as_deref(), Some("ebb: primary key pending (first load)"));
+    let mut w = b.open(spec(&t, Mode::Upsert, OnDeleted::Soft)).await;
+    // A writer opening a table left pending (the load's run was killed) adds the key.
+    w.ensure().await.unwrap();
+    drop(w);
+    let (keys, comment) = duckdb_key_and_comment(&b, "first");
+    assert_eq!(keys, ["id"]);
+    assert_eq!(comment, None);
+    assert_eq!(b.count(&t).await, 201);
+    let got = b
+        .rows(&format!(
+            "SELECT id, amount, is_deleted FROM {t} WHERE id IN ('c0005', 'c0006', 'c0007') ORDER BY id"
+        ))
+        .await;
+    assert_eq!(
+        got,
+        [
+            ["c0005", "5.09", "false"],
+            ["c0006", "6.00", "false"],
+            ["c0007", "7.00", "true"]
+        ]
+    );
+
+    // The usual end: `finish` adds the key.
+    let t2 = b.table("second");
+    let mut w = b.open(spec(&t2, Mode::Mirror, OnDeleted::Hard)).await;
+    w.defer_key();
+    w.mirror_begin().await.unwrap();
+    w.write((0..50).map(|i| row(i, 0)).collect(), at(1)).await.unwrap();
+    w.write((40..60).map(|i| row(i, 1)).collect(), at(1)).await.unwrap();
+    assert_eq!(w.mirror_end(at(1)).await.unwrap().deleted, 0);
+    w.finish().await.unwrap();
+    drop(w);
+    assert_eq!(duckdb_key_and_comment(&b, "second"), (vec!["id".to_string()], None));
+    assert_eq!(b.count(&t2).await, 60);
+    // An existing table is never reshaped: the key stays, rows merge.
+    let mut w = b.open(spec(&t2, Mode::Upsert, OnDeleted::Hard)).await;
+    w.defer_key();
+    let c = w.write((55..65).map(|i| row(i, 1)).collect(), at(2)).await.unwrap();
+    assert_eq!((c.upserted, c.skipped), (5, 5));
+    drop(w);
+    assert_eq!(b.count(&t2).await, 65);
+}
+
 // --- throughput ----------------------------------------------------------------------
 
 /// Rows per second writing 1M rows of nine columns in calls of 100,000, into an empty
@@ -947,4 +1111,10 @@ async fn duckdb_set_where_casts_text_to_each_columns_type() {
 async fn postgres_set_where_casts_text_to_each_columns_type() {
     require_postgres!();
     set_where_casts_text_to_each_columns_type(Backend::postgres("set").await).await;
+}
+
+#[tokio::test]
+async fn snowflake_set_where_casts_text_to_each_columns_type() {
+    require_postgres!();
+    set_where_casts_text_to_each_columns_type(Backend::snowflake("set").await).await;
 }

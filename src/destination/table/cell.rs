@@ -6,8 +6,8 @@ use super::types::ColumnType;
 use crate::map::error::ValueError;
 use crate::map::value::Val;
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use std::sync::Arc;
 
@@ -289,5 +289,76 @@ pub fn to_arrow(ty: ColumnType, cells: &[Cell]) -> ArrayRef {
             }
             Arc::new(b.finish())
         }
+    }
+}
+
+/// The text of row `i` of a column built by [`to_arrow`] (`None` for null): what Snowflake
+/// casts back to the column's type, and what a first load hashes a key by. Decimals with
+/// their scale, dates `YYYY-MM-DD`, timestamps `YYYY-MM-DD HH:MM:SS.ffffff+00:00`, doubles
+/// in Rust's shortest round-trip form (`1e300`, `NaN`, `inf`).
+pub fn text_at(array: &dyn Array, i: usize) -> Option<String> {
+    use arrow::datatypes::{DataType, Date32Type, Decimal128Type, Float64Type, Int64Type, TimestampMicrosecondType};
+    if array.is_null(i) {
+        return None;
+    }
+    Some(match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().value(i).to_string(),
+        DataType::Int64 => array.as_primitive::<Int64Type>().value(i).to_string(),
+        DataType::Float64 => format!("{:?}", array.as_primitive::<Float64Type>().value(i)),
+        DataType::Boolean => array.as_boolean().value(i).to_string(),
+        DataType::Decimal128(_, scale) => {
+            let v = array.as_primitive::<Decimal128Type>().value(i);
+            let s = (*scale).max(0) as usize;
+            let digits = format!("{:0>width$}", v.unsigned_abs(), width = s + 1);
+            let (int, frac) = digits.split_at(digits.len() - s);
+            let sign = if v < 0 { "-" } else { "" };
+            if s == 0 {
+                format!("{sign}{int}")
+            } else {
+                format!("{sign}{int}.{frac}")
+            }
+        }
+        DataType::Date32 => {
+            let days = array.as_primitive::<Date32Type>().value(i);
+            (chrono::NaiveDate::from_ymd_opt(1970, 1, 1)? + chrono::Duration::days(i64::from(days)))
+                .format("%Y-%m-%d")
+                .to_string()
+        }
+        DataType::Timestamp(_, _) => {
+            let micros = array.as_primitive::<TimestampMicrosecondType>().value(i);
+            chrono::DateTime::from_timestamp_micros(micros)?
+                .format("%Y-%m-%d %H:%M:%S%.6f+00:00")
+                .to_string()
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[test]
+    fn texts_of_each_type() {
+        let dec = to_arrow(
+            ColumnType::Decimal {
+                precision: 12,
+                scale: 2,
+            },
+            &[Cell::Decimal(-5), Cell::Decimal(123_456), Cell::Null],
+        );
+        assert_eq!(text_at(dec.as_ref(), 0).as_deref(), Some("-0.05"));
+        assert_eq!(text_at(dec.as_ref(), 1).as_deref(), Some("1234.56"));
+        assert_eq!(text_at(dec.as_ref(), 2), None);
+        let ts = to_arrow(ColumnType::Timestamp, &[Cell::Timestamp(1_764_324_672_345_678)]);
+        assert_eq!(
+            text_at(ts.as_ref(), 0).as_deref(),
+            Some("2025-11-28 10:11:12.345678+00:00")
+        );
+        let d = to_arrow(ColumnType::Date, &[Cell::Date(-1)]);
+        assert_eq!(text_at(d.as_ref(), 0).as_deref(), Some("1969-12-31"));
+        let f = to_arrow(ColumnType::Double, &[Cell::Double(1e300), Cell::Double(0.25)]);
+        assert_eq!(text_at(f.as_ref(), 0).as_deref(), Some("1e300"));
+        assert_eq!(text_at(f.as_ref(), 1).as_deref(), Some("0.25"));
     }
 }

@@ -1,5 +1,5 @@
 //! Warehouse tables as a destination: rows of an inbound sync (CRM → warehouse), or of any
-//! model, written into a DuckDB or PostgreSQL table.
+//! model, written into a DuckDB, PostgreSQL or Snowflake table.
 //!
 //! A [`TableWriter`] owns one table for one run. [`TableWriter::check`] says whether the
 //! table is missing, compatible or not (and why, naming the table and the column), which is
@@ -27,6 +27,7 @@ pub mod duckdb;
 mod error;
 pub mod postgres;
 mod resolve;
+pub mod snowflake;
 mod spec;
 mod stage;
 #[cfg(test)]
@@ -62,6 +63,7 @@ pub enum TableWriter {
     #[cfg(feature = "duckdb")]
     Duckdb(Box<duckdb::DuckdbWriter>),
     Postgres(Box<postgres::PostgresWriter>),
+    Snowflake(Box<snowflake::SnowflakeWriter>),
 }
 
 impl fmt::Debug for TableWriter {
@@ -87,6 +89,12 @@ impl TableWriter {
             ConnectionSpec::Postgres(c) => Ok(TableWriter::Postgres(Box::new(
                 postgres::PostgresWriter::open(spec, name, c).await?,
             ))),
+            ConnectionSpec::Snowflake(c) => Ok(TableWriter::Snowflake(Box::new(snowflake::SnowflakeWriter::open(
+                spec,
+                name,
+                c,
+                project_dir,
+            )?))),
             other => {
                 let _ = project_dir;
                 Err(TableError::NotBuilt {
@@ -103,6 +111,7 @@ impl TableWriter {
             #[cfg(feature = "duckdb")]
             TableWriter::Duckdb(w) => w.check().await,
             TableWriter::Postgres(w) => w.check().await,
+            TableWriter::Snowflake(w) => w.check().await,
         }
     }
 
@@ -113,6 +122,7 @@ impl TableWriter {
             #[cfg(feature = "duckdb")]
             TableWriter::Duckdb(w) => w.ensure().await,
             TableWriter::Postgres(w) => w.ensure().await,
+            TableWriter::Snowflake(w) => w.ensure().await,
         }
     }
 
@@ -122,6 +132,7 @@ impl TableWriter {
             #[cfg(feature = "duckdb")]
             TableWriter::Duckdb(w) => w.write(rows, extracted_at).await,
             TableWriter::Postgres(w) => w.write(rows, extracted_at).await,
+            TableWriter::Snowflake(w) => w.write(rows, extracted_at).await,
         }
     }
 
@@ -139,6 +150,26 @@ impl TableWriter {
             #[cfg(feature = "duckdb")]
             TableWriter::Duckdb(w) => w.set_where(k, key, values).await,
             TableWriter::Postgres(w) => w.set_where(k, key, values).await,
+            TableWriter::Snowflake(w) => w.set_where(k, key, values).await,
+        }
+    }
+
+    /// Asks for a first load when the table is missing: DuckDB creates it without its
+    /// primary key, inserts rows whose keys are new without merging them, and adds the key
+    /// at [`TableWriter::finish`] (docs/tables.md). Nothing on the other warehouses.
+    pub fn defer_key(&mut self) {
+        #[cfg(feature = "duckdb")]
+        if let TableWriter::Duckdb(w) = self {
+            w.defer_key();
+        }
+    }
+
+    /// The end of a run's writes: a deferred primary key is added.
+    pub async fn finish(&mut self) -> Result<(), TableError> {
+        match self {
+            #[cfg(feature = "duckdb")]
+            TableWriter::Duckdb(w) => w.finish().await,
+            _ => Ok(()),
         }
     }
 
@@ -148,6 +179,7 @@ impl TableWriter {
             #[cfg(feature = "duckdb")]
             TableWriter::Duckdb(w) => w.mirror_begin().await,
             TableWriter::Postgres(w) => w.mirror_begin().await,
+            TableWriter::Snowflake(w) => w.mirror_begin().await,
         }
     }
 
@@ -158,6 +190,7 @@ impl TableWriter {
             #[cfg(feature = "duckdb")]
             TableWriter::Duckdb(w) => w.mirror_end(extracted_at).await,
             TableWriter::Postgres(w) => w.mirror_end(extracted_at).await,
+            TableWriter::Snowflake(w) => w.mirror_end(extracted_at).await,
         }
     }
 }

@@ -103,7 +103,7 @@ impl PostgresWriter {
             None => {
                 let schema = self.schema().await?;
                 let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&self.name.table));
-                let ddl = sql::create_table(&self.spec, &qualified, |t| t.postgres(), "timestamptz");
+                let ddl = sql::create_table(&self.spec, &qualified, |t| t.postgres(), "timestamptz", str::to_string);
                 let tx = self.client.transaction().await.map_err(|e| db(&table, &e))?;
                 tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema)))
                     .await

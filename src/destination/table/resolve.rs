@@ -117,17 +117,19 @@ pub(crate) fn resolve(spec: &TableSpec, existing: &Existing) -> Result<Resolved,
 pub(crate) mod sql {
     use super::{quote_ident, Mode, Resolved, TableSpec};
 
-    /// `CREATE TABLE` for `spec` with `type_of` giving each type's DDL.
+    /// `CREATE TABLE` for `spec` with `type_of` giving each type's DDL and `name` each
+    /// column's name as the table gets it.
     pub fn create_table(
         spec: &TableSpec,
         table: &str,
         type_of: impl Fn(super::ColumnType) -> String,
         timestamptz: &str,
+        name: impl Fn(&str) -> String,
     ) -> String {
         let mut defs: Vec<String> = super::staged_columns(spec)
             .iter()
             .map(|c| {
-                let mut d = format!("{} {}", quote_ident(&c.name), type_of(c.ty));
+                let mut d = format!("{} {}", quote_ident(&name(&c.name)), type_of(c.ty));
                 if c.name == spec.key {
                     d.push_str(" NOT NULL");
                 }
@@ -137,9 +139,9 @@ pub(crate) mod sql {
                 d
             })
             .collect();
-        defs.push(format!("{} {timestamptz}", quote_ident(super::EXTRACTED_AT)));
+        defs.push(format!("{} {timestamptz}", quote_ident(&name(super::EXTRACTED_AT))));
         match spec.mode {
-            Mode::Upsert | Mode::Mirror => defs.push(format!("PRIMARY KEY ({})", quote_ident(&spec.key))),
+            Mode::Upsert | Mode::Mirror => defs.push(format!("PRIMARY KEY ({})", quote_ident(&name(&spec.key)))),
             Mode::Append => {}
         }
         format!("CREATE TABLE {table} (\n  {}\n)", defs.join(",\n  "))
@@ -162,24 +164,7 @@ pub(crate) mod sql {
             .chain(std::iter::once(format!("{e} = excluded.{e}", e = r.extracted_at)))
             .collect();
         let t = if target_alias { "ebb_t." } else { "" };
-        let differs: Vec<String> = r
-            .columns
-            .iter()
-            .zip(&r.json)
-            .filter(|(c, _)| **c != r.key)
-            .map(|(c, json)| {
-                if *json {
-                    format!("CAST({t}{c} AS TEXT) IS DISTINCT FROM CAST(excluded.{c} AS TEXT)")
-                } else {
-                    format!("{t}{c} IS DISTINCT FROM excluded.{c}")
-                }
-            })
-            .collect();
-        let where_ = if differs.is_empty() {
-            "FALSE".to_string()
-        } else {
-            differs.join(" OR ")
-        };
+        let where_ = differs(r, t, "excluded.");
         format!(
             "INSERT INTO {table}{alias} ({cols}, {ex}) SELECT {cols}, CAST($1 AS TIMESTAMPTZ) FROM {stage}{filter} \
              ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {where_}",
@@ -189,6 +174,85 @@ pub(crate) mod sql {
             key = r.key,
             set = set.join(", "),
         )
+    }
+
+    /// `t.c IS DISTINCT FROM s.c OR …` over the non-key columns (`FALSE` when there are
+    /// none), JSON compared as text.
+    fn differs(r: &Resolved, t: &str, s: &str) -> String {
+        let differs: Vec<String> = r
+            .columns
+            .iter()
+            .zip(&r.json)
+            .filter(|(c, _)| **c != r.key)
+            .map(|(c, json)| {
+                if *json {
+                    format!("CAST({t}{c} AS TEXT) IS DISTINCT FROM CAST({s}{c} AS TEXT)")
+                } else {
+                    format!("{t}{c} IS DISTINCT FROM {s}{c}")
+                }
+            })
+            .collect();
+        if differs.is_empty() {
+            "FALSE".to_string()
+        } else {
+            differs.join(" OR ")
+        }
+    }
+
+    /// The first half of an upsert without `ON CONFLICT` (Snowflake): updates the rows whose
+    /// key is staged and whose values differ. `extracted` is the extract time's SQL.
+    pub fn update_from(r: &Resolved, stage: &str, deleted_filter: Option<bool>, extracted: &str) -> String {
+        let set: Vec<String> = r
+            .columns
+            .iter()
+            .filter(|c| **c != r.key)
+            .map(|c| format!("{c} = s.{c}"))
+            .chain(std::iter::once(format!("{} = {extracted}", r.extracted_at)))
+            .collect();
+        format!(
+            "UPDATE {table} AS ebb_t SET {set} FROM {stage} AS s WHERE ebb_t.{key} = s.{key}{filter} AND ({differs})",
+            table = r.table,
+            set = set.join(", "),
+            key = r.key,
+            filter = filter(r, "s.", deleted_filter),
+            differs = differs(r, "ebb_t.", "s."),
+        )
+    }
+
+    /// The second half: inserts the staged rows whose key the table does not have.
+    pub fn insert_missing(r: &Resolved, stage: &str, deleted_filter: Option<bool>, extracted: &str) -> String {
+        let scols: Vec<String> = r.columns.iter().map(|c| format!("s.{c}")).collect();
+        format!(
+            "INSERT INTO {table} ({cols}, {ex}) SELECT {scols}, {extracted} FROM {stage} AS s \
+             WHERE NOT EXISTS (SELECT 1 FROM {table} AS ebb_t WHERE ebb_t.{key} = s.{key}){filter}",
+            table = r.table,
+            cols = r.columns.join(", "),
+            ex = r.extracted_at,
+            scols = scols.join(", "),
+            key = r.key,
+            filter = filter(r, "s.", deleted_filter),
+        )
+    }
+
+    /// Inserts every staged row (of `deleted_filter`): rows known not to be in the table.
+    pub fn insert_all(r: &Resolved, stage: &str, deleted_filter: Option<bool>, extracted: &str) -> String {
+        let scols: Vec<String> = r.columns.iter().map(|c| format!("s.{c}")).collect();
+        format!(
+            "INSERT INTO {table} ({cols}, {ex}) SELECT {scols}, {extracted} FROM {stage} AS s WHERE TRUE{filter}",
+            table = r.table,
+            cols = r.columns.join(", "),
+            ex = r.extracted_at,
+            scols = scols.join(", "),
+            filter = filter(r, "s.", deleted_filter),
+        )
+    }
+
+    /// ` AND s.deleted IS [NOT] TRUE` when soft deletes split the staged rows.
+    fn filter(r: &Resolved, s: &str, deleted_filter: Option<bool>) -> String {
+        match (deleted_filter, &r.deleted) {
+            (Some(d), Some(col)) => format!(" AND {s}{col} IS {}", if d { "TRUE" } else { "NOT TRUE" }),
+            _ => String::new(),
+        }
     }
 
     /// Inserts the staged versions the table does not hold yet.

@@ -208,6 +208,21 @@ impl ColumnType {
         }
     }
 
+    /// The type as Snowflake DDL (`NUMERIC` and `FLOAT` are Snowflake's `NUMBER` and
+    /// double-precision `FLOAT`).
+    pub fn snowflake(self) -> String {
+        match self {
+            ColumnType::Text => "VARCHAR".into(),
+            ColumnType::Bigint => "NUMERIC(38,0)".into(),
+            ColumnType::Double => "FLOAT".into(),
+            ColumnType::Decimal { precision, scale } => format!("NUMERIC({precision},{scale})"),
+            ColumnType::Boolean => "BOOLEAN".into(),
+            ColumnType::Date => "DATE".into(),
+            ColumnType::Timestamp => "TIMESTAMP_TZ".into(),
+            ColumnType::Json => "VARIANT".into(),
+        }
+    }
+
     /// The Arrow type cells of this type are built as (JSON as its text).
     pub fn arrow(self) -> DataType {
         match self {
@@ -290,6 +305,25 @@ impl DbType {
                 Some(ps) => DbType::Decimal(Some(ps)),
                 None => DbType::Other(name.to_string()),
             },
+        }
+    }
+
+    /// From Snowflake's `information_schema.columns`: `data_type` (`TEXT`, `NUMBER`,
+    /// `FLOAT`, `TIMESTAMP_TZ`, …) with `numeric_precision` and `numeric_scale`.
+    pub fn from_snowflake(name: &str, precision: Option<u8>, scale: Option<u8>) -> DbType {
+        match name.trim().to_ascii_uppercase().as_str() {
+            "TEXT" | "VARCHAR" | "STRING" | "CHAR" => DbType::Text,
+            "NUMBER" | "DECIMAL" | "NUMERIC" | "FIXED" => {
+                DbType::Decimal(Some((precision.unwrap_or(38), scale.unwrap_or(0))))
+            }
+            "FLOAT" | "DOUBLE" | "REAL" => DbType::Double,
+            "BOOLEAN" => DbType::Boolean,
+            "DATE" => DbType::Date,
+            // LTZ keeps the instant (shown in the session's zone): it holds what ebb writes.
+            "TIMESTAMP_TZ" | "TIMESTAMP_LTZ" => DbType::TimestampTz,
+            "TIMESTAMP_NTZ" => DbType::Timestamp,
+            "VARIANT" => DbType::Json,
+            _ => DbType::Other(name.to_string()),
         }
     }
 
@@ -485,6 +519,26 @@ mod tests {
             DbType::TimestampTz
         );
         assert_eq!(DbType::from_postgres("character varying(80)"), DbType::Text);
+        assert_eq!(
+            DbType::from_snowflake("NUMBER", Some(38), Some(0)),
+            DbType::Decimal(Some((38, 0)))
+        );
+        assert!(DbType::from_snowflake("NUMBER", Some(38), Some(0))
+            .holds(ColumnType::Bigint)
+            .is_ok());
+        assert!(DbType::from_snowflake("NUMBER", Some(10), Some(0))
+            .holds(ColumnType::Bigint)
+            .is_err());
+        assert_eq!(
+            DbType::from_snowflake("TIMESTAMP_NTZ", None, None).holds(ColumnType::Timestamp),
+            Err(TypeError::NaiveTimestamp)
+        );
+        assert!(DbType::from_snowflake("TIMESTAMP_LTZ", None, None)
+            .holds(ColumnType::Timestamp)
+            .is_ok());
+        assert!(DbType::from_snowflake("VARIANT", None, None)
+            .holds(ColumnType::Json)
+            .is_ok());
         assert!(DbType::Integer(32).holds(ColumnType::Bigint).is_err());
         assert!(DbType::Decimal(Some((20, 4)))
             .holds(ColumnType::Decimal {

@@ -328,6 +328,7 @@ impl Run<'_> {
                 self.notes.push(format!("a real run would fail: {why}"));
             }
         } else {
+            writer.defer_key();
             writer.ensure().await.map_err(InboundFailure::Write)?;
         }
         let mirror = plan.destination.mode == ModelMode::Mirror;
@@ -406,6 +407,11 @@ impl Run<'_> {
                     .map_err(InboundFailure::Other)?;
             }
             self.apply_counts(totals);
+        }
+        if !dry {
+            let writing = Instant::now();
+            writer.finish().await.map_err(InboundFailure::Write)?;
+            spent.write += writing.elapsed();
         }
         // What the run spent mapping rows, and writing (while the next batch is read and
         // mapped); the rest of `read_and_write` is waiting for the CRM alone.

@@ -1,25 +1,31 @@
 //! The table writer on DuckDB: a read-write connection leased from the process's one
 //! instance of the file (`duckdb_files`, shared with the source's queries), rows staged
-//! into a temporary table through the Appender (Arrow chunks, no SQL per row), merged with
-//! `INSERT … ON CONFLICT` in the same transaction. Every call runs on a blocking thread.
+//! into a temporary table through the Appender (Arrow chunks, no SQL per row), merged in
+//! the same transaction (write.rs). Every call runs on a blocking thread.
+//!
+//! A first load ([`DuckdbWriter::defer_key`], asked by an inbound run) creates the table
+//! without its primary key, marked by a comment, inserts rows outright while their keys are
+//! new, and adds the key at [`DuckdbWriter::finish`]; a table left marked (a run killed
+//! before the end) gets its key when a writer next opens it.
 
 use super::types::DbType;
 use super::{
-    quote_ident, resolve, sql, stage, staged_columns, Existing, ExistingColumn, Mode, OnDeleted, Resolved, TableCheck,
-    TableError, TableName, TableRow, TableSpec, WriteCounts,
+    quote_ident, resolve, sql, stage, Existing, ExistingColumn, Mode, OnDeleted, Resolved, TableCheck, TableError,
+    TableName, TableRow, TableSpec, WriteCounts,
 };
 use crate::config::project::DuckdbConnection;
 use crate::source::duckdb_files::{self, Lease};
-use arrow::datatypes::{Field, Schema};
-use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
-use duckdb::Connection;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-const STAGE: &str = "ebb_stage";
-const DELETES: &str = "ebb_delete";
+mod write;
+
+use write::{db, exec, transaction, write, Pending};
+
 const SEEN: &str = "ebb_mirror_seen";
+/// The comment of a table whose primary key is deferred to the end of its first load.
+const KEY_PENDING: &str = "ebb: primary key pending (first load)";
 
 struct Inner {
     spec: TableSpec,
@@ -27,6 +33,10 @@ struct Inner {
     lease: Lease,
     resolved: Option<Resolved>,
     mirroring: bool,
+    /// Create the table without its key when missing ([`DuckdbWriter::defer_key`]).
+    defer_key: bool,
+    /// The table's key is deferred: a first load is under way.
+    pending: Option<Pending>,
 }
 
 /// A DuckDB table being written.
@@ -77,6 +87,8 @@ impl DuckdbWriter {
                 lease,
                 resolved: None,
                 mirroring: false,
+                defer_key: false,
+                pending: None,
             })),
         })
     }
@@ -117,16 +129,35 @@ impl DuckdbWriter {
         self.run(|w| w.ensure().map(|_| ())).await
     }
 
+    /// When the table is missing, create it without its primary key and load it as a
+    /// first load (the module's doc); [`DuckdbWriter::finish`] adds the key.
+    pub fn defer_key(&mut self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).defer_key = true;
+    }
+
+    /// Ends a first load: adds the deferred primary key.
+    pub async fn finish(&mut self) -> Result<(), TableError> {
+        self.run(|w| w.add_key()).await
+    }
+
     pub async fn write(&mut self, rows: Vec<TableRow>, extracted_at: DateTime<Utc>) -> Result<WriteCounts, TableError> {
         self.run(move |w| {
             let r = w.ensure()?;
+            if w.pending.as_ref().is_some_and(Pending::full) {
+                w.add_key()?;
+            }
             let staged = stage(&w.spec, rows)?;
             let table = w.spec.table.clone();
             let (spec, mirroring) = (w.spec.clone(), w.mirroring);
+            let mut pending = w.pending.take();
             let conn = w.lease.conn();
-            transaction(conn, &table, |conn| {
-                write(conn, &spec, &r, staged, extracted_at, mirroring)
-            })
+            // A rolled-back write leaves hashes of keys the table does not hold: their rows
+            // go through the merge later, which is right, only slower.
+            let result = transaction(conn, &table, |conn| {
+                write(conn, &spec, &r, staged, extracted_at, mirroring, pending.as_mut())
+            });
+            w.pending = pending;
+            result
         })
         .await
     }
@@ -226,8 +257,21 @@ impl DuckdbWriter {
 }
 
 impl Inner {
-    /// The table as it is, `None` when missing.
+    /// The table as it is, `None` when missing. A table whose key is deferred counts its
+    /// key as unique (ebb keeps it so until the key is added).
     fn existing(&self) -> Result<Option<Existing>, TableError> {
+        Ok(self.existing_pending()?.map(|(mut e, pending)| {
+            if pending {
+                if let Some(k) = e.columns.iter().find(|c| c.name.eq_ignore_ascii_case(&self.spec.key)) {
+                    e.unique.push(vec![k.name.clone()]);
+                }
+            }
+            e
+        }))
+    }
+
+    /// The table as it is and whether its key is deferred, `None` when missing.
+    fn existing_pending(&self) -> Result<Option<(Existing, bool)>, TableError> {
         let conn = self.lease.conn();
         let table = &self.spec.table;
         let schema = match &self.name.schema {
@@ -239,21 +283,23 @@ impl Inner {
         // The exact name, else the one name equal ignoring case (DuckDB's own rule).
         let mut stmt = conn
             .prepare(
-                "SELECT schema_name, table_name, table_oid FROM duckdb_tables() \
+                "SELECT schema_name, table_name, table_oid, coalesce(comment, '') = $3 FROM duckdb_tables() \
                  WHERE database_name = current_database() AND lower(schema_name) = lower($1) \
                  AND lower(table_name) = lower($2) AND NOT temporary",
             )
             .map_err(|e| db(table, &e))?;
-        let found: Vec<(String, String, i64)> = stmt
-            .query_map([&schema, &self.name.table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        let found: Vec<(String, String, i64, bool)> = stmt
+            .query_map([&schema, &self.name.table, KEY_PENDING], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .map_err(|e| db(table, &e))?
             .collect::<Result<_, _>>()
             .map_err(|e| db(table, &e))?;
         let pick = found
             .iter()
-            .find(|(s, t, _)| *s == schema && *t == self.name.table)
+            .find(|(s, t, _, _)| *s == schema && *t == self.name.table)
             .or_else(|| (found.len() == 1).then(|| &found[0]));
-        let Some((schema, tname, oid)) = pick.cloned() else {
+        let Some((schema, tname, oid, pending)) = pick.cloned() else {
             return Ok(None);
         };
         let mut stmt = conn
@@ -298,12 +344,47 @@ impl Inner {
             .map_err(|e| db(table, &e))?
             .collect::<Result<Vec<Vec<String>>, _>>()
             .map_err(|e| db(table, &e))?;
-        Ok(Some(Existing {
-            schema,
-            table: tname,
-            columns,
-            unique,
-        }))
+        Ok(Some((
+            Existing {
+                schema,
+                table: tname,
+                columns,
+                unique,
+            },
+            pending,
+        )))
+    }
+
+    /// Gives a table whose key was deferred its primary key (one bulk index build), and
+    /// ends the first load.
+    fn add_key(&mut self) -> Result<(), TableError> {
+        self.pending = None;
+        let Some((e, true)) = self.existing_pending()? else {
+            return Ok(());
+        };
+        let table = self.spec.table.clone();
+        let Some(key) = e.columns.iter().find(|c| c.name.eq_ignore_ascii_case(&self.spec.key)) else {
+            return Ok(());
+        };
+        let qualified = format!("{}.{}", quote_ident(&e.schema), quote_ident(&e.table));
+        let conn = self.lease.conn();
+        transaction(conn, &table, |conn| {
+            exec(
+                conn,
+                &table,
+                &format!(
+                    "ALTER TABLE {qualified} ADD PRIMARY KEY ({}); COMMENT ON TABLE {qualified} IS NULL",
+                    quote_ident(&key.name)
+                ),
+            )
+        })
+        .map_err(|e| match e {
+            TableError::Database { table, message } => TableError::Database {
+                table,
+                message: format!("adding the primary key after the first load failed: {message}"),
+            },
+            other => other,
+        })
     }
 
     /// Creates the table when missing; the resolved names.
@@ -312,6 +393,10 @@ impl Inner {
             return Ok(r.clone());
         }
         let table = self.spec.table.clone();
+        if self.pending.is_none() && self.existing_pending()?.is_some_and(|(_, pending)| pending) {
+            // A first load that did not reach its end.
+            self.add_key()?;
+        }
         let existing = match self.existing()? {
             Some(e) => e,
             None => {
@@ -323,14 +408,28 @@ impl Inner {
                         .map_err(|e| db(&table, &e))?,
                 };
                 let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&self.name.table));
+                let defer = self.defer_key && self.spec.mode != Mode::Append;
+                let mut shape = self.spec.clone();
+                if defer {
+                    // Append mode's DDL: the same columns, no primary key.
+                    shape.mode = Mode::Append;
+                }
                 let ddl = format!(
-                    "BEGIN; CREATE SCHEMA IF NOT EXISTS {}; {}; COMMIT",
+                    "BEGIN; CREATE SCHEMA IF NOT EXISTS {}; {};{} COMMIT",
                     quote_ident(&schema),
-                    sql::create_table(&self.spec, &qualified, |t| t.duckdb(), "TIMESTAMPTZ")
+                    sql::create_table(&shape, &qualified, |t| t.duckdb(), "TIMESTAMPTZ", str::to_string),
+                    if defer {
+                        format!(" COMMENT ON TABLE {qualified} IS '{KEY_PENDING}';")
+                    } else {
+                        String::new()
+                    }
                 );
                 if let Err(e) = conn.execute_batch(&ddl) {
                     let _ = conn.execute_batch("ROLLBACK");
                     return Err(db(&table, &e));
+                }
+                if defer {
+                    self.pending = Some(Pending::default());
                 }
                 self.existing()?.ok_or_else(|| TableError::Database {
                     table: table.clone(),
@@ -353,157 +452,4 @@ fn key_type(spec: &TableSpec) -> super::types::ColumnType {
         .find(|c| c.name == spec.key)
         .map(|c| c.ty)
         .unwrap_or(super::types::ColumnType::Text)
-}
-
-/// Runs `f` in a transaction, committed when it succeeds, rolled back otherwise.
-fn transaction<T>(
-    conn: &Connection,
-    table: &str,
-    f: impl FnOnce(&Connection) -> Result<T, TableError>,
-) -> Result<T, TableError> {
-    conn.execute_batch("BEGIN TRANSACTION").map_err(|e| db(table, &e))?;
-    match f(conn) {
-        Ok(v) => match conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(v),
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                Err(db(table, &e))
-            }
-        },
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
-}
-
-/// One call's statements, inside its transaction.
-fn write(
-    conn: &Connection,
-    spec: &TableSpec,
-    r: &Resolved,
-    staged: super::Staged,
-    extracted_at: DateTime<Utc>,
-    mirroring: bool,
-) -> Result<WriteCounts, TableError> {
-    let table = spec.table.as_str();
-    let at = extracted_at.to_rfc3339();
-    let cols = staged_columns(spec);
-    let defs: Vec<String> = r
-        .columns
-        .iter()
-        .zip(&cols)
-        // JSON is staged as text (the Appender takes Arrow strings as VARCHAR only) and
-        // cast by the insert.
-        .map(|(name, c)| {
-            let ty = if c.ty == super::types::ColumnType::Json {
-                "VARCHAR".to_string()
-            } else {
-                c.ty.duckdb()
-            };
-            format!("{name} {ty}")
-        })
-        .collect();
-    let mut counts = WriteCounts {
-        skipped: staged.collapsed,
-        ..WriteCounts::default()
-    };
-    let rows = staged.batch.num_rows() as u64;
-    exec(
-        conn,
-        table,
-        &format!(
-            "CREATE OR REPLACE TEMP TABLE {STAGE} ({}); CREATE OR REPLACE TEMP TABLE {DELETES} (k {})",
-            defs.join(", "),
-            key_type(spec).duckdb()
-        ),
-    )?;
-    append(conn, table, STAGE, staged.batch)?;
-    let deletes = staged.delete_keys.len() as u64;
-    if deletes > 0 {
-        let schema = Schema::new(vec![Field::new("k", staged.delete_keys.data_type().clone(), true)]);
-        let batch =
-            RecordBatch::try_new(Arc::new(schema), vec![staged.delete_keys]).map_err(|e| TableError::Database {
-                table: table.to_string(),
-                message: e.to_string(),
-            })?;
-        append(conn, table, DELETES, batch)?;
-    }
-    let run = |sql: &str| -> Result<u64, TableError> {
-        conn.execute(sql, [&at]).map(|n| n as u64).map_err(|e| db(table, &e))
-    };
-    let soft = spec.on_deleted == OnDeleted::Soft;
-    let (live, gone) = match spec.mode {
-        Mode::Upsert | Mode::Mirror => (
-            run(&sql::upsert(r, STAGE, soft.then_some(false), false))?,
-            if soft {
-                run(&sql::upsert(r, STAGE, Some(true), false))?
-            } else {
-                0
-            },
-        ),
-        Mode::Append => (
-            run(&sql::append(r, STAGE, soft.then_some(false)))?,
-            if soft {
-                run(&sql::append(r, STAGE, Some(true)))?
-            } else {
-                0
-            },
-        ),
-    };
-    match spec.mode {
-        Mode::Append => counts.appended = live,
-        _ => counts.upserted = live,
-    }
-    counts.deleted = gone;
-    counts.skipped += rows - live - gone;
-    if deletes > 0 {
-        let marked = match soft.then(|| sql::mark_deleted(r, DELETES)).flatten() {
-            Some(q) => run(&q)?,
-            None => {
-                let present: i64 = conn
-                    .query_row(&sql::count_present(r, DELETES), [], |row| row.get(0))
-                    .map_err(|e| db(table, &e))?;
-                conn.execute(&sql::delete_keys(r, DELETES), [])
-                    .map_err(|e| db(table, &e))?;
-                present as u64
-            }
-        };
-        counts.deleted += marked;
-        counts.skipped += deletes - marked;
-    }
-    if mirroring {
-        conn.execute(&sql::remember(r, STAGE, SEEN), [])
-            .map_err(|e| db(table, &e))?;
-    }
-    exec(
-        conn,
-        table,
-        &format!("DROP TABLE temp.{STAGE}; DROP TABLE temp.{DELETES}"),
-    )?;
-    Ok(counts)
-}
-
-/// Appends `batch` to the temporary table `name` through the Appender.
-fn append(conn: &Connection, table: &str, name: &str, batch: RecordBatch) -> Result<(), TableError> {
-    if batch.num_rows() == 0 {
-        return Ok(());
-    }
-    let mut app = conn
-        .appender_to_catalog_and_db(name, "temp", "main")
-        .map_err(|e| db(table, &e))?;
-    app.append_record_batch(batch).map_err(|e| db(table, &e))?;
-    app.flush().map_err(|e| db(table, &e))
-}
-
-fn exec(conn: &Connection, table: &str, sql: &str) -> Result<(), TableError> {
-    conn.execute_batch(sql).map_err(|e| db(table, &e))
-}
-
-fn db(table: &str, e: &duckdb::Error) -> TableError {
-    let msg = e.to_string();
-    TableError::Database {
-        table: table.to_string(),
-        message: msg.lines().next().unwrap_or(&msg).trim().to_string(),
-    }
 }
