@@ -115,26 +115,7 @@ impl Backend {
 
     /// The rows of `sql` as text (`NULL` for null), read through ebb's source.
     async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
-        let src = Source::open("test", &self.connection, self.dir.path()).unwrap();
-        let mut stream = src.query(sql, 0).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let schema = stream.schema();
-        let mut out = Vec::new();
-        while let Some(b) = stream.next().await {
-            let b = b.unwrap();
-            for r in 0..b.num_rows() {
-                out.push(
-                    (0..b.num_columns())
-                        .map(|c| {
-                            read(b.column(c), schema.field(c), r)
-                                .unwrap()
-                                .as_text()
-                                .unwrap_or_else(|| "NULL".into())
-                        })
-                        .collect(),
-                );
-            }
-        }
-        out
+        read_rows(&self.connection, self.dir.path(), sql).await
     }
 
     async fn count(&self, table: &str) -> usize {
@@ -155,12 +136,36 @@ impl Backend {
     }
 }
 
+/// The rows of `sql` on `connection` as text (`NULL` for null), read through ebb's source.
+pub(crate) async fn read_rows(connection: &ConnectionSpec, dir: &Path, sql: &str) -> Vec<Vec<String>> {
+    let src = Source::open("test", connection, dir).unwrap();
+    let mut stream = src.query(sql, 0).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let schema = stream.schema();
+    let mut out = Vec::new();
+    while let Some(b) = stream.next().await {
+        let b = b.unwrap();
+        for r in 0..b.num_rows() {
+            out.push(
+                (0..b.num_columns())
+                    .map(|c| {
+                        read(b.column(c), schema.field(c), r)
+                            .unwrap()
+                            .as_text()
+                            .unwrap_or_else(|| "NULL".into())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
 fn col(name: &str, ty: ColumnType) -> Column {
     Column { name: name.into(), ty }
 }
 
 /// Nine columns, as an inbound Contact would have them.
-fn columns() -> Vec<Column> {
+pub(crate) fn columns() -> Vec<Column> {
     vec![
         col("id", ColumnType::Text),
         col("name", ColumnType::Text),
@@ -194,12 +199,12 @@ fn spec(table: &str, mode: Mode, on_deleted: OnDeleted) -> TableSpec {
     }
 }
 
-fn at(minute: u32) -> DateTime<Utc> {
+pub(crate) fn at(minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 28, 10, minute, 0).unwrap()
 }
 
 /// Record `i`, version `v` (its modification minute and amount change with it).
-fn row(i: u32, v: u32) -> TableRow {
+pub(crate) fn row(i: u32, v: u32) -> TableRow {
     TableRow {
         values: vec![
             Val::Str(format!("c{i:04}")),

@@ -11,8 +11,7 @@ use ebb::destination::table::types::ColumnType;
 use ebb::destination::table::{
     Column, Mode, OnDeleted, TableCheck, TableRow, TableSpec, TableWriter, WriteCounts, DELETED_COLUMN,
 };
-use ebb::map::value::{read, Val};
-use ebb::source::Source;
+use ebb::map::value::Val;
 
 pub const KEY: &str = include_str!("fixtures/keys/snowflake_test_key.p8");
 
@@ -55,47 +54,14 @@ fn col(name: &str, ty: ColumnType) -> Column {
 
 /// The rows of `sql` as text, read back through ebb's Snowflake source.
 async fn rows(url: &str, sql: &str) -> Vec<Vec<String>> {
-    let src = Source::open("sf", &connection(url), std::path::Path::new(".")).unwrap();
-    let mut stream = src.query(sql, 0).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let schema = stream.schema();
-    let mut out = Vec::new();
-    while let Some(b) = stream.next().await {
-        let b = b.unwrap();
-        for r in 0..b.num_rows() {
-            out.push(
-                (0..b.num_columns())
-                    .map(|c| {
-                        read(b.column(c), schema.field(c), r)
-                            .unwrap()
-                            .as_text()
-                            .unwrap_or_else(|| "NULL".into())
-                    })
-                    .collect(),
-            );
-        }
-    }
-    out
+    crate::table::read_rows(&connection(url), ".".as_ref(), sql).await
 }
 
 #[tokio::test]
 async fn unquoted_names_are_stored_upper_case_with_snowflakes_types() {
     require_postgres!();
     let srv = server("names").await;
-    let columns = vec![
-        col("id", ColumnType::Text),
-        col("n", ColumnType::Bigint),
-        col(
-            "amount",
-            ColumnType::Decimal {
-                precision: 12,
-                scale: 2,
-            },
-        ),
-        col("score", ColumnType::Double),
-        col("born", ColumnType::Date),
-        col("modified", ColumnType::Timestamp),
-        col("extra", ColumnType::Json),
-    ];
+    let columns = crate::table::columns();
     let mut w = TableWriter::open(
         spec("raw.crm_customers", columns.clone()),
         &connection(&srv.url),
@@ -104,23 +70,10 @@ async fn unquoted_names_are_stored_upper_case_with_snowflakes_types() {
     .await
     .unwrap();
     assert_eq!(w.check().await.unwrap(), TableCheck::Missing);
-    let at = Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap();
-    let row = TableRow {
-        values: vec![
-            Val::Str("c1".into()),
-            Val::Int(7),
-            Val::Decimal { v: 1250, scale: 2 },
-            Val::Float(0.25),
-            Val::Date(chrono::NaiveDate::from_ymd_opt(1990, 1, 2).unwrap()),
-            Val::Timestamp {
-                at: at.naive_utc(),
-                utc: true,
-            },
-            Val::Json(serde_json::json!({"tier": "gold"})),
-        ],
-        deleted: false,
-    };
-    let counts = w.write(vec![row], at).await.unwrap();
+    let counts = w
+        .write(vec![crate::table::row(1, 0)], crate::table::at(30))
+        .await
+        .unwrap();
     assert_eq!(
         counts,
         WriteCounts {
@@ -139,9 +92,11 @@ async fn unquoted_names_are_stored_upper_case_with_snowflakes_types() {
         types,
         [
             "ID TEXT NULL NULL",
+            "NAME TEXT NULL NULL",
             "N NUMBER 38 0",
             "AMOUNT NUMBER 12 2",
             "SCORE FLOAT NULL NULL",
+            "ACTIVE BOOLEAN NULL NULL",
             "BORN DATE NULL NULL",
             "MODIFIED TIMESTAMP_TZ NULL NULL",
             "EXTRA VARIANT NULL NULL",
@@ -151,20 +106,22 @@ async fn unquoted_names_are_stored_upper_case_with_snowflakes_types() {
     );
     let got = rows(
         &srv.url,
-        r#"SELECT "ID", "N", "AMOUNT", "SCORE", "BORN", "MODIFIED", "EXTRA", "IS_DELETED" FROM "RAW"."CRM_CUSTOMERS""#,
+        r#"SELECT "ID", "N", "AMOUNT", "SCORE", "BORN", "MODIFIED", "EXTRA", "IS_DELETED", "_EBB_EXTRACTED_AT"
+           FROM "RAW"."CRM_CUSTOMERS""#,
     )
     .await;
     assert_eq!(
         got,
         [[
-            "c1",
-            "7",
-            "12.50",
+            "c0001",
+            "1",
+            "1.00",
             "0.25",
             "1990-01-02",
             "2026-11-28T10:00:00Z",
-            r#"{"tier":"gold"}"#,
-            "false"
+            r#"{"i":1,"tier":"gold"}"#,
+            "false",
+            "2026-11-28T10:30:00Z"
         ]]
     );
     drop(w);

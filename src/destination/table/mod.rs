@@ -35,7 +35,7 @@ mod tests;
 pub mod types;
 
 pub use error::{Mismatch, NameError, SpecError, TableCheck, TableError};
-pub(crate) use resolve::{resolve, sql, Existing, ExistingColumn, Resolved};
+pub(crate) use resolve::{check_found, resolve_found, sql, Existing, ExistingColumn, Resolved};
 pub(crate) use spec::{check_spec, staged_columns};
 pub use spec::{quote_ident, Column, Mode, OnDeleted, TableName, TableRow, TableSpec, WriteCounts};
 pub(crate) use stage::{stage, Staged};

@@ -5,8 +5,8 @@
 
 use super::types::{ColumnType, DbType};
 use super::{
-    quote_ident, resolve, sql, stage, staged_columns, Existing, ExistingColumn, Mode, OnDeleted, Resolved, TableCheck,
-    TableError, TableName, TableRow, TableSpec, WriteCounts,
+    check_found, quote_ident, resolve_found, sql, stage, staged_columns, Existing, ExistingColumn, Mode, OnDeleted,
+    Resolved, TableCheck, TableError, TableName, TableRow, TableSpec, WriteCounts,
 };
 use crate::config::env;
 use crate::config::project::PostgresConnection;
@@ -80,13 +80,7 @@ impl PostgresWriter {
     }
 
     pub async fn check(&mut self) -> Result<TableCheck, TableError> {
-        Ok(match self.existing().await? {
-            None => TableCheck::Missing,
-            Some(e) => match resolve(&self.spec, &e) {
-                Ok(_) => TableCheck::Compatible,
-                Err(reason) => TableCheck::Incompatible(reason),
-            },
-        })
+        Ok(check_found(&self.spec, self.existing().await?))
     }
 
     pub async fn ensure(&mut self) -> Result<(), TableError> {
@@ -98,8 +92,8 @@ impl PostgresWriter {
             return Ok(r.clone());
         }
         let table = self.spec.table.clone();
-        let existing = match self.existing().await? {
-            Some(e) => e,
+        let found = match self.existing().await? {
+            Some(e) => Some(e),
             None => {
                 let schema = self.schema().await?;
                 let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&self.name.table));
@@ -110,16 +104,10 @@ impl PostgresWriter {
                     .map_err(|e| db(&table, &e))?;
                 tx.batch_execute(&ddl).await.map_err(|e| db(&table, &e))?;
                 tx.commit().await.map_err(|e| db(&table, &e))?;
-                self.existing().await?.ok_or_else(|| TableError::Database {
-                    table: table.clone(),
-                    message: "the table is not there after CREATE TABLE".into(),
-                })?
+                self.existing().await?
             }
         };
-        let r = resolve(&self.spec, &existing).map_err(|reason| TableError::Incompatible {
-            table: table.clone(),
-            reason,
-        })?;
+        let r = resolve_found(&self.spec, found)?;
         self.resolved = Some(r.clone());
         Ok(r)
     }

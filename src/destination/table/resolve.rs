@@ -113,6 +113,30 @@ pub(crate) fn resolve(spec: &TableSpec, existing: &Existing) -> Result<Resolved,
     })
 }
 
+/// What `check()` says of the table as found (`None`: missing).
+pub(crate) fn check_found(spec: &TableSpec, found: Option<Existing>) -> TableCheck {
+    match found {
+        None => TableCheck::Missing,
+        Some(e) => match resolve(spec, &e) {
+            Ok(_) => TableCheck::Compatible,
+            Err(reason) => TableCheck::Incompatible(reason),
+        },
+    }
+}
+
+/// The table found by `ensure()` (after creating it when missing; `None`: still not
+/// there), resolved against `spec` or refused with the reason.
+pub(crate) fn resolve_found(spec: &TableSpec, found: Option<Existing>) -> Result<Resolved, TableError> {
+    let existing = found.ok_or_else(|| TableError::Database {
+        table: spec.table.clone(),
+        message: "the table is not there after CREATE TABLE".into(),
+    })?;
+    resolve(spec, &existing).map_err(|reason| TableError::Incompatible {
+        table: spec.table.clone(),
+        reason,
+    })
+}
+
 /// The SQL both warehouses run, built from quoted names only (values are bound or staged).
 pub(crate) mod sql {
     use super::{quote_ident, Mode, Resolved, TableSpec};

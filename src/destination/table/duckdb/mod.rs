@@ -10,8 +10,8 @@
 
 use super::types::DbType;
 use super::{
-    quote_ident, resolve, sql, stage, Existing, ExistingColumn, Mode, OnDeleted, Resolved, TableCheck, TableError,
-    TableName, TableRow, TableSpec, WriteCounts,
+    check_found, quote_ident, resolve_found, sql, stage, Existing, ExistingColumn, Mode, OnDeleted, Resolved,
+    TableCheck, TableError, TableName, TableRow, TableSpec, WriteCounts,
 };
 use crate::config::project::DuckdbConnection;
 use crate::source::duckdb_files::{self, Lease};
@@ -113,16 +113,7 @@ impl DuckdbWriter {
     }
 
     pub async fn check(&mut self) -> Result<TableCheck, TableError> {
-        self.run(|w| {
-            Ok(match w.existing()? {
-                None => TableCheck::Missing,
-                Some(e) => match resolve(&w.spec, &e) {
-                    Ok(_) => TableCheck::Compatible,
-                    Err(reason) => TableCheck::Incompatible(reason),
-                },
-            })
-        })
-        .await
+        self.run(|w| Ok(check_found(&w.spec, w.existing()?))).await
     }
 
     pub async fn ensure(&mut self) -> Result<(), TableError> {
@@ -397,8 +388,8 @@ impl Inner {
             // A first load that did not reach its end.
             self.add_key()?;
         }
-        let existing = match self.existing()? {
-            Some(e) => e,
+        let found = match self.existing()? {
+            Some(e) => Some(e),
             None => {
                 let conn = self.lease.conn();
                 let schema = match &self.name.schema {
@@ -431,16 +422,10 @@ impl Inner {
                 if defer {
                     self.pending = Some(Pending::default());
                 }
-                self.existing()?.ok_or_else(|| TableError::Database {
-                    table: table.clone(),
-                    message: "the table is not there after CREATE TABLE".into(),
-                })?
+                self.existing()?
             }
         };
-        let r = resolve(&self.spec, &existing).map_err(|reason| TableError::Incompatible {
-            table: table.clone(),
-            reason,
-        })?;
+        let r = resolve_found(&self.spec, found)?;
         self.resolved = Some(r.clone());
         Ok(r)
     }

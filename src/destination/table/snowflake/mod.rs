@@ -17,8 +17,8 @@
 
 use super::types::{ColumnType, DbType};
 use super::{
-    quote_ident, resolve, sql, stage, staged_columns, Existing, ExistingColumn, Mode, OnDeleted, Resolved, TableCheck,
-    TableError, TableName, TableRow, TableSpec, WriteCounts,
+    check_found, quote_ident, resolve_found, sql, stage, staged_columns, Existing, ExistingColumn, Mode, OnDeleted,
+    Resolved, TableCheck, TableError, TableName, TableRow, TableSpec, WriteCounts,
 };
 use crate::config::project::SnowflakeConnection;
 use crate::snowflake::Client;
@@ -121,13 +121,7 @@ impl SnowflakeWriter {
     }
 
     pub async fn check(&mut self) -> Result<TableCheck, TableError> {
-        Ok(match self.existing().await? {
-            None => TableCheck::Missing,
-            Some(e) => match resolve(&self.spec, &e) {
-                Ok(_) => TableCheck::Compatible,
-                Err(reason) => TableCheck::Incompatible(reason),
-            },
-        })
+        Ok(check_found(&self.spec, self.existing().await?))
     }
 
     pub async fn ensure(&mut self) -> Result<(), TableError> {
@@ -138,9 +132,8 @@ impl SnowflakeWriter {
         if let Some(r) = &self.resolved {
             return Ok(r.clone());
         }
-        let table = self.spec.table.clone();
-        let existing = match self.existing().await? {
-            Some(e) => e,
+        let found = match self.existing().await? {
+            Some(e) => Some(e),
             None => {
                 let schema = self.current_schema().await?;
                 let qualified = format!(
@@ -168,16 +161,10 @@ impl SnowflakeWriter {
                     ddl.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")
                 );
                 self.api.submit(&statements, 2, &[]).await.map_err(|e| self.fail(e))?;
-                self.existing().await?.ok_or_else(|| TableError::Database {
-                    table: table.clone(),
-                    message: "the table is not there after CREATE TABLE".into(),
-                })?
+                self.existing().await?
             }
         };
-        let r = resolve(&self.spec, &existing).map_err(|reason| TableError::Incompatible {
-            table: table.clone(),
-            reason,
-        })?;
+        let r = resolve_found(&self.spec, found)?;
         self.resolved = Some(r.clone());
         Ok(r)
     }
