@@ -963,6 +963,18 @@ fn kill_9_during_the_read_or_before_the_watermark_then_a_rerun_converges_exactly
         }
         let w = t.watermark().expect("a watermark after the rerun");
         assert_eq!(Some(w.run_id), r.run_id, "round {round}");
+        // The first load defers the table's key; whoever ends it, killed or not, the table
+        // has its key after the rerun.
+        let c = duckdb::Connection::open(t.path().join("warehouse.duckdb")).unwrap();
+        let key: String = c
+            .query_row(
+                "SELECT constraint_column_names[1] FROM duckdb_constraints() \
+                 WHERE table_name = 'contacts' AND constraint_type = 'PRIMARY KEY'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("round {round}: no primary key: {e}"));
+        assert_eq!(key, "crm_id");
     }
     assert!(killed_mid >= 2, "the kills landed before the runs ended: {killed_mid}");
 }
