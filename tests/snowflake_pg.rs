@@ -3,7 +3,9 @@
 //! opens one per SQL API request.
 //!
 //! What it holds to, as Snowflake does (docs.snowflake.com/developer-guide/sql-api):
-//! every statement must parse as Snowflake SQL (sqlparser's Snowflake dialect); the count
+//! every statement must parse as Snowflake SQL (sqlparser's Snowflake dialect, which is
+//! lenient: it takes `ON CONFLICT` or `COPY … FROM STDIN`, so PostgreSQL's own syntax,
+//! which Snowflake refuses, is refused here by name, [`not_snowflake`]); the count
 //! of `;`-separated statements must equal `MULTI_STATEMENT_COUNT` (default 1, 0 any);
 //! `BEGIN`/`COMMIT`/`ROLLBACK` and temporary tables only inside a multi-statement request;
 //! `?` placeholders take the request's `bindings`; a multi-statement request answers with
@@ -251,6 +253,68 @@ pub fn split(sql: &str) -> Vec<String> {
     out
 }
 
+/// PostgreSQL's syntax that Snowflake does not have and the lenient parser lets through,
+/// outside literals and quoted names: what it is, when `statement` uses it.
+pub fn not_snowflake(statement: &str) -> Option<&'static str> {
+    let mut code = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = statement.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some('$') => {
+                if c == '$' && chars.peek() == Some(&'$') {
+                    chars.next();
+                    quote = None;
+                }
+            }
+            Some(q) => {
+                if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '$' && chars.peek() == Some(&'$') => {
+                chars.next();
+                quote = Some('$');
+                code.push_str(" '' ");
+            }
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                code.push_str(" x ");
+            }
+            None => code.push(c.to_ascii_uppercase()),
+        }
+    }
+    let words: Vec<&str> = code
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$' || c == ':'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let has = |seq: &[&str]| words.windows(seq.len()).any(|w| w == seq);
+    let denied: [(&[&str], &'static str); 9] = [
+        (&["ON", "CONFLICT"], "`ON CONFLICT`"),
+        (&["RETURNING"], "`RETURNING`"),
+        (&["FROM", "STDIN"], "`COPY … FROM STDIN`"),
+        (&["ON", "COMMIT", "DROP"], "`ON COMMIT DROP`"),
+        (&["UNLOGGED"], "`UNLOGGED`"),
+        (&["JSONB"], "the `jsonb` type"),
+        (&["BYTEA"], "the `bytea` type"),
+        (&["SERIAL"], "the `serial` type"),
+        (&["ILIKE", "ANY"], "`ILIKE ANY`"),
+    ];
+    if let Some((_, what)) = denied.iter().find(|(seq, _)| has(seq)) {
+        return Some(what);
+    }
+    if words
+        .iter()
+        .any(|w| w.len() > 1 && w.starts_with('$') && w[1..].bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Some("a `$n` placeholder");
+    }
+    if code.contains("::JSONB") || code.contains("PG_CATALOG") || code.contains("PG_TEMP") {
+        return Some("PostgreSQL's catalog or casts");
+    }
+    None
+}
+
 /// Snowflake-only syntax in PostgreSQL's words.
 fn translate(s: &str) -> String {
     let mut t = s.to_string();
@@ -389,6 +453,34 @@ async fn select(db: &tokio_postgres::Client, pg: &str) -> Result<Answer, tokio_p
         rows,
         stats: None,
     })
+}
+
+#[test]
+fn postgresql_syntax_is_refused_outside_literals() {
+    assert_eq!(
+        not_snowflake("INSERT INTO t (a) VALUES (1) ON CONFLICT (a) DO NOTHING"),
+        Some("`ON CONFLICT`")
+    );
+    assert_eq!(
+        not_snowflake("SELECT a FROM t WHERE a = $1"),
+        Some("a `$n` placeholder")
+    );
+    assert_eq!(not_snowflake("COPY t FROM STDIN"), Some("`COPY … FROM STDIN`"));
+    assert_eq!(
+        not_snowflake("CREATE TEMP TABLE t (a jsonb) ON COMMIT DROP"),
+        Some("`ON COMMIT DROP`")
+    );
+    // Inside literals and quoted names, and Snowflake's own syntax: fine.
+    assert_eq!(
+        not_snowflake("SELECT PARSE_JSON($$[\"on conflict\", \"$1\"]$$) AS j"),
+        None
+    );
+    assert_eq!(not_snowflake("SELECT 'RETURNING' AS \"jsonb\""), None);
+    assert_eq!(
+        not_snowflake("SELECT f.value FROM (SELECT PARSE_JSON('[1]') AS j) AS p, LATERAL FLATTEN(INPUT => p.j) AS f"),
+        None
+    );
+    assert_eq!(not_snowflake("CREATE TRANSIENT TABLE x (k NUMERIC(38,0))"), None);
 }
 
 #[test]

@@ -258,6 +258,13 @@ async fn the_server_holds_ebb_to_the_sql_apis_rules() {
     assert!(e.contains("Unsupported feature"), "{e}");
     let e = c.submit("SELEC 1", 1, &[]).await.unwrap_err().to_string();
     assert!(e.contains("syntax error"), "{e}");
+    // PostgreSQL's own syntax, which the lenient parser takes, is refused as Snowflake does.
+    let e = c
+        .submit("INSERT INTO t (a) VALUES (1) ON CONFLICT (a) DO NOTHING", 1, &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`ON CONFLICT` is PostgreSQL's, not Snowflake's"), "{e}");
     let rs = c.submit("SELECT ? AS a, 2 AS b", 1, &["x'y"]).await.unwrap();
     assert_eq!(rs.data.unwrap(), [[Some("x'y".to_string()), Some("2".to_string())]]);
 }
