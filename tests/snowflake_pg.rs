@@ -142,6 +142,13 @@ impl Backend {
                     format!("SQL compilation error:\nsyntax error: {e}"),
                 ));
             }
+            if let Some(what) = not_snowflake(s) {
+                return Err(refuse(
+                    "001003",
+                    "42000",
+                    format!("SQL compilation error:\nsyntax error: {what} is PostgreSQL's, not Snowflake's"),
+                ));
+            }
             let upper = s.trim_start().to_ascii_uppercase();
             let session_only = ["BEGIN", "COMMIT", "ROLLBACK"].iter().any(|k| upper.starts_with(k))
                 || upper.starts_with("CREATE TEMPORARY")
