@@ -86,8 +86,9 @@ impl<'a> Run<'a> {
         let mut forget: Vec<String> = Vec::new();
         // Keys sent that the snapshot does not hold go into the key log (opened with the
         // first; started over when the snapshot is empty).
+        let started_empty = table.is_empty();
         let mut log = KeyLogged::Unopened {
-            start_over: table.is_empty(),
+            start_over: started_empty,
             live: table.len(),
         };
         let mut at_end = false;
@@ -127,7 +128,8 @@ impl<'a> Run<'a> {
                             }
                             continue;
                         };
-                        if table.find(r.key_hash).is_none() {
+                        // (A first sync's keys are all new: no lookup in the filling table.)
+                        if started_empty || table.find(r.key_hash).is_none() {
                             self.log_key(&mut log, &r).await;
                         }
                         if pending.first().is_some_and(|p| p.op != Some(op)) {
