@@ -170,8 +170,7 @@ pub fn ms_text(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Lower-case hex: a run hashes every key it writes, so this is on a first sync's path a
-/// million times (a `format!` per byte cost more than the SHA-256 itself).
+/// Lower-case hex (a first sync hashes a million keys: no `format!` per byte).
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -319,7 +318,8 @@ impl AuditRow {
     }
 
     /// `SHA-256(prev_hash || canonical)`, hex. The canonical form is serialised straight
-    /// into the hash (a batch's entry holds 200 key hashes: no copy of them is made).
+    /// into the hash (a tuple is the same JSON array), without a copy of a batch's 200 key
+    /// hashes; serialising strings and numbers into it does not fail.
     pub fn computed_hash(&self) -> String {
         struct Into<'a>(&'a mut Sha256);
         impl std::io::Write for Into<'_> {
@@ -333,49 +333,11 @@ impl AuditRow {
         }
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
-        if serde_json::to_writer(Into(&mut h), &self.canonical_fields()).is_err() {
-            // (Serialising strings and numbers does not fail; the long way gives the same bytes.)
-            let mut h = Sha256::new();
-            h.update(self.prev_hash.as_bytes());
-            h.update(self.canonical().as_bytes());
-            return hex(h.finalize().as_ref());
-        }
+        let r = self;
+        #[rustfmt::skip]
+        let fields = (r.seq, &r.uid, r.at_ms, &r.actor, &r.action, &r.model, r.run_id, &r.destination, &r.operation, r.count, &r.keys, &r.detail);
+        let _ = serde_json::to_writer(Into(&mut h), &fields);
         hex(h.finalize().as_ref())
-    }
-
-    /// The fields of [`AuditRow::canonical`], borrowed: a tuple serialises as the same JSON
-    /// array.
-    #[allow(clippy::type_complexity)]
-    fn canonical_fields(
-        &self,
-    ) -> (
-        i64,
-        &str,
-        i64,
-        &str,
-        &str,
-        &Option<String>,
-        Option<i64>,
-        &Option<String>,
-        &Option<String>,
-        Option<i64>,
-        &str,
-        &str,
-    ) {
-        (
-            self.seq,
-            &self.uid,
-            self.at_ms,
-            &self.actor,
-            &self.action,
-            &self.model,
-            self.run_id,
-            &self.destination,
-            &self.operation,
-            self.count,
-            &self.keys,
-            &self.detail,
-        )
     }
 
     /// The row as a JSON line of `ebb audit` and `GET /api/audit`.
@@ -546,15 +508,13 @@ mod tests {
     #[test]
     fn the_hash_covers_exactly_the_canonical_text() {
         let mut e = NewAudit::new("os:\"ana\" é", Action::Write).model("m").run(7);
-        e.keys = vec!["ab\\c".into(), "\u{1}".into()];
-        e.count = Some(-3);
-        e.detail = json!({"batch": 1, "q": "\"x\""});
+        (e.keys, e.count, e.detail) = (vec!["ab\\c".into(), "\u{1}".into()], Some(-3), json!({"q": "\"x\""}));
         for r in [e.chain(5, GENESIS), chain(1).remove(0)] {
-            let mut h = Sha256::new();
-            h.update(r.prev_hash.as_bytes());
-            h.update(r.canonical().as_bytes());
-            let long: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-            assert_eq!(r.computed_hash(), long);
+            let long = Sha256::new()
+                .chain_update(&r.prev_hash)
+                .chain_update(r.canonical())
+                .finalize();
+            assert_eq!(r.computed_hash(), hex(long.as_ref()));
         }
     }
 
