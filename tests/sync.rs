@@ -803,6 +803,7 @@ fn the_kept_diff_table_is_used_only_while_it_matches_the_state_store() {
     let tables: Vec<_> = std::fs::read_dir(f.path().join(".ebb/tables"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "table"))
         .collect();
     assert_eq!(tables.len(), 1, "{tables:?}");
     let file = &tables[0];
@@ -867,4 +868,53 @@ fn the_kept_diff_table_is_used_only_while_it_matches_the_state_store() {
         (0, 500, 500),
         "{run}"
     );
+}
+
+/// Rows that leave the model are found from the key log kept beside the diff table, and
+/// from the state store when the log lacks one (missing, torn), which writes the log anew;
+/// keys added later are appended to it. Each way, exactly the rows that left are deleted.
+#[test]
+fn rows_that_leave_the_model_are_found_from_the_key_log_or_else_the_state_store() {
+    require_postgres!();
+    let f = Fixture::new("keylog", 200, 50, None);
+    f.model(&ModelSpec {
+        mode: "mirror",
+        ..ModelSpec::default()
+    });
+    assert_eq!(f.run(&[]).0, 0);
+    let log = std::fs::read_dir(f.path().join(".ebb/tables"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "keys"))
+        .expect("a key log beside the table");
+    let leave = |from: i32, to: i32, why: &str| {
+        f.sql(&format!("DELETE FROM {}.t WHERE id BETWEEN {from} AND {to}", f.schema));
+        f.sink.reset_log();
+        let (code, run) = f.run(&[]);
+        let n = i64::from(to - from + 1);
+        assert_eq!(
+            (code, count(&run, "removed"), count(&run, "sent")),
+            (0, n, n),
+            "{why}: {run}"
+        );
+        assert_eq!(f.sent_keys("delete"), ids(from..=to), "{why}");
+        assert_holds(&f.sink.records(), &f.expected(), why);
+    };
+    leave(191, 200, "from the log");
+    std::fs::remove_file(&log).unwrap();
+    leave(181, 190, "no log: from the store");
+    assert!(log.exists(), "the log is written anew");
+    leave(171, 175, "from the rewritten log");
+    let bytes = std::fs::read(&log).unwrap();
+    std::fs::write(&log, &bytes[..bytes.len() - 3]).unwrap();
+    leave(161, 170, "a torn log: from the store");
+    f.sql(&format!(
+        "INSERT INTO {s}.t SELECT i, 'name ' || i, 'u' || i || '@x.com', i FROM generate_series(201, 210) AS i",
+        s = f.schema
+    ));
+    let (code, run) = f.run(&[]);
+    assert_eq!((code, count(&run, "added")), (0, 10), "{run}");
+    leave(201, 205, "keys added since, from the log");
+    let (code, run) = f.run(&[]);
+    assert_eq!((code, count(&run, "removed"), count(&run, "sent")), (0, 0, 0), "{run}");
 }

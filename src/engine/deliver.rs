@@ -9,6 +9,7 @@
 
 use super::batch::{Answered, BatchResult, BatchSender, Turn};
 use super::error::RunError;
+use super::keylog::KeyLog;
 use super::run::{plural, Run};
 use super::spill::{SpillReader, Spilled};
 use super::table::SnapTable;
@@ -83,6 +84,13 @@ impl<'a> Run<'a> {
         let mut previous_started: Option<oneshot::Receiver<()>> = None;
         let mut pending: Vec<Spilled> = Vec::new();
         let mut forget: Vec<String> = Vec::new();
+        // Keys sent that the snapshot does not hold go into the key log (opened with the
+        // first; started over when the snapshot is empty).
+        let started_empty = table.is_empty();
+        let mut log = KeyLogged::Unopened {
+            start_over: started_empty,
+            live: table.len(),
+        };
         let mut at_end = false;
         loop {
             if self.failure.is_some() || self.lost.is_some_and(|l| l.load(Ordering::SeqCst)) {
@@ -120,6 +128,10 @@ impl<'a> Run<'a> {
                             }
                             continue;
                         };
+                        // (A first sync's keys are all new: no lookup in the filling table.)
+                        if started_empty || table.find(r.key_hash).is_none() {
+                            self.log_key(&mut log, &r).await;
+                        }
                         if pending.first().is_some_and(|p| p.op != Some(op)) {
                             next = Some(std::mem::take(&mut pending));
                         }
@@ -213,6 +225,14 @@ impl<'a> Run<'a> {
         }
         drop(in_flight);
         drop(sender);
+        if let KeyLogged::Open(log) = log {
+            if let Err(e) = log.finish().await {
+                self.notes.push(format!(
+                    "cannot keep the key log in {}: {e}",
+                    self.key_log_path().display()
+                ));
+            }
+        }
         if self.lost.is_some_and(|l| l.load(Ordering::SeqCst)) && self.failure.is_none() {
             self.failure = Some(RunError::LockLost);
         }
@@ -242,6 +262,25 @@ impl<'a> Run<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Adds a sent key to the key log, opening it first.
+    async fn log_key(&mut self, log: &mut KeyLogged, r: &Spilled) {
+        if let KeyLogged::Unopened { start_over, live } = *log {
+            *log = match KeyLog::append(self.key_log_path(), start_over, live).await {
+                Ok(l) => KeyLogged::Open(l),
+                Err(e) => {
+                    self.notes.push(format!(
+                        "cannot keep the key log in {}: {e}",
+                        self.key_log_path().display()
+                    ));
+                    KeyLogged::Failed
+                }
+            };
+        }
+        if let KeyLogged::Open(l) = log {
+            l.push(r.key_hash, &r.key).await;
+        }
     }
 
     fn settled(&mut self, done: BatchResult, table: &mut SnapTable) {
@@ -278,6 +317,13 @@ impl<'a> Run<'a> {
             }
         }
     }
+}
+
+/// The run's key log ([`super::keylog`]), opened with the first key it gets.
+enum KeyLogged {
+    Unopened { start_over: bool, live: usize },
+    Open(KeyLog),
+    Failed,
 }
 
 /// A batch task's result; a task that panicked fails the run (its rows stay in flight).

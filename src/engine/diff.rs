@@ -8,6 +8,7 @@
 //! call, and sending is [`super::deliver`]'s.
 
 use super::error::RunError;
+use super::keylog::{self, KeyLog};
 use super::pool::EncodePool;
 use super::run::Run;
 use super::snapshot::Forced;
@@ -35,6 +36,9 @@ const ENCODE_THREADS: usize = 2;
 const ENCODE_AHEAD: u64 = 8;
 /// Sample payloads kept per kind of change by `--dry-run`.
 const SAMPLES: usize = 5;
+/// Rows that left the model looked up in the key log at most; past it, the state store's
+/// snapshot is read instead (the hashes looked for are held in memory).
+const LOOKUP_AT_MOST: usize = 1 << 20;
 
 /// Where a row came out of the diff, for the counts (and for undoing them when the key
 /// turns out duplicated).
@@ -348,19 +352,7 @@ impl<'a> Run<'a> {
         };
         let mut keys: Vec<String> = Vec::new();
         if !fresh && table.unseen() > 0 {
-            let (tx, mut rx) = mpsc::channel(4);
-            let scan = self.cfg.store.scan_snapshot(self.name(), tx);
-            let collect = async {
-                while let Some(chunk) = rx.recv().await {
-                    for (key, _) in chunk {
-                        if table.seen(key_hash(&key)) == Some(false) {
-                            keys.push(key);
-                        }
-                    }
-                }
-            };
-            let (scanned, ()) = tokio::join!(scan, collect);
-            scanned?;
+            keys = self.unseen_keys(table).await?;
         }
         // In flight but never confirmed, and gone from the model.
         for (kh, f) in &self.diff.forced {
@@ -395,6 +387,48 @@ impl<'a> Run<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The text of the snapshot's keys this run did not see: from the key log
+    /// ([`super::keylog`]) when it holds them all, which reads none of the snapshot; else
+    /// from the state store, whose every key then goes into a new log.
+    async fn unseen_keys(&mut self, table: &SnapTable) -> Result<Vec<String>, RunError> {
+        let path = self.key_log_path();
+        if let Some(wanted) = table.unseen_keys(LOOKUP_AT_MOST) {
+            if let Some(keys) = keylog::lookup(path.clone(), wanted).await {
+                return Ok(keys);
+            }
+        }
+        let mut log = if self.cfg.opts.dry_run {
+            None
+        } else {
+            KeyLog::rebuild(path.clone()).await.ok()
+        };
+        let mut keys = Vec::new();
+        let (tx, mut rx) = mpsc::channel(4);
+        let scan = self.cfg.store.scan_snapshot(self.name(), tx);
+        let collect = async {
+            while let Some(chunk) = rx.recv().await {
+                for (key, _) in chunk {
+                    let kh = key_hash(&key);
+                    if let Some(log) = log.as_mut() {
+                        log.push(kh, &key).await;
+                    }
+                    if table.seen(kh) == Some(false) {
+                        keys.push(key);
+                    }
+                }
+            }
+        };
+        let (scanned, ()) = tokio::join!(scan, collect);
+        scanned?;
+        if let Some(log) = log {
+            if let Err(e) = log.finish().await {
+                self.notes
+                    .push(format!("cannot keep the key log in {}: {e}", path.display()));
+            }
+        }
+        Ok(keys)
     }
 
     /// Once the model is read: every row of a duplicated key gets its error, and the errors

@@ -22,7 +22,8 @@
 //!   record) and the sequence of the stages;
 //! - `snapshot.rs`: the snapshot's destination, keys left in flight, the table loaded and
 //!   saved ([`table`] is its data structure);
-//! - `diff.rs`: read, map ([`pool`]), classify, find removed rows, spill ([`spill`]);
+//! - `diff.rs`: read, map ([`pool`]), classify, find removed rows (their keys from
+//!   `keylog.rs`, the key log kept beside the table), spill ([`spill`]);
 //! - `guard.rs`: refuse a run that changes too much;
 //! - `deliver.rs`: the spill cut into batches and the pipeline of batches under way;
 //! - `batch.rs`: one batch, in flight, sent and its answer committed;
@@ -38,6 +39,7 @@ mod diff;
 mod error;
 mod guard;
 pub mod inbound;
+mod keylog;
 pub mod pool;
 mod run;
 mod snapshot;

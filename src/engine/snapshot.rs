@@ -97,6 +97,11 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Where the key log of the model's diff table is kept ([`super::keylog`]).
+    pub(super) fn key_log_path(&self) -> std::path::PathBuf {
+        self.table_path().with_extension("keys")
+    }
+
     /// Where the model's diff table is kept between runs ([`SnapTable::save`]).
     fn table_path(&self) -> std::path::PathBuf {
         let safe: String = self

@@ -334,6 +334,20 @@ impl SnapTable {
         self.len - self.seen
     }
 
+    /// The keys never seen in this run, if there are at most `max`.
+    pub fn unseen_keys(&self, max: usize) -> Option<Vec<u128>> {
+        if self.unseen() > max {
+            return None;
+        }
+        let keys = self
+            .slots
+            .iter()
+            .filter(|s| s.key != EMPTY && s.value & SEEN == 0)
+            .map(|s| u128::from(s.key[0]) | (u128::from(s.key[1]) << 64))
+            .collect();
+        Some(keys)
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.slots.len() * std::mem::size_of::<Slot>()
@@ -498,6 +512,10 @@ mod tests {
         assert_eq!(t.visit(key_hash("5")), Lookup::Again);
         assert_eq!(t.visit(key_hash("new")), Lookup::Absent);
         assert_eq!(t.unseen(), 999);
+        assert_eq!(t.unseen_keys(998), None);
+        let unseen = t.unseen_keys(999).unwrap();
+        assert_eq!(unseen.len(), 999);
+        assert!(unseen.contains(&key_hash("6")) && !unseen.contains(&key_hash("5")));
         assert_eq!(t.seen(key_hash("5")), Some(true));
         assert_eq!(t.seen(key_hash("6")), Some(false));
         assert_eq!(t.seen(key_hash("nope")), None);
