@@ -931,6 +931,12 @@ async fn duckdb_a_writer_waits_for_the_process_s_own_read_only_queries() {
 // --- a first load into DuckDB: the key deferred ----------------------------------------
 
 /// The table's primary-key columns and its comment, read with a connection of its own.
+/// DuckDB's `checkpoint_threshold` in the instance a source query of the backend's file
+/// gets (the writer's, while one is open).
+async fn checkpoint_threshold(b: &Backend) -> String {
+    b.rows("SELECT current_setting('checkpoint_threshold')").await[0][0].clone()
+}
+
 fn duckdb_key_and_comment(b: &Backend, table: &str) -> (Vec<String>, Option<String>) {
     let c = duckdb::Connection::open(b.path()).unwrap();
     let keys: Vec<String> = c
@@ -961,15 +967,27 @@ async fn duckdb_a_first_load_defers_the_key_and_adds_it_at_the_end() {
     w.defer_key();
     w.ensure().await.unwrap();
     assert_eq!(w.check().await.unwrap(), TableCheck::Compatible);
-    // Three writes; the third repeats keys of the first, one changed, one not, and
-    // soft-deletes one: those go through the merge.
+    // The writer's instance checkpoints at 256 MiB of log, not 16 (each checkpoint
+    // recompresses the table's last row group).
+    assert_eq!(checkpoint_threshold(&b).await, "256.0 MiB");
+    // Three writes; the second soft-deletes a new key (only the insert of new rows runs);
+    // the third repeats keys of the first, one changed, one not, and soft-deletes one:
+    // those go through the merge.
     let c1 = w.write((0..100).map(|i| row(i, 0)).collect(), at(1)).await.unwrap();
-    let c2 = w.write((100..200).map(|i| row(i, 0)).collect(), at(1)).await.unwrap();
+    let c2 = w
+        .write(
+            (100..200)
+                .map(|i| if i == 150 { deleted(row(i, 0)) } else { row(i, 0) })
+                .collect(),
+            at(1),
+        )
+        .await
+        .unwrap();
     let c3 = w
         .write(vec![row(5, 9), row(6, 0), deleted(row(7, 0)), row(200, 0)], at(2))
         .await
         .unwrap();
-    assert_eq!((c1.upserted, c2.upserted), (100, 100));
+    assert_eq!((c1.upserted, c2.upserted, c2.deleted), (100, 99, 1));
     assert_eq!(
         c3,
         WriteCounts {
@@ -993,7 +1011,7 @@ async fn duckdb_a_first_load_defers_the_key_and_adds_it_at_the_end() {
     assert_eq!(b.count(&t).await, 201);
     let got = b
         .rows(&format!(
-            "SELECT id, amount, is_deleted FROM {t} WHERE id IN ('c0005', 'c0006', 'c0007') ORDER BY id"
+            "SELECT id, amount, is_deleted FROM {t} WHERE id IN ('c0005', 'c0006', 'c0007', 'c0150') ORDER BY id"
         ))
         .await;
     assert_eq!(
@@ -1001,7 +1019,8 @@ async fn duckdb_a_first_load_defers_the_key_and_adds_it_at_the_end() {
         [
             ["c0005", "5.09", "false"],
             ["c0006", "6.00", "false"],
-            ["c0007", "7.00", "true"]
+            ["c0007", "7.00", "true"],
+            ["c0150", "150.00", "true"]
         ]
     );
 

@@ -135,7 +135,11 @@ pub(super) fn write(
         }
         None => (RecordBatch::new_empty(staged.batch.schema()), staged.batch),
     };
-    let n_fresh = fresh.num_rows();
+    // How many rows of each stage each pass would read: a pass over an empty stage is
+    // skipped, since DuckDB still scans the whole table to join it with nothing.
+    let soft = spec.on_deleted == OnDeleted::Soft;
+    let deleted_at = cols.iter().position(|c| c.name == spec.deleted_column).filter(|_| soft);
+    let (fresh_rows, merged_rows) = (rows_by_filter(&fresh, deleted_at), rows_by_filter(&merged, deleted_at));
     append(conn, table, FRESH, fresh)?;
     append(conn, table, STAGE, merged)?;
     let deletes = staged.delete_keys.len() as u64;
@@ -151,21 +155,21 @@ pub(super) fn write(
     let run = |sql: &str| -> Result<u64, TableError> {
         conn.execute(sql, [&at]).map(|n| n as u64).map_err(|e| db(table, &e))
     };
-    let soft = spec.on_deleted == OnDeleted::Soft;
     let (live, gone) = match spec.mode {
         // An update of the rows whose values differ, then an insert of the new keys:
         // DuckDB's `INSERT … ON CONFLICT DO UPDATE` took 8× as long over rows that were
         // all there already (a replayed window, a mirror's full read).
         Mode::Upsert | Mode::Mirror => {
-            let upsert = |filter| -> Result<u64, TableError> {
-                let inserted = if n_fresh > 0 {
-                    run(&sql::insert_all(r, FRESH, filter, TIME))?
-                } else {
-                    0
-                };
-                Ok(inserted
-                    + run(&sql::update_from(r, STAGE, filter, TIME))?
-                    + run(&sql::insert_missing(r, STAGE, filter, TIME))?)
+            let upsert = |filter: Option<bool>| -> Result<u64, TableError> {
+                let mut n = 0;
+                if fresh_rows.of(filter) > 0 {
+                    n += run(&sql::insert_all(r, FRESH, filter, TIME))?;
+                }
+                if merged_rows.of(filter) > 0 {
+                    n += run(&sql::update_from(r, STAGE, filter, TIME))?;
+                    n += run(&sql::insert_missing(r, STAGE, filter, TIME))?;
+                }
+                Ok(n)
             };
             (
                 upsert(soft.then_some(false))?,
@@ -214,6 +218,37 @@ pub(super) fn write(
         &format!("DROP TABLE temp.{STAGE}; DROP TABLE temp.{FRESH}; DROP TABLE temp.{DELETES}"),
     )?;
     Ok(counts)
+}
+
+/// A stage's rows by their deleted flag (`IS TRUE`, and not).
+struct StageRows {
+    live: usize,
+    deleted: usize,
+}
+
+impl StageRows {
+    /// The rows a pass with `filter` reads (as [`sql::update_from`]'s filter).
+    fn of(&self, filter: Option<bool>) -> usize {
+        match filter {
+            None => self.live + self.deleted,
+            Some(true) => self.deleted,
+            Some(false) => self.live,
+        }
+    }
+}
+
+/// Counts `batch`'s rows by the boolean column at `deleted_at` (none: every row live; a
+/// column that is not boolean: every row may be either, so no pass is skipped).
+fn rows_by_filter(batch: &RecordBatch, deleted_at: Option<usize>) -> StageRows {
+    let n = batch.num_rows();
+    match deleted_at.map(|i| batch.column(i).as_any().downcast_ref::<arrow::array::BooleanArray>()) {
+        None => StageRows { live: n, deleted: 0 },
+        Some(Some(a)) => StageRows {
+            live: n - a.true_count(),
+            deleted: a.true_count(),
+        },
+        Some(None) => StageRows { live: n, deleted: n },
+    }
 }
 
 /// Appends `batch` to the temporary table `name` through the Appender.
