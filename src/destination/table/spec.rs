@@ -83,6 +83,19 @@ pub struct WriteCounts {
     pub skipped: u64,
 }
 
+impl WriteCounts {
+    /// Counts a call's `rows` given, of which `live` were written as live rows (upserted
+    /// or appended, by `mode`) and `gone` newly marked deleted; the rest were skipped.
+    pub(crate) fn count_rows(&mut self, mode: Mode, rows: u64, live: u64, gone: u64) {
+        match mode {
+            Mode::Append => self.appended = live,
+            _ => self.upserted = live,
+        }
+        self.deleted = gone;
+        self.skipped += rows - live - gone;
+    }
+}
+
 impl std::ops::AddAssign for WriteCounts {
     fn add_assign(&mut self, o: WriteCounts) {
         self.upserted += o.upserted;

@@ -185,12 +185,7 @@ pub(super) fn write(
             },
         ),
     };
-    match spec.mode {
-        Mode::Append => counts.appended = live,
-        _ => counts.upserted = live,
-    }
-    counts.deleted = gone;
-    counts.skipped += rows - live - gone;
+    counts.count_rows(spec.mode, rows, live, gone);
     if deletes > 0 {
         let marked = match soft.then(|| sql::mark_deleted(r, DELETES)).flatten() {
             Some(q) => run(&q)?,

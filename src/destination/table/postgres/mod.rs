@@ -307,12 +307,7 @@ impl PostgresWriter {
             Some(q) => tx.execute(&q, &[&extracted_at]).await.map_err(|e| db(&table, &e))?,
             None => 0,
         };
-        match spec.mode {
-            Mode::Append => counts.appended = live,
-            _ => counts.upserted = live,
-        }
-        counts.deleted = gone;
-        counts.skipped += rows - live - gone;
+        counts.count_rows(spec.mode, rows, live, gone);
         if deletes > 0 {
             let marked = match soft.then(|| sql::mark_deleted(&r, DELETES)).flatten() {
                 Some(q) => tx.execute(&q, &[&extracted_at]).await.map_err(|e| db(&table, &e))?,
